@@ -1,0 +1,2 @@
+//! `eventor-coord`: the command line of the prime coordinator.
+fn main() {}

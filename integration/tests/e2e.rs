@@ -1,0 +1,1 @@
+//! End-to-end tests: each drives eventor through real processes and a real store.

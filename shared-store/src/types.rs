@@ -1,0 +1,254 @@
+//! The store's vocabulary: keys, records, changes and errors, shared by every backend.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Microseconds since the Unix epoch.
+pub type Micros = i64;
+
+/// The current time in [`Micros`].
+pub fn now_micros() -> Micros {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    since.as_micros() as Micros
+}
+
+/// Defines a string-backed enum with `as_str` / `FromStr` / `Display`, so the store keeps
+/// readable text in its columns.
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vm])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = StoreError;
+            fn from_str(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(StoreError::Corrupt(format!(
+                        "unknown {} {other:?}", stringify!($name)
+                    ))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Where a task is in its life.
+    TaskStatus {
+        Ready => "ready",
+        Active => "active",
+        Success => "success",
+        Failure => "failure",
+        /// Recovered without running: it succeeded in an earlier recovery.
+        Skipped => "skipped",
+    }
+);
+
+impl TaskStatus {
+    /// Success or failure (skipped counts as success): the task will not change again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Success | TaskStatus::Failure | TaskStatus::Skipped
+        )
+    }
+}
+
+text_enum!(
+    /// How a run relates to earlier runs of the same flow.
+    RunMode {
+        Restart => "restart",
+        Recover => "recover",
+        Continue => "continue",
+    }
+);
+
+text_enum!(
+    /// Where a run is in its life.
+    RunStatus {
+        Running => "running",
+        Success => "success",
+        Failure => "failure",
+        Incomplete => "incomplete",
+    }
+);
+
+/// One recovery of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunKey {
+    pub run_id: Arc<str>,
+    pub recovery: i32,
+}
+
+/// A run row to insert.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub key: RunKey,
+    /// The flow's name.
+    pub name: String,
+    pub mode: RunMode,
+    /// The host the prime coordinator runs on.
+    pub host: String,
+    /// A description of the program (the flow's definition as JSON), kept for `continue`.
+    pub program: String,
+    pub started_at: Micros,
+}
+
+/// A run row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub key: RunKey,
+    pub name: String,
+    pub mode: RunMode,
+    pub status: RunStatus,
+    pub host: String,
+    pub program: String,
+    pub started_at: Micros,
+    pub ended_at: Option<Micros>,
+}
+
+/// A task row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub id: i64,
+    pub step: String,
+    pub sequence: String,
+    pub status: TaskStatus,
+    pub attempt: i32,
+    pub host: Option<String>,
+    pub pid: Option<i64>,
+    /// The closure's result as JSON text, or the command's exit code.
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+/// A trigger row as stored: `event` fired in `sequence`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerRecord {
+    pub id: i64,
+    pub event: String,
+    pub sequence: String,
+    pub created_at: Micros,
+}
+
+/// A delay row as stored: association number `assoc` is due in `sequence` at `due_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelayRecord {
+    pub id: i64,
+    pub assoc: i32,
+    pub sequence: String,
+    pub due_at: Micros,
+    pub fired: bool,
+    pub created_at: Micros,
+}
+
+/// One state change decided by the engine. Names are shared `Arc<str>` so that a batch of a
+/// hundred thousand changes does not copy each step name a hundred thousand times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `event` fired in `sequence`. Inserting a duplicate is an error.
+    Trigger {
+        event: Arc<str>,
+        sequence: Arc<str>,
+        at: Micros,
+    },
+    /// A new task row. Inserting a duplicate `(step, sequence)` is an error.
+    TaskCreated {
+        step: Arc<str>,
+        sequence: Arc<str>,
+        status: TaskStatus,
+        attempt: i32,
+        host: Option<Arc<str>>,
+        at: Micros,
+    },
+    /// A fenced status change: applies only if the row is at `from` with `attempt`.
+    TaskTransition {
+        step: Arc<str>,
+        sequence: Arc<str>,
+        attempt: i32,
+        from: TaskStatus,
+        to: TaskStatus,
+        result: Option<String>,
+        error: Option<String>,
+        at: Micros,
+    },
+    /// The process id of an active task (fenced by attempt and status `active`).
+    TaskPid {
+        step: Arc<str>,
+        sequence: Arc<str>,
+        attempt: i32,
+        pid: i64,
+    },
+    /// A delayed association armed in `sequence`, due at `due_at`.
+    DelayArmed {
+        assoc: i32,
+        sequence: Arc<str>,
+        due_at: Micros,
+        at: Micros,
+    },
+    /// A delay that became due and was acted on (fenced: it must not have fired already).
+    DelayFired { assoc: i32, sequence: Arc<str> },
+}
+
+/// Everything one scheduler turn decided, for one run recovery.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub run: RunKey,
+    pub changes: Vec<Change>,
+}
+
+/// Why a store operation failed. Messages are lowercase; causes are in `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open store {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot migrate store {path}")]
+    Migrate {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{what} already exists in the store")]
+    Duplicate { what: String },
+    #[error("task {step}[{sequence}] attempt {attempt} is no longer {expected}: another writer changed it")]
+    Fenced {
+        step: String,
+        sequence: String,
+        attempt: i32,
+        expected: TaskStatus,
+    },
+    #[error("delay {assoc}[{sequence}] has already fired or does not exist")]
+    DelayFenced { assoc: i32, sequence: String },
+    #[error("no run {0} in the store")]
+    NoSuchRun(String),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store query failed")]
+    Query(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the store's connection owner has stopped")]
+    Closed,
+}
