@@ -52,7 +52,12 @@ impl SqliteStore {
     pub async fn commit(&self, _batch: Batch) -> Result<(), StoreError> {
         todo!()
     }
-    pub async fn set_run_status(&self, _run: RunKey, _status: RunStatus, _at: Micros) -> Result<(), StoreError> {
+    pub async fn set_run_status(
+        &self,
+        _run: RunKey,
+        _status: RunStatus,
+        _at: Micros,
+    ) -> Result<(), StoreError> {
         todo!()
     }
     pub async fn latest_run(&self, _name: String) -> Result<Option<RunRecord>, StoreError> {

@@ -1,0 +1,527 @@
+//! The scheduling core: a state machine that turns inputs into store changes and effects.
+//!
+//! # How it works
+//! The core does no IO and reads no clock. The driver feeds it [`Input`]s (a trigger, a task
+//! that finished, a timer that came due) together with the current time, and takes back two
+//! lists: the [`Change`]s to commit to the store and the [`Effect`]s to perform (start a task,
+//! arm a timer). The driver must commit the changes *before* performing the effects; that one
+//! rule is what makes a crash at any point recoverable.
+//!
+//! Inside, everything is a worklist: firing an event walks its associations (activating
+//! steps and events in the same sequence) and the expression events that mention it; creating
+//! a task fires its `ready` triggers and queues it; [`Core::schedule`] then starts queued tasks
+//! while the global and per-step limits allow. A task that is created and started in the same
+//! turn is stored once, as `active`: the batch never holds a `ready` row that is overwritten a
+//! microsecond later.
+//!
+//! # Loops
+//! `run(max_loops = N)` is served by a *gate*: with a gate, a task may start only in a loop
+//! after the one that created it, and the driver opens loop after loop while work is left.
+//! Without a gate (`max_loops < 0`) a finished task starts its successors at once.
+//!
+//! # What it leaves out
+//! Which process runs a task, how long it takes, and the store's own failures are the
+//! driver's business. Recovery decisions and resource pools hook in at [`Core::start`].
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use eventor_store::{Change, Micros, TaskStatus};
+
+use super::program::{AssocId, EventId, Program, StepId, Target};
+
+/// Index of a task in the core's arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u32);
+
+/// What the driver tells the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Fire `event` in `sequence` (from the program or the command line).
+    Trigger { event: EventId, sequence: Arc<str> },
+    /// A started task reported its process id.
+    TaskPid { task: TaskId, pid: i64 },
+    /// A task ended.
+    TaskFinished { task: TaskId, outcome: Outcome },
+    /// The clock reached a timer the core armed; fire every delay now due.
+    TimerDue,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub success: bool,
+    /// The closure's result as JSON text, or the command's exit code.
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What the driver must do after committing the changes of the same turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Start(TaskId),
+    /// Wake the core with [`Input::TimerDue`] at this time (a later arm supersedes nothing:
+    /// the driver keeps the earliest).
+    ArmTimer(Micros),
+}
+
+/// A task as the core knows it.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub step: StepId,
+    pub sequence: Arc<str>,
+    pub status: TaskStatus,
+    pub attempt: i32,
+    /// The loop that created it (meaningful only with a gate).
+    created_loop: u32,
+    /// Index of its still-uncommitted `TaskCreated` change, so a start in the same turn can
+    /// rewrite the row instead of adding a transition.
+    pending_create: Option<usize>,
+}
+
+/// Limits and gating, fixed for a run.
+#[derive(Debug, Clone, Default)]
+pub struct CoreOptions {
+    /// Whether tasks wait for the next loop (`run(max_loops >= 0)`).
+    pub gated: bool,
+    /// The attempt number given to new tasks (1 on a fresh run).
+    pub first_attempt: i32,
+}
+
+/// A failed task that nothing handled; it makes the run fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub task: TaskId,
+    pub error: Option<String>,
+}
+
+/// The scheduling state machine. See the module docs.
+pub struct Core {
+    program: Arc<Program>,
+    options: CoreOptions,
+    now: Micros,
+    /// Bit sets of fired events, per sequence.
+    fired: HashMap<Arc<str>, Vec<u64>>,
+    tasks: Vec<Task>,
+    task_index: HashMap<(StepId, Arc<str>), TaskId>,
+    queue: VecDeque<TaskId>,
+    /// Tasks held back by their step's own limit, per step.
+    held: HashMap<StepId, VecDeque<TaskId>>,
+    active: usize,
+    active_per_step: HashMap<StepId, usize>,
+    delays: BTreeSet<(Micros, AssocId, Arc<str>)>,
+    current_loop: u32,
+    stopped: bool,
+    failed: Vec<Failed>,
+    work: VecDeque<Work>,
+    /// Tasks whose `TaskCreated` change is still in `changes`.
+    uncommitted: Vec<TaskId>,
+    changes: Vec<Change>,
+    effects: Vec<Effect>,
+}
+
+/// One pending step of the worklist.
+#[derive(Debug)]
+enum Work {
+    Fire(EventId, Arc<str>),
+    Activate(Target, Arc<str>),
+}
+
+impl Core {
+    pub fn new(program: Arc<Program>, options: CoreOptions) -> Core {
+        Core {
+            program,
+            options,
+            now: 0,
+            fired: HashMap::new(),
+            tasks: Vec::new(),
+            task_index: HashMap::new(),
+            queue: VecDeque::new(),
+            held: HashMap::new(),
+            active: 0,
+            active_per_step: HashMap::new(),
+            delays: BTreeSet::new(),
+            current_loop: 0,
+            stopped: false,
+            failed: Vec::new(),
+            work: VecDeque::new(),
+            uncommitted: Vec::new(),
+            changes: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    pub fn program(&self) -> &Arc<Program> {
+        &self.program
+    }
+
+    pub fn task(&self, id: TaskId) -> &Task {
+        &self.tasks[id.0 as usize]
+    }
+
+    pub fn find_task(&self, step: StepId, sequence: &str) -> Option<TaskId> {
+        self.task_index.get(&(step, Arc::from(sequence))).copied()
+    }
+
+    /// Applies one input at time `now`, then starts whatever may start.
+    pub fn handle(&mut self, input: Input, now: Micros) {
+        self.now = now;
+        match input {
+            Input::Trigger { event, sequence } => self.work.push_back(Work::Fire(event, sequence)),
+            Input::TaskPid { task, pid } => self.record_pid(task, pid),
+            Input::TaskFinished { task, outcome } => self.finish(task, outcome),
+            Input::TimerDue => self.fire_due_delays(),
+        }
+        self.drain_work();
+        self.schedule();
+    }
+
+    /// Opens the next loop of a gated run: tasks created before it may now start.
+    pub fn begin_loop(&mut self, now: Micros) {
+        self.now = now;
+        self.current_loop += 1;
+        self.fire_due_delays();
+        self.drain_work();
+        self.schedule();
+    }
+
+    /// Takes the changes to commit and the effects to perform, in that order.
+    pub fn take_output(&mut self) -> (Vec<Change>, Vec<Effect>) {
+        // The creates are about to be committed: a later start must add a transition.
+        for task in self.uncommitted.drain(..) {
+            self.tasks[task.0 as usize].pending_create = None;
+        }
+        (
+            std::mem::take(&mut self.changes),
+            std::mem::take(&mut self.effects),
+        )
+    }
+
+    /// Tasks running now.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Tasks created but not started (waiting on a limit, the gate, or a stopped flow).
+    pub fn waiting(&self) -> usize {
+        self.queue.len() + self.held.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// The due time of the earliest pending delay.
+    pub fn next_due(&self) -> Option<Micros> {
+        self.delays.first().map(|(due, _, _)| *due)
+    }
+
+    pub fn pending_delays(&self) -> usize {
+        self.delays.len()
+    }
+
+    /// Whether a stop-on-exception failure has stopped new starts.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    pub fn failed(&self) -> &[Failed] {
+        &self.failed
+    }
+
+    /// True when a new loop would start something (only meaningful with a gate).
+    pub fn has_startable_after_loop(&self) -> bool {
+        !self.stopped && (self.waiting() > 0 || self.next_due().is_some())
+    }
+
+    /// Nothing running and nothing that could start now: the run (or the loop) is over,
+    /// unless delays are pending.
+    pub fn is_quiescent(&self) -> bool {
+        self.active == 0 && (self.stopped || !self.can_start_front())
+    }
+
+    fn can_start_front(&self) -> bool {
+        self.queue
+            .front()
+            .is_some_and(|&t| self.passes_gate(t) && self.global_room())
+    }
+
+    fn passes_gate(&self, task: TaskId) -> bool {
+        !self.options.gated || self.task(task).created_loop < self.current_loop
+    }
+
+    fn global_room(&self) -> bool {
+        self.program
+            .max_concurrent
+            .is_none_or(|max| self.active < max)
+    }
+
+    fn drain_work(&mut self) {
+        while let Some(work) = self.work.pop_front() {
+            match work {
+                Work::Fire(event, sequence) => self.fire(event, sequence),
+                Work::Activate(Target::Event(event), sequence) => self.fire(event, sequence),
+                Work::Activate(Target::Step(step), sequence) => self.create_task(step, sequence),
+            }
+        }
+    }
+
+    fn fired_bits(&mut self, sequence: &Arc<str>) -> &mut Vec<u64> {
+        let words = self.program.events.len().div_ceil(64);
+        self.fired
+            .entry(sequence.clone())
+            .or_insert_with(|| vec![0; words])
+    }
+
+    fn has_fired(&self, event: EventId, sequence: &str) -> bool {
+        self.fired
+            .get(sequence)
+            .is_some_and(|bits| bits[event.0 as usize / 64] & (1 << (event.0 % 64)) != 0)
+    }
+
+    /// Fires `event` in `sequence` once; later fires of the same pair do nothing.
+    fn fire(&mut self, event: EventId, sequence: Arc<str>) {
+        if self.has_fired(event, &sequence) {
+            return;
+        }
+        self.fired_bits(&sequence)[event.0 as usize / 64] |= 1 << (event.0 % 64);
+        let program = self.program.clone();
+        let def = program.event(event);
+        self.changes.push(Change::Trigger {
+            event: def.name.clone(),
+            sequence: sequence.clone(),
+            at: self.now,
+        });
+        for &assoc in &def.assocs {
+            self.follow_assoc(assoc, &sequence);
+        }
+        for &dependent in &def.dependents {
+            self.check_expression(dependent, &sequence);
+        }
+    }
+
+    fn follow_assoc(&mut self, assoc: AssocId, sequence: &Arc<str>) {
+        let program = self.program.clone();
+        let def = program.assoc(assoc);
+        match def.delay {
+            Some(delay) => {
+                let due = self.now + delay.as_micros() as Micros;
+                self.arm_delay(assoc, sequence.clone(), due);
+            }
+            None => self.activate(assoc, sequence),
+        }
+    }
+
+    fn activate(&mut self, assoc: AssocId, sequence: &Arc<str>) {
+        let program = self.program.clone();
+        for &target in &program.assoc(assoc).targets {
+            self.work
+                .push_back(Work::Activate(target, sequence.clone()));
+        }
+    }
+
+    fn arm_delay(&mut self, assoc: AssocId, sequence: Arc<str>, due: Micros) {
+        self.changes.push(Change::DelayArmed {
+            assoc: assoc.0 as i32,
+            sequence: sequence.clone(),
+            due_at: due,
+            at: self.now,
+        });
+        self.delays.insert((due, assoc, sequence));
+        self.effects.push(Effect::ArmTimer(due));
+    }
+
+    fn fire_due_delays(&mut self) {
+        while self.next_due().is_some_and(|due| due <= self.now) {
+            let Some((_, assoc, sequence)) = self.delays.pop_first() else {
+                break;
+            };
+            self.changes.push(Change::DelayFired {
+                assoc: assoc.0 as i32,
+                sequence: sequence.clone(),
+            });
+            self.activate(assoc, &sequence);
+        }
+    }
+
+    fn check_expression(&mut self, event: EventId, sequence: &Arc<str>) {
+        if self.has_fired(event, sequence) {
+            return;
+        }
+        let program = self.program.clone();
+        let Some(cond) = &program.event(event).cond else {
+            return;
+        };
+        if cond.eval(&|e| self.has_fired(e, sequence)) {
+            self.work.push_back(Work::Fire(event, sequence.clone()));
+        }
+    }
+
+    /// Creates the task of `step` in `sequence` unless it exists (one task per step and
+    /// sequence in a recovery).
+    fn create_task(&mut self, step: StepId, sequence: Arc<str>) {
+        let key = (step, sequence.clone());
+        if self.task_index.contains_key(&key) {
+            return;
+        }
+        let id = TaskId(self.tasks.len() as u32);
+        self.task_index.insert(key, id);
+        self.changes.push(Change::TaskCreated {
+            step: self.program.step(step).name.clone(),
+            sequence: sequence.clone(),
+            status: TaskStatus::Ready,
+            attempt: self.options.first_attempt.max(1),
+            host: None,
+            at: self.now,
+        });
+        self.tasks.push(Task {
+            step,
+            sequence,
+            status: TaskStatus::Ready,
+            attempt: self.options.first_attempt.max(1),
+            created_loop: self.current_loop,
+            pending_create: Some(self.changes.len() - 1),
+        });
+        self.uncommitted.push(id);
+        self.fire_status_triggers(id, TaskStatus::Ready);
+        self.queue.push_back(id);
+    }
+
+    fn fire_status_triggers(&mut self, task: TaskId, status: TaskStatus) {
+        let program = self.program.clone();
+        let sequence = self.task(task).sequence.clone();
+        let (direct, complete) = program.step(self.task(task).step).triggers.on(status);
+        for &event in direct.iter().chain(complete) {
+            self.work.push_back(Work::Fire(event, sequence.clone()));
+        }
+    }
+
+    /// Starts queued tasks while the limits, the gate and the stop flag allow.
+    fn schedule(&mut self) {
+        loop {
+            self.drain_work();
+            if self.stopped || !self.global_room() {
+                return;
+            }
+            let Some(&task) = self.queue.front() else {
+                return;
+            };
+            if !self.passes_gate(task) {
+                return;
+            }
+            self.queue.pop_front();
+            let step = self.task(task).step;
+            if self.step_full(step) {
+                self.held.entry(step).or_default().push_back(task);
+                continue;
+            }
+            self.start(task);
+        }
+    }
+
+    fn step_full(&self, step: StepId) -> bool {
+        let running = self.active_per_step.get(&step).copied().unwrap_or(0);
+        self.program
+            .step(step)
+            .max_concurrent
+            .is_some_and(|max| running >= max)
+    }
+
+    /// Moves a task from ready to active. Recovery and resources hook in here.
+    fn start(&mut self, task: TaskId) {
+        self.set_status(task, TaskStatus::Active, None, None);
+        self.active += 1;
+        *self
+            .active_per_step
+            .entry(self.task(task).step)
+            .or_default() += 1;
+        self.effects.push(Effect::Start(task));
+        self.fire_status_triggers(task, TaskStatus::Active);
+    }
+
+    /// Records a status change: rewrites an uncommitted create, or adds a fenced transition.
+    fn set_status(
+        &mut self,
+        task: TaskId,
+        to: TaskStatus,
+        result: Option<String>,
+        error: Option<String>,
+    ) {
+        let now = self.now;
+        let record = &mut self.tasks[task.0 as usize];
+        let from = std::mem::replace(&mut record.status, to);
+        if let (Some(index), None, None) = (record.pending_create, &result, &error) {
+            if let Change::TaskCreated { status, .. } = &mut self.changes[index] {
+                *status = to;
+                return;
+            }
+        }
+        self.changes.push(Change::TaskTransition {
+            step: self.program.step(record.step).name.clone(),
+            sequence: record.sequence.clone(),
+            attempt: record.attempt,
+            from,
+            to,
+            result,
+            error,
+            at: now,
+        });
+    }
+
+    fn record_pid(&mut self, task: TaskId, pid: i64) {
+        let Some(record) = self.tasks.get(task.0 as usize) else {
+            return;
+        };
+        if record.status != TaskStatus::Active {
+            return;
+        }
+        self.changes.push(Change::TaskPid {
+            step: self.program.step(record.step).name.clone(),
+            sequence: record.sequence.clone(),
+            attempt: record.attempt,
+            pid,
+        });
+    }
+
+    fn finish(&mut self, task: TaskId, outcome: Outcome) {
+        let Some(record) = self.tasks.get(task.0 as usize) else {
+            return;
+        };
+        if record.status != TaskStatus::Active {
+            return; // a stale report (e.g. after a cancel); the store is already right
+        }
+        let step = record.step;
+        let status = if outcome.success {
+            TaskStatus::Success
+        } else {
+            TaskStatus::Failure
+        };
+        let error = outcome.error.clone();
+        self.set_status(task, status, outcome.result, outcome.error);
+        self.active -= 1;
+        if let Some(running) = self.active_per_step.get_mut(&step) {
+            *running -= 1;
+        }
+        self.release_held(step);
+        self.fire_status_triggers(task, status);
+        if status == TaskStatus::Failure {
+            self.note_failure(task, step, error);
+        }
+    }
+
+    fn note_failure(&mut self, task: TaskId, step: StepId, error: Option<String>) {
+        let def = self.program.step(step);
+        if def.triggers.handles_failure() {
+            return;
+        }
+        self.failed.push(Failed { task, error });
+        if def.stop_on_exception {
+            self.stopped = true;
+        }
+    }
+
+    /// Puts one task held by the step's limit back at the front of the queue.
+    fn release_held(&mut self, step: StepId) {
+        if let Some(held) = self.held.get_mut(&step) {
+            if let Some(task) = held.pop_front() {
+                self.queue.push_front(task);
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The tokio driver: feeds the core, commits its changes, then performs its effects.
+//!
+//! One turn: take the core's output, commit the changes as one batch, start the tasks, then
+//! wait for the next executor event or timer. Events that arrived while the batch was being
+//! committed are all handled before the next commit, so under load many transitions share one
+//! transaction (group commit) while a lone chain still moves one step per commit, at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventor_store::{now_micros, Batch, Micros, RunKey, Store, StoreError};
+use tokio::sync::mpsc;
+
+use super::core::{Core, Effect, Input};
+use super::executor::{ExecEvent, Executor, StepRuntime};
+use crate::step::TaskContext;
+
+/// Most executor events folded into one turn, so one batch stays bounded.
+const MAX_EVENTS_PER_TURN: usize = 8192;
+
+/// How many loops a run may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loops {
+    /// Until nothing is left, sleeping for pending delays.
+    Unlimited,
+    /// At most this many gated loops; then the run reports what is outstanding.
+    AtMost(u32),
+}
+
+/// Everything the driver needs besides the core.
+pub struct DriverContext<'a> {
+    pub store: &'a Store,
+    pub run: RunKey,
+    pub steps: &'a [StepRuntime],
+    pub executor: &'a Executor,
+    pub events: &'a mut mpsc::Receiver<ExecEvent>,
+    /// The per-task context fields shared by every task of the run.
+    pub task_template: &'a TaskContext,
+}
+
+/// Runs the core until it is done (or its loops are used up). Returns how many loops ran.
+pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Result<(), StoreError> {
+    let mut loops_done = 0u32;
+    if let Loops::AtMost(max) = loops {
+        if max > 0 {
+            core.begin_loop(now_micros());
+            loops_done = 1;
+        }
+    }
+    loop {
+        flush(core, &cx).await?;
+        if core.is_quiescent() {
+            match next_step_when_quiescent(core, loops, loops_done) {
+                Quiet::Done => return Ok(()),
+                Quiet::NextLoop => {
+                    core.begin_loop(now_micros());
+                    loops_done += 1;
+                    continue;
+                }
+                Quiet::Wait => {}
+            }
+        }
+        wait_for_input(core, &mut *cx.events).await;
+    }
+}
+
+enum Quiet {
+    Done,
+    NextLoop,
+    Wait,
+}
+
+fn next_step_when_quiescent(core: &Core, loops: Loops, loops_done: u32) -> Quiet {
+    if core.stopped() {
+        return Quiet::Done;
+    }
+    match loops {
+        Loops::Unlimited if core.next_due().is_some() => Quiet::Wait,
+        Loops::Unlimited => Quiet::Done,
+        Loops::AtMost(max) => {
+            let due_now = core.next_due().is_some_and(|due| due <= now_micros());
+            if loops_done < max && (core.waiting() > 0 || due_now) {
+                Quiet::NextLoop
+            } else {
+                Quiet::Done
+            }
+        }
+    }
+}
+
+/// Commits the core's changes, then performs its effects.
+async fn flush(core: &mut Core, cx: &DriverContext<'_>) -> Result<(), StoreError> {
+    let (changes, effects) = core.take_output();
+    if !changes.is_empty() {
+        let batch = Batch {
+            run: cx.run.clone(),
+            changes,
+        };
+        cx.store.commit(batch).await?;
+    }
+    for effect in effects {
+        match effect {
+            Effect::Start(task) => {
+                let record = core.task(task);
+                let ctx = TaskContext {
+                    step: core.program().step(record.step).name.clone(),
+                    sequence: record.sequence.clone(),
+                    attempt: record.attempt,
+                    ..cx.task_template.clone()
+                };
+                tracing::info!(step = %ctx.step, sequence = %ctx.sequence, "attempting to run");
+                cx.executor
+                    .start(task, &cx.steps[record.step.0 as usize], ctx);
+            }
+            // The driver asks the core for its next due time directly; see `wait_for_input`.
+            Effect::ArmTimer(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Waits for an executor event (then takes every other one already queued) or the next
+/// delay's due time, and hands them to the core.
+async fn wait_for_input(core: &mut Core, events: &mut mpsc::Receiver<ExecEvent>) {
+    let timer = core.next_due().map(until);
+    let first = tokio::select! {
+        event = events.recv() => event,
+        _ = sleep_opt(timer) => {
+            core.handle(Input::TimerDue, now_micros());
+            return;
+        }
+    };
+    let Some(first) = first else { return };
+    let now = now_micros();
+    apply(core, first, now);
+    for _ in 1..MAX_EVENTS_PER_TURN {
+        match events.try_recv() {
+            Ok(event) => apply(core, event, now),
+            Err(_) => break,
+        }
+    }
+}
+
+fn apply(core: &mut Core, event: ExecEvent, now: Micros) {
+    let input = match event {
+        ExecEvent::Started { task, pid } => Input::TaskPid { task, pid },
+        ExecEvent::Finished { task, outcome } => {
+            log_finish(core, task, &outcome);
+            Input::TaskFinished { task, outcome }
+        }
+    };
+    core.handle(input, now);
+}
+
+fn log_finish(core: &Core, task: super::core::TaskId, outcome: &super::core::Outcome) {
+    let record = core.task(task);
+    let step: &Arc<str> = &core.program().step(record.step).name;
+    match &outcome.error {
+        None => {
+            tracing::info!(step = %step, sequence = %record.sequence, "completed with status success")
+        }
+        Some(error) => {
+            tracing::warn!(step = %step, sequence = %record.sequence, %error, "completed with status failure")
+        }
+    }
+}
+
+fn until(due: Micros) -> Duration {
+    Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64)
+}
+
+async fn sleep_opt(limit: Option<Duration>) {
+    match limit {
+        Some(limit) => tokio::time::sleep(limit).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,326 @@
+//! Golden scripts for the scheduling core: a program, inputs in, changes and effects out.
+//!
+//! Each file in `src/engine/golden/` holds a program, a `----` line, then a transcript. Lines
+//! starting with `>` are inputs; the lines after each input are what the core must produce
+//! (`+` a store change, `!` an effect, `=` the state afterwards). The test replays the inputs
+//! and compares the whole transcript; `UPDATE_GOLDEN=1 cargo test` rewrites the files, and
+//! `git diff` then shows exactly which transitions changed.
+//!
+//! Program lines: `event NAME [= EXPR]`, `step NAME [status=ev,ev …] [max=N] [stop=false]`,
+//! `assoc EVENT -> TARGET … [after MS]`, `max_concurrent N`, `gated`.
+//! Inputs: `trigger EVENT SEQ`, `finish STEP[SEQ] ok|fail [TEXT]`, `pid STEP[SEQ] N`,
+//! `timer`, `loop`, each optionally preceded by `@MS` (the clock, in milliseconds).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventor_store::Change;
+
+use super::core::{Core, CoreOptions, Effect, Input, Outcome};
+use super::program::{AssocDef, Cond, EventDef, EventId, Program, StepDef, StepId, Target};
+use crate::expr::Expr;
+
+struct Script {
+    program: Program,
+    gated: bool,
+    header: Vec<String>,
+    body: Vec<String>,
+}
+
+fn parse_script(text: &str) -> Script {
+    let mut lines = text.lines();
+    let mut header = Vec::new();
+    let mut program = Program::default();
+    let mut gated = false;
+    let mut names: HashMap<String, Target> = HashMap::new();
+    let mut pending_exprs = Vec::new();
+    for line in lines.by_ref() {
+        header.push(line.to_string());
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first().copied() {
+            Some("----") => break,
+            None | Some("#") => {}
+            Some(w) if w.starts_with('#') => {}
+            Some("event") => {
+                let id = EventId(program.events.len() as u32);
+                names.insert(words[1].to_string(), Target::Event(id));
+                if words.get(2) == Some(&"=") {
+                    pending_exprs.push((id, words[3..].join(" ")));
+                }
+                program.events.push(EventDef {
+                    name: Arc::from(words[1]),
+                    cond: None,
+                    dependents: vec![],
+                    assocs: vec![],
+                });
+            }
+            Some("step") => {
+                let id = StepId(program.steps.len() as u32);
+                names.insert(words[1].to_string(), Target::Step(id));
+                program.steps.push(parse_step(&words, &names));
+            }
+            Some("assoc") => program.assocs.push(parse_assoc(&words, &names)),
+            Some("max_concurrent") => program.max_concurrent = words[1].parse().ok(),
+            Some("gated") => gated = true,
+            Some(other) => panic!("unknown program line {other:?}"),
+        }
+    }
+    for (id, text) in pending_exprs {
+        let expr = Expr::parse(&text).expect("golden expression parses");
+        program.events[id.0 as usize].cond = Some(resolve(&expr, &names));
+    }
+    program.link();
+    Script {
+        program,
+        gated,
+        header,
+        body: lines.map(str::to_string).collect(),
+    }
+}
+
+fn event_of(names: &HashMap<String, Target>, name: &str) -> EventId {
+    match names.get(name) {
+        Some(Target::Event(id)) => *id,
+        _ => panic!("golden script: unknown event {name} (events must come first)"),
+    }
+}
+
+fn parse_step(words: &[&str], names: &HashMap<String, Target>) -> StepDef {
+    let mut def = StepDef {
+        name: Arc::from(words[1]),
+        triggers: Default::default(),
+        max_concurrent: None,
+        stop_on_exception: true,
+    };
+    for word in &words[2..] {
+        let (key, value) = word.split_once('=').expect("key=value");
+        let events = || value.split(',').map(|e| event_of(names, e)).collect();
+        match key {
+            "ready" => def.triggers.ready = events(),
+            "active" => def.triggers.active = events(),
+            "success" => def.triggers.success = events(),
+            "failure" => def.triggers.failure = events(),
+            "complete" => def.triggers.complete = events(),
+            "max" => def.max_concurrent = value.parse().ok(),
+            "stop" => def.stop_on_exception = value == "true",
+            other => panic!("unknown step key {other}"),
+        }
+    }
+    def
+}
+
+fn parse_assoc(words: &[&str], names: &HashMap<String, Target>) -> AssocDef {
+    let mut delay = None;
+    let mut targets = Vec::new();
+    let mut rest = words[3..].iter();
+    while let Some(word) = rest.next() {
+        if *word == "after" {
+            let ms: u64 = rest.next().and_then(|w| w.parse().ok()).expect("after MS");
+            delay = Some(Duration::from_millis(ms));
+        } else {
+            targets.push(*names.get(*word).expect("known target"));
+        }
+    }
+    AssocDef {
+        event: event_of(names, words[1]),
+        targets,
+        delay,
+    }
+}
+
+fn resolve(expr: &Expr, names: &HashMap<String, Target>) -> Cond {
+    match expr {
+        Expr::Event { name, .. } => Cond::Event(event_of(names, name)),
+        Expr::And(items) => Cond::And(items.iter().map(|e| resolve(e, names)).collect()),
+        Expr::Or(items) => Cond::Or(items.iter().map(|e| resolve(e, names)).collect()),
+        Expr::Not(inner) => Cond::Not(Box::new(resolve(inner, names))),
+    }
+}
+
+/// Replays the inputs of a script and renders the transcript.
+fn replay(script: &Script) -> String {
+    let program = Arc::new(script.program.clone());
+    let mut core = Core::new(
+        program.clone(),
+        CoreOptions {
+            gated: script.gated,
+            first_attempt: 1,
+        },
+    );
+    let mut out = script.header.join("\n");
+    out.push('\n');
+    for line in &script.body {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && !line.is_empty()) {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let Some(input) = trimmed.strip_prefix('>') else {
+            continue; // an expected-output line: regenerated below
+        };
+        writeln!(out, "{line}").unwrap();
+        apply_input(&mut core, &program, input.trim());
+        render_output(&mut core, &mut out);
+    }
+    out
+}
+
+fn apply_input(core: &mut Core, program: &Program, input: &str) {
+    let mut words: Vec<&str> = input.split_whitespace().collect();
+    let mut now = 0;
+    if let Some(at) = words.first().and_then(|w| w.strip_prefix('@')) {
+        now = at.parse::<i64>().expect("@MS") * 1000;
+        words.remove(0);
+    }
+    match words[0] {
+        "trigger" => {
+            let event = program
+                .events
+                .iter()
+                .position(|e| &*e.name == words[1])
+                .expect("known event");
+            let input = Input::Trigger {
+                event: EventId(event as u32),
+                sequence: Arc::from(words[2]),
+            };
+            core.handle(input, now);
+        }
+        "finish" => {
+            let task = find(core, program, words[1]);
+            let success = words[2] == "ok";
+            let text = (words.len() > 3).then(|| words[3..].join(" "));
+            let outcome = Outcome {
+                success,
+                result: if success { text.clone() } else { None },
+                error: if success { None } else { text },
+            };
+            core.handle(Input::TaskFinished { task, outcome }, now);
+        }
+        "pid" => {
+            let task = find(core, program, words[1]);
+            let pid = words[2].parse().expect("pid");
+            core.handle(Input::TaskPid { task, pid }, now);
+        }
+        "timer" => core.handle(Input::TimerDue, now),
+        "loop" => core.begin_loop(now),
+        other => panic!("unknown input {other}"),
+    }
+}
+
+fn find(core: &Core, program: &Program, key: &str) -> super::core::TaskId {
+    let (step, rest) = key.split_once('[').expect("STEP[SEQ]");
+    let sequence = rest.trim_end_matches(']');
+    let step = program
+        .steps
+        .iter()
+        .position(|s| &*s.name == step)
+        .expect("known step");
+    core.find_task(StepId(step as u32), sequence)
+        .expect("task exists")
+}
+
+fn render_output(core: &mut Core, out: &mut String) {
+    let (changes, effects) = core.take_output();
+    for change in changes {
+        writeln!(out, "  + {}", render_change(&change)).unwrap();
+    }
+    for effect in effects {
+        let text = match effect {
+            Effect::Start(task) => {
+                let t = core.task(task);
+                format!("start {}[{}]", core.program().step(t.step).name, t.sequence)
+            }
+            Effect::ArmTimer(at) => format!("timer @{}", at / 1000),
+        };
+        writeln!(out, "  ! {text}").unwrap();
+    }
+    let stopped = if core.stopped() { " stopped" } else { "" };
+    writeln!(
+        out,
+        "  = active {} waiting {} delays {} failed {}{stopped}",
+        core.active(),
+        core.waiting(),
+        core.pending_delays(),
+        core.failed().len()
+    )
+    .unwrap();
+}
+
+fn render_change(change: &Change) -> String {
+    match change {
+        Change::Trigger {
+            event, sequence, ..
+        } => format!("trigger {event}[{sequence}]"),
+        Change::TaskCreated {
+            step,
+            sequence,
+            status,
+            ..
+        } => format!("create {step}[{sequence}] {status}"),
+        Change::TaskTransition {
+            step,
+            sequence,
+            from,
+            to,
+            error,
+            ..
+        } => {
+            let error = error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            format!("{step}[{sequence}] {from} -> {to}{error}")
+        }
+        Change::TaskPid {
+            step,
+            sequence,
+            pid,
+            ..
+        } => format!("pid {step}[{sequence}] {pid}"),
+        Change::DelayArmed {
+            assoc,
+            sequence,
+            due_at,
+            ..
+        } => format!("arm delay #{assoc}[{sequence}] due @{}", due_at / 1000),
+        Change::DelayFired { assoc, sequence } => format!("fire delay #{assoc}[{sequence}]"),
+    }
+}
+
+#[test]
+fn golden_scripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine/golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("golden dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "txt") {
+            continue;
+        }
+        count += 1;
+        let text = std::fs::read_to_string(&path).expect("read golden");
+        let actual = replay(&parse_script(&text));
+        if actual != text {
+            if update {
+                std::fs::write(&path, &actual).expect("write golden");
+            } else {
+                failures.push(format!("{}:\n{actual}", path.display()));
+            }
+        }
+    }
+    assert!(
+        count >= 5,
+        "expected the golden scripts in {}",
+        dir.display()
+    );
+    assert!(
+        failures.is_empty(),
+        "golden transcripts differ (UPDATE_GOLDEN=1 to accept):\n{}",
+        failures.join("\n")
+    );
+}

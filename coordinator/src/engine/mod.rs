@@ -1,0 +1,10 @@
+//! The engine: the compiled program, the IO-free scheduling core, the executor that runs
+//! tasks, and the tokio driver that ties them to the store.
+
+pub mod core;
+pub mod driver;
+pub mod executor;
+pub mod program;
+
+#[cfg(test)]
+mod golden;

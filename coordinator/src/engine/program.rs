@@ -1,0 +1,161 @@
+//! The compiled, immutable flow the scheduling core runs: names resolved to dense ids.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventor_store::TaskStatus;
+
+/// Index of an event in [`Program::events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u32);
+
+/// Index of a step in [`Program::steps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepId(pub u32);
+
+/// Index of an association in [`Program::assocs`]; stored with delays, so it must be stable for
+/// a given flow definition (it is the association's position in definition order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AssocId(pub u32);
+
+/// An expression over events, with names resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cond {
+    Event(EventId),
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+    Not(Box<Cond>),
+}
+
+impl Cond {
+    /// True when the expression holds over the events for which `fired` is true.
+    pub fn eval(&self, fired: &impl Fn(EventId) -> bool) -> bool {
+        match self {
+            Cond::Event(e) => fired(*e),
+            Cond::And(all) => all.iter().all(|c| c.eval(fired)),
+            Cond::Or(any) => any.iter().any(|c| c.eval(fired)),
+            Cond::Not(c) => !c.eval(fired),
+        }
+    }
+
+    /// Every event the expression mentions (with repeats).
+    pub fn events(&self, out: &mut Vec<EventId>) {
+        match self {
+            Cond::Event(e) => out.push(*e),
+            Cond::And(cs) | Cond::Or(cs) => cs.iter().for_each(|c| c.events(out)),
+            Cond::Not(c) => c.events(out),
+        }
+    }
+}
+
+/// What an association activates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Event(EventId),
+    Step(StepId),
+}
+
+#[derive(Debug, Clone)]
+pub struct EventDef {
+    pub name: Arc<str>,
+    pub cond: Option<Cond>,
+    /// Expression events whose expression mentions this event.
+    pub dependents: Vec<EventId>,
+    /// Associations whose source is this event.
+    pub assocs: Vec<AssocId>,
+}
+
+/// The statuses a step can fire events on; `complete` is success and failure together.
+#[derive(Debug, Clone, Default)]
+pub struct StepTriggers {
+    pub ready: Vec<EventId>,
+    pub active: Vec<EventId>,
+    pub success: Vec<EventId>,
+    pub failure: Vec<EventId>,
+    pub complete: Vec<EventId>,
+}
+
+impl StepTriggers {
+    /// The events to fire when a task reaches `status`.
+    pub fn on(&self, status: TaskStatus) -> (&[EventId], &[EventId]) {
+        match status {
+            TaskStatus::Ready => (&self.ready, &[]),
+            TaskStatus::Active => (&self.active, &[]),
+            TaskStatus::Success | TaskStatus::Skipped => (&self.success, &self.complete),
+            TaskStatus::Failure => (&self.failure, &self.complete),
+        }
+    }
+
+    /// A failure is handled (does not stop the flow) when some trigger reacts to it.
+    pub fn handles_failure(&self) -> bool {
+        !self.failure.is_empty() || !self.complete.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StepDef {
+    pub name: Arc<str>,
+    pub triggers: StepTriggers,
+    /// At most this many tasks of the step at once (`None`: no per-step limit).
+    pub max_concurrent: Option<usize>,
+    pub stop_on_exception: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssocDef {
+    pub event: EventId,
+    pub targets: Vec<Target>,
+    pub delay: Option<Duration>,
+}
+
+/// A whole flow, ready for the core.
+#[derive(Debug, Clone, Default)]
+pub struct Program {
+    pub name: Arc<str>,
+    pub events: Vec<EventDef>,
+    pub steps: Vec<StepDef>,
+    pub assocs: Vec<AssocDef>,
+    /// At most this many tasks at once in the whole run (`None`: unlimited).
+    pub max_concurrent: Option<usize>,
+}
+
+impl Program {
+    pub fn event(&self, id: EventId) -> &EventDef {
+        &self.events[id.0 as usize]
+    }
+
+    pub fn step(&self, id: StepId) -> &StepDef {
+        &self.steps[id.0 as usize]
+    }
+
+    pub fn assoc(&self, id: AssocId) -> &AssocDef {
+        &self.assocs[id.0 as usize]
+    }
+
+    /// Fills in each event's `dependents` and `assocs` from the expressions and associations.
+    pub fn link(&mut self) {
+        for event in &mut self.events {
+            event.dependents.clear();
+            event.assocs.clear();
+        }
+        let mut mentioned = Vec::new();
+        for index in 0..self.events.len() {
+            mentioned.clear();
+            if let Some(cond) = &self.events[index].cond {
+                cond.events(&mut mentioned);
+            }
+            mentioned.sort();
+            mentioned.dedup();
+            for source in &mentioned {
+                self.events[source.0 as usize]
+                    .dependents
+                    .push(EventId(index as u32));
+            }
+        }
+        for (index, assoc) in self.assocs.iter().enumerate() {
+            self.events[assoc.event.0 as usize]
+                .assocs
+                .push(AssocId(index as u32));
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! The `Eventor` API: define events, steps and associations, trigger, run, close.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use eventor_store::{
+    now_micros, Micros, NewRun, RunKey, RunMode, RunStatus, Store, StoreError, StoreLocation,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EventorConfig;
+use crate::engine::core::{Core, CoreOptions, Input};
+use crate::engine::driver::{drive, DriverContext, Loops};
+use crate::engine::executor::{ExecEvent, Executor, StepRuntime};
+use crate::engine::program::{
+    AssocDef, Cond, EventDef, EventId, Program, StepDef, StepId, StepTriggers, Target,
+};
+use crate::expr::Expr;
+use crate::step::{Step, TaskContext};
+
+/// How a run is set up. Build with struct update syntax:
+/// `EventorOptions { name: "nightly".into(), ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct EventorOptions {
+    /// The flow's name: names the default store file and the runs in it.
+    pub name: String,
+    /// Where the store is; `None`: `<name>.run.db` in the working directory.
+    pub store: Option<StoreLocation>,
+    pub run_mode: RunMode,
+    /// The run's id; `None`: a new one is generated (and reported by [`Eventor::run_id`]).
+    pub run_id: Option<String>,
+    pub config: EventorConfig,
+    /// How long a stopped command gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+impl Default for EventorOptions {
+    fn default() -> Self {
+        EventorOptions {
+            name: "eventor".to_string(),
+            store: None,
+            run_mode: RunMode::Restart,
+            run_id: None,
+            config: EventorConfig::default(),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    Success,
+    /// Some task failed and nothing handled it.
+    Failure {
+        failed: Vec<FailedTask>,
+    },
+    /// The loops ran out (or delays are pending) with work left.
+    Incomplete {
+        outstanding: usize,
+        next_due: Option<SystemTime>,
+    },
+}
+
+impl RunOutcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, RunOutcome::Success)
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunOutcome::Success => write!(f, "success"),
+            RunOutcome::Failure { failed } => {
+                write!(f, "failure: ")?;
+                for (i, task) in failed.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{}[{}]", task.step, task.sequence)?;
+                    if let Some(error) = &task.error {
+                        write!(f, " ({error})")?;
+                    }
+                }
+                Ok(())
+            }
+            RunOutcome::Incomplete {
+                outstanding,
+                next_due,
+            } => {
+                write!(f, "incomplete: {outstanding} outstanding")?;
+                if let Some(due) = next_due {
+                    write!(
+                        f,
+                        ", next due at {}",
+                        humantime::format_rfc3339_seconds(*due)
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A task that failed without a failure trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedTask {
+    pub step: String,
+    pub sequence: String,
+    pub error: Option<String>,
+}
+
+/// Why defining or running a flow failed. Messages are lowercase; causes in `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum EventorError {
+    #[error("`{0}` is already defined")]
+    Duplicate(String),
+    #[error("event `{event}`: {message}")]
+    BadExpression { event: String, message: String },
+    #[error("{context}: unknown event `{name}`")]
+    UnknownEvent { context: String, name: String },
+    #[error("{context}: unknown step or event `{name}`")]
+    UnknownTarget { context: String, name: String },
+    #[error("store {store}")]
+    Store {
+        store: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot start a runtime for the run")]
+    Runtime(#[source] std::io::Error),
+    #[error("run() was called inside a tokio runtime; use run_async().await there")]
+    InsideRuntime,
+    #[error("the eventor is closed")]
+    Closed,
+}
+
+/// The state of a run in progress (kept between `run` calls so a second call continues).
+struct Running {
+    store: Store,
+    key: RunKey,
+    core: Core,
+    steps: Vec<StepRuntime>,
+    template: TaskContext,
+}
+
+/// A flow and its run. See the crate docs for an example.
+pub struct Eventor {
+    options: EventorOptions,
+    events: Vec<(String, Option<Expr>)>,
+    steps: Vec<Step>,
+    names: HashMap<String, Target>,
+    assocs: Vec<(String, Vec<String>, Option<Duration>)>,
+    triggers: Vec<(String, Arc<str>)>,
+    run_id: Arc<str>,
+    running: Option<Running>,
+    closed: bool,
+}
+
+impl Eventor {
+    pub fn new(options: EventorOptions) -> Result<Eventor, EventorError> {
+        let run_id: Arc<str> = match &options.run_id {
+            Some(id) => Arc::from(id.as_str()),
+            None => Arc::from(generate_run_id().as_str()),
+        };
+        Ok(Eventor {
+            options,
+            events: Vec::new(),
+            steps: Vec::new(),
+            names: HashMap::new(),
+            assocs: Vec::new(),
+            triggers: Vec::new(),
+            run_id,
+            running: None,
+            closed: false,
+        })
+    }
+
+    /// The run's id (given in the options, or generated).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    /// Where the store is.
+    pub fn store_location(&self) -> StoreLocation {
+        self.options.store.clone().unwrap_or_else(|| {
+            StoreLocation::Sqlite(PathBuf::from(format!("{}.run.db", self.options.name)))
+        })
+    }
+
+    /// Defines an event; with an expression, it fires when the expression holds in a sequence.
+    pub fn add_event(
+        &mut self,
+        name: impl Into<String>,
+        expr: Option<Expr>,
+    ) -> Result<&mut Self, EventorError> {
+        let name = name.into();
+        let id = EventId(self.events.len() as u32);
+        self.claim_name(&name, Target::Event(id))?;
+        self.events.push((name, expr));
+        Ok(self)
+    }
+
+    /// Defines an expression event from text such as `"s1_done & (s2_done | s2_failed)"`.
+    pub fn add_event_expr(
+        &mut self,
+        name: impl Into<String>,
+        expr: &str,
+    ) -> Result<&mut Self, EventorError> {
+        let name = name.into();
+        let parsed = Expr::parse(expr).map_err(|e| EventorError::BadExpression {
+            event: name.clone(),
+            message: e.to_string(),
+        })?;
+        self.add_event(name, Some(parsed))
+    }
+
+    pub fn add_step(&mut self, step: Step) -> Result<&mut Self, EventorError> {
+        let id = StepId(self.steps.len() as u32);
+        self.claim_name(&step.name, Target::Step(id))?;
+        self.steps.push(step);
+        Ok(self)
+    }
+
+    /// When `event` fires in a sequence, activates each target (a step or an event) in it,
+    /// after `delay` if given.
+    pub fn add_assoc<I, S>(
+        &mut self,
+        event: impl Into<String>,
+        targets: I,
+        delay: Option<Duration>,
+    ) -> Result<&mut Self, EventorError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let targets = targets.into_iter().map(Into::into).collect();
+        self.assocs.push((event.into(), targets, delay));
+        Ok(self)
+    }
+
+    /// Fires `event` in `sequence` when the run starts (or at once, if it is running).
+    pub fn trigger_event(
+        &mut self,
+        event: impl Into<String>,
+        sequence: impl Into<String>,
+    ) -> Result<&mut Self, EventorError> {
+        let event = event.into();
+        match self.names.get(&event) {
+            Some(Target::Event(_)) => {}
+            _ => {
+                return Err(EventorError::UnknownEvent {
+                    context: "trigger_event".into(),
+                    name: event,
+                })
+            }
+        }
+        self.triggers
+            .push((event, Arc::from(sequence.into().as_str())));
+        Ok(self)
+    }
+
+    fn claim_name(&mut self, name: &str, target: Target) -> Result<(), EventorError> {
+        if self.names.contains_key(name) {
+            return Err(EventorError::Duplicate(name.to_string()));
+        }
+        self.names.insert(name.to_string(), target);
+        Ok(())
+    }
+
+    /// Runs the flow on a runtime of its own. `max_loops < 0`: until nothing is left.
+    pub fn run(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(EventorError::InsideRuntime);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(EventorError::Runtime)?;
+        runtime.block_on(self.run_async(max_loops))
+    }
+
+    /// Runs the flow on the current runtime. `max_loops < 0`: until nothing is left.
+    pub async fn run_async(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
+        if self.closed {
+            return Err(EventorError::Closed);
+        }
+        if self.running.is_none() {
+            self.running = Some(self.start_run(max_loops >= 0).await?);
+        }
+        let pending: Vec<_> = self.triggers.drain(..).collect();
+        let running = self.running.as_mut().expect("set above");
+        for (event, sequence) in pending {
+            let Some(Target::Event(event)) = self.names.get(&event).copied() else {
+                continue; // checked by trigger_event
+            };
+            running
+                .core
+                .handle(Input::Trigger { event, sequence }, now_micros());
+        }
+        let loops = match u32::try_from(max_loops) {
+            Ok(n) => Loops::AtMost(n),
+            Err(_) => Loops::Unlimited,
+        };
+        let store_name = running.store.describe();
+        let result = run_loops(running, loops, self.options.kill_grace).await;
+        let outcome = result.map_err(|source| EventorError::Store {
+            store: store_name.clone(),
+            source,
+        })?;
+        let status = match &outcome {
+            RunOutcome::Success => RunStatus::Success,
+            RunOutcome::Failure { .. } => RunStatus::Failure,
+            RunOutcome::Incomplete { .. } => RunStatus::Incomplete,
+        };
+        running
+            .store
+            .set_run_status(running.key.clone(), status, now_micros())
+            .await
+            .map_err(|source| EventorError::Store {
+                store: store_name,
+                source,
+            })?;
+        tracing::info!(run_id = %self.run_id, "Processing finished with: {outcome}");
+        Ok(outcome)
+    }
+
+    /// Releases the store and forgets the run. Further runs fail with [`EventorError::Closed`].
+    pub fn close(&mut self) {
+        self.running = None;
+        self.closed = true;
+    }
+
+    async fn start_run(&self, gated: bool) -> Result<Running, EventorError> {
+        let (program, steps) = self.compile()?;
+        let location = self.store_location();
+        let store_err = |source| EventorError::Store {
+            store: describe_location(&location),
+            source,
+        };
+        let store = Store::open(&location).await.map_err(store_err)?;
+        let key = RunKey {
+            run_id: self.run_id.clone(),
+            recovery: 0,
+        };
+        let new_run = NewRun {
+            key: key.clone(),
+            name: self.options.name.clone(),
+            mode: self.options.run_mode,
+            host: host_name(),
+            program: self.describe_program(),
+            started_at: now_micros(),
+        };
+        store.begin_run(new_run).await.map_err(store_err)?;
+        tracing::info!(run_id = %self.run_id, store = %store.describe(), "run started");
+        let core = Core::new(
+            Arc::new(program),
+            CoreOptions {
+                gated,
+                first_attempt: 1,
+            },
+        );
+        let template = TaskContext {
+            run_id: self.run_id.clone(),
+            step: Arc::from(""),
+            sequence: Arc::from(""),
+            recovery: key.recovery,
+            attempt: 1,
+            logger_name: Arc::from(self.options.name.as_str()),
+            env_prefix: Arc::from(self.options.config.envvar_prefix.as_str()),
+        };
+        Ok(Running {
+            store,
+            key,
+            core,
+            steps,
+            template,
+        })
+    }
+
+    /// Resolves every name into the core's program, checking references.
+    fn compile(&self) -> Result<(Program, Vec<StepRuntime>), EventorError> {
+        let config = &self.options.config;
+        let mut program = Program {
+            name: Arc::from(self.options.name.as_str()),
+            max_concurrent: usize::try_from(config.max_concurrent)
+                .ok()
+                .filter(|&n| n > 0),
+            ..Program::default()
+        };
+        for (name, expr) in &self.events {
+            let cond = match expr {
+                Some(expr) => Some(self.resolve_expr(name, expr)?),
+                None => None,
+            };
+            program.events.push(EventDef {
+                name: Arc::from(name.as_str()),
+                cond,
+                dependents: Vec::new(),
+                assocs: Vec::new(),
+            });
+        }
+        let mut runtimes = Vec::with_capacity(self.steps.len());
+        for step in &self.steps {
+            program.steps.push(self.compile_step(step)?);
+            runtimes.push(StepRuntime {
+                action: step.action.clone(),
+                env: step.config.env.clone().into_iter().collect(),
+                cwd: step.config.cwd.clone(),
+                timeout: step.config.timeout,
+            });
+        }
+        for (index, (event, targets, delay)) in self.assocs.iter().enumerate() {
+            let context = format!("association {} (event `{event}`)", index + 1);
+            let event = self.event_id(event, &context)?;
+            let targets = targets
+                .iter()
+                .map(|name| {
+                    self.names
+                        .get(name)
+                        .copied()
+                        .ok_or_else(|| EventorError::UnknownTarget {
+                            context: context.clone(),
+                            name: name.clone(),
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            program.assocs.push(AssocDef {
+                event,
+                targets,
+                delay: *delay,
+            });
+        }
+        program.link();
+        Ok((program, runtimes))
+    }
+
+    fn compile_step(&self, step: &Step) -> Result<StepDef, EventorError> {
+        let ids = |kind: &str, names: &[String]| -> Result<Vec<EventId>, EventorError> {
+            let context = format!("step `{}` triggers on {kind}", step.name);
+            names.iter().map(|n| self.event_id(n, &context)).collect()
+        };
+        let t = &step.triggers;
+        Ok(StepDef {
+            name: Arc::from(step.name.as_str()),
+            triggers: StepTriggers {
+                ready: ids("ready", &t.ready)?,
+                active: ids("active", &t.active)?,
+                success: ids("success", &t.success)?,
+                failure: ids("failure", &t.failure)?,
+                complete: ids("complete", &t.complete)?,
+            },
+            max_concurrent: step.config.max_concurrent.filter(|&n| n > 0),
+            stop_on_exception: step
+                .config
+                .stop_on_exception
+                .unwrap_or(self.options.config.stop_on_exception),
+        })
+    }
+
+    fn event_id(&self, name: &str, context: &str) -> Result<EventId, EventorError> {
+        match self.names.get(name) {
+            Some(Target::Event(id)) => Ok(*id),
+            _ => Err(EventorError::UnknownEvent {
+                context: context.to_string(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    fn resolve_expr(&self, event: &str, expr: &Expr) -> Result<Cond, EventorError> {
+        let context = format!("expression of event `{event}`");
+        let all = |items: &[Expr]| -> Result<Vec<Cond>, EventorError> {
+            items.iter().map(|e| self.resolve_expr(event, e)).collect()
+        };
+        Ok(match expr {
+            Expr::Event { name, .. } => Cond::Event(self.event_id(name, &context)?),
+            Expr::And(items) => Cond::And(all(items)?),
+            Expr::Or(items) => Cond::Or(all(items)?),
+            Expr::Not(inner) => Cond::Not(Box::new(self.resolve_expr(event, inner)?)),
+        })
+    }
+
+    /// The flow's shape as JSON, kept with the run for later inspection and `continue`.
+    fn describe_program(&self) -> String {
+        let steps: Vec<_> = self
+            .steps
+            .iter()
+            .map(|s| serde_json::json!({"name": s.name, "action": format!("{:?}", s.action)}))
+            .collect();
+        let events: Vec<_> = self.events.iter().map(|(name, _)| name).collect();
+        let assocs: Vec<_> = self
+            .assocs
+            .iter()
+            .map(|(e, t, d)| serde_json::json!({"event": e, "targets": t, "delay_ms": d.map(|d| d.as_millis() as u64)}))
+            .collect();
+        serde_json::json!({"events": events, "steps": steps, "assocs": assocs}).to_string()
+    }
+}
+
+/// Drives the core through the requested loops and turns its state into an outcome.
+async fn run_loops(
+    running: &mut Running,
+    loops: Loops,
+    kill_grace: Duration,
+) -> Result<RunOutcome, StoreError> {
+    let (tx, mut rx) = mpsc::channel::<ExecEvent>(4096);
+    let executor = Executor::new(tx, CancellationToken::new(), kill_grace);
+    let cx = DriverContext {
+        store: &running.store,
+        run: running.key.clone(),
+        steps: &running.steps,
+        executor: &executor,
+        events: &mut rx,
+        task_template: &running.template,
+    };
+    let result = drive(&mut running.core, cx, loops).await;
+    executor.shutdown().await;
+    result?;
+    Ok(outcome_of(&running.core))
+}
+
+fn outcome_of(core: &Core) -> RunOutcome {
+    if !core.failed().is_empty() {
+        let failed = core
+            .failed()
+            .iter()
+            .map(|f| {
+                let task = core.task(f.task);
+                FailedTask {
+                    step: core.program().step(task.step).name.to_string(),
+                    sequence: task.sequence.to_string(),
+                    error: f.error.clone(),
+                }
+            })
+            .collect();
+        return RunOutcome::Failure { failed };
+    }
+    let outstanding = core.waiting() + core.pending_delays();
+    if outstanding > 0 {
+        return RunOutcome::Incomplete {
+            outstanding,
+            next_due: core.next_due().map(system_time),
+        };
+    }
+    RunOutcome::Success
+}
+
+fn system_time(micros: Micros) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64)
+}
+
+/// A readable id that sorts by time: `20261129T210235-3f9a`.
+fn generate_run_id() -> String {
+    let now = SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace(['-', ':', 'Z'], "");
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{stamp}-{salt:04x}")
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn describe_location(location: &StoreLocation) -> String {
+    match location {
+        StoreLocation::Sqlite(path) => format!("sqlite:{}", path.display()),
+    }
+}

@@ -1,0 +1,366 @@
+//! The wire types: the handshake, and the closed message enum of each direction.
+//!
+//! The payload codec is not self-describing, so these types *are* the wire format: a field's
+//! position and type, and a variant's position, are what is sent. Change them only as the
+//! crate's opening essay allows (append enum variants at the end; anything else is a new
+//! major version), and never use `skip_serializing_if`, `flatten`, `untagged`, `tag` or
+//! `default` here.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::Role;
+
+/// Microseconds since the Unix epoch (the store's unit too).
+pub type Micros = i64;
+
+/// A protocol version. Ends with the same `major` can talk; `minor` says which appended
+/// variants a peer knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProtocolVersion {
+    /// Bumped for any change to an existing type's layout.
+    pub major: u16,
+    /// Bumped when a variant is appended to a wire enum.
+    pub minor: u16,
+}
+
+impl ProtocolVersion {
+    /// The version this build speaks.
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+
+    /// The version both ends understand: our major, the lower minor. Send only what it has.
+    pub fn common(self, peer: ProtocolVersion) -> ProtocolVersion {
+        ProtocolVersion {
+            major: self.major,
+            minor: self.minor.min(peer.minor),
+        }
+    }
+}
+
+impl Default for ProtocolVersion {
+    fn default() -> Self {
+        ProtocolVersion::CURRENT
+    }
+}
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Names one attempt of one task, so messages about many concurrent tasks can share a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskKey {
+    /// The run the task belongs to.
+    pub run_id: String,
+    /// The step the task runs.
+    pub step: String,
+    /// The sequence the task runs in.
+    pub sequence: String,
+    /// The run's recovery number.
+    pub recovery: i32,
+    /// The task's attempt number; a retry is a new key.
+    pub attempt: i32,
+}
+
+impl fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}[{}] recovery {} attempt {}",
+            self.run_id, self.step, self.sequence, self.recovery, self.attempt
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake.
+// ---------------------------------------------------------------------------------------------
+
+/// The agent's first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the agent speaks (the frame header carries it too).
+    pub protocol: ProtocolVersion,
+    /// The agent's build, e.g. its crate version.
+    pub agent_version: String,
+    /// The host name the agent sees (`hostname`), which may differ from the cluster's name.
+    pub host: String,
+    /// Optional features the agent has. Strings, not an enum, so an older coordinator can
+    /// read a newer agent's list and ignore what it does not know.
+    pub capabilities: Vec<String>,
+}
+
+impl Hello {
+    /// A hello for the protocol version this build speaks.
+    pub fn new(
+        agent_version: impl Into<String>,
+        host: impl Into<String>,
+        capabilities: Vec<String>,
+    ) -> Hello {
+        Hello {
+            protocol: ProtocolVersion::CURRENT,
+            agent_version: agent_version.into(),
+            host: host.into(),
+            capabilities,
+        }
+    }
+}
+
+/// What the coordinator allows an accepted agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The coordinator's frame cap: the agent must keep every payload within it.
+    pub max_frame_bytes: u32,
+    /// How many tasks the coordinator may have running on this agent at once.
+    pub max_concurrent_tasks: u32,
+}
+
+/// The coordinator's welcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    /// The run this agent serves.
+    pub run_id: String,
+    /// The host's name in the cluster (for log records), which may differ from `Hello::host`.
+    pub host: String,
+    /// Both ends send a heartbeat this often when otherwise idle.
+    pub heartbeat_interval_ms: u64,
+    /// What the agent may send.
+    pub limits: Limits,
+}
+
+/// The coordinator's refusal; it closes the channel after sending it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refuse {
+    /// Why, for the agent's log and the operator.
+    pub reason: String,
+}
+
+/// The coordinator's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandshakeReply {
+    /// Go ahead.
+    Accept(Accept),
+    /// Go away.
+    Refuse(Refuse),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coordinator to agent.
+// ---------------------------------------------------------------------------------------------
+
+/// What a task runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Work {
+    /// A shell command.
+    Command {
+        /// The command line, run by the host's shell.
+        command: String,
+        /// Variables added to the agent's environment, in order (a later one wins).
+        env: Vec<(String, String)>,
+        /// The working directory; the agent's own when absent.
+        cwd: Option<String>,
+        /// Kill the command after this long.
+        timeout_ms: Option<u64>,
+    },
+    /// A named step of the program the agent was built with.
+    Closure {
+        /// The step's name.
+        step: String,
+    },
+}
+
+/// Start a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// The task attempt; every later message about it carries this key.
+    pub key: TaskKey,
+    /// What to run.
+    pub work: Work,
+}
+
+/// A liveness beacon, sent by each end when it has been quiet for the heartbeat interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Counts up from 0 on each end, so a gap shows a lost beat.
+    pub seq: u64,
+    /// The sender's clock when it sent the beat.
+    pub sent_at: Micros,
+}
+
+/// Everything the coordinator sends after the handshake. Append new variants at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToAgent {
+    /// Start a task.
+    Dispatch(Dispatch),
+    /// Stop a task; the agent answers with `TaskFinished { status: Cancelled, .. }`, or with
+    /// nothing if the task had already finished.
+    Cancel {
+        /// The task attempt to stop.
+        key: TaskKey,
+    },
+    /// Stop every task and exit; the coordinator closes its end after this.
+    Shutdown {
+        /// Why, for the agent's log.
+        reason: String,
+    },
+    /// The coordinator is alive.
+    Heartbeat(Heartbeat),
+}
+
+impl ToAgent {
+    /// The task this message concerns, if any.
+    pub fn key(&self) -> Option<&TaskKey> {
+        match self {
+            ToAgent::Dispatch(d) => Some(&d.key),
+            ToAgent::Cancel { key } => Some(key),
+            ToAgent::Shutdown { .. } | ToAgent::Heartbeat(_) => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent to coordinator.
+// ---------------------------------------------------------------------------------------------
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    /// It ran and succeeded (exit code 0, or the closure returned `Ok`).
+    Success,
+    /// It ran and failed.
+    Failure,
+    /// It was stopped by [`ToAgent::Cancel`] or [`ToAgent::Shutdown`].
+    Cancelled,
+    /// It was stopped because its `timeout_ms` passed.
+    TimedOut,
+}
+
+/// A log record's severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something looks wrong.
+    Warn,
+    /// Normal progress.
+    Info,
+    /// Detail for debugging.
+    Debug,
+    /// Even more detail.
+    Trace,
+}
+
+/// Where a log record's text came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Stream {
+    /// The task's standard output.
+    Stdout,
+    /// The task's standard error.
+    Stderr,
+    /// The agent itself.
+    Agent,
+}
+
+/// One line (or chunk) of output or agent logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// When the agent read or wrote it.
+    pub time: Micros,
+    /// Severity (output lines are `Info` for stdout and `Warn` for stderr by convention).
+    pub level: LogLevel,
+    /// The host's name in the cluster ([`Accept::host`]).
+    pub host: String,
+    /// The task whose output this is; `None` for the agent's own logging.
+    pub task: Option<TaskKey>,
+    /// Which stream.
+    pub stream: Stream,
+    /// The text, without its line end; invalid UTF-8 is replaced by the agent.
+    pub text: String,
+}
+
+/// Everything the agent sends after the handshake. Append new variants at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToCoordinator {
+    /// A dispatched task is running.
+    TaskStarted {
+        /// The task attempt.
+        key: TaskKey,
+        /// Its process id on the agent's host (the agent's own for a closure).
+        pid: u32,
+    },
+    /// A task ended; the last message about its key.
+    TaskFinished {
+        /// The task attempt.
+        key: TaskKey,
+        /// How it ended.
+        status: Outcome,
+        /// The command's exit code, if it exited (not for closures or signals).
+        exit_code: Option<i32>,
+        /// The closure's result (JSON text), if any.
+        result: Option<String>,
+        /// What went wrong, if anything.
+        error: Option<String>,
+    },
+    /// Output or agent logging.
+    Log(LogRecord),
+    /// The agent is alive.
+    Heartbeat(Heartbeat),
+    /// Something went wrong outside a task's own run (e.g. a dispatch for a key already
+    /// running, or a command that could not be spawned before it had a pid).
+    Error {
+        /// The task it concerns, if any.
+        key: Option<TaskKey>,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl ToCoordinator {
+    /// The task this message concerns, if any.
+    pub fn key(&self) -> Option<&TaskKey> {
+        match self {
+            ToCoordinator::TaskStarted { key, .. } | ToCoordinator::TaskFinished { key, .. } => {
+                Some(key)
+            }
+            ToCoordinator::Log(record) => record.task.as_ref(),
+            ToCoordinator::Error { key, .. } => key.as_ref(),
+            ToCoordinator::Heartbeat(_) => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The types that may be a frame's payload.
+// ---------------------------------------------------------------------------------------------
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A type that may travel as a frame's payload: only the four below.
+///
+/// The trait knows who sends the type, so a decoder can word a version mismatch by role.
+pub trait WireMessage: Serialize + DeserializeOwned + sealed::Sealed {
+    /// The end that sends this type.
+    const SENDER: Role;
+    /// The type's name, for error messages.
+    const NAME: &'static str;
+}
+
+macro_rules! wire_message {
+    ($ty:ty, $sender:expr, $name:literal) => {
+        impl sealed::Sealed for $ty {}
+        impl WireMessage for $ty {
+            const SENDER: Role = $sender;
+            const NAME: &'static str = $name;
+        }
+    };
+}
+
+wire_message!(Hello, Role::Agent, "hello");
+wire_message!(HandshakeReply, Role::Coordinator, "handshake reply");
+wire_message!(ToAgent, Role::Coordinator, "coordinator message");
+wire_message!(ToCoordinator, Role::Agent, "agent message");
