@@ -208,14 +208,32 @@ start_sshd() {
   write_sshd_config "$1" "$2"
   add_client_entries "$1" "$2"
   [[ $3 == netns ]] && run=(ip netns exec "$NS_PREFIX$1")
+  [[ $3 == loopback ]] && tcp_open "$2" 22 && die "$2:22 is already taken by another process"
   "$SSHD" -t -f "$dir/sshd_config" || die "bad sshd config $dir/sshd_config"
   "${run[@]}" "$SSHD" -f "$dir/sshd_config" -E "$dir/sshd.log" || { tail -n5 "$dir/sshd.log" >&2; die "sshd for node$1 failed"; }
 }
 
-wait_sshd() {
+# sshd_ready K ADDR: its pid file names a live sshd and ADDR:22 accepts.
+# (sshd daemonizes before it binds, so its exit code says nothing.)
+sshd_ready() {
   local dir
   dir=$(node_dir "$1")
-  wait_for 10 "node$1 sshd listening on $2:22" tcp_open "$2" 22 || { tail -n5 "$dir/sshd.log" >&2; return 1; }
+  grep -q 'Cannot bind' "$dir/sshd.log" 2>/dev/null && return 2
+  pid_alive "$(pid_of "$dir/sshd.pid")" && tcp_open "$2" 22
+}
+
+wait_sshd() {
+  local deadline rc
+  deadline=$(($(date +%s) + 10))
+  while :; do
+    rc=0
+    sshd_ready "$1" "$2" || rc=$?
+    ((rc == 0)) && return 0
+    ((rc != 2 && $(date +%s) < deadline)) || break
+    sleep 0.1
+  done
+  tail -n5 "$(node_dir "$1")/sshd.log" >&2
+  die "sshd for node$1 did not come up on $2:22"
 }
 
 # verify_host K ADDR MODE: a real ssh login; print the address it reports.
@@ -450,12 +468,12 @@ down() {
 # ---------------------------------------------------------------- status
 
 status_hosts() {
-  local d k addr pid veth st ok=0
+  local d k addr pid veth="" st ok=0
   for d in "$STATE"/nodes/node*; do
     [[ -d $d ]] || continue
     k=${d##*/node}
-    addr=$(env_get "EVENTOR_NODE${k}_ADDR")
-    veth=$(env_get "EVENTOR_NODE${k}_VETH")
+    addr=$(node_addr "$k" "$(state_mode)")
+    [[ $(state_mode) == netns ]] && veth=$VETH_PREFIX$k
     pid=$(pid_of "$d/sshd.pid" || true)
     st=down
     pid_alive "$pid" && tcp_open "$addr" 22 && st=up
@@ -480,12 +498,13 @@ status_pg() {
 
 status() {
   local ok=0
-  if [[ ! -f $STATE/env ]]; then
-    echo "testbed: down (no $STATE/env)"
+  if [[ ! -f $STATE/mode ]]; then
+    echo "testbed: down (no $STATE/mode)"
     [[ -n $(our_namespaces) ]] && echo "testbed: leftover namespaces: $(our_namespaces | tr '\n' ' ')"
     return 3
   fi
   echo "testbed: mode $(state_mode), state dir $STATE"
+  [[ -f $STATE/env ]] || { echo "testbed: no env file: up did not finish"; ok=3; }
   status_hosts || ok=3
   status_pg || ok=3
   return "$ok"
@@ -513,8 +532,14 @@ up() {
   [[ $n =~ ^[0-9]+$ ]] || die "--hosts wants a number, got '$n'"
   ((10#$n >= 1 && 10#$n <= MAX_HOSTS)) || die "--hosts wants 1..$MAX_HOSTS, got '$n'"
   ((pg || ssh)) || { pg=1; ssh=1; }
+  trap 'up_failed $?' EXIT
   bring_up "$((10#$n))" "$pg" "$ssh" "$mode"
   echo "testbed: up in $(since "$t0")s: $( ((ssh)) && echo "$n hosts ($(state_mode) mode)")$( ((ssh && pg)) && echo " + ")$( ((pg)) && echo postgres); env: . $STATE/env"
+}
+
+up_failed() {
+  (($1 == 0)) && return 0
+  msg "up failed; what came up is left for inspection in $STATE; clean up with: $0 down"
 }
 
 # bring_up N PG SSH MODE

@@ -19,7 +19,7 @@ use crate::engine::program::{
     AssocDef, Cond, EventDef, EventId, Program, StepDef, StepId, StepTriggers, Target,
 };
 use crate::expr::Expr;
-use crate::step::{Step, TaskContext};
+use crate::step::{Step, TaskContext, TriggerSender};
 
 /// How a run is set up. Build with struct update syntax:
 /// `EventorOptions { name: "nightly".into(), ..Default::default() }`.
@@ -140,6 +140,7 @@ pub enum EventorError {
 /// The state of a run in progress (kept between `run` calls so a second call continues).
 struct Running {
     store: Store,
+    task_triggers: mpsc::UnboundedReceiver<Input>,
     key: RunKey,
     core: Core,
     steps: Vec<StepRuntime>,
@@ -366,6 +367,15 @@ impl Eventor {
                 first_attempt: 1,
             },
         );
+        let (trigger_tx, task_triggers) = mpsc::unbounded_channel();
+        let event_ids = self
+            .names
+            .iter()
+            .filter_map(|(name, target)| match target {
+                Target::Event(id) => Some((name.clone(), *id)),
+                Target::Step(_) => None,
+            })
+            .collect();
         let template = TaskContext {
             run_id: self.run_id.clone(),
             step: Arc::from(""),
@@ -374,9 +384,14 @@ impl Eventor {
             attempt: 1,
             logger_name: Arc::from(self.options.name.as_str()),
             env_prefix: Arc::from(self.options.config.envvar_prefix.as_str()),
+            triggers: Some(TriggerSender {
+                events: Arc::new(event_ids),
+                sender: trigger_tx,
+            }),
         };
         Ok(Running {
             store,
+            task_triggers,
             key,
             core,
             steps,
@@ -480,7 +495,14 @@ impl Eventor {
             items.iter().map(|e| self.resolve_expr(event, e)).collect()
         };
         Ok(match expr {
-            Expr::Event { name, .. } => Cond::Event(self.event_id(name, &context)?),
+            Expr::Event { name, column } => {
+                let at = if *column > 0 {
+                    format!(" (column {column})")
+                } else {
+                    String::new()
+                };
+                Cond::Event(self.event_id(name, &format!("{context}{at}"))?)
+            }
             Expr::And(items) => Cond::And(all(items)?),
             Expr::Or(items) => Cond::Or(all(items)?),
             Expr::Not(inner) => Cond::Not(Box::new(self.resolve_expr(event, inner)?)),
@@ -518,6 +540,7 @@ async fn run_loops(
         steps: &running.steps,
         executor: &executor,
         events: &mut rx,
+        task_triggers: &mut running.task_triggers,
         task_template: &running.template,
     };
     let result = drive(&mut running.core, cx, loops).await;

@@ -20,6 +20,7 @@ pub mod engine;
 mod eventor;
 pub mod expr;
 pub mod flow_file;
+
 mod step;
 
 pub use crate::config::EventorConfig;

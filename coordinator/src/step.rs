@@ -164,7 +164,7 @@ fn to_step_result<R: Serialize, E: Display>(result: Result<R, E>) -> StepResult 
 }
 
 /// Who a task is: given to closures, and readable anywhere inside one with [`current_task`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TaskContext {
     pub run_id: Arc<str>,
     pub step: Arc<str>,
@@ -174,9 +174,47 @@ pub struct TaskContext {
     pub logger_name: Arc<str>,
     /// The prefix of the task's environment variable names (default `EVENTOR_`).
     pub env_prefix: Arc<str>,
+    /// Lets the task fire events of its own run.
+    pub(crate) triggers: Option<TriggerSender>,
+}
+
+/// Sends triggers from running tasks to the driver. Unbounded on purpose: each call comes
+/// from a running task's own code, and the driver drains them every turn.
+#[derive(Debug, Clone)]
+pub(crate) struct TriggerSender {
+    pub(crate) events: Arc<std::collections::HashMap<String, crate::engine::program::EventId>>,
+    pub(crate) sender: tokio::sync::mpsc::UnboundedSender<crate::engine::core::Input>,
+}
+
+/// Why a task could not fire an event.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("unknown event `{0}`")]
+    UnknownEvent(String),
+    #[error("the run is over: its driver no longer takes triggers")]
+    RunOver,
 }
 
 impl TaskContext {
+    /// Fires `event` in `sequence` in this task's run (for instance the start event with the
+    /// next sequence, to iterate a loop). It takes effect at the driver's next turn.
+    pub fn trigger_event(
+        &self,
+        event: &str,
+        sequence: impl Into<String>,
+    ) -> Result<(), TriggerError> {
+        let sender = self.triggers.as_ref().ok_or(TriggerError::RunOver)?;
+        let id = *sender
+            .events
+            .get(event)
+            .ok_or_else(|| TriggerError::UnknownEvent(event.to_string()))?;
+        let input = crate::engine::core::Input::Trigger {
+            event: id,
+            sequence: Arc::from(sequence.into().as_str()),
+        };
+        sender.sender.send(input).map_err(|_| TriggerError::RunOver)
+    }
+
     /// The task's variables as a command sees them in its environment.
     pub fn env_vars(&self) -> [(String, String); 4] {
         let p = &self.env_prefix;

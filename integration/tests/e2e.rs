@@ -1,1 +1,52 @@
 //! End-to-end tests: each drives eventor through real processes and a real store.
+//!
+//! The CLI tests run the `eventor-coord` binary that `cargo test --workspace` builds next to
+//! this test binary; the API tests run flows in-process against an SQLite file.
+
+mod api;
+mod cli;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `eventor-coord` binary of this build (target/<profile>/eventor-coord).
+pub fn coord_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("eventor-coord");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so it is built",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `eventor-coord ARGS` in `dir`.
+pub fn coord(dir: &Path, args: &[&str]) -> Output {
+    Command::new(coord_binary())
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run eventor-coord")
+}
+
+/// Writes `text` as `name` in `dir` and returns its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The repository's `examples/flows` directory.
+pub fn example_flows() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/flows")
+}

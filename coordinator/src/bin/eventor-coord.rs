@@ -1,2 +1,222 @@
 //! `eventor-coord`: the command line of the prime coordinator.
-fn main() {}
+//!
+//! Exit status: 0 the flow succeeded, 1 it failed, 2 bad input (a file or a flag),
+//! 3 incomplete (loops used up or delays pending; run again with `--mode continue`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use eventor::config::{load_config, EventorConfig};
+use eventor::flow_file::load_flow;
+use eventor::flow_run::{eventor_from_flow, FlowTriggers};
+use eventor::{EventorOptions, RunMode, RunOutcome, StoreLocation};
+
+#[derive(Parser)]
+#[command(
+    name = "eventor-coord",
+    version,
+    about = "Run event-driven flows of steps, durably, on this host (and later a cluster)",
+    long_about = "Run event-driven flows of steps. A flow file (YAML) defines events, steps \
+                  (shell commands), associations between them and the events that start it. \
+                  Every trigger and task is recorded in a store (SQLite by default: \
+                  <flow name>.run.db in the working directory), so a run can be inspected, \
+                  recovered or continued later.\n\n\
+                  Exit status: 0 success, 1 the flow failed, 2 bad input, 3 incomplete."
+)]
+struct Cli {
+    /// Log level for the console: error, warn, info, debug or trace (RUST_LOG overrides).
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a flow file on this host until it succeeds, fails or runs out of loops.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The flow file (YAML): events, steps, assocs, trigger.
+    flow: PathBuf,
+    /// The store: an SQLite file path, or sqlite:PATH. Default: <flow name>.run.db here.
+    #[arg(long, value_name = "STORE")]
+    store: Option<String>,
+    /// The run's id; generated (and printed) when not given.
+    #[arg(long, value_name = "ID")]
+    run_id: Option<String>,
+    /// How many scheduling loops to make; a negative number runs until nothing is left.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
+    max_loops: i64,
+    /// Start with EVENT in sequence SEQ (default 1) or in each sequence FROM..TO; repeatable.
+    /// Replaces the flow file's `trigger:` section.
+    #[arg(long = "trigger", value_name = "EVENT[@SEQ|@FROM..TO]")]
+    triggers: Vec<String>,
+    /// A config file with an EVENTOR section (max_concurrent, stop_on_exception, …).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// restart starts a new run. (recover and continue arrive with the recovery issue.)
+    #[arg(long, default_value = "restart", value_name = "MODE")]
+    mode: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::BadInput(e)) => {
+            eprintln!("eventor-coord: error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("eventor-coord: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Why a command failed: bad input (exit status 2) or a failure while running (1).
+enum Failure {
+    BadInput(anyhow::Error),
+    Run(anyhow::Error),
+}
+
+fn bad<E: Into<anyhow::Error>>(e: E) -> Failure {
+    Failure::BadInput(e.into())
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    let flow = load_flow(&args.flow).map_err(bad)?;
+    let config = match &args.config {
+        Some(path) => load_config(path).map_err(bad)?,
+        None => EventorConfig::default(),
+    };
+    let mode = parse_mode(&args.mode).map_err(bad)?;
+    let triggers = if args.triggers.is_empty() {
+        FlowTriggers::FromFile
+    } else {
+        let pairs = args
+            .triggers
+            .iter()
+            .map(|t| parse_trigger(t))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(bad)?;
+        FlowTriggers::Given(pairs.into_iter().flatten().collect())
+    };
+    let options = EventorOptions {
+        store: args
+            .store
+            .as_deref()
+            .map(parse_store)
+            .transpose()
+            .map_err(bad)?,
+        run_id: args.run_id.clone(),
+        run_mode: mode,
+        config,
+        ..EventorOptions::default()
+    };
+    let mut eventor = eventor_from_flow(&flow, options, triggers)
+        .with_context(|| format!("{}", args.flow.display()))
+        .map_err(bad)?;
+    eprintln!(
+        "eventor-coord: flow {} run {} store {}",
+        eventor.name(),
+        eventor.run_id(),
+        describe(&eventor.store_location())
+    );
+    let outcome = eventor
+        .run(args.max_loops)
+        .map_err(|e| Failure::Run(e.into()))?;
+    eventor.close();
+    println!("{outcome}");
+    Ok(ExitCode::from(match outcome {
+        RunOutcome::Success => 0,
+        RunOutcome::Failure { .. } => 1,
+        RunOutcome::Incomplete { .. } => 3,
+    }))
+}
+
+fn parse_mode(text: &str) -> anyhow::Result<RunMode> {
+    match text {
+        "restart" => Ok(RunMode::Restart),
+        "recover" | "continue" => {
+            anyhow::bail!("--mode {text} is not supported yet (only restart)")
+        }
+        other => {
+            anyhow::bail!("--mode: unknown mode {other:?} (expected restart, recover or continue)")
+        }
+    }
+}
+
+/// `EVENT`, `EVENT@SEQ` or `EVENT@FROM..TO` into (event, sequence) pairs.
+fn parse_trigger(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let (event, sequences) = match text.split_once('@') {
+        None => (text, vec!["1".to_string()]),
+        Some((event, spec)) => (
+            event,
+            parse_sequences(spec).with_context(|| format!("--trigger {text}"))?,
+        ),
+    };
+    anyhow::ensure!(
+        !event.is_empty(),
+        "--trigger {text}: the event name is empty"
+    );
+    Ok(sequences
+        .into_iter()
+        .map(|s| (event.to_string(), s))
+        .collect())
+}
+
+fn parse_sequences(spec: &str) -> anyhow::Result<Vec<String>> {
+    let Some((from, to)) = spec.split_once("..") else {
+        anyhow::ensure!(!spec.is_empty(), "the sequence is empty");
+        return Ok(vec![spec.to_string()]);
+    };
+    let from: u64 = from
+        .parse()
+        .with_context(|| format!("range start {from:?} is not a number"))?;
+    let to: u64 = to
+        .parse()
+        .with_context(|| format!("range end {to:?} is not a number"))?;
+    anyhow::ensure!(from <= to, "range {from}..{to} is empty (start after end)");
+    anyhow::ensure!(
+        to - from < 1_000_000,
+        "range {from}..{to} is too long (at most 1,000,000)"
+    );
+    Ok((from..=to).map(|n| n.to_string()).collect())
+}
+
+fn parse_store(text: &str) -> anyhow::Result<StoreLocation> {
+    if let Some(path) = text.strip_prefix("sqlite:") {
+        anyhow::ensure!(!path.is_empty(), "--store sqlite: needs a path");
+        return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        anyhow::bail!("--store: {scheme}:// stores are not supported yet (use an SQLite file)");
+    }
+    Ok(StoreLocation::Sqlite(PathBuf::from(text)))
+}
+
+fn describe(location: &StoreLocation) -> String {
+    match location {
+        StoreLocation::Sqlite(path) => format!("sqlite:{}", path.display()),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -34,6 +34,8 @@ pub struct DriverContext<'a> {
     pub steps: &'a [StepRuntime],
     pub executor: &'a Executor,
     pub events: &'a mut mpsc::Receiver<ExecEvent>,
+    /// Triggers fired by running tasks ([`TaskContext::trigger_event`]).
+    pub task_triggers: &'a mut mpsc::UnboundedReceiver<Input>,
     /// The per-task context fields shared by every task of the run.
     pub task_template: &'a TaskContext,
 }
@@ -48,6 +50,11 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
         }
     }
     loop {
+        // A task's triggers were sent before its end was, so taking them here, after its end,
+        // means none is missed when deciding whether the run is over.
+        while let Ok(input) = cx.task_triggers.try_recv() {
+            core.handle(input, now_micros());
+        }
         flush(core, &cx).await?;
         if core.is_quiescent() {
             match next_step_when_quiescent(core, loops, loops_done) {
@@ -60,7 +67,7 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
                 Quiet::Wait => {}
             }
         }
-        wait_for_input(core, &mut *cx.events).await;
+        wait_for_input(core, &mut *cx.events, &mut *cx.task_triggers).await;
     }
 }
 
@@ -121,10 +128,18 @@ async fn flush(core: &mut Core, cx: &DriverContext<'_>) -> Result<(), StoreError
 
 /// Waits for an executor event (then takes every other one already queued) or the next
 /// delay's due time, and hands them to the core.
-async fn wait_for_input(core: &mut Core, events: &mut mpsc::Receiver<ExecEvent>) {
+async fn wait_for_input(
+    core: &mut Core,
+    events: &mut mpsc::Receiver<ExecEvent>,
+    task_triggers: &mut mpsc::UnboundedReceiver<Input>,
+) {
     let timer = core.next_due().map(until);
     let first = tokio::select! {
         event = events.recv() => event,
+        Some(input) = task_triggers.recv() => {
+            core.handle(input, now_micros());
+            return;
+        }
         _ = sleep_opt(timer) => {
             core.handle(Input::TimerDue, now_micros());
             return;

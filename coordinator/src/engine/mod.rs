@@ -7,4 +7,6 @@ pub mod executor;
 pub mod program;
 
 #[cfg(test)]
+mod core_props;
+#[cfg(test)]
 mod golden;

@@ -1,0 +1,212 @@
+//! The Rust API end to end: closures and commands run for real against an SQLite store.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventor::{
+    current_task, Eventor, EventorConfig, EventorError, EventorOptions, RunOutcome, Step,
+    StepConfig, StoreLocation,
+};
+use eventor_store::{Store, TaskStatus};
+
+fn options(dir: &tempfile::TempDir, name: &str) -> EventorOptions {
+    EventorOptions {
+        name: name.to_string(),
+        store: Some(StoreLocation::Sqlite(dir.path().join("api.run.db"))),
+        ..EventorOptions::default()
+    }
+}
+
+#[test]
+fn concurrent_closures_each_see_their_own_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ev = Eventor::new(options(&dir, "isolation")).unwrap();
+    ev.add_event("go", None).unwrap();
+    ev.add_step(Step::new("sync_step").func(|task| {
+        std::thread::sleep(Duration::from_millis(20));
+        let seen = current_task().ok_or("no current task")?;
+        if seen.sequence != task.sequence || &*seen.step != "sync_step" {
+            return Err(format!("saw {}[{}]", seen.step, seen.sequence));
+        }
+        Ok(seen.sequence.to_string())
+    }))
+    .unwrap();
+    ev.add_step(Step::new("async_step").async_func(|task| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let seen = current_task().ok_or("no current task")?;
+        if seen.sequence != task.sequence || &*seen.step != "async_step" {
+            return Err(format!("saw {}[{}]", seen.step, seen.sequence));
+        }
+        Ok::<_, String>(seen.sequence.to_string())
+    }))
+    .unwrap();
+    ev.add_assoc("go", ["sync_step", "async_step"], None)
+        .unwrap();
+    for seq in 1..=40 {
+        ev.trigger_event("go", seq.to_string()).unwrap();
+    }
+    assert_eq!(ev.run(-1).unwrap(), RunOutcome::Success);
+    assert!(current_task().is_none(), "no task outside a task");
+}
+
+#[test]
+fn closure_results_and_errors_are_stored_with_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ev = Eventor::new(EventorOptions {
+        config: EventorConfig {
+            stop_on_exception: false,
+            ..EventorConfig::default()
+        },
+        ..options(&dir, "results")
+    })
+    .unwrap();
+    ev.add_event("go", None).unwrap();
+    ev.add_step(Step::new("square").func(|task| {
+        let n: i64 = task.sequence.parse().map_err(|_| "not a number")?;
+        Ok::<_, &str>(serde_json::json!({"square": n * n}))
+    }))
+    .unwrap();
+    ev.add_step(Step::new("boom").func(|_| -> Result<(), String> { panic!("kaboom") }))
+        .unwrap();
+    ev.add_assoc("go", ["square", "boom"], None).unwrap();
+    ev.trigger_event("go", "7").unwrap();
+    let run_id = ev.run_id().to_string();
+    let outcome = ev.run(-1).unwrap();
+    let RunOutcome::Failure { failed } = outcome else {
+        panic!("boom must fail the run")
+    };
+    assert_eq!(failed[0].error.as_deref(), Some("step panicked: kaboom"));
+
+    let tasks = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = Store::open(&StoreLocation::Sqlite(dir.path().join("api.run.db")))
+            .await
+            .unwrap();
+        let run = store.run_history(&run_id).await.unwrap().remove(0);
+        store.tasks(run.key).await.unwrap()
+    });
+    let square = tasks.iter().find(|t| t.step == "square").unwrap();
+    assert_eq!(square.status, TaskStatus::Success);
+    assert_eq!(square.result.as_deref(), Some(r#"{"square":49}"#));
+    let boom = tasks.iter().find(|t| t.step == "boom").unwrap();
+    assert_eq!(boom.status, TaskStatus::Failure);
+    assert_eq!(boom.error.as_deref(), Some("step panicked: kaboom"));
+}
+
+/// Counts how many tasks run at once and remembers the most.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl Gauge {
+    async fn hold(&self, for_how_long: Duration) {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(for_how_long).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn gauged_step(name: &str, gauge: &Arc<Gauge>, config: StepConfig) -> Step {
+    let gauge = gauge.clone();
+    Step::new(name)
+        .async_func(move |_| {
+            let gauge = gauge.clone();
+            async move {
+                gauge.hold(Duration::from_millis(30)).await;
+                Ok::<_, String>(())
+            }
+        })
+        .config(config)
+}
+
+#[test]
+fn max_concurrent_holds_globally_and_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ev = Eventor::new(EventorOptions {
+        config: EventorConfig {
+            max_concurrent: 3,
+            ..EventorConfig::default()
+        },
+        ..options(&dir, "limits")
+    })
+    .unwrap();
+    let (all, one_step) = (Arc::new(Gauge::default()), Arc::new(Gauge::default()));
+    ev.add_event("go", None).unwrap();
+    ev.add_step(gauged_step("free", &all, StepConfig::default()))
+        .unwrap();
+    let limited = StepConfig {
+        max_concurrent: Some(1),
+        ..StepConfig::default()
+    };
+    let limited_step = {
+        let (all, one_step) = (all.clone(), one_step.clone());
+        Step::new("limited")
+            .async_func(move |_| {
+                let (all, one_step) = (all.clone(), one_step.clone());
+                async move {
+                    tokio::join!(
+                        all.hold(Duration::from_millis(30)),
+                        one_step.hold(Duration::from_millis(30))
+                    );
+                    Ok::<_, String>(())
+                }
+            })
+            .config(limited)
+    };
+    ev.add_step(limited_step).unwrap();
+    ev.add_assoc("go", ["free", "limited"], None).unwrap();
+    for seq in 1..=12 {
+        ev.trigger_event("go", seq.to_string()).unwrap();
+    }
+    assert_eq!(ev.run(-1).unwrap(), RunOutcome::Success);
+    assert_eq!(all.most.load(Ordering::SeqCst), 3, "global limit");
+    assert_eq!(one_step.most.load(Ordering::SeqCst), 1, "per-step limit");
+}
+
+#[test]
+fn a_task_can_trigger_the_next_sequence_of_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ev = Eventor::new(options(&dir, "loop")).unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    ev.add_event("start", None).unwrap();
+    let counter = count.clone();
+    ev.add_step(Step::new("work").func(move |task| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let n: u32 = task.sequence.parse().unwrap();
+        if n < 10 {
+            task.trigger_event("start", (n + 1).to_string())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(n)
+    }))
+    .unwrap();
+    ev.add_assoc("start", ["work"], None).unwrap();
+    ev.trigger_event("start", "1").unwrap();
+    assert_eq!(ev.run(-1).unwrap(), RunOutcome::Success);
+    assert_eq!(count.load(Ordering::SeqCst), 10);
+}
+
+#[test]
+fn definition_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ev = Eventor::new(options(&dir, "errors")).unwrap();
+    ev.add_event("a", None).unwrap();
+    let dup = ev.add_step(Step::new("a")).err().unwrap();
+    assert_eq!(dup.to_string(), "`a` is already defined");
+    let bad = ev.add_event_expr("b", "a & (").err().unwrap();
+    assert!(matches!(bad, EventorError::BadExpression { .. }), "{bad}");
+    assert!(bad.to_string().contains("column"), "{bad}");
+    ev.add_event_expr("c", "a & nope").unwrap();
+    let unknown = ev.run(-1).err().unwrap();
+    assert_eq!(
+        unknown.to_string(),
+        "expression of event `c` (column 5): unknown event `nope`"
+    );
+    assert!(
+        !dir.path().join("api.run.db").exists(),
+        "nothing stored for a bad flow"
+    );
+}

@@ -1,0 +1,321 @@
+//! `eventor-coord run` on YAML flows: exit statuses, the store it leaves, errors it prints.
+
+use std::time::{Duration, Instant};
+
+use eventor_store::{RunStatus, Store, StoreLocation, TaskStatus};
+
+use crate::{coord, example_flows, text, write};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+async fn open_store(path: std::path::PathBuf) -> Store {
+    Store::open(&StoreLocation::Sqlite(path))
+        .await
+        .expect("open store")
+}
+
+#[tokio::test]
+async fn linear_example_runs_and_records_every_transition() {
+    let dir = tmp();
+    let flow = example_flows().join("linear.yaml");
+    let out = coord(
+        dir.path(),
+        &["run", flow.to_str().unwrap(), "--run-id", "r1"],
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "success");
+
+    let store = open_store(dir.path().join("linear.run.db")).await;
+    let run = store.latest_run("linear").await.unwrap().expect("run row");
+    assert_eq!(&*run.key.run_id, "r1");
+    assert_eq!(run.status, RunStatus::Success);
+    let tasks = store.tasks(run.key.clone()).await.unwrap();
+    let done: Vec<_> = tasks.iter().map(|t| (t.step.as_str(), t.status)).collect();
+    assert_eq!(
+        done,
+        [
+            ("s1", TaskStatus::Success),
+            ("s2", TaskStatus::Success),
+            ("s3", TaskStatus::Success)
+        ]
+    );
+    assert!(tasks.iter().all(|t| t.pid.is_some() && t.attempt == 1));
+    let triggers: Vec<_> = store.triggers(run.key).await.unwrap();
+    let events: Vec<_> = triggers.iter().map(|t| t.event.as_str()).collect();
+    assert_eq!(events, ["start", "s1_done", "s2_done"]);
+}
+
+#[test]
+fn command_output_is_logged_with_step_and_sequence() {
+    let dir = tmp();
+    let flow = example_flows().join("linear.yaml");
+    let out = coord(dir.path(), &["run", flow.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("two from s2"))
+        .unwrap_or_else(|| panic!("no output line of s2 in:\n{stderr}"));
+    assert!(
+        line.contains("step=s2") && line.contains("sequence=1"),
+        "{line}"
+    );
+    assert!(
+        line.contains("stream=\"stdout\"") || line.contains("stream=stdout"),
+        "{line}"
+    );
+    assert!(
+        stderr.contains("Processing finished with: success"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn stop_on_exception_fails_the_run_and_starts_nothing_new() {
+    let dir = tmp();
+    let flow = example_flows().join("stop_on_exception.yaml");
+    let out = coord(dir.path(), &["run", flow.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("failure: s2[1] (exited with status 3)"));
+
+    let store = open_store(dir.path().join("stop_on_exception.run.db")).await;
+    let run = store
+        .latest_run("stop_on_exception")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Failure);
+    let tasks = store.tasks(run.key).await.unwrap();
+    let status = |step: &str| tasks.iter().find(|t| t.step == step).map(|t| t.status);
+    assert_eq!(
+        status("s1"),
+        Some(TaskStatus::Success),
+        "running tasks finish"
+    );
+    assert_eq!(status("s2"), Some(TaskStatus::Failure));
+    assert_eq!(
+        status("s3"),
+        Some(TaskStatus::Ready),
+        "created, never started"
+    );
+}
+
+#[tokio::test]
+async fn every_example_flow_ends_as_documented() {
+    for (name, code) in [("and_join", 0), ("or_event", 0), ("sequences", 0)] {
+        let dir = tmp();
+        let flow = example_flows().join(format!("{name}.yaml"));
+        let out = coord(dir.path(), &["run", flow.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn trigger_flag_runs_a_range_of_sequences_with_the_task_env() {
+    let dir = tmp();
+    let flow = write(
+        dir.path(),
+        "env.yaml",
+        "config: {envvar_prefix: EV_}\n\
+         events: {go: {}}\n\
+         steps:\n  \
+           record: {run: 'echo \"$EV_STEP_NAME $EV_STEP_SEQUENCE $EV_STEP_RECOVERY $EV_LOGGER_NAME $MODE\" >> seen.txt', env: {MODE: fast}}\n\
+         assocs: [{event: go, targets: [record]}]\n",
+    );
+    let out = coord(
+        dir.path(),
+        &["run", flow.to_str().unwrap(), "--trigger", "go@3..5"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut seen: Vec<String> = std::fs::read_to_string(dir.path().join("seen.txt"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "record 3 0 env fast",
+            "record 4 0 env fast",
+            "record 5 0 env fast"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn max_loops_one_reports_incomplete_with_exit_3() {
+    let dir = tmp();
+    let flow = example_flows().join("linear.yaml");
+    let out = coord(
+        dir.path(),
+        &["run", flow.to_str().unwrap(), "--max-loops", "1"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "incomplete: 1 outstanding");
+    let store = open_store(dir.path().join("linear.run.db")).await;
+    let run = store.latest_run("linear").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Incomplete);
+    let tasks = store.tasks(run.key).await.unwrap();
+    assert_eq!(tasks.len(), 2, "s1 ran, s2 is ready, s3 not yet created");
+    assert_eq!(tasks[1].status, TaskStatus::Ready);
+}
+
+#[tokio::test]
+async fn a_timeout_stops_the_whole_process_group() {
+    let dir = tmp();
+    let flow = write(
+        dir.path(),
+        "slow.yaml",
+        "events: {go: {}}\n\
+         steps:\n  \
+           slow: {run: 'sleep 30 & echo $! > bg.pid; wait', timeout: 1s}\n\
+         assocs: [{event: go, targets: [slow]}]\n\
+         trigger: [{event: go}]\n",
+    );
+    let started = Instant::now();
+    let out = coord(dir.path(), &["run", flow.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("timed out after 1s"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the timeout did not stop the step"
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ");
+    assert!(
+        !alive,
+        "the background child {pid} outlived its step's timeout"
+    );
+}
+
+#[test]
+fn bad_flow_files_exit_2_naming_file_line_and_field() {
+    let cases = [
+        (
+            "events: {go: {}}\nsteps: {s1: {run: 'true'}}\nassocs:\n  - {event: go, targets: [s9]}\n",
+            "bad.yaml:4",
+            "assocs[0].targets[0]",
+        ),
+        (
+            "events:\n  go: {}\n  both: {expr: 'go & nope'}\n",
+            "bad.yaml:3",
+            "events.both.expr",
+        ),
+        (
+            "events: {go: {}}\nsteps:\n  s1: {run: 'true', tiemout: 3s}\n",
+            "bad.yaml:3",
+            "steps.s1",
+        ),
+        (
+            "events: {go: {}}\nsteps:\n  s1: {run: 'true', timeout: 3 parsecs}\n",
+            "bad.yaml:3",
+            "steps.s1.timeout",
+        ),
+    ];
+    for (yaml, place, field) in cases {
+        let dir = tmp();
+        let flow = write(dir.path(), "bad.yaml", yaml);
+        let out = coord(dir.path(), &["run", flow.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}\n{stderr}");
+        assert!(
+            stderr.contains(place) && stderr.contains(field),
+            "{yaml}\nwanted {place} {field} in:\n{stderr}"
+        );
+        assert!(
+            !dir.path().join("bad.run.db").exists(),
+            "a bad flow must not create a store"
+        );
+    }
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let dir = tmp();
+    let flow = example_flows().join("linear.yaml");
+    for args in [
+        vec!["run", flow.to_str().unwrap(), "--trigger", "start@5..2"],
+        vec!["run", flow.to_str().unwrap(), "--trigger", "nosuch"],
+        vec!["run", flow.to_str().unwrap(), "--mode", "sideways"],
+        vec!["run", "missing.yaml"],
+    ] {
+        let out = coord(dir.path(), &args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains("error"), "{args:?}");
+    }
+}
+
+#[test]
+fn help_describes_every_flag_of_run() {
+    let dir = tmp();
+    let out = coord(dir.path(), &["run", "--help"]);
+    let help = text(&out.stdout);
+    for flag in [
+        "--store",
+        "--run-id",
+        "--max-loops",
+        "--trigger",
+        "--config",
+        "--mode",
+    ] {
+        assert!(help.contains(flag), "run --help lacks {flag}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn a_config_file_in_the_original_shape_sets_the_limits() {
+    let dir = tmp();
+    std::env::set_var("EVENTOR_TEST_PREFIX", "CFG_");
+    let config = write(
+        dir.path(),
+        "eventor.yaml",
+        "EVENTOR:\n  max_concurrent: 1\n  stop_on_exception: false\n  envvar_prefix: $EVENTOR_TEST_PREFIX\n",
+    );
+    let flow = write(
+        dir.path(),
+        "cfg.yaml",
+        "events: {go: {}}\n\
+         steps:\n  \
+           a: {run: 'echo $CFG_STEP_NAME >> order.txt; exit 1'}\n  \
+           b: {run: 'echo $CFG_STEP_NAME >> order.txt'}\n\
+         assocs: [{event: go, targets: [a, b]}]\n\
+         trigger: [{event: go}]\n",
+    );
+    let args = [
+        "run",
+        flow.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let out = coord(dir.path(), &args);
+    // a fails unhandled (the run fails) but does not stop b, since stop_on_exception is off.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let order = std::fs::read_to_string(dir.path().join("order.txt")).unwrap();
+    assert_eq!(
+        order, "a\nb\n",
+        "max_concurrent 1 runs them one after the other"
+    );
+}

@@ -1,0 +1,87 @@
+//! Golden vectors: the exact bytes of a few frames, checked into `tests/golden/`, so an
+//! accidental change to the wire format fails here. After an intended change (and a version
+//! bump), regenerate them with `UPDATE_GOLDEN=1 cargo test -p eventor-protocol --test golden`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use bytes::BytesMut;
+use eventor_protocol::{decode_frame, encode_frame, FrameConfig, WireMessage};
+
+use common::*;
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.hex"))
+}
+
+/// Hex, sixteen bytes to a line, the header on a line of its own.
+fn to_hex(bytes: &[u8]) -> String {
+    let (header, payload) = bytes.split_at(12);
+    std::iter::once(header)
+        .chain(payload.chunks(16))
+        .map(|line| {
+            line.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .map(|line| line + "\n")
+        .collect()
+}
+
+fn from_hex(text: &str) -> Vec<u8> {
+    text.split_whitespace()
+        .map(|pair| u8::from_str_radix(pair, 16).expect("golden files hold hex bytes"))
+        .collect()
+}
+
+/// Checks that `msg` encodes to the golden bytes and that the golden bytes decode to `msg`.
+fn check<T: WireMessage + PartialEq + std::fmt::Debug>(name: &str, msg: &T) {
+    let config = FrameConfig::default();
+    let mut encoded = BytesMut::new();
+    encode_frame(msg, &mut encoded, &config).unwrap();
+    let path = golden_path(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, to_hex(&encoded)).unwrap();
+    }
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    assert_eq!(
+        to_hex(&encoded),
+        to_hex(&from_hex(&text)),
+        "the encoding of {name} changed: if that is intended, bump the protocol version and \
+         regenerate with UPDATE_GOLDEN=1"
+    );
+    let mut golden = BytesMut::from(&from_hex(&text)[..]);
+    let (_, decoded) = decode_frame::<T>(&mut golden, &config).unwrap().unwrap();
+    assert_eq!(&decoded, msg);
+}
+
+#[test]
+fn hello_is_unchanged() {
+    check("hello", &sample_hello());
+}
+
+#[test]
+fn accept_is_unchanged() {
+    check("accept", &sample_accept());
+}
+
+#[test]
+fn dispatch_is_unchanged() {
+    check("dispatch_command", &sample_dispatch());
+}
+
+#[test]
+fn log_record_is_unchanged() {
+    check("log_record", &sample_log());
+}
+
+#[test]
+fn task_finished_is_unchanged() {
+    check("task_finished", &sample_finished());
+}
