@@ -1,16 +1,794 @@
-//! placeholder until the config loader lands (field names as agreed).
-#[derive(Debug, Clone)]
+//! The EVENTOR configuration file: global engine settings, the stores
+//! (`DATABASES`) and logging, read from the `EVENTOR:` section of a YAML
+//! file that may hold other programs' sections too.
+//!
+//! String values may refer to environment variables as `$VAR` or `${VAR}`
+//! (`$$` is a literal `$`); an undefined variable is an error, because a
+//! password or host silently replaced by nothing fails much later and much
+//! less clearly. Errors read `FILE:LINE:COL: FIELD: message`, like the flow
+//! file's.
+
+use crate::flow_file::yaml::{self, At, FieldPath, Node, Problem, Value};
+use crate::flow_file::Position;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+const SECTION: &str = "EVENTOR";
+const EVENTOR_KEYS: &[&str] = &[
+    "max_concurrent",
+    "stop_on_exception",
+    "envvar_prefix",
+    "shared_db",
+    "ssh_config",
+    "DATABASES",
+    "default_db",
+    "LOGGING",
+];
+const DATABASE_KEYS: &[&str] = &[
+    "dbtype", "file", "host", "port", "user", "password", "database", "schema",
+];
+/// Keys that only mean something for a server database.
+const SERVER_KEYS: &[&str] = &["host", "port", "user", "password", "schema"];
+const LOGGING_KEYS: &[&str] = &["level", "logdir", "console"];
+
+/// Global settings. [`EventorConfig::default`] is what an absent file or
+/// section means.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventorConfig {
+    /// Most tasks running at once; -1 means unlimited.
     pub max_concurrent: i64,
+    /// Whether a failed task without a failure trigger stops the flow.
     pub stop_on_exception: bool,
+    /// Prefix of the variables each task gets (`{prefix}STEP_NAME`, …).
     pub envvar_prefix: String,
+    /// Whether the store is shared with agents on other hosts.
+    pub shared_db: bool,
+    /// The ssh client config, as written (`~` is not expanded here).
+    pub ssh_config: PathBuf,
+    /// Named stores, in file order.
+    pub databases: Vec<(String, DatabaseConfig)>,
+    /// Which `databases` entry to use; `None` means the default SQLite file.
+    pub default_db: Option<String>,
+    pub logging: LoggingConfig,
 }
+
 impl Default for EventorConfig {
     fn default() -> Self {
         EventorConfig {
             max_concurrent: -1,
             stop_on_exception: true,
             envvar_prefix: "EVENTOR_".into(),
+            shared_db: false,
+            ssh_config: PathBuf::from("~/.ssh/config"),
+            databases: Vec::new(),
+            default_db: None,
+            logging: LoggingConfig::default(),
         }
+    }
+}
+
+impl EventorConfig {
+    /// The store named by `default_db`, if any.
+    pub fn database(&self) -> Option<&DatabaseConfig> {
+        let name = self.default_db.as_deref()?;
+        self.databases
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, db)| db)
+    }
+}
+
+/// One `DATABASES` entry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    pub dbtype: DbType,
+    /// SQLite only: the database file.
+    pub file: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Database name on the server.
+    pub database: Option<String>,
+    pub schema: Option<String>,
+}
+
+/// Hides the password, since configs end up in logs.
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("dbtype", &self.dbtype)
+            .field("file", &self.file)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("database", &self.database)
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbType {
+    Sqlite,
+    Postgresql,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    pub level: LogLevel,
+    /// Where log files go; `None` lets the engine choose.
+    pub logdir: Option<PathBuf>,
+    /// Whether to log to the console as well.
+    pub console: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: LogLevel::Info,
+            logdir: None,
+            console: true,
+        }
+    }
+}
+
+/// Log levels by their Python names (`warn` and `trace` are accepted too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the config file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid YAML.
+    #[error("{at}: yaml: {message}")]
+    Syntax { at: Position, message: String },
+    /// Valid YAML that is not a valid config.
+    #[error("{at}: {field}: {message}")]
+    Invalid {
+        at: Position,
+        field: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn from_problem(file: &Path, p: Problem) -> ConfigError {
+        let at = Position::new(file, p.line, p.column);
+        match p.field {
+            None => ConfigError::Syntax {
+                at,
+                message: p.message,
+            },
+            Some(field) => ConfigError::Invalid {
+                at,
+                field,
+                message: p.message,
+            },
+        }
+    }
+
+    /// The offending field's path, for an invalid (but well-formed) file.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the `EVENTOR` section of a YAML file, expanding `$VAR`s from the
+/// process environment.
+pub fn load_config(path: &Path) -> Result<EventorConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_config(&text, path)
+}
+
+/// [`load_config`] on text; `path` names it in errors.
+pub fn parse_config(text: &str, path: &Path) -> Result<EventorConfig, ConfigError> {
+    parse_config_with_env(text, path, &|name| std::env::var(name).ok())
+}
+
+/// [`parse_config`] with variables looked up by `env` instead of in the
+/// process environment.
+pub fn parse_config_with_env(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EventorConfig, ConfigError> {
+    let convert = |p| ConfigError::from_problem(path, p);
+    let root = yaml::parse_document(text).map_err(convert)?;
+    read_root(&root, env).map_err(convert)
+}
+
+/// Expands `$VAR`, `${VAR}` and `$$` in `text`. A `$` followed by anything
+/// else is kept as it is. The error is a lowercase message.
+pub fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, used) = match after.chars().next() {
+            Some('$') => {
+                out.push('$');
+                rest = &after[1..];
+                continue;
+            }
+            Some('{') => braced_name(after)?,
+            Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+                let len = after.find(|c: char| !is_var_char(c)).unwrap_or(after.len());
+                (&after[..len], len)
+            }
+            _ => {
+                out.push('$');
+                rest = after;
+                continue;
+            }
+        };
+        let value = env(name).ok_or_else(|| format!("undefined environment variable `{name}`"))?;
+        out.push_str(&value);
+        rest = &after[used..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn is_var_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The name inside `{NAME}` at the start of `text`, and how many bytes the
+/// braces and name take.
+fn braced_name(text: &str) -> Result<(&str, usize), String> {
+    let close = text.find('}').ok_or("unclosed `${`")?;
+    let name = &text[1..close];
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(is_var_char);
+    if !valid {
+        return Err(format!(
+            "invalid variable name `{}` in `${{…}}`",
+            name.escape_debug()
+        ));
+    }
+    Ok((name, close + 1))
+}
+
+/// A `max_concurrent` value: -1 (unlimited) or a positive limit. Shared
+/// with the flow file's `config:` section.
+pub(crate) fn read_max_concurrent(at: &At<'_>) -> Result<i64, Problem> {
+    let n = at.integer()?;
+    check_max_concurrent(n).map_err(|m| at.problem(m))?;
+    Ok(n)
+}
+
+/// An `envvar_prefix` value. Shared with the flow file's `config:` section.
+pub(crate) fn read_prefix(at: &At<'_>) -> Result<String, Problem> {
+    let prefix = at.string()?;
+    check_envvar_prefix(&prefix).map_err(|m| at.problem(m))?;
+    Ok(prefix)
+}
+
+fn check_max_concurrent(n: i64) -> Result<(), String> {
+    if n == -1 || n >= 1 {
+        Ok(())
+    } else {
+        Err(format!("must be -1 (unlimited) or at least 1, found {n}"))
+    }
+}
+
+/// The variables an `envvar_prefix` starts must be settable and usable from
+/// a shell.
+fn check_envvar_prefix(prefix: &str) -> Result<(), String> {
+    let valid =
+        !prefix.starts_with(|c: char| c.is_ascii_digit()) && prefix.chars().all(is_var_char);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid prefix `{}`: use letters, digits and `_`, not starting with a digit",
+            prefix.escape_debug()
+        ))
+    }
+}
+
+fn read_root(root: &Node, env: &dyn Fn(&str) -> Option<String>) -> Result<EventorConfig, Problem> {
+    // Other programs' sections are none of our business: only look for ours.
+    let sections = At::root(root).entries("section")?;
+    let Some(section) = sections.into_iter().find(|e| e.name == SECTION) else {
+        return Ok(EventorConfig::default());
+    };
+    let mut expanded = section.value.node.clone();
+    expand_tree(&mut expanded, &section.value.field, env)?;
+    let at = At::new(&expanded, section.value.field);
+    read_eventor(&at)
+}
+
+/// Expands variables in every string value (keys stay as written).
+fn expand_tree(
+    node: &mut Node,
+    field: &FieldPath,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), Problem> {
+    let problem = At::new(node, field.clone()).problem("");
+    match &mut node.value {
+        Value::Str(s) => {
+            *s = expand_vars(s, env).map_err(|message| Problem { message, ..problem })?;
+        }
+        Value::Seq(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_tree(item, &field.index(i), env)?;
+            }
+        }
+        Value::Map(pairs) => {
+            for (key, value) in pairs.iter_mut() {
+                let name = key.scalar_text().unwrap_or_default();
+                expand_tree(value, &field.key(&name), env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn read_eventor(at: &At<'_>) -> Result<EventorConfig, Problem> {
+    let f = at.mapping(EVENTOR_KEYS)?;
+    let mut config = EventorConfig::default();
+    if let Some(at) = f.get("max_concurrent") {
+        config.max_concurrent = read_max_concurrent(at)?;
+    }
+    if let Some(at) = f.get("stop_on_exception") {
+        config.stop_on_exception = at.boolean()?;
+    }
+    if let Some(at) = f.get("envvar_prefix") {
+        config.envvar_prefix = read_prefix(at)?;
+    }
+    if let Some(at) = f.get("shared_db") {
+        config.shared_db = at.boolean()?;
+    }
+    if let Some(at) = f.get("ssh_config") {
+        config.ssh_config = PathBuf::from(non_empty(at)?);
+    }
+    if let Some(at) = f.get("DATABASES") {
+        config.databases = read_databases(at)?;
+    }
+    if let Some(at) = f.get("default_db") {
+        config.default_db = Some(read_default_db(at, &config.databases)?);
+    }
+    if let Some(at) = f.get("LOGGING") {
+        config.logging = read_logging(at)?;
+    }
+    Ok(config)
+}
+
+fn non_empty(at: &At<'_>) -> Result<String, Problem> {
+    let text = at.string()?;
+    if text.trim().is_empty() {
+        return Err(at.problem("must not be empty"));
+    }
+    Ok(text)
+}
+
+fn read_databases(at: &At<'_>) -> Result<Vec<(String, DatabaseConfig)>, Problem> {
+    let mut out = Vec::new();
+    for entry in at.entries("database")? {
+        let db = read_database(&entry.value)?;
+        out.push((entry.name, db));
+    }
+    Ok(out)
+}
+
+fn read_database(at: &At<'_>) -> Result<DatabaseConfig, Problem> {
+    let f = at.mapping(DATABASE_KEYS)?;
+    let dbtype = read_dbtype(f.required("dbtype", at)?)?;
+    check_keys_fit(&f, dbtype)?;
+    let string = |key| f.get(key).map(At::string).transpose();
+    Ok(DatabaseConfig {
+        dbtype,
+        file: string("file")?,
+        host: string("host")?,
+        port: f.get("port").map(read_port).transpose()?,
+        user: string("user")?,
+        password: string("password")?,
+        database: string("database")?,
+        schema: string("schema")?,
+    })
+}
+
+fn read_dbtype(at: &At<'_>) -> Result<DbType, Problem> {
+    match at.string()?.to_ascii_lowercase().as_str() {
+        "sqlite" => Ok(DbType::Sqlite),
+        "postgresql" | "postgres" => Ok(DbType::Postgresql),
+        other => Err(at.problem(format!(
+            "unknown database type `{}`; expected `sqlite` or `postgresql`",
+            other.escape_debug()
+        ))),
+    }
+}
+
+/// A key that the database type ignores is almost always a mistake (a
+/// server setting on a SQLite entry, or the other way round).
+fn check_keys_fit(f: &yaml::Fields<'_>, dbtype: DbType) -> Result<(), Problem> {
+    let unused: &[&str] = match dbtype {
+        DbType::Sqlite => SERVER_KEYS,
+        DbType::Postgresql => &["file"],
+    };
+    let name = match dbtype {
+        DbType::Sqlite => "sqlite",
+        DbType::Postgresql => "postgresql",
+    };
+    match unused.iter().find_map(|key| f.get(key)) {
+        Some(at) => Err(at.problem(format!("not used by {name} databases"))),
+        None => Ok(()),
+    }
+}
+
+fn read_port(at: &At<'_>) -> Result<u16, Problem> {
+    let n = at.integer()?;
+    u16::try_from(n)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| at.problem(format!("must be a port between 1 and 65535, found {n}")))
+}
+
+fn read_default_db(at: &At<'_>, databases: &[(String, DatabaseConfig)]) -> Result<String, Problem> {
+    let name = at.string()?;
+    if databases.iter().any(|(n, _)| *n == name) {
+        return Ok(name);
+    }
+    let known: Vec<&str> = databases.iter().map(|(n, _)| n.as_str()).collect();
+    let hint = if known.is_empty() {
+        "DATABASES is empty".to_string()
+    } else {
+        format!("DATABASES has: {}", known.join(", "))
+    };
+    Err(at.problem(format!(
+        "unknown database `{}`; {hint}",
+        name.escape_debug()
+    )))
+}
+
+fn read_logging(at: &At<'_>) -> Result<LoggingConfig, Problem> {
+    let f = at.mapping(LOGGING_KEYS)?;
+    let mut logging = LoggingConfig::default();
+    if let Some(at) = f.get("level") {
+        logging.level = read_level(at)?;
+    }
+    if let Some(at) = f.get("logdir") {
+        logging.logdir = Some(PathBuf::from(non_empty(at)?));
+    }
+    if let Some(at) = f.get("console") {
+        logging.console = at.boolean()?;
+    }
+    Ok(logging)
+}
+
+fn read_level(at: &At<'_>) -> Result<LogLevel, Problem> {
+    let level = at.string()?;
+    match level.to_ascii_lowercase().as_str() {
+        "trace" => Ok(LogLevel::Trace),
+        "debug" => Ok(LogLevel::Debug),
+        "info" => Ok(LogLevel::Info),
+        "warning" | "warn" => Ok(LogLevel::Warning),
+        "error" => Ok(LogLevel::Error),
+        "critical" => Ok(LogLevel::Critical),
+        _ => Err(at.problem(format!(
+            "unknown level `{}`; expected debug, info, warning, error or critical",
+            level.escape_debug()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+OTHER_APP: {whatever: [1, 2], EVENTOR_LIKE: x}
+EVENTOR:
+  max_concurrent: 8
+  stop_on_exception: false
+  envvar_prefix: ETL_
+  shared_db: true
+  ssh_config: ${CONF_DIR}/ssh_config
+  DATABASES:
+    local: {dbtype: sqlite, file: $DATA/runs.db}
+    pg:
+      dbtype: postgresql
+      host: db.example
+      port: ${PGPORT}
+      user: eventor
+      password: pa$$word
+      database: runs
+      schema: etl
+  default_db: pg
+  LOGGING: {level: WARNING, logdir: /var/log/etl, console: no}
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "CONF_DIR" => Some("/etc/etl".into()),
+            "DATA" => Some("/data".into()),
+            "PGPORT" => Some("5433".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<EventorConfig, ConfigError> {
+        parse_config_with_env(text, Path::new("eventor.yaml"), &env)
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let config = parse(FULL).unwrap();
+        assert_eq!(config.max_concurrent, 8);
+        assert!(!config.stop_on_exception);
+        assert_eq!(config.envvar_prefix, "ETL_");
+        assert!(config.shared_db);
+        assert_eq!(config.ssh_config, PathBuf::from("/etc/etl/ssh_config"));
+        let local = &config.databases[0];
+        assert_eq!(local.0, "local");
+        assert_eq!(local.1.dbtype, DbType::Sqlite);
+        assert_eq!(local.1.file.as_deref(), Some("/data/runs.db"));
+        let pg = config.database().unwrap();
+        assert_eq!(pg.dbtype, DbType::Postgresql);
+        assert_eq!(pg.host.as_deref(), Some("db.example"));
+        assert_eq!(pg.port, Some(5433));
+        assert_eq!(pg.user.as_deref(), Some("eventor"));
+        assert_eq!(pg.password.as_deref(), Some("pa$word"));
+        assert_eq!(pg.database.as_deref(), Some("runs"));
+        assert_eq!(pg.schema.as_deref(), Some("etl"));
+        assert_eq!(
+            config.logging,
+            LoggingConfig {
+                level: LogLevel::Warning,
+                logdir: Some("/var/log/etl".into()),
+                console: false,
+            }
+        );
+    }
+
+    #[test]
+    fn passwords_stay_out_of_debug_output() {
+        let config = parse(FULL).unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("pa$word") && debug.contains("***"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let d = EventorConfig::default();
+        assert_eq!(d.max_concurrent, -1);
+        assert!(d.stop_on_exception);
+        assert_eq!(d.envvar_prefix, "EVENTOR_");
+        assert!(!d.shared_db);
+        assert_eq!(d.ssh_config, PathBuf::from("~/.ssh/config"));
+        assert!(d.databases.is_empty() && d.default_db.is_none() && d.database().is_none());
+        assert_eq!(d.logging.level, LogLevel::Info);
+        assert!(d.logging.console && d.logging.logdir.is_none());
+        for text in [
+            "",
+            "# nothing\n",
+            "OTHER: {a: 1}\n",
+            "EVENTOR:\n",
+            "EVENTOR: {}\n",
+        ] {
+            assert_eq!(parse(text).unwrap(), d, "{text:?}");
+        }
+        let partial = parse("EVENTOR: {max_concurrent: 2}").unwrap();
+        assert_eq!(
+            (partial.max_concurrent, partial.stop_on_exception),
+            (2, true)
+        );
+    }
+
+    #[test]
+    fn expands_variables() {
+        let cases = [
+            ("plain", Ok("plain")),
+            ("$DATA/x", Ok("/data/x")),
+            ("${DATA}x", Ok("/datax")),
+            ("a$DATA-b", Ok("a/data-b")),
+            ("$$DATA", Ok("$DATA")),
+            ("cost: 5$", Ok("cost: 5$")),
+            ("$ and $1", Ok("$ and $1")),
+            ("[$EMPTY]", Ok("[]")),
+            ("$NOPE", Err("undefined environment variable `NOPE`")),
+            ("x${NOPE}y", Err("undefined environment variable `NOPE`")),
+            ("${DATA", Err("unclosed `${`")),
+            ("${}", Err("invalid variable name `` in `${…}`")),
+            ("${A B}", Err("invalid variable name `A B` in `${…}`")),
+            ("é$DATA", Ok("é/data")),
+        ];
+        for (text, want) in cases {
+            let got = expand_vars(text, &env);
+            assert_eq!(
+                got.as_deref(),
+                want.map_err(String::from).as_deref(),
+                "{text}"
+            );
+        }
+    }
+
+    const ERROR_CASES: &[(&str, &str)] = &[
+        (
+            "EVENTOR:\n  max_concurent: 3\n",
+            "eventor.yaml:2:3: EVENTOR.max_concurent: unknown key; did you mean `max_concurrent`?",
+        ),
+        (
+            "EVENTOR:\n  LOGGING: {level: info, colour: true}\n",
+            "eventor.yaml:2:26: EVENTOR.LOGGING.colour: unknown key; expected one of: level, \
+             logdir, console",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    pg: {dbtype: postgresql, hostname: h}\n",
+            "eventor.yaml:3:30: EVENTOR.DATABASES.pg.hostname: unknown key; did you mean `host`?",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    pg: {dbtype: postgresql, password: $PGPASS}\n",
+            "eventor.yaml:3:40: EVENTOR.DATABASES.pg.password: undefined environment variable \
+             `PGPASS`",
+        ),
+        (
+            "EVENTOR:\n  ssh_config: ${HOME_DIR}/.ssh/config\n",
+            "eventor.yaml:2:15: EVENTOR.ssh_config: undefined environment variable `HOME_DIR`",
+        ),
+        (
+            "EVENTOR:\n  max_concurrent: many\n",
+            "eventor.yaml:2:19: EVENTOR.max_concurrent: expected a whole number, found `many`",
+        ),
+        (
+            "EVENTOR:\n  max_concurrent: 0\n",
+            "eventor.yaml:2:19: EVENTOR.max_concurrent: must be -1 (unlimited) or at least 1, \
+             found 0",
+        ),
+        (
+            "EVENTOR:\n  shared_db: [true]\n",
+            "eventor.yaml:2:14: EVENTOR.shared_db: expected true or false, found a list",
+        ),
+        (
+            "EVENTOR:\n  envvar_prefix: 1X_\n",
+            "eventor.yaml:2:18: EVENTOR.envvar_prefix: invalid prefix `1X_`: use letters, digits \
+             and `_`, not starting with a digit",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {dbtype: mysql}\n",
+            "eventor.yaml:3:17: EVENTOR.DATABASES.x.dbtype: unknown database type `mysql`; \
+             expected `sqlite` or `postgresql`",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {file: a.db}\n",
+            "eventor.yaml:3:8: EVENTOR.DATABASES.x: missing `dbtype`",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {dbtype: sqlite, host: h}\n",
+            "eventor.yaml:3:31: EVENTOR.DATABASES.x.host: not used by sqlite databases",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {dbtype: postgresql, port: 70000}\n",
+            "eventor.yaml:3:35: EVENTOR.DATABASES.x.port: must be a port between 1 and 65535, \
+             found 70000",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    a: {dbtype: sqlite}\n    a: {dbtype: sqlite}\n",
+            "eventor.yaml:4:5: EVENTOR.DATABASES.a: duplicate database `a` (first defined at \
+             line 3)",
+        ),
+        (
+            "EVENTOR:\n  DATABASES: {a: {dbtype: sqlite}}\n  default_db: b\n",
+            "eventor.yaml:3:15: EVENTOR.default_db: unknown database `b`; DATABASES has: a",
+        ),
+        (
+            "EVENTOR:\n  default_db: b\n",
+            "eventor.yaml:2:15: EVENTOR.default_db: unknown database `b`; DATABASES is empty",
+        ),
+        (
+            "EVENTOR:\n  LOGGING: {level: loud}\n",
+            "eventor.yaml:2:20: EVENTOR.LOGGING.level: unknown level `loud`; expected debug, \
+             info, warning, error or critical",
+        ),
+        (
+            "EVENTOR: [1]\n",
+            "eventor.yaml:1:10: EVENTOR: expected a mapping, found a list",
+        ),
+        (
+            "EVENTOR: {}\nEVENTOR: {}\n",
+            "eventor.yaml:2:1: EVENTOR: duplicate section `EVENTOR` (first defined at line 1)",
+        ),
+        (
+            "- a\n",
+            "eventor.yaml:1:1: top level: expected a mapping, found a list",
+        ),
+        (
+            "EVENTOR:\n  LOGGING: {level: [\n",
+            "eventor.yaml:2:20: yaml: unclosed bracket '['",
+        ),
+    ];
+
+    #[test]
+    fn reports_errors_with_file_line_and_field() {
+        let mismatches: Vec<String> = ERROR_CASES
+            .iter()
+            .filter_map(|(text, want)| {
+                let got = parse(text).expect_err(text).to_string();
+                (got != *want).then(|| format!("{text:?}\n  got: {got}\n want: {want}"))
+            })
+            .collect();
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+
+    #[test]
+    fn expanded_strings_become_numbers_and_booleans() {
+        let vars = |name: &str| match name {
+            "N" => Some("3".to_string()),
+            "SHARED" => Some("true".to_string()),
+            _ => None,
+        };
+        let text = "EVENTOR: {max_concurrent: $N, shared_db: \"${SHARED}\"}";
+        let config = parse_config_with_env(text, Path::new("c.yaml"), &vars).unwrap();
+        assert_eq!((config.max_concurrent, config.shared_db), (3, true));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "\\PC{0,120}") {
+            let _ = parse(&text);
+            let _ = expand_vars(&text, &env);
+        }
+
+        #[test]
+        fn never_panics_on_dollar_soup(text in "[$${}A_ é]{0,30}") {
+            let _ = expand_vars(&text, &env);
+            let _ = parse(&format!("EVENTOR: {{ssh_config: '{}'}}", text.replace('\'', "")));
+        }
+    }
+
+    #[test]
+    fn load_config_reads_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eventor.yaml");
+        std::fs::write(
+            &path,
+            "EVENTOR:\n  max_concurrent: 2\n  LOGGING: {console: false}\n",
+        )
+        .unwrap();
+        let config = load_config(&path).unwrap();
+        assert_eq!(config.max_concurrent, 2);
+        assert!(!config.logging.console);
+
+        std::fs::write(&path, "EVENTOR:\n  bogus: 1\n").unwrap();
+        let e = load_config(&path).unwrap_err();
+        assert_eq!(e.field(), Some("EVENTOR.bogus"));
+        assert!(e.to_string().starts_with(&format!(
+            "{}:2:3: EVENTOR.bogus: unknown key",
+            path.display()
+        )));
+
+        let missing = dir.path().join("nope.yaml");
+        let e = load_config(&missing).unwrap_err().to_string();
+        assert!(e.starts_with(&format!(
+            "{}: cannot read the config file: ",
+            missing.display()
+        )));
     }
 }

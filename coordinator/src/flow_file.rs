@@ -1,1 +1,1744 @@
-//! placeholder: filled in by the flow-file work.
+//! The YAML flow file: events, steps, resources, associations and start
+//! triggers of one flow, loaded and checked before anything runs.
+//!
+//! Every error names the file, the line and column, and the field (a path
+//! such as `steps.s1.triggers.success[1]`), so a user can go straight to it.
+//! The YAML is first read into a tree of located nodes (module `yaml`
+//! below), then converted by hand; that is what lets semantic errors (an unknown event, a
+//! pool asked beyond its capacity) point at the exact value.
+
+use crate::config;
+use crate::expr::{self, Expr};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use yaml::{At, Entry, Node, Problem};
+
+/// The most sequences one `range` may expand to; keeps a typo such as
+/// `[1, 1000000000]` from exhausting memory.
+pub const MAX_RANGE_LEN: u64 = 100_000;
+
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "config",
+    "events",
+    "resources",
+    "steps",
+    "assocs",
+    "trigger",
+];
+const CONFIG_KEYS: &[&str] = &["max_concurrent", "stop_on_exception", "envvar_prefix"];
+const EVENT_KEYS: &[&str] = &["expr"];
+const STEP_KEYS: &[&str] = &[
+    "run",
+    "env",
+    "cwd",
+    "timeout",
+    "max_concurrent",
+    "stop_on_exception",
+    "triggers",
+    "acquires",
+    "releases",
+    "recovery",
+    "host",
+    "hosts",
+];
+const STATUS_KEYS: &[&str] = &["ready", "active", "success", "failure", "complete"];
+const RECOVERY_KEYS: &[&str] = &["success", "failure"];
+const ASSOC_KEYS: &[&str] = &["event", "targets", "delay"];
+const TRIGGER_KEYS: &[&str] = &["event", "sequence", "range"];
+
+/// A loaded and checked flow file. Lists keep the order of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowFile {
+    pub path: PathBuf,
+    /// `name:`, or the file's stem.
+    pub name: String,
+    pub config: FlowConfig,
+    pub events: Vec<EventSpec>,
+    /// Resource pools and their capacities.
+    pub resources: Vec<(String, u32)>,
+    pub steps: Vec<StepSpec>,
+    pub assocs: Vec<AssocSpec>,
+    /// The `trigger:` list: which events to fire at start, in which sequences.
+    pub triggers: Vec<TriggerSpec>,
+}
+
+/// The flow's own EVENTOR settings; `None` leaves the global config's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// -1 means unlimited.
+    pub max_concurrent: Option<i64>,
+    pub stop_on_exception: Option<bool>,
+    pub envvar_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    pub name: String,
+    /// Present for an expression event.
+    pub expr: Option<Expr>,
+    /// Line of the event's name in the file.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSpec {
+    pub name: String,
+    /// Shell command; `None` is a step that does nothing and succeeds.
+    pub run: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub timeout: Option<Duration>,
+    pub max_concurrent: Option<usize>,
+    pub stop_on_exception: Option<bool>,
+    pub triggers: StepTriggers,
+    pub acquires: Vec<(String, u32)>,
+    /// `None`: release what was acquired; `Some(empty)`: release nothing.
+    pub releases: Option<Vec<(String, u32)>>,
+    pub recovery: RecoveryPolicy,
+    pub host: Option<String>,
+    pub hosts: Vec<String>,
+    /// Line of the step's name in the file.
+    pub line: usize,
+}
+
+/// Events to fire when a task of the step reaches a status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepTriggers {
+    pub ready: Vec<String>,
+    pub active: Vec<String>,
+    pub success: Vec<String>,
+    pub failure: Vec<String>,
+    /// Fired on success and on failure.
+    pub complete: Vec<String>,
+}
+
+/// What a recover run does with a task, given how it ended the last time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPolicy {
+    pub success: Recovery,
+    pub failure: Recovery,
+}
+
+impl Default for RecoveryPolicy {
+    /// Skip what succeeded, rerun what failed.
+    fn default() -> Self {
+        RecoveryPolicy {
+            success: Recovery::Skip,
+            failure: Recovery::Rerun,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Count the task as succeeded without running it.
+    Skip,
+    /// Run the task again.
+    Rerun,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssocSpec {
+    pub event: String,
+    /// Steps and events, in the order written.
+    pub targets: Vec<String>,
+    pub delay: Option<Duration>,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerSpec {
+    pub event: String,
+    /// `["1"]` by default; a `range` gives one entry per number.
+    pub sequences: Vec<String>,
+    pub line: usize,
+}
+
+/// Where in a file something is; displays as `FILE:LINE:COL`, `FILE:LINE`
+/// when the column is unknown, or `FILE` when the line is too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub file: PathBuf,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: Option<usize>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Position {
+    pub(crate) fn new(file: &Path, line: usize, column: usize) -> Position {
+        Position {
+            file: file.to_path_buf(),
+            line,
+            column: (column > 0).then_some(column),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("{}: cannot read the flow file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid YAML.
+    #[error("{at}: yaml: {message}")]
+    Syntax { at: Position, message: String },
+    /// Valid YAML that is not a valid flow.
+    #[error("{at}: {field}: {message}")]
+    Invalid {
+        at: Position,
+        field: String,
+        message: String,
+    },
+}
+
+impl FlowError {
+    fn from_problem(file: &Path, p: Problem) -> FlowError {
+        let at = Position::new(file, p.line, p.column);
+        match p.field {
+            None => FlowError::Syntax {
+                at,
+                message: p.message,
+            },
+            Some(field) => FlowError::Invalid {
+                at,
+                field,
+                message: p.message,
+            },
+        }
+    }
+
+    /// Where the error is, unless the file could not be read.
+    pub fn position(&self) -> Option<&Position> {
+        match self {
+            FlowError::Read { .. } => None,
+            FlowError::Syntax { at, .. } | FlowError::Invalid { at, .. } => Some(at),
+        }
+    }
+
+    /// The offending field's path, for an invalid (but well-formed) file.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            FlowError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// Reads and checks a flow file.
+pub fn load_flow(path: &Path) -> Result<FlowFile, FlowError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FlowError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_flow(&text, path)
+}
+
+/// Checks a flow given as text; `path` names it in errors and gives the
+/// default flow name.
+pub fn parse_flow(text: &str, path: &Path) -> Result<FlowFile, FlowError> {
+    let convert = |p| FlowError::from_problem(path, p);
+    let root = yaml::parse_document(text).map_err(convert)?;
+    build(&root, path).map_err(convert)
+}
+
+fn build(root: &Node, path: &Path) -> Result<FlowFile, Problem> {
+    let top = At::root(root);
+    if root.is_null() {
+        return Err(top.problem("the flow file is empty"));
+    }
+    let top = top.mapping(TOP_KEYS)?;
+    let names = Names::collect(&top)?;
+    let resources = read_resources(&top)?;
+    Ok(FlowFile {
+        path: path.to_path_buf(),
+        name: read_name(&top, path)?,
+        config: read_flow_config(&top)?,
+        events: read_events(&top, &names)?,
+        steps: read_steps(&top, &names, &resources)?,
+        resources,
+        assocs: read_assocs(&top, &names)?,
+        triggers: read_triggers(&top, &names)?,
+    })
+}
+
+fn read_name(top: &yaml::Fields<'_>, path: &Path) -> Result<String, Problem> {
+    let Some(at) = top.get("name") else {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        return Ok(stem
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "flow".into()));
+    };
+    let name = at.string()?;
+    if name.trim().is_empty() {
+        return Err(at.problem("must not be empty"));
+    }
+    Ok(name)
+}
+
+fn read_flow_config(top: &yaml::Fields<'_>) -> Result<FlowConfig, Problem> {
+    let Some(at) = top.get("config") else {
+        return Ok(FlowConfig::default());
+    };
+    let fields = at.mapping(CONFIG_KEYS)?;
+    Ok(FlowConfig {
+        max_concurrent: fields
+            .get("max_concurrent")
+            .map(config::read_max_concurrent)
+            .transpose()?,
+        stop_on_exception: fields
+            .get("stop_on_exception")
+            .map(At::boolean)
+            .transpose()?,
+        envvar_prefix: fields
+            .get("envvar_prefix")
+            .map(config::read_prefix)
+            .transpose()?,
+    })
+}
+
+/// The event and step names of the file, known before anything refers to
+/// them so that every reference can be checked where it is written.
+struct Names {
+    events: HashMap<String, usize>,
+    steps: HashMap<String, usize>,
+}
+
+impl Names {
+    fn collect(top: &yaml::Fields<'_>) -> Result<Names, Problem> {
+        let events = named_lines(&section_entries(top, "events", "event")?, "event")?;
+        let step_entries = section_entries(top, "steps", "step")?;
+        let steps = named_lines(&step_entries, "step")?;
+        // Assoc targets name steps and events alike, so one name cannot be both.
+        let clash = step_entries
+            .iter()
+            .find_map(|e| events.get(&e.name).map(|line| (e, line)));
+        if let Some((step, line)) = clash {
+            let message = format!("`{}` is both an event (line {line}) and a step", step.name);
+            return Err(step.key.problem(message));
+        }
+        Ok(Names { events, steps })
+    }
+
+    fn is_event(&self, name: &str) -> bool {
+        self.events.contains_key(name)
+    }
+
+    fn is_step(&self, name: &str) -> bool {
+        self.steps.contains_key(name)
+    }
+
+    /// Checks that `name` (found at `at`) is a declared event.
+    fn check_event(&self, name: &str, at: &At<'_>) -> Result<(), Problem> {
+        if self.is_event(name) {
+            Ok(())
+        } else if self.is_step(name) {
+            Err(at.problem(format!("`{name}` is a step, not an event")))
+        } else {
+            Err(at.problem(format!("unknown event `{name}`")))
+        }
+    }
+}
+
+/// Names of a section's entries with the line of each, checking that each
+/// name can be written in an expression.
+fn named_lines(entries: &[Entry<'_>], noun: &str) -> Result<HashMap<String, usize>, Problem> {
+    let mut out = HashMap::new();
+    for entry in entries {
+        if !expr::is_valid_name(&entry.name) {
+            let message = format!(
+                "invalid {noun} name `{}`: use letters, digits and `_ . : -`, \
+                 starting with a letter or `_` (and not `and`, `or`, `not`)",
+                entry.name
+            );
+            return Err(entry.key.problem(message));
+        }
+        out.insert(entry.name.clone(), entry.key.node.line);
+    }
+    Ok(out)
+}
+
+fn section_entries<'a>(
+    top: &yaml::Fields<'a>,
+    section: &str,
+    noun: &str,
+) -> Result<Vec<Entry<'a>>, Problem> {
+    top.get(section)
+        .map_or(Ok(Vec::new()), |at| at.entries(noun))
+}
+
+fn read_resources(top: &yaml::Fields<'_>) -> Result<Vec<(String, u32)>, Problem> {
+    let mut out = Vec::new();
+    for entry in section_entries(top, "resources", "resource pool")? {
+        let capacity = entry.value.count()?;
+        out.push((entry.name, capacity));
+    }
+    Ok(out)
+}
+
+fn read_events(top: &yaml::Fields<'_>, names: &Names) -> Result<Vec<EventSpec>, Problem> {
+    let entries = section_entries(top, "events", "event")?;
+    entries.iter().map(|e| read_event(e, names)).collect()
+}
+
+fn read_event(entry: &Entry<'_>, names: &Names) -> Result<EventSpec, Problem> {
+    let fields = entry.value.mapping(EVENT_KEYS)?;
+    let expr = fields
+        .get("expr")
+        .map(|at| read_expr(at, names))
+        .transpose()?;
+    Ok(EventSpec {
+        name: entry.name.clone(),
+        expr,
+        line: entry.key.node.line,
+    })
+}
+
+fn read_expr(at: &At<'_>, names: &Names) -> Result<Expr, Problem> {
+    let text = at.string()?;
+    let in_text = |e: expr::ExprError| at.problem(format!("{} at column {}", e.message, e.column));
+    let expr = Expr::parse(&text).map_err(in_text)?;
+    expr.check_names(&|name| names.is_event(name))
+        .map_err(in_text)?;
+    Ok(expr)
+}
+
+fn read_steps(
+    top: &yaml::Fields<'_>,
+    names: &Names,
+    pools: &[(String, u32)],
+) -> Result<Vec<StepSpec>, Problem> {
+    let entries = section_entries(top, "steps", "step")?;
+    entries.iter().map(|e| read_step(e, names, pools)).collect()
+}
+
+fn read_step(
+    entry: &Entry<'_>,
+    names: &Names,
+    pools: &[(String, u32)],
+) -> Result<StepSpec, Problem> {
+    let f = entry.value.mapping(STEP_KEYS)?;
+    let string = |key| f.get(key).map(At::string).transpose();
+    let (host, hosts) = read_hosts(&f)?;
+    Ok(StepSpec {
+        name: entry.name.clone(),
+        run: string("run")?,
+        env: f.get("env").map_or(Ok(Vec::new()), read_env)?,
+        cwd: string("cwd")?,
+        timeout: f.get("timeout").map(read_timeout).transpose()?,
+        max_concurrent: f.get("max_concurrent").map(read_step_limit).transpose()?,
+        stop_on_exception: f.get("stop_on_exception").map(At::boolean).transpose()?,
+        triggers: f
+            .get("triggers")
+            .map_or(Ok(StepTriggers::default()), |at| {
+                read_step_triggers(at, names)
+            })?,
+        acquires: f
+            .get("acquires")
+            .map_or(Ok(Vec::new()), |at| read_amounts(at, pools))?,
+        releases: f
+            .get("releases")
+            .map(|at| read_amounts(at, pools))
+            .transpose()?,
+        recovery: f
+            .get("recovery")
+            .map_or(Ok(RecoveryPolicy::default()), read_recovery)?,
+        host,
+        hosts,
+        line: entry.key.node.line,
+    })
+}
+
+fn read_env(at: &At<'_>) -> Result<Vec<(String, String)>, Problem> {
+    let mut out = Vec::new();
+    for entry in at.entries("variable")? {
+        let bad_name = entry.name.is_empty() || entry.name.contains(['=', '\0']);
+        if bad_name {
+            let message = format!("invalid environment variable name `{}`", entry.name);
+            return Err(entry.key.problem(message));
+        }
+        let value = entry.value.string()?;
+        if value.contains('\0') {
+            return Err(entry.value.problem("must not contain a NUL character"));
+        }
+        out.push((entry.name, value));
+    }
+    Ok(out)
+}
+
+fn read_timeout(at: &At<'_>) -> Result<Duration, Problem> {
+    let timeout = at.duration()?;
+    if timeout.is_zero() {
+        return Err(at.problem("must be longer than zero"));
+    }
+    Ok(timeout)
+}
+
+fn read_step_limit(at: &At<'_>) -> Result<usize, Problem> {
+    let n = at.integer()?;
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| at.problem(format!("must be at least 1, found {n}")))
+}
+
+fn read_step_triggers(at: &At<'_>, names: &Names) -> Result<StepTriggers, Problem> {
+    let fields = at.mapping(STATUS_KEYS)?;
+    let events = |status| -> Result<Vec<String>, Problem> {
+        let Some(at) = fields.get(status) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (name, item) in at.names()? {
+            names.check_event(&name, &item)?;
+            out.push(name);
+        }
+        Ok(out)
+    };
+    Ok(StepTriggers {
+        ready: events("ready")?,
+        active: events("active")?,
+        success: events("success")?,
+        failure: events("failure")?,
+        complete: events("complete")?,
+    })
+}
+
+/// `{pool: amount}` for `acquires` and `releases`, checked against the
+/// declared pools: asking more than a pool holds could never be granted.
+fn read_amounts(at: &At<'_>, pools: &[(String, u32)]) -> Result<Vec<(String, u32)>, Problem> {
+    let mut out = Vec::new();
+    for entry in at.entries("resource pool")? {
+        let Some((_, capacity)) = pools.iter().find(|(p, _)| *p == entry.name) else {
+            let message = format!("unknown resource pool `{}`", entry.name);
+            return Err(entry.key.problem(message));
+        };
+        let amount = entry.value.count()?;
+        if amount > *capacity {
+            let message = format!(
+                "asks for {amount} but pool `{}` has capacity {capacity}",
+                entry.name
+            );
+            return Err(entry.value.problem(message));
+        }
+        out.push((entry.name, amount));
+    }
+    Ok(out)
+}
+
+fn read_recovery(at: &At<'_>) -> Result<RecoveryPolicy, Problem> {
+    let fields = at.mapping(RECOVERY_KEYS)?;
+    let mut policy = RecoveryPolicy::default();
+    if let Some(at) = fields.get("success") {
+        policy.success = read_recovery_choice(at)?;
+    }
+    if let Some(at) = fields.get("failure") {
+        policy.failure = read_recovery_choice(at)?;
+    }
+    Ok(policy)
+}
+
+fn read_recovery_choice(at: &At<'_>) -> Result<Recovery, Problem> {
+    match at.string()?.as_str() {
+        "skip" => Ok(Recovery::Skip),
+        "rerun" => Ok(Recovery::Rerun),
+        other => Err(at.problem(format!("expected `skip` or `rerun`, found `{other}`"))),
+    }
+}
+
+fn read_hosts(f: &yaml::Fields<'_>) -> Result<(Option<String>, Vec<String>), Problem> {
+    let host = f.get("host").map(read_host).transpose()?;
+    let Some(at) = f.get("hosts") else {
+        return Ok((host, Vec::new()));
+    };
+    if host.is_some() {
+        return Err(at.problem("`host` and `hosts` are both set; use one of them"));
+    }
+    let mut hosts: Vec<String> = Vec::new();
+    for item in at.items()? {
+        let name = read_host(&item)?;
+        if hosts.contains(&name) {
+            return Err(item.problem(format!("host `{name}` is listed twice")));
+        }
+        hosts.push(name);
+    }
+    if hosts.is_empty() {
+        return Err(at.problem("must list at least one host"));
+    }
+    Ok((None, hosts))
+}
+
+fn read_host(at: &At<'_>) -> Result<String, Problem> {
+    let host = at.string()?;
+    if host.trim().is_empty() {
+        return Err(at.problem("must not be empty"));
+    }
+    Ok(host)
+}
+
+fn read_assocs(top: &yaml::Fields<'_>, names: &Names) -> Result<Vec<AssocSpec>, Problem> {
+    let Some(at) = top.get("assocs") else {
+        return Ok(Vec::new());
+    };
+    at.items()?
+        .iter()
+        .map(|item| read_assoc(item, names))
+        .collect()
+}
+
+fn read_assoc(item: &At<'_>, names: &Names) -> Result<AssocSpec, Problem> {
+    let f = item.mapping(ASSOC_KEYS)?;
+    let event_at = f.required("event", item)?;
+    let event = event_at.string()?;
+    names.check_event(&event, event_at)?;
+    let targets_at = f.required("targets", item)?;
+    let mut targets = Vec::new();
+    for (name, at) in targets_at.names()? {
+        if !names.is_event(&name) && !names.is_step(&name) {
+            return Err(at.problem(format!("unknown step or event `{name}`")));
+        }
+        targets.push(name);
+    }
+    if targets.is_empty() {
+        return Err(targets_at.problem("must name at least one step or event"));
+    }
+    Ok(AssocSpec {
+        event,
+        targets,
+        delay: f.get("delay").map(At::duration).transpose()?,
+        line: item.node.line,
+    })
+}
+
+fn read_triggers(top: &yaml::Fields<'_>, names: &Names) -> Result<Vec<TriggerSpec>, Problem> {
+    let Some(at) = top.get("trigger") else {
+        return Ok(Vec::new());
+    };
+    at.items()?
+        .iter()
+        .map(|item| read_trigger(item, names))
+        .collect()
+}
+
+fn read_trigger(item: &At<'_>, names: &Names) -> Result<TriggerSpec, Problem> {
+    let f = item.mapping(TRIGGER_KEYS)?;
+    let event_at = f.required("event", item)?;
+    let event = event_at.string()?;
+    names.check_event(&event, event_at)?;
+    let sequences = match (f.get("sequence"), f.get("range")) {
+        (Some(_), Some(range)) => {
+            return Err(range.problem("`sequence` and `range` are both set; use one of them"))
+        }
+        (Some(at), None) => vec![read_sequence(at)?],
+        (None, Some(at)) => read_range(at)?,
+        (None, None) => vec!["1".to_string()],
+    };
+    Ok(TriggerSpec {
+        event,
+        sequences,
+        line: item.node.line,
+    })
+}
+
+fn read_sequence(at: &At<'_>) -> Result<String, Problem> {
+    let sequence = at.string()?;
+    if sequence.is_empty() {
+        return Err(at.problem("must not be empty"));
+    }
+    Ok(sequence)
+}
+
+/// `[from, to]`, both included, as decimal sequence strings.
+fn read_range(at: &At<'_>) -> Result<Vec<String>, Problem> {
+    let items = at.items()?;
+    let [from_at, to_at] = items.as_slice() else {
+        let message = format!("expected [from, to], found a list of {}", items.len());
+        return Err(at.problem(message));
+    };
+    let bound = |at: &At<'_>| -> Result<u64, Problem> {
+        let n = at.integer()?;
+        u64::try_from(n).map_err(|_| at.problem(format!("must not be negative, found {n}")))
+    };
+    let (from, to) = (bound(from_at)?, bound(to_at)?);
+    if from > to {
+        return Err(at.problem(format!("`from` ({from}) is greater than `to` ({to})")));
+    }
+    if to - from >= MAX_RANGE_LEN {
+        let message = format!("covers more than {MAX_RANGE_LEN} sequences");
+        return Err(at.problem(message));
+    }
+    Ok((from..=to).map(|n| n.to_string()).collect())
+}
+
+/// A YAML document as a tree of located nodes, and typed readers over it
+/// that report problems with a field path. Shared with the config loader.
+///
+/// The tree comes from serde-saphyr's `Spanned<T>`, which records where
+/// each node is. Plain scalars that YAML resolved to a number or boolean
+/// keep their source text too, so `sequence: 007` or `FLAG: yes` read back
+/// as the user wrote them wherever a string is expected.
+pub(crate) mod yaml {
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_saphyr::budget::BudgetBreach;
+    use serde_saphyr::{MessageFormatter, Spanned};
+    use std::collections::HashMap;
+    use std::fmt;
+    use std::time::Duration;
+
+    /// How deeply collections may nest. Flow and config files need about
+    /// six levels; each level costs tens of kilobytes of stack in a debug
+    /// build, so the parser's default of 64 could overflow a 2 MiB thread.
+    const MAX_DEPTH: usize = 24;
+
+    /// A value and where it starts (1-based line and column).
+    #[derive(Debug, Clone, PartialEq)]
+    pub(crate) struct Node {
+        pub(crate) value: Value,
+        pub(crate) line: usize,
+        pub(crate) column: usize,
+        /// Source text of a plain scalar resolved to a non-string.
+        raw: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub(crate) enum Value {
+        Null,
+        Bool(bool),
+        Int(i128),
+        Float(f64),
+        Str(String),
+        Seq(Vec<Node>),
+        Map(Vec<(Node, Node)>),
+    }
+
+    impl Node {
+        pub(crate) fn is_null(&self) -> bool {
+            self.value == Value::Null
+        }
+
+        /// The text of a scalar as written (or as resolved, for a string).
+        pub(crate) fn scalar_text(&self) -> Option<String> {
+            match &self.value {
+                Value::Str(s) => Some(s.clone()),
+                Value::Bool(b) => Some(self.raw.clone().unwrap_or_else(|| b.to_string())),
+                Value::Int(i) => Some(self.raw.clone().unwrap_or_else(|| i.to_string())),
+                Value::Float(x) => Some(self.raw.clone().unwrap_or_else(|| x.to_string())),
+                Value::Null | Value::Seq(_) | Value::Map(_) => None,
+            }
+        }
+
+        /// How the node reads in "expected X, found Y".
+        fn describe(&self) -> String {
+            match &self.value {
+                Value::Null => "nothing".into(),
+                Value::Seq(_) => "a list".into(),
+                Value::Map(_) => "a mapping".into(),
+                _ => {
+                    let text = self.scalar_text().unwrap_or_default();
+                    let short: String = text.chars().take(40).collect();
+                    let more = if short.len() < text.len() { "…" } else { "" };
+                    format!("`{}{more}`", short.escape_debug())
+                }
+            }
+        }
+    }
+
+    /// Something wrong at a position; `field` is `None` for a YAML syntax
+    /// error, which has no field to name.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) struct Problem {
+        pub(crate) line: usize,
+        pub(crate) column: usize,
+        pub(crate) field: Option<String>,
+        pub(crate) message: String,
+    }
+
+    /// Parses one YAML document. An empty document is a `Null` node.
+    pub(crate) fn parse_document(text: &str) -> Result<Node, Problem> {
+        let mut options = serde_saphyr::options! {};
+        // Duplicates are reported by the readers, which know the field path
+        // and what kind of name (event, step, key) was repeated.
+        options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+        options.with_snippet = false;
+        options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::AsString;
+        let mut budget = serde_saphyr::Budget::default();
+        budget.max_depth = MAX_DEPTH;
+        options.budget = Some(budget);
+        let spanned: Spanned<Raw> =
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| syntax_problem(&e))?;
+        Ok(located(spanned, text))
+    }
+
+    fn syntax_problem(err: &serde_saphyr::Error) -> Problem {
+        let location = err.location();
+        let message = match err {
+            serde_saphyr::Error::Budget {
+                breach: BudgetBreach::Depth { .. },
+                ..
+            } => format!("nested more than {MAX_DEPTH} levels deep").into(),
+            _ => serde_saphyr::DefaultMessageFormatter.format_message(err),
+        };
+        Problem {
+            line: location.map_or(0, |l| l.line() as usize),
+            column: location.map_or(0, |l| l.column() as usize),
+            field: None,
+            // The text may quote the input; keep control characters out of
+            // a one-line message.
+            message: message
+                .chars()
+                .flat_map(char::escape_default_if_control)
+                .collect(),
+        }
+    }
+
+    trait EscapeControl {
+        fn escape_default_if_control(self) -> Vec<char>;
+    }
+
+    impl EscapeControl for char {
+        fn escape_default_if_control(self) -> Vec<char> {
+            if self.is_control() {
+                self.escape_default().collect()
+            } else {
+                vec![self]
+            }
+        }
+    }
+
+    /// What serde-saphyr hands us: values with locations, not yet joined to
+    /// their source text.
+    enum Raw {
+        Null,
+        Bool(bool),
+        Int(i128),
+        Float(f64),
+        Str(String),
+        Seq(Vec<Spanned<Raw>>),
+        Map(Vec<(Spanned<Raw>, Spanned<Raw>)>),
+    }
+
+    fn located(spanned: Spanned<Raw>, text: &str) -> Node {
+        // For an alias, `defined` is the anchored scalar: its text is the
+        // value's spelling, while `referenced` is where the user used it.
+        let span = spanned.defined.span();
+        let source = span
+            .byte_offset()
+            .zip(span.byte_len())
+            .and_then(|(at, len)| text.get(at as usize..at.saturating_add(len) as usize));
+        let raw = source.map(str::to_string);
+        let value = match spanned.value {
+            Raw::Null => Value::Null,
+            Raw::Bool(b) => Value::Bool(b),
+            Raw::Int(i) => Value::Int(i),
+            Raw::Float(x) => Value::Float(x),
+            Raw::Str(s) => Value::Str(s),
+            Raw::Seq(items) => Value::Seq(items.into_iter().map(|n| located(n, text)).collect()),
+            Raw::Map(entries) => Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (located(k, text), located(v, text)))
+                    .collect(),
+            ),
+        };
+        let keeps_raw = matches!(value, Value::Bool(_) | Value::Int(_) | Value::Float(_));
+        Node {
+            value,
+            line: spanned.referenced.line() as usize,
+            column: spanned.referenced.column() as usize,
+            raw: raw.filter(|_| keeps_raw),
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Raw {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Raw, D::Error> {
+            deserializer.deserialize_any(RawVisitor)
+        }
+    }
+
+    struct RawVisitor;
+
+    impl<'de> Visitor<'de> for RawVisitor {
+        type Value = Raw;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any YAML value")
+        }
+
+        fn visit_unit<E>(self) -> Result<Raw, E> {
+            Ok(Raw::Null)
+        }
+
+        fn visit_none<E>(self) -> Result<Raw, E> {
+            Ok(Raw::Null)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+            Raw::deserialize(d)
+        }
+
+        fn visit_bool<E>(self, v: bool) -> Result<Raw, E> {
+            Ok(Raw::Bool(v))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Raw, E> {
+            Ok(Raw::Int(v.into()))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Raw, E> {
+            Ok(Raw::Int(v.into()))
+        }
+
+        fn visit_i128<E>(self, v: i128) -> Result<Raw, E> {
+            Ok(Raw::Int(v))
+        }
+
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Raw, E> {
+            i128::try_from(v).map(Raw::Int).or(Ok(Raw::Float(v as f64)))
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<Raw, E> {
+            Ok(Raw::Float(v))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Raw, E> {
+            Ok(Raw::Str(v.to_string()))
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Raw, E> {
+            Ok(Raw::Str(v))
+        }
+
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Raw, E> {
+            Ok(Raw::Str(String::from_utf8_lossy(v).into_owned()))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(Raw::Seq(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                entries.push(entry);
+            }
+            Ok(Raw::Map(entries))
+        }
+    }
+
+    /// A dotted path to a field, such as `steps.s1.triggers.success[1]`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub(crate) struct FieldPath(String);
+
+    impl FieldPath {
+        pub(crate) fn key(&self, key: &str) -> FieldPath {
+            // Keys may hold anything a quoted YAML string can; an error
+            // message must stay on one line.
+            let key: String = key
+                .chars()
+                .flat_map(char::escape_default_if_control)
+                .collect();
+            if self.0.is_empty() {
+                FieldPath(key)
+            } else {
+                FieldPath(format!("{}.{key}", self.0))
+            }
+        }
+
+        pub(crate) fn index(&self, index: usize) -> FieldPath {
+            FieldPath(format!("{}[{index}]", self.0))
+        }
+    }
+
+    impl fmt::Display for FieldPath {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            if self.0.is_empty() {
+                f.write_str("top level")
+            } else {
+                f.write_str(&self.0)
+            }
+        }
+    }
+
+    /// A node together with the path that led to it: everything needed to
+    /// read it as a type, or to report a problem with it.
+    #[derive(Debug, Clone)]
+    pub(crate) struct At<'a> {
+        pub(crate) node: &'a Node,
+        pub(crate) field: FieldPath,
+    }
+
+    /// One `name: value` entry of a mapping; `key` points at the name.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Entry<'a> {
+        pub(crate) name: String,
+        pub(crate) key: At<'a>,
+        pub(crate) value: At<'a>,
+    }
+
+    /// The entries of a mapping with a fixed set of keys.
+    #[derive(Debug)]
+    pub(crate) struct Fields<'a> {
+        entries: Vec<Entry<'a>>,
+    }
+
+    impl<'a> Fields<'a> {
+        /// The value under `key`; an explicit null counts as absent.
+        pub(crate) fn get(&self, key: &str) -> Option<&At<'a>> {
+            let entry = self.entries.iter().find(|e| e.name == key)?;
+            (!entry.value.node.is_null()).then_some(&entry.value)
+        }
+
+        /// The value under `key`, or a problem reported at `parent`.
+        pub(crate) fn required(&self, key: &str, parent: &At<'_>) -> Result<&At<'a>, Problem> {
+            self.get(key)
+                .ok_or_else(|| parent.problem(format!("missing `{key}`")))
+        }
+    }
+
+    impl<'a> At<'a> {
+        pub(crate) fn new(node: &'a Node, field: FieldPath) -> At<'a> {
+            At { node, field }
+        }
+
+        pub(crate) fn root(node: &'a Node) -> At<'a> {
+            At::new(node, FieldPath::default())
+        }
+
+        /// A problem at this node. Control characters in the message (from
+        /// a quoted name, say) are escaped to keep it on one line.
+        pub(crate) fn problem(&self, message: impl Into<String>) -> Problem {
+            let message: String = message.into();
+            Problem {
+                line: self.node.line,
+                column: self.node.column,
+                field: Some(self.field.to_string()),
+                message: message
+                    .chars()
+                    .flat_map(char::escape_default_if_control)
+                    .collect(),
+            }
+        }
+
+        fn expected(&self, what: &str) -> Problem {
+            self.problem(format!("expected {what}, found {}", self.node.describe()))
+        }
+
+        /// A string; numbers and booleans give their text as written.
+        pub(crate) fn string(&self) -> Result<String, Problem> {
+            self.node
+                .scalar_text()
+                .ok_or_else(|| self.expected("a string"))
+        }
+
+        /// A boolean; strings such as `"true"` or `"no"` count too, so that
+        /// an expanded `$VAR` can be one.
+        pub(crate) fn boolean(&self) -> Result<bool, Problem> {
+            let word = match &self.node.value {
+                Value::Bool(b) => return Ok(*b),
+                Value::Str(s) => s.trim().to_ascii_lowercase(),
+                _ => String::new(),
+            };
+            match word.as_str() {
+                "true" | "yes" | "on" => Ok(true),
+                "false" | "no" | "off" => Ok(false),
+                _ => Err(self.expected("true or false")),
+            }
+        }
+
+        /// A whole number; a string holding one counts too.
+        pub(crate) fn integer(&self) -> Result<i64, Problem> {
+            let wide = match &self.node.value {
+                Value::Int(i) => Some(*i),
+                Value::Str(s) => s.trim().parse::<i128>().ok(),
+                _ => None,
+            };
+            let wide = wide.ok_or_else(|| self.expected("a whole number"))?;
+            i64::try_from(wide).map_err(|_| self.problem(format!("{wide} is out of range")))
+        }
+
+        /// A positive count that fits in 32 bits (capacities, amounts).
+        pub(crate) fn count(&self) -> Result<u32, Problem> {
+            let n = self.integer()?;
+            u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                self.problem(format!("must be between 1 and {}, found {n}", u32::MAX))
+            })
+        }
+
+        /// A duration: a humantime string (`500ms`, `1h 30m`) or a bare
+        /// number of seconds.
+        pub(crate) fn duration(&self) -> Result<Duration, Problem> {
+            let seconds = match &self.node.value {
+                Value::Int(i) => Some(*i as f64),
+                Value::Float(x) => Some(*x),
+                Value::Str(s) => s.trim().parse::<f64>().ok(),
+                _ => return Err(self.expected("a duration")),
+            };
+            if let Some(seconds) = seconds {
+                return self.seconds(seconds);
+            }
+            let text = self.string()?;
+            humantime::parse_duration(text.trim()).map_err(|e| {
+                self.problem(format!("invalid duration `{}`: {e}", text.escape_debug()))
+            })
+        }
+
+        fn seconds(&self, seconds: f64) -> Result<Duration, Problem> {
+            if seconds < 0.0 {
+                return Err(self.problem(format!("must not be negative, found {seconds}")));
+            }
+            Duration::try_from_secs_f64(seconds)
+                .map_err(|_| self.problem(format!("invalid duration: {seconds} seconds")))
+        }
+
+        /// A mapping whose keys must all be in `allowed`.
+        pub(crate) fn mapping(&self, allowed: &[&str]) -> Result<Fields<'a>, Problem> {
+            let entries = self.entries("key")?;
+            if let Some(entry) = entries.iter().find(|e| !allowed.contains(&e.name.as_str())) {
+                return Err(entry.key.problem(unknown_key(&entry.name, allowed)));
+            }
+            Ok(Fields { entries })
+        }
+
+        /// The entries of a mapping of names (`noun` names them in the
+        /// duplicate message). Null is an empty mapping.
+        pub(crate) fn entries(&self, noun: &str) -> Result<Vec<Entry<'a>>, Problem> {
+            let pairs = match &self.node.value {
+                Value::Null => return Ok(Vec::new()),
+                Value::Map(pairs) => pairs,
+                _ => return Err(self.expected("a mapping")),
+            };
+            let mut first_lines: HashMap<String, usize> = HashMap::new();
+            let mut out = Vec::with_capacity(pairs.len());
+            for (key, value) in pairs {
+                let entry = self.entry(key, value)?;
+                if let Some(line) = first_lines.get(&entry.name) {
+                    let message = format!(
+                        "duplicate {noun} `{}` (first defined at line {line})",
+                        entry.name
+                    );
+                    return Err(entry.key.problem(message));
+                }
+                first_lines.insert(entry.name.clone(), key.line);
+                out.push(entry);
+            }
+            Ok(out)
+        }
+
+        fn entry(&self, key: &'a Node, value: &'a Node) -> Result<Entry<'a>, Problem> {
+            let Some(name) = key.scalar_text() else {
+                let at = At {
+                    node: key,
+                    field: self.field.clone(),
+                };
+                return Err(at.expected("a name as key"));
+            };
+            let field = self.field.key(&name);
+            Ok(Entry {
+                key: At {
+                    node: key,
+                    field: field.clone(),
+                },
+                value: At { node: value, field },
+                name,
+            })
+        }
+
+        /// The items of a list. Null is an empty list.
+        pub(crate) fn items(&self) -> Result<Vec<At<'a>>, Problem> {
+            let items = match &self.node.value {
+                Value::Null => return Ok(Vec::new()),
+                Value::Seq(items) => items,
+                _ => return Err(self.expected("a list")),
+            };
+            let at = |(i, node)| At {
+                node,
+                field: self.field.index(i),
+            };
+            Ok(items.iter().enumerate().map(at).collect())
+        }
+
+        /// A list of names, or a single name standing for a list of one.
+        pub(crate) fn names(&self) -> Result<Vec<(String, At<'a>)>, Problem> {
+            if let Some(name) = self.node.scalar_text() {
+                return Ok(vec![(name, self.clone())]);
+            }
+            let items = self.items()?;
+            items.into_iter().map(|at| Ok((at.string()?, at))).collect()
+        }
+    }
+
+    /// "unknown key", with the nearest allowed key when one is close enough
+    /// to be a typo (or a longer spelling, like `hostname` for `host`), and
+    /// the whole list otherwise.
+    fn unknown_key(key: &str, allowed: &[&str]) -> String {
+        let lower = key.to_ascii_lowercase();
+        let distance = |a: &str| {
+            let extends = a.len() >= 3 && (lower.starts_with(a) || a.starts_with(&lower));
+            if extends {
+                1
+            } else {
+                edit_distance(&lower, a)
+            }
+        };
+        let nearest = allowed
+            .iter()
+            .map(|a| (distance(a), *a))
+            .min()
+            .filter(|(d, _)| *d <= 2);
+        match nearest {
+            Some((_, a)) => format!("unknown key; did you mean `{a}`?"),
+            None => format!("unknown key; expected one of: {}", allowed.join(", ")),
+        }
+    }
+
+    fn edit_distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let replace = diagonal + usize::from(ca != *cb);
+                diagonal = row[j + 1];
+                row[j + 1] = replace.min(row[j] + 1).min(row[j + 1] + 1);
+            }
+        }
+        row[b.len()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const EXAMPLE: &str = r#"name: nightly
+config: {max_concurrent: 4, stop_on_exception: true, envvar_prefix: NIGHTLY_}
+events:
+  start: {}
+  s1_done: {}
+  s2_done:
+  both: {expr: "s1_done & s2_done"}
+resources: {db: 2}
+steps:
+  s1: {run: "echo one >> out.txt", triggers: {success: [s1_done]}}
+  s2: {run: "./load.sh", env: {MODE: fast, LEVEL: 007, ON: yes}, timeout: 30s, cwd: /tmp, max_concurrent: 1, stop_on_exception: false, triggers: {complete: s2_done}}
+  s3: {run: "echo three", acquires: {db: 1}, releases: {db: 1}, recovery: {success: rerun, failure: skip}, host: node1}
+  s4: {}
+  s5: {acquires: {db: 2}, releases: {}, hosts: [a, b], timeout: 1h 30m}
+assocs:
+  - {event: start, targets: [s1, s2]}
+  - {event: both, targets: [s3, s4], delay: 10s}
+trigger:
+  - {event: start}
+  - {event: start, sequence: "7"}
+  - {event: start, range: [2, 100]}
+"#;
+
+    fn parse(text: &str) -> Result<FlowFile, FlowError> {
+        parse_flow(text, Path::new("flow.yaml"))
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(flow) => panic!("expected an error, got {flow:?}\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn loads_the_documented_example() {
+        let flow = parse(EXAMPLE).unwrap();
+        assert_eq!(flow.name, "nightly");
+        assert_eq!(
+            flow.config,
+            FlowConfig {
+                max_concurrent: Some(4),
+                stop_on_exception: Some(true),
+                envvar_prefix: Some("NIGHTLY_".into()),
+            }
+        );
+        let events: Vec<(&str, usize)> = flow
+            .events
+            .iter()
+            .map(|e| (e.name.as_str(), e.line))
+            .collect();
+        assert_eq!(
+            events,
+            [("start", 4), ("s1_done", 5), ("s2_done", 6), ("both", 7)]
+        );
+        assert_eq!(
+            flow.events[3].expr,
+            Some(Expr::parse("s1_done & s2_done").unwrap())
+        );
+        assert_eq!(flow.resources, [("db".to_string(), 2)]);
+        let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s1", "s2", "s3", "s4", "s5"]);
+        assert_eq!(flow.steps[0].triggers.success, ["s1_done"]);
+        assert_eq!(flow.steps[0].line, 10);
+        assert_eq!(flow.assocs[1].line, 17);
+        assert_eq!(flow.triggers[2].line, 21);
+    }
+
+    #[test]
+    fn reads_step_fields() {
+        let flow = parse(EXAMPLE).unwrap();
+        let s2 = &flow.steps[1];
+        assert_eq!(s2.run.as_deref(), Some("./load.sh"));
+        // Plain scalars keep their spelling: 007 is not 7, yes is not true.
+        let env: Vec<(&str, &str)> = s2
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env, [("MODE", "fast"), ("LEVEL", "007"), ("ON", "yes")]);
+        assert_eq!(s2.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s2.cwd.as_deref(), Some("/tmp"));
+        assert_eq!(s2.max_concurrent, Some(1));
+        assert_eq!(s2.stop_on_exception, Some(false));
+        assert_eq!(s2.triggers.complete, ["s2_done"]);
+        let s3 = &flow.steps[2];
+        assert_eq!(s3.acquires, [("db".to_string(), 1)]);
+        assert_eq!(s3.releases, Some(vec![("db".to_string(), 1)]));
+        assert_eq!(
+            s3.recovery,
+            RecoveryPolicy {
+                success: Recovery::Rerun,
+                failure: Recovery::Skip
+            }
+        );
+        assert_eq!(s3.host.as_deref(), Some("node1"));
+        let s4 = &flow.steps[3];
+        assert_eq!(s4.run, None);
+        assert_eq!(s4.releases, None);
+        assert_eq!(s4.recovery, RecoveryPolicy::default());
+        let s5 = &flow.steps[4];
+        assert_eq!(s5.releases, Some(vec![]));
+        assert_eq!(s5.hosts, ["a", "b"]);
+        assert_eq!(s5.timeout, Some(Duration::from_secs(5400)));
+    }
+
+    #[test]
+    fn reads_assocs_and_triggers() {
+        let flow = parse(EXAMPLE).unwrap();
+        assert_eq!(
+            flow.assocs[0],
+            AssocSpec {
+                event: "start".into(),
+                targets: vec!["s1".into(), "s2".into()],
+                delay: None,
+                line: 16,
+            }
+        );
+        assert_eq!(flow.assocs[1].delay, Some(Duration::from_secs(10)));
+        assert_eq!(flow.triggers[0].sequences, ["1"]);
+        assert_eq!(flow.triggers[1].sequences, ["7"]);
+        let range = &flow.triggers[2].sequences;
+        assert_eq!(range.len(), 99);
+        assert_eq!((range[0].as_str(), range[98].as_str()), ("2", "100"));
+    }
+
+    #[test]
+    fn defaults_name_to_the_file_stem() {
+        let flow = parse_flow("steps: {a: {}}", Path::new("/x/etl.daily.yaml")).unwrap();
+        assert_eq!(flow.name, "etl.daily");
+        assert_eq!(flow.config, FlowConfig::default());
+        assert!(flow.events.is_empty() && flow.assocs.is_empty() && flow.triggers.is_empty());
+        assert_eq!(parse_flow("steps:", Path::new("")).unwrap().name, "flow");
+    }
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("6h", Duration::from_secs(6 * 3600)),
+            ("1h 30m", Duration::from_secs(5400)),
+            ("45", Duration::from_secs(45)),
+            ("'45'", Duration::from_secs(45)),
+            ("1.5", Duration::from_millis(1500)),
+            ("0", Duration::ZERO),
+        ];
+        for (text, want) in cases {
+            let yaml = format!("events: {{e: {{}}}}\nsteps: {{s: {{}}}}\nassocs: [{{event: e, targets: [s], delay: {text}}}]");
+            let flow = parse(&yaml).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(flow.assocs[0].delay, Some(want), "{text}");
+        }
+    }
+
+    /// (flow text, expected error), one line per case in the file.
+    const ERROR_CASES: &[(&str, &str)] = &[
+        // YAML syntax
+        (
+            "steps:\n  s1: {run: [a, b}\n",
+            "flow.yaml:2:13: yaml: mismatched bracket '[' closed by '}'",
+        ),
+        ("steps:\n  s1: a: b\n", "flow.yaml:2:8: yaml: mapping values are not allowed in this context"),
+        ("", "flow.yaml:1:1: top level: the flow file is empty"),
+        // unknown keys, at every level
+        ("stepz: {}\n", "flow.yaml:1:1: stepz: unknown key; did you mean `steps`?"),
+        (
+            "steps:\n  s1: {run: x, tiemout: 3s}\n",
+            "flow.yaml:2:16: steps.s1.tiemout: unknown key; did you mean `timeout`?",
+        ),
+        (
+            "steps:\n  s1:\n    bogus: 1\n",
+            "flow.yaml:3:5: steps.s1.bogus: unknown key; expected one of: run, env, cwd, timeout, \
+             max_concurrent, stop_on_exception, triggers, acquires, releases, recovery, host, hosts",
+        ),
+        (
+            "events: {e: {}}\nsteps:\n  s1: {triggers: {sucess: [e]}}\n",
+            "flow.yaml:3:19: steps.s1.triggers.sucess: unknown key; did you mean `success`?",
+        ),
+        (
+            "steps:\n  s1: {recovery: {succes: skip}}\n",
+            "flow.yaml:2:19: steps.s1.recovery.succes: unknown key; did you mean `success`?",
+        ),
+        (
+            "config: {max_concurent: 3}\n",
+            "flow.yaml:1:10: config.max_concurent: unknown key; did you mean `max_concurrent`?",
+        ),
+        (
+            "events:\n  e: {exp: a}\n",
+            "flow.yaml:2:7: events.e.exp: unknown key; did you mean `expr`?",
+        ),
+        (
+            "events: {e: {}}\nsteps: {s: {}}\nassocs:\n  - {event: e, targets: [s], dealy: 1s}\n",
+            "flow.yaml:4:30: assocs[0].dealy: unknown key; did you mean `delay`?",
+        ),
+        (
+            "events: {e: {}}\ntrigger:\n  - {event: e, seq: 2}\n",
+            "flow.yaml:3:16: trigger[0].seq: unknown key; did you mean `sequence`?",
+        ),
+        // wrong types
+        ("- a\n- b\n", "flow.yaml:1:1: top level: expected a mapping, found a list"),
+        ("steps: [a, b]\n", "flow.yaml:1:8: steps: expected a mapping, found a list"),
+        (
+            "steps:\n  s1: {timeout: [1]}\n",
+            "flow.yaml:2:17: steps.s1.timeout: expected a duration, found a list",
+        ),
+        (
+            "steps:\n  s1: {max_concurrent: lots}\n",
+            "flow.yaml:2:24: steps.s1.max_concurrent: expected a whole number, found `lots`",
+        ),
+        (
+            "steps:\n  s1: {max_concurrent: 0}\n",
+            "flow.yaml:2:24: steps.s1.max_concurrent: must be at least 1, found 0",
+        ),
+        (
+            "steps:\n  s1: {stop_on_exception: maybe}\n",
+            "flow.yaml:2:27: steps.s1.stop_on_exception: expected true or false, found `maybe`",
+        ),
+        (
+            "steps:\n  s1: {run: {a: 1}}\n",
+            "flow.yaml:2:13: steps.s1.run: expected a string, found a mapping",
+        ),
+        (
+            "config: {max_concurrent: 0}\n",
+            "flow.yaml:1:26: config.max_concurrent: must be -1 (unlimited) or at least 1, found 0",
+        ),
+        (
+            "config: {envvar_prefix: A-B}\n",
+            "flow.yaml:1:25: config.envvar_prefix: invalid prefix `A-B`: use letters, digits \
+             and `_`, not starting with a digit",
+        ),
+        (
+            "steps:\n  s1: {recovery: {failure: retry}}\n",
+            "flow.yaml:2:28: steps.s1.recovery.failure: expected `skip` or `rerun`, found `retry`",
+        ),
+        (
+            "resources: {db: 0}\n",
+            "flow.yaml:1:17: resources.db: must be between 1 and 4294967295, found 0",
+        ),
+        // duplicate and clashing names
+        (
+            "events:\n  start: {}\n  start: {}\n",
+            "flow.yaml:3:3: events.start: duplicate event `start` (first defined at line 2)",
+        ),
+        (
+            "steps:\n  s1: {}\n  s2: {}\n  s1: {run: x}\n",
+            "flow.yaml:4:3: steps.s1: duplicate step `s1` (first defined at line 2)",
+        ),
+        (
+            "steps:\n  s1: {run: a, run: b}\n",
+            "flow.yaml:2:16: steps.s1.run: duplicate key `run` (first defined at line 2)",
+        ),
+        (
+            "events:\n  x: {}\nsteps:\n  x: {}\n",
+            "flow.yaml:4:3: steps.x: `x` is both an event (line 2) and a step",
+        ),
+        (
+            "events:\n  bad name: {}\n",
+            "flow.yaml:2:3: events.bad name: invalid event name `bad name`: use letters, digits \
+             and `_ . : -`, starting with a letter or `_` (and not `and`, `or`, `not`)",
+        ),
+        // expressions
+        (
+            "events:\n  s1_done: {}\n  both: {expr: \"s1_done & s9\"}\n",
+            "flow.yaml:3:16: events.both.expr: unknown event `s9` at column 11",
+        ),
+        (
+            "events:\n  s1_done: {}\n  both: {expr: \"s1_done & (s2 | )\"}\n",
+            "flow.yaml:3:16: events.both.expr: expected an event name, found ')' at column 17",
+        ),
+        (
+            "events:\n  a: {}\n  both:\n    expr: a & (a\n",
+            "flow.yaml:4:11: events.both.expr: unclosed '(' at column 5",
+        ),
+        // assocs
+        (
+            "events: {e: {}}\nsteps: {s1: {}}\nassocs:\n  - {event: e, targets: [s1]}\n  - {event: e, targets: [s1, s9]}\n",
+            "flow.yaml:5:30: assocs[1].targets[1]: unknown step or event `s9`",
+        ),
+        (
+            "events: {e: {}}\nsteps: {s1: {}}\nassocs:\n  - {event: nope, targets: [s1]}\n",
+            "flow.yaml:4:13: assocs[0].event: unknown event `nope`",
+        ),
+        (
+            "events: {e: {}}\nsteps: {s1: {}}\nassocs:\n  - {event: s1, targets: [e]}\n",
+            "flow.yaml:4:13: assocs[0].event: `s1` is a step, not an event",
+        ),
+        (
+            "events: {e: {}}\nassocs:\n  - {event: e}\n",
+            "flow.yaml:3:5: assocs[0]: missing `targets`",
+        ),
+        (
+            "events: {e: {}}\nassocs:\n  - {event: e, targets: []}\n",
+            "flow.yaml:3:25: assocs[0].targets: must name at least one step or event",
+        ),
+        (
+            "events: {e: {}}\nassocs: {event: e}\n",
+            "flow.yaml:2:9: assocs: expected a list, found a mapping",
+        ),
+        // step triggers and start triggers
+        (
+            "events: {a: {}}\nsteps:\n  s1:\n    triggers:\n      success: [a, b]\n",
+            "flow.yaml:5:20: steps.s1.triggers.success[1]: unknown event `b`",
+        ),
+        (
+            "events: {a: {}}\nsteps:\n  s1:\n    triggers: {failure: zz}\n",
+            "flow.yaml:4:25: steps.s1.triggers.failure: unknown event `zz`",
+        ),
+        (
+            "events: {a: {}}\ntrigger:\n  - {event: a}\n  - event: b\n",
+            "flow.yaml:4:12: trigger[1].event: unknown event `b`",
+        ),
+        (
+            "events: {a: {}}\ntrigger:\n  - {sequence: 2}\n",
+            "flow.yaml:3:5: trigger[0]: missing `event`",
+        ),
+        // durations
+        (
+            "steps:\n  s1: {timeout: 3 parsecs}\n",
+            "flow.yaml:2:17: steps.s1.timeout: invalid duration `3 parsecs`: unknown time unit \
+             \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, \
+             years (and few variations)",
+        ),
+        (
+            "steps:\n  s1: {timeout: -5}\n",
+            "flow.yaml:2:17: steps.s1.timeout: must not be negative, found -5",
+        ),
+        (
+            "steps:\n  s1: {timeout: 0s}\n",
+            "flow.yaml:2:17: steps.s1.timeout: must be longer than zero",
+        ),
+        // ranges
+        (
+            "events: {a: {}}\ntrigger:\n  - {event: a, range: [5, 2]}\n",
+            "flow.yaml:3:23: trigger[0].range: `from` (5) is greater than `to` (2)",
+        ),
+        (
+            "events: {a: {}}\ntrigger:\n  - {event: a, range: [-1, 2]}\n",
+            "flow.yaml:3:24: trigger[0].range[0]: must not be negative, found -1",
+        ),
+        (
+            "events: {a: {}}\ntrigger:\n  - {event: a, range: [1, 2, 3]}\n",
+            "flow.yaml:3:23: trigger[0].range: expected [from, to], found a list of 3",
+        ),
+        (
+            "events: {a: {}}\ntrigger:\n  - {event: a, range: [0, 100000]}\n",
+            "flow.yaml:3:23: trigger[0].range: covers more than 100000 sequences",
+        ),
+        (
+            "events: {a: {}}\ntrigger:\n  - {event: a, sequence: 1, range: [1, 2]}\n",
+            "flow.yaml:3:36: trigger[0].range: `sequence` and `range` are both set; use one of them",
+        ),
+        // resources
+        (
+            "resources: {db: 2}\nsteps:\n  s1: {acquires: {db: 3}}\n",
+            "flow.yaml:3:23: steps.s1.acquires.db: asks for 3 but pool `db` has capacity 2",
+        ),
+        (
+            "resources: {db: 2}\nsteps:\n  s1: {acquires: {cache: 1}}\n",
+            "flow.yaml:3:19: steps.s1.acquires.cache: unknown resource pool `cache`",
+        ),
+        (
+            "resources: {db: 2}\nsteps:\n  s1: {releases: {db: 5}}\n",
+            "flow.yaml:3:23: steps.s1.releases.db: asks for 5 but pool `db` has capacity 2",
+        ),
+        // hosts
+        (
+            "steps:\n  s1: {host: a, hosts: [b]}\n",
+            "flow.yaml:2:24: steps.s1.hosts: `host` and `hosts` are both set; use one of them",
+        ),
+        (
+            "steps:\n  s1: {hosts: [b, b]}\n",
+            "flow.yaml:2:19: steps.s1.hosts[1]: host `b` is listed twice",
+        ),
+        // environment
+        (
+            "steps:\n  s1: {env: {A=B: x}}\n",
+            "flow.yaml:2:14: steps.s1.env.A=B: invalid environment variable name `A=B`",
+        ),
+    ];
+
+    #[test]
+    fn reports_errors_with_file_line_column_and_field() {
+        let mismatches: Vec<String> = ERROR_CASES
+            .iter()
+            .filter_map(|(text, want)| {
+                let got = err(text);
+                (got != *want).then(|| format!("{text:?}\n  got: {got}\n want: {want}"))
+            })
+            .collect();
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+
+    #[test]
+    fn errors_expose_position_and_field() {
+        let e = parse("steps:\n  s1: {run: x, tiemout: 3s}\n").unwrap_err();
+        let at = e.position().unwrap();
+        assert_eq!((at.line, at.column), (2, Some(16)));
+        assert_eq!(e.field(), Some("steps.s1.tiemout"));
+        let syntax = parse("a: [").unwrap_err();
+        assert!(matches!(syntax, FlowError::Syntax { .. }));
+        assert_eq!(syntax.field(), None);
+    }
+
+    #[test]
+    fn load_flow_reads_files_and_reports_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etl.yaml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let flow = load_flow(&path).unwrap();
+        assert_eq!(
+            (flow.path.as_path(), flow.name.as_str()),
+            (path.as_path(), "nightly")
+        );
+
+        let missing = dir.path().join("missing.yaml");
+        let e = load_flow(&missing).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}: cannot read the flow file: ",
+                missing.display()
+            )),
+            "{e}"
+        );
+
+        std::fs::write(&path, "steps:\n  s1: {tiemout: 1}\n").unwrap();
+        let e = load_flow(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}:2:8: steps.s1.tiemout: unknown key; did you mean `timeout`?",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn sequences_keep_their_spelling() {
+        let text = "events: {a: {}}\ntrigger:\n  - {event: a, sequence: 007}\n  - {event: a, sequence: 1.50}\n  - {event: a, sequence: &s 0x1F}\n  - {event: a, sequence: *s}\n";
+        let flow = parse(text).unwrap();
+        let seqs: Vec<&str> = flow
+            .triggers
+            .iter()
+            .map(|t| t.sequences[0].as_str())
+            .collect();
+        assert_eq!(seqs, ["007", "1.50", "0x1F", "0x1F"]);
+    }
+
+    #[test]
+    fn field_paths_stay_on_one_line() {
+        let e = parse("steps:\n  \"a\\nb\": {}\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("flow.yaml:2:3: steps.a\\nb: invalid step name `a\\nb`"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn anchors_and_merges_resolve() {
+        let text =
+            "steps:\n  a: &base {run: x, timeout: 5}\n  b: *base\n  c: {<<: *base, host: h}\n";
+        let flow = parse(text).unwrap();
+        assert_eq!(flow.steps[1].run.as_deref(), Some("x"));
+        assert_eq!(flow.steps[2].timeout, Some(Duration::from_secs(5)));
+        assert_eq!(flow.steps[2].host.as_deref(), Some("h"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("steps: {}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse(&deep).is_err());
+        let just_too_deep = format!("steps: {}{}", "[".repeat(24), "]".repeat(24));
+        let e = parse(&just_too_deep).unwrap_err().to_string();
+        assert_eq!(e, "flow.yaml:1:31: yaml: nested more than 24 levels deep");
+        let nested_maps = format!(
+            "steps:{}",
+            (1..200)
+                .map(|i| format!("\n{}k:", " ".repeat(i)))
+                .collect::<String>()
+        );
+        assert!(parse(&nested_maps).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn never_panics_on_yaml_like_text(
+            parts in prop::collection::vec(prop_oneof![
+                Just("steps:"), Just("events:"), Just("assocs:"), Just("trigger:"),
+                Just("resources:"), Just("config:"), Just("\n"), Just("\n  "), Just("\n    "),
+                Just("- "), Just("{"), Just("}"), Just("["), Just("]"), Just(", "), Just(": "),
+                Just("s1"), Just("e"), Just("&a "), Just("*a"), Just("<<: "), Just("expr: "),
+                Just("\"a & (b\""), Just("run"), Just("timeout: 3 parsecs"), Just("range: [5, 2]"),
+                Just("targets"), Just("event"), Just("acquires"), Just("db"), Just("2"),
+                Just("-1"), Just("~"), Just("yes"), Just("'x'"), Just("? "), Just("!!str "),
+                Just("#c"), Just("---\n"), Just("|\n  x"),
+            ], 0..40)
+        ) {
+            let text: String = parts.concat();
+            let _ = parse(&text);
+        }
+    }
+}

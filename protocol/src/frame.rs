@@ -15,7 +15,7 @@ pub const MAGIC: [u8; 4] = *b"EVTR";
 pub const HEADER_LEN: usize = 12;
 
 /// The cap on a frame's payload length. Only powers of two from 1 MiB to 1 GiB, because
-/// the payload codec's limit is fixed at compile time per value (see [`crate::wire`]) and
+/// the payload codec's limit is fixed at compile time per value (see the `wire` module) and
 /// serde may preallocate up to 1 MiB for a sequence whatever the cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FrameLimit {

@@ -11,6 +11,10 @@ use crate::messages::{ProtocolVersion, WireMessage};
 /// Room for many small frames per read; grows only as far as one frame needs (≤ the cap).
 const INITIAL_BUFFER: usize = 8 * 1024;
 
+/// The least spare room offered to a read, so a nearly full buffer does not turn into one
+/// tiny read per frame header.
+const MIN_READ: usize = 4 * 1024;
+
 /// Reads frames from `R`, one message at a time.
 #[derive(Debug)]
 pub struct FrameReader<R> {
@@ -46,6 +50,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some((header, msg)) = frame::decode_frame::<T>(&mut self.buf, &self.config)? {
                 self.peer = Some(header.version);
                 return Ok(Some(msg));
+            }
+            if self.buf.capacity() - self.buf.len() < MIN_READ {
+                self.buf.reserve(MIN_READ);
             }
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return match self.buf.is_empty() {

@@ -119,8 +119,10 @@
 //!   field, reordering variants, or changing an `Option` into a plain value all change the
 //!   bytes. Both ends must then be upgraded together; the handshake says so plainly.
 //! - No serde attribute that needs a self-describing format or omits bytes:
-//!   `skip_serializing_if`, `flatten`, `untagged`, internally or adjacently `tag`ged enums,
-//!   `default` on fields, or anything that calls `deserialize_any`.
+//!   `skip_serializing_if` (the reader cannot tell the field was skipped), `flatten`,
+//!   `untagged` and internally or adjacently `tag`ged enums (all need `deserialize_any`,
+//!   which bincode refuses). And `default` on a field does not make adding it compatible:
+//!   the reader still expects its bytes.
 //!
 //! The golden vectors in `tests/golden/` pin the bytes of a few messages, so an accidental
 //! change fails a test; an intended one regenerates them (`UPDATE_GOLDEN=1`) together with

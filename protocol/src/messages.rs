@@ -3,8 +3,8 @@
 //! The payload codec is not self-describing, so these types *are* the wire format: a field's
 //! position and type, and a variant's position, are what is sent. Change them only as the
 //! crate's opening essay allows (append enum variants at the end; anything else is a new
-//! major version), and never use `skip_serializing_if`, `flatten`, `untagged`, `tag` or
-//! `default` here.
+//! major version), and never use `skip_serializing_if`, `flatten`, `untagged` or `tag`
+//! here.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -23,6 +23,7 @@
 //! Backends other than SQLite arrive with the Postgres issue, behind the same [`Store`] enum.
 //! Times are stored as microseconds since the Unix epoch (`i64`) so every backend agrees.
 
+mod schema;
 mod sqlite;
 mod types;
 

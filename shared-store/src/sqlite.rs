@@ -1,8 +1,27 @@
-//! The embedded SQLite backend (placeholder signatures; the store helper fills these in).
+//! The embedded SQLite backend: one connection owned by a dedicated thread, fed by a channel.
+//!
+//! SQLite connections are synchronous and a store has a single writer anyway, so every call
+//! becomes a job sent to the owner thread, and the async caller awaits its reply on a oneshot.
+//! Clones of [`SqliteStore`] share the thread; when the last one drops, the channel closes, the
+//! thread closes the connection and exits, and the drop waits for that so the file is released.
+
+mod fenced;
+mod read;
+mod write;
 
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use tokio::sync::oneshot;
 
 use crate::types::*;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// How hard SQLite works to make a commit survive power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -13,6 +32,15 @@ pub enum Synchronous {
     Normal,
     /// `synchronous=FULL`: every commit is fsynced before `commit` returns.
     Full,
+}
+
+impl Synchronous {
+    fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
 }
 
 /// Tuning for the SQLite backend (a struct, not bool parameters).
@@ -32,47 +60,205 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Work for the owner thread. It replies through a oneshot it captured.
+type Job = Box<dyn FnOnce(&mut SqliteConnection) + Send>;
+
 /// An SQLite store: one connection owned by a dedicated thread; clones share it.
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
+    owner: Arc<Owner>,
+}
+
+/// The owner thread's handle. Dropped with the last store handle.
+struct Owner {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop; joining makes sure the connection is
+        // closed (and the WAL checkpointed) before the last handle is gone.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl SqliteStore {
-    pub async fn open(path: &Path, _options: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        let _ = path;
-        todo!()
+    /// Opens the database file at `path` (creating the file, not its directory, if missing),
+    /// configures the connection and runs pending migrations.
+    pub async fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let thread_path = path.to_path_buf();
+        let thread = thread::Builder::new()
+            .name("eventor-store".into())
+            .spawn(move || match connect(&thread_path, &options) {
+                Ok(mut conn) => {
+                    let _ = ready_tx.send(Ok(()));
+                    serve(&mut conn, queue);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| open_error(path, e))?;
+        let owner = Arc::new(Owner {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        });
+        ready_rx.await.map_err(|_| StoreError::Closed)??;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            owner,
+        })
     }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
-    pub async fn begin_run(&self, _run: NewRun) -> Result<(), StoreError> {
-        todo!()
+
+    pub async fn begin_run(&self, run: NewRun) -> Result<(), StoreError> {
+        self.call(move |conn| write::begin_run(conn, &run)).await
     }
-    pub async fn commit(&self, _batch: Batch) -> Result<(), StoreError> {
-        todo!()
+
+    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        self.call(move |conn| write::commit(conn, &batch)).await
     }
+
     pub async fn set_run_status(
         &self,
-        _run: RunKey,
-        _status: RunStatus,
-        _at: Micros,
+        run: RunKey,
+        status: RunStatus,
+        at: Micros,
     ) -> Result<(), StoreError> {
-        todo!()
+        self.call(move |conn| write::set_run_status(conn, &run, status, at))
+            .await
     }
-    pub async fn latest_run(&self, _name: String) -> Result<Option<RunRecord>, StoreError> {
-        todo!()
+
+    pub async fn latest_run(&self, name: String) -> Result<Option<RunRecord>, StoreError> {
+        self.call(move |conn| read::latest_run(conn, &name)).await
     }
-    pub async fn run_history(&self, _run_id: String) -> Result<Vec<RunRecord>, StoreError> {
-        todo!()
+
+    pub async fn run_history(&self, run_id: String) -> Result<Vec<RunRecord>, StoreError> {
+        self.call(move |conn| read::run_history(conn, &run_id))
+            .await
     }
-    pub async fn tasks(&self, _run: RunKey) -> Result<Vec<TaskRecord>, StoreError> {
-        todo!()
+
+    pub async fn tasks(&self, run: RunKey) -> Result<Vec<TaskRecord>, StoreError> {
+        self.call(move |conn| read::tasks(conn, &run)).await
     }
-    pub async fn triggers(&self, _run: RunKey) -> Result<Vec<TriggerRecord>, StoreError> {
-        todo!()
+
+    pub async fn triggers(&self, run: RunKey) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.call(move |conn| read::triggers(conn, &run)).await
     }
-    pub async fn delays(&self, _run: RunKey) -> Result<Vec<DelayRecord>, StoreError> {
-        todo!()
+
+    pub async fn delays(&self, run: RunKey) -> Result<Vec<DelayRecord>, StoreError> {
+        self.call(move |conn| read::delays(conn, &run)).await
+    }
+
+    /// Runs `work` on the owner thread and waits for its answer.
+    async fn call<R, F>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(work(conn));
+        });
+        let jobs = self.owner.jobs.as_ref().ok_or(StoreError::Closed)?;
+        jobs.send(job).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The owner thread's loop: runs jobs until every sender is gone.
+fn serve(conn: &mut SqliteConnection, queue: mpsc::Receiver<Job>) {
+    while let Ok(job) = queue.recv() {
+        job(conn);
+    }
+    tracing::debug!("sqlite store thread exiting");
+}
+
+fn open_error(
+    path: &Path,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::Open {
+        path: path.display().to_string(),
+        source: source.into(),
+    }
+}
+
+/// Opens, configures and migrates the connection the owner thread will keep.
+fn connect(path: &Path, options: &SqliteOptions) -> Result<SqliteConnection, StoreError> {
+    let url = database_url(path).ok_or_else(|| open_error(path, "path is not valid UTF-8"))?;
+    let mut conn = SqliteConnection::establish(&url).map_err(|e| open_error(path, e))?;
+    configure(&mut conn, options).map_err(|e| open_error(path, e))?;
+    migrate(&mut conn).map_err(|source| StoreError::Migrate {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(conn)
+}
+
+/// The name SQLite is given. The connection is opened with URI support, so a relative path
+/// that happens to start with `file:` is prefixed to stay a plain file name.
+fn database_url(path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    if text.starts_with("file:") || text.starts_with("sqlite:") {
+        return Some(format!("./{text}"));
+    }
+    Some(text.to_owned())
+}
+
+#[derive(QueryableByName)]
+struct JournalMode {
+    #[diesel(sql_type = Text)]
+    journal_mode: String,
+}
+
+/// Sets the pragmas every connection needs. The busy timeout comes first so that switching to
+/// WAL waits for another process's lock instead of failing.
+fn configure(conn: &mut SqliteConnection, options: &SqliteOptions) -> QueryResult<()> {
+    let busy_ms = options.busy_timeout.as_millis().min(i32::MAX as u128);
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
+    let mode = diesel::sql_query("PRAGMA journal_mode = WAL").get_result::<JournalMode>(conn)?;
+    if !mode.journal_mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode = %mode.journal_mode, "sqlite store is not in WAL mode");
+    }
+    conn.batch_execute(&format!(
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+        options.synchronous.pragma_value()
+    ))
+}
+
+/// Runs pending migrations inside one immediate transaction, so two processes opening a new
+/// file at once do not both try to create the tables.
+fn migrate(conn: &mut SqliteConnection) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    conn.immediate_transaction(|conn| {
+        let applied = conn.run_pending_migrations(MIGRATIONS)?;
+        if !applied.is_empty() {
+            tracing::info!(count = applied.len(), "applied sqlite store migrations");
+        }
+        Ok(())
+    })
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        match e {
+            // A value that does not read as its column's type came from the file, not from us.
+            diesel::result::Error::DeserializationError(cause) => {
+                StoreError::Corrupt(cause.to_string())
+            }
+            other => StoreError::Query(Box::new(other)),
+        }
     }
 }

@@ -1,0 +1,58 @@
+//! The store's tables as diesel sees them, written by hand to match the migrations of every
+//! backend (the column types are ones SQLite and Postgres both have).
+
+diesel::table! {
+    runs (run_id, recovery) {
+        run_id -> Text,
+        recovery -> Integer,
+        name -> Text,
+        mode -> Text,
+        status -> Text,
+        host -> Text,
+        program -> Text,
+        started_at -> BigInt,
+        ended_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    triggers (id) {
+        id -> BigInt,
+        run_id -> Text,
+        recovery -> Integer,
+        event -> Text,
+        sequence -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> BigInt,
+        run_id -> Text,
+        recovery -> Integer,
+        step -> Text,
+        sequence -> Text,
+        status -> Text,
+        attempt -> Integer,
+        host -> Nullable<Text>,
+        pid -> Nullable<BigInt>,
+        result -> Nullable<Text>,
+        error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    delays (id) {
+        id -> BigInt,
+        run_id -> Text,
+        recovery -> Integer,
+        assoc -> Integer,
+        sequence -> Text,
+        due_at -> BigInt,
+        fired -> Bool,
+        created_at -> BigInt,
+    }
+}

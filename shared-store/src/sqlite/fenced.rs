@@ -1,0 +1,123 @@
+//! The fenced updates of a batch as fixed SQL fragments with static query ids.
+//!
+//! diesel never caches the statements of its `UPDATE` builder (a changeset's SQL may vary
+//! with its values), so every transition would be parsed and planned again; with these types
+//! SQLite prepares each update once per connection and the statement cache serves it after.
+//! The SQL uses only bind parameters and `TRUE`/`FALSE`, so it reads the same on Postgres.
+
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::sqlite::Sqlite;
+use diesel::{QueryResult, RunQueryDsl};
+
+use crate::types::{Micros, RunKey, TaskStatus};
+
+/// One task of one run recovery, at one attempt: what a fenced task update matches on.
+#[derive(Clone, Copy)]
+pub(super) struct TaskKey<'a> {
+    pub run: &'a RunKey,
+    pub step: &'a str,
+    pub sequence: &'a str,
+    pub attempt: i32,
+}
+
+impl TaskKey<'_> {
+    /// ` WHERE` for this task row at status `status`.
+    fn push_filter<'b>(
+        &'b self,
+        status: &'b str,
+        out: &mut AstPass<'_, 'b, Sqlite>,
+    ) -> QueryResult<()> {
+        out.push_sql(" WHERE run_id = ");
+        out.push_bind_param::<Text, str>(&*self.run.run_id)?;
+        out.push_sql(" AND recovery = ");
+        out.push_bind_param::<Integer, i32>(&self.run.recovery)?;
+        out.push_sql(" AND step = ");
+        out.push_bind_param::<Text, str>(self.step)?;
+        out.push_sql(" AND sequence = ");
+        out.push_bind_param::<Text, str>(self.sequence)?;
+        out.push_sql(" AND status = ");
+        out.push_bind_param::<Text, str>(status)?;
+        out.push_sql(" AND attempt = ");
+        out.push_bind_param::<Integer, i32>(&self.attempt)
+    }
+}
+
+/// Gives a fragment a static query id (so it is cached by type) and makes it executable.
+macro_rules! cached_statement {
+    ($name:ident) => {
+        impl QueryId for $name<'_> {
+            type QueryId = $name<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+
+        impl<Conn> RunQueryDsl<Conn> for $name<'_> {}
+    };
+}
+
+/// `UPDATE tasks SET status = to, result, error, updated_at` where the row is still at
+/// `from` with the same attempt.
+pub(super) struct Transition<'a> {
+    pub key: TaskKey<'a>,
+    pub from: TaskStatus,
+    pub to: TaskStatus,
+    pub result: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub at: Micros,
+}
+
+impl QueryFragment<Sqlite> for Transition<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("UPDATE tasks SET status = ");
+        out.push_bind_param::<Text, str>(self.to.as_str())?;
+        out.push_sql(", result = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.result)?;
+        out.push_sql(", error = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.error)?;
+        out.push_sql(", updated_at = ");
+        out.push_bind_param::<BigInt, i64>(&self.at)?;
+        self.key.push_filter(self.from.as_str(), &mut out)
+    }
+}
+
+cached_statement!(Transition);
+
+/// `UPDATE tasks SET pid` where the row is `active` at the same attempt.
+pub(super) struct SetPid<'a> {
+    pub key: TaskKey<'a>,
+    pub pid: i64,
+}
+
+impl QueryFragment<Sqlite> for SetPid<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("UPDATE tasks SET pid = ");
+        out.push_bind_param::<BigInt, i64>(&self.pid)?;
+        self.key.push_filter(TaskStatus::Active.as_str(), &mut out)
+    }
+}
+
+cached_statement!(SetPid);
+
+/// `UPDATE delays SET fired = TRUE` where the delay has not fired yet.
+pub(super) struct FireDelay<'a> {
+    pub run: &'a RunKey,
+    pub assoc: i32,
+    pub sequence: &'a str,
+}
+
+impl QueryFragment<Sqlite> for FireDelay<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("UPDATE delays SET fired = TRUE WHERE run_id = ");
+        out.push_bind_param::<Text, str>(&*self.run.run_id)?;
+        out.push_sql(" AND recovery = ");
+        out.push_bind_param::<Integer, i32>(&self.run.recovery)?;
+        out.push_sql(" AND assoc = ");
+        out.push_bind_param::<Integer, i32>(&self.assoc)?;
+        out.push_sql(" AND sequence = ");
+        out.push_bind_param::<Text, str>(self.sequence)?;
+        out.push_sql(" AND fired = FALSE");
+        Ok(())
+    }
+}
+
+cached_statement!(FireDelay);
