@@ -181,6 +181,14 @@ impl ConfigError {
         }
     }
 
+    /// Where the error is, unless the file could not be read.
+    pub fn position(&self) -> Option<&Position> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { at, .. } | ConfigError::Invalid { at, .. } => Some(at),
+        }
+    }
+
     /// The offending field's path, for an invalid (but well-formed) file.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -779,6 +787,7 @@ EVENTOR:
         std::fs::write(&path, "EVENTOR:\n  bogus: 1\n").unwrap();
         let e = load_config(&path).unwrap_err();
         assert_eq!(e.field(), Some("EVENTOR.bogus"));
+        assert_eq!(e.position().map(|p| (p.line, p.column)), Some((2, Some(3))));
         assert!(e.to_string().starts_with(&format!(
             "{}:2:3: EVENTOR.bogus: unknown key",
             path.display()

@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use eventor_store::{
-    now_micros, Micros, NewRun, RunKey, RunMode, RunStatus, Store, StoreError, StoreLocation,
+    now_micros, DelayRecord, Micros, NewRun, RunKey, RunMode, RunRecord, RunStatus, Store,
+    StoreError, StoreLocation, TaskRecord, TriggerRecord,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EventorConfig;
-use crate::engine::core::{Core, CoreOptions, Input};
+use crate::engine::core::{Core, CoreOptions, Input, PreviousTask, StoredState, StoredTask};
 use crate::engine::driver::{drive, DriverContext, Loops};
 use crate::engine::executor::{ExecEvent, Executor, StepRuntime};
 use crate::engine::program::{
-    AssocDef, Cond, EventDef, EventId, Program, StepDef, StepId, StepTriggers, Target,
+    AssocDef, AssocId, Cond, EventDef, EventId, PoolDef, PoolId, Program, StepDef, StepId,
+    StepTriggers, Target,
 };
 use crate::expr::Expr;
 use crate::step::{Step, TaskContext, TriggerSender};
@@ -30,8 +32,11 @@ pub struct EventorOptions {
     /// Where the store is; `None`: `<name>.run.db` in the working directory.
     pub store: Option<StoreLocation>,
     pub run_mode: RunMode,
-    /// The run's id; `None`: a new one is generated (and reported by [`Eventor::run_id`]).
+    /// The run's id; `None`: a new one is generated (and reported by [`Eventor::run_id`]), or
+    /// for recover/continue, the latest run of this flow in the store.
     pub run_id: Option<String>,
+    /// Recover from this recovery of the run instead of its latest one.
+    pub recovery: Option<i32>,
     pub config: EventorConfig,
     /// How long a stopped command gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
@@ -44,6 +49,7 @@ impl Default for EventorOptions {
             store: None,
             run_mode: RunMode::Restart,
             run_id: None,
+            recovery: None,
             config: EventorConfig::default(),
             kill_grace: Duration::from_secs(5),
         }
@@ -63,6 +69,17 @@ pub enum RunOutcome {
         outstanding: usize,
         next_due: Option<SystemTime>,
     },
+}
+
+impl EventorError {
+    /// Whether the error is in what the user gave (a definition, an option, a missing earlier
+    /// run) rather than a failure while running.
+    pub fn is_input_error(&self) -> bool {
+        !matches!(
+            self,
+            EventorError::Store { .. } | EventorError::Runtime(_) | EventorError::Closed
+        )
+    }
 }
 
 impl RunOutcome {
@@ -123,6 +140,25 @@ pub enum EventorError {
     UnknownEvent { context: String, name: String },
     #[error("{context}: unknown step or event `{name}`")]
     UnknownTarget { context: String, name: String },
+    #[error("resource pool `{0}` is defined twice")]
+    DuplicatePool(String),
+    #[error("step `{step}`: unknown resource pool `{pool}`")]
+    UnknownPool { step: String, pool: String },
+    #[error("step `{step}`: acquires {wanted} of pool `{pool}`, whose capacity is {capacity}")]
+    OverCapacity {
+        step: String,
+        pool: String,
+        wanted: u32,
+        capacity: u32,
+    },
+    #[error("no previous run to {mode} in {store}")]
+    NoPreviousRun { mode: RunMode, store: String },
+    #[error("run {run_id} has no recovery {recovery} in {store}")]
+    NoSuchRecovery {
+        run_id: String,
+        recovery: i32,
+        store: String,
+    },
     #[error("store {store}")]
     Store {
         store: String,
@@ -154,6 +190,7 @@ pub struct Eventor {
     steps: Vec<Step>,
     names: HashMap<String, Target>,
     assocs: Vec<(String, Vec<String>, Option<Duration>)>,
+    pools: Vec<(String, u32)>,
     triggers: Vec<(String, Arc<str>)>,
     run_id: Arc<str>,
     running: Option<Running>,
@@ -172,6 +209,7 @@ impl Eventor {
             steps: Vec::new(),
             names: HashMap::new(),
             assocs: Vec::new(),
+            pools: Vec::new(),
             triggers: Vec::new(),
             run_id,
             running: None,
@@ -243,6 +281,20 @@ impl Eventor {
     {
         let targets = targets.into_iter().map(Into::into).collect();
         self.assocs.push((event.into(), targets, delay));
+        Ok(self)
+    }
+
+    /// Defines a resource pool of `capacity` units that steps acquire from.
+    pub fn add_resource_pool(
+        &mut self,
+        name: impl Into<String>,
+        capacity: u32,
+    ) -> Result<&mut Self, EventorError> {
+        let name = name.into();
+        if self.pools.iter().any(|(n, _)| *n == name) {
+            return Err(EventorError::DuplicatePool(name));
+        }
+        self.pools.push((name, capacity));
         Ok(self)
     }
 
@@ -338,34 +390,29 @@ impl Eventor {
         self.closed = true;
     }
 
-    async fn start_run(&self, gated: bool) -> Result<Running, EventorError> {
+    async fn start_run(&mut self, gated: bool) -> Result<Running, EventorError> {
         let (program, steps) = self.compile()?;
+        let program = Arc::new(program);
         let location = self.store_location();
-        let store_err = |source| EventorError::Store {
-            store: describe_location(&location),
-            source,
+        let store = Store::open(&location)
+            .await
+            .map_err(store_error(describe_location(&location)))?;
+        let options = CoreOptions {
+            gated,
+            ..CoreOptions::default()
         };
-        let store = Store::open(&location).await.map_err(store_err)?;
-        let key = RunKey {
-            run_id: self.run_id.clone(),
-            recovery: 0,
+        let (key, core) = match self.options.run_mode {
+            RunMode::Restart => self.begin_fresh(&store, program, options).await?,
+            RunMode::Recover => self.begin_recovery(&store, program, options).await?,
+            RunMode::Continue => self.carry_on(&store, program, options).await?,
         };
-        let new_run = NewRun {
-            key: key.clone(),
-            name: self.options.name.clone(),
-            mode: self.options.run_mode,
-            host: host_name(),
-            program: self.describe_program(),
-            started_at: now_micros(),
-        };
-        store.begin_run(new_run).await.map_err(store_err)?;
-        tracing::info!(run_id = %self.run_id, store = %store.describe(), "run started");
-        let core = Core::new(
-            Arc::new(program),
-            CoreOptions {
-                gated,
-                first_attempt: 1,
-            },
+        self.run_id = key.run_id.clone();
+        tracing::info!(
+            run_id = %key.run_id,
+            recovery = key.recovery,
+            mode = %self.options.run_mode,
+            store = %store.describe(),
+            "run started"
         );
         let (trigger_tx, task_triggers) = mpsc::unbounded_channel();
         let event_ids = self
@@ -392,11 +439,165 @@ impl Eventor {
         Ok(Running {
             store,
             task_triggers,
-            key,
+            key: key.clone(),
             core,
             steps,
             template,
         })
+    }
+
+    fn new_run_row(&self, key: &RunKey) -> NewRun {
+        NewRun {
+            key: key.clone(),
+            name: self.options.name.clone(),
+            mode: self.options.run_mode,
+            host: host_name(),
+            program: self.describe_program(),
+            started_at: now_micros(),
+        }
+    }
+
+    /// A new run: recovery 0 of a new run id.
+    async fn begin_fresh(
+        &self,
+        store: &Store,
+        program: Arc<Program>,
+        options: CoreOptions,
+    ) -> Result<(RunKey, Core), EventorError> {
+        let key = RunKey {
+            run_id: self.run_id.clone(),
+            recovery: 0,
+        };
+        store
+            .begin_run(self.new_run_row(&key))
+            .await
+            .map_err(store_error(store.describe()))?;
+        Ok((key, Core::new(program, options)))
+    }
+
+    /// The recoveries of the run to recover or continue: the given run id, or the latest run
+    /// of this flow.
+    async fn previous_runs(&self, store: &Store) -> Result<Vec<RunRecord>, EventorError> {
+        let err = store_error(store.describe());
+        let no_run = || EventorError::NoPreviousRun {
+            mode: self.options.run_mode,
+            store: store.describe(),
+        };
+        let run_id = match &self.options.run_id {
+            Some(id) => id.clone(),
+            None => {
+                let latest = store.latest_run(&self.options.name).await.map_err(&err)?;
+                latest.ok_or_else(no_run)?.key.run_id.to_string()
+            }
+        };
+        let history = store.run_history(&run_id).await.map_err(&err)?;
+        if history.is_empty() {
+            return Err(no_run());
+        }
+        Ok(history)
+    }
+
+    /// The recovery `wanted` of a run's history, or its latest.
+    fn pick_recovery<'h>(
+        &self,
+        history: &'h [RunRecord],
+        store: &Store,
+    ) -> Result<&'h RunRecord, EventorError> {
+        let latest = history
+            .last()
+            .expect("previous_runs returns a non-empty history");
+        let Some(wanted) = self.options.recovery else {
+            return Ok(latest);
+        };
+        history
+            .iter()
+            .find(|r| r.key.recovery == wanted)
+            .ok_or_else(|| EventorError::NoSuchRecovery {
+                run_id: latest.key.run_id.to_string(),
+                recovery: wanted,
+                store: store.describe(),
+            })
+    }
+
+    /// Recover: a new recovery whose tasks skip or rerun by their outcome in the base one.
+    async fn begin_recovery(
+        &self,
+        store: &Store,
+        program: Arc<Program>,
+        mut options: CoreOptions,
+    ) -> Result<(RunKey, Core), EventorError> {
+        let err = store_error(store.describe());
+        let history = self.previous_runs(store).await?;
+        let base = self.pick_recovery(&history, store)?;
+        let latest = history.last().expect("non-empty history");
+        let tasks = store.tasks(base.key.clone()).await.map_err(&err)?;
+        for task in tasks {
+            if let Some(Target::Step(step)) = self.names.get(&task.step) {
+                let previous = PreviousTask {
+                    status: task.status,
+                    attempt: task.attempt,
+                };
+                options
+                    .previous
+                    .insert((*step, Arc::from(task.sequence.as_str())), previous);
+            }
+        }
+        options.previous_recovery = base.key.recovery;
+        let key = RunKey {
+            run_id: latest.key.run_id.clone(),
+            recovery: latest.key.recovery + 1,
+        };
+        store
+            .begin_run(self.new_run_row(&key))
+            .await
+            .map_err(&err)?;
+        Ok((key, Core::new(program, options)))
+    }
+
+    /// Continue: the same recovery carries on from its stored triggers, tasks and delays.
+    async fn carry_on(
+        &self,
+        store: &Store,
+        program: Arc<Program>,
+        options: CoreOptions,
+    ) -> Result<(RunKey, Core), EventorError> {
+        let err = store_error(store.describe());
+        let history = self.previous_runs(store).await?;
+        let key = self.pick_recovery(&history, store)?.key.clone();
+        let stored = StoredState {
+            triggers: self.stored_triggers(store.triggers(key.clone()).await.map_err(&err)?),
+            tasks: self.stored_tasks(store.tasks(key.clone()).await.map_err(&err)?),
+            delays: stored_delays(&program, store.delays(key.clone()).await.map_err(&err)?),
+        };
+        store
+            .set_run_status(key.clone(), RunStatus::Running, now_micros())
+            .await
+            .map_err(&err)?;
+        Ok((key, Core::restore(program, options, stored, now_micros())))
+    }
+
+    fn stored_triggers(&self, rows: Vec<TriggerRecord>) -> Vec<(EventId, Arc<str>)> {
+        rows.into_iter()
+            .filter_map(|row| match self.names.get(&row.event) {
+                Some(Target::Event(id)) => Some((*id, Arc::from(row.sequence.as_str()))),
+                _ => None, // an event this version of the flow no longer has
+            })
+            .collect()
+    }
+
+    fn stored_tasks(&self, rows: Vec<TaskRecord>) -> Vec<StoredTask> {
+        rows.into_iter()
+            .filter_map(|row| match self.names.get(&row.step) {
+                Some(Target::Step(step)) => Some(StoredTask {
+                    step: *step,
+                    sequence: Arc::from(row.sequence.as_str()),
+                    status: row.status,
+                    attempt: row.attempt,
+                    error: row.error,
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Resolves every name into the core's program, checking references.
@@ -407,6 +608,14 @@ impl Eventor {
             max_concurrent: usize::try_from(config.max_concurrent)
                 .ok()
                 .filter(|&n| n > 0),
+            pools: self
+                .pools
+                .iter()
+                .map(|(name, capacity)| PoolDef {
+                    name: Arc::from(name.as_str()),
+                    capacity: *capacity,
+                })
+                .collect(),
             ..Program::default()
         };
         for (name, expr) in &self.events {
@@ -476,7 +685,47 @@ impl Eventor {
                 .config
                 .stop_on_exception
                 .unwrap_or(self.options.config.stop_on_exception),
+            recovery: step.config.recovery,
+            acquires: self.pool_amounts(step, &step.config.acquires, true)?,
+            releases: self.pool_amounts(
+                step,
+                step.config
+                    .releases
+                    .as_ref()
+                    .unwrap_or(&step.config.acquires),
+                false,
+            )?,
         })
+    }
+
+    /// Resolves `(pool, units)` pairs; an acquisition above the pool's capacity could never
+    /// be granted, so it is refused here rather than waiting forever.
+    fn pool_amounts(
+        &self,
+        step: &Step,
+        amounts: &[(String, u32)],
+        acquiring: bool,
+    ) -> Result<Vec<(PoolId, u32)>, EventorError> {
+        amounts
+            .iter()
+            .map(|(pool, units)| {
+                let index = self.pools.iter().position(|(name, _)| name == pool);
+                let index = index.ok_or_else(|| EventorError::UnknownPool {
+                    step: step.name.clone(),
+                    pool: pool.clone(),
+                })?;
+                let capacity = self.pools[index].1;
+                if acquiring && *units > capacity {
+                    return Err(EventorError::OverCapacity {
+                        step: step.name.clone(),
+                        pool: pool.clone(),
+                        wanted: *units,
+                        capacity,
+                    });
+                }
+                Ok((PoolId(index as u32), *units))
+            })
+            .collect()
     }
 
     fn event_id(&self, name: &str, context: &str) -> Result<EventId, EventorError> {
@@ -598,6 +847,27 @@ fn host_name() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Pending delays of associations this flow still has.
+fn stored_delays(program: &Program, rows: Vec<DelayRecord>) -> Vec<(AssocId, Arc<str>, Micros)> {
+    rows.into_iter()
+        .filter(|row| !row.fired && (row.assoc as usize) < program.assocs.len())
+        .map(|row| {
+            (
+                AssocId(row.assoc as u32),
+                Arc::from(row.sequence.as_str()),
+                row.due_at,
+            )
+        })
+        .collect()
+}
+
+fn store_error(store: String) -> impl Fn(StoreError) -> EventorError {
+    move |source| EventorError::Store {
+        store: store.clone(),
+        source,
+    }
 }
 
 fn describe_location(location: &StoreLocation) -> String {

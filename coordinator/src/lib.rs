@@ -20,10 +20,12 @@ pub mod engine;
 mod eventor;
 pub mod expr;
 pub mod flow_file;
+pub mod flow_run;
 
 mod step;
 
 pub use crate::config::EventorConfig;
+pub use crate::engine::program::{RecoverAction, RecoveryPolicy};
 pub use crate::eventor::{Eventor, EventorError, EventorOptions, FailedTask, RunOutcome};
 pub use crate::expr::Expr;
 pub use crate::step::{

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::engine::program::RecoveryPolicy;
 pub use eventor_store::TaskStatus;
 
 /// What a closure step returns to the engine: its result as JSON, or an error text.
@@ -58,6 +59,13 @@ pub struct StepConfig {
     pub timeout: Option<Duration>,
     /// The working directory of command steps.
     pub cwd: Option<PathBuf>,
+    /// What a recovery does with this step's tasks, by their previous outcome.
+    pub recovery: RecoveryPolicy,
+    /// Units to take from resource pools before a task starts: all of them, or the task waits.
+    pub acquires: Vec<(String, u32)>,
+    /// Units given back when a task ends; `None`: what it acquired. `Some(vec![])` gives back
+    /// nothing (another step releases them).
+    pub releases: Option<Vec<(String, u32)>>,
 }
 
 /// The events a step fires per status of its tasks.

@@ -22,7 +22,10 @@ pub fn init_logging() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        // A closed stderr (`| head`) must not make logging panic inside a task.
+        .log_internal_errors(false)
         .init();
 }
 

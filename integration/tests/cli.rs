@@ -319,3 +319,25 @@ async fn a_config_file_in_the_original_shape_sets_the_limits() {
         "max_concurrent 1 runs them one after the other"
     );
 }
+
+#[test]
+fn a_closed_stderr_does_not_hang_the_run() {
+    use std::io::{BufRead, BufReader};
+    let dir = tmp();
+    let flow = example_flows().join("linear.yaml");
+    let mut child = std::process::Command::new(crate::coord_binary())
+        .args(["run", flow.to_str().unwrap()])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe, as `eventor-coord run … 2>&1 | head -1` does.
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut first).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "eventor-coord hung after its stderr closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -192,6 +192,15 @@ pub enum Change {
         error: Option<String>,
         at: Micros,
     },
+    /// An active task whose runner died (with its coordinator) goes back to `ready` as a new
+    /// attempt (fenced: it must still be `active` at `attempt`).
+    TaskRetry {
+        step: Arc<str>,
+        sequence: Arc<str>,
+        attempt: i32,
+        new_attempt: i32,
+        at: Micros,
+    },
     /// The process id of an active task (fenced by attempt and status `active`).
     TaskPid {
         step: Arc<str>,

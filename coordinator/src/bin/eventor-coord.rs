@@ -59,9 +59,14 @@ struct RunArgs {
     /// A config file with an EVENTOR section (max_concurrent, stop_on_exception, …).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// restart starts a new run. (recover and continue arrive with the recovery issue.)
+    /// restart: a new run. recover: a new recovery of the latest (or --run-id) run that skips
+    /// the steps that succeeded and reruns the rest. continue: carry on the same recovery from
+    /// its stored triggers, tasks and pending delays.
     #[arg(long, default_value = "restart", value_name = "MODE")]
     mode: String,
+    /// With --mode recover: recover from this recovery number instead of the latest.
+    #[arg(long, value_name = "N")]
+    recovery: Option<i32>,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +100,19 @@ fn bad<E: Into<anyhow::Error>>(e: E) -> Failure {
 
 fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let flow = load_flow(&args.flow).map_err(bad)?;
+    if let Some(step) = flow
+        .steps
+        .iter()
+        .find(|s| s.host.is_some() || !s.hosts.is_empty())
+    {
+        return Err(bad(anyhow::anyhow!(
+            "{}:{}: steps.{}: running steps on other hosts needs the cluster support, \
+             which this version does not have yet",
+            args.flow.display(),
+            step.line,
+            step.name
+        )));
+    }
     let config = match &args.config {
         Some(path) => load_config(path).map_err(bad)?,
         None => EventorConfig::default(),
@@ -119,6 +137,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             .transpose()
             .map_err(bad)?,
         run_id: args.run_id.clone(),
+        recovery: args.recovery,
         run_mode: mode,
         config,
         ..EventorOptions::default()
@@ -126,15 +145,19 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let mut eventor = eventor_from_flow(&flow, options, triggers)
         .with_context(|| format!("{}", args.flow.display()))
         .map_err(bad)?;
+    let outcome = eventor.run(args.max_loops).map_err(|e| {
+        if e.is_input_error() {
+            Failure::BadInput(e.into())
+        } else {
+            Failure::Run(e.into())
+        }
+    })?;
     eprintln!(
-        "eventor-coord: flow {} run {} store {}",
+        "eventor-coord: flow {} run {} in {}: {outcome}",
         eventor.name(),
         eventor.run_id(),
         describe(&eventor.store_location())
     );
-    let outcome = eventor
-        .run(args.max_loops)
-        .map_err(|e| Failure::Run(e.into()))?;
     eventor.close();
     println!("{outcome}");
     Ok(ExitCode::from(match outcome {
@@ -147,9 +170,8 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
 fn parse_mode(text: &str) -> anyhow::Result<RunMode> {
     match text {
         "restart" => Ok(RunMode::Restart),
-        "recover" | "continue" => {
-            anyhow::bail!("--mode {text} is not supported yet (only restart)")
-        }
+        "recover" => Ok(RunMode::Recover),
+        "continue" => Ok(RunMode::Continue),
         other => {
             anyhow::bail!("--mode: unknown mode {other:?} (expected restart, recover or continue)")
         }
@@ -217,6 +239,9 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        // A closed stderr (`| head`) must not make logging panic inside a task.
+        .log_internal_errors(false)
         .init();
 }

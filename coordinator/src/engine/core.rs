@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use eventor_store::{Change, Micros, TaskStatus};
 
-use super::program::{AssocId, EventId, Program, StepId, Target};
+use super::program::{AssocId, EventId, Program, RecoverAction, StepId, Target};
 
 /// Index of a task in the core's arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,13 +79,40 @@ pub struct Task {
     pending_create: Option<usize>,
 }
 
-/// Limits and gating, fixed for a run.
+/// Limits, gating and the recovery base, fixed for a run.
 #[derive(Debug, Clone, Default)]
 pub struct CoreOptions {
     /// Whether tasks wait for the next loop (`run(max_loops >= 0)`).
     pub gated: bool,
-    /// The attempt number given to new tasks (1 on a fresh run).
-    pub first_attempt: i32,
+    /// The tasks of the recovery this run recovers from (empty on a fresh run).
+    pub previous: HashMap<(StepId, Arc<str>), PreviousTask>,
+    /// That recovery's number, for messages.
+    pub previous_recovery: i32,
+}
+
+/// How a task ended in the recovery being recovered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousTask {
+    pub status: TaskStatus,
+    pub attempt: i32,
+}
+
+/// A run's stored state, to carry on from (`continue`).
+#[derive(Debug, Clone, Default)]
+pub struct StoredState {
+    pub triggers: Vec<(EventId, Arc<str>)>,
+    pub tasks: Vec<StoredTask>,
+    /// Delays not yet fired: association, sequence, due time.
+    pub delays: Vec<(AssocId, Arc<str>, Micros)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredTask {
+    pub step: StepId,
+    pub sequence: Arc<str>,
+    pub status: TaskStatus,
+    pub attempt: i32,
+    pub error: Option<String>,
 }
 
 /// A failed task that nothing handled; it makes the run fail.
@@ -107,6 +134,10 @@ pub struct Core {
     queue: VecDeque<TaskId>,
     /// Tasks held back by their step's own limit, per step.
     held: HashMap<StepId, VecDeque<TaskId>>,
+    /// Tasks whose acquisitions cannot be granted yet, in arrival order.
+    resource_wait: VecDeque<TaskId>,
+    /// Free units per pool.
+    free: Vec<u32>,
     active: usize,
     active_per_step: HashMap<StepId, usize>,
     delays: BTreeSet<(Micros, AssocId, Arc<str>)>,
@@ -129,7 +160,10 @@ enum Work {
 
 impl Core {
     pub fn new(program: Arc<Program>, options: CoreOptions) -> Core {
+        let free = program.pools.iter().map(|p| p.capacity).collect();
         Core {
+            resource_wait: VecDeque::new(),
+            free,
             program,
             options,
             now: 0,
@@ -148,6 +182,66 @@ impl Core {
             uncommitted: Vec::new(),
             changes: Vec::new(),
             effects: Vec::new(),
+        }
+    }
+
+    /// A core that carries on from a run's stored state (`continue`). A task that was active
+    /// when its coordinator died runs again as a new attempt (at-least-once); what finished
+    /// keeps its outcome, and pools are charged for what those tasks took and gave back.
+    pub fn restore(
+        program: Arc<Program>,
+        options: CoreOptions,
+        stored: StoredState,
+        now: Micros,
+    ) -> Core {
+        let mut core = Core::new(program, options);
+        core.now = now;
+        for (event, sequence) in stored.triggers {
+            core.fired_bits(&sequence)[event.0 as usize / 64] |= 1 << (event.0 % 64);
+        }
+        for task in stored.tasks {
+            core.restore_task(task);
+        }
+        for (assoc, sequence, due) in stored.delays {
+            core.delays.insert((due, assoc, sequence));
+        }
+        core
+    }
+
+    fn restore_task(&mut self, stored: StoredTask) {
+        let id = TaskId(self.tasks.len() as u32);
+        self.task_index
+            .insert((stored.step, stored.sequence.clone()), id);
+        self.tasks.push(Task {
+            step: stored.step,
+            sequence: stored.sequence.clone(),
+            status: stored.status,
+            attempt: stored.attempt,
+            created_loop: 0,
+            pending_create: None,
+        });
+        match stored.status {
+            TaskStatus::Ready => self.queue.push_back(id),
+            TaskStatus::Active => {
+                self.changes.push(Change::TaskRetry {
+                    step: self.program.step(stored.step).name.clone(),
+                    sequence: stored.sequence,
+                    attempt: stored.attempt,
+                    new_attempt: stored.attempt + 1,
+                    at: self.now,
+                });
+                let task = &mut self.tasks[id.0 as usize];
+                task.status = TaskStatus::Ready;
+                task.attempt += 1;
+                self.queue.push_back(id);
+            }
+            TaskStatus::Success | TaskStatus::Skipped | TaskStatus::Failure => {
+                self.take_resources_unchecked(stored.step);
+                self.give_back_resources(stored.step);
+                if stored.status == TaskStatus::Failure {
+                    self.note_failure(id, stored.step, stored.error);
+                }
+            }
         }
     }
 
@@ -204,7 +298,9 @@ impl Core {
 
     /// Tasks created but not started (waiting on a limit, the gate, or a stopped flow).
     pub fn waiting(&self) -> usize {
-        self.queue.len() + self.held.values().map(VecDeque::len).sum::<usize>()
+        self.queue.len()
+            + self.resource_wait.len()
+            + self.held.values().map(VecDeque::len).sum::<usize>()
     }
 
     /// The due time of the earliest pending delay.
@@ -354,19 +450,27 @@ impl Core {
     }
 
     /// Creates the task of `step` in `sequence` unless it exists (one task per step and
-    /// sequence in a recovery).
+    /// sequence in a recovery). In a recovery, the step's policy may carry the previous
+    /// outcome over instead of queueing the task.
     fn create_task(&mut self, step: StepId, sequence: Arc<str>) {
         let key = (step, sequence.clone());
         if self.task_index.contains_key(&key) {
             return;
         }
+        let previous = self.options.previous.get(&key).cloned();
+        let carried = previous.as_ref().and_then(|p| self.carried_over(step, p));
+        let attempt = match (&previous, carried) {
+            (Some(p), Some(_)) => p.attempt, // not run again: keeps its attempt number
+            (Some(p), None) => p.attempt + 1,
+            (None, _) => 1,
+        };
         let id = TaskId(self.tasks.len() as u32);
         self.task_index.insert(key, id);
         self.changes.push(Change::TaskCreated {
             step: self.program.step(step).name.clone(),
             sequence: sequence.clone(),
             status: TaskStatus::Ready,
-            attempt: self.options.first_attempt.max(1),
+            attempt,
             host: None,
             at: self.now,
         });
@@ -374,13 +478,48 @@ impl Core {
             step,
             sequence,
             status: TaskStatus::Ready,
-            attempt: self.options.first_attempt.max(1),
+            attempt,
             created_loop: self.current_loop,
             pending_create: Some(self.changes.len() - 1),
         });
         self.uncommitted.push(id);
         self.fire_status_triggers(id, TaskStatus::Ready);
-        self.queue.push_back(id);
+        match carried {
+            Some(status) => self.carry_over(id, status),
+            None => self.queue.push_back(id),
+        }
+    }
+
+    /// The status a recovered task takes without running, if its step's policy skips it.
+    fn carried_over(&self, step: StepId, previous: &PreviousTask) -> Option<TaskStatus> {
+        let policy = self.program.step(step).recovery;
+        let (action, status) = match previous.status {
+            TaskStatus::Success | TaskStatus::Skipped => (policy.success, TaskStatus::Skipped),
+            TaskStatus::Failure => (policy.failure, TaskStatus::Failure),
+            // Ready or active: it never finished, so it runs (again).
+            TaskStatus::Ready | TaskStatus::Active => return None,
+        };
+        (action == RecoverAction::Skip).then_some(status)
+    }
+
+    /// Records a recovered task's previous outcome as its own and fires its triggers. Its
+    /// resources are taken and given back as if it had run, so pools held across steps stay
+    /// right.
+    fn carry_over(&mut self, task: TaskId, status: TaskStatus) {
+        let step = self.task(task).step;
+        self.take_resources_unchecked(step);
+        self.give_back_resources(step);
+        let error = (status == TaskStatus::Failure).then(|| {
+            format!(
+                "failed in recovery {} (not rerun by policy)",
+                self.options.previous_recovery
+            )
+        });
+        self.set_status(task, status, None, error.clone());
+        self.fire_status_triggers(task, status);
+        if status == TaskStatus::Failure {
+            self.note_failure(task, step, error);
+        }
     }
 
     fn fire_status_triggers(&mut self, task: TaskId, status: TaskStatus) {
@@ -409,6 +548,10 @@ impl Core {
             let step = self.task(task).step;
             if self.step_full(step) {
                 self.held.entry(step).or_default().push_back(task);
+                continue;
+            }
+            if !self.try_take_resources(step) {
+                self.resource_wait.push_back(task);
                 continue;
             }
             self.start(task);
@@ -499,10 +642,54 @@ impl Core {
             *running -= 1;
         }
         self.release_held(step);
+        self.give_back_resources(step);
         self.fire_status_triggers(task, status);
         if status == TaskStatus::Failure {
             self.note_failure(task, step, error);
         }
+    }
+
+    /// Takes every acquisition of `step`, or none of them.
+    fn try_take_resources(&mut self, step: StepId) -> bool {
+        let program = self.program.clone();
+        let acquires = &program.step(step).acquires;
+        if acquires
+            .iter()
+            .any(|&(pool, n)| self.free[pool.0 as usize] < n)
+        {
+            return false;
+        }
+        self.take_resources_unchecked(step);
+        true
+    }
+
+    fn take_resources_unchecked(&mut self, step: StepId) {
+        let program = self.program.clone();
+        for &(pool, n) in &program.step(step).acquires {
+            let free = &mut self.free[pool.0 as usize];
+            *free = free.saturating_sub(n);
+        }
+    }
+
+    /// Gives back what `step` releases, and lets every task waiting on a pool try again.
+    fn give_back_resources(&mut self, step: StepId) {
+        let program = self.program.clone();
+        let releases = &program.step(step).releases;
+        for &(pool, n) in releases {
+            let capacity = program.pools[pool.0 as usize].capacity;
+            let free = &mut self.free[pool.0 as usize];
+            *free = (*free + n).min(capacity);
+        }
+        if !releases.is_empty() {
+            while let Some(task) = self.resource_wait.pop_back() {
+                self.queue.push_front(task);
+            }
+        }
+    }
+
+    /// Free units per pool, in the program's pool order.
+    pub fn free_resources(&self) -> &[u32] {
+        &self.free
     }
 
     fn note_failure(&mut self, task: TaskId, step: StepId, error: Option<String>) {

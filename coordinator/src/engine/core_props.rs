@@ -49,6 +49,7 @@ fn step_strategy(total_events: u32) -> impl Strategy<Value = StepDef> {
             },
             max_concurrent: max,
             stop_on_exception: stop,
+            ..StepDef::default()
         })
 }
 
@@ -102,6 +103,7 @@ fn build(
         events,
         steps,
         assocs,
+        pools: vec![],
         max_concurrent: max,
     };
     program.link();
@@ -167,9 +169,10 @@ impl StoreModel {
                 *stored = *to;
                 Ok(())
             }
-            Change::TaskPid { .. } | Change::DelayArmed { .. } | Change::DelayFired { .. } => {
-                Ok(())
-            }
+            Change::TaskPid { .. }
+            | Change::TaskRetry { .. }
+            | Change::DelayArmed { .. }
+            | Change::DelayFired { .. } => Ok(()),
         }
     }
 }
@@ -196,7 +199,7 @@ proptest! {
     #[test]
     fn core_invariants_hold(program in program_strategy(), world in world_strategy()) {
         let program = Arc::new(program);
-        let mut core = Core::new(program.clone(), CoreOptions { gated: false, first_attempt: 1 });
+        let mut core = Core::new(program.clone(), CoreOptions { gated: false, ..CoreOptions::default() });
         let mut model = StoreModel::default();
         let mut running: Vec<TaskId> = Vec::new();
         let mut started: HashSet<TaskId> = HashSet::new();

@@ -58,15 +58,15 @@ impl Executor {
 
     /// Starts `task`; its end arrives later as [`ExecEvent::Finished`].
     pub fn start(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext) {
-        let events = self.events.clone();
         match &step.action {
             StepAction::Nothing => self.spawn(task, async { Ok(serde_json::Value::Null) }),
             StepAction::Async(f) => {
                 let fut = with_async_task(ctx.clone(), f(ctx));
-                self.spawn(task, fut)
+                self.spawn_guarded(task, async move { to_outcome(fut.await) })
             }
             StepAction::Sync(f) => {
                 let f = f.clone();
+                // spawn_blocking already turns a panic of the closure into an error.
                 self.spawn(task, async move {
                     let joined =
                         tokio::task::spawn_blocking(move || with_sync_task(&ctx, || f(&ctx))).await;
@@ -79,18 +79,16 @@ impl Executor {
                     command: command.clone(),
                     step: step.clone(),
                     ctx,
-                    events: events.clone(),
+                    events: self.events.clone(),
                     cancel: self.cancel.clone(),
                     kill_grace: self.kill_grace,
                 };
-                self.tracker.spawn(async move {
-                    let outcome = run.run().await;
-                    let _ = events.send(ExecEvent::Finished { task, outcome }).await;
-                });
+                self.spawn_guarded(task, run.run());
             }
         }
     }
 
+    /// Runs a future that cannot panic (ours) and reports its end.
     fn spawn(
         &self,
         task: TaskId,
@@ -98,18 +96,24 @@ impl Executor {
     ) {
         let events = self.events.clone();
         self.tracker.spawn(async move {
-            let outcome = match fut.await {
-                Ok(value) => Outcome {
-                    success: true,
-                    result: Some(value.to_string()),
-                    error: None,
-                },
-                Err(error) => Outcome {
-                    success: false,
-                    result: None,
-                    error: Some(error),
-                },
-            };
+            let outcome = to_outcome(fut.await);
+            let _ = events.send(ExecEvent::Finished { task, outcome }).await;
+        });
+    }
+
+    /// Runs a task's future in a task of its own and always reports its end: if the runner
+    /// panics (say, a log write to a closed stderr), the task fails instead of the run
+    /// waiting forever for an end that never comes.
+    fn spawn_guarded(
+        &self,
+        task: TaskId,
+        runner: impl std::future::Future<Output = Outcome> + Send + 'static,
+    ) {
+        let events = self.events.clone();
+        self.tracker.spawn(async move {
+            let outcome = tokio::spawn(runner)
+                .await
+                .unwrap_or_else(|e| failure(panic_text(e)));
             let _ = events.send(ExecEvent::Finished { task, outcome }).await;
         });
     }
@@ -119,6 +123,17 @@ impl Executor {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+fn to_outcome(result: StepResult) -> Outcome {
+    match result {
+        Ok(value) => Outcome {
+            success: true,
+            result: Some(value.to_string()),
+            error: None,
+        },
+        Err(error) => failure(error),
     }
 }
 

@@ -6,8 +6,10 @@
 //! and compares the whole transcript; `UPDATE_GOLDEN=1 cargo test` rewrites the files, and
 //! `git diff` then shows exactly which transitions changed.
 //!
-//! Program lines: `event NAME [= EXPR]`, `step NAME [status=ev,ev …] [max=N] [stop=false]`,
-//! `assoc EVENT -> TARGET … [after MS]`, `max_concurrent N`, `gated`.
+//! Program lines: `event NAME [= EXPR]`, `pool NAME CAPACITY`,
+//! `step NAME [status=ev,ev …] [max=N] [stop=false] [acquires=pool:n,…] [releases=pool:n|-]
+//! [recovery=rerun]`, `assoc EVENT -> TARGET … [after MS]`, `max_concurrent N`, `gated`,
+//! `previous STEP[SEQ] STATUS ATTEMPT` (the recovery being recovered from).
 //! Inputs: `trigger EVENT SEQ`, `finish STEP[SEQ] ok|fail [TEXT]`, `pid STEP[SEQ] N`,
 //! `timer`, `loop`, each optionally preceded by `@MS` (the clock, in milliseconds).
 
@@ -19,13 +21,17 @@ use std::time::Duration;
 
 use eventor_store::Change;
 
-use super::core::{Core, CoreOptions, Effect, Input, Outcome};
-use super::program::{AssocDef, Cond, EventDef, EventId, Program, StepDef, StepId, Target};
+use super::core::{Core, CoreOptions, Effect, Input, Outcome, PreviousTask};
+use super::program::{
+    AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RecoverAction, StepDef, StepId,
+    Target,
+};
 use crate::expr::Expr;
 
 struct Script {
     program: Program,
     gated: bool,
+    previous: HashMap<(StepId, Arc<str>), PreviousTask>,
     header: Vec<String>,
     body: Vec<String>,
 }
@@ -35,6 +41,7 @@ fn parse_script(text: &str) -> Script {
     let mut header = Vec::new();
     let mut program = Program::default();
     let mut gated = false;
+    let mut previous = HashMap::new();
     let mut names: HashMap<String, Target> = HashMap::new();
     let mut pending_exprs = Vec::new();
     for line in lines.by_ref() {
@@ -60,7 +67,23 @@ fn parse_script(text: &str) -> Script {
             Some("step") => {
                 let id = StepId(program.steps.len() as u32);
                 names.insert(words[1].to_string(), Target::Step(id));
-                program.steps.push(parse_step(&words, &names));
+                let step = parse_step(&words, &names, &program.pools);
+                program.steps.push(step);
+            }
+            Some("pool") => program.pools.push(PoolDef {
+                name: Arc::from(words[1]),
+                capacity: words[2].parse().expect("pool capacity"),
+            }),
+            Some("previous") => {
+                let (step, sequence) = split_key(words[1]);
+                let Some(Target::Step(step)) = names.get(step) else {
+                    panic!("previous: unknown step {step}")
+                };
+                let task = PreviousTask {
+                    status: words[2].parse().expect("status"),
+                    attempt: words[3].parse().expect("attempt"),
+                };
+                previous.insert((*step, Arc::from(sequence)), task);
             }
             Some("assoc") => program.assocs.push(parse_assoc(&words, &names)),
             Some("max_concurrent") => program.max_concurrent = words[1].parse().ok(),
@@ -76,6 +99,7 @@ fn parse_script(text: &str) -> Script {
     Script {
         program,
         gated,
+        previous,
         header,
         body: lines.map(str::to_string).collect(),
     }
@@ -88,13 +112,13 @@ fn event_of(names: &HashMap<String, Target>, name: &str) -> EventId {
     }
 }
 
-fn parse_step(words: &[&str], names: &HashMap<String, Target>) -> StepDef {
+fn parse_step(words: &[&str], names: &HashMap<String, Target>, pools: &[PoolDef]) -> StepDef {
     let mut def = StepDef {
         name: Arc::from(words[1]),
-        triggers: Default::default(),
-        max_concurrent: None,
         stop_on_exception: true,
+        ..StepDef::default()
     };
+    let mut releases = None;
     for word in &words[2..] {
         let (key, value) = word.split_once('=').expect("key=value");
         let events = || value.split(',').map(|e| event_of(names, e)).collect();
@@ -106,10 +130,34 @@ fn parse_step(words: &[&str], names: &HashMap<String, Target>) -> StepDef {
             "complete" => def.triggers.complete = events(),
             "max" => def.max_concurrent = value.parse().ok(),
             "stop" => def.stop_on_exception = value == "true",
+            "acquires" => def.acquires = amounts(value, pools),
+            "releases" => releases = Some(amounts(value, pools)),
+            "recovery" => def.recovery.success = RecoverAction::Rerun,
             other => panic!("unknown step key {other}"),
         }
     }
+    def.releases = releases.unwrap_or_else(|| def.acquires.clone());
     def
+}
+
+/// `db:1,cpu:2` (or `-` for none) into pool amounts.
+fn amounts(text: &str, pools: &[PoolDef]) -> Vec<(PoolId, u32)> {
+    text.split(',')
+        .filter(|part| *part != "-")
+        .map(|part| {
+            let (pool, units) = part.split_once(':').expect("pool:units");
+            let index = pools
+                .iter()
+                .position(|p| &*p.name == pool)
+                .expect("known pool");
+            (PoolId(index as u32), units.parse().expect("units"))
+        })
+        .collect()
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    let (step, rest) = key.split_once('[').expect("STEP[SEQ]");
+    (step, rest.trim_end_matches(']'))
 }
 
 fn parse_assoc(words: &[&str], names: &HashMap<String, Target>) -> AssocDef {
@@ -147,7 +195,8 @@ fn replay(script: &Script) -> String {
         program.clone(),
         CoreOptions {
             gated: script.gated,
-            first_attempt: 1,
+            previous: script.previous.clone(),
+            previous_recovery: 0,
         },
     );
     let mut out = script.header.join("\n");
@@ -212,8 +261,7 @@ fn apply_input(core: &mut Core, program: &Program, input: &str) {
 }
 
 fn find(core: &Core, program: &Program, key: &str) -> super::core::TaskId {
-    let (step, rest) = key.split_once('[').expect("STEP[SEQ]");
-    let sequence = rest.trim_end_matches(']');
+    let (step, sequence) = split_key(key);
     let step = program
         .steps
         .iter()
@@ -259,8 +307,9 @@ fn render_change(change: &Change) -> String {
             step,
             sequence,
             status,
+            attempt,
             ..
-        } => format!("create {step}[{sequence}] {status}"),
+        } => format!("create {step}[{sequence}] {status} attempt {attempt}"),
         Change::TaskTransition {
             step,
             sequence,
@@ -281,6 +330,12 @@ fn render_change(change: &Change) -> String {
             pid,
             ..
         } => format!("pid {step}[{sequence}] {pid}"),
+        Change::TaskRetry {
+            step,
+            sequence,
+            new_attempt,
+            ..
+        } => format!("retry {step}[{sequence}] as attempt {new_attempt}"),
         Change::DelayArmed {
             assoc,
             sequence,

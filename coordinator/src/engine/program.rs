@@ -92,13 +92,54 @@ impl StepTriggers {
     }
 }
 
+/// Index of a resource pool in [`Program::pools`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId(pub u32);
+
 #[derive(Debug, Clone)]
+pub struct PoolDef {
+    pub name: Arc<str>,
+    pub capacity: u32,
+}
+
+/// What a recovery does with a task whose previous run ended a given way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoverAction {
+    /// Carry the previous outcome over without running (success: `skipped`).
+    Skip,
+    /// Run it again.
+    #[default]
+    Rerun,
+}
+
+/// Per-step recovery policy; the default skips what succeeded and reruns everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPolicy {
+    pub success: RecoverAction,
+    pub failure: RecoverAction,
+}
+
+impl Default for RecoveryPolicy {
+    fn default() -> Self {
+        RecoveryPolicy {
+            success: RecoverAction::Skip,
+            failure: RecoverAction::Rerun,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct StepDef {
     pub name: Arc<str>,
     pub triggers: StepTriggers,
     /// At most this many tasks of the step at once (`None`: no per-step limit).
     pub max_concurrent: Option<usize>,
     pub stop_on_exception: bool,
+    pub recovery: RecoveryPolicy,
+    /// Units taken from pools before a task starts (all or nothing).
+    pub acquires: Vec<(PoolId, u32)>,
+    /// Units given back when a task ends.
+    pub releases: Vec<(PoolId, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +156,7 @@ pub struct Program {
     pub events: Vec<EventDef>,
     pub steps: Vec<StepDef>,
     pub assocs: Vec<AssocDef>,
+    pub pools: Vec<PoolDef>,
     /// At most this many tasks at once in the whole run (`None`: unlimited).
     pub max_concurrent: Option<usize>,
 }

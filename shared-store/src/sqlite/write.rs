@@ -101,6 +101,18 @@ fn apply(conn: &mut SqliteConnection, run: &RunKey, change: &Change) -> Result<(
             attempt,
             pid,
         } => set_pid(conn, task_key(run, step, sequence, *attempt), *pid),
+        Change::TaskRetry {
+            step,
+            sequence,
+            attempt,
+            new_attempt,
+            at,
+        } => retry(
+            conn,
+            task_key(run, step, sequence, *attempt),
+            *new_attempt,
+            *at,
+        ),
         Change::DelayArmed {
             assoc,
             sequence,
@@ -191,6 +203,32 @@ fn transition(
 /// Records the pid of an active task (fenced by attempt and status `active`).
 fn set_pid(conn: &mut SqliteConnection, key: TaskKey, pid: i64) -> Result<(), StoreError> {
     let updated = SetPid { key, pid }.execute(conn)?;
+    fenced_unless_one(updated, &key, TaskStatus::Active)
+}
+
+/// Puts an orphaned active task back to ready as a new attempt. Rare (once per task per
+/// crash), so the plain query builder is good enough here.
+fn retry(
+    conn: &mut SqliteConnection,
+    key: TaskKey,
+    new_attempt: i32,
+    at: Micros,
+) -> Result<(), StoreError> {
+    let row = tasks::table
+        .filter(tasks::run_id.eq(&*key.run.run_id))
+        .filter(tasks::recovery.eq(key.run.recovery))
+        .filter(tasks::step.eq(key.step))
+        .filter(tasks::sequence.eq(key.sequence))
+        .filter(tasks::status.eq(TaskStatus::Active.as_str()))
+        .filter(tasks::attempt.eq(key.attempt));
+    let updated = diesel::update(row)
+        .set((
+            tasks::status.eq(TaskStatus::Ready.as_str()),
+            tasks::attempt.eq(new_attempt),
+            tasks::pid.eq(None::<i64>),
+            tasks::updated_at.eq(at),
+        ))
+        .execute(conn)?;
     fenced_unless_one(updated, &key, TaskStatus::Active)
 }
 

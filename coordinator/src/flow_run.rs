@@ -1,0 +1,102 @@
+//! Turns a checked YAML flow file into an [`Eventor`] ready to run.
+
+use std::path::PathBuf;
+
+use crate::engine::program::{RecoverAction, RecoveryPolicy};
+use crate::eventor::{Eventor, EventorError, EventorOptions};
+use crate::flow_file::{FlowFile, Recovery};
+use crate::step::{Step, StepConfig, Triggers};
+
+/// Builds the flow's events, steps and associations. The flow's own `config:` keys override
+/// `options.config`; the flow's `trigger:` entries are queued unless `with_triggers` is false
+/// (the command line's `--trigger` replaces them).
+pub fn eventor_from_flow(
+    flow: &FlowFile,
+    mut options: EventorOptions,
+    triggers: FlowTriggers,
+) -> Result<Eventor, EventorError> {
+    apply_flow_config(flow, &mut options);
+    let mut eventor = Eventor::new(options)?;
+    for (pool, capacity) in &flow.resources {
+        eventor.add_resource_pool(pool, *capacity)?;
+    }
+    for event in &flow.events {
+        eventor.add_event(&event.name, event.expr.clone())?;
+    }
+    for spec in &flow.steps {
+        eventor.add_step(step_from_spec(spec))?;
+    }
+    for assoc in &flow.assocs {
+        eventor.add_assoc(&assoc.event, assoc.targets.iter().cloned(), assoc.delay)?;
+    }
+    let queued: Vec<(String, String)> = match triggers {
+        FlowTriggers::FromFile => flow
+            .triggers
+            .iter()
+            .flat_map(|t| t.sequences.iter().map(|s| (t.event.clone(), s.clone())))
+            .collect(),
+        FlowTriggers::Given(given) => given,
+    };
+    for (event, sequence) in queued {
+        eventor.trigger_event(event, sequence)?;
+    }
+    Ok(eventor)
+}
+
+/// Which start triggers a flow run uses.
+#[derive(Debug, Clone)]
+pub enum FlowTriggers {
+    /// The flow file's `trigger:` section.
+    FromFile,
+    /// These (event, sequence) pairs instead (from `--trigger`).
+    Given(Vec<(String, String)>),
+}
+
+fn apply_flow_config(flow: &FlowFile, options: &mut EventorOptions) {
+    options.name = flow.name.clone();
+    let config = &mut options.config;
+    if let Some(max) = flow.config.max_concurrent {
+        config.max_concurrent = max;
+    }
+    if let Some(stop) = flow.config.stop_on_exception {
+        config.stop_on_exception = stop;
+    }
+    if let Some(prefix) = &flow.config.envvar_prefix {
+        config.envvar_prefix = prefix.clone();
+    }
+}
+
+fn step_from_spec(spec: &crate::flow_file::StepSpec) -> Step {
+    let mut step = Step::new(&spec.name);
+    if let Some(run) = &spec.run {
+        step = step.command(run);
+    }
+    let t = &spec.triggers;
+    step.triggers = Triggers {
+        ready: t.ready.clone(),
+        active: t.active.clone(),
+        success: t.success.clone(),
+        failure: t.failure.clone(),
+        complete: t.complete.clone(),
+    };
+    step.config(StepConfig {
+        max_concurrent: spec.max_concurrent,
+        stop_on_exception: spec.stop_on_exception,
+        env: spec.env.iter().cloned().collect(),
+        timeout: spec.timeout,
+        cwd: spec.cwd.as_ref().map(PathBuf::from),
+        recovery: RecoveryPolicy {
+            success: recover_action(spec.recovery.success),
+            failure: recover_action(spec.recovery.failure),
+        },
+        acquires: spec.acquires.clone(),
+        releases: spec.releases.clone(),
+    })
+}
+
+fn recover_action(recovery: Recovery) -> RecoverAction {
+    match recovery {
+        Recovery::Skip => RecoverAction::Skip,
+        Recovery::Rerun => RecoverAction::Rerun,
+    }
+}
