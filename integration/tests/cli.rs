@@ -334,10 +334,15 @@ fn a_closed_stderr_does_not_hang_the_run() {
         .unwrap();
     // Read one line, then close the pipe, as `eventor-coord run … 2>&1 | head -1` does.
     let mut first = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "eventor-coord hung after its stderr closed");
+        assert!(
+            Instant::now() < deadline,
+            "eventor-coord hung after its stderr closed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -5,6 +5,7 @@
 
 mod api;
 mod cli;
+mod recovery;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -273,9 +273,10 @@ impl Core {
     /// Opens the next loop of a gated run: tasks created before it may now start.
     pub fn begin_loop(&mut self, now: Micros) {
         self.now = now;
-        self.current_loop += 1;
+        // Delays that came due belong to this loop: their tasks may start in it.
         self.fire_due_delays();
         self.drain_work();
+        self.current_loop += 1;
         self.schedule();
     }
 
