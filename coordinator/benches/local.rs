@@ -123,6 +123,9 @@ fn commands(dir: &tempfile::TempDir) -> Duration {
 }
 
 fn timed_run(mut ev: Eventor) -> Duration {
+    if std::env::var_os("EVENTOR_BENCH_DEBUG").is_some() {
+        eprintln!("rss before run: {} MB", rss_mb("VmRSS:"));
+    }
     let started = Instant::now();
     let outcome = ev.run(-1).expect("run");
     let wall = started.elapsed();
@@ -144,10 +147,14 @@ fn shell_loop(n: usize) -> Duration {
 }
 
 fn peak_rss_mb() -> u64 {
+    rss_mb("VmHWM:")
+}
+
+fn rss_mb(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb / 1024)
         .unwrap_or(0)

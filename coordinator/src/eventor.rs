@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::EventorConfig;
 use crate::engine::core::{Core, CoreOptions, Input, PreviousTask, StoredState, StoredTask};
 use crate::engine::driver::{drive, DriverContext, Loops};
-use crate::engine::executor::{ExecEvent, Executor, StepRuntime};
+use crate::engine::executor::{ExecEvent, Executor, ExecutorConfig, StepRuntime};
 use crate::engine::program::{
     AssocDef, AssocId, Cond, EventDef, EventId, PoolDef, PoolId, Program, StepDef, StepId,
     StepTriggers, Target,
@@ -40,6 +40,9 @@ pub struct EventorOptions {
     pub config: EventorConfig,
     /// How long a stopped command gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Most threads running blocking closure steps at once; more ready closures wait for a
+    /// thread (a bounded pool keeps a fan-out of 100,000 closures from starting thousands).
+    pub closure_threads: usize,
 }
 
 impl Default for EventorOptions {
@@ -52,6 +55,7 @@ impl Default for EventorOptions {
             recovery: None,
             config: EventorConfig::default(),
             kill_grace: Duration::from_secs(5),
+            closure_threads: 64,
         }
     }
 }
@@ -362,7 +366,11 @@ impl Eventor {
             Err(_) => Loops::Unlimited,
         };
         let store_name = running.store.describe();
-        let result = run_loops(running, loops, self.options.kill_grace).await;
+        let config = ExecutorConfig {
+            closure_threads: self.options.closure_threads,
+            kill_grace: self.options.kill_grace,
+        };
+        let result = run_loops(running, loops, config).await;
         let outcome = result.map_err(|source| EventorError::Store {
             store: store_name.clone(),
             source,
@@ -491,8 +499,15 @@ impl Eventor {
             }
         };
         let history = store.run_history(&run_id).await.map_err(&err)?;
-        if history.is_empty() {
+        let Some(last) = history.last() else {
             return Err(no_run());
+        };
+        if last.program != self.describe_program() {
+            tracing::warn!(
+                run_id = %run_id,
+                recovery = last.key.recovery,
+                "the flow changed since that run: steps and events are matched by name"
+            );
         }
         Ok(history)
     }
@@ -759,19 +774,53 @@ impl Eventor {
     }
 
     /// The flow's shape as JSON, kept with the run for later inspection and `continue`.
+    ///
+    /// Sizes and a fingerprint rather than the whole definition: a fan-out of 100,000 steps
+    /// would otherwise write (and briefly hold) megabytes of JSON per run. Recover and
+    /// continue compare the fingerprint to warn when the flow changed in between.
     fn describe_program(&self) -> String {
-        let steps: Vec<_> = self
-            .steps
-            .iter()
-            .map(|s| serde_json::json!({"name": s.name, "action": format!("{:?}", s.action)}))
-            .collect();
-        let events: Vec<_> = self.events.iter().map(|(name, _)| name).collect();
-        let assocs: Vec<_> = self
-            .assocs
-            .iter()
-            .map(|(e, t, d)| serde_json::json!({"event": e, "targets": t, "delay_ms": d.map(|d| d.as_millis() as u64)}))
-            .collect();
-        serde_json::json!({"events": events, "steps": steps, "assocs": assocs}).to_string()
+        format!(
+            r#"{{"events":{},"steps":{},"assocs":{},"fingerprint":"{:016x}"}}"#,
+            self.events.len(),
+            self.steps.len(),
+            self.assocs.len(),
+            self.fingerprint()
+        )
+    }
+
+    /// FNV-1a over the names and wiring of the flow: stable across builds and platforms.
+    fn fingerprint(&self) -> u64 {
+        let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+        for (name, expr) in &self.events {
+            hash.text(name);
+            hash.text(&expr.as_ref().map(|e| e.to_string()).unwrap_or_default());
+        }
+        for step in &self.steps {
+            hash.text(&step.name);
+            let t = &step.triggers;
+            for list in [&t.ready, &t.active, &t.success, &t.failure, &t.complete] {
+                list.iter().for_each(|e| hash.text(e));
+                hash.text("|");
+            }
+        }
+        for (event, targets, delay) in &self.assocs {
+            hash.text(event);
+            targets.iter().for_each(|t| hash.text(t));
+            hash.text(&delay.map(|d| d.as_micros().to_string()).unwrap_or_default());
+        }
+        hash.0
+    }
+}
+
+/// The FNV-1a hash, fed field by field (each field ends with a separator byte).
+struct Fnv(u64);
+
+impl Fnv {
+    fn text(&mut self, text: &str) {
+        for byte in text.bytes().chain([0xff]) {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
     }
 }
 
@@ -779,10 +828,10 @@ impl Eventor {
 async fn run_loops(
     running: &mut Running,
     loops: Loops,
-    kill_grace: Duration,
+    config: ExecutorConfig,
 ) -> Result<RunOutcome, StoreError> {
     let (tx, mut rx) = mpsc::channel::<ExecEvent>(4096);
-    let executor = Executor::new(tx, CancellationToken::new(), kill_grace);
+    let executor = Executor::new(tx, CancellationToken::new(), config);
     let cx = DriverContext {
         store: &running.store,
         run: running.key.clone(),

@@ -22,6 +22,7 @@ pub mod expr;
 pub mod flow_file;
 pub mod flow_run;
 
+pub mod ssh;
 mod step;
 
 pub use crate::config::EventorConfig;

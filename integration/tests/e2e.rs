@@ -6,6 +6,7 @@
 mod api;
 mod cli;
 mod recovery;
+mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -14,14 +14,24 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::closure_pool::{panic_message, ClosurePool, Job};
 use super::core::{Outcome, TaskId};
-use crate::step::{with_async_task, with_sync_task, StepAction, StepResult, TaskContext};
+use crate::step::{with_async_task, StepAction, StepResult, TaskContext};
 
 /// What the executor tells the driver.
 #[derive(Debug)]
 pub enum ExecEvent {
     Started { task: TaskId, pid: i64 },
     Finished { task: TaskId, outcome: Outcome },
+}
+
+/// How the executor runs things (a config struct, not loose parameters).
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutorConfig {
+    /// Most threads running blocking closures at once.
+    pub closure_threads: usize,
+    /// How long a stopped command gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
 }
 
 /// How one step's tasks run.
@@ -33,11 +43,11 @@ pub struct StepRuntime {
     pub timeout: Option<Duration>,
 }
 
-/// Runs tasks on the current tokio runtime.
-#[derive(Clone)]
+/// Runs tasks: async work on the current tokio runtime, blocking closures on a bounded pool.
 pub struct Executor {
     events: mpsc::Sender<ExecEvent>,
     tracker: TaskTracker,
+    closures: ClosurePool,
     cancel: CancellationToken,
     kill_grace: Duration,
 }
@@ -46,13 +56,14 @@ impl Executor {
     pub fn new(
         events: mpsc::Sender<ExecEvent>,
         cancel: CancellationToken,
-        kill_grace: Duration,
+        config: ExecutorConfig,
     ) -> Executor {
         Executor {
+            closures: ClosurePool::new(config.closure_threads, events.clone()),
             events,
             tracker: TaskTracker::new(),
             cancel,
-            kill_grace,
+            kill_grace: config.kill_grace,
         }
     }
 
@@ -62,17 +73,14 @@ impl Executor {
             StepAction::Nothing => self.spawn(task, async { Ok(serde_json::Value::Null) }),
             StepAction::Async(f) => {
                 let fut = with_async_task(ctx.clone(), f(ctx));
-                self.spawn_guarded(task, async move { to_outcome(fut.await) })
+                self.spawn_guarded(task, async move { outcome_of(fut.await) })
             }
-            StepAction::Sync(f) => {
-                let f = f.clone();
-                // spawn_blocking already turns a panic of the closure into an error.
-                self.spawn(task, async move {
-                    let joined =
-                        tokio::task::spawn_blocking(move || with_sync_task(&ctx, || f(&ctx))).await;
-                    joined.unwrap_or_else(|e| Err(panic_text(e)))
-                })
-            }
+            StepAction::Sync(f) => self.closures.submit(Job {
+                task,
+                f: f.clone(),
+                ctx,
+                token: self.tracker.token(),
+            }),
             StepAction::Command(command) => {
                 let run = CommandRun {
                     task,
@@ -96,7 +104,7 @@ impl Executor {
     ) {
         let events = self.events.clone();
         self.tracker.spawn(async move {
-            let outcome = to_outcome(fut.await);
+            let outcome = outcome_of(fut.await);
             let _ = events.send(ExecEvent::Finished { task, outcome }).await;
         });
     }
@@ -126,7 +134,7 @@ impl Executor {
     }
 }
 
-fn to_outcome(result: StepResult) -> Outcome {
+pub(super) fn outcome_of(result: StepResult) -> Outcome {
     match result {
         Ok(value) => Outcome {
             success: true,
@@ -139,14 +147,7 @@ fn to_outcome(result: StepResult) -> Outcome {
 
 fn panic_text(e: tokio::task::JoinError) -> String {
     match e.try_into_panic() {
-        Ok(payload) => {
-            let text = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-text panic".to_string());
-            format!("step panicked: {text}")
-        }
+        Ok(payload) => format!("step panicked: {}", panic_message(&*payload)),
         Err(e) => format!("step was cancelled: {e}"),
     }
 }

@@ -1,6 +1,7 @@
 //! The engine: the compiled program, the IO-free scheduling core, the executor that runs
 //! tasks, and the tokio driver that ties them to the store.
 
+mod closure_pool;
 pub mod core;
 pub mod driver;
 pub mod executor;

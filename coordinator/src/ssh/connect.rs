@@ -1,0 +1,296 @@
+//! Reaching hosts: TCP (with ConnectTimeout, ConnectionAttempts, TcpKeepAlive) or a
+//! ProxyJump tunnel, the SSH handshake and login, and [`connect_all`] running many at once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::Handle;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+
+use super::auth::authenticate;
+use super::config::{HostConfig, SshConfig};
+use super::error::{HandshakeError, SshError};
+use super::exec::{self, ExecChannel};
+use super::host_key::{ClientHandler, HostKeyCheck};
+
+/// Longest ProxyJump chain followed; deeper means a loop in ssh_config.
+const MAX_JUMP_DEPTH: usize = 8;
+/// OpenSSH's pause between ConnectionAttempts.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// An authenticated SSH connection to one host.
+pub struct Session {
+    host: HostConfig,
+    handle: Handle<ClientHandler>,
+    /// The jump host's session carrying this one's tunnel; dropped after `handle`.
+    jump: Option<Box<Session>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("alias", &self.host.alias)
+            .field("address", &self.host.address())
+            .field("jump", &self.jump)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The resolved configuration this session was opened with (warnings included).
+    pub fn host(&self) -> &HostConfig {
+        &self.host
+    }
+
+    pub fn alias(&self) -> &str {
+        &self.host.alias
+    }
+
+    /// Runs `command` through the remote user's shell in a new exec channel.
+    /// Several commands may run at once on one session.
+    pub async fn exec(&self, command: &str) -> Result<ExecChannel, SshError> {
+        exec::start(&self.handle, &self.host.alias, command).await
+    }
+
+    /// Whether the connection has ended (server gone, keepalives unanswered, closed).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Says goodbye to the server (and to the jump hosts). Dropping the session ends it
+    /// too, once no channel of it is left.
+    pub async fn close(self) {
+        let bye = russh::Disconnect::ByApplication;
+        let _ = self.handle.disconnect(bye, "", "en").await;
+        if let Some(jump) = self.jump {
+            Box::pin(jump.close()).await;
+        }
+    }
+}
+
+/// Connects to and logs in on `alias`, as resolved by `config`.
+pub async fn connect(config: &SshConfig, alias: &str) -> Result<Session, SshError> {
+    let host = config.resolve(alias)?;
+    connect_host(config, host, 0).await
+}
+
+/// Connects to every alias at once; the results are in the order of `aliases`.
+/// Each connection runs in its own task, so N hosts take about one handshake's time.
+pub async fn connect_all<S: AsRef<str>>(
+    config: &SshConfig,
+    aliases: &[S],
+) -> Vec<Result<Session, SshError>> {
+    // A JoinSet aborts the connections still running if this future is dropped.
+    let mut tasks = JoinSet::new();
+    let mut ids = HashMap::new();
+    for (index, alias) in aliases.iter().enumerate() {
+        let (config, alias) = (config.clone(), alias.as_ref().to_string());
+        let task = tasks.spawn(async move { connect(&config, &alias).await });
+        ids.insert(task.id(), index);
+    }
+    let mut results: Vec<Option<Result<Session, SshError>>> =
+        aliases.iter().map(|_| None).collect();
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let Some(&index) = ids.get(&id) else { continue };
+        results[index] = Some(joined.map(|(_, r)| r).unwrap_or_else(|source| {
+            let host = aliases[index].as_ref().to_string();
+            Err(SshError::Task { host, source })
+        }));
+    }
+    // Every task was joined above, so every slot is filled.
+    results.into_iter().flatten().collect()
+}
+
+type SessionFuture<'a> = Pin<Box<dyn Future<Output = Result<Session, SshError>> + Send + 'a>>;
+
+/// Direct, or through the last ProxyJump hop (itself reached through the earlier hops).
+fn connect_host(config: &SshConfig, host: HostConfig, depth: usize) -> SessionFuture<'_> {
+    Box::pin(async move {
+        let Some((last, earlier)) = host.proxy_jump.split_last() else {
+            let tcp = tcp_connect(&host).await?;
+            return login(host, tcp, None).await;
+        };
+        if depth >= MAX_JUMP_DEPTH {
+            return Err(SshError::JumpDepth {
+                host: host.alias.clone(),
+                max: MAX_JUMP_DEPTH,
+            });
+        }
+        let mut jump_host = config.resolve(&last.host)?;
+        jump_host.user = last.user.clone().unwrap_or(jump_host.user);
+        jump_host.port = last.port.unwrap_or(jump_host.port);
+        // `-J a,b`: b is reached through a; a lone hop keeps its own ProxyJump (OpenSSH).
+        if !earlier.is_empty() {
+            jump_host.proxy_jump = earlier.to_vec();
+        }
+        let jump = connect_host(config, jump_host, depth + 1)
+            .await
+            .map_err(|e| SshError::Jump {
+                host: host.alias.clone(),
+                jump: last.to_string(),
+                source: Box::new(e),
+            })?;
+        let tunnel = open_tunnel(&host, &jump).await?;
+        login(host, tunnel, Some(Box::new(jump))).await
+    })
+}
+
+/// A direct-tcpip channel from the jump host to the target, used as the target's socket.
+async fn open_tunnel(
+    host: &HostConfig,
+    jump: &Session,
+) -> Result<impl AsyncRead + AsyncWrite + Unpin + Send + 'static, SshError> {
+    let open = jump.handle.channel_open_direct_tcpip(
+        host.host_name.clone(),
+        u32::from(host.port),
+        "127.0.0.1",
+        0,
+    );
+    let channel = within(host.connect_timeout, open, || connect_timeout(host))
+        .await?
+        .map_err(|source| SshError::Tunnel {
+            host: host.alias.clone(),
+            jump: jump.alias().to_string(),
+            target: host.address(),
+            source: Box::new(source),
+        })?;
+    Ok(channel.into_stream())
+}
+
+/// TCP to the host, retried per ConnectionAttempts, each attempt bounded by ConnectTimeout.
+async fn tcp_connect(host: &HostConfig) -> Result<TcpStream, SshError> {
+    let mut attempt = 1;
+    loop {
+        let once = within(host.connect_timeout, tcp_once(host), || {
+            connect_timeout(host)
+        });
+        match once.await.and_then(|r| r) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if attempt < host.connection_attempts => {
+                tracing::debug!(host = %host.alias, attempt, "{e}; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every address the name resolves to, in order, until one accepts.
+async fn tcp_once(host: &HostConfig) -> Result<TcpStream, SshError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.host_name.as_str(), host.port))
+        .await
+        .map_err(|source| SshError::Resolve {
+            host: host.alias.clone(),
+            addr: host.address(),
+            source,
+        })?
+        .collect();
+    let mut last_error = None;
+    for addr in addrs {
+        match tcp_to(addr, host.tcp_keep_alive).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(match last_error {
+        Some(source) => SshError::Connect {
+            host: host.alias.clone(),
+            addr: host.address(),
+            source,
+        },
+        None => SshError::NoAddress {
+            host: host.alias.clone(),
+            addr: host.address(),
+        },
+    })
+}
+
+async fn tcp_to(addr: SocketAddr, keep_alive: bool) -> std::io::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_keepalive(keep_alive)?;
+    let stream = socket.connect(addr).await?;
+    // The agent protocol is request/response: don't let Nagle hold small frames back.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Handshake, host-key check and authentication over `stream`, bounded by ConnectTimeout.
+async fn login<S>(
+    host: HostConfig,
+    stream: S,
+    jump: Option<Box<Session>>,
+) -> Result<Session, SshError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let check = HostKeyCheck::load(&host)?;
+    let config = Arc::new(russh::client::Config {
+        keepalive_interval: host.server_alive_interval,
+        keepalive_max: host.server_alive_count_max,
+        preferred: check.preferred(),
+        ..Default::default()
+    });
+    let handler = ClientHandler::new(check);
+    let attempt = async {
+        let mut handle = russh::client::connect_stream(config, stream, handler)
+            .await
+            .map_err(|e| handshake_error(&host, e))?;
+        authenticate(&mut handle, &host).await?;
+        Ok::<_, SshError>(handle)
+    };
+    let handle = within(host.connect_timeout, attempt, || SshError::LoginTimeout {
+        host: host.alias.clone(),
+        addr: host.address(),
+        after: host.connect_timeout.unwrap_or_default(),
+    })
+    .await??;
+    tracing::debug!(host = %host.alias, addr = %host.address(), "ssh session open");
+    Ok(Session { host, handle, jump })
+}
+
+fn handshake_error(host: &HostConfig, e: HandshakeError) -> SshError {
+    match e {
+        HandshakeError::Refused(e) => *e,
+        HandshakeError::Ssh(source) => SshError::Handshake {
+            host: host.alias.clone(),
+            addr: host.address(),
+            source: Box::new(source),
+        },
+    }
+}
+
+fn connect_timeout(host: &HostConfig) -> SshError {
+    SshError::ConnectTimeout {
+        host: host.alias.clone(),
+        addr: host.address(),
+        after: host.connect_timeout.unwrap_or_default(),
+    }
+}
+
+/// `fut`, cut off after `limit` (if any) with the error `on_timeout` makes.
+async fn within<F: Future>(
+    limit: Option<Duration>,
+    fut: F,
+    on_timeout: impl FnOnce() -> SshError,
+) -> Result<F::Output, SshError> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, fut)
+            .await
+            .map_err(|_| on_timeout()),
+        None => Ok(fut.await),
+    }
+}
