@@ -1,17 +1,37 @@
 #!/usr/bin/env bash
-# The project's test command (README, .ci/run): builds everything and runs every test.
+# The project's test command (README, .ci/run): brings up the test bed (a throwaway
+# Postgres 15 and SSH hosts in network namespaces), runs every test, and tears it down.
 #
 # Usage: scripts/test.sh [extra cargo test args]
-# Needs: a Rust toolchain and a C compiler (the bundled SQLite is built from source).
+# Needs: root (for network namespaces), a Rust toolchain; installs gcc, openssh-server and
+# PostgreSQL 15 with apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_packages=()
-command -v cc >/dev/null || need_packages+=(gcc)
-if ((${#need_packages[@]})); then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need_packages[@]}"
-fi
+install_missing() {
+  local packages=()
+  command -v cc >/dev/null || packages+=(gcc)
+  [[ -x /usr/sbin/sshd ]] || packages+=(openssh-server)
+  [[ -x /usr/lib/postgresql/15/bin/postgres ]] || packages+=(postgresql-15)
+  command -v ssh-keygen >/dev/null || packages+=(openssh-client)
+  if ((${#packages[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${packages[@]}"
+  fi
+}
 
-# One build of every crate, then every test: unit, golden, property and end-to-end.
+install_missing
+scripts/testbed.sh up
+trap 'scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
+state="${EVENTOR_TESTBED_DIR:-/tmp/eventor-testbed}"
+set -a
+# shellcheck disable=SC1091
+source "$state/env"
+set +a
+# Tests that need the test bed fail (rather than skip) when it is missing.
+export EVENTOR_REQUIRE_TESTBED=1 EVENTOR_REQUIRE_PG=1
+
+# One build of every crate, then every test: unit, golden, property, store suite on SQLite
+# and Postgres, protocol, SSH and end-to-end.
 cargo test --workspace --locked "$@"

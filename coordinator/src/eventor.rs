@@ -920,7 +920,5 @@ fn store_error(store: String) -> impl Fn(StoreError) -> EventorError {
 }
 
 fn describe_location(location: &StoreLocation) -> String {
-    match location {
-        StoreLocation::Sqlite(path) => format!("sqlite:{}", path.display()),
-    }
+    location.to_string()
 }

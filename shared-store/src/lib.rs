@@ -4,9 +4,10 @@
 //! # How it is used
 //! The engine never talks SQL. It hands the store a [`Batch`] of [`Change`]s — everything one
 //! turn of the scheduler decided — and the store applies the whole batch in **one write
-//! transaction** (SQLite: `BEGIN IMMEDIATE`). Only after `commit` returns does the engine act
-//! (start a process, fire a successor). So the store is always at least as far along as the
-//! world, and a crash at any point leaves the last committed, consistent state.
+//! transaction** (SQLite: `BEGIN IMMEDIATE`; Postgres: a transaction holding the run's
+//! advisory lock). Only after `commit` returns does the engine act (start a process, fire a
+//! successor). So the store is always at least as far along as the world, and a crash at any
+//! point leaves the last committed, consistent state.
 //!
 //! # Invariants the schema enforces (not just the engine)
 //! - one run row per `(run_id, recovery)`;
@@ -19,30 +20,43 @@
 //! [`StoreError::Fenced`] says which task — two writers can never both start or both finish the
 //! same task.
 //!
+//! # Backends
+//! SQLite (`sqlite.rs`): one file, one writer thread, for a single coordinator. Postgres
+//! (`postgres.rs`): a schema shared by the coordinators and agents of a cluster; several runs
+//! and programs share it, each writing only its own rows. Both pass the same suite
+//! (`tests/store_suite.rs`). Beyond the table API a store offers two things the engine needs
+//! when several processes share it: [`Store::lock_run`] (one coordinator per run) and
+//! [`Store::subscribe`] (wake-ups on other processes' writes; Postgres only, SQLite's never
+//! yields).
+//!
 //! # What it leaves out
-//! Backends other than SQLite arrive with the Postgres issue, behind the same [`Store`] enum.
 //! Times are stored as microseconds since the Unix epoch (`i64`) so every backend agrees.
+//! No backend deletes runs. Where a store lives is parsed here ([`StoreLocation::parse`]),
+//! but reading the original's `DATABASES` config is the coordinator's business.
 
+mod location;
+mod pgpass;
+mod postgres;
+mod rows;
+mod run_lock;
 mod schema;
 mod sqlite;
+mod subscription;
 mod types;
 
+pub use location::{LocationError, PgLocation, StoreLocation, DEFAULT_SCHEMA};
+pub use postgres::{PgOptions, PgStore};
+pub use run_lock::RunGuard;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+pub use subscription::Subscription;
 pub use types::*;
 
-use std::path::PathBuf;
-
-/// Where a store lives. Parsed from `--store` by the coordinator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreLocation {
-    /// An SQLite database file (created if missing).
-    Sqlite(PathBuf),
-}
-
-/// A store, whichever backend holds it. Cheap to clone: clones share one connection owner.
+/// A store, whichever backend holds it. Cheap to clone: clones share one connection owner
+/// (SQLite) or one connection pool (Postgres).
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl Store {
@@ -52,6 +66,9 @@ impl Store {
             StoreLocation::Sqlite(path) => Ok(Store::Sqlite(
                 SqliteStore::open(path, SqliteOptions::default()).await?,
             )),
+            StoreLocation::Postgres(pg) => Ok(Store::Postgres(
+                PgStore::open(pg, PgOptions::default()).await?,
+            )),
         }
     }
 
@@ -60,6 +77,7 @@ impl Store {
     pub async fn begin_run(&self, run: NewRun) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.begin_run(run).await,
+            Store::Postgres(s) => s.begin_run(run).await,
         }
     }
 
@@ -67,6 +85,7 @@ impl Store {
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.commit(batch).await,
+            Store::Postgres(s) => s.commit(batch).await,
         }
     }
 
@@ -79,6 +98,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.set_run_status(run, status, at).await,
+            Store::Postgres(s) => s.set_run_status(run, status, at).await,
         }
     }
 
@@ -86,6 +106,7 @@ impl Store {
     pub async fn latest_run(&self, name: &str) -> Result<Option<RunRecord>, StoreError> {
         match self {
             Store::Sqlite(s) => s.latest_run(name.to_owned()).await,
+            Store::Postgres(s) => s.latest_run(name.to_owned()).await,
         }
     }
 
@@ -93,6 +114,7 @@ impl Store {
     pub async fn run_history(&self, run_id: &str) -> Result<Vec<RunRecord>, StoreError> {
         match self {
             Store::Sqlite(s) => s.run_history(run_id.to_owned()).await,
+            Store::Postgres(s) => s.run_history(run_id.to_owned()).await,
         }
     }
 
@@ -100,6 +122,7 @@ impl Store {
     pub async fn tasks(&self, run: RunKey) -> Result<Vec<TaskRecord>, StoreError> {
         match self {
             Store::Sqlite(s) => s.tasks(run).await,
+            Store::Postgres(s) => s.tasks(run).await,
         }
     }
 
@@ -107,6 +130,7 @@ impl Store {
     pub async fn triggers(&self, run: RunKey) -> Result<Vec<TriggerRecord>, StoreError> {
         match self {
             Store::Sqlite(s) => s.triggers(run).await,
+            Store::Postgres(s) => s.triggers(run).await,
         }
     }
 
@@ -114,13 +138,37 @@ impl Store {
     pub async fn delays(&self, run: RunKey) -> Result<Vec<DelayRecord>, StoreError> {
         match self {
             Store::Sqlite(s) => s.delays(run).await,
+            Store::Postgres(s) => s.delays(run).await,
         }
     }
 
-    /// A human-readable description of where the store is (never contains a password).
+    /// A human-readable description of where the store is (a password shows as `****`).
     pub fn describe(&self) -> String {
         match self {
             Store::Sqlite(s) => format!("sqlite:{}", s.path().display()),
+            Store::Postgres(s) => s.location().to_string(),
+        }
+    }
+
+    /// Claims `run_id` for this process until the guard is dropped; a second claimant (another
+    /// coordinator, or this one again) gets [`StoreError::RunLocked`]. Postgres: an advisory
+    /// lock on a session of its own. SQLite: an exclusive lock on `<db>.<run_id>.lock`.
+    pub async fn lock_run(&self, run_id: &str) -> Result<RunGuard, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let lock = run_lock::FileLock::acquire(s.path(), run_id)?;
+                Ok(RunGuard::file(run_id, lock))
+            }
+            Store::Postgres(s) => Ok(RunGuard::postgres(run_id, s.lock_run(run_id).await?)),
+        }
+    }
+
+    /// Wake-ups when other store handles (other processes) write to `run`: every write after
+    /// this returns wakes it. On SQLite it never yields: the engine's safety re-scan covers it.
+    pub async fn subscribe(&self, run: RunKey) -> Result<Subscription, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Subscription::never()),
+            Store::Postgres(s) => Ok(Subscription::postgres(s.subscribe(run).await?)),
         }
     }
 }

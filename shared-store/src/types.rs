@@ -260,4 +260,25 @@ pub enum StoreError {
     Query(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the store's connection owner has stopped")]
     Closed,
+    #[error("run {run_id} is already being run by another coordinator")]
+    RunLocked { run_id: String },
+    #[error("cannot use run lock file {path}")]
+    LockFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store transaction still conflicted with other writers after {attempts} attempts")]
+    Conflict {
+        attempts: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("lost the connection to store {store} and could not reconnect within {waited:.0?}")]
+    Unavailable {
+        store: String,
+        waited: std::time::Duration,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }

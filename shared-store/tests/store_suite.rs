@@ -1,8 +1,13 @@
 //! The store's test suite, written once against the backend-neutral [`Store`] and run for
-//! every backend by `store_suite!` (SQLite now; Postgres adds one more invocation).
+//! every backend by `store_suite!`: SQLite always, Postgres when `EVENTOR_PG_URL` names a
+//! server (each test in a fresh schema, dropped afterwards; see `common/mod.rs`).
+
+mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use common::PgSchema;
 use eventor_store::*;
 
 /// A freshly created, empty store plus what a test needs to open more handles on it.
@@ -20,15 +25,43 @@ impl Fixture {
     }
 }
 
-async fn sqlite_fixture() -> Fixture {
+/// What to tidy once a test has passed.
+enum Cleanup {
+    Nothing,
+    DropSchema(PgSchema),
+}
+
+impl Cleanup {
+    async fn run(self) {
+        if let Cleanup::DropSchema(schema) = self {
+            schema.drop_now().await;
+        }
+    }
+}
+
+async fn sqlite_fixture() -> Option<(Fixture, Cleanup)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let location = StoreLocation::Sqlite(dir.path().join("store.db"));
     let store = Store::open(&location).await.expect("open sqlite store");
-    Fixture {
+    let fixture = Fixture {
         store,
         location,
         _dir: Some(dir),
-    }
+    };
+    Some((fixture, Cleanup::Nothing))
+}
+
+/// A store in a fresh schema of the `EVENTOR_PG_URL` server; `None` skips the test.
+async fn postgres_fixture() -> Option<(Fixture, Cleanup)> {
+    let schema = PgSchema::fresh(&common::pg_url()?);
+    let location = schema.location.clone();
+    let store = Store::open(&location).await.expect("open postgres store");
+    let fixture = Fixture {
+        store,
+        location,
+        _dir: None,
+    };
+    Some((fixture, Cleanup::DropSchema(schema)))
 }
 
 /// Runs each named suite test against a fresh store of one backend.
@@ -36,36 +69,53 @@ macro_rules! store_suite {
     ($backend:ident, $fixture:ident, [$($test:ident),* $(,)?]) => {
         mod $backend {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(super::$fixture().await).await;
+                    let Some((fixture, cleanup)) = super::$fixture().await else {
+                        return;
+                    };
+                    super::$test(fixture).await;
+                    cleanup.run().await;
                 }
             )*
         }
     };
 }
 
-store_suite!(
-    sqlite,
-    sqlite_fixture,
-    [
-        begin_run_refuses_duplicate,
-        batch_round_trips,
-        duplicate_trigger_refused_and_batch_atomic,
-        duplicate_task_refused_and_batch_atomic,
-        transition_fenced_by_status,
-        transition_fenced_by_attempt,
-        task_pid_fenced_and_recorded,
-        delays_armed_fired_and_refired,
-        duplicate_delay_refused,
-        rows_need_their_run,
-        latest_run_ordering,
-        set_run_status_stamps_end,
-        two_opens_see_each_others_commits,
-        clones_share_and_commit_concurrently,
-        reopen_keeps_rows,
-    ]
-);
+macro_rules! suite {
+    ($($backend:ident => $fixture:ident),* $(,)?) => {
+        $(
+            store_suite!(
+                $backend,
+                $fixture,
+                [
+                    begin_run_refuses_duplicate,
+                    batch_round_trips,
+                    duplicate_trigger_refused_and_batch_atomic,
+                    duplicate_task_refused_and_batch_atomic,
+                    transition_fenced_by_status,
+                    transition_fenced_by_attempt,
+                    task_pid_fenced_and_recorded,
+                    task_retry_starts_a_new_attempt,
+                    a_task_lives_its_whole_life_in_one_batch,
+                    first_failure_in_batch_order_wins,
+                    delays_armed_fired_and_refired,
+                    duplicate_delay_refused,
+                    rows_need_their_run,
+                    latest_run_ordering,
+                    set_run_status_stamps_end,
+                    two_opens_see_each_others_commits,
+                    clones_share_and_commit_concurrently,
+                    reopen_keeps_rows,
+                    run_lock_refuses_a_second_holder,
+                    empty_batch_is_a_no_op,
+                ]
+            );
+        )*
+    };
+}
+
+suite!(sqlite => sqlite_fixture, postgres => postgres_fixture);
 
 // ---- helpers -------------------------------------------------------------------------------
 
@@ -129,6 +179,25 @@ fn moved(step: &str, attempt: i32, from: TaskStatus, to: TaskStatus) -> Change {
         result: None,
         error: None,
         at: 20,
+    }
+}
+
+fn pid(step: &str, attempt: i32, pid: i64) -> Change {
+    Change::TaskPid {
+        step: step.into(),
+        sequence: "1".into(),
+        attempt,
+        pid,
+    }
+}
+
+fn retry(step: &str, attempt: i32, new_attempt: i32) -> Change {
+    Change::TaskRetry {
+        step: step.into(),
+        sequence: "1".into(),
+        attempt,
+        new_attempt,
+        at: 25,
     }
 }
 
@@ -597,6 +666,195 @@ async fn reopen_keeps_rows(fx: Fixture) {
     }
 }
 
+async fn task_retry_starts_a_new_attempt(fx: Fixture) {
+    let store = &fx.store;
+    let run = started(store, "R").await;
+    let task = created("s1", "1", TaskStatus::Ready, 1);
+    let start = moved("s1", 1, TaskStatus::Ready, TaskStatus::Active);
+    store
+        .commit(batch(&run, vec![task, start, pid("s1", 1, 4242)]))
+        .await
+        .unwrap();
+    store
+        .commit(batch(&run, vec![retry("s1", 1, 2)]))
+        .await
+        .unwrap();
+    let tasks = store.tasks(run.clone()).await.unwrap();
+    let t = &tasks[0];
+    assert_eq!((t.status, t.attempt, t.pid), (TaskStatus::Ready, 2, None));
+    assert_eq!((t.created_at, t.updated_at), (10, 25));
+
+    // The old attempt is gone: retrying or finishing it again is fenced.
+    let err = store
+        .commit(batch(&run, vec![retry("s1", 1, 3)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                attempt: 1,
+                expected: TaskStatus::Active,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Retried and restarted in one batch.
+    let restart = moved("s1", 2, TaskStatus::Ready, TaskStatus::Active);
+    store
+        .commit(batch(&run, vec![restart, retry("s1", 2, 3)]))
+        .await
+        .unwrap();
+    let t = &store.tasks(run).await.unwrap()[0];
+    assert_eq!((t.status, t.attempt), (TaskStatus::Ready, 3));
+}
+
+async fn a_task_lives_its_whole_life_in_one_batch(fx: Fixture) {
+    let store = &fx.store;
+    let run = started(store, "R").await;
+    let done = Change::TaskTransition {
+        step: "s1".into(),
+        sequence: "1".into(),
+        attempt: 1,
+        from: TaskStatus::Active,
+        to: TaskStatus::Failure,
+        result: Some("1".into()),
+        error: Some("exit 1".into()),
+        at: 40,
+    };
+    let changes = vec![
+        created("s1", "1", TaskStatus::Ready, 1),
+        moved("s1", 1, TaskStatus::Ready, TaskStatus::Active),
+        pid("s1", 1, 99),
+        done,
+        trigger("s1", "1", 41),
+        created("s2", "1", TaskStatus::Active, 1),
+    ];
+    store.commit(batch(&run, changes)).await.unwrap();
+    let tasks = store.tasks(run.clone()).await.unwrap();
+    assert_eq!(
+        statuses(&tasks),
+        [("s1", TaskStatus::Failure), ("s2", TaskStatus::Active)]
+    );
+    let s1 = &tasks[0];
+    assert_eq!((s1.pid, s1.result.as_deref()), (Some(99), Some("1")));
+    assert_eq!((s1.error.as_deref(), s1.updated_at), (Some("exit 1"), 40));
+
+    // A move the batch's own history rules out is fenced, and nothing of the batch stays.
+    let changes = vec![
+        created("s3", "1", TaskStatus::Ready, 1),
+        moved("s3", 1, TaskStatus::Active, TaskStatus::Success),
+    ];
+    let err = store.commit(batch(&run, changes)).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Fenced { step, expected: TaskStatus::Active, .. } if step == "s3"),
+        "{err:?}"
+    );
+    assert_eq!(store.tasks(run).await.unwrap().len(), 2);
+}
+
+async fn first_failure_in_batch_order_wins(fx: Fixture) {
+    let store = &fx.store;
+    let run = started(store, "R").await;
+    let setup = vec![
+        created("s0", "1", TaskStatus::Ready, 1),
+        trigger("e", "1", 1),
+    ];
+    store.commit(batch(&run, setup)).await.unwrap();
+
+    // A fence the database checks (index 2) comes before a duplicate (index 3) and a fence
+    // the batch itself decides (index 5).
+    let changes = vec![
+        created("s1", "1", TaskStatus::Ready, 1),
+        moved("s1", 1, TaskStatus::Ready, TaskStatus::Active),
+        moved("s0", 1, TaskStatus::Active, TaskStatus::Success),
+        trigger("e", "1", 2),
+        created("s2", "1", TaskStatus::Ready, 1),
+        moved("s2", 1, TaskStatus::Active, TaskStatus::Success),
+    ];
+    let err = store.commit(batch(&run, changes)).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Fenced { step, .. } if step == "s0"),
+        "{err:?}"
+    );
+    let changes = vec![
+        trigger("f", "1", 2),
+        trigger("e", "1", 2),
+        moved("s0", 1, TaskStatus::Active, TaskStatus::Success),
+    ];
+    let err = store.commit(batch(&run, changes)).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Duplicate { what } if what == "trigger e[1] of run R recovery 0"),
+        "{err:?}"
+    );
+    let changes = vec![
+        moved("s0", 1, TaskStatus::Ready, TaskStatus::Active),
+        created("s0", "1", TaskStatus::Ready, 1),
+    ];
+    let err = store.commit(batch(&run, changes)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
+
+    let tasks = store.tasks(run.clone()).await.unwrap();
+    assert_eq!(statuses(&tasks), [("s0", TaskStatus::Ready)]);
+    assert_eq!(store.triggers(run).await.unwrap().len(), 1);
+}
+
+async fn run_lock_refuses_a_second_holder(fx: Fixture) {
+    let first = &fx.store;
+    let second = fx.open_again().await;
+    let guard = first.lock_run("R").await.unwrap();
+    assert_eq!(guard.run_id(), "R");
+    let err = second.lock_run("R").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::RunLocked { run_id } if run_id == "R"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "run R is already being run by another coordinator"
+    );
+    let err = first.lock_run("R").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::RunLocked { .. }),
+        "not even twice by one store"
+    );
+    let other = second.lock_run("other run").await.unwrap();
+
+    // Dropping the guard frees the run (on Postgres once the server notices, soon after).
+    drop(guard);
+    let taken = eventually(|| second.lock_run("R")).await;
+    taken.release().await;
+    let again = first
+        .lock_run("R")
+        .await
+        .expect("release frees the run at once");
+    drop((again, other));
+}
+
+/// Retries `attempt` for up to five seconds until it succeeds.
+async fn eventually<T, F>(attempt: impl Fn() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(e) if std::time::Instant::now() > deadline => panic!("still failing: {e:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn empty_batch_is_a_no_op(fx: Fixture) {
+    let store = &fx.store;
+    store.commit(batch(&key("ghost", 0), vec![])).await.unwrap();
+    let run = started(store, "R").await;
+    store.commit(batch(&run, vec![])).await.unwrap();
+    assert!(store.tasks(run).await.unwrap().is_empty());
+}
+
 // ---- SQLite only ---------------------------------------------------------------------------
 
 mod sqlite_only {
@@ -722,5 +980,241 @@ mod sqlite_only {
             .unwrap();
         let err = store.latest_run("flow").await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    }
+}
+
+// ---- Postgres only -------------------------------------------------------------------------
+
+mod postgres_only {
+    use super::*;
+
+    /// A fresh schema and two independent stores on it (as two processes would have).
+    async fn two_stores() -> Option<(Store, Store, PgSchema)> {
+        let schema = PgSchema::fresh(&common::pg_url()?);
+        let first = Store::open(&schema.location).await.expect("open");
+        let second = Store::open(&schema.location).await.expect("open again");
+        Some((first, second, schema))
+    }
+
+    /// The full text of an error and its causes.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = format!("{err} / {err:?}");
+        let mut cause = err.source();
+        while let Some(e) = cause {
+            text.push_str(&format!(" / {e} / {e:?}"));
+            cause = e.source();
+        }
+        text
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_stores_start_each_task_once() {
+        let Some((first, second, schema)) = two_stores().await else {
+            return;
+        };
+        let run = started(&first, "R").await;
+        let steps: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+        let create = steps
+            .iter()
+            .map(|s| created(s, "1", TaskStatus::Ready, 1))
+            .collect();
+        first.commit(batch(&run, create)).await.unwrap();
+
+        let racers: Vec<_> = steps
+            .iter()
+            .flat_map(|step| [first.clone(), second.clone()].map(|store| (store, step.clone())))
+            .map(|(store, step)| {
+                let start = batch(
+                    &run,
+                    vec![moved(&step, 1, TaskStatus::Ready, TaskStatus::Active)],
+                );
+                tokio::spawn(async move { (step, store.commit(start).await) })
+            })
+            .collect();
+        let mut wins = std::collections::HashMap::<String, u32>::new();
+        for racer in racers {
+            let (step, outcome) = racer.await.unwrap();
+            match outcome {
+                Ok(()) => *wins.entry(step).or_default() += 1,
+                Err(StoreError::Fenced { .. }) => {}
+                Err(e) => panic!("{step}: {e:?}"),
+            }
+        }
+        assert_eq!(wins.len(), steps.len(), "every task started");
+        assert!(wins.values().all(|&n| n == 1), "{wins:?}");
+        let tasks = second.tasks(run).await.unwrap();
+        assert!(tasks.iter().all(|t| t.status == TaskStatus::Active));
+        schema.drop_now().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_stores_writes_wake_a_subscriber() {
+        let Some((mine, theirs, schema)) = two_stores().await else {
+            return;
+        };
+        let quiet = Duration::from_millis(300);
+        let run = started(&mine, "R").await;
+        let mut wakes = mine.subscribe(run.clone()).await.unwrap();
+
+        let task = created("s1", "1", TaskStatus::Ready, 1);
+        mine.commit(batch(&run, vec![task])).await.unwrap();
+        let own = tokio::time::timeout(quiet, wakes.next()).await;
+        assert!(own.is_err(), "its own store's writes do not wake it");
+
+        let start = moved("s1", 1, TaskStatus::Ready, TaskStatus::Active);
+        theirs.commit(batch(&run, vec![start])).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wakes.next())
+            .await
+            .expect("another store's commit wakes it");
+
+        // A burst while nobody waits is one wake-up; a refused batch sends nothing.
+        for n in 2..5 {
+            let task = created(&format!("s{n}"), "1", TaskStatus::Ready, 1);
+            theirs.commit(batch(&run, vec![task])).await.unwrap();
+        }
+        tokio::time::sleep(quiet).await;
+        tokio::time::timeout(Duration::from_secs(5), wakes.next())
+            .await
+            .expect("the burst wakes it");
+        let refused = batch(&run, vec![created("s2", "1", TaskStatus::Ready, 1)]);
+        assert!(theirs.commit(refused).await.is_err());
+        let other = started(&theirs, "S").await;
+        theirs
+            .set_run_status(other, RunStatus::Success, 5)
+            .await
+            .unwrap();
+        let after = tokio::time::timeout(quiet, wakes.next()).await;
+        assert!(after.is_err(), "nothing for R since the burst");
+
+        theirs
+            .set_run_status(run, RunStatus::Success, 9)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wakes.next())
+            .await
+            .expect("a run status change wakes it");
+        schema.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_subscriptions_never_yield() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("store.db"));
+        let (mine, theirs) = (
+            Store::open(&location).await.unwrap(),
+            Store::open(&location).await.unwrap(),
+        );
+        let run = started(&mine, "R").await;
+        let mut wakes = mine.subscribe(run.clone()).await.unwrap();
+        theirs
+            .commit(batch(&run, vec![trigger("e", "1", 1)]))
+            .await
+            .unwrap();
+        let woken = tokio::time::timeout(Duration::from_millis(200), wakes.next()).await;
+        assert!(woken.is_err());
+    }
+
+    #[tokio::test]
+    async fn passwords_never_show() {
+        let secret = "s3cret-pw";
+        let unreachable = format!("postgres://eventor:{secret}@127.0.0.1:1/db?schema=x");
+        let location = StoreLocation::parse(&unreachable).unwrap();
+        let shown = format!("{location} {location:?}");
+        assert!(!shown.contains(secret) && shown.contains("****"), "{shown}");
+        let err = Store::open(&location)
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+        let text = chain(&err);
+        assert!(!text.contains(secret), "{text}");
+        assert!(text.contains("****"), "the error names the store: {text}");
+
+        // A server that trusts everyone accepts the password; the store still never shows it.
+        let Some(url) = common::pg_url() else {
+            return;
+        };
+        let schema = PgSchema::fresh(&url);
+        let StoreLocation::Postgres(pg) = schema.location.clone() else {
+            panic!("not postgres");
+        };
+        let with_password = StoreLocation::Postgres(pg.with_password(secret));
+        let store = Store::open(&with_password).await.unwrap();
+        let described = store.describe();
+        assert!(
+            !described.contains(secret) && described.contains("****"),
+            "{described}"
+        );
+        drop(store);
+        schema.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn open_creates_the_schema_once_for_racing_opens() {
+        let Some(url) = common::pg_url() else {
+            return;
+        };
+        let schema = PgSchema::fresh(&url);
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let location = schema.location.clone();
+                tokio::spawn(async move { Store::open(&location).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for open in opens {
+            stores.push(open.await.unwrap().expect("every racing open succeeds"));
+        }
+        started(&stores[0], "R").await;
+        assert_eq!(stores[3].run_history("R").await.unwrap().len(), 1);
+        drop(stores);
+        schema.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn opens_over_a_unix_socket() {
+        let (Ok(dir), Ok(port)) = (
+            std::env::var("EVENTOR_PG_SOCKET_DIR"),
+            std::env::var("EVENTOR_PG_PORT"),
+        ) else {
+            eprintln!("skipped: EVENTOR_PG_SOCKET_DIR or EVENTOR_PG_PORT is not set");
+            return;
+        };
+        let Some(url) = common::pg_url() else {
+            return;
+        };
+        let schema = PgSchema::fresh(&url);
+        let dir = dir.replace('/', "%2F");
+        let text = format!(
+            "postgres://postgres@{dir}:{port}/eventor?schema={}",
+            schema.name
+        );
+        let location = StoreLocation::parse(&text).unwrap();
+        let store = Store::open(&location).await.expect("open over the socket");
+        started(&store, "R").await;
+        assert_eq!(store.run_history("R").await.unwrap().len(), 1);
+        drop(store);
+        schema.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn schemas_keep_runs_apart() {
+        let Some(url) = common::pg_url() else {
+            return;
+        };
+        let (a, b) = (PgSchema::fresh(&url), PgSchema::fresh(&url));
+        let store_a = Store::open(&a.location).await.unwrap();
+        let store_b = Store::open(&b.location).await.unwrap();
+        started(&store_a, "R").await;
+        started(&store_b, "R").await;
+        let guard_a = store_a.lock_run("R").await.unwrap();
+        let guard_b = store_b
+            .lock_run("R")
+            .await
+            .expect("same run id, other schema");
+        assert_eq!(store_b.run_history("R").await.unwrap().len(), 1);
+        drop((guard_a, guard_b, store_a, store_b));
+        a.drop_now().await;
+        b.drop_now().await;
     }
 }

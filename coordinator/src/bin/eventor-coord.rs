@@ -217,20 +217,19 @@ fn parse_sequences(spec: &str) -> anyhow::Result<Vec<String>> {
 }
 
 fn parse_store(text: &str) -> anyhow::Result<StoreLocation> {
-    if let Some(path) = text.strip_prefix("sqlite:") {
-        anyhow::ensure!(!path.is_empty(), "--store sqlite: needs a path");
-        return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+    StoreLocation::parse(text).with_context(|| format!("--store {}", masked(text)))
+}
+
+/// The text of a store URL with any password replaced, for error messages.
+fn masked(text: &str) -> String {
+    match StoreLocation::parse(text) {
+        Ok(location) => location.to_string(),
+        Err(_) => text.split('@').next_back().unwrap_or(text).to_string(),
     }
-    if let Some((scheme, _)) = text.split_once("://") {
-        anyhow::bail!("--store: {scheme}:// stores are not supported yet (use an SQLite file)");
-    }
-    Ok(StoreLocation::Sqlite(PathBuf::from(text)))
 }
 
 fn describe(location: &StoreLocation) -> String {
-    match location {
-        StoreLocation::Sqlite(path) => format!("sqlite:{}", path.display()),
-    }
+    location.to_string()
 }
 
 fn init_logging(level: &str) {

@@ -63,7 +63,7 @@ impl ClosurePool {
         if self.jobs.send(job).is_err() {
             // Unreachable while the pool lives (workers never drop the receiver first), but
             // a task must never vanish without an end.
-            let outcome = failure("the closure pool has stopped".to_string());
+            let outcome = Outcome::failure("the closure pool has stopped".to_string());
             let _ = self
                 .shared
                 .events
@@ -127,7 +127,7 @@ fn run(job: &Job) -> Outcome {
     }));
     match result {
         Ok(result) => outcome_of(result),
-        Err(payload) => failure(format!("step panicked: {}", panic_message(&*payload))),
+        Err(payload) => Outcome::failure(format!("step panicked: {}", panic_message(&*payload))),
     }
 }
 
@@ -137,12 +137,4 @@ pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-text panic".to_string())
-}
-
-fn failure(error: String) -> Outcome {
-    Outcome {
-        success: false,
-        result: None,
-        error: Some(error),
-    }
 }

@@ -56,6 +56,17 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+impl Outcome {
+    /// A failed end with `error` as its reason.
+    pub fn failure(error: String) -> Outcome {
+        Outcome {
+            success: false,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// What the driver must do after committing the changes of the same turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {

@@ -1,20 +1,18 @@
 //! The executor: runs tasks (closures and commands) and reports back through a closed enum.
 //!
 //! The driver decides *what* starts; the executor only runs it and sends [`ExecEvent`]s on a
-//! bounded channel. Commands run in their own process group so that a timeout or a cancel
-//! stops the whole tree: SIGTERM to the group, a grace period, then SIGKILL.
+//! bounded channel. Commands run through [`super::command`], each in its own process group.
 
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::closure_pool::{panic_message, ClosurePool, Job};
+use super::command::{run_command, CommandSpec, OutputSink, OutputStream};
 use super::core::{Outcome, TaskId};
 use crate::step::{with_async_task, StepAction, StepResult, TaskContext};
 
@@ -82,16 +80,22 @@ impl Executor {
                 token: self.tracker.token(),
             }),
             StepAction::Command(command) => {
-                let run = CommandRun {
-                    task,
+                let spec = CommandSpec {
                     command: command.clone(),
-                    step: step.clone(),
-                    ctx,
-                    events: self.events.clone(),
-                    cancel: self.cancel.clone(),
+                    env: step.env.iter().cloned().chain(ctx.env_vars()).collect(),
+                    cwd: step.cwd.clone(),
+                    timeout: step.timeout,
                     kill_grace: self.kill_grace,
                 };
-                self.spawn_guarded(task, run.run());
+                let events = self.events.clone();
+                let cancel = self.cancel.clone();
+                let started = move |pid| async move {
+                    let _ = events.send(ExecEvent::Started { task, pid }).await;
+                };
+                let output = log_output(ctx);
+                self.spawn_guarded(task, async move {
+                    run_command(&spec, cancel, started, output).await
+                });
             }
         }
     }
@@ -121,7 +125,7 @@ impl Executor {
         self.tracker.spawn(async move {
             let outcome = tokio::spawn(runner)
                 .await
-                .unwrap_or_else(|e| failure(panic_text(e)));
+                .unwrap_or_else(|e| Outcome::failure(panic_text(e)));
             let _ = events.send(ExecEvent::Finished { task, outcome }).await;
         });
     }
@@ -141,7 +145,7 @@ pub(super) fn outcome_of(result: StepResult) -> Outcome {
             result: Some(value.to_string()),
             error: None,
         },
-        Err(error) => failure(error),
+        Err(error) => Outcome::failure(error),
     }
 }
 
@@ -152,209 +156,15 @@ fn panic_text(e: tokio::task::JoinError) -> String {
     }
 }
 
-/// One command task in flight.
-struct CommandRun {
-    task: TaskId,
-    command: String,
-    step: StepRuntime,
-    ctx: TaskContext,
-    events: mpsc::Sender<ExecEvent>,
-    cancel: CancellationToken,
-    kill_grace: Duration,
-}
-
-/// Why a command stopped before exiting by itself.
-enum Interrupt {
-    TimedOut(Duration),
-    Cancelled,
-}
-
-impl CommandRun {
-    async fn run(self) -> Outcome {
-        let mut child = match self.build().spawn() {
-            Ok(child) => child,
-            Err(e) => return failure(format!("cannot start `{}`: {e}", self.command)),
-        };
-        let pid = child.id().map(i64::from).unwrap_or(-1);
-        let _ = self
-            .events
-            .send(ExecEvent::Started {
-                task: self.task,
-                pid,
-            })
-            .await;
-        let readers = self.forward_output(&mut child);
-        let interrupted = tokio::select! {
-            status = child.wait() => Ok(status),
-            _ = sleep_or_forever(self.step.timeout) => Err(Interrupt::TimedOut(self.step.timeout.unwrap_or_default())),
-            _ = self.cancel.cancelled() => Err(Interrupt::Cancelled),
-        };
-        let outcome = match interrupted {
-            Ok(Ok(status)) => exit_outcome(status),
-            Ok(Err(e)) => failure(format!("cannot wait for `{}`: {e}", self.command)),
-            Err(why) => {
-                stop_group(&mut child, pid, self.kill_grace).await;
-                failure(match why {
-                    Interrupt::TimedOut(after) => {
-                        format!("timed out after {}", humantime::format_duration(after))
-                    }
-                    Interrupt::Cancelled => "cancelled".to_string(),
-                })
-            }
-        };
-        // A background grandchild may keep the pipes open; do not wait on it forever.
-        let _ = tokio::time::timeout(Duration::from_secs(1), readers).await;
-        outcome
-    }
-
-    fn build(&self) -> Command {
-        let mut cmd = match simple_argv(&self.command) {
-            Some(argv) => {
-                let mut cmd = Command::new(argv[0]);
-                cmd.args(&argv[1..]);
-                cmd
-            }
-            None => {
-                let mut cmd = Command::new("/bin/sh");
-                cmd.arg("-c").arg(&self.command);
-                cmd
-            }
-        };
-        cmd.envs(self.step.env.iter().map(|(k, v)| (k, v)))
-            .envs(self.ctx.env_vars())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        if let Some(cwd) = &self.step.cwd {
-            cmd.current_dir(cwd);
-        }
-        cmd
-    }
-
-    fn forward_output(
-        &self,
-        child: &mut tokio::process::Child,
-    ) -> impl std::future::Future<Output = ()> {
-        let out = child
-            .stdout
-            .take()
-            .map(|s| log_lines(s, self.ctx.clone(), "stdout"));
-        let err = child
-            .stderr
-            .take()
-            .map(|s| log_lines(s, self.ctx.clone(), "stderr"));
-        async move {
-            let out = async {
-                if let Some(f) = out {
-                    f.await
-                }
-            };
-            let err = async {
-                if let Some(f) = err {
-                    f.await
-                }
-            };
-            tokio::join!(out, err);
-        }
-    }
-}
-
-/// Splits a command that needs no shell (no quotes, globs, redirections, variables) into
-/// words, so it runs without the cost of starting `/bin/sh` first.
-fn simple_argv(command: &str) -> Option<Vec<&str>> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./,:+@%".contains(c);
-    let words: Vec<&str> = command.split_ascii_whitespace().collect();
-    let simple = !words.is_empty()
-        && words.iter().all(|w| w.chars().all(plain))
-        && command.chars().all(|c| plain(c) || c == ' ');
-    simple.then_some(words)
-}
-
-async fn log_lines(stream: impl AsyncRead + Unpin, ctx: TaskContext, stream_name: &'static str) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+/// Command output goes to the log, tagged with the task's step and sequence.
+fn log_output(ctx: TaskContext) -> OutputSink {
+    Arc::new(move |stream: OutputStream, line: String| {
         tracing::info!(
             target: "eventor::output",
             step = %ctx.step,
             sequence = %ctx.sequence,
-            stream = stream_name,
+            stream = stream.as_str(),
             "{line}"
         );
-    }
-}
-
-async fn sleep_or_forever(limit: Option<Duration>) {
-    match limit {
-        Some(limit) => tokio::time::sleep(limit).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// SIGTERM to the command's process group, then SIGKILL if it outlives the grace period.
-async fn stop_group(child: &mut tokio::process::Child, pid: i64, grace: Duration) {
-    use nix::sys::signal::{killpg, Signal};
-    use nix::unistd::Pid;
-    if pid <= 0 {
-        return;
-    }
-    let group = Pid::from_raw(pid as i32);
-    let _ = killpg(group, Signal::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = child.wait().await;
-    }
-    // Children of the group that ignored SIGTERM must not outlive the task either.
-    let _ = killpg(group, Signal::SIGKILL);
-}
-
-fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(0), _) => Outcome {
-            success: true,
-            result: Some("0".to_string()),
-            error: None,
-        },
-        (Some(code), _) => Outcome {
-            success: false,
-            result: Some(code.to_string()),
-            error: Some(format!("exited with status {code}")),
-        },
-        (None, Some(signal)) => failure(format!("killed by signal {signal}")),
-        (None, None) => failure("ended without a status".to_string()),
-    }
-}
-
-fn failure(error: String) -> Outcome {
-    Outcome {
-        success: false,
-        result: None,
-        error: Some(error),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::simple_argv;
-
-    #[test]
-    fn only_plain_words_skip_the_shell() {
-        assert_eq!(simple_argv("true"), Some(vec!["true"]));
-        assert_eq!(
-            simple_argv("/bin/echo a-b c"),
-            Some(vec!["/bin/echo", "a-b", "c"])
-        );
-        for needs_shell in [
-            "echo $HOME",
-            "a > b",
-            "a | b",
-            "X=1 cmd",
-            "echo 'x y'",
-            "a; b",
-            "",
-        ] {
-            assert_eq!(simple_argv(needs_shell), None, "{needs_shell}");
-        }
-    }
+    })
 }

@@ -2,6 +2,7 @@
 //! tasks, and the tokio driver that ties them to the store.
 
 mod closure_pool;
+pub mod command;
 pub mod core;
 pub mod driver;
 pub mod executor;

@@ -1,48 +1,14 @@
 //! Reads of the SQLite backend: runs, tasks, triggers and delays turned back into records.
 //!
-//! Rows are loaded as plain tuples and converted here, so text enums go through the `FromStr`
-//! impls of `types.rs` and anything unexpected in the file becomes [`StoreError::Corrupt`].
-
-use std::sync::Arc;
+//! Rows are loaded as plain tuples and converted by `rows.rs`, so text enums go through the
+//! `FromStr` impls of `types.rs` and anything unexpected in the file becomes
+//! [`StoreError::Corrupt`].
 
 use diesel::prelude::*;
 
+use crate::rows::*;
 use crate::schema::{delays, runs, tasks, triggers};
 use crate::types::*;
-
-type RunRow = (
-    String,
-    i32,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Micros,
-    Option<Micros>,
-);
-
-const RUN_COLUMNS: (
-    runs::run_id,
-    runs::recovery,
-    runs::name,
-    runs::mode,
-    runs::status,
-    runs::host,
-    runs::program,
-    runs::started_at,
-    runs::ended_at,
-) = (
-    runs::run_id,
-    runs::recovery,
-    runs::name,
-    runs::mode,
-    runs::status,
-    runs::host,
-    runs::program,
-    runs::started_at,
-    runs::ended_at,
-);
 
 /// The newest run of the flow `name`: highest `started_at`, then highest recovery.
 pub(super) fn latest_run(
@@ -73,37 +39,6 @@ pub(super) fn run_history(
         .collect()
 }
 
-fn run_record(row: RunRow) -> Result<RunRecord, StoreError> {
-    let (run_id, recovery, name, mode, status, host, program, started_at, ended_at) = row;
-    Ok(RunRecord {
-        key: RunKey {
-            run_id: Arc::from(run_id),
-            recovery,
-        },
-        name,
-        mode: mode.parse()?,
-        status: status.parse()?,
-        host,
-        program,
-        started_at,
-        ended_at,
-    })
-}
-
-type TaskRow = (
-    i64,
-    String,
-    String,
-    String,
-    i32,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Micros,
-    Micros,
-);
-
 /// Every task of one run recovery, in creation order.
 pub(super) fn tasks(
     conn: &mut SqliteConnection,
@@ -132,24 +67,6 @@ pub(super) fn tasks(
         .collect()
 }
 
-fn task_record(row: TaskRow) -> Result<TaskRecord, StoreError> {
-    let (id, step, sequence, status, attempt, host, pid, result, error, created_at, updated_at) =
-        row;
-    Ok(TaskRecord {
-        id,
-        step,
-        sequence,
-        status: status.parse()?,
-        attempt,
-        host,
-        pid,
-        result,
-        error,
-        created_at,
-        updated_at,
-    })
-}
-
 /// Every trigger of one run recovery, in firing order.
 pub(super) fn triggers(
     conn: &mut SqliteConnection,
@@ -165,16 +82,8 @@ pub(super) fn triggers(
             triggers::sequence,
             triggers::created_at,
         ))
-        .load::<(i64, String, String, Micros)>(conn)?;
-    let records = rows
-        .into_iter()
-        .map(|(id, event, sequence, created_at)| TriggerRecord {
-            id,
-            event,
-            sequence,
-            created_at,
-        });
-    Ok(records.collect())
+        .load::<TriggerRow>(conn)?;
+    Ok(rows.into_iter().map(trigger_record).collect())
 }
 
 /// Every delay of one run recovery, in arming order.
@@ -194,17 +103,6 @@ pub(super) fn delays(
             delays::fired,
             delays::created_at,
         ))
-        .load::<(i64, i32, String, Micros, bool, Micros)>(conn)?;
-    let records =
-        rows.into_iter().map(
-            |(id, assoc, sequence, due_at, fired, created_at)| DelayRecord {
-                id,
-                assoc,
-                sequence,
-                due_at,
-                fired,
-                created_at,
-            },
-        );
-    Ok(records.collect())
+        .load::<DelayRow>(conn)?;
+    Ok(rows.into_iter().map(delay_record).collect())
 }

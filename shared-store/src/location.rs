@@ -1,0 +1,483 @@
+//! Where a store lives: `--store` text parsed into a [`StoreLocation`], and shown again
+//! without its password.
+//!
+//! Accepted forms:
+//! - `postgres://[user[:password]@][host][:port][/database][?schema=NAME&sslmode=MODE]`
+//!   (also `postgresql://`). Defaults: host `localhost`, port 5432, user `postgres`, database
+//!   the user's name, schema [`DEFAULT_SCHEMA`]. A host that starts with `/` (written
+//!   `%2F…`) is a Unix socket directory. Only `sslmode=disable|allow|prefer` is accepted:
+//!   the client speaks no TLS.
+//! - `sqlite:PATH` (also `sqlite://PATH`), or a bare path: an SQLite file.
+//!
+//! The password is kept private to the crate. [`Display`](fmt::Display) and
+//! [`Debug`](fmt::Debug) show it as `****`, and no [`LocationError`] ever quotes it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The schema a Postgres store uses when its URL names none. Not `public`: eventor's tables
+/// then stay out of the way of whatever else lives in the database, and `DROP SCHEMA eventor
+/// CASCADE` removes exactly them.
+pub const DEFAULT_SCHEMA: &str = "eventor";
+
+const DEFAULT_PORT: u16 = 5432;
+const DEFAULT_HOST: &str = "localhost";
+const DEFAULT_USER: &str = "postgres";
+/// Postgres truncates longer identifiers; refusing them keeps the schema name exact.
+const MAX_IDENTIFIER_BYTES: usize = 63;
+const MASK: &str = "****";
+
+/// Where a store lives. Parsed from `--store` by the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite database file (created if missing).
+    Sqlite(PathBuf),
+    /// A schema in a Postgres database (created, with its tables, if missing).
+    Postgres(PgLocation),
+}
+
+/// A Postgres store: server, credentials and the schema holding eventor's tables.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgLocation {
+    /// A host name or address, or a Unix socket directory (starting with `/`).
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub schema: String,
+    /// Only the URL's password; `PGPASSWORD` and `~/.pgpass` are consulted when connecting.
+    password: Option<String>,
+}
+
+/// Why `--store` text is not a store location. Never contains the URL's password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    #[error("store location is empty")]
+    Empty,
+    #[error("sqlite: needs a path")]
+    EmptyPath,
+    #[error("unsupported store scheme {0}:// (use postgres://, sqlite:PATH or a file path)")]
+    Scheme(String),
+    #[error("invalid postgres url: {0}")]
+    Url(String),
+    #[error("unknown postgres url parameter {0:?} (known: schema, sslmode)")]
+    UnknownParameter(String),
+    #[error("sslmode={0} needs TLS, which eventor's postgres client does not speak")]
+    Tls(String),
+    #[error("invalid schema name {0:?}: it must be 1 to 63 bytes without NUL")]
+    Schema(String),
+}
+
+impl StoreLocation {
+    /// Parses `--store` text: a `postgres://` URL, `sqlite:PATH`, or a bare path.
+    pub fn parse(text: &str) -> Result<StoreLocation, LocationError> {
+        if text.is_empty() {
+            return Err(LocationError::Empty);
+        }
+        if let Some(rest) = strip_scheme(text, &["postgres", "postgresql"]) {
+            return PgLocation::parse_url_tail(rest).map(StoreLocation::Postgres);
+        }
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(LocationError::EmptyPath);
+            }
+            return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(LocationError::Scheme(scheme.to_owned()));
+        }
+        Ok(StoreLocation::Sqlite(PathBuf::from(text)))
+    }
+}
+
+impl FromStr for StoreLocation {
+    type Err = LocationError;
+    fn from_str(text: &str) -> Result<Self, LocationError> {
+        StoreLocation::parse(text)
+    }
+}
+
+/// `sqlite:PATH` or the Postgres URL with its password masked.
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreLocation::Postgres(pg) => pg.fmt(f),
+        }
+    }
+}
+
+/// The tail of `scheme://…` when `text` starts with one of `schemes` (case-insensitively).
+fn strip_scheme<'t>(text: &'t str, schemes: &[&str]) -> Option<&'t str> {
+    let (scheme, rest) = text.split_once("://")?;
+    schemes
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme))
+        .then_some(rest)
+}
+
+impl PgLocation {
+    /// A location with the default schema and no password (for configs that list parts).
+    pub fn new(host: &str, port: u16, user: &str, database: &str) -> PgLocation {
+        PgLocation {
+            host: host.to_owned(),
+            port,
+            user: user.to_owned(),
+            database: database.to_owned(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            password: None,
+        }
+    }
+
+    /// The same location with an explicit password (it wins over `PGPASSWORD` and `.pgpass`).
+    pub fn with_password(mut self, password: &str) -> PgLocation {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// Whether the location itself carries a password (shown masked, never readable).
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// The password given with the location, for the connector only.
+    pub(crate) fn url_password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// Parses what follows `postgres://`.
+    fn parse_url_tail(tail: &str) -> Result<PgLocation, LocationError> {
+        if tail.contains('#') {
+            return Err(url_error("fragments (#…) are not allowed"));
+        }
+        let (main, query) = tail.split_once('?').unwrap_or((tail, ""));
+        let (authority, path) = main.split_once('/').unwrap_or((main, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let (user, password) = parse_userinfo(userinfo)?;
+        let (host, port) = parse_hostport(hostport)?;
+        let database = match decode(path, "database")? {
+            name if name.is_empty() => user.clone(),
+            name => name,
+        };
+        let mut location = PgLocation {
+            host,
+            port,
+            user,
+            database,
+            schema: DEFAULT_SCHEMA.to_owned(),
+            password,
+        };
+        location.apply_query(query)?;
+        Ok(location)
+    }
+
+    /// Applies `schema=…&sslmode=…`; anything else is refused rather than silently ignored.
+    fn apply_query(&mut self, query: &str) -> Result<(), LocationError> {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = decode(key, "parameter name")?;
+            let value = decode(value, "parameter value")?;
+            match key.as_str() {
+                "schema" => self.schema = valid_schema(value)?,
+                "sslmode" => check_sslmode(value)?,
+                _ => return Err(LocationError::UnknownParameter(key)),
+            }
+        }
+        Ok(())
+    }
+
+    /// How the location reads in logs: the URL, any password shown as `****`.
+    fn write_url(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "postgres://{}", encode(&self.user))?;
+        if self.password.is_some() {
+            write!(f, ":{MASK}")?;
+        }
+        if self.host.contains(':') {
+            // An IPv6 address: brackets keep its colons apart from the port's.
+            write!(f, "@[{}]", self.host)?;
+        } else {
+            write!(f, "@{}", encode(&self.host))?;
+        }
+        write!(
+            f,
+            ":{}/{}?schema={}",
+            self.port,
+            encode(&self.database),
+            encode(&self.schema)
+        )
+    }
+}
+
+impl fmt::Display for PgLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_url(f)
+    }
+}
+
+impl fmt::Debug for PgLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgLocation")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("schema", &self.schema)
+            .field("password", &self.password.as_ref().map(|_| MASK))
+            .finish()
+    }
+}
+
+fn url_error(reason: &str) -> LocationError {
+    LocationError::Url(reason.to_owned())
+}
+
+/// `user[:password]`; the password's own errors never quote it.
+fn parse_userinfo(userinfo: Option<&str>) -> Result<(String, Option<String>), LocationError> {
+    let Some(userinfo) = userinfo else {
+        return Ok((DEFAULT_USER.to_owned(), None));
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (userinfo, None),
+    };
+    let user = match decode(user, "user name")? {
+        name if name.is_empty() => DEFAULT_USER.to_owned(),
+        name => name,
+    };
+    let password = password.map(|p| decode(p, "password")).transpose()?;
+    Ok((user, password))
+}
+
+/// `host[:port]`, `[v6addr][:port]` or nothing (the defaults).
+fn parse_hostport(hostport: &str) -> Result<(String, u16), LocationError> {
+    if hostport.contains(',') {
+        return Err(url_error("several hosts are not supported"));
+    }
+    let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| url_error("unclosed [ in host"))?;
+        let port = match after {
+            "" => None,
+            after => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| url_error("junk after ]"))?,
+            ),
+        };
+        (host.to_owned(), port)
+    } else {
+        match hostport.split_once(':') {
+            Some((host, port)) => (decode(host, "host")?, Some(port)),
+            None => (decode(hostport, "host")?, None),
+        }
+    };
+    let host = if host.is_empty() {
+        DEFAULT_HOST.to_owned()
+    } else {
+        host
+    };
+    Ok((host, parse_port(port)?))
+}
+
+fn parse_port(port: Option<&str>) -> Result<u16, LocationError> {
+    match port {
+        None | Some("") => Ok(DEFAULT_PORT),
+        Some(text) => text.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+            LocationError::Url(format!("port {text:?} is not a number in 1..65535"))
+        }),
+    }
+}
+
+fn valid_schema(name: String) -> Result<String, LocationError> {
+    if name.is_empty() || name.len() > MAX_IDENTIFIER_BYTES || name.contains('\0') {
+        return Err(LocationError::Schema(name));
+    }
+    Ok(name)
+}
+
+fn check_sslmode(mode: String) -> Result<(), LocationError> {
+    match mode.as_str() {
+        "disable" | "allow" | "prefer" => Ok(()),
+        _ => Err(LocationError::Tls(mode)),
+    }
+}
+
+/// Percent-decodes one URL part; `what` names the part in the error (never its text).
+fn decode(text: &str, what: &str) -> Result<String, LocationError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| LocationError::Url(format!("bad %-escape in the {what}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| LocationError::Url(format!("the {what} is not UTF-8")))
+}
+
+/// Percent-encodes what would not read back as the same URL part.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg(text: &str) -> PgLocation {
+        match StoreLocation::parse(text) {
+            Ok(StoreLocation::Postgres(pg)) => pg,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_postgres_url() {
+        let loc = pg("postgres://alice:s3cret@db.example:6543/runs?schema=ev_1");
+        assert_eq!(
+            (loc.host.as_str(), loc.port, loc.user.as_str()),
+            ("db.example", 6543, "alice")
+        );
+        assert_eq!(
+            (loc.database.as_str(), loc.schema.as_str()),
+            ("runs", "ev_1")
+        );
+        assert_eq!(loc.url_password(), Some("s3cret"));
+        assert!(loc.has_password());
+    }
+
+    #[test]
+    fn defaults_and_postgresql_scheme() {
+        let loc = pg("postgresql://");
+        assert_eq!(
+            loc,
+            PgLocation::new("localhost", 5432, "postgres", "postgres")
+        );
+        assert_eq!(loc.schema, DEFAULT_SCHEMA);
+        let loc = pg("POSTGRES://bob@h");
+        assert_eq!((loc.user.as_str(), loc.database.as_str()), ("bob", "bob"));
+        assert_eq!(loc.url_password(), None);
+    }
+
+    #[test]
+    fn percent_escapes_ipv6_and_sockets() {
+        let loc = pg("postgres://u%40x:p%3Aw%2F@[::1]:5433/d%20b?schema=my%20schema");
+        assert_eq!((loc.user.as_str(), loc.host.as_str()), ("u@x", "::1"));
+        assert_eq!(loc.url_password(), Some("p:w/"));
+        assert_eq!(
+            (loc.database.as_str(), loc.schema.as_str()),
+            ("d b", "my schema")
+        );
+        let loc = pg("postgres://u@%2Fvar%2Frun%2Fpostgresql/db");
+        assert_eq!(loc.host, "/var/run/postgresql");
+    }
+
+    #[test]
+    fn display_masks_and_reads_back() {
+        let text = "postgres://u%40x:hunter2@[::1]:5433/d%20b?schema=s%2F1";
+        let loc = pg(text);
+        let shown = loc.to_string();
+        assert_eq!(shown, "postgres://u%40x:****@[::1]:5433/d%20b?schema=s%2F1");
+        let again = pg(&shown);
+        assert_eq!(again.clone().with_password("hunter2"), loc);
+        let plain = pg("postgres://u@h/d").to_string();
+        assert_eq!(plain, "postgres://u@h:5432/d?schema=eventor");
+        assert_eq!(
+            StoreLocation::Postgres(loc).to_string(),
+            shown,
+            "StoreLocation shows the same"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let loc = StoreLocation::parse("postgres://u:hunter2@h/d").unwrap();
+        let debug = format!("{loc:?} {loc:#?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("****"), "{debug}");
+    }
+
+    #[test]
+    fn errors_never_quote_the_password() {
+        let bad = [
+            "postgres://u:hun%ZZter2@h/d",
+            "postgres://u:hunter2@h:99999/d",
+            "postgres://u:hunter2@h/d?sslmode=require",
+            "postgres://u:hunter2@h/d?password=hunter2",
+            "postgres://u:hunter2@h1,h2/d",
+            "postgres://u:hunter2@h/d#frag",
+            "postgres://u:hunter2@[::1/d",
+            "postgres://u:%FF%FEhunter2@h/d",
+        ];
+        for text in bad {
+            let err = StoreLocation::parse(text).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("hunter2"), "{text}: {shown}");
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let err = |t: &str| StoreLocation::parse(t).unwrap_err();
+        assert_eq!(err(""), LocationError::Empty);
+        assert_eq!(err("sqlite:"), LocationError::EmptyPath);
+        assert_eq!(err("mysql://h/d"), LocationError::Scheme("mysql".into()));
+        assert_eq!(
+            err("postgres://h/d?sslmode=verify-full"),
+            LocationError::Tls("verify-full".into())
+        );
+        assert_eq!(
+            err("postgres://h/d?x=1"),
+            LocationError::UnknownParameter("x".into())
+        );
+        assert!(matches!(err("postgres://h:0/d"), LocationError::Url(_)));
+        assert!(matches!(
+            err("postgres://h/d?schema="),
+            LocationError::Schema(_)
+        ));
+        let long = format!("postgres://h/d?schema={}", "s".repeat(64));
+        assert!(matches!(err(&long), LocationError::Schema(_)));
+        assert!(StoreLocation::parse("postgres://h/d?sslmode=disable&schema=x").is_ok());
+    }
+
+    #[test]
+    fn sqlite_forms() {
+        let sqlite = |t: &str| StoreLocation::parse(t).unwrap();
+        assert_eq!(sqlite("runs.db"), StoreLocation::Sqlite("runs.db".into()));
+        assert_eq!(
+            sqlite("sqlite:a/b.db"),
+            StoreLocation::Sqlite("a/b.db".into())
+        );
+        assert_eq!(
+            sqlite("sqlite:///abs.db"),
+            StoreLocation::Sqlite("/abs.db".into())
+        );
+        assert_eq!(
+            "x.db".parse::<StoreLocation>().unwrap().to_string(),
+            "sqlite:x.db"
+        );
+    }
+}

@@ -1,0 +1,512 @@
+//! The Postgres backend: a schema in a shared database, written by every coordinator and agent
+//! of a cluster through diesel-async over tokio-postgres (no libpq).
+//!
+//! # Commits
+//! A write (a batch, a new run, a run status) is one transaction on one pooled connection:
+//!
+//! 1. `BEGIN; SELECT pg_advisory_xact_lock(COMMIT, hash(schema, run_id))` (one round trip,
+//!    which also asks for custom plans, see 3.) — writes to one run queue up behind each
+//!    other. Every row a batch touches belongs to its run, so two batches can never deadlock
+//!    over rows, and a fenced update never waits on another one's row lock.
+//! 2. One statement inserts the write's **batch id** into `batches`, queues
+//!    `pg_notify(channel, payload)` (sent only if the transaction commits) and tells whether
+//!    the run exists.
+//! 3. The work. A batch is first *planned* (`plan.rs`): each row's changes fold into one
+//!    insert or one fenced update, so a batch of any size costs at most five set-based
+//!    statements (`INSERT … SELECT FROM unnest($arrays) ON CONFLICT DO NOTHING`, `UPDATE …
+//!    FROM unnest(…) WHERE status = expected AND attempt = expected`), each answering with
+//!    the rows it refused. The refusal with the lowest change index is reported — the one
+//!    applying the changes one by one would have met first — and the transaction rolls back.
+//!    The statements have fixed text (`stmt.rs`), so each is prepared once per connection,
+//!    and they join on the run's key as a column, not a constant, so a new run without
+//!    planner statistics is not mistaken for a tiny one and scanned whole for every row. For
+//!    the same reason plans are made for each execution, with the batch's actual size, never
+//!    from a generic plan cached while the run was small.
+//! 4. `COMMIT`. A one-change commit is four round trips; the fsync of its COMMIT dominates.
+//!
+//! # Fencing
+//! Exactly the SQLite contract: a task moves only from the status and attempt its change
+//! names, checked by the `UPDATE`'s `WHERE` (or, for a row the batch created itself, by the
+//! plan). Two coordinators or agents racing on one task serialize on the run lock; the second
+//! finds the row moved and gets [`StoreError::Fenced`]. Duplicates come from `ON CONFLICT DO
+//! NOTHING` returning fewer rows than it was given, never from parsing an error message.
+//!
+//! # Retries
+//! Each operation gets a budget ([`PgOptions`]). A serialization failure (40001) or a
+//! deadlock (recognized by its message: diesel-async hides SQLSTATE 40P01) reruns the whole
+//! transaction after a short randomized wait, at most `conflict_retries` times, then
+//! [`StoreError::Conflict`]. Neither happens between eventor's own writers (see 1.); they are
+//! there for foreign writers and stricter isolation levels.
+//!
+//! # Reconnects
+//! A failure on the wire (or any unexplained error after which `SELECT 1` fails too) drops
+//! the connection and every idle one, logs `store connection lost, reconnecting in 200ms` and
+//! retries on a fresh connection, waiting 200 ms, then twice as long each time up to 5 s,
+//! until `reconnect_for` has passed since the outage began ([`StoreError::Unavailable`]).
+//!
+//! The danger is a COMMIT that reached the server but whose answer did not come back: trying
+//! the batch again would apply it twice (or fail it as a duplicate of itself). The batch id
+//! settles it. The retry inserts the same id first: if the lost attempt committed, the id is
+//! there and the retry stops with success; if the lost attempt is still alive on the server
+//! (it has not noticed its client is gone), the retry waits on its run lock and then its id,
+//! and sees the same; if it rolled back, the retry applies the batch as new. So a batch is
+//! applied exactly once, provably, not by guessing from `Duplicate`/`Fenced` errors. Reads are
+//! simply repeated. Batch ids older than a day are pruned when a store opens.
+//!
+//! # Notifications
+//! Every write notifies `eventor_<hex hash of schema and run id>` with
+//! `"<origin> <recovery> <run id>"`, where origin identifies the writing store handle. A
+//! [`Subscription`](crate::Subscription) LISTENs on that channel on a tokio-postgres session
+//! of its own (`listen.rs`) and wakes on payloads for its run from other handles; its own
+//! writes do not wake it. Wake-ups coalesce, and after a reconnect it wakes once, since
+//! notifications sent while it was away are gone: a woken engine re-scans the store.
+//!
+//! # The run lock
+//! [`Store::lock_run`](crate::Store::lock_run) takes `pg_try_advisory_lock(RUN, hash(schema, run_id))` on a session
+//! of its own, held until the guard is released or dropped (closing the session releases
+//! it). If that session drops, it reconnects and takes the lock again; should another session
+//! have taken it in between, the guard reports it lost.
+//!
+//! # What it leaves out
+//! - TLS: the client speaks none (`sslmode=require` is refused when parsing the URL).
+//! - Several hosts, failover and read replicas.
+//! - Pipelining the statements of one write: at most eight round trips per commit are cheap
+//!   next to its fsync, and diesel-async does not promise the order of pipelined queries.
+//! - Task claims by competing agents (`FOR UPDATE SKIP LOCKED`): the store has no claim
+//!   operation yet; when agents claim tasks, it belongs here, beside the fenced updates.
+//! - Deleting runs: rows stay until someone drops them; only batch ids are pruned.
+//! - A run lock that survives a server restart without a gap: between the drop and the
+//!   re-lock another coordinator could take it (it is then reported lost, and fencing still
+//!   keeps both from moving the same task twice).
+
+mod connect;
+mod listen;
+mod migrate;
+mod plan;
+mod read;
+mod retry;
+mod stmt;
+mod write;
+
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+
+pub(crate) use listen::{Listener, RunLock};
+
+use connect::{ConnectError, Connector, Pool};
+use retry::{Failure, Tries};
+use write::{Write, WriteCx};
+
+use crate::location::PgLocation;
+use crate::types::*;
+
+/// Advisory lock classes (the first key of the two-key form), one per use, so a run's commit
+/// lock, its run lock and a schema's migration lock never meet.
+const COMMIT_LOCK_CLASS: i32 = 0x4556_0001;
+pub(crate) const RUN_LOCK_CLASS: i32 = 0x4556_0002;
+pub(crate) const MIGRATE_LOCK_CLASS: i32 = 0x4556_0003;
+
+/// One try of an operation on a pooled connection.
+type Attempt<'c, R> = Pin<Box<dyn Future<Output = Result<R, Failure>> + Send + 'c>>;
+
+/// How long `SELECT 1` may take before a connection counts as dead.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tuning for the Postgres backend.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections the store's operations share (each operation uses one).
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    /// Idle time before TCP keepalives probe a silent server.
+    pub keepalives_idle: Duration,
+    /// How long an operation keeps reconnecting before it fails with
+    /// [`StoreError::Unavailable`].
+    pub reconnect_for: Duration,
+    /// How often a transaction that hit a serialization failure or deadlock runs again.
+    pub conflict_retries: u32,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(10),
+            keepalives_idle: Duration::from_secs(30),
+            reconnect_for: Duration::from_secs(60),
+            conflict_retries: 5,
+        }
+    }
+}
+
+/// A Postgres store: a small connection pool; clones share it.
+#[derive(Clone)]
+pub struct PgStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    location: PgLocation,
+    pool: Pool,
+    options: PgOptions,
+    /// This handle's id in batch ids and notifications.
+    origin: u64,
+    next_batch: AtomicU64,
+}
+
+impl PgStore {
+    /// Connects, creates the schema if missing and runs pending migrations.
+    pub async fn open(location: &PgLocation, options: PgOptions) -> Result<PgStore, StoreError> {
+        let connector = Arc::new(Connector::new(location, &options));
+        let store = connector.describe().to_owned();
+        let conn = connector
+            .diesel()
+            .await
+            .map_err(|e| open_error(&store, e))?;
+        let migrate_key = lock_key(connector.schema(), "");
+        let conn = migrate::prepare(conn, connector.schema(), migrate_key, &store).await?;
+        let pool = Pool::new(connector, options.pool_size, conn);
+        let shared = Shared {
+            location: location.clone(),
+            pool,
+            options,
+            origin: random_u64(),
+            next_batch: AtomicU64::new(0),
+        };
+        Ok(PgStore {
+            shared: Arc::new(shared),
+        })
+    }
+
+    pub fn location(&self) -> &PgLocation {
+        &self.shared.location
+    }
+
+    pub async fn begin_run(&self, run: NewRun) -> Result<(), StoreError> {
+        let key = run.key.clone();
+        self.write(&key, Write::BeginRun(run)).await
+    }
+
+    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.changes.is_empty() {
+            return Ok(());
+        }
+        let run = batch.run.clone();
+        self.write(&run, Write::Commit(batch)).await
+    }
+
+    pub async fn set_run_status(
+        &self,
+        run: RunKey,
+        status: RunStatus,
+        at: Micros,
+    ) -> Result<(), StoreError> {
+        self.write(&run, Write::RunStatus(status, at)).await
+    }
+
+    pub async fn latest_run(&self, name: String) -> Result<Option<RunRecord>, StoreError> {
+        let name: Arc<str> = name.into();
+        self.retry(move |conn| {
+            let name = name.clone();
+            Box::pin(async move { read::latest_run(conn, &name).await })
+        })
+        .await
+    }
+
+    pub async fn run_history(&self, run_id: String) -> Result<Vec<RunRecord>, StoreError> {
+        let run_id: Arc<str> = run_id.into();
+        self.retry(move |conn| {
+            let run_id = run_id.clone();
+            Box::pin(async move { read::run_history(conn, &run_id).await })
+        })
+        .await
+    }
+
+    pub async fn tasks(&self, run: RunKey) -> Result<Vec<TaskRecord>, StoreError> {
+        self.retry(move |conn| {
+            let run = run.clone();
+            Box::pin(async move { read::tasks(conn, &run).await })
+        })
+        .await
+    }
+
+    pub async fn triggers(&self, run: RunKey) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.retry(move |conn| {
+            let run = run.clone();
+            Box::pin(async move { read::triggers(conn, &run).await })
+        })
+        .await
+    }
+
+    pub async fn delays(&self, run: RunKey) -> Result<Vec<DelayRecord>, StoreError> {
+        self.retry(move |conn| {
+            let run = run.clone();
+            Box::pin(async move { read::delays(conn, &run).await })
+        })
+        .await
+    }
+
+    /// Takes the run's advisory lock on a session of its own (see the module essay).
+    pub(crate) async fn lock_run(&self, run_id: &str) -> Result<RunLock, StoreError> {
+        let connector = self.shared.pool.connector().clone();
+        let key = lock_key(connector.schema(), run_id);
+        RunLock::acquire(connector, run_id, key).await
+    }
+
+    /// LISTENs for other handles' writes to `run`.
+    pub(crate) async fn subscribe(&self, run: RunKey) -> Result<Listener, StoreError> {
+        let connector = self.shared.pool.connector().clone();
+        let channel = channel_name(connector.schema(), &run.run_id);
+        let filter = listen::Filter {
+            origin: self.shared.origin,
+            run,
+        };
+        Listener::start(connector, channel, filter).await
+    }
+
+    fn describe(&self) -> &str {
+        self.shared.pool.connector().describe()
+    }
+
+    /// One write transaction, retried as the module essay says. The batch id is drawn once,
+    /// here, so every retry of this write carries the same one.
+    async fn write(&self, run: &RunKey, write: Write) -> Result<(), StoreError> {
+        self.write_job(Arc::new((self.write_cx(run), write))).await
+    }
+
+    async fn write_job(&self, job: Arc<(WriteCx, Write)>) -> Result<(), StoreError> {
+        self.retry(move |conn| {
+            let job = job.clone();
+            Box::pin(async move { write::write_once(conn, &job.0, &job.1).await })
+        })
+        .await
+    }
+
+    fn write_cx(&self, run: &RunKey) -> WriteCx {
+        let shared = &self.shared;
+        let schema = shared.pool.connector().schema();
+        let key = lock_key(schema, &run.run_id);
+        let serial = shared.next_batch.fetch_add(1, Ordering::Relaxed);
+        WriteCx {
+            // Custom plans: a generic plan, made once while a run's rows were few, would
+            // go on scanning them all (hash join) long after they have grown many.
+            begin: format!(
+                "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; \
+                 SELECT pg_advisory_xact_lock({COMMIT_LOCK_CLASS}, {key})"
+            ),
+            batch_id: format!("{:016x}-{serial}", shared.origin),
+            run: run.clone(),
+            channel: channel_name(schema, &run.run_id),
+            payload: listen::payload(shared.origin, run),
+        }
+    }
+
+    /// Runs `op` until it succeeds, is refused, or runs out of retries.
+    async fn retry<R>(
+        &self,
+        op: impl for<'c> Fn(&'c mut AsyncPgConnection) -> Attempt<'c, R>,
+    ) -> Result<R, StoreError> {
+        let mut tries = Tries::new(&self.shared.options);
+        loop {
+            let wait = match self.attempt(&op).await {
+                Ok(value) => {
+                    tries.succeeded(self.describe());
+                    return Ok(value);
+                }
+                Err(Failure::Refused(e)) => return Err(e),
+                Err(Failure::Other(e)) => return Err(StoreError::Query(Box::new(e))),
+                Err(Failure::Conflict(e)) => tries.conflict(e)?,
+                Err(Failure::Lost(e)) => tries.lost(e, self.describe())?,
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One try of `op` on one pooled connection. The connection goes back to the pool
+    /// unless it is dead; an unexplained error on a dead connection counts as a lost one.
+    async fn attempt<R>(
+        &self,
+        op: &impl for<'c> Fn(&'c mut AsyncPgConnection) -> Attempt<'c, R>,
+    ) -> Result<R, Failure> {
+        let pool = &self.shared.pool;
+        let _permit = pool.permit().await?;
+        let mut conn = pool.take().await.map_err(|e| self.connect_failure(e))?;
+        let result = op(&mut conn).await;
+        let alive = match &result {
+            Err(Failure::Lost(_)) => false,
+            Err(Failure::Other(_)) => responds(&mut conn).await,
+            _ => true,
+        };
+        if alive {
+            pool.put_back(conn);
+            return result;
+        }
+        pool.forget_idle();
+        result.map_err(|failure| match failure {
+            Failure::Other(e) => Failure::Lost(Box::new(e)),
+            other => other,
+        })
+    }
+
+    fn connect_failure(&self, e: ConnectError) -> Failure {
+        if e.fatal {
+            return Failure::Refused(open_error(self.describe(), e));
+        }
+        Failure::Lost(e.source)
+    }
+}
+
+/// Whether the connection still answers.
+async fn responds(conn: &mut AsyncPgConnection) -> bool {
+    let probe = conn.batch_execute("SELECT 1");
+    matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(())))
+}
+
+fn open_error(store: &str, e: ConnectError) -> StoreError {
+    StoreError::Open {
+        path: store.to_owned(),
+        source: e.source,
+    }
+}
+
+/// A stable 64-bit FNV-1a hash of a schema and a run id: every process, whatever its
+/// version of Rust, derives the same lock keys and channel names from it.
+fn run_hash(schema: &str, run_id: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    // 0xff never occurs in UTF-8, so ("ab", "c") and ("a", "bc") hash apart.
+    let bytes = schema.bytes().chain([0xff]).chain(run_id.bytes());
+    bytes.fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    })
+}
+
+/// The second key of a run's advisory locks (the first names their use).
+fn lock_key(schema: &str, run_id: &str) -> i32 {
+    let hash = run_hash(schema, run_id);
+    (hash ^ (hash >> 32)) as u32 as i32
+}
+
+/// The LISTEN/NOTIFY channel of one run (an identifier that needs no quoting).
+fn channel_name(schema: &str, run_id: &str) -> String {
+    format!("eventor_{:016x}", run_hash(schema, run_id))
+}
+
+/// A random number (std's hasher keys are random per process and per instance).
+fn random_u64() -> u64 {
+    RandomState::new().hash_one((std::process::id(), Instant::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::StoreLocation;
+
+    /// A store in a fresh schema of the `EVENTOR_PG_URL` server (`None`: no server given).
+    async fn scratch_store() -> Option<(PgStore, String)> {
+        let Some(url) = std::env::var("EVENTOR_PG_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            let required = std::env::var("EVENTOR_REQUIRE_PG").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "EVENTOR_REQUIRE_PG=1 but EVENTOR_PG_URL is not set"
+            );
+            return None;
+        };
+        let schema = format!("u_{:016x}", random_u64());
+        let Ok(StoreLocation::Postgres(location)) =
+            StoreLocation::parse(&format!("{url}?schema={schema}"))
+        else {
+            panic!("EVENTOR_PG_URL is not a postgres URL");
+        };
+        let store = PgStore::open(&location, PgOptions::default())
+            .await
+            .unwrap();
+        Some((store, schema))
+    }
+
+    async fn drop_schema(store: PgStore, schema: String) {
+        let sql = Arc::<str>::from(format!(
+            "DROP SCHEMA {} CASCADE",
+            connect::quote_ident(&schema)
+        ));
+        store
+            .retry(move |conn| {
+                let sql = sql.clone();
+                Box::pin(async move { Ok(conn.batch_execute(&sql).await?) })
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_retried_after_it_committed_is_not_applied_again() {
+        let Some((store, schema)) = scratch_store().await else {
+            return;
+        };
+        let run = RunKey {
+            run_id: Arc::from("R"),
+            recovery: 0,
+        };
+        let new_run = NewRun {
+            key: run.clone(),
+            name: "flow".into(),
+            mode: RunMode::Restart,
+            host: "h".into(),
+            program: "{}".into(),
+            started_at: 1,
+        };
+        store.begin_run(new_run).await.unwrap();
+        let batch = Batch {
+            run: run.clone(),
+            changes: vec![Change::Trigger {
+                event: Arc::from("e"),
+                sequence: Arc::from("1"),
+                at: 1,
+            }],
+        };
+        // The same write twice, as a retry after a lost COMMIT would send it.
+        let job = Arc::new((store.write_cx(&run), Write::Commit(batch.clone())));
+        store.write_job(job.clone()).await.unwrap();
+        store.write_job(job).await.expect("recognized as applied");
+        assert_eq!(store.triggers(run.clone()).await.unwrap().len(), 1);
+        // A new write of the same changes is a duplicate: the retry was not just lucky.
+        let err = store.commit(batch).await.unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
+        drop_schema(store, schema).await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_query_is_reported_and_the_connection_kept() {
+        let Some((store, schema)) = scratch_store().await else {
+            return;
+        };
+        let err = store
+            .retry(|conn| Box::pin(async move { Ok(conn.batch_execute("SELEC 1").await?) }))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Query(_)), "{err:?}");
+        assert_eq!(store.run_history("R".into()).await.unwrap(), []);
+        drop_schema(store, schema).await;
+    }
+
+    #[test]
+    fn hashes_are_stable_and_separate_their_parts() {
+        assert_eq!(run_hash("", ""), run_hash("", ""));
+        assert_ne!(run_hash("ab", "c"), run_hash("a", "bc"));
+        assert_eq!(
+            channel_name("eventor", "R"),
+            format!("eventor_{:016x}", run_hash("eventor", "R"))
+        );
+        // Pinned: processes of different builds must keep agreeing on locks and channels.
+        assert_eq!(run_hash("", ""), 12_638_352_127_299_873_646);
+    }
+}

@@ -1,0 +1,402 @@
+//! The two long-lived sessions a store opens besides its pool, both plain tokio-postgres
+//! connections: a LISTEN for one run's notifications, and the session holding one run's
+//! advisory lock. diesel-async's pooled connections would not do: a LISTEN must outlive any
+//! one operation, and a session lock lives exactly as long as its session.
+//!
+//! Each is driven by its own task, which reconnects with backoff when the server goes away.
+//! A listener then wakes its subscriber once (commits made while it was away sent
+//! notifications nobody heard); a run lock takes its lock again, and reports it lost if
+//! another session took it meanwhile.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{AsyncMessage, Client, Connection, Notification, Socket};
+
+use super::connect::{ConnectError, Connector};
+use super::retry::FIRST_RECONNECT_WAIT;
+use super::RUN_LOCK_CLASS;
+use crate::types::{RunKey, StoreError};
+
+/// A session's reconnect waits stop growing here: a lock or a listener should come back soon
+/// after the server does.
+const MAX_SESSION_WAIT: Duration = Duration::from_secs(2);
+
+/// Aborts a background task when its owner goes away.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One connection, its notifications forwarded by a driver task; `messages` closes when the
+/// connection ends.
+struct Session {
+    client: Client,
+    messages: mpsc::UnboundedReceiver<Notification>,
+    _driver: AbortOnDrop,
+}
+
+impl Session {
+    async fn open(connector: &Connector) -> Result<Session, ConnectError> {
+        let (client, connection) = connector.raw().await?;
+        let (forward, messages) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(drive(connection, forward));
+        Ok(Session {
+            client,
+            messages,
+            _driver: AbortOnDrop(driver),
+        })
+    }
+
+    /// Waits until the connection has ended.
+    async fn closed(&mut self) {
+        while self.messages.recv().await.is_some() {}
+    }
+}
+
+/// Polls the connection (which runs the client's queries) and forwards its notifications.
+async fn drive(
+    mut connection: Connection<Socket, NoTlsStream>,
+    forward: mpsc::UnboundedSender<Notification>,
+) {
+    while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
+        match message {
+            Ok(AsyncMessage::Notification(note)) => {
+                if forward.send(note).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "store session ended");
+                return;
+            }
+        }
+    }
+}
+
+/// Waits before a reconnect: 200 ms, then twice as long each time, up to 2 s.
+struct Backoff<'c> {
+    connector: &'c Connector,
+    what: &'static str,
+    wait: Duration,
+}
+
+impl<'c> Backoff<'c> {
+    fn new(connector: &'c Connector, what: &'static str) -> Self {
+        Backoff {
+            connector,
+            what,
+            wait: FIRST_RECONNECT_WAIT,
+        }
+    }
+
+    async fn pause(&mut self) {
+        let (store, what, wait) = (self.connector.describe(), self.what, self.wait);
+        tracing::warn!(%store, "store {what} connection lost, reconnecting in {wait:?}");
+        tokio::time::sleep(wait).await;
+        self.wait = (wait * 2).min(MAX_SESSION_WAIT);
+    }
+
+    fn failed(&self, e: ConnectError) {
+        tracing::debug!(error = %e.source, "store {} reconnect failed", self.what);
+    }
+
+    fn done(&self) {
+        let store = self.connector.describe();
+        tracing::info!(%store, "store {} connection re-established", self.what);
+    }
+}
+
+fn session_error(connector: &Connector, e: ConnectError) -> StoreError {
+    StoreError::Open {
+        path: connector.describe().to_owned(),
+        source: e.source,
+    }
+}
+
+fn query_error(e: tokio_postgres::Error) -> ConnectError {
+    ConnectError {
+        fatal: false,
+        source: Box::new(e),
+    }
+}
+
+// ---- notifications -------------------------------------------------------------------------
+
+/// The notification payload of a write to `run` by the store `origin`.
+pub(super) fn payload(origin: u64, run: &RunKey) -> String {
+    format!("{origin:016x} {} {}", run.recovery, run.run_id)
+}
+
+/// Which notifications wake a subscriber: its run's, from any store but its own.
+pub(super) struct Filter {
+    pub origin: u64,
+    pub run: RunKey,
+}
+
+impl Filter {
+    fn wakes(&self, payload: &str) -> bool {
+        let mut parts = payload.splitn(3, ' ');
+        let (Some(origin), Some(recovery), Some(run_id)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        origin != format!("{:016x}", self.origin)
+            && recovery.parse() == Ok(self.run.recovery)
+            && run_id == &*self.run.run_id
+    }
+}
+
+/// A LISTEN on one run's channel; [`Listener::next`] returns once per burst of writes.
+pub(crate) struct Listener {
+    wake: Arc<Notify>,
+    _task: AbortOnDrop,
+}
+
+impl Listener {
+    /// Listens before returning, so every write committed after this call wakes it.
+    pub(super) async fn start(
+        connector: Arc<Connector>,
+        channel: String,
+        filter: Filter,
+    ) -> Result<Listener, StoreError> {
+        let session = listen(&connector, &channel)
+            .await
+            .map_err(|e| session_error(&connector, e))?;
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(pump(connector, channel, filter, wake.clone(), session));
+        Ok(Listener {
+            wake,
+            _task: AbortOnDrop(task),
+        })
+    }
+
+    /// Waits for the next write by another store (writes while nobody waited count once).
+    pub(crate) async fn next(&mut self) {
+        self.wake.notified().await;
+    }
+}
+
+async fn listen(connector: &Connector, channel: &str) -> Result<Session, ConnectError> {
+    let session = Session::open(connector).await?;
+    // The channel name is `eventor_` and hex digits: nothing to quote.
+    let sql = format!("LISTEN {channel}");
+    session
+        .client
+        .batch_execute(&sql)
+        .await
+        .map_err(query_error)?;
+    Ok(session)
+}
+
+async fn pump(
+    connector: Arc<Connector>,
+    channel: String,
+    filter: Filter,
+    wake: Arc<Notify>,
+    mut session: Session,
+) {
+    loop {
+        while let Some(note) = session.messages.recv().await {
+            if filter.wakes(note.payload()) {
+                wake.notify_one();
+            }
+        }
+        session = relisten(&connector, &channel).await;
+        // Writes committed meanwhile notified nobody.
+        wake.notify_one();
+    }
+}
+
+/// A new LISTEN session, however many tries it takes (the owning task may be aborted).
+async fn relisten(connector: &Connector, channel: &str) -> Session {
+    let mut backoff = Backoff::new(connector, "notification");
+    loop {
+        backoff.pause().await;
+        match listen(connector, channel).await {
+            Ok(session) => {
+                backoff.done();
+                return session;
+            }
+            Err(e) => backoff.failed(e),
+        }
+    }
+}
+
+// ---- the run lock --------------------------------------------------------------------------
+
+/// A run's advisory lock, held by a session of its own for as long as this value lives.
+pub(crate) struct RunLock {
+    lost: watch::Receiver<bool>,
+    release: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    _task: AbortOnDrop,
+}
+
+impl RunLock {
+    /// Takes the lock, or fails with [`StoreError::RunLocked`] if another session holds it.
+    pub(super) async fn acquire(
+        connector: Arc<Connector>,
+        run_id: &str,
+        key: i32,
+    ) -> Result<RunLock, StoreError> {
+        let session = Session::open(&connector)
+            .await
+            .map_err(|e| session_error(&connector, e))?;
+        let taken = try_lock(&session.client, key)
+            .await
+            .map_err(|e| session_error(&connector, e))?;
+        if !taken {
+            return Err(StoreError::RunLocked {
+                run_id: run_id.to_owned(),
+            });
+        }
+        let (lost_tx, lost) = watch::channel(false);
+        let (release, release_rx) = oneshot::channel();
+        let keeper = Keeper {
+            connector,
+            run_id: run_id.to_owned(),
+            key,
+            lost: lost_tx,
+        };
+        let task = tokio::spawn(keeper.keep(session, release_rx));
+        Ok(RunLock {
+            lost,
+            release: Some(release),
+            _task: AbortOnDrop(task),
+        })
+    }
+
+    /// Returns if the lock was lost: the session dropped and another one took the lock
+    /// before this one could take it again.
+    pub(crate) async fn lost(&mut self) {
+        if self.lost.wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Unlocks and waits until the server has done so (dropping unlocks soon after).
+    pub(crate) async fn release(mut self) {
+        let Some(release) = self.release.take() else {
+            return;
+        };
+        let (done, unlocked) = oneshot::channel();
+        if release.send(done).is_ok() {
+            let _ = unlocked.await;
+        }
+    }
+}
+
+async fn try_lock(client: &Client, key: i32) -> Result<bool, ConnectError> {
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, $2)",
+            &[&RUN_LOCK_CLASS, &key],
+        )
+        .await
+        .map_err(query_error)?;
+    row.try_get(0).map_err(query_error)
+}
+
+/// The task behind a [`RunLock`].
+struct Keeper {
+    connector: Arc<Connector>,
+    run_id: String,
+    key: i32,
+    lost: watch::Sender<bool>,
+}
+
+impl Keeper {
+    /// Holds the lock until released (or the guard is dropped), taking it again after the
+    /// session drops.
+    async fn keep(self, mut session: Session, mut release: oneshot::Receiver<oneshot::Sender<()>>) {
+        loop {
+            tokio::select! {
+                request = &mut release => {
+                    if let Ok(done) = request {
+                        self.unlock(session).await;
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                () = session.closed() => {}
+            }
+            match self.relock().await {
+                Some(again) => session = again,
+                None => {
+                    tracing::error!(run_id = %self.run_id, "lost the run lock: another coordinator took it while the store was unreachable");
+                    let _ = self.lost.send(true);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A new session holding the lock, or `None` if another session holds it now.
+    async fn relock(&self) -> Option<Session> {
+        let mut backoff = Backoff::new(&self.connector, "run lock");
+        loop {
+            backoff.pause().await;
+            let session = match Session::open(&self.connector).await {
+                Ok(session) => session,
+                Err(e) => {
+                    backoff.failed(e);
+                    continue;
+                }
+            };
+            match try_lock(&session.client, self.key).await {
+                Ok(taken) => {
+                    backoff.done();
+                    return taken.then_some(session);
+                }
+                Err(e) => backoff.failed(e),
+            }
+        }
+    }
+
+    async fn unlock(&self, session: Session) {
+        let sql = "SELECT pg_advisory_unlock($1, $2)";
+        if let Err(e) = session
+            .client
+            .execute(sql, &[&RUN_LOCK_CLASS, &self.key])
+            .await
+        {
+            // Closing the session below releases it anyway.
+            tracing::debug!(error = %e, "run unlock failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_wakes_for_its_run_from_other_stores_only() {
+        let run = RunKey {
+            run_id: Arc::from("run with spaces"),
+            recovery: 2,
+        };
+        let filter = Filter {
+            origin: 7,
+            run: run.clone(),
+        };
+        assert!(filter.wakes(&payload(8, &run)));
+        assert!(!filter.wakes(&payload(7, &run)), "its own store's write");
+        let other = RunKey {
+            recovery: 3,
+            ..run.clone()
+        };
+        assert!(!filter.wakes(&payload(8, &other)));
+        assert!(!filter.wakes("garbage"));
+        assert!(!filter.wakes(""));
+    }
+}

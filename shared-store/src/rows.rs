@@ -1,0 +1,126 @@
+//! Rows as every backend loads them (plain tuples) and their conversion into records, so text
+//! enums go through the `FromStr` impls of `types.rs` and anything unexpected in the database
+//! becomes [`StoreError::Corrupt`] the same way on every backend.
+
+use std::sync::Arc;
+
+use crate::schema::runs;
+use crate::types::*;
+
+pub(crate) type RunRow = (
+    String,
+    i32,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Micros,
+    Option<Micros>,
+);
+
+pub(crate) const RUN_COLUMNS: (
+    runs::run_id,
+    runs::recovery,
+    runs::name,
+    runs::mode,
+    runs::status,
+    runs::host,
+    runs::program,
+    runs::started_at,
+    runs::ended_at,
+) = (
+    runs::run_id,
+    runs::recovery,
+    runs::name,
+    runs::mode,
+    runs::status,
+    runs::host,
+    runs::program,
+    runs::started_at,
+    runs::ended_at,
+);
+
+pub(crate) fn run_record(row: RunRow) -> Result<RunRecord, StoreError> {
+    let (run_id, recovery, name, mode, status, host, program, started_at, ended_at) = row;
+    Ok(RunRecord {
+        key: RunKey {
+            run_id: Arc::from(run_id),
+            recovery,
+        },
+        name,
+        mode: mode.parse()?,
+        status: status.parse()?,
+        host,
+        program,
+        started_at,
+        ended_at,
+    })
+}
+
+pub(crate) type TaskRow = (
+    i64,
+    String,
+    String,
+    String,
+    i32,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Micros,
+    Micros,
+);
+
+pub(crate) fn task_record(row: TaskRow) -> Result<TaskRecord, StoreError> {
+    let (id, step, sequence, status, attempt, host, pid, result, error, created_at, updated_at) =
+        row;
+    Ok(TaskRecord {
+        id,
+        step,
+        sequence,
+        status: status.parse()?,
+        attempt,
+        host,
+        pid,
+        result,
+        error,
+        created_at,
+        updated_at,
+    })
+}
+
+pub(crate) type TriggerRow = (i64, String, String, Micros);
+
+pub(crate) fn trigger_record((id, event, sequence, created_at): TriggerRow) -> TriggerRecord {
+    TriggerRecord {
+        id,
+        event,
+        sequence,
+        created_at,
+    }
+}
+
+pub(crate) type DelayRow = (i64, i32, String, Micros, bool, Micros);
+
+pub(crate) fn delay_record(row: DelayRow) -> DelayRecord {
+    let (id, assoc, sequence, due_at, fired, created_at) = row;
+    DelayRecord {
+        id,
+        assoc,
+        sequence,
+        due_at,
+        fired,
+        created_at,
+    }
+}
+
+/// `R recovery 0`, as [`StoreError::NoSuchRun`] wants it.
+pub(crate) fn run_label(run: &RunKey) -> String {
+    format!("{} recovery {}", run.run_id, run.recovery)
+}
+
+/// `run R recovery 0`, as [`StoreError::Duplicate`] wants it.
+pub(crate) fn run_name(run: &RunKey) -> String {
+    format!("run {}", run_label(run))
+}

@@ -1,0 +1,198 @@
+//! The run guard: proof that this process is the one coordinator of a run. Postgres holds an
+//! advisory lock on a session of its own (`postgres/listen.rs`); SQLite holds an exclusive
+//! `flock` on a lock file next to the database, `<db>.<run id>.lock`.
+//!
+//! The lock file is removed by its holder, while still locked, when the guard goes. A process
+//! that opened the file before the removal and locks it after finds, by comparing the locked
+//! file with what the path names now, that it holds a deleted file, and starts over.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use crate::postgres::RunLock;
+use crate::types::StoreError;
+
+/// Held while this process coordinates a run; a second holder of the same run id on the same
+/// store gets [`StoreError::RunLocked`]. Dropping it releases the lock.
+pub struct RunGuard {
+    run_id: String,
+    held: Held,
+}
+
+enum Held {
+    File(FileLock),
+    Postgres(RunLock),
+}
+
+impl RunGuard {
+    pub(crate) fn file(run_id: &str, lock: FileLock) -> RunGuard {
+        RunGuard {
+            run_id: run_id.to_owned(),
+            held: Held::File(lock),
+        }
+    }
+
+    pub(crate) fn postgres(run_id: &str, lock: RunLock) -> RunGuard {
+        RunGuard {
+            run_id: run_id.to_owned(),
+            held: Held::Postgres(lock),
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Returns if the lock was lost: on Postgres, when its session dropped and another
+    /// coordinator took the lock before it could be taken again. Never returns on SQLite.
+    pub async fn lost(&mut self) {
+        match &mut self.held {
+            Held::File(_) => std::future::pending().await,
+            Held::Postgres(lock) => lock.lost().await,
+        }
+    }
+
+    /// Releases the lock and returns once another process can take it (dropping the guard
+    /// releases it too, a moment later on Postgres).
+    pub async fn release(self) {
+        match self.held {
+            Held::File(lock) => drop(lock),
+            Held::Postgres(lock) => lock.release().await,
+        }
+    }
+}
+
+impl std::fmt::Debug for RunGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunGuard")
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An exclusive lock on `<db>.<run id>.lock`.
+pub(crate) struct FileLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl FileLock {
+    /// Locks the lock file of `run_id` next to the database at `db`, without waiting.
+    pub(crate) fn acquire(db: &Path, run_id: &str) -> Result<FileLock, StoreError> {
+        let path = lock_path(db, run_id);
+        loop {
+            let file = open_lock_file(&path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StoreError::RunLocked {
+                        run_id: run_id.to_owned(),
+                    })
+                }
+                Err(TryLockError::Error(e)) => return Err(lock_error(&path, e)),
+            }
+            if names_same_file(&path, &file) {
+                return Ok(FileLock { path, _file: file });
+            }
+            // The previous holder removed the file between our open and our lock.
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Removed while still locked (the file closes after this): see the module docs.
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::debug!(path = %self.path.display(), error = %e, "cannot remove run lock file");
+        }
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| lock_error(path, e))
+}
+
+fn lock_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::LockFile {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(unix)]
+fn names_same_file(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(named), Ok(held)) => (named.dev(), named.ino()) == (held.dev(), held.ino()),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn names_same_file(path: &Path, _file: &File) -> bool {
+    path.exists()
+}
+
+/// `<db>.<run id>.lock`, the run id with anything but `[A-Za-z0-9._-]` written `%XX`.
+fn lock_path(db: &Path, run_id: &str) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    for byte in run_id.bytes() {
+        if byte.is_ascii_alphanumeric() || b"._-".contains(&byte) {
+            name.push((byte as char).to_string());
+        } else {
+            name.push(format!("%{byte:02X}"));
+        }
+    }
+    name.push(".lock");
+    db.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_path_escapes_the_run_id() {
+        let path = lock_path(Path::new("/d/store.db"), "a/b c.1");
+        assert_eq!(path, Path::new("/d/store.db.a%2Fb%20c.1.lock"));
+    }
+
+    #[test]
+    fn second_holder_refused_until_the_first_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let first = FileLock::acquire(&db, "R").unwrap();
+        let err = FileLock::acquire(&db, "R").err().unwrap();
+        assert!(
+            matches!(&err, StoreError::RunLocked { run_id } if run_id == "R"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "run R is already being run by another coordinator"
+        );
+        let other = FileLock::acquire(&db, "S").unwrap();
+        drop(first);
+        assert!(!lock_path(&db, "R").exists(), "the holder removes its file");
+        let again = FileLock::acquire(&db, "R").unwrap();
+        drop((again, other));
+    }
+
+    #[test]
+    fn a_file_removed_after_opening_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let stale = open_lock_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!names_same_file(&path, &stale));
+        let fresh = open_lock_file(&path).unwrap();
+        assert!(names_same_file(&path, &fresh));
+    }
+}
