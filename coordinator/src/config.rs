@@ -93,6 +93,33 @@ pub struct DatabaseConfig {
     pub schema: Option<String>,
 }
 
+impl DatabaseConfig {
+    /// Where this entry's store is. A Postgres entry defaults to localhost:5432, user and
+    /// database `postgres`; an SQLite entry needs `file`.
+    pub fn location(&self) -> Result<eventor_store::StoreLocation, String> {
+        use eventor_store::{PgLocation, StoreLocation};
+        match self.dbtype {
+            DbType::Sqlite => match &self.file {
+                Some(file) => Ok(StoreLocation::Sqlite(PathBuf::from(file))),
+                None => Err("an sqlite entry needs `file`".to_string()),
+            },
+            DbType::Postgresql => {
+                let host = self.host.as_deref().unwrap_or("localhost");
+                let user = self.user.as_deref().unwrap_or("postgres");
+                let database = self.database.as_deref().unwrap_or("postgres");
+                let mut pg = PgLocation::new(host, self.port.unwrap_or(5432), user, database);
+                if let Some(schema) = &self.schema {
+                    pg.schema = schema.clone();
+                }
+                if let Some(password) = &self.password {
+                    pg = pg.with_password(password);
+                }
+                Ok(StoreLocation::Postgres(pg))
+            }
+        }
+    }
+}
+
 /// Hides the password, since configs end up in logs.
 impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

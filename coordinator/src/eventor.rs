@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use eventor_store::{
-    now_micros, DelayRecord, Micros, NewRun, RunKey, RunMode, RunRecord, RunStatus, Store,
+    now_micros, DelayRecord, Micros, NewRun, RunGuard, RunKey, RunMode, RunRecord, RunStatus, Store,
     StoreError, StoreLocation, TaskRecord, TriggerRecord,
 };
 use tokio::sync::mpsc;
@@ -163,6 +163,8 @@ pub enum EventorError {
         recovery: i32,
         store: String,
     },
+    #[error("{0}")]
+    RunLocked(String),
     #[error("store {store}")]
     Store {
         store: String,
@@ -180,6 +182,8 @@ pub enum EventorError {
 /// The state of a run in progress (kept between `run` calls so a second call continues).
 struct Running {
     store: Store,
+    /// Held for the whole run: a second coordinator of the same run id is refused.
+    _guard: RunGuard,
     task_triggers: mpsc::UnboundedReceiver<Input>,
     key: RunKey,
     core: Core,
@@ -409,7 +413,7 @@ impl Eventor {
             gated,
             ..CoreOptions::default()
         };
-        let (key, core) = match self.options.run_mode {
+        let (key, core, guard) = match self.options.run_mode {
             RunMode::Restart => self.begin_fresh(&store, program, options).await?,
             RunMode::Recover => self.begin_recovery(&store, program, options).await?,
             RunMode::Continue => self.carry_on(&store, program, options).await?,
@@ -446,6 +450,7 @@ impl Eventor {
         };
         Ok(Running {
             store,
+            _guard: guard,
             task_triggers,
             key: key.clone(),
             core,
@@ -471,16 +476,26 @@ impl Eventor {
         store: &Store,
         program: Arc<Program>,
         options: CoreOptions,
-    ) -> Result<(RunKey, Core), EventorError> {
+    ) -> Result<(RunKey, Core, RunGuard), EventorError> {
         let key = RunKey {
             run_id: self.run_id.clone(),
             recovery: 0,
         };
+        let guard = self.lock(store, &key.run_id).await?;
         store
             .begin_run(self.new_run_row(&key))
             .await
             .map_err(store_error(store.describe()))?;
-        Ok((key, Core::new(program, options)))
+        Ok((key, Core::new(program, options), guard))
+    }
+
+    /// Takes the run's lock (held until the run ends); another coordinator holding it is an
+    /// input error, reported as such.
+    async fn lock(&self, store: &Store, run_id: &str) -> Result<RunGuard, EventorError> {
+        store.lock_run(run_id).await.map_err(|source| match source {
+            StoreError::RunLocked { .. } => EventorError::RunLocked(source.to_string()),
+            other => store_error(store.describe())(other),
+        })
     }
 
     /// The recoveries of the run to recover or continue: the given run id, or the latest run
@@ -540,7 +555,7 @@ impl Eventor {
         store: &Store,
         program: Arc<Program>,
         mut options: CoreOptions,
-    ) -> Result<(RunKey, Core), EventorError> {
+    ) -> Result<(RunKey, Core, RunGuard), EventorError> {
         let err = store_error(store.describe());
         let history = self.previous_runs(store).await?;
         let base = self.pick_recovery(&history, store)?;
@@ -562,11 +577,12 @@ impl Eventor {
             run_id: latest.key.run_id.clone(),
             recovery: latest.key.recovery + 1,
         };
+        let guard = self.lock(store, &key.run_id).await?;
         store
             .begin_run(self.new_run_row(&key))
             .await
             .map_err(&err)?;
-        Ok((key, Core::new(program, options)))
+        Ok((key, Core::new(program, options), guard))
     }
 
     /// Continue: the same recovery carries on from its stored triggers, tasks and delays.
@@ -575,10 +591,11 @@ impl Eventor {
         store: &Store,
         program: Arc<Program>,
         options: CoreOptions,
-    ) -> Result<(RunKey, Core), EventorError> {
+    ) -> Result<(RunKey, Core, RunGuard), EventorError> {
         let err = store_error(store.describe());
         let history = self.previous_runs(store).await?;
         let key = self.pick_recovery(&history, store)?.key.clone();
+        let guard = self.lock(store, &key.run_id).await?;
         let stored = StoredState {
             triggers: self.stored_triggers(store.triggers(key.clone()).await.map_err(&err)?),
             tasks: self.stored_tasks(store.tasks(key.clone()).await.map_err(&err)?),
@@ -588,7 +605,7 @@ impl Eventor {
             .set_run_status(key.clone(), RunStatus::Running, now_micros())
             .await
             .map_err(&err)?;
-        Ok((key, Core::restore(program, options, stored, now_micros())))
+        Ok((key, Core::restore(program, options, stored, now_micros()), guard))
     }
 
     fn stored_triggers(&self, rows: Vec<TriggerRecord>) -> Vec<(EventId, Arc<str>)> {

@@ -5,6 +5,7 @@
 
 mod api;
 mod cli;
+mod postgres;
 mod recovery;
 mod ssh;
 

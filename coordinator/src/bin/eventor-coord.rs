@@ -43,7 +43,8 @@ enum Command {
 struct RunArgs {
     /// The flow file (YAML): events, steps, assocs, trigger.
     flow: PathBuf,
-    /// The store: an SQLite file path, or sqlite:PATH. Default: <flow name>.run.db here.
+    /// The store: postgres://user@host:port/db?schema=NAME, sqlite:PATH, a file path, or the
+    /// name of a DATABASES entry of --config. Default: <flow name>.run.db here.
     #[arg(long, value_name = "STORE")]
     store: Option<String>,
     /// The run's id; generated (and printed) when not given.
@@ -130,16 +131,11 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         FlowTriggers::Given(pairs.into_iter().flatten().collect())
     };
     let options = EventorOptions {
-        store: args
-            .store
-            .as_deref()
-            .map(parse_store)
-            .transpose()
-            .map_err(bad)?,
+        store: choose_store(args.store.as_deref(), &config).map_err(bad)?,
         run_id: args.run_id.clone(),
         recovery: args.recovery,
         run_mode: mode,
-        config,
+        config: config.clone(),
         ..EventorOptions::default()
     };
     let mut eventor = eventor_from_flow(&flow, options, triggers)
@@ -214,6 +210,32 @@ fn parse_sequences(spec: &str) -> anyhow::Result<Vec<String>> {
         "range {from}..{to} is too long (at most 1,000,000)"
     );
     Ok((from..=to).map(|n| n.to_string()).collect())
+}
+
+/// `--store` as a `DATABASES` name of the config, a URL or a path; without it, the config's
+/// `default_db`; without that, the flow's default SQLite file.
+fn choose_store(
+    flag: Option<&str>,
+    config: &EventorConfig,
+) -> anyhow::Result<Option<StoreLocation>> {
+    let named = |name: &str| {
+        let entry = config.databases.iter().find(|(n, _)| n == name);
+        entry.map(|(_, db)| db)
+    };
+    let entry = match flag {
+        Some(text) => match named(text) {
+            Some(db) => db,
+            None => return parse_store(text).map(Some),
+        },
+        None => match config.database() {
+            Some(db) => db,
+            None => return Ok(None),
+        },
+    };
+    let location = entry
+        .location()
+        .map_err(|e| anyhow::anyhow!("DATABASES entry: {e}"))?;
+    Ok(Some(location))
 }
 
 fn parse_store(text: &str) -> anyhow::Result<StoreLocation> {
