@@ -15,6 +15,8 @@
 //! # Ok::<(), eventor::EventorError>(())
 //! ```
 
+pub mod agent;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 mod eventor;
@@ -24,6 +26,7 @@ pub mod flow_run;
 
 pub mod ssh;
 mod step;
+mod yaml;
 
 pub use crate::config::EventorConfig;
 pub use crate::engine::program::{RecoverAction, RecoveryPolicy};

@@ -3,8 +3,10 @@
 //! The CLI tests run the `eventor-coord` binary that `cargo test --workspace` builds next to
 //! this test binary; the API tests run flows in-process against an SQLite file.
 
+mod agent;
 mod api;
 mod cli;
+mod cluster;
 mod postgres;
 mod recovery;
 mod ssh;
@@ -20,6 +22,23 @@ pub fn coord_binary() -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
     let binary = profile_dir.join("eventor-coord");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so it is built",
+        binary.display()
+    );
+    binary
+}
+
+/// The `eventor-agent` binary of this build (target/<profile>/eventor-agent), built by
+/// `cargo test --workspace` for its own smoke test.
+pub fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("eventor-agent");
     assert!(
         binary.exists(),
         "{} is missing: run the tests with `cargo test --workspace` so it is built",

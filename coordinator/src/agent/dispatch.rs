@@ -1,0 +1,338 @@
+//! The agent's main loop: reads the prime's frames, admits tasks up to the limit (the rest
+//! wait in a queue), stops them on request, watches the prime's liveness, and drains when
+//! the prime says `Shutdown`, goes away, or the caller stops the agent.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventor_protocol::{Dispatch, FrameReader, ProtocolError, TaskKey, ToAgent, ToCoordinator};
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::task::{self, Stop, StopReason, TaskEnd, TaskEnv, TaskEvent};
+use super::writer::{error_chain, Outgoing, WriteLoss};
+use super::{AgentEnd, PrimeLoss};
+
+/// Dispatches beyond this many waiting ones are answered at once instead of queued: the
+/// prime should not send more than the limit it was given, and a runaway one must not make
+/// the agent hoard them.
+const MAX_QUEUED: usize = 10_000;
+
+/// Room for task ends not yet taken in by the loop.
+const EVENT_CAPACITY: usize = 64;
+
+/// A silent prime is presumed gone after this many heartbeat intervals.
+pub(super) const SILENT_INTERVALS: u32 = 3;
+
+/// What the dispatcher is given.
+pub(super) struct Session<R> {
+    pub reader: FrameReader<R>,
+    pub env: Arc<TaskEnv>,
+    pub run_id: String,
+    /// Tasks running at once.
+    pub limit: usize,
+    /// No frame for this long: the prime is gone. `None`: never presumed.
+    pub silence: Option<Duration>,
+    pub write_loss: Arc<WriteLoss>,
+    pub shutdown: CancellationToken,
+}
+
+/// Where the loop is.
+enum Phase {
+    Serving,
+    /// No new work; ends when the running tasks have.
+    Draining(AgentEnd),
+}
+
+/// What woke the loop: the closed set of inputs it reacts to.
+enum Wake {
+    Frame(Result<Option<ToAgent>, ProtocolError>),
+    TaskDone(TaskKey),
+    WriteLost,
+    Silent,
+    Stop,
+}
+
+pub(super) struct Dispatcher<R> {
+    session: Session<R>,
+    running: HashMap<TaskKey, Stop>,
+    queue: VecDeque<Dispatch>,
+    tracker: TaskTracker,
+    events_tx: mpsc::Sender<TaskEvent>,
+    events_rx: mpsc::Receiver<TaskEvent>,
+    phase: Phase,
+    reading: bool,
+    last_frame: Instant,
+    write_lost: bool,
+    stopped: bool,
+    broken: Option<ProtocolError>,
+}
+
+impl<R: AsyncRead + Unpin> Dispatcher<R> {
+    pub(super) fn new(session: Session<R>) -> Dispatcher<R> {
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+        Dispatcher {
+            session,
+            running: HashMap::new(),
+            queue: VecDeque::new(),
+            tracker: TaskTracker::new(),
+            events_tx,
+            events_rx,
+            phase: Phase::Serving,
+            reading: true,
+            last_frame: Instant::now(),
+            write_lost: false,
+            stopped: false,
+            broken: None,
+        }
+    }
+
+    /// Serves until drained; every task it started has ended when this returns. A broken
+    /// stream is returned as the error, after the drain.
+    pub(super) async fn run(mut self) -> Result<AgentEnd, ProtocolError> {
+        while !self.drained() {
+            let wake = self.next_wake().await;
+            self.handle(wake).await;
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+        match (self.broken, self.phase) {
+            (Some(error), _) => Err(error),
+            (None, Phase::Draining(end)) => Ok(end),
+            // The loop ends only when draining; this arm only satisfies the compiler.
+            (None, Phase::Serving) => Ok(AgentEnd::Stopped),
+        }
+    }
+
+    fn drained(&self) -> bool {
+        matches!(self.phase, Phase::Draining(_)) && self.running.is_empty()
+    }
+
+    async fn next_wake(&mut self) -> Wake {
+        let watch_silence = self.reading && matches!(self.phase, Phase::Serving);
+        let deadline = self
+            .session
+            .silence
+            .filter(|_| watch_silence)
+            .map(|silence| self.last_frame + silence);
+        tokio::select! {
+            biased;
+            _ = self.session.shutdown.cancelled(), if !self.stopped => Wake::Stop,
+            Some(TaskEvent::Finished { key }) = self.events_rx.recv() => Wake::TaskDone(key),
+            _ = self.session.write_loss.lost(), if !self.write_lost => Wake::WriteLost,
+            frame = self.session.reader.read_frame::<ToAgent>(), if self.reading => Wake::Frame(frame),
+            _ = sleep_until(deadline) => Wake::Silent,
+        }
+    }
+
+    async fn handle(&mut self, wake: Wake) {
+        match wake {
+            Wake::Frame(Ok(Some(message))) => {
+                self.last_frame = Instant::now();
+                self.on_message(message).await;
+            }
+            Wake::Frame(Ok(None)) => self.on_end_of_stream(),
+            Wake::Frame(Err(error)) => self.on_read_error(error).await,
+            Wake::TaskDone(key) => {
+                self.running.remove(&key);
+                self.fill();
+            }
+            Wake::WriteLost => {
+                self.write_lost = true;
+                let message = self.session.write_loss.reason();
+                self.lose_prime(PrimeLoss::WriteFailed { message });
+            }
+            Wake::Silent => {
+                let after = self.session.silence.unwrap_or_default();
+                self.lose_prime(PrimeLoss::Silent { after });
+            }
+            Wake::Stop => self.on_stop(),
+        }
+    }
+
+    async fn on_message(&mut self, message: ToAgent) {
+        match message {
+            ToAgent::Dispatch(dispatch) => self.on_dispatch(dispatch).await,
+            ToAgent::Cancel { key } => self.on_cancel(key),
+            ToAgent::Shutdown { reason } => self.on_shutdown(reason),
+            // Arriving was the point: `last_frame` is already updated.
+            ToAgent::Heartbeat(_) => {}
+        }
+    }
+
+    async fn on_dispatch(&mut self, dispatch: Dispatch) {
+        let key = &dispatch.key;
+        if key.run_id != self.session.run_id {
+            let message = format!(
+                "dispatch for run {}, but this agent serves run {}: not run",
+                key.run_id, self.session.run_id
+            );
+            return self.report_error(Some(key.clone()), message).await;
+        }
+        if self.running.contains_key(key) || self.queue.iter().any(|d| d.key == *key) {
+            let message = "a task with this key is already running or waiting: dispatch ignored";
+            return self
+                .report_error(Some(key.clone()), message.to_string())
+                .await;
+        }
+        if !matches!(self.phase, Phase::Serving) {
+            let why = "the agent is shutting down and takes no new work";
+            return self.finish_unstarted(dispatch.key, why.to_string());
+        }
+        if self.running.len() < self.session.limit {
+            return self.start(dispatch);
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            let why = format!("the agent's queue is full ({MAX_QUEUED} tasks waiting)");
+            return self.finish_unstarted(dispatch.key, why);
+        }
+        self.queue.push_back(dispatch);
+    }
+
+    fn on_cancel(&mut self, key: TaskKey) {
+        if let Some(stop) = self.running.get(&key) {
+            stop.stop(StopReason::Cancelled("cancelled by the coordinator".into()));
+        } else if let Some(at) = self.queue.iter().position(|d| d.key == key) {
+            self.queue.remove(at);
+            let why = "cancelled by the coordinator before it started";
+            self.finish_unstarted(key, why.to_string());
+        } else {
+            // The protocol's rule: a cancel of a finished (or unknown) task is ignored.
+            tracing::debug!(task = %key, "cancel of a task that is not here");
+        }
+    }
+
+    /// `Shutdown` drains: running tasks finish (the prime cancels any it wants stopped
+    /// first), waiting ones are answered as cancelled. Frames are still read, for cancels.
+    fn on_shutdown(&mut self, reason: String) {
+        tracing::info!(%reason, running = self.running.len(), "the coordinator asked the agent to shut down");
+        if matches!(self.phase, Phase::Serving) {
+            self.phase = Phase::Draining(AgentEnd::Shutdown { reason });
+            self.cancel_queued("the agent is shutting down");
+        }
+    }
+
+    /// The caller's stop (a signal to the agent): every task is stopped, not awaited.
+    fn on_stop(&mut self) {
+        self.stopped = true;
+        self.reading = false;
+        tracing::info!(
+            running = self.running.len(),
+            "the agent was stopped: stopping its tasks"
+        );
+        for stop in self.running.values() {
+            stop.stop(StopReason::Cancelled("the agent was stopped".into()));
+        }
+        self.cancel_queued("the agent was stopped");
+        if matches!(self.phase, Phase::Serving) {
+            self.phase = Phase::Draining(AgentEnd::Stopped);
+        }
+    }
+
+    fn on_end_of_stream(&mut self) {
+        self.reading = false;
+        // After `Shutdown` the prime closing its end is the expected goodbye.
+        self.lose_prime(PrimeLoss::Closed);
+    }
+
+    async fn on_read_error(&mut self, error: ProtocolError) {
+        let text = error_chain(&error);
+        match error {
+            ProtocolError::TornFrame { .. } => {
+                self.reading = false;
+                self.lose_prime(PrimeLoss::Torn { message: text });
+            }
+            ProtocolError::Io(_) => {
+                self.reading = false;
+                self.lose_prime(PrimeLoss::ReadFailed { message: text });
+            }
+            // One frame lost, the stream still in step: say so and go on.
+            error if !error.is_fatal() => {
+                tracing::warn!(error = %text, "ignored a frame from the coordinator");
+                self.report_error(None, format!("ignored a frame: {text}"))
+                    .await;
+            }
+            error => {
+                tracing::error!(error = %text, "the coordinator's stream is out of step");
+                self.report_error(None, format!("the agent cannot read on: {text}"))
+                    .await;
+                self.reading = false;
+                self.lose_prime(PrimeLoss::Garbled { message: text });
+                self.broken = Some(error);
+            }
+        }
+    }
+
+    /// The prime is gone: no new work; running tasks finish and record their results.
+    /// Waiting tasks never ran, so they are left `active` in the store, which is what a
+    /// recovery reruns.
+    fn lose_prime(&mut self, why: PrimeLoss) {
+        self.reading = false;
+        if !matches!(self.phase, Phase::Serving) {
+            return;
+        }
+        tracing::warn!(
+            why = %why,
+            running = self.running.len(),
+            abandoned = self.queue.len(),
+            "the coordinator is gone: finishing the running tasks, then exiting"
+        );
+        for dispatch in self.queue.drain(..) {
+            tracing::warn!(task = %dispatch.key, "not started: left active in the store for recovery");
+        }
+        self.phase = Phase::Draining(AgentEnd::PrimeLost(why));
+    }
+
+    fn start(&mut self, dispatch: Dispatch) {
+        let stop = Stop::default();
+        self.running.insert(dispatch.key.clone(), stop.clone());
+        let run = task::run_task(
+            self.session.env.clone(),
+            dispatch,
+            stop,
+            self.events_tx.clone(),
+        );
+        self.tracker.spawn(run);
+    }
+
+    /// Starts waiting tasks while there is room and the agent is serving.
+    fn fill(&mut self) {
+        while matches!(self.phase, Phase::Serving) && self.running.len() < self.session.limit {
+            let Some(dispatch) = self.queue.pop_front() else {
+                return;
+            };
+            self.start(dispatch);
+        }
+    }
+
+    fn cancel_queued(&mut self, why: &str) {
+        let queued: Vec<Dispatch> = self.queue.drain(..).collect();
+        for dispatch in queued {
+            self.finish_unstarted(dispatch.key, format!("{why} before the task started"));
+        }
+    }
+
+    /// Answers a dispatch that will not run: recorded and reported like any other end.
+    fn finish_unstarted(&mut self, key: TaskKey, why: String) {
+        let env = self.session.env.clone();
+        self.tracker.spawn(async move {
+            task::finish(&env, &key, TaskEnd::cancelled(why)).await;
+        });
+    }
+
+    async fn report_error(&self, key: Option<TaskKey>, message: String) {
+        let error = ToCoordinator::Error { key, message };
+        let _ = self.session.env.out.send(Outgoing::Message(error)).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,395 @@
+//! The agent: runs a cluster host's share of a run for the prime coordinator.
+//!
+//! The prime starts `eventor-agent` on each host through an SSH exec channel and the two
+//! speak the [`eventor_protocol`] over the channel's stdin and stdout. [`serve`] is the
+//! agent's whole life on one such channel; the binary only adds flags, logging and signals.
+//! Nothing else may write to the channel: a program that embeds `serve` on its own stdout
+//! must keep its closures from printing there.
+//!
+//! # What it does
+//!
+//! The agent speaks first: a [`Hello`](eventor_protocol::Hello) with its protocol version,
+//! build, host name and capabilities ([`CAPABILITIES`], plus [`RECORDS_RESULTS`] when it has
+//! a store). The prime answers with an `Accept` (run id, the host's name in the cluster, the
+//! heartbeat interval, limits) or a refusal, which ends `serve` with an error. Then:
+//!
+//! - `Dispatch` starts a task at once if fewer than the limit are running, else queues it.
+//!   The limit is the smaller of [`AgentOptions::max_concurrent`] and the prime's
+//!   `max_concurrent_tasks` (0 means the prime sets none). A command runs through the
+//!   engine's shared runner ([`crate::engine::command`]): its own process group, the task's
+//!   variables (`EVENTOR_STEP_NAME`, `…_SEQUENCE`, `…_RECOVERY`, `…_LOGGER_NAME`, then the
+//!   dispatch's `env`, which wins), its `cwd` and `timeout_ms`. A `Closure { step }` runs the
+//!   program's closure of that name from [`AgentOptions::closures`] (blocking ones on the
+//!   blocking pool, with [`current_task`](crate::current_task) set); an unknown name is a
+//!   failed task, not a crash.
+//! - `Cancel` stops a running task (the command's whole group: SIGTERM, the grace period,
+//!   SIGKILL) or answers a queued one as cancelled. A blocking closure cannot be interrupted:
+//!   it runs to its end and reports what it returned.
+//! - `Shutdown` drains: no new work, queued tasks are answered as cancelled, running tasks
+//!   finish, then `serve` returns. The protocol's comment says "stop every task"; we chose
+//!   draining so that a prime that wants tasks stopped says so per task with `Cancel` (it
+//!   knows their keys) and no text in `reason` is ever parsed for meaning.
+//! - `Heartbeat` only proves the prime alive, as every frame does.
+//!
+//! # Ordering
+//!
+//! One writer owns the channel; everything else hands it items over one bounded channel, so
+//! frames leave in the order they were handed over. A command's `TaskStarted` is handed
+//! over (awaited) before its output is read at all, so it precedes every `Log` of the task.
+//! `TaskFinished` is handed over only after the runner has returned, when the output readers
+//! are done, and after the record of lines dropped at the very end, so it is the last
+//! message about its key. Messages of different tasks interleave freely. Each line of
+//! output is one `Log` record: stream `Stdout` at level `Info` or `Stderr` at `Warn` (the
+//! protocol's convention), with the cluster's host name, the task's key and the time the
+//! agent read it.
+//!
+//! # Durable results
+//!
+//! **The agent is the writer of a remote task's final status; the prime records triggers
+//! and starts.** With a store ([`AgentOptions::store`]), each task's end is committed
+//! before it is reported: one fenced `active → success|failure` transition of the task's
+//! attempt (cancelled and timed-out tasks are failures whose error says why, as in a local
+//! run; the result is a closure's JSON or a command's exit code, as a local run stores it).
+//! A result thus survives the prime dying the moment after. A fenced commit means another
+//! writer decided first (a recovery, say): the store keeps that decision, the agent logs it
+//! and reports its own end anyway. Any other store failure is sent as an `Error` for the key
+//! just before `TaskFinished`, so the prime knows to record the end itself. Every
+//! `TaskFinished` the agent sends is recorded first, including answers to tasks that never
+//! ran (cancelled while queued, refused while shutting down).
+//!
+//! # Losing the prime
+//!
+//! The prime is gone when its stream ends (cleanly or inside a frame), reading or writing
+//! fails, a write stalls for three heartbeat intervals, or no frame at all arrives for three
+//! heartbeat intervals. The agent then takes no new work, leaves queued tasks `active` in
+//! the store (they never ran: a recovery reruns them), lets the running tasks finish,
+//! records them, and returns [`AgentEnd::PrimeLost`]: a clean end, since nothing was lost.
+//! Bytes that are not frames (or another major version) after the handshake are handled
+//! the same way, then returned as [`AgentError::Stream`]. A frame that fails to decode but
+//! keeps the stream in step is answered with an `Error` and skipped.
+//!
+//! The agent's own heartbeat follows the protocol's rule: the writer sends one whenever it
+//! has written nothing for an interval. An interval of 0 turns off both the heartbeat and
+//! the watch for silence (and for stalled writes).
+//!
+//! The caller's `shutdown` token (the binary cancels it on SIGTERM, SIGINT and SIGHUP) stops
+//! everything now: running tasks are cancelled, recorded and reported, then `serve` returns.
+//! Either way **`serve` returns only when every task it started has ended**, and a stopped
+//! command takes its whole process group with it, so no child of the agent is left running.
+//!
+//! # Backpressure and memory
+//!
+//! The outbound channel holds at most [`OUTBOUND_CAPACITY`] items and a line of output at
+//! most [`MAX_LINE_BYTES`] (longer lines are cut, saying so), so a flood costs bounded
+//! memory. Task messages wait for room. Output lines cannot wait (the runner's sink is
+//! synchronous and must not block the reader), so a line that finds the channel full is
+//! dropped and counted; the count goes out as one `Stream::Agent` record just before the
+//! next line of that task that gets through, or before its `TaskFinished`. After the prime
+//! is lost the writer discards, so nothing ever waits on a dead channel.
+//!
+//! # What it leaves out
+//!
+//! - A remote closure cannot fire events (`TaskContext::trigger_event` says the run is
+//!   over): the protocol has no message for it yet.
+//! - Output is not shared fairly between tasks: one flooding task can make another's lines
+//!   drop too.
+//! - The flow's name is not on the wire, so `EVENTOR_LOGGER_NAME` and a closure's
+//!   `logger_name` default to the run id unless the prime sends the variable.
+//! - Background children that a command leaves behind when it exits by itself are not
+//!   killed (as in a local run); nor can anything be done for the commands of an agent that
+//!   is itself killed with SIGKILL.
+//! - No reconnect: a lost prime ends the agent; the next prime starts a new one.
+
+mod dispatch;
+mod durable;
+mod error;
+mod output;
+mod task;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventor_protocol::{Accept, FrameLimit, FrameReader, FrameWriter, Hello};
+use eventor_store::{Store, StoreLocation};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use error::AgentError;
+
+use crate::step::StepAction;
+use dispatch::{Dispatcher, Session, SILENT_INTERVALS};
+use task::{Tally, TaskEnv, TextCaps};
+use writer::{WriteLoss, WriterConfig};
+
+/// What every agent can do, as told in its hello.
+pub const CAPABILITIES: &[&str] = &["command", "closure", "cancel", "timeout"];
+
+/// The capability of an agent that records its tasks' final status in the store itself.
+pub const RECORDS_RESULTS: &str = "records-results";
+
+/// Items the outbound channel holds before senders wait (or output lines drop).
+pub const OUTBOUND_CAPACITY: usize = 512;
+
+/// The longest line of output sent as is; longer ones are cut.
+pub const MAX_LINE_BYTES: usize = 32 * 1024;
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The host name the agent reports in its hello (the prime names the host in the
+    /// cluster itself, in its `Accept`).
+    pub host_name: String,
+    /// Where the agent records each task's final status; `None`: the prime records it.
+    pub store: Option<StoreLocation>,
+    /// The program's closure steps by name, for `Work::Closure { step }`.
+    pub closures: HashMap<String, StepAction>,
+    /// Most tasks running at once (the prime's limit applies too); `None`: the prime's.
+    pub max_concurrent: Option<usize>,
+    /// How long a stopped command's group gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// How long to wait for the prime's answer to the hello.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            host_name: local_host_name(),
+            store: None,
+            closures: HashMap::new(),
+            max_concurrent: None,
+            kill_grace: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// This machine's host name, or `"unknown"`.
+pub fn local_host_name() -> String {
+    nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// How a served channel ended, when it ended without an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEnd {
+    /// The prime sent `Shutdown`; running tasks finished.
+    Shutdown { reason: String },
+    /// The caller's shutdown token fired; running tasks were stopped.
+    Stopped,
+    /// The prime went away; running tasks finished and were recorded.
+    PrimeLost(PrimeLoss),
+}
+
+/// How the agent knew the prime was gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrimeLoss {
+    /// Its stream ended between frames.
+    Closed,
+    /// Its stream ended inside a frame.
+    Torn { message: String },
+    /// Reading its stream failed.
+    ReadFailed { message: String },
+    /// Writing to it failed or stalled.
+    WriteFailed { message: String },
+    /// No frame arrived for this long.
+    Silent { after: Duration },
+    /// Its stream went out of step (not frames, another version, an oversized frame).
+    Garbled { message: String },
+}
+
+impl fmt::Display for PrimeLoss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrimeLoss::Closed => f.write_str("the coordinator closed the channel"),
+            PrimeLoss::Torn { message } => write!(f, "the channel broke: {message}"),
+            PrimeLoss::ReadFailed { message } => write!(f, "reading failed: {message}"),
+            PrimeLoss::WriteFailed { message } => write!(f, "writing failed: {message}"),
+            PrimeLoss::Silent { after } => write!(
+                f,
+                "no word from the coordinator for {}",
+                humantime::format_duration(*after)
+            ),
+            PrimeLoss::Garbled { message } => write!(f, "unreadable stream: {message}"),
+        }
+    }
+}
+
+/// What an agent did, returned when it ends cleanly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSummary {
+    /// The run the prime accepted the agent for.
+    pub run_id: String,
+    /// The host's name in the cluster.
+    pub host: String,
+    pub end: AgentEnd,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub timed_out: u64,
+    /// Ends the store did not take (fenced or failed); the prime was told of each.
+    pub unrecorded: u64,
+    /// Output lines dropped because the channel to the prime was full.
+    pub output_lines_dropped: u64,
+}
+
+/// Serves one prime over `reader`/`writer` until it says `Shutdown`, goes away, or
+/// `shutdown` fires. See the module documentation for the whole story.
+pub async fn serve<R, W>(
+    reader: R,
+    writer: W,
+    options: AgentOptions,
+    shutdown: CancellationToken,
+) -> Result<AgentSummary, AgentError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // Before the hello: an agent that cannot record results must not take work.
+    let store = open_store(options.store.as_ref()).await?;
+    let mut reader = FrameReader::new(reader);
+    let mut writer = FrameWriter::new(writer);
+    let accept = handshake(&mut reader, &mut writer, &options, &shutdown).await?;
+    let plan = Plan::new(&accept, &options);
+    tracing::info!(
+        run_id = %accept.run_id,
+        host = %accept.host,
+        limit = plan.limit,
+        heartbeat = ?plan.heartbeat,
+        "accepted by the coordinator"
+    );
+
+    let (out, items) = mpsc::channel(OUTBOUND_CAPACITY);
+    let tally = Arc::new(Tally::default());
+    let loss = Arc::new(WriteLoss::default());
+    let env = Arc::new(TaskEnv {
+        out,
+        store,
+        closures: options.closures,
+        kill_grace: options.kill_grace,
+        caps: plan.caps,
+        tally: tally.clone(),
+    });
+    let silence = plan.heartbeat.map(|beat| beat * SILENT_INTERVALS);
+    let writer_config = WriterConfig {
+        host: accept.host.clone(),
+        heartbeat: plan.heartbeat,
+        stall_after: silence,
+    };
+    let dispatcher = Dispatcher::new(Session {
+        reader,
+        env,
+        run_id: accept.run_id.clone(),
+        limit: plan.limit,
+        silence,
+        write_loss: loss.clone(),
+        shutdown,
+    });
+    // The writer ends when the dispatcher and every task have dropped their senders.
+    let (ended, report) = tokio::join!(
+        dispatcher.run(),
+        writer::run(writer, items, writer_config, loss)
+    );
+    tracing::debug!(
+        frames = report.frames,
+        discarded = report.discarded,
+        "writer done"
+    );
+    let end = ended.map_err(AgentError::Stream)?;
+    Ok(summary(accept, end, &tally))
+}
+
+async fn open_store(location: Option<&StoreLocation>) -> Result<Option<Store>, AgentError> {
+    let Some(location) = location else {
+        return Ok(None);
+    };
+    match Store::open(location).await {
+        Ok(store) => Ok(Some(store)),
+        Err(source) => Err(AgentError::Store {
+            location: location.to_string(),
+            source,
+        }),
+    }
+}
+
+async fn handshake<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    options: &AgentOptions,
+    shutdown: &CancellationToken,
+) -> Result<Accept, AgentError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    if options.store.is_some() {
+        capabilities.push(RECORDS_RESULTS.to_string());
+    }
+    let hello = Hello::new(env!("CARGO_PKG_VERSION"), &options.host_name, capabilities);
+    let timeout = options.handshake_timeout;
+    tokio::select! {
+        accepted = eventor_protocol::hello(reader, writer, &hello, timeout) => {
+            accepted.map_err(AgentError::Handshake)
+        }
+        _ = shutdown.cancelled() => Err(AgentError::StoppedBeforeAccept),
+    }
+}
+
+/// What the agent derives from the prime's `Accept` and its own options.
+struct Plan {
+    limit: usize,
+    heartbeat: Option<Duration>,
+    caps: TextCaps,
+}
+
+impl Plan {
+    fn new(accept: &Accept, options: &AgentOptions) -> Plan {
+        let ours = options.max_concurrent.unwrap_or(usize::MAX);
+        let theirs = match accept.limits.max_concurrent_tasks {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        // A quarter of the smaller frame cap per text leaves room for the rest of a message.
+        let frame = accept
+            .limits
+            .max_frame_bytes
+            .min(FrameLimit::DEFAULT.bytes()) as usize;
+        let field = (frame / 4).max(256);
+        Plan {
+            limit: ours.min(theirs).max(1),
+            heartbeat: match accept.heartbeat_interval_ms {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            caps: TextCaps {
+                line: MAX_LINE_BYTES.min(field),
+                field,
+            },
+        }
+    }
+}
+
+fn summary(accept: Accept, end: AgentEnd, tally: &Tally) -> AgentSummary {
+    let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    AgentSummary {
+        run_id: accept.run_id,
+        host: accept.host,
+        end,
+        succeeded: read(&tally.succeeded),
+        failed: read(&tally.failed),
+        cancelled: read(&tally.cancelled),
+        timed_out: read(&tally.timed_out),
+        unrecorded: read(&tally.unrecorded),
+        output_lines_dropped: read(&tally.lines_dropped),
+    }
+}

@@ -1,0 +1,111 @@
+//! A command's output on its way to the writer: lines are cut to a cap and offered without
+//! waiting; a line that finds the outbound channel full is dropped and counted, and the count
+//! travels with the next line that gets through (or is reported before `TaskFinished`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use eventor_protocol::{Stream, TaskKey};
+use tokio::sync::mpsc;
+
+use super::writer::{Outgoing, OutputLine};
+use crate::engine::command::{OutputSink, OutputStream};
+
+/// One task's gate onto the outbound channel.
+pub(super) struct OutputGate {
+    out: mpsc::Sender<Outgoing>,
+    key: Arc<TaskKey>,
+    /// Lines dropped since the last one that got through.
+    pending: AtomicU64,
+    /// Every line this agent dropped, across tasks (for the summary).
+    total: Arc<AtomicU64>,
+    line_cap: usize,
+}
+
+impl OutputGate {
+    pub(super) fn new(
+        out: mpsc::Sender<Outgoing>,
+        key: Arc<TaskKey>,
+        total: Arc<AtomicU64>,
+        line_cap: usize,
+    ) -> OutputGate {
+        OutputGate {
+            out,
+            key,
+            pending: AtomicU64::new(0),
+            total,
+            line_cap,
+        }
+    }
+
+    /// The sink `run_command` calls for every line. It must not wait (the callback is
+    /// synchronous), so a full channel drops the line rather than blocking the reader.
+    pub(super) fn sink(self: &Arc<Self>) -> OutputSink {
+        let gate = self.clone();
+        Arc::new(move |stream, text| gate.offer(stream, text))
+    }
+
+    fn offer(&self, stream: OutputStream, mut text: String) {
+        clip(&mut text, self.line_cap);
+        let dropped_before = self.pending.swap(0, Ordering::AcqRel);
+        let line = OutputLine {
+            key: self.key.clone(),
+            stream: match stream {
+                OutputStream::Stdout => Stream::Stdout,
+                OutputStream::Stderr => Stream::Stderr,
+            },
+            text,
+            time: eventor_store::now_micros(),
+            dropped_before,
+        };
+        if self.out.try_send(Outgoing::Output(line)).is_err() {
+            // Give back the count this line was to carry, plus the line itself.
+            self.pending.fetch_add(dropped_before + 1, Ordering::AcqRel);
+            self.total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines dropped after the last one that got through; called once the command is over.
+    pub(super) fn take_pending(&self) -> u64 {
+        self.pending.swap(0, Ordering::AcqRel)
+    }
+}
+
+/// The text of the record that stands for `count` dropped lines.
+pub(super) fn dropped_text(count: u64) -> String {
+    let lines = if count == 1 { "line" } else { "lines" };
+    format!("{count} output {lines} dropped: the channel to the coordinator was full")
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), saying how much was cut.
+pub(super) fn clip(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    // " … [", twenty digits and " bytes cut]".
+    const MARKER_ROOM: usize = 40;
+    let mut cut = max.saturating_sub(MARKER_ROOM);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let removed = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!(" … [{removed} bytes cut]"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        let mut short = "abc".to_string();
+        clip(&mut short, 10);
+        assert_eq!(short, "abc");
+
+        let mut long = "é".repeat(100);
+        clip(&mut long, 64);
+        assert!(long.len() <= 64, "{}", long.len());
+        assert!(long.ends_with("bytes cut]"), "{long}");
+    }
+}

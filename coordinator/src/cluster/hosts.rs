@@ -1,0 +1,458 @@
+//! The hosts file: which cluster hosts a run may use, how to reach each one (an ssh alias
+//! resolved through an ssh_config), where its agent binary lives, how many tasks it takes
+//! at once and what environment its agent gets.
+//!
+//! ```yaml
+//! store: postgres://eventor@prime:5432/eventor   # the store every node uses (or --store)
+//! ssh_config: ~/.ssh/config                       # the default
+//! hosts:
+//!   node1: {}                                     # the name is the ssh alias
+//!   node2: {ssh: gpu-box, agent: /opt/eventor/bin/eventor-agent, max_concurrent: 8,
+//!           env: {PATH: /opt/bin:/usr/bin}}
+//! ```
+//!
+//! It is read with the same located-YAML reader as the flow file, so every error names
+//! `FILE:LINE:COL: FIELD: message`, and unknown keys, wrong types and an empty `hosts`
+//! mapping are errors rather than silently ignored.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::flow_file::Position;
+use crate::yaml::{self, At, Entry, Node, Problem};
+
+const TOP_KEYS: &[&str] = &["store", "ssh_config", "hosts"];
+const HOST_KEYS: &[&str] = &["ssh", "agent", "max_concurrent", "env"];
+/// The agent binary's file name, looked for next to the running executable by default.
+pub const AGENT_BINARY: &str = "eventor-agent";
+
+/// A loaded and checked hosts file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostsFile {
+    pub path: PathBuf,
+    /// `store:`, the store URL every node uses; `None` when the file names none (the
+    /// command line's `--store` then has to).
+    pub store: Option<String>,
+    /// `ssh_config:` with `~` expanded and a relative path taken from the hosts file's
+    /// directory; `None` means OpenSSH's default, `~/.ssh/config` when it exists.
+    pub ssh_config: Option<PathBuf>,
+    /// In the order of the file; never empty.
+    pub hosts: Vec<HostSpec>,
+}
+
+/// One entry of `hosts:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    /// The host's name in the cluster: in flow files (`host:`), log lines and events.
+    pub name: String,
+    /// The ssh_config alias to connect to (default: `name`).
+    pub ssh: String,
+    /// The agent binary's path on the host (default: `eventor-agent` next to the running
+    /// executable, which suits hosts that share the coordinator's file system layout).
+    pub agent: String,
+    /// Most tasks at once on this host; `None` leaves it to the flow's limits.
+    pub max_concurrent: Option<u32>,
+    /// Variables set for the agent (and so for every task it runs), in file order.
+    pub env: Vec<(String, String)>,
+    /// Line of the host's name in the file.
+    pub line: usize,
+}
+
+impl HostsFile {
+    /// The host called `name`.
+    pub fn host(&self, name: &str) -> Option<&HostSpec> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// Every host's name, in file order.
+    pub fn names(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+}
+
+impl HostSpec {
+    /// The remote shell command that starts this host's agent with `args`:
+    /// `exec env K=V … AGENT ARGS…`, every word quoted for a POSIX shell. `exec` makes the
+    /// agent the channel's process, so its exit status and signals are the channel's.
+    pub fn agent_command(&self, args: &[String]) -> String {
+        let mut words = vec!["exec".to_string()];
+        if !self.env.is_empty() {
+            words.push("env".into());
+            words.extend(
+                self.env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", shell_quote(v))),
+            );
+        }
+        words.push(quote_path(&self.agent));
+        words.extend(args.iter().map(|a| shell_quote(a)));
+        words.join(" ")
+    }
+}
+
+/// Quotes `word` for a POSIX shell, leaving plainly safe words as they are.
+pub fn shell_quote(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./=:@%+,".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// Like [`shell_quote`], but a leading `~/` stays unquoted so the remote shell expands it.
+fn quote_path(path: &str) -> String {
+    match path.strip_prefix("~/") {
+        Some(rest) => format!("~/{}", shell_quote(rest)),
+        None => shell_quote(path),
+    }
+}
+
+/// Why a hosts file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum HostsError {
+    #[error("{}: cannot read the hosts file", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid YAML.
+    #[error("{at}: yaml: {message}")]
+    Syntax { at: Position, message: String },
+    /// Valid YAML that is not a valid hosts file.
+    #[error("{at}: {field}: {message}")]
+    Invalid {
+        at: Position,
+        field: String,
+        message: String,
+    },
+}
+
+impl HostsError {
+    fn from_problem(file: &Path, p: Problem) -> HostsError {
+        let at = Position::new(file, p.line, p.column);
+        match p.field {
+            None => HostsError::Syntax {
+                at,
+                message: p.message,
+            },
+            Some(field) => HostsError::Invalid {
+                at,
+                field,
+                message: p.message,
+            },
+        }
+    }
+
+    /// Where the error is, unless the file could not be read.
+    pub fn position(&self) -> Option<&Position> {
+        match self {
+            HostsError::Read { .. } => None,
+            HostsError::Syntax { at, .. } | HostsError::Invalid { at, .. } => Some(at),
+        }
+    }
+
+    /// The offending field's path, for an invalid (but well-formed) file.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            HostsError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// What the file's defaults come from; [`HostDefaults::from_env`] outside tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDefaults {
+    /// The agent path for hosts without `agent:`; `None` when it cannot be known (then
+    /// such a host is an error naming it).
+    pub agent: Option<String>,
+    /// `$HOME`, for `~` in `ssh_config:`.
+    pub home: Option<PathBuf>,
+}
+
+impl HostDefaults {
+    /// `eventor-agent` next to the running executable, and `$HOME`.
+    pub fn from_env() -> HostDefaults {
+        let exe = std::env::current_exe().ok();
+        let agent = exe
+            .as_deref()
+            .and_then(Path::parent)
+            .map(|dir| dir.join(AGENT_BINARY).to_string_lossy().into_owned());
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        HostDefaults { agent, home }
+    }
+}
+
+/// Reads and checks a hosts file.
+pub fn load_hosts(path: &Path) -> Result<HostsFile, HostsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HostsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_hosts(&text, path, &HostDefaults::from_env())
+}
+
+/// Checks a hosts file given as text; `path` names it in errors and anchors a relative
+/// `ssh_config`.
+pub fn parse_hosts(
+    text: &str,
+    path: &Path,
+    defaults: &HostDefaults,
+) -> Result<HostsFile, HostsError> {
+    let convert = |p| HostsError::from_problem(path, p);
+    let root = yaml::parse_document(text).map_err(convert)?;
+    build(&root, path, defaults).map_err(convert)
+}
+
+fn build(root: &Node, path: &Path, defaults: &HostDefaults) -> Result<HostsFile, Problem> {
+    let top = At::root(root);
+    if root.is_null() {
+        return Err(top.problem("the hosts file is empty"));
+    }
+    let fields = top.mapping(TOP_KEYS)?;
+    let hosts_at = fields.required("hosts", &top)?;
+    Ok(HostsFile {
+        path: path.to_path_buf(),
+        store: fields.get("store").map(read_store).transpose()?,
+        ssh_config: fields
+            .get("ssh_config")
+            .map(|at| read_ssh_config(at, path, defaults))
+            .transpose()?,
+        hosts: read_hosts(hosts_at, defaults)?,
+    })
+}
+
+fn read_store(at: &At<'_>) -> Result<String, Problem> {
+    let store = at.string()?;
+    if store.trim().is_empty() {
+        return Err(at.problem("must not be empty"));
+    }
+    Ok(store)
+}
+
+fn read_ssh_config(at: &At<'_>, file: &Path, defaults: &HostDefaults) -> Result<PathBuf, Problem> {
+    let text = at.string()?;
+    let path = expand_home(&text, defaults.home.as_deref()).map_err(|m| at.problem(m))?;
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    let dir = file.parent().unwrap_or(Path::new(""));
+    Ok(dir.join(path))
+}
+
+/// `~` and `~/rest` become `$HOME` and `$HOME/rest`; other paths are kept.
+fn expand_home(text: &str, home: Option<&Path>) -> Result<PathBuf, String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    let rest = match text.strip_prefix('~') {
+        None => return Ok(PathBuf::from(text)),
+        Some("") => "",
+        Some(rest) => rest
+            .strip_prefix('/')
+            .ok_or("only `~` and `~/…` are expanded, not `~user`")?,
+    };
+    let home = home.ok_or("cannot expand `~`: $HOME is not set")?;
+    Ok(home.join(rest))
+}
+
+fn read_hosts(at: &At<'_>, defaults: &HostDefaults) -> Result<Vec<HostSpec>, Problem> {
+    let entries = at.entries("host")?;
+    if entries.is_empty() {
+        return Err(at.problem("no hosts: name at least one"));
+    }
+    entries.iter().map(|e| read_host(e, defaults)).collect()
+}
+
+fn read_host(entry: &Entry<'_>, defaults: &HostDefaults) -> Result<HostSpec, Problem> {
+    check_host_name(entry)?;
+    let fields = entry.value.mapping(HOST_KEYS)?;
+    let ssh = match fields.get("ssh") {
+        Some(at) => read_word(at)?,
+        None => entry.name.clone(),
+    };
+    let agent = match fields.get("agent") {
+        Some(at) => read_word(at)?,
+        None => defaults.agent.clone().ok_or_else(|| {
+            entry.key.problem(format!(
+                "no `agent` given and the path of `{AGENT_BINARY}` next to this program is unknown"
+            ))
+        })?,
+    };
+    Ok(HostSpec {
+        name: entry.name.clone(),
+        ssh,
+        agent,
+        max_concurrent: fields.get("max_concurrent").map(At::count).transpose()?,
+        env: fields
+            .get("env")
+            .map(read_env)
+            .transpose()?
+            .unwrap_or_default(),
+        line: entry.key.node.line,
+    })
+}
+
+/// Names appear unquoted in log lines and on command lines, so they are kept plain.
+fn check_host_name(entry: &Entry<'_>) -> Result<(), Problem> {
+    let name = &entry.name;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if name.is_empty() || name.starts_with('-') || !name.chars().all(plain) {
+        let message = format!(
+            "invalid host name `{name}`: use letters, digits, `.`, `_` and `-` (not first)"
+        );
+        return Err(entry.key.problem(message));
+    }
+    Ok(())
+}
+
+/// A non-empty string without whitespace or control characters (an alias, a path).
+fn read_word(at: &At<'_>) -> Result<String, Problem> {
+    let word = at.string()?;
+    if word.is_empty() {
+        return Err(at.problem("must not be empty"));
+    }
+    if word.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(at.problem("must not contain spaces or control characters"));
+    }
+    Ok(word)
+}
+
+/// Variables go on the agent's command line (`env NAME=value`), so names are shell
+/// identifiers.
+fn read_env(at: &At<'_>) -> Result<Vec<(String, String)>, Problem> {
+    let mut out = Vec::new();
+    for entry in at.entries("variable")? {
+        if !is_identifier(&entry.name) {
+            let message = format!(
+                "invalid environment variable name `{}`: use letters, digits and `_`, not a digit first",
+                entry.name
+            );
+            return Err(entry.key.problem(message));
+        }
+        let value = entry.value.string()?;
+        if value.contains('\0') {
+            return Err(entry.value.problem("must not contain a NUL character"));
+        }
+        out.push((entry.name, value));
+    }
+    Ok(out)
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl fmt::Display for HostSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ssh == self.name {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{} (ssh {})", self.name, self.ssh)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> HostDefaults {
+        HostDefaults {
+            agent: Some("/opt/coord/eventor-agent".into()),
+            home: Some("/home/ev".into()),
+        }
+    }
+
+    fn parse(text: &str) -> Result<HostsFile, HostsError> {
+        parse_hosts(text, Path::new("conf/cluster.yaml"), &defaults())
+    }
+
+    #[test]
+    fn reads_the_documented_example() {
+        let text = "store: postgres://eventor@prime:5432/eventor
+ssh_config: ~/.ssh/config
+hosts:
+  node1: {}
+  node2: {ssh: gpu-box, agent: /opt/eventor/bin/eventor-agent, max_concurrent: 8, env: {PATH: /opt/bin:/usr/bin}}
+";
+        let file = parse(text).unwrap();
+        assert_eq!(
+            file.store.as_deref(),
+            Some("postgres://eventor@prime:5432/eventor")
+        );
+        assert_eq!(
+            file.ssh_config.as_deref(),
+            Some(Path::new("/home/ev/.ssh/config"))
+        );
+        let node1 = file.host("node1").unwrap();
+        assert_eq!(
+            (node1.ssh.as_str(), node1.agent.as_str(), node1.line),
+            ("node1", "/opt/coord/eventor-agent", 4)
+        );
+        assert_eq!((node1.max_concurrent, node1.env.len()), (None, 0));
+        let node2 = file.host("node2").unwrap();
+        assert_eq!(node2.ssh, "gpu-box");
+        assert_eq!(node2.agent, "/opt/eventor/bin/eventor-agent");
+        assert_eq!(node2.max_concurrent, Some(8));
+        assert_eq!(node2.env, vec![("PATH".into(), "/opt/bin:/usr/bin".into())]);
+        assert_eq!(file.names(), vec!["node1", "node2"]);
+    }
+
+    #[test]
+    fn defaults_and_relative_ssh_config() {
+        let file = parse("ssh_config: ssh/config\nhosts: {a:}\n").unwrap();
+        assert_eq!(file.store, None);
+        assert_eq!(
+            file.ssh_config.as_deref(),
+            Some(Path::new("conf/ssh/config"))
+        );
+        assert_eq!(parse("hosts: {a:}").unwrap().ssh_config, None);
+    }
+
+    #[test]
+    fn agent_command_quotes_for_the_shell() {
+        let file =
+            parse("hosts:\n  a: {agent: ~/bin/eventor agent, env: {P: \"it's\", Q: plain}}\n");
+        assert!(file.is_err(), "spaces in agent are refused");
+        let file =
+            parse("hosts:\n  a: {agent: ~/bin/eventor-agent, env: {P: \"it's\", Q: plain}}\n")
+                .unwrap();
+        let args = ["--store".to_string(), "postgres://x y".to_string()];
+        assert_eq!(
+            file.hosts[0].agent_command(&args),
+            r"exec env P='it'\''s' Q=plain ~/bin/eventor-agent --store 'postgres://x y'"
+        );
+    }
+
+    #[test]
+    fn missing_default_agent_is_an_error_at_the_host() {
+        let defaults = HostDefaults {
+            agent: None,
+            home: None,
+        };
+        let err = parse_hosts("hosts:\n  a: {}\n", Path::new("h.yaml"), &defaults).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("h.yaml:2:3: hosts.a: no `agent` given"),
+            "{err}"
+        );
+        let err = parse_hosts(
+            "ssh_config: ~/x\nhosts: {a: {agent: /a}}\n",
+            Path::new("h.yaml"),
+            &defaults,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "h.yaml:1:13: ssh_config: cannot expand `~`: $HOME is not set"
+        );
+    }
+}

@@ -1,0 +1,881 @@
+//! The coordinator's cluster plumbing: the hosts file's errors, the central log (concurrent
+//! writers, format, filters, follow, drops under a flood) and host links to the real
+//! `eventor-agent` over the testbed's SSH hosts (`scripts/testbed.sh up --ssh`): the
+//! handshake and a command on two hosts at once, a host cut off, an agent killed, a clean
+//! shutdown, a missing agent binary. Without the testbed the link tests print that they
+//! were skipped, unless EVENTOR_REQUIRE_TESTBED=1 makes that a failure.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use eventor::cluster::{
+    connect_hosts, load_hosts, parse_hosts, print_log, CancellationToken, CentralLog,
+    CentralLogConfig, ConnectOptions, Dispatch, HostDefaults, HostEvent, HostLink, HostsFile,
+    LinkEnd, LinkError, LogFilter, LogLevel, LogLine, LogRecord, Outcome, Stream, TaskKey, Work,
+};
+use eventor::ssh::{ClientSettings, ExitStatus};
+use tokio::sync::mpsc;
+
+use crate::agent_binary;
+
+// ---------------------------------------------------------------------------------------------
+// The hosts file.
+// ---------------------------------------------------------------------------------------------
+
+fn defaults() -> HostDefaults {
+    HostDefaults {
+        agent: Some("/opt/eventor/eventor-agent".into()),
+        home: Some("/home/ev".into()),
+    }
+}
+
+#[test]
+fn hosts_file_errors_name_file_line_column_and_field() {
+    let cases: &[(&str, &str)] = &[
+        ("", "cluster.yaml:1:1: top level: the hosts file is empty"),
+        ("store: x\n", "cluster.yaml:1:1: top level: missing `hosts`"),
+        ("hosts: {}\n", "cluster.yaml:1:8: hosts: no hosts: name at least one"),
+        ("hosts:\n", "cluster.yaml:1:1: top level: missing `hosts`"),
+        (
+            "hosts: [node1, node2]\n",
+            "cluster.yaml:1:8: hosts: expected a mapping, found a list",
+        ),
+        (
+            "host:\n  node1: {}\n",
+            "cluster.yaml:1:1: host: unknown key; did you mean `hosts`?",
+        ),
+        (
+            "store: x\nhosts:\n  node1: {sssh: gpu}\n",
+            "cluster.yaml:3:11: hosts.node1.sssh: unknown key; did you mean `ssh`?",
+        ),
+        (
+            "hosts:\n  node1: 3\n",
+            "cluster.yaml:2:10: hosts.node1: expected a mapping, found `3`",
+        ),
+        (
+            "hosts:\n  node1: {max_concurrent: many}\n",
+            "cluster.yaml:2:27: hosts.node1.max_concurrent: expected a whole number, found `many`",
+        ),
+        (
+            "hosts:\n  node1: {max_concurrent: 0}\n",
+            "cluster.yaml:2:27: hosts.node1.max_concurrent: must be between 1 and 4294967295, found 0",
+        ),
+        (
+            "hosts:\n  node1:\n    env: [PATH]\n",
+            "cluster.yaml:3:10: hosts.node1.env: expected a mapping, found a list",
+        ),
+        (
+            "hosts:\n  node1:\n    env: {1X: a}\n",
+            "cluster.yaml:3:11: hosts.node1.env.1X: invalid environment variable name `1X`: use \
+             letters, digits and `_`, not a digit first",
+        ),
+        (
+            "hosts:\n  node1: {env: {A: [1]}}\n",
+            "cluster.yaml:2:20: hosts.node1.env.A: expected a string, found a list",
+        ),
+        (
+            "hosts:\n  node1: {}\n  node2: {}\n  node1: {ssh: x}\n",
+            "cluster.yaml:4:3: hosts.node1: duplicate host `node1` (first defined at line 2)",
+        ),
+        (
+            "hosts:\n  \"node 1\": {}\n",
+            "cluster.yaml:2:3: hosts.node 1: invalid host name `node 1`: use letters, digits, \
+             `.`, `_` and `-` (not first)",
+        ),
+        (
+            "hosts:\n  node1: {ssh: \"gpu box\"}\n",
+            "cluster.yaml:2:16: hosts.node1.ssh: must not contain spaces or control characters",
+        ),
+        (
+            "hosts:\n  node1: {agent: \"\"}\n",
+            "cluster.yaml:2:18: hosts.node1.agent: must not be empty",
+        ),
+        (
+            "store: {url: x}\nhosts: {a: {}}\n",
+            "cluster.yaml:1:8: store: expected a string, found a mapping",
+        ),
+        (
+            "ssh_config: ~bob/config\nhosts: {a: {}}\n",
+            "cluster.yaml:1:13: ssh_config: only `~` and `~/…` are expanded, not `~user`",
+        ),
+        (
+            "hosts:\n  node1: {ssh: [a]}\n",
+            "cluster.yaml:2:16: hosts.node1.ssh: expected a string, found a list",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (text, want) in cases {
+        match parse_hosts(text, Path::new("cluster.yaml"), &defaults()) {
+            Ok(file) => wrong.push(format!("{text:?}: loaded {file:?}")),
+            Err(e) if e.to_string() != *want => {
+                wrong.push(format!("{text:?}:\n  got  {e}\n  want {want}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn hosts_file_syntax_errors_have_a_position_but_no_field() {
+    let err = parse_hosts(
+        "hosts:\n  node1: {ssh: [}\n",
+        Path::new("c.yaml"),
+        &defaults(),
+    )
+    .unwrap_err();
+    let at = err.position().expect("a position");
+    assert_eq!((at.file.as_path(), at.line), (Path::new("c.yaml"), 2));
+    assert_eq!(err.field(), None);
+    assert!(err.to_string().starts_with("c.yaml:2:"), "{err}");
+    assert!(err.to_string().contains(": yaml: "), "{err}");
+}
+
+#[test]
+fn load_hosts_reads_files_with_defaults_next_to_this_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::write(
+        dir.path(),
+        "cluster.yaml",
+        "store: postgres://eventor@prime:5432/eventor\nhosts:\n  node1: {}\n  node2: {ssh: gpu-box, max_concurrent: 8}\n",
+    );
+    let file = load_hosts(&path).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let next_to_me = exe.parent().unwrap().join("eventor-agent");
+    assert_eq!(file.hosts[0].agent, next_to_me.to_string_lossy());
+    assert_eq!(file.hosts[1].ssh, "gpu-box");
+    assert_eq!(file.hosts[1].max_concurrent, Some(8));
+    assert_eq!(file.ssh_config, None);
+    let missing = dir.path().join("nope.yaml");
+    let err = load_hosts(&missing).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}: cannot read the hosts file", missing.display())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The central log.
+// ---------------------------------------------------------------------------------------------
+
+fn now_micros() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    since.as_micros() as i64
+}
+
+fn record(host: &str, step: Option<&str>, sequence: u32, text: String) -> LogRecord {
+    LogRecord {
+        time: now_micros(),
+        level: LogLevel::Info,
+        host: host.into(),
+        task: step.map(|step| TaskKey {
+            run_id: "r1".into(),
+            step: step.into(),
+            sequence: sequence.to_string(),
+            recovery: 0,
+            attempt: 1,
+        }),
+        stream: if step.is_some() {
+            Stream::Stdout
+        } else {
+            Stream::Agent
+        },
+        text,
+    }
+}
+
+/// A `Write` the test can look into while `print_log` holds it.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn central_log_takes_many_concurrent_writers_in_the_documented_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = CentralLog::open(&dir.path().join("logs"), "nightly", "r1")
+        .await
+        .unwrap();
+    assert_eq!(log.path(), dir.path().join("logs/nightly/r1.log"));
+    let (writers, each) = (8, 2_000);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let sink = log.sink();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                let host = format!("node{}", w % 2 + 1);
+                let text = format!("writer {w} line {i}");
+                assert!(sink.record(record(&host, Some("s1"), w, text)).await);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let totals = log.close("success").await.unwrap();
+    assert_eq!((totals.written, totals.dropped), (writers as u64 * each, 0));
+    let text = std::fs::read_to_string(dir.path().join("logs/nightly/r1.log")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() as u64, writers as u64 * each + 2);
+    assert!(
+        lines[0].starts_with("-- start of run r1 at 20"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(*lines.last().unwrap(), "-- end of run r1: success");
+    let mut next = vec![0u32; writers as usize];
+    for line in &lines[1..lines.len() - 1] {
+        let LogLine::Record {
+            time,
+            host,
+            task,
+            stream,
+            text,
+        } = LogLine::parse(line)
+        else {
+            panic!("not a record: {line}");
+        };
+        // 2026-11-29T21:22:05.236001Z
+        let shape: String = time
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "9999-99-99T99:99:99.999999Z", "{line}");
+        let words: Vec<&str> = text.split(' ').collect();
+        let (w, i): (u32, u32) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+        assert_eq!(host, format!("node{}", w % 2 + 1));
+        assert_eq!((task, stream), (format!("s1[{w}]").as_str(), "stdout"));
+        assert_eq!(i, next[w as usize], "each writer's lines stay in order");
+        next[w as usize] += 1;
+    }
+}
+
+#[tokio::test]
+async fn logs_filters_by_host_and_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = CentralLog::open(dir.path(), "f", "r1").await.unwrap();
+    let records = [
+        record("node1", Some("s1"), 1, "a".into()),
+        record("node2", Some("s1"), 2, "b".into()),
+        record("node2", Some("s2"), 1, "c".into()),
+        record("node2", None, 0, "agent says hi".into()),
+        record("node1", Some("s10"), 1, "d".into()),
+    ];
+    for r in records {
+        log.record(r).await;
+    }
+    let path = log.path().to_path_buf();
+    log.close("failure").await.unwrap();
+    let show = |host: Option<&str>, step: Option<&str>| {
+        let filter = LogFilter {
+            host: host.map(str::to_string),
+            step: step.map(str::to_string),
+        };
+        let path = path.clone();
+        async move {
+            let mut out = Vec::new();
+            let summary = print_log(&path, &filter, false, &mut out).await.unwrap();
+            assert_eq!(summary.outcome.as_deref(), Some("failure"));
+            let text = String::from_utf8(out).unwrap();
+            let texts: Vec<String> = text
+                .lines()
+                .map(|l| match LogLine::parse(l) {
+                    LogLine::Record { text, .. } => text.to_string(),
+                    LogLine::Marker(m) => format!("-- {}", m.split(" at ").next().unwrap()),
+                    LogLine::Other(o) => panic!("{o}"),
+                })
+                .collect();
+            texts.join("|")
+        }
+    };
+    let all = "-- start of run r1|a|b|c|agent says hi|d|-- end of run r1: failure";
+    assert_eq!(show(None, None).await, all);
+    assert_eq!(
+        show(Some("node2"), None).await,
+        "-- start of run r1|b|c|agent says hi|-- end of run r1: failure"
+    );
+    assert_eq!(
+        show(None, Some("s1")).await,
+        "-- start of run r1|a|b|-- end of run r1: failure"
+    );
+    assert_eq!(
+        show(Some("node2"), Some("s1")).await,
+        "-- start of run r1|b|-- end of run r1: failure"
+    );
+    assert_eq!(
+        show(None, Some("s1[2]")).await,
+        "-- start of run r1|b|-- end of run r1: failure"
+    );
+}
+
+#[tokio::test]
+async fn follow_sees_appended_lines_and_stops_at_the_end_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = CentralLog::open(dir.path(), "f", "r7").await.unwrap();
+    log.record(record("node1", Some("s1"), 1, "before".into()))
+        .await;
+    let out = Shared::default();
+    let follower = {
+        let (path, out) = (log.path().to_path_buf(), out.clone());
+        let filter = LogFilter {
+            host: Some("node1".into()),
+            step: None,
+        };
+        tokio::spawn(async move { print_log(&path, &filter, true, out).await })
+    };
+    let seen = |want: &'static str| {
+        let out = out.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !out.text().contains(want) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{want:?} not seen in:\n{}",
+                    out.text()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Instant::now()
+        }
+    };
+    seen("stdout before").await;
+    let t = Instant::now();
+    log.record(record("node1", Some("s1"), 1, "after".into()))
+        .await;
+    log.record(record("node2", Some("s1"), 1, "other host".into()))
+        .await;
+    let took = seen("stdout after").await - t;
+    eprintln!("follow saw an appended line after {took:?}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert!(!follower.is_finished(), "follow must wait for more");
+    log.close("success").await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(2), follower)
+        .await
+        .expect("follow stops at the end marker")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.outcome.as_deref(), Some("success"));
+    let text = out.text();
+    assert!(!text.contains("other host"), "{text}");
+    assert!(text.ends_with("-- end of run r7: success\n"), "{text}");
+}
+
+#[tokio::test]
+async fn follow_of_a_recovered_run_waits_past_the_old_end_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = CentralLog::open(dir.path(), "f", "r8").await.unwrap();
+    first.close("failure").await.unwrap();
+    let again = CentralLog::open(dir.path(), "f", "r8").await.unwrap();
+    let out = Shared::default();
+    let follower = {
+        let (path, out) = (again.path().to_path_buf(), out.clone());
+        tokio::spawn(async move { print_log(&path, &LogFilter::default(), true, out).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !follower.is_finished(),
+        "the recovery's start marker reopens the run"
+    );
+    again.close("success").await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(2), follower)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.outcome.as_deref(), Some("success"));
+    assert_eq!(out.text().matches("-- start of run r8").count(), 2);
+}
+
+#[tokio::test]
+async fn a_flood_into_a_tiny_channel_drops_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CentralLogConfig {
+        capacity: 4,
+        ..CentralLogConfig::default()
+    };
+    let log = CentralLog::open_with(dir.path(), "f", "r1", config)
+        .await
+        .unwrap();
+    let sink = log.sink();
+    let n = 100_000u64;
+    let mut kept = 0u64;
+    for i in 0..n {
+        if sink.try_record(record("node1", Some("s1"), 1, format!("flood {i}"))) {
+            kept += 1;
+        }
+        if i % 10_000 == 0 {
+            // Let the writer run now and then, so drops are noted in several places.
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(sink.dropped(), n - kept);
+    assert!(sink.dropped() > n / 2, "only {} dropped", sink.dropped());
+    let totals = log.close("success").await.unwrap();
+    assert_eq!((totals.written, totals.dropped), (kept, n - kept));
+    let text = std::fs::read_to_string(dir.path().join("f/r1.log")).unwrap();
+    let mut noted = 0u64;
+    let mut records = 0u64;
+    for line in text.lines() {
+        match LogLine::parse(line) {
+            LogLine::Record { .. } => records += 1,
+            LogLine::Marker(m) if m.contains(" records dropped before ") => {
+                noted += m.split(' ').next().unwrap().parse::<u64>().unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((records, noted), (kept, n - kept));
+}
+
+#[tokio::test]
+async fn central_log_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = CentralLog::open(dir.path(), "f", "bench").await.unwrap();
+    let n = 200_000u32;
+    let text = "x".repeat(80);
+    let t = Instant::now();
+    for i in 0..n {
+        log.record(record("node1", Some("s1"), i % 10, text.clone()))
+            .await;
+    }
+    log.close("success").await.unwrap();
+    let took = t.elapsed();
+    eprintln!(
+        "central log: {n} lines of ~130 bytes in {took:?} = {:.0} lines/s",
+        f64::from(n) / took.as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host links over the testbed.
+// ---------------------------------------------------------------------------------------------
+
+/// The cut-off test takes this for writing (it downs node1's link); the others read.
+/// (The SSH tests in `ssh.rs` have a lock of their own for their cut-off test.)
+static LINK: RwLock<()> = RwLock::new(());
+
+/// How long any wait in the link tests may take before it counts as a hang.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The testbed's env file as a map, or `None` (after saying so) when it is not up.
+fn testbed() -> Option<HashMap<String, String>> {
+    let dir = std::env::var("EVENTOR_TESTBED_DIR").unwrap_or("/tmp/eventor-testbed".into());
+    let env = std::fs::read_to_string(Path::new(&dir).join("env")).unwrap_or_default();
+    let vars: HashMap<String, String> = env
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    if vars
+        .get("EVENTOR_SSH_CONFIG")
+        .is_some_and(|v| !v.is_empty())
+    {
+        return Some(vars);
+    }
+    if std::env::var("EVENTOR_REQUIRE_TESTBED").as_deref() == Ok("1") {
+        panic!("testbed not up: run scripts/testbed.sh up --ssh");
+    }
+    eprintln!("skipped: ssh testbed not up (scripts/testbed.sh up --ssh)");
+    None
+}
+
+/// The testbed plus a scratch home (so the real ~/.ssh plays no part) and a hosts file
+/// naming its hosts with this build's agent.
+struct Bed {
+    vars: HashMap<String, String>,
+    home: tempfile::TempDir,
+    hosts: HostsFile,
+}
+
+impl Bed {
+    fn new() -> Option<Bed> {
+        Self::with_agent(&agent_binary().to_string_lossy())
+    }
+
+    fn with_agent(agent: &str) -> Option<Bed> {
+        let vars = testbed()?;
+        let home = tempfile::tempdir().unwrap();
+        let text = format!(
+            "ssh_config: {}\nhosts:\n  node1: {{agent: {agent}}}\n  node2: {{agent: {agent}, max_concurrent: 4}}\n",
+            vars["EVENTOR_SSH_CONFIG"]
+        );
+        let path = crate::write(home.path(), "cluster.yaml", &text);
+        let hosts = load_hosts(&path).unwrap();
+        Some(Bed { vars, home, hosts })
+    }
+
+    fn var(&self, name: &str) -> String {
+        self.vars[name].clone()
+    }
+
+    fn options(&self, run_id: &str) -> ConnectOptions {
+        ConnectOptions {
+            ssh: ClientSettings {
+                home: self.home.path().to_path_buf(),
+                agent_socket: None,
+                ..ClientSettings::from_env()
+            },
+            ..ConnectOptions::new(run_id, Vec::new())
+        }
+    }
+
+    /// Links to `names`, all of which must come up.
+    async fn connect(
+        &self,
+        names: &[&str],
+        options: &ConnectOptions,
+    ) -> (Vec<HostLink>, mpsc::Receiver<HostEvent>, Duration) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (tx, rx) = mpsc::channel(1024);
+        let t = Instant::now();
+        let token = CancellationToken::new();
+        let connecting = connect_hosts(&self.hosts, &names, options, tx, &token);
+        let results = tokio::time::timeout(WAIT, connecting)
+            .await
+            .expect("no hang");
+        let took = t.elapsed();
+        let links = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("{}", chain(&e))))
+            .collect();
+        (links, rx, took)
+    }
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
+}
+
+fn key(step: &str, sequence: &str) -> TaskKey {
+    TaskKey {
+        run_id: "cluster-test".into(),
+        step: step.into(),
+        sequence: sequence.into(),
+        recovery: 0,
+        attempt: 1,
+    }
+}
+
+fn command(key: TaskKey, command: &str) -> Dispatch {
+    Dispatch {
+        key,
+        work: Work::Command {
+            command: command.into(),
+            env: vec![],
+            cwd: None,
+            timeout_ms: None,
+        },
+    }
+}
+
+async fn next_event(events: &mut mpsc::Receiver<HostEvent>) -> HostEvent {
+    let event = tokio::time::timeout(WAIT, events.recv()).await;
+    event.expect("an event in time").expect("events open")
+}
+
+/// Events (from any host) until one is `Lost` for `host`; its reason.
+async fn lost(events: &mut mpsc::Receiver<HostEvent>, host: &str) -> String {
+    loop {
+        if let HostEvent::Lost { host: h, reason } = next_event(events).await {
+            if h == host {
+                return reason;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_hosts_run_hostname_and_shut_down_cleanly() {
+    let _link = LINK.read();
+    let Some(bed) = Bed::new() else { return };
+    let options = bed.options("cluster-test");
+    let (links, mut events, took) = bed.connect(&["node1", "node2"], &options).await;
+    eprintln!("connect + agent ready, 2 hosts at once: {took:?}");
+    for link in &links {
+        assert_eq!(link.accepted().run_id, "cluster-test");
+        assert_eq!(link.accepted().host, link.host());
+    }
+    assert_eq!(links[1].accepted().limits.max_concurrent_tasks, 4);
+    let keys = [key("ip", "1"), key("ip", "2")];
+    for (link, key) in links.iter().zip(&keys) {
+        link.dispatch(command(key.clone(), "hostname -I"))
+            .await
+            .unwrap();
+    }
+    // Both run at once; sort each host's events out of the shared stream.
+    let mut per_host: HashMap<String, Vec<HostEvent>> = HashMap::new();
+    let mut finished = 0;
+    while finished < 2 {
+        let event = next_event(&mut events).await;
+        if let HostEvent::Lost { host, reason } = &event {
+            panic!("{host} lost: {reason}");
+        }
+        finished += usize::from(matches!(event, HostEvent::Finished { .. }));
+        per_host
+            .entry(event.host().to_string())
+            .or_default()
+            .push(event);
+    }
+    for (k, key) in keys.iter().enumerate() {
+        let host = format!("node{}", k + 1);
+        let addr = bed.var(&format!("EVENTOR_NODE{}_ADDR", k + 1));
+        let got: Vec<&HostEvent> = per_host[&host]
+            .iter()
+            .filter(|e| !matches!(e, HostEvent::Log { record, .. } if record.task.is_none()))
+            .collect();
+        assert!(
+            matches!(got[0], HostEvent::Started { key: k, pid, .. } if k == key && *pid > 0),
+            "{got:?}"
+        );
+        let HostEvent::Log { record, .. } = got[1] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            (record.stream, record.host.as_str()),
+            (Stream::Stdout, host.as_str())
+        );
+        assert!(
+            record.text.split_whitespace().any(|a| a == addr),
+            "{host} says {:?}, expected {addr}",
+            record.text
+        );
+        assert!(
+            matches!(got.last().unwrap(), HostEvent::Finished { key: k, status: Outcome::Success, exit_code: Some(0), .. } if k == key),
+            "{got:?}"
+        );
+    }
+    let t = Instant::now();
+    for link in &links {
+        link.shutdown("test over").await.unwrap();
+    }
+    for link in links {
+        let end = link.join(Duration::from_secs(10)).await;
+        assert_eq!(
+            end,
+            LinkEnd::Clean {
+                exit: Some(ExitStatus::Code(0))
+            }
+        );
+    }
+    eprintln!("shutdown + join of 2 hosts: {:?}", t.elapsed());
+}
+
+/// Restores the link even when the test fails.
+struct LinkDown(String);
+
+impl Drop for LinkDown {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "set", &self.0, "up"])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_host_cut_off_is_lost_within_lost_after() {
+    let _link = LINK.write();
+    let Some(bed) = Bed::new() else { return };
+    let veth = bed.var("EVENTOR_NODE1_VETH");
+    if veth.is_empty() {
+        eprintln!("skipped: testbed in loopback mode has no link to cut");
+        return;
+    }
+    let options = ConnectOptions {
+        heartbeat: Duration::from_millis(500),
+        lost_after: Duration::from_secs(2),
+        ..bed.options("cluster-test")
+    };
+    let (mut links, mut events, _) = bed.connect(&["node1"], &options).await;
+    let link = links.pop().unwrap();
+    // A task in flight when the host vanishes.
+    link.dispatch(command(key("sleep", "1"), "sleep 30"))
+        .await
+        .unwrap();
+    let pid = loop {
+        if let HostEvent::Started { pid, .. } = next_event(&mut events).await {
+            break pid;
+        }
+    };
+    let down = Command::new("ip")
+        .args(["link", "set", &veth, "down"])
+        .status()
+        .unwrap();
+    assert!(down.success());
+    let _restore = LinkDown(veth);
+    let t = Instant::now();
+    let reason = lost(&mut events, "node1").await;
+    let took = t.elapsed();
+    eprintln!("cut-off host lost after {took:?}: {reason}");
+    assert_eq!(reason, "no heartbeat for 2s");
+    assert!(
+        took < options.lost_after + Duration::from_secs(1),
+        "{took:?}"
+    );
+    let err = link
+        .dispatch(command(key("sleep", "2"), "true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LinkError::Lost { .. }), "{err}");
+    let t = Instant::now();
+    let end = link.join(Duration::from_secs(1)).await;
+    assert!(matches!(end, LinkEnd::Lost { .. }), "{end:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "join hung: {:?}",
+        t.elapsed()
+    );
+    // The agent on the far side notices the silence too and ends once its task is done;
+    // stop the task (its own process group) now so nothing outlives the test.
+    kill_group(pid);
+}
+
+/// SIGKILL to a task's process group (the agent starts each command in its own).
+fn kill_group(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status();
+}
+
+/// The agent's pid: the parent of the task it started.
+fn parent_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("PPid:")).unwrap();
+    line["PPid:".len()..].trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_agent_is_lost_with_its_signal() {
+    let _link = LINK.read();
+    let Some(bed) = Bed::new() else { return };
+    let (mut links, mut events, _) = bed.connect(&["node2"], &bed.options("cluster-test")).await;
+    let link = links.pop().unwrap();
+    let key = key("sleep", "9");
+    link.dispatch(command(key.clone(), "sleep 30"))
+        .await
+        .unwrap();
+    let pid = loop {
+        if let HostEvent::Started { pid, .. } = next_event(&mut events).await {
+            break pid;
+        }
+    };
+    // Namespaces share the pid space with us: kill exactly this agent, nothing else.
+    let agent = parent_of(pid);
+    let comm = std::fs::read_to_string(format!("/proc/{agent}/comm")).unwrap();
+    assert_eq!(comm.trim(), "eventor-agent");
+    let t = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-KILL", &agent.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let reason = lost(&mut events, "node2").await;
+    eprintln!("killed agent lost after {:?}: {reason}", t.elapsed());
+    assert_eq!(reason, "agent was killed by signal KILL");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    kill_group(pid);
+    assert!(matches!(
+        link.join(Duration::from_secs(1)).await,
+        LinkEnd::Lost { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_missing_agent_binary_fails_the_handshake_saying_so() {
+    let _link = LINK.read();
+    let Some(bed) = Bed::with_agent("/nonexistent/eventor-agent") else {
+        return;
+    };
+    let names = vec!["node1".to_string(), "node9".to_string()];
+    let (tx, _rx) = mpsc::channel(16);
+    let options = bed.options("cluster-test");
+    let token = CancellationToken::new();
+    let results = tokio::time::timeout(
+        WAIT,
+        connect_hosts(&bed.hosts, &names, &options, tx, &token),
+    )
+    .await
+    .expect("no hang");
+    let errors: Vec<String> = results
+        .into_iter()
+        .map(|r| r.map(|_| ()).unwrap_err().to_string())
+        .collect();
+    assert!(
+        errors[0].starts_with(
+            "node1: agent handshake failed (agent exited with status 127); agent stderr: "
+        ),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains("No such file or directory"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(errors[1], "node9: not in the hosts file");
+}
+
+#[tokio::test]
+async fn many_tasks_on_one_link_stream_their_output() {
+    let _link = LINK.read();
+    let Some(bed) = Bed::new() else { return };
+    let (mut links, mut events, _) = bed.connect(&["node1"], &bed.options("cluster-test")).await;
+    let link = links.pop().unwrap();
+    let n = 20;
+    for i in 0..n {
+        let script = format!("for j in 1 2 3 4 5; do echo task {i} line $j; done");
+        link.dispatch(command(key("many", &i.to_string()), &script))
+            .await
+            .unwrap();
+    }
+    let mut lines: HashMap<String, Vec<String>> = HashMap::new();
+    let mut finished = 0;
+    while finished < n {
+        match next_event(&mut events).await {
+            HostEvent::Log { record, .. } if record.task.is_some() => {
+                let seq = record.task.unwrap().sequence;
+                lines.entry(seq).or_default().push(record.text);
+            }
+            HostEvent::Finished { status, .. } => {
+                assert_eq!(status, Outcome::Success);
+                finished += 1;
+            }
+            HostEvent::Lost { reason, .. } => panic!("lost: {reason}"),
+            _ => {}
+        }
+    }
+    for i in 0..n {
+        let want: Vec<String> = (1..=5).map(|j| format!("task {i} line {j}")).collect();
+        assert_eq!(lines[&i.to_string()], want);
+    }
+    link.shutdown("done").await.unwrap();
+    assert!(matches!(
+        link.join(Duration::from_secs(10)).await,
+        LinkEnd::Clean { .. }
+    ));
+}
