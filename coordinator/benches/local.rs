@@ -12,6 +12,7 @@ use eventor::{Eventor, EventorConfig, EventorOptions, Step, StoreLocation};
 const CHAIN: usize = 10_000;
 const FAN_OUT: usize = 100_000;
 const COMMANDS: usize = 1_000;
+const PG_FAN_OUT: usize = 20_000;
 
 fn main() {
     if let Ok(case) = std::env::var("EVENTOR_BENCH_CASE") {
@@ -23,7 +24,11 @@ fn main() {
     }
     println!("| case | n | wall | per item | peak RSS |");
     println!("|---|---:|---:|---:|---:|");
-    for case in ["chain", "fanout", "commands"] {
+    let mut cases = vec!["chain", "fanout", "commands"];
+    if std::env::var_os("EVENTOR_PG_URL").is_some() {
+        cases.push("pgfanout");
+    }
+    for case in cases {
         let out = Command::new(std::env::current_exe().expect("own path"))
             .env("EVENTOR_BENCH_CASE", case)
             .output()
@@ -48,11 +53,13 @@ fn run_case(case: &str) {
         "chain" => (CHAIN, chain(&dir)),
         "fanout" => (FAN_OUT, fan_out(&dir)),
         "commands" => (COMMANDS, commands(&dir)),
+        "pgfanout" => (PG_FAN_OUT, pg_fan_out()),
         other => panic!("unknown case {other}"),
     };
     let label = match case {
         "chain" => "chain of no-op closures",
         "fanout" => "fan-out of no-op closures",
+        "pgfanout" => "Postgres: fan-out of no-op closures, max_concurrent 64",
         _ => "`true` commands, max_concurrent 2",
     };
     println!(
@@ -100,6 +107,34 @@ fn fan_out(dir: &tempfile::TempDir) -> Duration {
     ev.add_event("start", None).expect("event");
     let mut targets = Vec::with_capacity(FAN_OUT);
     for i in 0..FAN_OUT {
+        let name = format!("s{i}");
+        ev.add_step(Step::new(name.clone()).func(|_| Ok::<_, String>(())))
+            .expect("step");
+        targets.push(name);
+    }
+    ev.add_assoc("start", targets, None).expect("assoc");
+    ev.trigger_event("start", "1").expect("trigger");
+    timed_run(ev)
+}
+
+/// The fan-out on the shared Postgres store (fsync on), 64 at a time, in a fresh schema.
+fn pg_fan_out() -> Duration {
+    let url = std::env::var("EVENTOR_PG_URL").expect("EVENTOR_PG_URL");
+    let schema = format!("bench_{}", std::process::id());
+    let location = StoreLocation::parse(&format!("{url}?schema={schema}")).expect("pg url");
+    let options = EventorOptions {
+        name: "pgfanout".to_string(),
+        store: Some(location),
+        config: EventorConfig {
+            max_concurrent: 64,
+            ..EventorConfig::default()
+        },
+        ..EventorOptions::default()
+    };
+    let mut ev = Eventor::new(options).expect("eventor");
+    ev.add_event("start", None).expect("event");
+    let mut targets = Vec::with_capacity(PG_FAN_OUT);
+    for i in 0..PG_FAN_OUT {
         let name = format!("s{i}");
         ev.add_step(Step::new(name.clone()).func(|_| Ok::<_, String>(())))
             .expect("step");

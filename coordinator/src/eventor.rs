@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use eventor_store::{
-    now_micros, DelayRecord, Micros, NewRun, RunGuard, RunKey, RunMode, RunRecord, RunStatus, Store,
-    StoreError, StoreLocation, TaskRecord, TriggerRecord,
+    now_micros, DelayRecord, Micros, NewRun, RunGuard, RunKey, RunMode, RunRecord, RunStatus,
+    Store, StoreError, StoreLocation, TaskRecord, TriggerRecord,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -605,7 +605,11 @@ impl Eventor {
             .set_run_status(key.clone(), RunStatus::Running, now_micros())
             .await
             .map_err(&err)?;
-        Ok((key, Core::restore(program, options, stored, now_micros()), guard))
+        Ok((
+            key,
+            Core::restore(program, options, stored, now_micros()),
+            guard,
+        ))
     }
 
     fn stored_triggers(&self, rows: Vec<TriggerRecord>) -> Vec<(EventId, Arc<str>)> {
