@@ -222,3 +222,48 @@ fn a_password_never_appears_in_messages() {
     assert!(all.contains("****") || all.contains("127.0.0.1:1"), "{all}");
     assert!(started.elapsed() < Duration::from_secs(90), "never a hang");
 }
+
+#[tokio::test]
+async fn a_trigger_from_another_program_reaches_the_running_coordinator_at_once() {
+    let Some(url) = pg_url("notify") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write(
+        dir.path(),
+        "notify.yaml",
+        "events: {start: {}, extra: {}}\n\
+         steps:\n  wait: {run: 'sleep 3'}\n  note: {run: 'echo extra >> ran.txt'}\n\
+         assocs: [{event: start, targets: [wait]}, {event: extra, targets: [note]}]\n\
+         trigger: [{event: start}]\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let run = spawn_coord(dir.path(), &["run", flow, "--store", &url, "--run-id", "t"]);
+    let store = open(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.run_history("t").await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = Instant::now();
+    let out = coord(
+        dir.path(),
+        &["trigger", flow, "extra", "--store", &url, "--run-id", "t"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "triggered extra[1] in run t recovery 0"
+    );
+    while !dir.path().join("ran.txt").exists() {
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "the notification did not wake the run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, stderr) = finish(run);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("triggered from outside the run"),
+        "{stderr}"
+    );
+}
