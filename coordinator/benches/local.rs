@@ -169,18 +169,7 @@ fn recover(dir: &tempfile::TempDir, n: usize) -> Duration {
 
 /// One event starts every step at once.
 fn fan_out(dir: &tempfile::TempDir, n: usize) -> Duration {
-    let mut ev = Eventor::new(options(dir, "fanout", -1)).expect("eventor");
-    ev.add_event("start", None).expect("event");
-    let mut targets = Vec::with_capacity(n);
-    for i in 0..n {
-        let name = format!("s{i}");
-        ev.add_step(Step::new(name.clone()).func(|_| Ok::<_, String>(())))
-            .expect("step");
-        targets.push(name);
-    }
-    ev.add_assoc("start", targets, None).expect("assoc");
-    ev.trigger_event("start", "1").expect("trigger");
-    timed_run(ev)
+    timed_run(fan_out_flow(options(dir, "fanout", -1), n))
 }
 
 /// The fan-out on the shared Postgres store (fsync on), 64 at a time, in a fresh schema.
@@ -197,6 +186,10 @@ fn pg_fan_out(n: usize) -> Duration {
         },
         ..EventorOptions::default()
     };
+    timed_run(fan_out_flow(options, n))
+}
+
+fn fan_out_flow(options: EventorOptions, n: usize) -> Eventor {
     let mut ev = Eventor::new(options).expect("eventor");
     ev.add_event("start", None).expect("event");
     let mut targets = Vec::with_capacity(n);
@@ -208,7 +201,7 @@ fn pg_fan_out(n: usize) -> Duration {
     }
     ev.add_assoc("start", targets, None).expect("assoc");
     ev.trigger_event("start", "1").expect("trigger");
-    timed_run(ev)
+    ev
 }
 
 /// One `true` step in COMMANDS sequences, two at a time.
