@@ -7,11 +7,21 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use eventor::{Eventor, EventorConfig, EventorOptions, Step, StoreLocation};
+use std::sync::{Arc, OnceLock};
 
-const CHAIN: usize = 10_000;
-const FAN_OUT: usize = 100_000;
+use eventor::{Eventor, EventorConfig, EventorOptions, RunMode, Step, StoreLocation};
+
 const COMMANDS: usize = 1_000;
+
+/// Every case as `name:n`; each runs in a process of its own.
+const CASES: &[&str] = &[
+    "chain:1000",
+    "chain:10000",
+    "fanout:10000",
+    "fanout:100000",
+    "commands:1000",
+    "recover:10000",
+];
 
 fn main() {
     if let Ok(case) = std::env::var("EVENTOR_BENCH_CASE") {
@@ -23,7 +33,11 @@ fn main() {
     }
     println!("| case | n | wall | per item | peak RSS |");
     println!("|---|---:|---:|---:|---:|");
-    for case in ["chain", "fanout", "commands"] {
+    let mut cases = CASES.to_vec();
+    if std::env::var_os("EVENTOR_PG_URL").is_some() {
+        cases.push("pgfanout:20000");
+    }
+    for case in cases {
         let out = Command::new(std::env::current_exe().expect("own path"))
             .env("EVENTOR_BENCH_CASE", case)
             .output()
@@ -44,21 +58,30 @@ fn main() {
 
 fn run_case(case: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (n, wall) = match case {
-        "chain" => (CHAIN, chain(&dir)),
-        "fanout" => (FAN_OUT, fan_out(&dir)),
-        "commands" => (COMMANDS, commands(&dir)),
+    let (name, n) = case.split_once(':').expect("name:n");
+    let n: usize = n.parse().expect("n");
+    let (label, wall) = match name {
+        "chain" => ("chain of no-op closures", chain(&dir, n)),
+        "fanout" => ("fan-out of no-op closures", fan_out(&dir, n)),
+        "commands" => ("`true` commands, max_concurrent 2", commands(&dir, n)),
+        "recover" => (
+            "recover a chain failed at 90%: until that step starts",
+            recover(&dir, n),
+        ),
+        "pgfanout" => (
+            "Postgres: fan-out of no-op closures, max_concurrent 64",
+            pg_fan_out(n),
+        ),
         other => panic!("unknown case {other}"),
     };
-    let label = match case {
-        "chain" => "chain of no-op closures",
-        "fanout" => "fan-out of no-op closures",
-        _ => "`true` commands, max_concurrent 2",
+    let per_item = if name == "recover" {
+        "-".to_string()
+    } else {
+        fmt(wall / n as u32)
     };
     println!(
-        "| {label} | {n} | {} | {} | {} MB |",
+        "| {label} | {n} | {} | {per_item} | {} MB |",
         fmt(wall),
-        fmt(wall / n as u32),
         peak_rss_mb()
     );
 }
@@ -76,30 +99,101 @@ fn options(dir: &tempfile::TempDir, name: &str, max_concurrent: i64) -> EventorO
 }
 
 /// s0 → s1 → … each started by the previous one's success event.
-fn chain(dir: &tempfile::TempDir) -> Duration {
-    let mut ev = Eventor::new(options(dir, "chain", -1)).expect("eventor");
-    for i in 0..CHAIN {
+fn chain(dir: &tempfile::TempDir, n: usize) -> Duration {
+    let mut ev = chain_flow(options(dir, "chain", -1), n, None);
+    ev.trigger_event("e0", "1").expect("trigger");
+    timed_run(ev)
+}
+
+/// Step `at` of a chain notes when it starts, and fails while `fail` is set.
+#[derive(Clone)]
+struct Probe {
+    at: usize,
+    started: Arc<OnceLock<Instant>>,
+    fail: bool,
+}
+
+fn chain_flow(options: EventorOptions, n: usize, probe: Option<Probe>) -> Eventor {
+    let mut ev = Eventor::new(options).expect("eventor");
+    for i in 0..n {
         ev.add_event(format!("e{i}"), None).expect("event");
     }
-    for i in 0..CHAIN {
-        let mut step = Step::new(format!("s{i}")).func(|_| Ok::<_, String>(()));
-        if i + 1 < CHAIN {
+    for i in 0..n {
+        let probe = probe.clone().filter(|p| p.at == i);
+        let mut step = Step::new(format!("s{i}")).func(move |_| match &probe {
+            Some(p) => {
+                p.started.get_or_init(Instant::now);
+                if p.fail {
+                    Err("failing on purpose".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+            None => Ok(()),
+        });
+        if i + 1 < n {
             step = step.on_success(format!("e{}", i + 1));
         }
         ev.add_step(step).expect("step");
         ev.add_assoc(format!("e{i}"), [format!("s{i}")], None)
             .expect("assoc");
     }
-    ev.trigger_event("e0", "1").expect("trigger");
-    timed_run(ev)
+    ev
+}
+
+/// A chain whose step at 90% fails; then a recovery: the time from its start until that
+/// step starts again (everything before it is skipped, not run).
+fn recover(dir: &tempfile::TempDir, n: usize) -> Duration {
+    let at = n * 9 / 10;
+    let probe = |fail| Probe {
+        at,
+        started: Arc::new(OnceLock::new()),
+        fail,
+    };
+    let mut first = chain_flow(options(dir, "recover", -1), n, Some(probe(true)));
+    first.trigger_event("e0", "1").expect("trigger");
+    assert!(!first.run(-1).expect("run").is_success());
+    first.close();
+
+    let again = probe(false);
+    let started = Instant::now();
+    let recovering = EventorOptions {
+        run_mode: RunMode::Recover,
+        ..options(dir, "recover", -1)
+    };
+    let mut second = chain_flow(recovering, n, Some(again.clone()));
+    second.trigger_event("e0", "1").expect("trigger");
+    assert!(second.run(-1).expect("recover").is_success());
+    *again.started.get().expect("the failed step ran again") - started
 }
 
 /// One event starts every step at once.
-fn fan_out(dir: &tempfile::TempDir) -> Duration {
-    let mut ev = Eventor::new(options(dir, "fanout", -1)).expect("eventor");
+fn fan_out(dir: &tempfile::TempDir, n: usize) -> Duration {
+    timed_run(fan_out_flow(options(dir, "fanout", -1), n))
+}
+
+/// The fan-out on the shared Postgres store (fsync on), 64 at a time, in a fresh schema.
+fn pg_fan_out(n: usize) -> Duration {
+    let url = std::env::var("EVENTOR_PG_URL").expect("EVENTOR_PG_URL");
+    let schema = format!("bench_{}", std::process::id());
+    let location = StoreLocation::parse(&format!("{url}?schema={schema}")).expect("pg url");
+    let options = EventorOptions {
+        name: "pgfanout".to_string(),
+        store: Some(location),
+        config: EventorConfig {
+            max_concurrent: 64,
+            ..EventorConfig::default()
+        },
+        ..EventorOptions::default()
+    };
+    timed_run(fan_out_flow(options, n))
+}
+
+fn fan_out_flow(options: EventorOptions, n: usize) -> Eventor {
+    let mut ev = Eventor::new(options).expect("eventor");
     ev.add_event("start", None).expect("event");
-    let mut targets = Vec::with_capacity(FAN_OUT);
-    for i in 0..FAN_OUT {
+    let mut targets = Vec::with_capacity(n);
+    for i in 0..n {
         let name = format!("s{i}");
         ev.add_step(Step::new(name.clone()).func(|_| Ok::<_, String>(())))
             .expect("step");
@@ -107,16 +201,16 @@ fn fan_out(dir: &tempfile::TempDir) -> Duration {
     }
     ev.add_assoc("start", targets, None).expect("assoc");
     ev.trigger_event("start", "1").expect("trigger");
-    timed_run(ev)
+    ev
 }
 
 /// One `true` step in COMMANDS sequences, two at a time.
-fn commands(dir: &tempfile::TempDir) -> Duration {
+fn commands(dir: &tempfile::TempDir, n: usize) -> Duration {
     let mut ev = Eventor::new(options(dir, "commands", 2)).expect("eventor");
     ev.add_event("start", None).expect("event");
     ev.add_step(Step::new("t").command("true")).expect("step");
     ev.add_assoc("start", ["t"], None).expect("assoc");
-    for seq in 1..=COMMANDS {
+    for seq in 1..=n {
         ev.trigger_event("start", seq.to_string()).expect("trigger");
     }
     timed_run(ev)

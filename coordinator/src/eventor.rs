@@ -6,16 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use eventor_store::{
-    now_micros, DelayRecord, Micros, NewRun, RunGuard, RunKey, RunMode, RunRecord, RunStatus, Store,
-    StoreError, StoreLocation, TaskRecord, TriggerRecord,
+    now_micros, DelayRecord, Micros, NewRun, RunGuard, RunKey, RunMode, RunRecord, RunStatus,
+    Store, StoreError, StoreLocation, TaskRecord, TriggerRecord,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EventorConfig;
-use crate::engine::core::{Core, CoreOptions, Input, PreviousTask, StoredState, StoredTask};
+use crate::engine::core::{
+    Core, CoreOptions, Input, PreviousTask, StoredDelay, StoredState, StoredTask,
+};
 use crate::engine::driver::{drive, DriverContext, Loops};
 use crate::engine::executor::{ExecEvent, Executor, ExecutorConfig, StepRuntime};
+use crate::engine::external::ExternalTriggers;
 use crate::engine::program::{
     AssocDef, AssocId, Cond, EventDef, EventId, PoolDef, PoolId, Program, StepDef, StepId,
     StepTriggers, Target,
@@ -182,6 +185,7 @@ pub enum EventorError {
 /// The state of a run in progress (kept between `run` calls so a second call continues).
 struct Running {
     store: Store,
+    external: ExternalTriggers,
     /// Held for the whole run: a second coordinator of the same run id is refused.
     _guard: RunGuard,
     task_triggers: mpsc::UnboundedReceiver<Input>,
@@ -427,7 +431,7 @@ impl Eventor {
             "run started"
         );
         let (trigger_tx, task_triggers) = mpsc::unbounded_channel();
-        let event_ids = self
+        let event_ids: HashMap<String, EventId> = self
             .names
             .iter()
             .filter_map(|(name, target)| match target {
@@ -435,6 +439,10 @@ impl Eventor {
                 Target::Step(_) => None,
             })
             .collect();
+        let event_ids = Arc::new(event_ids);
+        let external = ExternalTriggers::new(&store, key.clone(), event_ids.clone())
+            .await
+            .map_err(store_error(store.describe()))?;
         let template = TaskContext {
             run_id: self.run_id.clone(),
             step: Arc::from(""),
@@ -444,11 +452,12 @@ impl Eventor {
             logger_name: Arc::from(self.options.name.as_str()),
             env_prefix: Arc::from(self.options.config.envvar_prefix.as_str()),
             triggers: Some(TriggerSender {
-                events: Arc::new(event_ids),
+                events: event_ids,
                 sender: trigger_tx,
             }),
         };
         Ok(Running {
+            external,
             store,
             _guard: guard,
             task_triggers,
@@ -605,7 +614,11 @@ impl Eventor {
             .set_run_status(key.clone(), RunStatus::Running, now_micros())
             .await
             .map_err(&err)?;
-        Ok((key, Core::restore(program, options, stored, now_micros()), guard))
+        Ok((
+            key,
+            Core::restore(program, options, stored, now_micros()),
+            guard,
+        ))
     }
 
     fn stored_triggers(&self, rows: Vec<TriggerRecord>) -> Vec<(EventId, Arc<str>)> {
@@ -856,6 +869,7 @@ async fn run_loops(
         executor: &executor,
         events: &mut rx,
         task_triggers: &mut running.task_triggers,
+        external: &mut running.external,
         task_template: &running.template,
     };
     let result = drive(&mut running.core, cx, loops).await;
@@ -916,15 +930,14 @@ fn host_name() -> String {
 }
 
 /// Pending delays of associations this flow still has.
-fn stored_delays(program: &Program, rows: Vec<DelayRecord>) -> Vec<(AssocId, Arc<str>, Micros)> {
+fn stored_delays(program: &Program, rows: Vec<DelayRecord>) -> Vec<StoredDelay> {
     rows.into_iter()
-        .filter(|row| !row.fired && (row.assoc as usize) < program.assocs.len())
-        .map(|row| {
-            (
-                AssocId(row.assoc as u32),
-                Arc::from(row.sequence.as_str()),
-                row.due_at,
-            )
+        .filter(|row| (row.assoc as usize) < program.assocs.len())
+        .map(|row| StoredDelay {
+            assoc: AssocId(row.assoc as u32),
+            sequence: Arc::from(row.sequence.as_str()),
+            due: row.due_at,
+            fired: row.fired,
         })
         .collect()
 }

@@ -32,7 +32,9 @@ fn pg_url(test: &str) -> Option<String> {
 }
 
 async fn open(url: &str) -> Store {
-    Store::open(&StoreLocation::parse(url).unwrap()).await.unwrap()
+    Store::open(&StoreLocation::parse(url).unwrap())
+        .await
+        .unwrap()
 }
 
 /// A flow of `n` sequences of one command step, `max` at a time.
@@ -69,8 +71,14 @@ async fn two_runs_share_one_database_without_seeing_each_other() {
     let Some(url) = pg_url("shared") else { return };
     let dir = tempfile::tempdir().unwrap();
     let flow = fan_flow(dir.path(), "shared", "echo $EVENTOR_STEP_SEQUENCE", 20, 4);
-    let a = spawn_coord(dir.path(), &["run", &flow, "--store", &url, "--run-id", "a"]);
-    let b = spawn_coord(dir.path(), &["run", &flow, "--store", &url, "--run-id", "b"]);
+    let a = spawn_coord(
+        dir.path(),
+        &["run", &flow, "--store", &url, "--run-id", "a"],
+    );
+    let b = spawn_coord(
+        dir.path(),
+        &["run", &flow, "--store", &url, "--run-id", "b"],
+    );
     let (code_a, err_a) = finish(a);
     let (code_b, err_b) = finish(b);
     assert_eq!(code_a, Some(0), "{err_a}");
@@ -90,7 +98,10 @@ async fn a_second_coordinator_of_the_same_run_is_refused() {
     let Some(url) = pg_url("lock") else { return };
     let dir = tempfile::tempdir().unwrap();
     let flow = fan_flow(dir.path(), "lock", "sleep 2", 1, 1);
-    let first = spawn_coord(dir.path(), &["run", &flow, "--store", &url, "--run-id", "x"]);
+    let first = spawn_coord(
+        dir.path(),
+        &["run", &flow, "--store", &url, "--run-id", "x"],
+    );
     let store = open(&url).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while store.run_history("x").await.unwrap().is_empty() {
@@ -101,7 +112,12 @@ async fn a_second_coordinator_of_the_same_run_is_refused() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let second = coord(dir.path(), &["run", &flow, "--store", &url, "--run-id", "x", "--mode", "continue"]);
+    let second = coord(
+        dir.path(),
+        &[
+            "run", &flow, "--store", &url, "--run-id", "x", "--mode", "continue",
+        ],
+    );
     assert_eq!(second.status.code(), Some(2), "{}", text(&second.stderr));
     assert!(
         text(&second.stderr).contains("run x is already being run by another coordinator"),
@@ -116,32 +132,56 @@ async fn a_second_coordinator_of_the_same_run_is_refused() {
 async fn a_postgres_restart_mid_run_loses_and_repeats_nothing() {
     let Some(url) = pg_url("restart") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let flow = fan_flow(dir.path(), "restart", "echo $EVENTOR_STEP_SEQUENCE >> ran.txt; sleep 0.1", 40, 4);
-    let run = spawn_coord(dir.path(), &["run", &flow, "--store", &url, "--run-id", "r"]);
+    let flow = fan_flow(
+        dir.path(),
+        "restart",
+        "echo $EVENTOR_STEP_SEQUENCE >> ran.txt; sleep 0.1",
+        40,
+        4,
+    );
+    let run = spawn_coord(
+        dir.path(),
+        &["run", &flow, "--store", &url, "--run-id", "r"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed.sh");
     let restart = Command::new(script).arg("pg-restart").output().unwrap();
-    assert!(restart.status.success(), "pg-restart: {}", text(&restart.stderr));
+    assert!(
+        restart.status.success(),
+        "pg-restart: {}",
+        text(&restart.stderr)
+    );
     let (code, stderr) = finish(run);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("reconnect"), "the reconnect is logged:\n{stderr}");
+    assert!(
+        stderr.contains("reconnect"),
+        "the reconnect is logged:\n{stderr}"
+    );
 
     let ran = std::fs::read_to_string(dir.path().join("ran.txt")).unwrap();
     let mut seqs: Vec<u32> = ran.lines().map(|l| l.parse().unwrap()).collect();
     seqs.sort();
-    assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "each sequence ran exactly once");
+    assert_eq!(
+        seqs,
+        (1..=40).collect::<Vec<_>>(),
+        "each sequence ran exactly once"
+    );
     let store = open(&url).await;
     let run = store.run_history("r").await.unwrap().remove(0);
     let tasks = store.tasks(run.key).await.unwrap();
     assert_eq!(tasks.len(), 40);
-    assert!(tasks.iter().all(|t| t.status == TaskStatus::Success && t.attempt == 1));
+    assert!(tasks
+        .iter()
+        .all(|t| t.status == TaskStatus::Success && t.attempt == 1));
 }
 
 #[tokio::test]
 async fn a_databases_entry_names_the_store() {
     let Some(url) = pg_url("named") else { return };
     let location = StoreLocation::parse(&url).unwrap();
-    let StoreLocation::Postgres(pg) = &location else { panic!("not postgres") };
+    let StoreLocation::Postgres(pg) = &location else {
+        panic!("not postgres")
+    };
     let dir = tempfile::tempdir().unwrap();
     let config = write(
         dir.path(),
@@ -152,7 +192,16 @@ async fn a_databases_entry_names_the_store() {
         ),
     );
     let flow = fan_flow(dir.path(), "named", "true", 3, 2);
-    let args = ["run", &flow, "--config", config.to_str().unwrap(), "--store", "shared", "--run-id", "n"];
+    let args = [
+        "run",
+        &flow,
+        "--config",
+        config.to_str().unwrap(),
+        "--store",
+        "shared",
+        "--run-id",
+        "n",
+    ];
     let out = coord(dir.path(), &args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let history = open(&url).await.run_history("n").await.unwrap();
@@ -172,4 +221,49 @@ fn a_password_never_appears_in_messages() {
     assert!(!all.contains("sekrit-pw"), "{all}");
     assert!(all.contains("****") || all.contains("127.0.0.1:1"), "{all}");
     assert!(started.elapsed() < Duration::from_secs(90), "never a hang");
+}
+
+#[tokio::test]
+async fn a_trigger_from_another_program_reaches_the_running_coordinator_at_once() {
+    let Some(url) = pg_url("notify") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write(
+        dir.path(),
+        "notify.yaml",
+        "events: {start: {}, extra: {}}\n\
+         steps:\n  wait: {run: 'sleep 3'}\n  note: {run: 'echo extra >> ran.txt'}\n\
+         assocs: [{event: start, targets: [wait]}, {event: extra, targets: [note]}]\n\
+         trigger: [{event: start}]\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let run = spawn_coord(dir.path(), &["run", flow, "--store", &url, "--run-id", "t"]);
+    let store = open(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.run_history("t").await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = Instant::now();
+    let out = coord(
+        dir.path(),
+        &["trigger", flow, "extra", "--store", &url, "--run-id", "t"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "triggered extra[1] in run t recovery 0"
+    );
+    while !dir.path().join("ran.txt").exists() {
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "the notification did not wake the run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, stderr) = finish(run);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("triggered from outside the run"),
+        "{stderr}"
+    );
 }

@@ -345,3 +345,37 @@ async fn check_crash_store(db: &Path, round: usize, seed: u64) {
         .iter()
         .all(|t| matches!(t.status, TaskStatus::Success | TaskStatus::Skipped)));
 }
+
+#[tokio::test]
+async fn a_trigger_written_while_nothing_runs_is_acted_on_by_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write(
+        dir.path(),
+        "later.yaml",
+        "events: {start: {}, extra: {}}\n\
+         steps:\n  first: {run: 'echo first >> ran.txt'}\n  note: {run: 'echo extra >> ran.txt'}\n\
+         assocs: [{event: start, targets: [first]}, {event: extra, targets: [note]}]\n\
+         trigger: [{event: start}]\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let first = coord(dir.path(), &["run", flow]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let sent = coord(dir.path(), &["trigger", flow, "extra@1..2", "start"]);
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    let said = text(&sent.stdout);
+    assert!(said.contains("start[1] already fired"), "{said}");
+    assert!(said.contains("triggered extra[2]"), "{said}");
+    let unknown = coord(dir.path(), &["trigger", flow, "nosuch"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown.stderr));
+
+    let resumed = coord(dir.path(), &["run", flow, "--mode", "continue"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
+    let ran = std::fs::read_to_string(dir.path().join("ran.txt")).unwrap();
+    assert_eq!(
+        ran, "first\nextra\nextra\n",
+        "first ran once; note once per sequence"
+    );
+    let store = store_at(&dir.path().join("later.run.db")).await;
+    let run = store.latest_run("later").await.unwrap().unwrap();
+    assert_eq!(store.tasks(run.key).await.unwrap().len(), 3);
+}

@@ -37,6 +37,27 @@ struct Cli {
 enum Command {
     /// Run a flow file on this host until it succeeds, fails or runs out of loops.
     Run(RunArgs),
+    /// Fire events in a run from outside it: a running coordinator acts on them at once
+    /// (Postgres notifies it; otherwise within 30 s), a stopped run on its next continue.
+    Trigger(TriggerArgs),
+}
+
+#[derive(Args)]
+struct TriggerArgs {
+    /// The flow file of the run (to check the event names and find its store).
+    flow: PathBuf,
+    /// EVENT, EVENT@SEQ or EVENT@FROM..TO (sequence 1 by default).
+    #[arg(required = true, value_name = "EVENT[@SEQ|@FROM..TO]")]
+    events: Vec<String>,
+    /// The store, as for `run` (default: <flow name>.run.db here).
+    #[arg(long, value_name = "STORE")]
+    store: Option<String>,
+    /// The run to trigger in (default: the latest run of the flow).
+    #[arg(long, value_name = "ID")]
+    run_id: Option<String>,
+    /// A config file with an EVENTOR section (for DATABASES names).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -75,6 +96,7 @@ fn main() -> ExitCode {
     init_logging(&cli.log_level);
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Trigger(args) => trigger(args),
     };
     match result {
         Ok(code) => code,
@@ -161,6 +183,102 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         RunOutcome::Failure { .. } => 1,
         RunOutcome::Incomplete { .. } => 3,
     }))
+}
+
+fn trigger(args: TriggerArgs) -> Result<ExitCode, Failure> {
+    let flow = load_flow(&args.flow).map_err(bad)?;
+    let config = match &args.config {
+        Some(path) => load_config(path).map_err(bad)?,
+        None => EventorConfig::default(),
+    };
+    let mut wanted = Vec::new();
+    for text in &args.events {
+        let pairs = parse_trigger(text).map_err(bad)?;
+        if let Some((event, _)) = pairs.first() {
+            if !flow.events.iter().any(|e| &e.name == event) {
+                return Err(bad(anyhow::anyhow!(
+                    "{}: the flow has no event `{event}`",
+                    args.flow.display()
+                )));
+            }
+        }
+        wanted.extend(pairs);
+    }
+    let location = choose_store(args.store.as_deref(), &config)
+        .map_err(bad)?
+        .unwrap_or_else(|| StoreLocation::Sqlite(PathBuf::from(format!("{}.run.db", flow.name))));
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
+    runtime.block_on(write_triggers(
+        &location,
+        &flow.name,
+        args.run_id.as_deref(),
+        wanted,
+    ))
+}
+
+/// Records the triggers in the run's latest recovery; ones already fired are reported, not
+/// written again.
+async fn write_triggers(
+    location: &StoreLocation,
+    flow: &str,
+    run_id: Option<&str>,
+    wanted: Vec<(String, String)>,
+) -> Result<ExitCode, Failure> {
+    use eventor_store::{now_micros, Batch, Change, Store};
+    use std::sync::Arc;
+    let store = Store::open(location)
+        .await
+        .map_err(|e| Failure::Run(anyhow::Error::new(e).context(location.to_string())))?;
+    let run_id = match run_id {
+        Some(id) => id.to_string(),
+        None => match store
+            .latest_run(flow)
+            .await
+            .map_err(|e| Failure::Run(e.into()))?
+        {
+            Some(run) => run.key.run_id.to_string(),
+            None => return Err(bad(anyhow::anyhow!("no run of flow {flow} in {location}"))),
+        },
+    };
+    let history = store
+        .run_history(&run_id)
+        .await
+        .map_err(|e| Failure::Run(e.into()))?;
+    let Some(run) = history.last() else {
+        return Err(bad(anyhow::anyhow!("no run {run_id} in {location}")));
+    };
+    let fired = store
+        .triggers(run.key.clone())
+        .await
+        .map_err(|e| Failure::Run(e.into()))?;
+    let mut changes = Vec::new();
+    for (event, sequence) in wanted {
+        if fired
+            .iter()
+            .any(|t| t.event == event && t.sequence == sequence)
+        {
+            println!("{event}[{sequence}] already fired in run {run_id}");
+            continue;
+        }
+        println!(
+            "triggered {event}[{sequence}] in run {run_id} recovery {}",
+            run.key.recovery
+        );
+        changes.push(Change::Trigger {
+            event: Arc::from(event.as_str()),
+            sequence: Arc::from(sequence.as_str()),
+            at: now_micros(),
+        });
+    }
+    let batch = Batch {
+        run: run.key.clone(),
+        changes,
+    };
+    store
+        .commit(batch)
+        .await
+        .map_err(|e| Failure::Run(e.into()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_mode(text: &str) -> anyhow::Result<RunMode> {

@@ -23,7 +23,7 @@
 //! Which process runs a task, how long it takes, and the store's own failures are the
 //! driver's business. Recovery decisions and resource pools hook in at [`Core::start`].
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use eventor_store::{Change, Micros, TaskStatus};
@@ -39,6 +39,9 @@ pub struct TaskId(pub u32);
 pub enum Input {
     /// Fire `event` in `sequence` (from the program or the command line).
     Trigger { event: EventId, sequence: Arc<str> },
+    /// `event` fired in `sequence` by another program and is already in the store: act on it
+    /// (associations, expressions) without recording it again.
+    RecordedTrigger { event: EventId, sequence: Arc<str> },
     /// A started task reported its process id.
     TaskPid { task: TaskId, pid: i64 },
     /// A task ended.
@@ -113,8 +116,16 @@ pub struct PreviousTask {
 pub struct StoredState {
     pub triggers: Vec<(EventId, Arc<str>)>,
     pub tasks: Vec<StoredTask>,
-    /// Delays not yet fired: association, sequence, due time.
-    pub delays: Vec<(AssocId, Arc<str>, Micros)>,
+    /// Every stored delay, fired or not.
+    pub delays: Vec<StoredDelay>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredDelay {
+    pub assoc: AssocId,
+    pub sequence: Arc<str>,
+    pub due: Micros,
+    pub fired: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +163,9 @@ pub struct Core {
     active: usize,
     active_per_step: HashMap<StepId, usize>,
     delays: BTreeSet<(Micros, AssocId, Arc<str>)>,
+    /// Every delay ever armed in this recovery (pending or fired), so a replayed trigger
+    /// does not arm one twice.
+    armed: HashSet<(AssocId, Arc<str>)>,
     current_loop: u32,
     stopped: bool,
     failed: Vec<Failed>,
@@ -162,10 +176,19 @@ pub struct Core {
     effects: Vec<Effect>,
 }
 
+/// Whether firing an event writes its trigger row (it may be stored already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Record {
+    Yes,
+    No,
+}
+
 /// One pending step of the worklist.
 #[derive(Debug)]
 enum Work {
     Fire(EventId, Arc<str>),
+    /// Fire an event whose trigger row is already stored.
+    FireRecorded(EventId, Arc<str>),
     Activate(Target, Arc<str>),
 }
 
@@ -186,6 +209,7 @@ impl Core {
             active: 0,
             active_per_step: HashMap::new(),
             delays: BTreeSet::new(),
+            armed: HashSet::new(),
             current_loop: 0,
             stopped: false,
             failed: Vec::new(),
@@ -207,15 +231,25 @@ impl Core {
     ) -> Core {
         let mut core = Core::new(program, options);
         core.now = now;
-        for (event, sequence) in stored.triggers {
-            core.fired_bits(&sequence)[event.0 as usize / 64] |= 1 << (event.0 % 64);
-        }
         for task in stored.tasks {
             core.restore_task(task);
         }
-        for (assoc, sequence, due) in stored.delays {
-            core.delays.insert((due, assoc, sequence));
+        for delay in stored.delays {
+            core.armed.insert((delay.assoc, delay.sequence.clone()));
+            if !delay.fired {
+                core.delays.insert((delay.due, delay.assoc, delay.sequence));
+            }
         }
+        // Replay every stored trigger: what its turn committed is found in place (tasks and
+        // delays exist, so nothing is made twice); what was never acted on (a trigger written
+        // by another program) happens now.
+        for (event, sequence) in &stored.triggers {
+            core.fired_bits(sequence)[event.0 as usize / 64] |= 1 << (event.0 % 64);
+        }
+        for (event, sequence) in stored.triggers {
+            core.consequences(event, &sequence);
+        }
+        core.drain_work();
         core
     }
 
@@ -273,6 +307,9 @@ impl Core {
         self.now = now;
         match input {
             Input::Trigger { event, sequence } => self.work.push_back(Work::Fire(event, sequence)),
+            Input::RecordedTrigger { event, sequence } => {
+                self.work.push_back(Work::FireRecorded(event, sequence))
+            }
             Input::TaskPid { task, pid } => self.record_pid(task, pid),
             Input::TaskFinished { task, outcome } => self.finish(task, outcome),
             Input::TimerDue => self.fire_due_delays(),
@@ -363,8 +400,11 @@ impl Core {
     fn drain_work(&mut self) {
         while let Some(work) = self.work.pop_front() {
             match work {
-                Work::Fire(event, sequence) => self.fire(event, sequence),
-                Work::Activate(Target::Event(event), sequence) => self.fire(event, sequence),
+                Work::Fire(event, sequence) => self.fire(event, sequence, Record::Yes),
+                Work::FireRecorded(event, sequence) => self.fire(event, sequence, Record::No),
+                Work::Activate(Target::Event(event), sequence) => {
+                    self.fire(event, sequence, Record::Yes)
+                }
                 Work::Activate(Target::Step(step), sequence) => self.create_task(step, sequence),
             }
         }
@@ -377,30 +417,40 @@ impl Core {
             .or_insert_with(|| vec![0; words])
     }
 
-    fn has_fired(&self, event: EventId, sequence: &str) -> bool {
+    pub fn has_fired(&self, event: EventId, sequence: &str) -> bool {
         self.fired
             .get(sequence)
             .is_some_and(|bits| bits[event.0 as usize / 64] & (1 << (event.0 % 64)) != 0)
     }
 
     /// Fires `event` in `sequence` once; later fires of the same pair do nothing.
-    fn fire(&mut self, event: EventId, sequence: Arc<str>) {
+    fn fire(&mut self, event: EventId, sequence: Arc<str>, record: Record) {
         if self.has_fired(event, &sequence) {
             return;
         }
         self.fired_bits(&sequence)[event.0 as usize / 64] |= 1 << (event.0 % 64);
         let program = self.program.clone();
         let def = program.event(event);
-        self.changes.push(Change::Trigger {
-            event: def.name.clone(),
-            sequence: sequence.clone(),
-            at: self.now,
-        });
+        if record == Record::Yes {
+            self.changes.push(Change::Trigger {
+                event: def.name.clone(),
+                sequence: sequence.clone(),
+                at: self.now,
+            });
+        }
+        self.consequences(event, &sequence);
+    }
+
+    /// What firing `event` in `sequence` sets off: its associations and the expression
+    /// events that mention it.
+    fn consequences(&mut self, event: EventId, sequence: &Arc<str>) {
+        let program = self.program.clone();
+        let def = program.event(event);
         for &assoc in &def.assocs {
-            self.follow_assoc(assoc, &sequence);
+            self.follow_assoc(assoc, sequence);
         }
         for &dependent in &def.dependents {
-            self.check_expression(dependent, &sequence);
+            self.check_expression(dependent, sequence);
         }
     }
 
@@ -425,6 +475,9 @@ impl Core {
     }
 
     fn arm_delay(&mut self, assoc: AssocId, sequence: Arc<str>, due: Micros) {
+        if !self.armed.insert((assoc, sequence.clone())) {
+            return;
+        }
         self.changes.push(Change::DelayArmed {
             assoc: assoc.0 as i32,
             sequence: sequence.clone(),

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::core::{Core, Effect, Input};
 use super::executor::{ExecEvent, Executor, StepRuntime};
+use super::external::ExternalTriggers;
 use crate::step::TaskContext;
 
 /// Most executor events folded into one turn, so one batch stays bounded.
@@ -38,10 +39,14 @@ pub struct DriverContext<'a> {
     pub task_triggers: &'a mut mpsc::UnboundedReceiver<Input>,
     /// The per-task context fields shared by every task of the run.
     pub task_template: &'a TaskContext,
+    /// Triggers written to the store by other programs.
+    pub external: &'a mut ExternalTriggers,
 }
 
 /// Runs the core until it is done (or its loops are used up). Returns how many loops ran.
 pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Result<(), StoreError> {
+    // Triggers that others wrote before this run (or this continue) started.
+    cx.external.rescan(core, cx.store, &cx.run).await?;
     let mut loops_done = 0u32;
     if let Loops::AtMost(max) = loops {
         if max > 0 {
@@ -67,7 +72,17 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
                 Quiet::Wait => {}
             }
         }
-        wait_for_input(core, &mut *cx.events, &mut *cx.task_triggers).await;
+        if wait_for_input(
+            core,
+            &mut *cx.events,
+            &mut *cx.task_triggers,
+            &mut *cx.external,
+        )
+        .await
+            == Woke::ToRescan
+        {
+            cx.external.rescan(core, cx.store, &cx.run).await?;
+        }
     }
 }
 
@@ -128,24 +143,36 @@ async fn flush(core: &mut Core, cx: &DriverContext<'_>) -> Result<(), StoreError
 
 /// Waits for an executor event (then takes every other one already queued) or the next
 /// delay's due time, and hands them to the core.
+/// What ended a wait.
+#[derive(Debug, PartialEq, Eq)]
+enum Woke {
+    Handled,
+    /// Another program may have written triggers: look in the store.
+    ToRescan,
+}
+
 async fn wait_for_input(
     core: &mut Core,
     events: &mut mpsc::Receiver<ExecEvent>,
     task_triggers: &mut mpsc::UnboundedReceiver<Input>,
-) {
+    external: &mut ExternalTriggers,
+) -> Woke {
     let timer = core.next_due().map(until);
     let first = tokio::select! {
         event = events.recv() => event,
         Some(input) = task_triggers.recv() => {
             core.handle(input, now_micros());
-            return;
+            return Woke::Handled;
         }
         _ = sleep_opt(timer) => {
             core.handle(Input::TimerDue, now_micros());
-            return;
+            return Woke::Handled;
         }
+        _ = external.wake() => return Woke::ToRescan,
     };
-    let Some(first) = first else { return };
+    let Some(first) = first else {
+        return Woke::Handled;
+    };
     let now = now_micros();
     apply(core, first, now);
     for _ in 1..MAX_EVENTS_PER_TURN {
@@ -154,6 +181,7 @@ async fn wait_for_input(
             Err(_) => break,
         }
     }
+    Woke::Handled
 }
 
 fn apply(core: &mut Core, event: ExecEvent, now: Micros) {

@@ -6,6 +6,7 @@ pub mod command;
 pub mod core;
 pub mod driver;
 pub mod executor;
+pub mod external;
 pub mod program;
 
 #[cfg(test)]
