@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventor::cluster::{
@@ -469,10 +469,6 @@ async fn central_log_throughput() {
 // Host links over the testbed.
 // ---------------------------------------------------------------------------------------------
 
-/// The cut-off test takes this for writing (it downs node1's link); the others read.
-/// (The SSH tests in `ssh.rs` have a lock of their own for their cut-off test.)
-static LINK: RwLock<()> = RwLock::new(());
-
 /// How long any wait in the link tests may take before it counts as a hang.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -612,7 +608,7 @@ async fn lost(events: &mut mpsc::Receiver<HostEvent>, host: &str) -> String {
 
 #[tokio::test]
 async fn two_hosts_run_hostname_and_shut_down_cleanly() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let options = bed.options("cluster-test");
     let (links, mut events, took) = bed.connect(&["node1", "node2"], &options).await;
@@ -699,7 +695,7 @@ impl Drop for LinkDown {
 
 #[tokio::test]
 async fn a_host_cut_off_is_lost_within_lost_after() {
-    let _link = LINK.write();
+    let _link = crate::TESTBED_LINK.write();
     let Some(bed) = Bed::new() else { return };
     let veth = bed.var("EVENTOR_NODE1_VETH");
     if veth.is_empty() {
@@ -771,7 +767,7 @@ fn parent_of(pid: u32) -> u32 {
 
 #[tokio::test]
 async fn a_killed_agent_is_lost_with_its_signal() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let (mut links, mut events, _) = bed.connect(&["node2"], &bed.options("cluster-test")).await;
     let link = links.pop().unwrap();
@@ -807,7 +803,7 @@ async fn a_killed_agent_is_lost_with_its_signal() {
 
 #[tokio::test]
 async fn a_missing_agent_binary_fails_the_handshake_saying_so() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::with_agent("/nonexistent/eventor-agent") else {
         return;
     };
@@ -842,7 +838,7 @@ async fn a_missing_agent_binary_fails_the_handshake_saying_so() {
 
 #[tokio::test]
 async fn many_tasks_on_one_link_stream_their_output() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let (mut links, mut events, _) = bed.connect(&["node1"], &bed.options("cluster-test")).await;
     let link = links.pop().unwrap();

@@ -14,6 +14,10 @@ mod ssh;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Tests that cut a test host's link off take this for writing; every test that uses the
+/// test hosts takes it for reading, so no test sees a host another test has cut off.
+pub static TESTBED_LINK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// The `eventor-coord` binary of this build (target/<profile>/eventor-coord).
 pub fn coord_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

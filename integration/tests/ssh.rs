@@ -6,14 +6,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use eventor::ssh::{self, ClientSettings, ExitStatus, Session, SshConfig, SshError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The cut-off test takes this for writing (it downs node1's link); the others read.
-static LINK: RwLock<()> = RwLock::new(());
 
 /// The testbed's env file as a map, or `None` (after saying so) when it is not up.
 fn testbed() -> Option<HashMap<String, String>> {
@@ -181,7 +177,7 @@ async fn stdout_of(session: &Session, command: &str) -> String {
 
 #[tokio::test]
 async fn both_hosts_at_once_report_their_own_address() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let config = bed.testbed_config();
     let sessions = ssh::connect_all(&config, &["node1", "node2"]).await;
@@ -202,7 +198,7 @@ async fn both_hosts_at_once_report_their_own_address() {
 
 #[tokio::test]
 async fn cat_echoes_stdin_until_eof() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let session = ssh::connect(&bed.testbed_config(), "node1").await.unwrap();
     // Several windows' worth, so flow control in both directions is exercised.
@@ -228,7 +224,7 @@ async fn cat_echoes_stdin_until_eof() {
 
 #[tokio::test]
 async fn exit_status_and_stderr_lines() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let session = ssh::connect(&bed.testbed_config(), "node2").await.unwrap();
     let (_, status) = run(&session, "exit 3", b"").await;
@@ -253,7 +249,7 @@ async fn exit_status_and_stderr_lines() {
 
 #[tokio::test]
 async fn unknown_host_is_refused_under_yes() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let kh = bed.known_hosts(&[]);
     let err = ssh::connect(&bed.node1_with(&kh, "yes"), "node1")
@@ -270,7 +266,7 @@ async fn unknown_host_is_refused_under_yes() {
 
 #[tokio::test]
 async fn accept_new_learns_the_key_once() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let kh = bed.known_hosts(&["# learned keys go below".into()]);
     let session = ssh::connect(&bed.node1_with(&kh, "accept-new"), "node1")
@@ -293,7 +289,7 @@ async fn accept_new_learns_the_key_once() {
 
 #[tokio::test]
 async fn changed_key_is_refused_with_file_and_line() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let addr = bed.var("EVENTOR_NODE1_ADDR");
     let other = keygen(bed.dir.path(), "ed25519");
@@ -325,7 +321,7 @@ async fn changed_key_is_refused_with_file_and_line() {
 
 #[tokio::test]
 async fn key_of_another_algorithm_for_a_known_host_is_refused() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let addr = bed.var("EVENTOR_NODE1_ADDR");
     for kind in ["ecdsa", "rsa"] {
@@ -352,7 +348,7 @@ async fn key_of_another_algorithm_for_a_known_host_is_refused() {
 
 #[tokio::test]
 async fn proxy_jump_through_node1_reaches_node2() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let (a1, a2) = (bed.var("EVENTOR_NODE1_ADDR"), bed.var("EVENTOR_NODE2_ADDR"));
     let text = bed.block("node2-via-node1", &a2, &[("ProxyJump", "node1")])
@@ -377,7 +373,7 @@ async fn proxy_jump_through_node1_reaches_node2() {
 
 #[tokio::test]
 async fn proxy_jump_failure_names_the_jump_host() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let a2 = bed.var("EVENTOR_NODE2_ADDR");
     let kh = bed.known_hosts(&[]);
@@ -393,7 +389,7 @@ async fn proxy_jump_failure_names_the_jump_host() {
 
 #[tokio::test]
 async fn unaccepted_identity_lists_what_was_tried() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     keygen(bed.dir.path(), "ed25519");
     let key = bed.path("gen_ed25519");
@@ -422,7 +418,7 @@ async fn unaccepted_identity_lists_what_was_tried() {
 
 #[tokio::test]
 async fn agent_key_logs_in() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let sock = bed.path("agent.sock");
     let mut agent = Command::new("ssh-agent")
@@ -470,7 +466,7 @@ impl Drop for LinkDown {
 
 #[tokio::test]
 async fn cut_off_host_times_out_per_connect_timeout() {
-    let _link = LINK.write();
+    let _link = crate::TESTBED_LINK.write();
     let Some(bed) = Bed::new() else { return };
     let veth = bed.var("EVENTOR_NODE1_VETH");
     if veth.is_empty() {
@@ -519,7 +515,7 @@ async fn cut_off_host_times_out_per_connect_timeout() {
 
 #[tokio::test]
 async fn connect_time_concurrent_vs_sequential() {
-    let _link = LINK.read();
+    let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
     let config = bed.testbed_config();
     let hosts = ["node1", "node2"];
