@@ -346,3 +346,29 @@ fn a_closed_stderr_does_not_hang_the_run() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn big_output_and_shell_builtins_run_as_commands() {
+    let dir = tmp();
+    let flow = write(
+        dir.path(),
+        "out.yaml",
+        "config: {stop_on_exception: false}\n\
+         events: {go: {}}\n\
+         steps:\n  \
+           big: {run: 'seq 1 200000', timeout: 60s}\n  \
+           four: {run: 'exit 4'}\n\
+         assocs: [{event: go, targets: [big, four]}]\n\
+         trigger: [{event: go}]\n",
+    );
+    let out = coord(
+        dir.path(),
+        &["run", flow.to_str().unwrap(), "--log-level", "warn"],
+    );
+    // `four` fails (the run fails), but `big` must not hang on a full pipe.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "failure: four[1] (exited with status 4)"
+    );
+}

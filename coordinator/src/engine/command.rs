@@ -62,17 +62,26 @@ where
     F: FnOnce(i64) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut child = match build(spec).spawn() {
+    let mut child = match spawn(spec) {
         Ok(child) => child,
         Err(e) => return Outcome::failure(format!("cannot start `{}`: {e}", spec.command)),
     };
     let pid = child.id().map(i64::from).unwrap_or(-1);
     started(pid).await;
+    // Output is read while the command runs: a pipe holds only 64 KiB, and a command
+    // blocked on a full pipe never exits.
     let readers = forward_output(&mut child, output);
-    let interrupted = tokio::select! {
-        status = child.wait() => Ok(status),
-        _ = sleep_or_forever(spec.timeout) => Err(Interrupt::TimedOut(spec.timeout.unwrap_or_default())),
-        _ = cancel.cancelled() => Err(Interrupt::Cancelled),
+    tokio::pin!(readers);
+    let deadline = sleep_or_forever(spec.timeout);
+    tokio::pin!(deadline);
+    let mut drained = false;
+    let interrupted = loop {
+        tokio::select! {
+            status = child.wait() => break Ok(status),
+            _ = &mut readers, if !drained => drained = true,
+            _ = &mut deadline => break Err(Interrupt::TimedOut(spec.timeout.unwrap_or_default())),
+            _ = cancel.cancelled() => break Err(Interrupt::Cancelled),
+        }
     };
     let outcome = match interrupted {
         Ok(Ok(status)) => exit_outcome(status),
@@ -88,23 +97,29 @@ where
         }
     };
     // A background grandchild may keep the pipes open; do not wait on it forever.
-    let _ = tokio::time::timeout(Duration::from_secs(1), readers).await;
+    if !drained {
+        let _ = tokio::time::timeout(Duration::from_secs(1), readers).await;
+    }
     outcome
 }
 
-fn build(spec: &CommandSpec) -> Command {
-    let mut cmd = match simple_argv(&spec.command) {
-        Some(argv) => {
-            let mut cmd = Command::new(argv[0]);
-            cmd.args(&argv[1..]);
-            cmd
+/// Starts the command directly when it needs no shell, else (or when its first word is no
+/// program, such as the builtin `exit`) through `/bin/sh -c`.
+fn spawn(spec: &CommandSpec) -> std::io::Result<tokio::process::Child> {
+    if let Some(argv) = simple_argv(&spec.command) {
+        let mut direct = Command::new(argv[0]);
+        direct.args(&argv[1..]);
+        match configure(direct, spec).spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            started => return started,
         }
-        None => {
-            let mut cmd = Command::new("/bin/sh");
-            cmd.arg("-c").arg(&spec.command);
-            cmd
-        }
-    };
+    }
+    let mut shell = Command::new("/bin/sh");
+    shell.arg("-c").arg(&spec.command);
+    configure(shell, spec).spawn()
+}
+
+fn configure(mut cmd: Command, spec: &CommandSpec) -> Command {
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -143,11 +158,49 @@ fn forward_output(
     }
 }
 
+/// The longest line passed on whole; a longer one is cut into pieces of this size, so output
+/// without newlines cannot grow without bound.
+pub const MAX_LINE_BYTES: usize = 32 * 1024;
+
 async fn read_lines(stream: impl AsyncRead + Unpin, output: OutputSink, which: OutputStream) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        output(which, line);
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    while let Ok(Some(piece)) = next_line(&mut reader, &mut line).await {
+        output(which, piece);
     }
+}
+
+/// Reads up to a newline or [`MAX_LINE_BYTES`], whichever comes first; `None` at the end.
+async fn next_line(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<Option<String>> {
+    line.clear();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            break;
+        }
+        let room = MAX_LINE_BYTES - line.len();
+        let window = &available[..available.len().min(room)];
+        if let Some(newline) = window.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&window[..newline]);
+            reader.consume(newline + 1);
+            return Ok(Some(text_of(line)));
+        }
+        let taken = window.len();
+        line.extend_from_slice(window);
+        reader.consume(taken);
+        if line.len() >= MAX_LINE_BYTES {
+            return Ok(Some(text_of(line)));
+        }
+    }
+    Ok((!line.is_empty()).then(|| text_of(line)))
+}
+
+fn text_of(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.strip_suffix('\r').unwrap_or(&text).to_string()
 }
 
 /// Splits a command that needs no shell (no quotes, globs, redirections, variables) into
@@ -200,6 +253,26 @@ fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
         },
         (None, Some(signal)) => Outcome::failure(format!("killed by signal {signal}")),
         (None, None) => Outcome::failure("ended without a status".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::{next_line, MAX_LINE_BYTES};
+
+    #[tokio::test]
+    async fn lines_are_split_at_newlines_and_capped() {
+        let long = "x".repeat(MAX_LINE_BYTES + 10);
+        let input = format!("one\r\ntwo\n{long}\nlast");
+        let mut reader = tokio::io::BufReader::with_capacity(100, input.as_bytes());
+        let mut buffer = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(line) = next_line(&mut reader, &mut buffer).await.unwrap() {
+            lines.push(line);
+        }
+        let lengths: Vec<usize> = lines.iter().map(String::len).collect();
+        assert_eq!(lines[..2], ["one", "two"]);
+        assert_eq!(lengths[2..], [MAX_LINE_BYTES, 10, 4]);
     }
 }
 
