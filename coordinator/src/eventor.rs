@@ -12,12 +12,13 @@ use eventor_store::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::central_log::CentralLog;
 use crate::config::EventorConfig;
 use crate::engine::core::{
     Core, CoreOptions, Input, PreviousTask, StoredDelay, StoredState, StoredTask,
 };
 use crate::engine::driver::{drive, DriverContext, Loops};
-use crate::engine::executor::{ExecEvent, Executor, ExecutorConfig, StepRuntime};
+use crate::engine::executor::{CentralOutput, ExecEvent, Executor, ExecutorConfig, StepRuntime};
 use crate::engine::external::ExternalTriggers;
 use crate::engine::program::{
     AssocDef, AssocId, Cond, EventDef, EventId, PoolDef, PoolId, Program, StepDef, StepId,
@@ -43,6 +44,9 @@ pub struct EventorOptions {
     pub config: EventorConfig,
     /// How long a stopped command gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Where the run's central log goes (`<logdir>/<flow>/<run_id>.log`, read with
+    /// `eventor-coord logs`); `None`: no central log, output only in the console log.
+    pub logdir: Option<PathBuf>,
     /// Most threads running blocking closure steps at once; more ready closures wait for a
     /// thread (a bounded pool keeps a fan-out of 100,000 closures from starting thousands).
     pub closure_threads: usize,
@@ -58,6 +62,7 @@ impl Default for EventorOptions {
             recovery: None,
             config: EventorConfig::default(),
             kill_grace: Duration::from_secs(5),
+            logdir: None,
             closure_threads: 64,
         }
     }
@@ -168,6 +173,8 @@ pub enum EventorError {
     },
     #[error("{0}")]
     RunLocked(String),
+    #[error("central log: {0}")]
+    Log(String),
     #[error("store {store}")]
     Store {
         store: String,
@@ -378,7 +385,20 @@ impl Eventor {
             closure_threads: self.options.closure_threads,
             kill_grace: self.options.kill_grace,
         };
-        let result = run_loops(running, loops, config).await;
+        let central = match &self.options.logdir {
+            Some(dir) => Some(
+                CentralLog::open(dir, &self.options.name, &self.run_id)
+                    .await
+                    .map_err(|e| EventorError::Log(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let result = run_loops(running, loops, config, central.as_ref()).await;
+        if let (Some(log), Ok(outcome)) = (central, &result) {
+            if let Err(e) = log.close(&outcome.to_string()).await {
+                tracing::warn!(error = %e, "the central log could not be completed");
+            }
+        }
         let outcome = result.map_err(|source| EventorError::Store {
             store: store_name.clone(),
             source,
@@ -859,9 +879,14 @@ async fn run_loops(
     running: &mut Running,
     loops: Loops,
     config: ExecutorConfig,
+    central: Option<&CentralLog>,
 ) -> Result<RunOutcome, StoreError> {
     let (tx, mut rx) = mpsc::channel::<ExecEvent>(4096);
-    let executor = Executor::new(tx, CancellationToken::new(), config);
+    let central = central.map(|log| CentralOutput {
+        sink: log.sink(),
+        host: Arc::from(host_name().as_str()),
+    });
+    let executor = Executor::new(tx, CancellationToken::new(), config, central);
     let cx = DriverContext {
         store: &running.store,
         run: running.key.clone(),

@@ -372,3 +372,73 @@ fn big_output_and_shell_builtins_run_as_commands() {
         "failure: four[1] (exited with status 4)"
     );
 }
+
+#[test]
+fn logs_prints_the_central_log_and_filters_by_step() {
+    let dir = tmp();
+    let flow = example_flows().join("linear.yaml");
+    let flow = flow.to_str().unwrap();
+    let run = coord(dir.path(), &["run", flow, "--run-id", "L"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(dir.path().join("logs/linear/L.log").exists());
+    let all = text(&coord(dir.path(), &["logs", flow]).stdout);
+    let records: Vec<&str> = all.lines().filter(|l| !l.starts_with("-- ")).collect();
+    assert_eq!(records.len(), 3, "{all}");
+    assert!(records[1].ends_with(" s2[1] stdout two from s2"), "{all}");
+    assert!(
+        all.lines()
+            .last()
+            .unwrap()
+            .starts_with("-- end of run L: success"),
+        "{all}"
+    );
+    let only = text(&coord(dir.path(), &["logs", flow, "--run-id", "L", "--step", "s3"]).stdout);
+    let records: Vec<&str> = only.lines().filter(|l| !l.starts_with("-- ")).collect();
+    assert_eq!(records.len(), 1, "{only}");
+    assert!(records[0].ends_with(" s3[1] stdout three"), "{only}");
+}
+
+#[test]
+fn logs_follow_sees_lines_while_the_run_goes_on() {
+    use std::io::{BufRead, BufReader};
+    let dir = tmp();
+    let flow = write(
+        dir.path(),
+        "slow.yaml",
+        "events: {go: {}}\nsteps:\n  talk: {run: 'echo early; sleep 2; echo late'}\n\
+         assocs: [{event: go, targets: [talk]}]\ntrigger: [{event: go}]\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let mut run = std::process::Command::new(crate::coord_binary())
+        .args(["run", flow, "--run-id", "F"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut follow = std::process::Command::new(crate::coord_binary())
+        .args(["logs", flow, "--run-id", "F", "--follow"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    let early = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.ends_with("stdout early")))
+        .unwrap()
+        .unwrap();
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "`early` was seen while the run was still going: {early}"
+    );
+    let rest: Vec<String> = lines.map(Result::unwrap).collect(); // ends at the end marker
+    assert!(rest.iter().any(|l| l.ends_with("stdout late")), "{rest:?}");
+    assert!(
+        rest.last().unwrap().starts_with("-- end of run F: success"),
+        "{rest:?}"
+    );
+    assert!(follow.wait().unwrap().success());
+    assert!(run.wait().unwrap().success());
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

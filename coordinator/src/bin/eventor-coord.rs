@@ -37,9 +37,36 @@ struct Cli {
 enum Command {
     /// Run a flow file on this host until it succeeds, fails or runs out of loops.
     Run(RunArgs),
+    /// Print a run's central log (every task's output, with host, step and sequence), and with
+    /// --follow keep printing new lines until the run ends, like `tail -f`.
+    Logs(LogsArgs),
     /// Fire events in a run from outside it: a running coordinator acts on them at once
     /// (Postgres notifies it; otherwise within 30 s), a stopped run on its next continue.
     Trigger(TriggerArgs),
+}
+
+#[derive(Args)]
+struct LogsArgs {
+    /// The flow file of the run (its name picks the log directory).
+    flow: PathBuf,
+    /// The run whose log to print (default: the newest log of the flow).
+    #[arg(long, value_name = "ID")]
+    run_id: Option<String>,
+    /// Keep printing lines as they are written, until the run ends.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Only lines of this host.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Only lines of this step (`s1`) or task (`s1[3]`).
+    #[arg(long, value_name = "STEP")]
+    step: Option<String>,
+    /// The log directory (default: LOGGING.logdir of --config, else ./logs).
+    #[arg(long, value_name = "DIR")]
+    logdir: Option<PathBuf>,
+    /// A config file with an EVENTOR section.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -86,6 +113,10 @@ struct RunArgs {
     /// its stored triggers, tasks and pending delays.
     #[arg(long, default_value = "restart", value_name = "MODE")]
     mode: String,
+    /// Where the run's central log goes: <DIR>/<flow>/<run id>.log (default: LOGGING.logdir
+    /// of --config, else ./logs).
+    #[arg(long, value_name = "DIR")]
+    logdir: Option<PathBuf>,
     /// With --mode recover: recover from this recovery number instead of the latest.
     #[arg(long, value_name = "N")]
     recovery: Option<i32>,
@@ -97,6 +128,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Trigger(args) => trigger(args),
+        Command::Logs(args) => logs(args),
     };
     match result {
         Ok(code) => code,
@@ -156,6 +188,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         store: choose_store(args.store.as_deref(), &config).map_err(bad)?,
         run_id: args.run_id.clone(),
         recovery: args.recovery,
+        logdir: Some(logdir_of(args.logdir.clone(), &config)),
         run_mode: mode,
         config: config.clone(),
         ..EventorOptions::default()
@@ -183,6 +216,56 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         RunOutcome::Failure { .. } => 1,
         RunOutcome::Incomplete { .. } => 3,
     }))
+}
+
+/// `--logdir`, else the config's `LOGGING.logdir`, else `./logs`.
+fn logdir_of(flag: Option<PathBuf>, config: &EventorConfig) -> PathBuf {
+    flag.or_else(|| config.logging.logdir.clone())
+        .unwrap_or_else(|| PathBuf::from("logs"))
+}
+
+fn logs(args: LogsArgs) -> Result<ExitCode, Failure> {
+    use eventor::cluster::central_log::{log_path, print_log, LogFilter};
+    let flow = load_flow(&args.flow).map_err(bad)?;
+    let config = match &args.config {
+        Some(path) => load_config(path).map_err(bad)?,
+        None => EventorConfig::default(),
+    };
+    let logdir = logdir_of(args.logdir, &config);
+    let path = match &args.run_id {
+        Some(run_id) => log_path(&logdir, &flow.name, run_id),
+        None => newest_log(&log_path(&logdir, &flow.name, "x")).ok_or_else(|| {
+            bad(anyhow::anyhow!(
+                "no log of flow {} in {}",
+                flow.name,
+                logdir.display()
+            ))
+        })?,
+    };
+    let filter = LogFilter {
+        host: args.host,
+        step: args.step,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
+    let printed = runtime.block_on(print_log(
+        &path,
+        &filter,
+        args.follow,
+        std::io::stdout().lock(),
+    ));
+    printed.map_err(|e| Failure::Run(e.into()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The most recently written `.log` file in the directory of `sample`.
+fn newest_log(sample: &std::path::Path) -> Option<PathBuf> {
+    let dir = sample.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
 }
 
 fn trigger(args: TriggerArgs) -> Result<ExitCode, Failure> {

@@ -11,9 +11,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use eventor_protocol::{LogLevel, LogRecord, Stream, TaskKey};
+
 use super::closure_pool::{panic_message, ClosurePool, Job};
 use super::command::{run_command, CommandSpec, OutputSink, OutputStream};
 use super::core::{Outcome, TaskId};
+use crate::cluster::central_log::LogSink;
 use crate::step::{with_async_task, StepAction, StepResult, TaskContext};
 
 /// What the executor tells the driver.
@@ -32,6 +35,14 @@ pub struct ExecutorConfig {
     pub kill_grace: Duration,
 }
 
+/// Where command output goes besides the console log: the run's central log, as records of
+/// this host.
+#[derive(Clone)]
+pub struct CentralOutput {
+    pub sink: LogSink,
+    pub host: Arc<str>,
+}
+
 /// How one step's tasks run.
 #[derive(Debug, Clone, Default)]
 pub struct StepRuntime {
@@ -43,6 +54,7 @@ pub struct StepRuntime {
 
 /// Runs tasks: async work on the current tokio runtime, blocking closures on a bounded pool.
 pub struct Executor {
+    central: Option<CentralOutput>,
     events: mpsc::Sender<ExecEvent>,
     tracker: TaskTracker,
     closures: ClosurePool,
@@ -55,8 +67,10 @@ impl Executor {
         events: mpsc::Sender<ExecEvent>,
         cancel: CancellationToken,
         config: ExecutorConfig,
+        central: Option<CentralOutput>,
     ) -> Executor {
         Executor {
+            central,
             closures: ClosurePool::new(config.closure_threads, events.clone()),
             events,
             tracker: TaskTracker::new(),
@@ -92,7 +106,7 @@ impl Executor {
                 let started = move |pid| async move {
                     let _ = events.send(ExecEvent::Started { task, pid }).await;
                 };
-                let output = log_output(ctx);
+                let output = log_output(ctx, self.central.clone());
                 self.spawn_guarded(task, async move {
                     run_command(&spec, cancel, started, output).await
                 });
@@ -156,8 +170,9 @@ fn panic_text(e: tokio::task::JoinError) -> String {
     }
 }
 
-/// Command output goes to the log, tagged with the task's step and sequence.
-fn log_output(ctx: TaskContext) -> OutputSink {
+/// Command output goes to the log, tagged with the task's step and sequence, and to the
+/// run's central log when it has one (dropped and counted there if its writer falls behind).
+fn log_output(ctx: TaskContext, central: Option<CentralOutput>) -> OutputSink {
     Arc::new(move |stream: OutputStream, line: String| {
         tracing::info!(
             target: "eventor::output",
@@ -166,5 +181,31 @@ fn log_output(ctx: TaskContext) -> OutputSink {
             stream = stream.as_str(),
             "{line}"
         );
+        if let Some(central) = &central {
+            central
+                .sink
+                .try_record(output_record(&ctx, &central.host, stream, line));
+        }
     })
+}
+
+fn output_record(ctx: &TaskContext, host: &str, stream: OutputStream, text: String) -> LogRecord {
+    let (level, stream) = match stream {
+        OutputStream::Stdout => (LogLevel::Info, Stream::Stdout),
+        OutputStream::Stderr => (LogLevel::Warn, Stream::Stderr),
+    };
+    LogRecord {
+        time: eventor_store::now_micros(),
+        level,
+        host: host.to_string(),
+        task: Some(TaskKey {
+            run_id: ctx.run_id.to_string(),
+            step: ctx.step.to_string(),
+            sequence: ctx.sequence.to_string(),
+            recovery: ctx.recovery,
+            attempt: ctx.attempt,
+        }),
+        stream,
+        text,
+    }
 }
