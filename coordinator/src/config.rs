@@ -9,7 +9,6 @@
 //! file's.
 
 use crate::flow_file::yaml::{self, At, FieldPath, Node, Problem, Value};
-use crate::flow_file::Position;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -172,66 +171,12 @@ pub enum LogLevel {
     Critical,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: cannot read the config file: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The text is not valid YAML.
-    #[error("{at}: yaml: {message}")]
-    Syntax { at: Position, message: String },
-    /// Valid YAML that is not a valid config.
-    #[error("{at}: {field}: {message}")]
-    Invalid {
-        at: Position,
-        field: String,
-        message: String,
-    },
-}
-
-impl ConfigError {
-    fn from_problem(file: &Path, p: Problem) -> ConfigError {
-        let at = Position::new(file, p.line, p.column);
-        match p.field {
-            None => ConfigError::Syntax {
-                at,
-                message: p.message,
-            },
-            Some(field) => ConfigError::Invalid {
-                at,
-                field,
-                message: p.message,
-            },
-        }
-    }
-
-    /// Where the error is, unless the file could not be read.
-    pub fn position(&self) -> Option<&Position> {
-        match self {
-            ConfigError::Read { .. } => None,
-            ConfigError::Syntax { at, .. } | ConfigError::Invalid { at, .. } => Some(at),
-        }
-    }
-
-    /// The offending field's path, for an invalid (but well-formed) file.
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            ConfigError::Invalid { field, .. } => Some(field),
-            _ => None,
-        }
-    }
-}
+pub use crate::yaml::FileError as ConfigError;
 
 /// Reads the `EVENTOR` section of a YAML file, expanding `$VAR`s from the
 /// process environment.
 pub fn load_config(path: &Path) -> Result<EventorConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = yaml::read_file(path, "config")?;
     parse_config(&text, path)
 }
 
@@ -823,7 +768,7 @@ EVENTOR:
         let missing = dir.path().join("nope.yaml");
         let e = load_config(&missing).unwrap_err().to_string();
         assert!(e.starts_with(&format!(
-            "{}: cannot read the config file: ",
+            "{}: cannot read the config file",
             missing.display()
         )));
     }

@@ -11,7 +11,6 @@ use crate::config;
 use crate::expr::{self, Expr};
 use crate::yaml::{At, Entry, Node, Problem};
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -157,99 +156,13 @@ pub struct TriggerSpec {
     pub line: usize,
 }
 
-/// Where in a file something is; displays as `FILE:LINE:COL`, `FILE:LINE`
-/// when the column is unknown, or `FILE` when the line is too.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub file: PathBuf,
-    /// 1-based; 0 when unknown.
-    pub line: usize,
-    /// 1-based, in characters.
-    pub column: Option<usize>,
-}
+pub use crate::yaml::Position;
 
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}", self.line)?;
-            if let Some(column) = self.column {
-                write!(f, ":{column}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Position {
-    pub(crate) fn new(file: &Path, line: usize, column: usize) -> Position {
-        Position {
-            file: file.to_path_buf(),
-            line,
-            column: (column > 0).then_some(column),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FlowError {
-    #[error("{}: cannot read the flow file: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The text is not valid YAML.
-    #[error("{at}: yaml: {message}")]
-    Syntax { at: Position, message: String },
-    /// Valid YAML that is not a valid flow.
-    #[error("{at}: {field}: {message}")]
-    Invalid {
-        at: Position,
-        field: String,
-        message: String,
-    },
-}
-
-impl FlowError {
-    fn from_problem(file: &Path, p: Problem) -> FlowError {
-        let at = Position::new(file, p.line, p.column);
-        match p.field {
-            None => FlowError::Syntax {
-                at,
-                message: p.message,
-            },
-            Some(field) => FlowError::Invalid {
-                at,
-                field,
-                message: p.message,
-            },
-        }
-    }
-
-    /// Where the error is, unless the file could not be read.
-    pub fn position(&self) -> Option<&Position> {
-        match self {
-            FlowError::Read { .. } => None,
-            FlowError::Syntax { at, .. } | FlowError::Invalid { at, .. } => Some(at),
-        }
-    }
-
-    /// The offending field's path, for an invalid (but well-formed) file.
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            FlowError::Invalid { field, .. } => Some(field),
-            _ => None,
-        }
-    }
-}
+pub use crate::yaml::FileError as FlowError;
 
 /// Reads and checks a flow file.
 pub fn load_flow(path: &Path) -> Result<FlowFile, FlowError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FlowError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = yaml::read_file(path, "flow")?;
     parse_flow(&text, path)
 }
 
@@ -1115,7 +1028,7 @@ trigger:
         let e = load_flow(&missing).unwrap_err().to_string();
         assert!(
             e.starts_with(&format!(
-                "{}: cannot read the flow file: ",
+                "{}: cannot read the flow file",
                 missing.display()
             )),
             "{e}"

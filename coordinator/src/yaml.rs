@@ -12,7 +12,108 @@ use serde_saphyr::budget::BudgetBreach;
 use serde_saphyr::{MessageFormatter, Spanned};
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Where in a file something is; displays as `FILE:LINE:COL`, `FILE:LINE`
+/// when the column is unknown, or `FILE` when the line is too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub file: PathBuf,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: Option<usize>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Position {
+    pub(crate) fn new(file: &Path, line: usize, column: usize) -> Position {
+        Position {
+            file: file.to_path_buf(),
+            line,
+            column: (column > 0).then_some(column),
+        }
+    }
+}
+
+/// Why a YAML file (a flow, a config, a hosts file) could not be loaded: every variant
+/// but `Read` says where, and `Invalid` names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{}: cannot read the {what} file", path.display())]
+    Read {
+        path: PathBuf,
+        /// Which kind of file: `flow`, `config`, `hosts`.
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid YAML.
+    #[error("{at}: yaml: {message}")]
+    Syntax { at: Position, message: String },
+    /// Valid YAML that is not a valid file of its kind.
+    #[error("{at}: {field}: {message}")]
+    Invalid {
+        at: Position,
+        field: String,
+        message: String,
+    },
+}
+
+impl FileError {
+    pub(crate) fn from_problem(file: &Path, p: Problem) -> FileError {
+        let at = Position::new(file, p.line, p.column);
+        match p.field {
+            None => FileError::Syntax {
+                at,
+                message: p.message,
+            },
+            Some(field) => FileError::Invalid {
+                at,
+                field,
+                message: p.message,
+            },
+        }
+    }
+
+    /// Where the error is, unless the file could not be read.
+    pub fn position(&self) -> Option<&Position> {
+        match self {
+            FileError::Read { .. } => None,
+            FileError::Syntax { at, .. } | FileError::Invalid { at, .. } => Some(at),
+        }
+    }
+
+    /// The offending field's path, for an invalid (but well-formed) file.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            FileError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a whole file of kind `what` (for the error message).
+pub(crate) fn read_file(path: &Path, what: &'static str) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_path_buf(),
+        what,
+        source,
+    })
+}
 
 /// How deeply collections may nest. Flow and config files need about
 /// six levels; each level costs tens of kilobytes of stack in a debug

@@ -18,7 +18,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::flow_file::Position;
 use crate::yaml::{self, At, Entry, Node, Problem};
 
 const TOP_KEYS: &[&str] = &["store", "ssh_config", "hosts"];
@@ -108,58 +107,7 @@ fn quote_path(path: &str) -> String {
 }
 
 /// Why a hosts file could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum HostsError {
-    #[error("{}: cannot read the hosts file", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The text is not valid YAML.
-    #[error("{at}: yaml: {message}")]
-    Syntax { at: Position, message: String },
-    /// Valid YAML that is not a valid hosts file.
-    #[error("{at}: {field}: {message}")]
-    Invalid {
-        at: Position,
-        field: String,
-        message: String,
-    },
-}
-
-impl HostsError {
-    fn from_problem(file: &Path, p: Problem) -> HostsError {
-        let at = Position::new(file, p.line, p.column);
-        match p.field {
-            None => HostsError::Syntax {
-                at,
-                message: p.message,
-            },
-            Some(field) => HostsError::Invalid {
-                at,
-                field,
-                message: p.message,
-            },
-        }
-    }
-
-    /// Where the error is, unless the file could not be read.
-    pub fn position(&self) -> Option<&Position> {
-        match self {
-            HostsError::Read { .. } => None,
-            HostsError::Syntax { at, .. } | HostsError::Invalid { at, .. } => Some(at),
-        }
-    }
-
-    /// The offending field's path, for an invalid (but well-formed) file.
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            HostsError::Invalid { field, .. } => Some(field),
-            _ => None,
-        }
-    }
-}
+pub use crate::yaml::FileError as HostsError;
 
 /// What the file's defaults come from; [`HostDefaults::from_env`] outside tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,10 +136,7 @@ impl HostDefaults {
 
 /// Reads and checks a hosts file.
 pub fn load_hosts(path: &Path) -> Result<HostsFile, HostsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HostsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = yaml::read_file(path, "hosts")?;
     parse_hosts(&text, path, &HostDefaults::from_env())
 }
 
