@@ -1027,10 +1027,7 @@ trigger:
         let missing = dir.path().join("missing.yaml");
         let e = load_flow(&missing).unwrap_err().to_string();
         assert!(
-            e.starts_with(&format!(
-                "{}: cannot read the flow file",
-                missing.display()
-            )),
+            e.starts_with(&format!("{}: cannot read the flow file", missing.display())),
             "{e}"
         );
 

@@ -11,12 +11,36 @@ mod postgres;
 mod recovery;
 mod ssh;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Tests that cut a test host's link off take this for writing; every test that uses the
 /// test hosts takes it for reading, so no test sees a host another test has cut off.
 pub static TESTBED_LINK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// The testbed's env file as a map, or `None` (after saying so) when it is not up.
+pub fn testbed() -> Option<HashMap<String, String>> {
+    let dir = std::env::var("EVENTOR_TESTBED_DIR").unwrap_or("/tmp/eventor-testbed".into());
+    let env = std::fs::read_to_string(Path::new(&dir).join("env")).unwrap_or_default();
+    let vars: HashMap<String, String> = env
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    if vars
+        .get("EVENTOR_SSH_CONFIG")
+        .is_some_and(|v| !v.is_empty())
+    {
+        return Some(vars);
+    }
+    if std::env::var("EVENTOR_REQUIRE_TESTBED").as_deref() == Ok("1") {
+        panic!("testbed not up: run scripts/testbed.sh up --ssh");
+    }
+    eprintln!("skipped: ssh testbed not up (scripts/testbed.sh up --ssh)");
+    None
+}
 
 /// The `eventor-coord` binary of this build (target/<profile>/eventor-coord).
 pub fn coord_binary() -> PathBuf {

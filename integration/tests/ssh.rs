@@ -11,28 +11,7 @@ use std::time::{Duration, Instant};
 use eventor::ssh::{self, ClientSettings, ExitStatus, Session, SshConfig, SshError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The testbed's env file as a map, or `None` (after saying so) when it is not up.
-fn testbed() -> Option<HashMap<String, String>> {
-    let dir = std::env::var("EVENTOR_TESTBED_DIR").unwrap_or("/tmp/eventor-testbed".into());
-    let env = std::fs::read_to_string(Path::new(&dir).join("env")).unwrap_or_default();
-    let vars: HashMap<String, String> = env
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect();
-    if vars
-        .get("EVENTOR_SSH_CONFIG")
-        .is_some_and(|v| !v.is_empty())
-    {
-        return Some(vars);
-    }
-    if std::env::var("EVENTOR_REQUIRE_TESTBED").as_deref() == Ok("1") {
-        panic!("testbed not up: run scripts/testbed.sh up --ssh");
-    }
-    eprintln!("skipped: ssh testbed not up (scripts/testbed.sh up --ssh)");
-    None
-}
+use crate::testbed;
 
 /// A scratch home (so the real ~/.ssh plays no part) with its own ssh_config.
 struct Bed {
