@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::central_log::CentralLog;
+use crate::cluster::hosts::HostsFile;
+use crate::cluster::link::ConnectOptions;
 use crate::config::EventorConfig;
 use crate::engine::core::{
     Core, CoreOptions, Input, PreviousTask, StoredDelay, StoredState, StoredTask,
@@ -24,6 +26,7 @@ use crate::engine::program::{
     AssocDef, AssocId, Cond, EventDef, EventId, PoolDef, PoolId, Program, StepDef, StepId,
     StepTriggers, Target,
 };
+use crate::engine::remote::{Remote, RemoteConfig};
 use crate::expr::Expr;
 use crate::step::{Step, TaskContext, TriggerSender};
 
@@ -47,6 +50,8 @@ pub struct EventorOptions {
     /// Where the run's central log goes (`<logdir>/<flow>/<run_id>.log`, read with
     /// `eventor-coord logs`); `None`: no central log, output only in the console log.
     pub logdir: Option<PathBuf>,
+    /// The cluster, for steps pinned to hosts; `None`: everything runs here.
+    pub cluster: Option<ClusterOptions>,
     /// Most threads running blocking closure steps at once; more ready closures wait for a
     /// thread (a bounded pool keeps a fan-out of 100,000 closures from starting thousands).
     pub closure_threads: usize,
@@ -63,9 +68,18 @@ impl Default for EventorOptions {
             config: EventorConfig::default(),
             kill_grace: Duration::from_secs(5),
             logdir: None,
+            cluster: None,
             closure_threads: 64,
         }
     }
+}
+
+/// Where pinned steps run.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub hosts: HostsFile,
+    /// A host silent for this long is lost (its running tasks fail); at most 10 s.
+    pub lost_after: Duration,
 }
 
 /// How a run ended.
@@ -175,6 +189,17 @@ pub enum EventorError {
     RunLocked(String),
     #[error("central log: {0}")]
     Log(String),
+    #[error("step `{step}` is pinned to host `{host}`, which {}", match hosts_file {
+        Some(path) => format!("{} does not name", path.display()),
+        None => "needs a hosts file (--hosts)".to_string(),
+    })]
+    UnknownHost {
+        step: String,
+        host: String,
+        hosts_file: Option<PathBuf>,
+    },
+    #[error("cannot reach the cluster: {0}")]
+    Cluster(String),
     #[error("store {store}")]
     Store {
         store: String,
@@ -367,6 +392,7 @@ impl Eventor {
             self.running = Some(self.start_run(max_loops >= 0).await?);
         }
         let pending: Vec<_> = self.triggers.drain(..).collect();
+        let location = self.store_location();
         let running = self.running.as_mut().expect("set above");
         for (event, sequence) in pending {
             let Some(Target::Event(event)) = self.names.get(&event).copied() else {
@@ -393,7 +419,8 @@ impl Eventor {
             ),
             None => None,
         };
-        let result = run_loops(running, loops, config, central.as_ref()).await;
+        let remote = connect_hosts(&self.options, &location, running, central.as_ref()).await?;
+        let result = run_loops(running, loops, config, central.as_ref(), remote).await;
         if let (Some(log), Ok(outcome)) = (central, &result) {
             if let Err(e) = log.close(&outcome.to_string()).await {
                 tracing::warn!(error = %e, "the central log could not be completed");
@@ -698,7 +725,14 @@ impl Eventor {
         let mut runtimes = Vec::with_capacity(self.steps.len());
         for step in &self.steps {
             program.steps.push(self.compile_step(step)?);
+            self.check_hosts(step)?;
             runtimes.push(StepRuntime {
+                hosts: step
+                    .config
+                    .hosts
+                    .iter()
+                    .map(|h| Arc::from(h.as_str()))
+                    .collect(),
                 action: step.action.clone(),
                 env: step.config.env.clone().into_iter().collect(),
                 cwd: step.config.cwd.clone(),
@@ -761,6 +795,25 @@ impl Eventor {
                 false,
             )?,
         })
+    }
+
+    /// A pinned step needs a hosts file that names its hosts.
+    fn check_hosts(&self, step: &Step) -> Result<(), EventorError> {
+        for host in &step.config.hosts {
+            let known = self
+                .options
+                .cluster
+                .as_ref()
+                .map(|c| c.hosts.host(host).is_some());
+            if known != Some(true) {
+                return Err(EventorError::UnknownHost {
+                    step: step.name.clone(),
+                    host: host.clone(),
+                    hosts_file: self.options.cluster.as_ref().map(|c| c.hosts.path.clone()),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Resolves `(pool, units)` pairs; an acquisition above the pool's capacity could never
@@ -874,19 +927,35 @@ impl Fnv {
     }
 }
 
+/// Executor events queued ahead of the driver.
+const EXEC_EVENTS: usize = 4096;
+
 /// Drives the core through the requested loops and turns its state into an outcome.
 async fn run_loops(
     running: &mut Running,
     loops: Loops,
     config: ExecutorConfig,
     central: Option<&CentralLog>,
+    remote: Option<(Remote, mpsc::Sender<ExecEvent>, mpsc::Receiver<ExecEvent>)>,
 ) -> Result<RunOutcome, StoreError> {
-    let (tx, mut rx) = mpsc::channel::<ExecEvent>(4096);
+    let (tx, mut rx, remote) = match remote {
+        Some((remote, tx, rx)) => (tx, rx, Some(Arc::new(remote))),
+        None => {
+            let (tx, rx) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
+            (tx, rx, None)
+        }
+    };
     let central = central.map(|log| CentralOutput {
         sink: log.sink(),
         host: Arc::from(host_name().as_str()),
     });
-    let executor = Executor::new(tx, CancellationToken::new(), config, central);
+    let executor = Executor::new(
+        tx,
+        CancellationToken::new(),
+        config,
+        central,
+        remote.clone(),
+    );
     let cx = DriverContext {
         store: &running.store,
         run: running.key.clone(),
@@ -899,6 +968,10 @@ async fn run_loops(
     };
     let result = drive(&mut running.core, cx, loops).await;
     executor.shutdown().await;
+    drop(executor);
+    if let Some(remote) = remote.and_then(|r| Arc::try_unwrap(r).ok()) {
+        remote.shutdown(Duration::from_secs(10)).await;
+    }
     result?;
     Ok(outcome_of(&running.core))
 }
@@ -971,6 +1044,64 @@ fn store_error(store: String) -> impl Fn(StoreError) -> EventorError {
     move |source| EventorError::Store {
         store: store.clone(),
         source,
+    }
+}
+
+/// Connects to the hosts the flow's steps are pinned to (none: `None`), all at once.
+async fn connect_hosts(
+    options: &EventorOptions,
+    location: &StoreLocation,
+    running: &Running,
+    central: Option<&CentralLog>,
+) -> Result<Option<(Remote, mpsc::Sender<ExecEvent>, mpsc::Receiver<ExecEvent>)>, EventorError> {
+    let Some(cluster) = &options.cluster else {
+        return Ok(None);
+    };
+    let mut names: Vec<String> = running
+        .steps
+        .iter()
+        .flat_map(|s| s.hosts.iter().map(|h| h.to_string()))
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let store_for_agents = agent_store_url(location);
+    let mut connect = ConnectOptions::new(
+        running.key.run_id.to_string(),
+        vec!["--store".to_string(), store_for_agents],
+    );
+    connect.lost_after = cluster.lost_after;
+    let (tx, rx) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
+    let config = RemoteConfig {
+        hosts: &cluster.hosts,
+        names,
+        connect,
+        central: central.map(|log| CentralOutput {
+            sink: log.sink(),
+            host: Arc::from(host_name().as_str()),
+        }),
+        store: running.store.clone(),
+        run: running.key.clone(),
+    };
+    let remote = Remote::connect(config, tx.clone())
+        .await
+        .map_err(EventorError::Cluster)?;
+    Ok(Some((remote, tx, rx)))
+}
+
+/// The store as agents are told it: the URL without its password (agents find theirs in
+/// `PGPASSWORD` or `~/.pgpass`), an SQLite path made absolute.
+fn agent_store_url(location: &StoreLocation) -> String {
+    match location {
+        StoreLocation::Sqlite(path) => {
+            let absolute = std::env::current_dir()
+                .map(|dir| dir.join(path))
+                .unwrap_or_else(|_| path.clone());
+            format!("sqlite:{}", absolute.display())
+        }
+        other => other.to_string(),
     }
 }
 

@@ -89,6 +89,7 @@ fn step_from_spec(spec: &crate::flow_file::StepSpec) -> Step {
             success: recover_action(spec.recovery.success),
             failure: recover_action(spec.recovery.failure),
         },
+        hosts: spec.host.iter().chain(&spec.hosts).cloned().collect(),
         acquires: spec.acquires.clone(),
         releases: spec.releases.clone(),
     })

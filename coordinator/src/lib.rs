@@ -30,7 +30,9 @@ mod yaml;
 
 pub use crate::config::EventorConfig;
 pub use crate::engine::program::{RecoverAction, RecoveryPolicy};
-pub use crate::eventor::{Eventor, EventorError, EventorOptions, FailedTask, RunOutcome};
+pub use crate::eventor::{
+    ClusterOptions, Eventor, EventorError, EventorOptions, FailedTask, RunOutcome,
+};
 pub use crate::expr::Expr;
 pub use crate::step::{
     current_task, Step, StepAction, StepConfig, TaskContext, TaskStatus, Triggers,

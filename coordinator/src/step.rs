@@ -61,6 +61,9 @@ pub struct StepConfig {
     pub cwd: Option<PathBuf>,
     /// What a recovery does with this step's tasks, by their previous outcome.
     pub recovery: RecoveryPolicy,
+    /// The hosts (names in the hosts file) a task may run on, the least busy first; empty:
+    /// this host. Pinned commands run through each host's agent.
+    pub hosts: Vec<String>,
     /// Units to take from resource pools before a task starts: all of them, or the task waits.
     pub acquires: Vec<(String, u32)>,
     /// Units given back when a task ends; `None`: what it acquired. `Some(vec![])` gives back

@@ -7,6 +7,7 @@ mod agent;
 mod api;
 mod cli;
 mod cluster;
+mod cluster_run;
 mod postgres;
 mod recovery;
 mod ssh;

@@ -5,13 +5,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use eventor::cluster::hosts::load_hosts;
 use eventor::config::{load_config, EventorConfig};
 use eventor::flow_file::load_flow;
 use eventor::flow_run::{eventor_from_flow, FlowTriggers};
-use eventor::{EventorOptions, RunMode, RunOutcome, StoreLocation};
+use eventor::{ClusterOptions, EventorOptions, RunMode, RunOutcome, StoreLocation};
 
 #[derive(Parser)]
 #[command(
@@ -117,6 +119,10 @@ struct RunArgs {
     /// of --config, else ./logs).
     #[arg(long, value_name = "DIR")]
     logdir: Option<PathBuf>,
+    /// The cluster's hosts file: steps with `host:`/`hosts:` run there, through an agent
+    /// started over SSH; its `store:` is the default store.
+    #[arg(long, value_name = "FILE")]
+    hosts: Option<PathBuf>,
     /// With --mode recover: recover from this recovery number instead of the latest.
     #[arg(long, value_name = "N")]
     recovery: Option<i32>,
@@ -155,19 +161,10 @@ fn bad<E: Into<anyhow::Error>>(e: E) -> Failure {
 
 fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let flow = load_flow(&args.flow).map_err(bad)?;
-    if let Some(step) = flow
-        .steps
-        .iter()
-        .find(|s| s.host.is_some() || !s.hosts.is_empty())
-    {
-        return Err(bad(anyhow::anyhow!(
-            "{}:{}: steps.{}: running steps on other hosts needs the cluster support, \
-             which this version does not have yet",
-            args.flow.display(),
-            step.line,
-            step.name
-        )));
-    }
+    let hosts = match &args.hosts {
+        Some(path) => Some(load_hosts(path).map_err(bad)?),
+        None => None,
+    };
     let config = match &args.config {
         Some(path) => load_config(path).map_err(bad)?,
         None => EventorConfig::default(),
@@ -185,7 +182,17 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         FlowTriggers::Given(pairs.into_iter().flatten().collect())
     };
     let options = EventorOptions {
-        store: choose_store(args.store.as_deref(), &config).map_err(bad)?,
+        store: choose_store(
+            args.store
+                .as_deref()
+                .or(hosts.as_ref().and_then(|h| h.store.as_deref())),
+            &config,
+        )
+        .map_err(bad)?,
+        cluster: hosts.map(|hosts| ClusterOptions {
+            hosts,
+            lost_after: Duration::from_secs(5),
+        }),
         run_id: args.run_id.clone(),
         recovery: args.recovery,
         logdir: Some(logdir_of(args.logdir.clone(), &config)),

@@ -245,11 +245,13 @@ fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
             success: true,
             result: Some("0".to_string()),
             error: None,
+            recorded: false,
         },
         (Some(code), _) => Outcome {
             success: false,
             result: Some(code.to_string()),
             error: Some(format!("exited with status {code}")),
+            recorded: false,
         },
         (None, Some(signal)) => Outcome::failure(format!("killed by signal {signal}")),
         (None, None) => Outcome::failure("ended without a status".to_string()),

@@ -51,12 +51,14 @@ pub enum Input {
 }
 
 /// How a task ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Outcome {
     pub success: bool,
     /// The closure's result as JSON text, or the command's exit code.
     pub result: Option<String>,
     pub error: Option<String>,
+    /// The end is already in the store (an agent recorded it): act on it, do not write it.
+    pub recorded: bool,
 }
 
 impl Outcome {
@@ -66,6 +68,7 @@ impl Outcome {
             success: false,
             result: None,
             error: Some(error),
+            recorded: false,
         }
     }
 }
@@ -701,7 +704,11 @@ impl Core {
             TaskStatus::Failure
         };
         let error = outcome.error.clone();
-        self.set_status(task, status, outcome.result, outcome.error);
+        if outcome.recorded {
+            self.tasks[task.0 as usize].status = status;
+        } else {
+            self.set_status(task, status, outcome.result, outcome.error);
+        }
         self.active -= 1;
         if let Some(running) = self.active_per_step.get_mut(&step) {
             *running -= 1;

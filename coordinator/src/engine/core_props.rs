@@ -231,7 +231,7 @@ proptest! {
                 Step::Finish(_, _) if running.is_empty() => continue,
                 Step::Finish(i, ok) => {
                     let task = running.remove(i % running.len());
-                    Input::TaskFinished { task, outcome: Outcome { success: ok, result: None, error: None } }
+                    Input::TaskFinished { task, outcome: Outcome { success: ok, ..Outcome::default() } }
                 }
             };
             feed(&mut core, input, &mut running)?;

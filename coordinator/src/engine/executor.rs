@@ -16,6 +16,7 @@ use eventor_protocol::{LogLevel, LogRecord, Stream, TaskKey};
 use super::closure_pool::{panic_message, ClosurePool, Job};
 use super::command::{run_command, CommandSpec, OutputSink, OutputStream};
 use super::core::{Outcome, TaskId};
+use super::remote::{Remote, RemoteCommand};
 use crate::cluster::central_log::LogSink;
 use crate::step::{with_async_task, StepAction, StepResult, TaskContext};
 
@@ -47,6 +48,8 @@ pub struct CentralOutput {
 #[derive(Debug, Clone, Default)]
 pub struct StepRuntime {
     pub action: StepAction,
+    /// The hosts the step may run on; empty: this host.
+    pub hosts: Vec<Arc<str>>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     pub timeout: Option<Duration>,
@@ -55,6 +58,7 @@ pub struct StepRuntime {
 /// Runs tasks: async work on the current tokio runtime, blocking closures on a bounded pool.
 pub struct Executor {
     central: Option<CentralOutput>,
+    remote: Option<Arc<Remote>>,
     events: mpsc::Sender<ExecEvent>,
     tracker: TaskTracker,
     closures: ClosurePool,
@@ -68,9 +72,11 @@ impl Executor {
         cancel: CancellationToken,
         config: ExecutorConfig,
         central: Option<CentralOutput>,
+        remote: Option<Arc<Remote>>,
     ) -> Executor {
         Executor {
             central,
+            remote,
             closures: ClosurePool::new(config.closure_threads, events.clone()),
             events,
             tracker: TaskTracker::new(),
@@ -81,6 +87,9 @@ impl Executor {
 
     /// Starts `task`; its end arrives later as [`ExecEvent::Finished`].
     pub fn start(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext) {
+        if !step.hosts.is_empty() && !matches!(step.action, StepAction::Nothing) {
+            return self.start_remote(task, step, ctx);
+        }
         match &step.action {
             StepAction::Nothing => self.spawn(task, async { Ok(serde_json::Value::Null) }),
             StepAction::Async(f) => {
@@ -112,6 +121,24 @@ impl Executor {
                 });
             }
         }
+    }
+
+    /// Hands a pinned step's task to a host's agent.
+    fn start_remote(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext) {
+        let (Some(remote), StepAction::Command(command)) = (&self.remote, &step.action) else {
+            let error = match &self.remote {
+                None => "the step is pinned to other hosts, but the run has no hosts",
+                Some(_) => "closure steps cannot run on other hosts yet (commands can)",
+            };
+            return self.spawn(task, std::future::ready(Err(error.to_string())));
+        };
+        let remote_command = RemoteCommand {
+            command: command.clone(),
+            env: step.env.iter().cloned().chain(ctx.env_vars()).collect(),
+            cwd: step.cwd.as_ref().map(|p| p.display().to_string()),
+            timeout: step.timeout,
+        };
+        remote.start(task, &step.hosts, remote_command, &ctx);
     }
 
     /// Runs a future that cannot panic (ours) and reports its end.
@@ -158,6 +185,7 @@ pub(super) fn outcome_of(result: StepResult) -> Outcome {
             success: true,
             result: Some(value.to_string()),
             error: None,
+            recorded: false,
         },
         Err(error) => Outcome::failure(error),
     }

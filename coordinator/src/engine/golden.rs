@@ -246,6 +246,7 @@ fn apply_input(core: &mut Core, program: &Program, input: &str) {
                 success,
                 result: if success { text.clone() } else { None },
                 error: if success { None } else { text },
+                recorded: false,
             };
             core.handle(Input::TaskFinished { task, outcome }, now);
         }

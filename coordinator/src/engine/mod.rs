@@ -8,6 +8,7 @@ pub mod driver;
 pub mod executor;
 pub mod external;
 pub mod program;
+pub mod remote;
 
 #[cfg(test)]
 mod core_props;

@@ -1,0 +1,363 @@
+//! Tasks on cluster hosts: dispatch over each host's link, and the links' events back to the
+//! driver as the same [`ExecEvent`]s local tasks produce.
+//!
+//! The prime commits a task as `active` before it dispatches it (commit before act, as for
+//! local tasks). The agent records the task's end in the shared store itself and then
+//! reports it; those ends reach the core as `recorded` outcomes, so the prime does not write
+//! them again. When a link is lost, each of its running tasks is looked up in the store first:
+//! an end the agent recorded before the link went stands; the others fail with
+//! "host NAME lost: REASON", which the prime records. A dispatch that cannot be delivered
+//! fails its task at once. Nothing here waits on the network without a bound: the links own
+//! their heartbeats and loss detection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventor_protocol::{Dispatch, TaskKey, Work};
+use eventor_store::{RunKey, Store, TaskStatus};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::core::{Outcome, TaskId};
+use super::executor::{CentralOutput, ExecEvent};
+use crate::agent::RECORDS_RESULTS;
+use crate::cluster::hosts::HostsFile;
+use crate::cluster::link::{connect_hosts, ConnectOptions, HostEvent, HostLink};
+use crate::step::TaskContext;
+
+/// A remote command, as the executor hands it over.
+#[derive(Debug, Clone)]
+pub struct RemoteCommand {
+    pub command: String,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub timeout: Option<Duration>,
+}
+
+/// What a task on a host is, for the events that come back.
+struct InFlight {
+    task: TaskId,
+    host: Arc<str>,
+    /// Whether its end will be in the store when it is reported.
+    recorded: bool,
+}
+
+/// Task attempts are keyed by (step, sequence, attempt): the run and recovery are the run's.
+type Key = (String, String, i32);
+
+fn key_of(key: &TaskKey) -> Key {
+    (key.step.clone(), key.sequence.clone(), key.attempt)
+}
+
+#[derive(Default)]
+struct Shared {
+    in_flight: HashMap<Key, InFlight>,
+    load: HashMap<Arc<str>, usize>,
+}
+
+/// The run's links, and the task that turns their events into executor events.
+pub struct Remote {
+    links: HashMap<Arc<str>, Arc<HostLink>>,
+    records_results: HashMap<Arc<str>, bool>,
+    shared: Arc<Mutex<Shared>>,
+    events: mpsc::Sender<ExecEvent>,
+    /// Dispatches and reports under way.
+    tracker: TaskTracker,
+    forwarder: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+/// How to reach the hosts of a run.
+pub struct RemoteConfig<'a> {
+    pub hosts: &'a HostsFile,
+    /// The hosts the flow's steps name.
+    pub names: Vec<String>,
+    pub connect: ConnectOptions,
+    pub central: Option<CentralOutput>,
+    pub store: Store,
+    pub run: RunKey,
+}
+
+impl Remote {
+    /// Connects to every host at once and starts forwarding their events. Any host that
+    /// cannot be reached fails the whole start, naming each host and why.
+    pub async fn connect(
+        config: RemoteConfig<'_>,
+        events: mpsc::Sender<ExecEvent>,
+    ) -> Result<Remote, String> {
+        let shutdown = CancellationToken::new();
+        let (host_tx, host_rx) = mpsc::channel(1024);
+        let results = connect_hosts(
+            config.hosts,
+            &config.names,
+            &config.connect,
+            host_tx,
+            &shutdown,
+        )
+        .await;
+        let mut links: HashMap<Arc<str>, Arc<HostLink>> = HashMap::new();
+        let mut failures = Vec::new();
+        for result in results {
+            match result {
+                Ok(link) => {
+                    links.insert(Arc::from(link.host()), Arc::new(link));
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if !failures.is_empty() {
+            shutdown.cancel();
+            return Err(failures.join("; "));
+        }
+        let records_results = links
+            .iter()
+            .map(|(host, link)| {
+                let caps = &link.hello().capabilities;
+                (host.clone(), caps.iter().any(|c| c == RECORDS_RESULTS))
+            })
+            .collect();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let forwarder = Forwarder {
+            shared: shared.clone(),
+            events: events.clone(),
+            central: config.central,
+            store: config.store,
+            run: config.run,
+        };
+        let forwarder = tokio::spawn(forwarder.run(host_rx, shutdown.clone()));
+        Ok(Remote {
+            links,
+            records_results,
+            shared,
+            events,
+            tracker: TaskTracker::new(),
+            forwarder,
+            shutdown,
+        })
+    }
+
+    /// Dispatches a command task to the least busy of `hosts`.
+    pub fn start(
+        &self,
+        task: TaskId,
+        hosts: &[Arc<str>],
+        command: RemoteCommand,
+        ctx: &TaskContext,
+    ) {
+        let key = TaskKey {
+            run_id: ctx.run_id.to_string(),
+            step: ctx.step.to_string(),
+            sequence: ctx.sequence.to_string(),
+            recovery: ctx.recovery,
+            attempt: ctx.attempt,
+        };
+        let Some((host, link)) = self.choose(hosts) else {
+            let outcome = Outcome::failure(format!("no link to any of {hosts:?}"));
+            self.report(ExecEvent::Finished { task, outcome });
+            return;
+        };
+        let recorded = self.records_results.get(&host).copied().unwrap_or(false);
+        {
+            let mut shared = self.shared.lock().expect("remote state lock");
+            *shared.load.entry(host.clone()).or_default() += 1;
+            let flight = InFlight {
+                task,
+                host: host.clone(),
+                recorded,
+            };
+            shared.in_flight.insert(key_of(&key), flight);
+        }
+        let dispatch = Dispatch {
+            key: key.clone(),
+            work: Work::Command {
+                command: command.command,
+                env: command.env,
+                cwd: command.cwd,
+                timeout_ms: command.timeout.map(|t| t.as_millis() as u64),
+            },
+        };
+        let (shared, events) = (self.shared.clone(), self.events.clone());
+        self.tracker.spawn(async move {
+            if let Err(e) = link.dispatch(dispatch).await {
+                if take(&shared, &key).is_some() {
+                    let outcome = Outcome::failure(format!("cannot dispatch to {host}: {e}"));
+                    let _ = events.send(ExecEvent::Finished { task, outcome }).await;
+                }
+            }
+        });
+    }
+
+    fn choose(&self, hosts: &[Arc<str>]) -> Option<(Arc<str>, Arc<HostLink>)> {
+        let shared = self.shared.lock().expect("remote state lock");
+        hosts
+            .iter()
+            .filter_map(|h| self.links.get(h).map(|link| (h, link)))
+            .filter(|(_, link)| link.lost().is_none())
+            .min_by_key(|(h, _)| shared.load.get(*h).copied().unwrap_or(0))
+            .map(|(h, link)| (h.clone(), link.clone()))
+    }
+
+    fn report(&self, event: ExecEvent) {
+        let events = self.events.clone();
+        self.tracker.spawn(async move {
+            let _ = events.send(event).await;
+        });
+    }
+
+    /// Tells every agent the run is over (running tasks finish first), waits for the links
+    /// to end (at most `grace` each), then stops forwarding.
+    pub async fn shutdown(self, grace: Duration) {
+        for link in self.links.values() {
+            let _ = link.shutdown("the run is over").await;
+        }
+        self.tracker.close();
+        self.tracker.wait().await; // no dispatch holds a link any more
+        for (_, link) in self.links {
+            if let Ok(link) = Arc::try_unwrap(link) {
+                let _ = link.join(grace).await;
+            }
+        }
+        self.shutdown.cancel();
+        let _ = self.forwarder.await;
+    }
+}
+
+/// Removes a task from the in-flight table (and its host's load).
+fn take(shared: &Mutex<Shared>, key: &TaskKey) -> Option<InFlight> {
+    let mut shared = shared.lock().expect("remote state lock");
+    let flight = shared.in_flight.remove(&key_of(key))?;
+    if let Some(load) = shared.load.get_mut(&flight.host) {
+        *load = load.saturating_sub(1);
+    }
+    Some(flight)
+}
+
+/// Turns host events into executor events.
+struct Forwarder {
+    shared: Arc<Mutex<Shared>>,
+    events: mpsc::Sender<ExecEvent>,
+    central: Option<CentralOutput>,
+    store: Store,
+    run: RunKey,
+}
+
+impl Forwarder {
+    async fn run(self, mut host_events: mpsc::Receiver<HostEvent>, shutdown: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                event = host_events.recv() => event,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(event) = event else { break };
+            self.handle(event).await;
+        }
+    }
+
+    async fn handle(&self, event: HostEvent) {
+        match event {
+            HostEvent::Started { host, key, pid } => {
+                // Not stored: the agent may record the task's end before the prime could
+                // commit the pid, and a pid is not worth a race with the task's real end.
+                tracing::debug!(host = %host, step = %key.step, sequence = %key.sequence, pid, "started");
+            }
+            HostEvent::Finished {
+                key,
+                status,
+                result,
+                error,
+                ..
+            } => {
+                let Some(flight) = take(&self.shared, &key) else {
+                    return;
+                };
+                let success = status == eventor_protocol::Outcome::Success;
+                let outcome = Outcome {
+                    success,
+                    result,
+                    error,
+                    recorded: flight.recorded,
+                };
+                self.send(ExecEvent::Finished {
+                    task: flight.task,
+                    outcome,
+                })
+                .await;
+            }
+            HostEvent::Log { host, record } => self.log(&host, record),
+            HostEvent::AgentError { host, key, message } => {
+                tracing::warn!(host = %host, "agent: {message}");
+                if let Some(key) = key {
+                    // The agent could not record this task's end: the prime will.
+                    let mut shared = self.shared.lock().expect("remote state lock");
+                    if let Some(flight) = shared.in_flight.get_mut(&key_of(&key)) {
+                        flight.recorded = false;
+                    }
+                }
+            }
+            HostEvent::Lost { host, reason } => self.lost(&host, &reason).await,
+        }
+    }
+
+    fn log(&self, host: &str, record: eventor_protocol::LogRecord) {
+        match &record.task {
+            Some(task) => tracing::info!(
+                target: "eventor::output",
+                host = %host,
+                step = %task.step,
+                sequence = %task.sequence,
+                stream = ?record.stream,
+                "{}", record.text
+            ),
+            None => tracing::info!(host = %host, "agent: {}", record.text),
+        }
+        if let Some(central) = &self.central {
+            central.sink.try_record(record);
+        }
+    }
+
+    /// Ends every task of a lost host: what its agent recorded stands, the rest fail.
+    async fn lost(&self, host: &str, reason: &str) {
+        tracing::error!(host = %host, %reason, "host lost");
+        let flights: Vec<(Key, InFlight)> = {
+            let mut shared = self.shared.lock().expect("remote state lock");
+            let keys: Vec<Key> = shared
+                .in_flight
+                .iter()
+                .filter(|(_, f)| &*f.host == host)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| shared.in_flight.remove(&k).map(|f| (k, f)))
+                .collect()
+        };
+        if flights.is_empty() {
+            return;
+        }
+        let stored = self.store.tasks(self.run.clone()).await.unwrap_or_default();
+        for ((step, sequence, attempt), flight) in flights {
+            let row = stored
+                .iter()
+                .find(|t| t.step == step && t.sequence == sequence && t.attempt == attempt);
+            let outcome = match row.map(|t| t.status) {
+                Some(status @ (TaskStatus::Success | TaskStatus::Failure)) => Outcome {
+                    success: status == TaskStatus::Success,
+                    result: row.and_then(|t| t.result.clone()),
+                    error: row.and_then(|t| t.error.clone()),
+                    recorded: true,
+                },
+                _ => Outcome::failure(format!("host {host} lost: {reason}")),
+            };
+            self.send(ExecEvent::Finished {
+                task: flight.task,
+                outcome,
+            })
+            .await;
+        }
+    }
+
+    async fn send(&self, event: ExecEvent) {
+        let _ = self.events.send(event).await;
+    }
+}

@@ -1,0 +1,289 @@
+//! `eventor-coord run --hosts` through real SSH to the test hosts (network namespaces), the
+//! real agent and the shared Postgres: pinned steps run where they are pinned, their output
+//! reaches the central log, a host cut off mid-step is declared lost and the run ends by the
+//! rules, and a killed prime loses no result its agent recorded.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventor_store::{RunStatus, Store, StoreLocation, TaskStatus};
+
+use crate::{agent_binary, coord, coord_binary, testbed, text, write};
+
+/// A hosts file for node1 and node2 with this build's agent and the shared store (reached
+/// through the bridge, as the hosts reach it), in a schema of the test's own.
+fn hosts_file(dir: &Path, bed: &HashMap<String, String>, schema: &str) -> (String, String) {
+    let store = format!("{}?schema={schema}", bed["EVENTOR_PG_URL_BRIDGE"]);
+    let agent = agent_binary();
+    let yaml = format!(
+        "store: {store}\nssh_config: {}\nhosts:\n  node1: {{agent: {}}}\n  node2: {{agent: {}}}\n",
+        bed["EVENTOR_SSH_CONFIG"],
+        agent.display(),
+        agent.display()
+    );
+    let path = write(dir, "hosts.yaml", &yaml);
+    (path.to_str().unwrap().to_string(), store)
+}
+
+fn schema(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("cl_{test}_{nanos}")
+}
+
+async fn store(url: &str) -> Store {
+    Store::open(&StoreLocation::parse(url).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pinned_steps_run_on_their_hosts_and_log_centrally() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("pinned"));
+    let flow = write(
+        dir.path(),
+        "spread.yaml",
+        &format!(
+            "name: spread\nevents: {{go: {{}}, a_done: {{}}}}\n\
+             steps:\n  \
+               a: {{run: 'hostname -I > {out}/a-$EVENTOR_STEP_SEQUENCE.txt', host: node1, triggers: {{success: [a_done]}}}}\n  \
+               b: {{run: 'hostname -I > {out}/b-$EVENTOR_STEP_SEQUENCE.txt; echo b says hi', host: node2}}\n  \
+               here: {{run: 'echo on the prime'}}\n\
+             assocs: [{{event: go, targets: [a, here]}}, {{event: a_done, targets: [b]}}]\n\
+             trigger: [{{event: go, range: [1, 3]}}]\n"
+        ),
+    );
+    let flow = flow.to_str().unwrap();
+    let run = coord(
+        dir.path(),
+        &["run", "--hosts", &hosts, flow, "--run-id", "P"],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    for seq in 1..=3 {
+        let a = std::fs::read_to_string(dir.path().join(format!("a-{seq}.txt"))).unwrap();
+        let b = std::fs::read_to_string(dir.path().join(format!("b-{seq}.txt"))).unwrap();
+        assert_eq!(a.trim(), bed["EVENTOR_NODE1_ADDR"], "a runs on node1");
+        assert_eq!(b.trim(), bed["EVENTOR_NODE2_ADDR"], "b runs on node2");
+    }
+    let log = text(
+        &coord(
+            dir.path(),
+            &["logs", flow, "--run-id", "P", "--host", "node2"],
+        )
+        .stdout,
+    );
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" stdout b says hi"))
+        .collect();
+    assert_eq!(
+        said.len(),
+        3,
+        "node2's output reaches the central log:\n{log}"
+    );
+    assert!(
+        said.iter().all(|l| l.split(' ').nth(1) == Some("node2")),
+        "{log}"
+    );
+
+    let history = store(&url).await.run_history("P").await.unwrap();
+    assert_eq!(history[0].status, RunStatus::Success);
+    let tasks = store(&url)
+        .await
+        .tasks(history[0].key.clone())
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 9);
+    assert!(
+        tasks.iter().all(|t| t.status == TaskStatus::Success),
+        "{tasks:?}"
+    );
+}
+
+#[test]
+fn a_step_pinned_to_an_unknown_host_is_refused_before_anything_starts() {
+    let Some(bed) = testbed() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (hosts, _) = hosts_file(dir.path(), &bed, &schema("unknown"));
+    let flow = write(
+        dir.path(),
+        "bad.yaml",
+        "events: {go: {}}\nsteps:\n  s1: {run: 'true', host: node9}\n\
+         assocs: [{event: go, targets: [s1]}]\ntrigger: [{event: go}]\n",
+    );
+    let out = coord(
+        dir.path(),
+        &["run", "--hosts", &hosts, flow.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("step `s1` is pinned to host `node9`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_host_cut_off_mid_step_is_lost_and_the_run_fails_by_the_rules() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.write();
+    let dir = tempfile::tempdir().unwrap();
+    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("cut"));
+    let flow = write(
+        dir.path(),
+        "cut.yaml",
+        "events: {go: {}}\nsteps:\n  slow: {run: 'sleep 30', host: node1}\n\
+         assocs: [{event: go, targets: [slow]}]\ntrigger: [{event: go}]\n",
+    );
+    let mut run = Command::new(coord_binary())
+        .args([
+            "run",
+            "--hosts",
+            &hosts,
+            flow.to_str().unwrap(),
+            "--run-id",
+            "C",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let store = store(&url).await;
+    wait_until_active(&store, "C").await;
+    let veth = bed["EVENTOR_NODE1_VETH"].clone();
+    let _restore = LinkRestore(veth.clone());
+    ip_link(&veth, "down");
+    let cut = Instant::now();
+    let deadline = cut + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run hung after its host was cut off"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lost_after = cut.elapsed();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(run.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("slow[1] (host node1 lost"), "{stdout}");
+    assert!(
+        lost_after < Duration::from_secs(10),
+        "declared lost after {lost_after:?}"
+    );
+}
+
+/// Waits until run `run_id` has a task in the store that is active.
+async fn wait_until_active(store: &Store, run_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(run) = store.run_history(run_id).await.unwrap().pop() {
+            let tasks = store.tasks(run.key).await.unwrap();
+            if tasks.iter().any(|t| t.status == TaskStatus::Active) {
+                // Give the dispatch a moment to reach the agent over SSH.
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the run never started its task");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ip_link(veth: &str, state: &str) {
+    let status = Command::new("ip")
+        .args(["link", "set", veth, state])
+        .status()
+        .unwrap();
+    assert!(status.success(), "ip link set {veth} {state}");
+}
+
+/// Brings a cut-off link back up, even when the test fails.
+struct LinkRestore(String);
+
+impl Drop for LinkRestore {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "set", &self.0, "up"])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_killed_prime_loses_nothing_its_agent_recorded_and_recover_skips_it() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("prime"));
+    let flow = write(
+        dir.path(),
+        "prime.yaml",
+        &format!(
+            "name: prime\nevents: {{go: {{}}, done: {{}}}}\n\
+             steps:\n  \
+               remote: {{run: 'sleep 2; echo remote >> {out}/ran.txt', host: node1, triggers: {{success: [done]}}}}\n  \
+               after: {{run: 'echo after >> {out}/ran.txt'}}\n\
+             assocs: [{{event: go, targets: [remote]}}, {{event: done, targets: [after]}}]\n\
+             trigger: [{{event: go}}]\n"
+        ),
+    );
+    let flow = flow.to_str().unwrap();
+    let mut run = Command::new(coord_binary())
+        .args(["run", "--hosts", &hosts, flow, "--run-id", "K"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = store(&url).await;
+    wait_until_active(&store, "K").await;
+    run.kill().unwrap(); // SIGKILL: the prime dies mid-step
+    run.wait().unwrap();
+
+    // The agent finishes the step and records it although its prime is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let key = store.run_history("K").await.unwrap().pop().unwrap().key;
+    loop {
+        let tasks = store.tasks(key.clone()).await.unwrap();
+        if tasks
+            .iter()
+            .any(|t| t.step == "remote" && t.status == TaskStatus::Success)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never recorded the step: {tasks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recover = coord(
+        dir.path(),
+        &[
+            "run", "--hosts", &hosts, flow, "--run-id", "K", "--mode", "recover",
+        ],
+    );
+    assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
+    let ran = std::fs::read_to_string(dir.path().join("ran.txt")).unwrap();
+    assert_eq!(
+        ran, "remote\nafter\n",
+        "the remote step ran once; recover skipped it"
+    );
+    let history = store.run_history("K").await.unwrap();
+    let tasks = store.tasks(history[1].key.clone()).await.unwrap();
+    let remote = tasks.iter().find(|t| t.step == "remote").unwrap();
+    assert_eq!(remote.status, TaskStatus::Skipped);
+}
