@@ -103,7 +103,11 @@ impl EventorError {
     pub fn is_input_error(&self) -> bool {
         !matches!(
             self,
-            EventorError::Store { .. } | EventorError::Runtime(_) | EventorError::Closed
+            EventorError::Store { .. }
+                | EventorError::Runtime(_)
+                | EventorError::Closed
+                | EventorError::Cluster(_)
+                | EventorError::Log(_)
         )
     }
 }

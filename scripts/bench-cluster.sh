@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Cluster benchmark with a table: 1,000 `true` steps over the two test hosts through eventor's
+# agents, the same 1,000 on this host, and GNU parallel running them over ssh; plus the time to
+# connect to both hosts and start their agents. Brings the test bed up and down.
+#
+# Usage: scripts/bench-cluster.sh [N]   (N steps, default 1000; PARALLEL_JOBS=M runs GNU
+# parallel on M jobs instead of N, since each of its jobs opens an SSH connection)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n="${1:-1000}"
+par_jobs="${PARALLEL_JOBS:-$n}"
+
+command -v parallel >/dev/null || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq parallel >/dev/null
+}
+cargo build -q --release -p eventor -p eventor-agent --bins
+scripts/testbed.sh up >/dev/null
+trap 'scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
+# shellcheck disable=SC1091
+source "${EVENTOR_TESTBED_DIR:-/tmp/eventor-testbed}/env"
+
+work=$(mktemp -d)
+coord="$PWD/target/release/eventor-coord"
+agent="$PWD/target/release/eventor-agent"
+cat >"$work/hosts.yaml" <<HOSTS
+store: $EVENTOR_PG_URL_BRIDGE?schema=bench_cluster_$$
+ssh_config: $EVENTOR_SSH_CONFIG
+hosts:
+  node1: {agent: $agent}
+  node2: {agent: $agent}
+HOSTS
+flow() { # $1: name, $2: extra step keys
+  cat >"$work/$1.yaml" <<FLOW
+name: $1
+events: {go: {}}
+steps:
+  t: {run: "true" $2}
+assocs: [{event: go, targets: [t]}]
+trigger: [{event: go, range: [1, $n]}]
+FLOW
+}
+flow spread ", hosts: [node1, node2]"
+flow ready ", host: node1"
+flow local ""
+
+seconds() { # runs "$@" (which must succeed) and prints its wall time in seconds
+  local start end
+  start=$(date +%s.%N)
+  if ! "$@" >"$work/last.log" 2>&1; then
+    echo "failed: $*" >&2
+    tail -5 "$work/last.log" >&2
+    exit 1
+  fi
+  end=$(date +%s.%N)
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+cd "$work"
+ready=$(sed -i "s/range: \[1, $n\]/range: [1, 1]/" ready.yaml && seconds "$coord" run --hosts hosts.yaml ready.yaml --log-level warn)
+spread=$(seconds "$coord" run --hosts hosts.yaml spread.yaml --log-level warn)
+local_=$(seconds "$coord" run local.yaml --store "sqlite:$work/local.db" --log-level warn)
+ssh_cmd="ssh -F $EVENTOR_SSH_CONFIG"
+par=$(seconds sh -c "seq $par_jobs | parallel --ssh '$ssh_cmd' --sshlogin 2/node1,2/node2 true")
+par_per_n=$(awk -v t="$par" -v m="$par_jobs" -v n="$n" 'BEGIN { printf "%.2f", t * n / m }')
+
+echo "| case | steps | wall |"
+echo "|---|---:|---:|"
+echo "| connect 2 hosts, start agents, run 1 step on node1 (whole run) | 1 | ${ready} s |"
+echo "| eventor: \`true\` over node1+node2 (hosts: [node1, node2]) | $n | ${spread} s |"
+echo "| eventor: the same on this host | $n | ${local_} s |"
+echo "| GNU parallel --sshlogin 2/node1,2/node2 | $par_jobs | ${par} s |"
+echo
+echo "eventor vs parallel (per $n jobs): $(ratio "$par_per_n" "$spread")x faster;" \
+  "cluster vs local: $(ratio "$spread" "$local_")x"
+rm -rf "$work"
