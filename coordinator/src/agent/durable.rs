@@ -1,7 +1,14 @@
 //! Recording a remote task's final status in the shared store, before the prime hears of it:
 //! one fenced `active → success|failure` transition, so a result survives the prime dying.
+//!
+//! Ends are group-committed: one recorder task commits every end that arrived while its last
+//! commit was under way in one transaction, so a burst of short tasks costs a few fsyncs, not
+//! one each. If a group is refused (one end was fenced by another writer), its ends are
+//! committed one by one so each gets its own verdict.
 
 use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use eventor_protocol::{Outcome, TaskKey};
 use eventor_store::{Batch, Change, RunKey, Store, StoreError, TaskStatus};
@@ -23,12 +30,81 @@ pub(super) enum Recorded {
     Failed(String),
 }
 
+/// Most ends committed together.
+const MAX_GROUP: usize = 256;
+
+/// The handle tasks record through; the recorder task stops when every handle is dropped.
+#[derive(Clone)]
+pub(super) struct Recorder {
+    requests: mpsc::Sender<Request>,
+}
+
+struct Request {
+    batch: Batch,
+    reply: oneshot::Sender<Recorded>,
+}
+
+impl Recorder {
+    /// Starts the recorder task on the current runtime.
+    pub(super) fn start(store: Store) -> Recorder {
+        let (requests, queue) = mpsc::channel(MAX_GROUP);
+        tokio::spawn(run(store, queue));
+        Recorder { requests }
+    }
+}
+
 /// Commits `end` as the task's final status, fenced by its attempt and `active`.
-pub(super) async fn record(store: Option<&Store>, key: &TaskKey, end: &TaskEnd) -> Recorded {
-    let Some(store) = store else {
+pub(super) async fn record(recorder: Option<&Recorder>, key: &TaskKey, end: &TaskEnd) -> Recorded {
+    let Some(recorder) = recorder else {
         return Recorded::NoStore;
     };
-    match store.commit(batch(key, end)).await {
+    let (reply, answer) = oneshot::channel();
+    let request = Request {
+        batch: batch(key, end),
+        reply,
+    };
+    if recorder.requests.send(request).await.is_err() {
+        return Recorded::Failed("the store recorder has stopped".to_string());
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| Recorded::Failed("the store recorder has stopped".to_string()))
+}
+
+async fn run(store: Store, mut queue: mpsc::Receiver<Request>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        commit_group(&store, group).await;
+    }
+}
+
+/// One transaction for the group when its ends share a run; else, or when the group is
+/// refused, one per end.
+async fn commit_group(store: &Store, group: Vec<Request>) {
+    let run = group[0].batch.run.clone();
+    if group.len() > 1 && group.iter().all(|r| r.batch.run == run) {
+        let changes = group.iter().flat_map(|r| r.batch.changes.clone()).collect();
+        if store.commit(Batch { run, changes }).await.is_ok() {
+            for request in group {
+                let _ = request.reply.send(Recorded::Written);
+            }
+            return;
+        }
+    }
+    for request in group {
+        let verdict = commit_one(store, request.batch).await;
+        let _ = request.reply.send(verdict);
+    }
+}
+
+async fn commit_one(store: &Store, batch: Batch) -> Recorded {
+    match store.commit(batch).await {
         Ok(()) => Recorded::Written,
         Err(error @ StoreError::Fenced { .. }) => Recorded::Fenced(error.to_string()),
         Err(error) => Recorded::Failed(error_chain(&error)),

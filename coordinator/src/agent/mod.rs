@@ -273,7 +273,7 @@ where
     let loss = Arc::new(WriteLoss::default());
     let env = Arc::new(TaskEnv {
         out,
-        store,
+        store: store.map(durable::Recorder::start),
         closures: options.closures,
         kill_grace: options.kill_grace,
         caps: plan.caps,

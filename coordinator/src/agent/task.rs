@@ -10,12 +10,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use eventor_protocol::{Dispatch, LogLevel, Outcome, TaskKey, ToCoordinator, Work};
-use eventor_store::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
-use super::durable::{self, Recorded};
+use super::durable::{self, Recorded, Recorder};
 use super::output::{clip, dropped_text, OutputGate};
 use super::writer::{Diagnostic, Outgoing};
 use crate::engine::command::{run_command, CommandSpec};
@@ -29,7 +28,7 @@ const ENV_PREFIX: &str = "EVENTOR_";
 /// What every task of the agent shares.
 pub(super) struct TaskEnv {
     pub out: mpsc::Sender<Outgoing>,
-    pub store: Option<Store>,
+    pub store: Option<Recorder>,
     pub closures: HashMap<String, StepAction>,
     pub kill_grace: Duration,
     pub caps: TextCaps,
