@@ -40,6 +40,16 @@ trigger: [{event: go, range: [1, $n]}]
 FLOW
 }
 flow spread ", hosts: [node1, node2]"
+# Log forwarding: 50 MB of 100-byte lines printed on node1, into the prime's central log.
+awk 'BEGIN { line = sprintf("%099d", 0); for (i = 0; i < 500000; i++) print line }' >"$work/lines.txt"
+cat >"$work/flood.yaml" <<FLOW
+name: flood
+events: {go: {}}
+steps:
+  out: {run: "cat $work/lines.txt", host: node1}
+assocs: [{event: go, targets: [out]}]
+trigger: [{event: go}]
+FLOW
 flow ready ", host: node1"
 flow local ""
 
@@ -61,6 +71,9 @@ cd "$work"
 ready=$(sed -i "s/range: \[1, $n\]/range: [1, 1]/" ready.yaml && seconds "$coord" run --hosts hosts.yaml ready.yaml --log-level warn)
 spread=$(seconds "$coord" run --hosts hosts.yaml spread.yaml --log-level warn)
 local_=$(seconds "$coord" run local.yaml --store "sqlite:$work/local.db" --log-level warn)
+flood=$(seconds "$coord" run --hosts hosts.yaml flood.yaml --log-level warn --logdir "$work/logs")
+kept=$(grep -c ' out\[1\] stdout ' "$work"/logs/flood/*.log || true)
+ssh_cat=$(seconds ssh -F "$EVENTOR_SSH_CONFIG" node1 cat "$work/lines.txt")
 ssh_cmd="ssh -F $EVENTOR_SSH_CONFIG"
 par=$(seconds sh -c "seq $par_jobs | parallel --ssh '$ssh_cmd' --sshlogin 2/node1,2/node2 true")
 par_per_n=$(awk -v t="$par" -v m="$par_jobs" -v n="$n" 'BEGIN { printf "%.2f", t * n / m }')
@@ -71,6 +84,11 @@ echo "| connect 2 hosts, start agents, run 1 step on node1 (whole run) | 1 | ${r
 echo "| eventor: \`true\` over node1+node2 (hosts: [node1, node2]) | $n | ${spread} s |"
 echo "| eventor: the same on this host | $n | ${local_} s |"
 echo "| GNU parallel --sshlogin 2/node1,2/node2 | $par_jobs | ${par} s |"
+echo
+echo "| log forwarding | lines | wall | MB/s |"
+echo "|---|---:|---:|---:|"
+echo "| 50 MB of output on node1 into the central log ($kept of 500000 lines kept) | 500000 | ${flood} s | $(ratio 50 "$flood") |"
+echo "| ssh node1 cat the same file > /dev/null | - | ${ssh_cat} s | $(ratio 50 "$ssh_cat") |"
 echo
 echo "eventor vs parallel (per $n jobs): $(ratio "$par_per_n" "$spread")x faster;" \
   "cluster vs local: $(ratio "$spread" "$local_")x"

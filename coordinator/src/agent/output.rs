@@ -1,6 +1,8 @@
-//! A command's output on its way to the writer: lines are cut to a cap and offered without
-//! waiting; a line that finds the outbound channel full is dropped and counted, and the count
-//! travels with the next line that gets through (or is reported before `TaskFinished`).
+//! A command's output on its way to the writer: lines are cut to a cap and queued on the
+//! bounded outbound channel, waiting for room (so a slow prime slows the command down through
+//! its pipe, and memory stays bounded). A line that cannot be queued at all (the writer is
+//! gone) is dropped and counted, and the count travels with the next line that gets through
+//! (or is reported before `TaskFinished`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,14 +40,16 @@ impl OutputGate {
         }
     }
 
-    /// The sink `run_command` calls for every line. It must not wait (the callback is
-    /// synchronous), so a full channel drops the line rather than blocking the reader.
+    /// The sink `run_command` calls for every line; the reader waits for each.
     pub(super) fn sink(self: &Arc<Self>) -> OutputSink {
         let gate = self.clone();
-        Arc::new(move |stream, text| gate.offer(stream, text))
+        Arc::new(move |stream, text| {
+            let gate = gate.clone();
+            Box::pin(async move { gate.offer(stream, text).await })
+        })
     }
 
-    fn offer(&self, stream: OutputStream, mut text: String) {
+    async fn offer(&self, stream: OutputStream, mut text: String) {
         clip(&mut text, self.line_cap);
         let dropped_before = self.pending.swap(0, Ordering::AcqRel);
         let line = OutputLine {
@@ -58,7 +62,7 @@ impl OutputGate {
             time: eventor_store::now_micros(),
             dropped_before,
         };
-        if self.out.try_send(Outgoing::Output(line)).is_err() {
+        if self.out.send(Outgoing::Output(line)).await.is_err() {
             // Give back the count this line was to carry, plus the line itself.
             self.pending.fetch_add(dropped_before + 1, Ordering::AcqRel);
             self.total.fetch_add(1, Ordering::Relaxed);

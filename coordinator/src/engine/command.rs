@@ -2,7 +2,9 @@
 //! output line by line to a sink, and a timeout or cancel that stops the whole group
 //! (SIGTERM, a grace period, then SIGKILL). Shared by the local executor and the agent.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +43,10 @@ impl OutputStream {
     }
 }
 
-/// Where output lines go.
-pub type OutputSink = Arc<dyn Fn(OutputStream, String) + Send + Sync>;
+/// Where output lines go. The reader awaits each line's future before it reads the next, so
+/// a slow consumer slows the command down (its pipe fills) instead of piling lines up.
+pub type OutputSink =
+    Arc<dyn Fn(OutputStream, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Why a command stopped before exiting by itself.
 enum Interrupt {
@@ -166,7 +170,7 @@ async fn read_lines(stream: impl AsyncRead + Unpin, output: OutputSink, which: O
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     while let Ok(Some(piece)) = next_line(&mut reader, &mut line).await {
-        output(which, piece);
+        output(which, piece).await;
     }
 }
 

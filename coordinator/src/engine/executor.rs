@@ -199,7 +199,7 @@ fn panic_text(e: tokio::task::JoinError) -> String {
 }
 
 /// Command output goes to the log, tagged with the task's step and sequence, and to the
-/// run's central log when it has one (dropped and counted there if its writer falls behind).
+/// run's central log when it has one (waiting for its writer: backpressure, not loss).
 fn log_output(ctx: TaskContext, central: Option<CentralOutput>) -> OutputSink {
     Arc::new(move |stream: OutputStream, line: String| {
         tracing::info!(
@@ -209,11 +209,14 @@ fn log_output(ctx: TaskContext, central: Option<CentralOutput>) -> OutputSink {
             stream = stream.as_str(),
             "{line}"
         );
-        if let Some(central) = &central {
-            central
-                .sink
-                .try_record(output_record(&ctx, &central.host, stream, line));
-        }
+        let record = central
+            .as_ref()
+            .map(|c| (c.sink.clone(), output_record(&ctx, &c.host, stream, line)));
+        Box::pin(async move {
+            if let Some((sink, record)) = record {
+                sink.record(record).await;
+            }
+        })
     })
 }
 

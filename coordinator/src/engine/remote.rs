@@ -285,7 +285,7 @@ impl Forwarder {
                 })
                 .await;
             }
-            HostEvent::Log { host, record } => self.log(&host, record),
+            HostEvent::Log { host, record } => self.log(&host, record).await,
             HostEvent::AgentError { host, key, message } => {
                 tracing::warn!(host = %host, "agent: {message}");
                 if let Some(key) = key {
@@ -300,7 +300,7 @@ impl Forwarder {
         }
     }
 
-    fn log(&self, host: &str, record: eventor_protocol::LogRecord) {
+    async fn log(&self, host: &str, record: eventor_protocol::LogRecord) {
         match &record.task {
             Some(task) => tracing::info!(
                 target: "eventor::output",
@@ -313,7 +313,8 @@ impl Forwarder {
             None => tracing::info!(host = %host, "agent: {}", record.text),
         }
         if let Some(central) = &self.central {
-            central.sink.try_record(record);
+            // Waiting here holds the link's reader back, and so the agent: backpressure.
+            central.sink.record(record).await;
         }
     }
 
