@@ -12,6 +12,7 @@ use eventor_store::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::{self, AgentOptions};
 use crate::cluster::central_log::CentralLog;
 use crate::cluster::hosts::HostsFile;
 use crate::cluster::link::ConnectOptions;
@@ -28,7 +29,7 @@ use crate::engine::program::{
 };
 use crate::engine::remote::{Remote, RemoteConfig};
 use crate::expr::Expr;
-use crate::step::{Step, TaskContext, TriggerSender};
+use crate::step::{Step, StepAction, TaskContext, TriggerSender};
 
 /// How a run is set up. Build with struct update syntax:
 /// `EventorOptions { name: "nightly".into(), ..Default::default() }`.
@@ -107,6 +108,7 @@ impl EventorError {
                 | EventorError::Runtime(_)
                 | EventorError::Closed
                 | EventorError::Cluster(_)
+                | EventorError::Agent(_)
                 | EventorError::Log(_)
         )
     }
@@ -204,6 +206,8 @@ pub enum EventorError {
     },
     #[error("cannot reach the cluster: {0}")]
     Cluster(String),
+    #[error("serving as an agent: {0}")]
+    Agent(String),
     #[error("store {store}")]
     Store {
         store: String,
@@ -388,9 +392,16 @@ impl Eventor {
     }
 
     /// Runs the flow on the current runtime. `max_loops < 0`: until nothing is left.
+    ///
+    /// Started by a prime as its agent on another host ([`agent_mode`]), it serves the prime's
+    /// tasks on stdin/stdout instead, this program's closure steps included, and returns
+    /// success when the prime is done with it.
     pub async fn run_async(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
         if self.closed {
             return Err(EventorError::Closed);
+        }
+        if agent_mode() {
+            return self.serve_as_agent().await;
         }
         if self.running.is_none() {
             self.running = Some(self.start_run(max_loops >= 0).await?);
@@ -449,6 +460,37 @@ impl Eventor {
             })?;
         tracing::info!(run_id = %self.run_id, "Processing finished with: {outcome}");
         Ok(outcome)
+    }
+
+    /// Serves a prime as its agent on this host, with this program's closure steps.
+    async fn serve_as_agent(&self) -> Result<RunOutcome, EventorError> {
+        let closures = self
+            .steps
+            .iter()
+            .filter(|s| matches!(s.action, StepAction::Sync(_) | StepAction::Async(_)))
+            .map(|s| (s.name.clone(), s.action.clone()))
+            .collect();
+        let store = match std::env::var(AGENT_STORE_VAR) {
+            Ok(url) => {
+                Some(StoreLocation::parse(&url).map_err(|e| EventorError::Agent(e.to_string()))?)
+            }
+            Err(_) => None,
+        };
+        let options = AgentOptions {
+            host_name: std::env::var(AGENT_HOST_VAR).unwrap_or_else(|_| host_name()),
+            store,
+            closures,
+            ..AgentOptions::default()
+        };
+        let served = agent::serve(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            options,
+            CancellationToken::new(),
+        )
+        .await;
+        served.map_err(|e| EventorError::Agent(e.to_string()))?;
+        Ok(RunOutcome::Success)
     }
 
     /// Releases the store and forgets the run. Further runs fail with [`EventorError::Closed`].
@@ -1072,14 +1114,25 @@ async fn connect_hosts(
         return Ok(None);
     }
     let store_for_agents = agent_store_url(location);
-    let mut connect = ConnectOptions::new(
-        running.key.run_id.to_string(),
-        vec!["--store".to_string(), store_for_agents],
-    );
+    let remote_closures = running.steps.iter().any(|s| {
+        !s.hosts.is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
+    });
+    let (hosts, agent_args) = if remote_closures {
+        (
+            program_as_agent(&cluster.hosts, &store_for_agents)?,
+            Vec::new(),
+        )
+    } else {
+        (
+            cluster.hosts.clone(),
+            vec!["--store".to_string(), store_for_agents],
+        )
+    };
+    let mut connect = ConnectOptions::new(running.key.run_id.to_string(), agent_args);
     connect.lost_after = cluster.lost_after;
     let (tx, rx) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
     let config = RemoteConfig {
-        hosts: &cluster.hosts,
+        hosts: &hosts,
         names,
         connect,
         central: central.map(|log| CentralOutput {
@@ -1093,6 +1146,37 @@ async fn connect_hosts(
         .await
         .map_err(EventorError::Cluster)?;
     Ok(Some((remote, tx, rx)))
+}
+
+/// The variable that starts a program as its own agent (set by the prime), and the ones
+/// that tell it its store and its host's name.
+const AGENT_MODE_VAR: &str = "EVENTOR_AGENT_MODE";
+const AGENT_STORE_VAR: &str = "EVENTOR_AGENT_STORE";
+const AGENT_HOST_VAR: &str = "EVENTOR_AGENT_HOST";
+
+/// Whether this process was started by a prime as the agent of its own closure steps on a
+/// cluster host. Call it first in `main` of a program whose closure steps are pinned to
+/// other hosts: in agent mode stdout carries the protocol, so print nothing to it, build
+/// the same flow, and call `run`, which then serves the prime's tasks.
+pub fn agent_mode() -> bool {
+    std::env::var_os(AGENT_MODE_VAR).is_some()
+}
+
+/// The hosts file with this very program as every host's agent (found at the same absolute
+/// path, as the original's distributed mode did), told by environment that it is one.
+fn program_as_agent(hosts: &HostsFile, store: &str) -> Result<HostsFile, EventorError> {
+    let program = std::env::current_exe()
+        .map_err(|e| EventorError::Cluster(format!("cannot find this program's path: {e}")))?;
+    let mut hosts = hosts.clone();
+    for host in &mut hosts.hosts {
+        host.agent = program.display().to_string();
+        host.env.push((AGENT_MODE_VAR.to_string(), "1".to_string()));
+        host.env
+            .push((AGENT_STORE_VAR.to_string(), store.to_string()));
+        host.env
+            .push((AGENT_HOST_VAR.to_string(), host.name.clone()));
+    }
+    Ok(hosts)
 }
 
 /// The store as agents are told it: the URL without its password (agents find theirs in

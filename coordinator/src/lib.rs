@@ -31,7 +31,7 @@ mod yaml;
 pub use crate::config::EventorConfig;
 pub use crate::engine::program::{RecoverAction, RecoveryPolicy};
 pub use crate::eventor::{
-    ClusterOptions, Eventor, EventorError, EventorOptions, FailedTask, RunOutcome,
+    agent_mode, ClusterOptions, Eventor, EventorError, EventorOptions, FailedTask, RunOutcome,
 };
 pub use crate::expr::Expr;
 pub use crate::step::{

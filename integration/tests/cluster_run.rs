@@ -287,3 +287,37 @@ async fn a_killed_prime_loses_nothing_its_agent_recorded_and_recover_skips_it() 
     let remote = tasks.iter().find(|t| t.step == "remote").unwrap();
     assert_eq!(remote.status, TaskStatus::Skipped);
 }
+
+#[tokio::test]
+async fn a_closure_pinned_to_a_host_runs_there_in_the_same_program() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let dir = tempfile::tempdir().unwrap();
+    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("closure"));
+    let example = crate::coord_binary()
+        .parent()
+        .unwrap()
+        .join("examples/remote_closure");
+    assert!(
+        example.exists(),
+        "{} is built by cargo test --workspace",
+        example.display()
+    );
+    let out = Command::new(&example)
+        .args([hosts.as_str(), "RC"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let store = store(&url).await;
+    let run = store.run_history("RC").await.unwrap().remove(0);
+    let tasks = store.tasks(run.key).await.unwrap();
+    let result = |step: &str| {
+        let task = tasks.iter().find(|t| t.step == step).unwrap();
+        assert_eq!(task.status, TaskStatus::Success);
+        task.result.clone().unwrap_or_default()
+    };
+    let node1 = &bed["EVENTOR_NODE1_ADDR"];
+    assert_eq!(result("measure"), format!("\"measure ran on {node1}\""));
+    assert_eq!(result("report"), "\"report ran on the prime\"");
+}

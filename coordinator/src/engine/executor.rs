@@ -16,7 +16,7 @@ use eventor_protocol::{LogLevel, LogRecord, Stream, TaskKey};
 use super::closure_pool::{panic_message, ClosurePool, Job};
 use super::command::{run_command, CommandSpec, OutputSink, OutputStream};
 use super::core::{Outcome, TaskId};
-use super::remote::{Remote, RemoteCommand};
+use super::remote::{Remote, RemoteWork};
 use crate::cluster::central_log::LogSink;
 use crate::step::{with_async_task, StepAction, StepResult, TaskContext};
 
@@ -125,20 +125,22 @@ impl Executor {
 
     /// Hands a pinned step's task to a host's agent.
     fn start_remote(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext) {
-        let (Some(remote), StepAction::Command(command)) = (&self.remote, &step.action) else {
-            let error = match &self.remote {
-                None => "the step is pinned to other hosts, but the run has no hosts",
-                Some(_) => "closure steps cannot run on other hosts yet (commands can)",
-            };
+        let Some(remote) = &self.remote else {
+            let error = "the step is pinned to other hosts, but the run has no hosts";
             return self.spawn(task, std::future::ready(Err(error.to_string())));
         };
-        let remote_command = RemoteCommand {
-            command: command.clone(),
-            env: step.env.iter().cloned().chain(ctx.env_vars()).collect(),
-            cwd: step.cwd.as_ref().map(|p| p.display().to_string()),
-            timeout: step.timeout,
+        let work = match &step.action {
+            StepAction::Command(command) => RemoteWork::Command {
+                command: command.clone(),
+                env: step.env.iter().cloned().chain(ctx.env_vars()).collect(),
+                cwd: step.cwd.as_ref().map(|p| p.display().to_string()),
+                timeout: step.timeout,
+            },
+            _ => RemoteWork::Closure {
+                step: ctx.step.to_string(),
+            },
         };
-        remote.start(task, &step.hosts, remote_command, &ctx);
+        remote.start(task, &step.hosts, work, &ctx);
     }
 
     /// Runs a future that cannot panic (ours) and reports its end.

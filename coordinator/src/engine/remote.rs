@@ -27,13 +27,17 @@ use crate::cluster::hosts::HostsFile;
 use crate::cluster::link::{connect_hosts, ConnectOptions, HostEvent, HostLink};
 use crate::step::TaskContext;
 
-/// A remote command, as the executor hands it over.
+/// What a remote task runs, as the executor hands it over.
 #[derive(Debug, Clone)]
-pub struct RemoteCommand {
-    pub command: String,
-    pub env: Vec<(String, String)>,
-    pub cwd: Option<String>,
-    pub timeout: Option<Duration>,
+pub enum RemoteWork {
+    Command {
+        command: String,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        timeout: Option<Duration>,
+    },
+    /// A closure step of the program, run by the same program in agent mode on the host.
+    Closure { step: String },
 }
 
 /// What a task on a host is, for the events that come back.
@@ -138,14 +142,8 @@ impl Remote {
         })
     }
 
-    /// Dispatches a command task to the least busy of `hosts`.
-    pub fn start(
-        &self,
-        task: TaskId,
-        hosts: &[Arc<str>],
-        command: RemoteCommand,
-        ctx: &TaskContext,
-    ) {
+    /// Dispatches a task to the least busy of `hosts`.
+    pub fn start(&self, task: TaskId, hosts: &[Arc<str>], work: RemoteWork, ctx: &TaskContext) {
         let key = TaskKey {
             run_id: ctx.run_id.to_string(),
             step: ctx.step.to_string(),
@@ -169,14 +167,23 @@ impl Remote {
             };
             shared.in_flight.insert(key_of(&key), flight);
         }
+        let work = match work {
+            RemoteWork::Command {
+                command,
+                env,
+                cwd,
+                timeout,
+            } => Work::Command {
+                command,
+                env,
+                cwd,
+                timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            },
+            RemoteWork::Closure { step } => Work::Closure { step },
+        };
         let dispatch = Dispatch {
             key: key.clone(),
-            work: Work::Command {
-                command: command.command,
-                env: command.env,
-                cwd: command.cwd,
-                timeout_ms: command.timeout.map(|t| t.as_millis() as u64),
-            },
+            work,
         };
         let (shared, events) = (self.shared.clone(), self.events.clone());
         self.tracker.spawn(async move {
