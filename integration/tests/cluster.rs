@@ -661,17 +661,6 @@ async fn two_hosts_run_hostname_and_shut_down_cleanly() {
     eprintln!("shutdown + join of 2 hosts: {:?}", t.elapsed());
 }
 
-/// Restores the link even when the test fails.
-struct LinkDown(String);
-
-impl Drop for LinkDown {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "set", &self.0, "up"])
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_host_cut_off_is_lost_within_lost_after() {
     let _link = crate::TESTBED_LINK.write();
@@ -697,12 +686,7 @@ async fn a_host_cut_off_is_lost_within_lost_after() {
             break pid;
         }
     };
-    let down = Command::new("ip")
-        .args(["link", "set", &veth, "down"])
-        .status()
-        .unwrap();
-    assert!(down.success());
-    let _restore = LinkDown(veth);
+    let _cut = crate::LinkCut::new(&veth);
     let t = Instant::now();
     let reason = lost(&mut events, "node1").await;
     let took = t.elapsed();

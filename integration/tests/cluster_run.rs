@@ -159,9 +159,7 @@ async fn a_host_cut_off_mid_step_is_lost_and_the_run_fails_by_the_rules() {
         .unwrap();
     let store = store(&url).await;
     wait_until_active(&store, "C").await;
-    let veth = bed["EVENTOR_NODE1_VETH"].clone();
-    let _restore = LinkRestore(veth.clone());
-    ip_link(&veth, "down");
+    let _cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
     let cut = Instant::now();
     let deadline = cut + Duration::from_secs(30);
     let status = loop {
@@ -199,25 +197,6 @@ async fn wait_until_active(store: &Store, run_id: &str) {
         }
         assert!(Instant::now() < deadline, "the run never started its task");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn ip_link(veth: &str, state: &str) {
-    let status = Command::new("ip")
-        .args(["link", "set", veth, state])
-        .status()
-        .unwrap();
-    assert!(status.success(), "ip link set {veth} {state}");
-}
-
-/// Brings a cut-off link back up, even when the test fails.
-struct LinkRestore(String);
-
-impl Drop for LinkRestore {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "set", &self.0, "up"])
-            .status();
     }
 }
 

@@ -43,6 +43,29 @@ pub fn testbed() -> Option<HashMap<String, String>> {
     None
 }
 
+/// A test host's link, cut off (`ip link set VETH down`) until this is dropped, which
+/// brings it back up even when the test fails.
+pub struct LinkCut(String);
+
+impl LinkCut {
+    pub fn new(veth: &str) -> LinkCut {
+        let down = Command::new("ip")
+            .args(["link", "set", veth, "down"])
+            .status()
+            .expect("run ip");
+        assert!(down.success(), "ip link set {veth} down");
+        LinkCut(veth.to_string())
+    }
+}
+
+impl Drop for LinkCut {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "set", &self.0, "up"])
+            .status();
+    }
+}
+
 /// The `eventor-coord` binary of this build (target/<profile>/eventor-coord).
 pub fn coord_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

@@ -432,17 +432,6 @@ async fn agent_key_logs_in() {
     assert_eq!(stdout_of(&session, "echo agent").await, "agent\n");
 }
 
-/// Restores the link even when the test fails.
-struct LinkDown(String);
-
-impl Drop for LinkDown {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "set", &self.0, "up"])
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn cut_off_host_times_out_per_connect_timeout() {
     let _link = crate::TESTBED_LINK.write();
@@ -459,12 +448,7 @@ async fn cut_off_host_times_out_per_connect_timeout() {
     ];
     let config = bed.config(&bed.block("node1", &bed.var("EVENTOR_NODE1_ADDR"), &options));
     let established = ssh::connect(&config, "node1").await.unwrap();
-    let down = Command::new("ip")
-        .args(["link", "set", &veth, "down"])
-        .status()
-        .unwrap();
-    assert!(down.success());
-    let _restore = LinkDown(veth);
+    let _cut = crate::LinkCut::new(&veth);
     let started = Instant::now();
     let err = ssh::connect(&config, "node1").await.unwrap_err();
     let took = started.elapsed();
