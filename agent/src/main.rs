@@ -1,5 +1,5 @@
 //! `eventor-agent`: runs on a cluster host and executes the steps the prime coordinator sends
-//! it, speaking the eventor protocol on stdin and stdout (see `eventor::agent`).
+//! it, speaking the eventor protocol on stdin and stdout (see `eventor_agent::runtime`).
 //!
 //! Stdout carries frames and nothing else; the agent's own diagnostics go to stderr, which
 //! the prime may collect from the SSH channel.
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use eventor::agent::{self, AgentOptions, AgentSummary};
-use eventor::StoreLocation;
+use eventor_agent::{self as agent, AgentOptions, AgentSummary};
+use eventor_store::StoreLocation;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 

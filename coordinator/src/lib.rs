@@ -15,26 +15,20 @@
 //! # Ok::<(), eventor::EventorError>(())
 //! ```
 
-pub mod agent;
+pub mod api;
 pub mod cluster;
-pub mod config;
-pub mod engine;
-mod eventor;
+mod engine;
 pub mod expr;
-pub mod flow_file;
-pub mod flow_run;
-
-pub mod ssh;
-mod step;
+pub mod flow;
+pub mod log;
 mod yaml;
 
-pub use crate::config::EventorConfig;
+pub use crate::api::Eventor;
+pub use crate::api::{
+    EventorConfig, EventorError, EventorOptions, FailedTask, RunOutcome, Step, StepConfig, Triggers,
+};
+pub use crate::cluster::{agent_mode, ClusterOptions};
 pub use crate::engine::program::{RecoverAction, RecoveryPolicy};
-pub use crate::eventor::{
-    agent_mode, ClusterOptions, Eventor, EventorError, EventorOptions, FailedTask, RunOutcome,
-};
 pub use crate::expr::Expr;
-pub use crate::step::{
-    current_task, Step, StepAction, StepConfig, TaskContext, TaskStatus, Triggers,
-};
-pub use eventor_store::{RunMode, StoreLocation};
+pub use eventor_agent::{current_task, StepAction, TaskContext, TriggerError};
+pub use eventor_store::{RunMode, StoreLocation, TaskStatus};

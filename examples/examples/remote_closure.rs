@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use eventor::cluster::hosts::load_hosts;
+use eventor::cluster::load_hosts;
 use eventor::{ClusterOptions, Eventor, EventorOptions, Step, StepConfig, StoreLocation};
 
 /// Builds the flow; the prime and its agents build the same one.

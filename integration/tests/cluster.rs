@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventor::cluster::{
-    connect_hosts, load_hosts, parse_hosts, print_log, CancellationToken, CentralLog,
-    CentralLogConfig, ConnectOptions, Dispatch, HostDefaults, HostEvent, HostLink, HostsFile,
-    LinkEnd, LinkError, LogFilter, LogLevel, LogLine, LogRecord, Outcome, Stream, TaskKey, Work,
+    connect_hosts, load_hosts, parse_hosts, CancellationToken, ConnectOptions, Dispatch,
+    HostDefaults, HostEvent, HostLink, HostsFile, LinkEnd, LinkError, LogLevel, LogRecord, Outcome,
+    Stream, TaskKey, Work,
 };
-use eventor::ssh::{ClientSettings, ExitStatus};
+use eventor::log::{print_log, CentralLog, LogFilter, LogLine};
+use eventor_ssh::{ClientSettings, ExitStatus};
 use tokio::sync::mpsc;
 
 use crate::agent_binary;
@@ -232,7 +233,7 @@ async fn central_log_takes_many_concurrent_writers_in_the_documented_format() {
         t.await.unwrap();
     }
     let totals = log.close("success").await.unwrap();
-    assert_eq!((totals.written, totals.dropped), (writers as u64 * each, 0));
+    assert_eq!(totals.written, writers as u64 * each);
     let text = std::fs::read_to_string(dir.path().join("logs/nightly/r1.log")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len() as u64, writers as u64 * each + 2);
@@ -403,47 +404,6 @@ async fn follow_of_a_recovered_run_waits_past_the_old_end_marker() {
         .unwrap();
     assert_eq!(summary.outcome.as_deref(), Some("success"));
     assert_eq!(out.text().matches("-- start of run r8").count(), 2);
-}
-
-#[tokio::test]
-async fn a_flood_into_a_tiny_channel_drops_and_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = CentralLogConfig {
-        capacity: 4,
-        ..CentralLogConfig::default()
-    };
-    let log = CentralLog::open_with(dir.path(), "f", "r1", config)
-        .await
-        .unwrap();
-    let sink = log.sink();
-    let n = 100_000u64;
-    let mut kept = 0u64;
-    for i in 0..n {
-        if sink.try_record(record("node1", Some("s1"), 1, format!("flood {i}"))) {
-            kept += 1;
-        }
-        if i % 10_000 == 0 {
-            // Let the writer run now and then, so drops are noted in several places.
-            tokio::task::yield_now().await;
-        }
-    }
-    assert_eq!(sink.dropped(), n - kept);
-    assert!(sink.dropped() > n / 2, "only {} dropped", sink.dropped());
-    let totals = log.close("success").await.unwrap();
-    assert_eq!((totals.written, totals.dropped), (kept, n - kept));
-    let text = std::fs::read_to_string(dir.path().join("f/r1.log")).unwrap();
-    let mut noted = 0u64;
-    let mut records = 0u64;
-    for line in text.lines() {
-        match LogLine::parse(line) {
-            LogLine::Record { .. } => records += 1,
-            LogLine::Marker(m) if m.contains(" records dropped before ") => {
-                noted += m.split(' ').next().unwrap().parse::<u64>().unwrap();
-            }
-            _ => {}
-        }
-    }
-    assert_eq!((records, noted), (kept, n - kept));
 }
 
 #[tokio::test]

@@ -1,9 +1,11 @@
 //! Runs that survive failure and crashes: recover, continue with delays, resource pools, and
-//! `kill -9` of the coordinator at random moments followed by `--mode recover`.
+//! the coordinator killed at each of its commit boundaries (crash points) followed by
+//! `--mode recover`.
 
 use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use eventor_store::{RunMode, RunStatus, Store, StoreLocation, TaskRecord, TaskStatus};
@@ -238,75 +240,128 @@ fn thirty_steps() -> String {
     yaml
 }
 
-/// A small xorshift generator: random kill points without another dependency.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// Starts `eventor-coord run` and kills it with SIGKILL after `after` (if still running).
-/// Returns its exit code when it finished by itself.
-fn run_and_kill(dir: &Path, args: &[&str], after: Duration) -> Option<i32> {
-    let mut child = Command::new(coord_binary())
+/// Runs `eventor-coord ARGS` with the crash points `failpoints` armed (`FAILPOINTS`, the
+/// `fail` crate's syntax: `after-commit=3*off->return` aborts right after the 4th commit).
+fn run_with_crash_points(dir: &Path, args: &[&str], failpoints: &str) -> ExitStatus {
+    Command::new(coord_binary())
         .args(args)
         .current_dir(dir)
+        .env("FAILPOINTS", failpoints)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + after;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(5));
+        .status()
+        .unwrap()
+}
+
+/// Asserts that the coordinator died at its crash point (SIGABRT), not by finishing.
+fn assert_crashed(status: ExitStatus, at: &str) {
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "{at}: expected a crash, got {status}"
+    );
+}
+
+/// The crash points a run can die at, in the order a run meets them: before and after a
+/// recovery's run row, and after the N-th commit of a batch (which, by commit-before-act,
+/// is also between a task's start and its end).
+const CRASH_ROUNDS: &[&str] = &[
+    "after-commit=3*off->return",
+    "before-recovery-row=return",
+    "after-recovery-row=return",
+    "after-recovery-row=return",
+    "after-commit=return",
+    "after-commit=6*off->return",
+    "after-recovery-row=return",
+    "after-commit=12*off->return",
+];
+
+#[tokio::test]
+async fn crash_at_each_commit_boundary_then_recover_reruns_no_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write(dir.path(), "crash.yaml", &thirty_steps());
+    let flow = flow.to_str().unwrap();
+    let first = ["run", flow, "--run-id", "crash"];
+    let recover = ["run", flow, "--run-id", "crash", "--mode", "recover"];
+    for (round, point) in CRASH_ROUNDS.iter().enumerate() {
+        let args: &[&str] = if round == 0 { &first } else { &recover };
+        assert_crashed(run_with_crash_points(dir.path(), args, point), point);
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    None
+    let last = coord(dir.path(), &recover);
+    assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
+    check_crash_store(&dir.path().join("crash.run.db")).await;
+    check_ran_as_recorded(dir.path()).await;
+}
+
+/// The commands' own record (`ran.txt`, one line per start) against the stored rows: a step
+/// ran at most once per recovery in which its task was started (active, success or
+/// failure), so nothing recorded as skipped ran, and nothing ran after it succeeded.
+async fn check_ran_as_recorded(dir: &Path) {
+    let ran = std::fs::read_to_string(dir.join("ran.txt")).unwrap();
+    let mut runs: HashMap<&str, usize> = HashMap::new();
+    for line in ran.lines() {
+        *runs.entry(line).or_default() += 1;
+    }
+    let store = store_at(&dir.join("crash.run.db")).await;
+    let mut started: HashMap<String, usize> = HashMap::new();
+    for run in store.run_history("crash").await.unwrap() {
+        for task in store.tasks(run.key.clone()).await.unwrap() {
+            let ran = !matches!(task.status, TaskStatus::Skipped | TaskStatus::Ready);
+            *started.entry(task.step).or_default() += usize::from(ran);
+        }
+    }
+    for i in 1..=30 {
+        let step = format!("s{i}");
+        let count = runs.get(step.as_str()).copied().unwrap_or(0);
+        let rows = started.get(&step).copied().unwrap_or(0);
+        assert!(count >= 1, "{step} never ran");
+        assert!(
+            count <= rows,
+            "{step} ran {count} times, started in {rows} rows"
+        );
+    }
 }
 
 #[tokio::test]
-async fn kill_9_at_random_moments_then_recover_finishes_without_duplicates() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("kill-point seed {seed}");
-    let mut random = Random(seed);
-    for round in 0..4 {
-        let dir = tempfile::tempdir().unwrap();
-        let flow = write(dir.path(), "crash.yaml", &thirty_steps());
-        let flow = flow.to_str().unwrap();
-        let mut args = vec!["run", flow, "--run-id", "crash"];
-        let mut kills = 0;
-        let finished = loop {
-            let after = Duration::from_millis(random.below(900));
-            match run_and_kill(dir.path(), &args, after) {
-                Some(code) => break code,
-                None => kills += 1,
-            }
-            args = vec!["run", flow, "--run-id", "crash", "--mode", "recover"];
-            assert!(kills < 60, "round {round}: never finished");
-        };
-        assert_eq!(
-            finished, 0,
-            "round {round} (seed {seed}) ended with {finished}"
-        );
-        check_crash_store(&dir.path().join("crash.run.db"), round, seed).await;
+async fn a_recovery_that_died_before_acting_is_not_the_next_ones_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = "name: hole\nevents: {start: {}, s1_done: {}}\nsteps:\n  \
+                s1: {run: 'echo s1 >> ran.txt', triggers: {success: [s1_done]}}\n  \
+                s2: {run: 'echo s2 >> ran.txt; exit 3'}\n\
+                assocs: [{event: start, targets: [s1]}, {event: s1_done, targets: [s2]}]\n\
+                trigger: [{event: start}]\n";
+    let flow = write(dir.path(), "hole.yaml", flow);
+    let flow = flow.to_str().unwrap();
+    let first = coord(dir.path(), &["run", flow, "--run-id", "h"]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first.stderr));
+    let recover = ["run", flow, "--run-id", "h", "--mode", "recover"];
+    for _ in 0..2 {
+        let status = run_with_crash_points(dir.path(), &recover, "after-recovery-row=return");
+        assert_crashed(status, "after-recovery-row");
     }
+    let last = coord(dir.path(), &recover);
+    assert_eq!(last.status.code(), Some(1), "{}", text(&last.stderr));
+    let ran = std::fs::read_to_string(dir.path().join("ran.txt")).unwrap();
+    assert_eq!(
+        ran, "s1\ns2\ns2\n",
+        "s1 succeeded in the first run: never again"
+    );
+    let store = store_at(&dir.path().join("hole.run.db")).await;
+    let history = store.run_history("h").await.unwrap();
+    assert_eq!(
+        history.len(),
+        4,
+        "the first run, two empty recoveries, the last"
+    );
+    let tasks = store.tasks(history[3].key.clone()).await.unwrap();
+    let s1 = status_of(&tasks, "s1").unwrap();
+    assert_eq!((s1.status, s1.attempt), (TaskStatus::Skipped, 1));
+    assert_eq!(status_of(&tasks, "s2").unwrap().attempt, 2);
 }
 
-/// After every kill the store is consistent; each recovery skipped exactly the steps that
+/// After every crash the store is consistent; each recovery skipped exactly the steps that
 /// had succeeded before it, and the last one has every step done.
-async fn check_crash_store(db: &Path, round: usize, seed: u64) {
+async fn check_crash_store(db: &Path) {
     let store = store_at(db).await;
     let history = store.run_history("crash").await.unwrap();
     let mut succeeded: HashMap<String, i32> = HashMap::new();
@@ -320,7 +375,7 @@ async fn check_crash_store(db: &Path, round: usize, seed: u64) {
                 assert_eq!(
                     task.status,
                     TaskStatus::Skipped,
-                    "round {round} seed {seed}: {} rerun after success",
+                    "{} rerun after success",
                     task.step
                 );
             } else {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use eventor::ssh::{self, ClientSettings, ExitStatus, Session, SshConfig, SshError};
+use eventor_ssh::{self as ssh, ClientSettings, ExitStatus, Session, SshConfig, SshError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::testbed;

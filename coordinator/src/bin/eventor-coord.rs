@@ -9,17 +9,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use eventor::cluster::hosts::load_hosts;
-use eventor::config::{load_config, EventorConfig};
-use eventor::flow_file::load_flow;
-use eventor::flow_run::{eventor_from_flow, FlowTriggers};
+use eventor::cluster::load_hosts;
+use eventor::flow::{eventor_from_flow, load_config, load_flow, FlowTriggers};
+use eventor::EventorConfig;
 use eventor::{ClusterOptions, EventorOptions, RunMode, RunOutcome, StoreLocation};
 
 #[derive(Parser)]
 #[command(
     name = "eventor-coord",
     version,
-    about = "Run event-driven flows of steps, durably, on this host (and later a cluster)",
+    about = "Run event-driven flows of steps, durably, on this host or on a cluster of hosts over SSH",
     long_about = "Run event-driven flows of steps. A flow file (YAML) defines events, steps \
                   (shell commands), associations between them and the events that start it. \
                   Every trigger and task is recorded in a store (SQLite by default: \
@@ -129,6 +128,8 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // Crash points (FAILPOINTS=name=return) exist only in a build with `failpoints`.
+    let _crash_points = fail::FailScenario::setup();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let result = match cli.command {
@@ -232,7 +233,7 @@ fn logdir_of(flag: Option<PathBuf>, config: &EventorConfig) -> PathBuf {
 }
 
 fn logs(args: LogsArgs) -> Result<ExitCode, Failure> {
-    use eventor::cluster::central_log::{log_path, print_log, LogFilter};
+    use eventor::log::{log_path, print_log, LogFilter};
     let flow = load_flow(&args.flow).map_err(bad)?;
     let config = match &args.config {
         Some(path) => load_config(path).map_err(bad)?,

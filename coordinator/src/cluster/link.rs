@@ -60,7 +60,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use eventor_protocol::{
     accept, Accept, Dispatch, FrameLimit, FrameReader, FrameWriter, Heartbeat, Hello, Limits,
@@ -73,9 +73,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::hosts::{HostSpec, HostsFile};
-use crate::ssh::{
-    self, ClientSettings, ExecStderr, ExitStatus, ExitWaiter, Session, SshConfig, SshError,
+use eventor_agent::util::error_chain;
+use eventor_ssh::{
+    self as ssh, ClientSettings, ExecStderr, ExitStatus, ExitWaiter, Session, SshConfig, SshError,
 };
+use eventor_store::now_micros;
 
 /// `lost_after` may not exceed this: a dead host must not stall a run for long.
 pub const MAX_LOST_AFTER: Duration = Duration::from_secs(10);
@@ -742,7 +744,7 @@ async fn read_loop(mut reader: FrameReader<BoxRead>, ctx: &Ctx, stderr_done: &Ca
             Ok(None) => return output_ended(ctx, None, stderr_done).await,
             Err(e) if !e.is_fatal() => {
                 let host = ctx.host();
-                let message = format!("dropped a frame: {}", chain(&e));
+                let message = format!("dropped a frame: {}", error_chain(&e));
                 if !ctx
                     .emit(HostEvent::AgentError {
                         host,
@@ -809,7 +811,7 @@ async fn output_ended(ctx: &Ctx, error: Option<ProtocolError>, stderr_done: &Can
         None => "agent closed its output".to_string(),
     };
     let reason = match error {
-        Some(e) => format!("{} ({ended})", chain(&e)),
+        Some(e) => format!("{} ({ended})", error_chain(&e)),
         None => ended,
     };
     ctx.lose(reason).await;
@@ -862,7 +864,7 @@ async fn queue_batch(
             // Nothing was written (the message alone is too large): that task cannot run.
             let host = ctx.host();
             let key = message.key().cloned();
-            let message = format!("cannot send a message to the agent: {}", chain(&e));
+            let message = format!("cannot send a message to the agent: {}", error_chain(&e));
             ctx.emit(HostEvent::AgentError { host, key, message }).await;
         }
         count += 1;
@@ -893,7 +895,7 @@ async fn flush(writer: &mut FrameWriter<BoxWrite>, ctx: &Ctx, closing: bool) -> 
     match result {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            ctx.lose(format!("writing to the agent: {}", chain(&e)))
+            ctx.lose(format!("writing to the agent: {}", error_chain(&e)))
                 .await;
             false
         }
@@ -956,31 +958,12 @@ fn describe_ssh_end(error: &SshError) -> String {
     match error {
         SshError::ConnectionLost { .. } => "ssh connection lost".into(),
         SshError::NoExitStatus { .. } => "agent's channel closed without an exit status".into(),
-        other => chain(other),
+        other => error_chain(other),
     }
-}
-
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 fn show(d: Duration) -> String {
     humantime::format_duration(d).to_string()
-}
-
-fn now_micros() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
 }
 
 // ---------------------------------------------------------------------------------------------

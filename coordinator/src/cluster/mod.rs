@@ -1,6 +1,7 @@
-//! The coordinator's side of a cluster run: which hosts there are ([`hosts`]), one live
-//! connection to each host's agent ([`link`]), and the run's central log that every host's
-//! output ends up in ([`central_log`]).
+//! The prime's side of a cluster run: which hosts there are ([`hosts`]), one live
+//! connection to each host's agent ([`link`]), the engine's pinned tasks dispatched over
+//! them ([`remote`]), and a program serving as its own agent ([`agent_mode`]). Every host's
+//! output ends up in the run's central log ([`crate::log`]).
 //!
 //! ```text
 //!  hosts file ──load_hosts──▶ HostsFile ──connect_hosts──▶ HostLink per host
@@ -8,22 +9,22 @@
 //!                                                             ▼
 //!                                     agent (eventor-agent over an ssh exec channel)
 //!                                                             │
-//!   engine ◀── HostEvent (Started, Finished, Log, Lost, AgentError) ──┘
+//!   Remote ◀── HostEvent (Started, Finished, Log, Lost, AgentError) ──┘
+//!     └─ ExecEvent ──▶ engine driver
 //!                 └─ Log ──▶ CentralLog ──▶ <logdir>/<flow>/<run_id>.log ──▶ `logs --follow`
 //! ```
 
-pub mod central_log;
+pub mod agent_mode;
 pub mod hosts;
 pub mod link;
+pub mod remote;
 
-pub use central_log::{
-    log_path, print_log, CentralLog, CentralLogConfig, CentralLogError, LogFilter, LogLine,
-    LogSink, LogTotals, PrintSummary,
-};
+pub use agent_mode::agent_mode;
 pub use hosts::{load_hosts, parse_hosts, HostDefaults, HostSpec, HostsError, HostsFile};
 pub use link::{
     connect_hosts, ConnectOptions, HostEvent, HostLink, LinkConfig, LinkEnd, LinkError,
 };
+pub use remote::{ClusterOptions, Remote, RunCluster};
 
 /// The protocol types that appear in this module's API, so a caller needs no direct
 /// dependency on `eventor-protocol`.

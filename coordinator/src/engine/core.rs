@@ -3,9 +3,9 @@
 //! # How it works
 //! The core does no IO and reads no clock. The driver feeds it [`Input`]s (a trigger, a task
 //! that finished, a timer that came due) together with the current time, and takes back two
-//! lists: the [`Change`]s to commit to the store and the [`Effect`]s to perform (start a task,
-//! arm a timer). The driver must commit the changes *before* performing the effects; that one
-//! rule is what makes a crash at any point recoverable.
+//! lists: the [`Change`]s to commit to the store and the [`Effect`]s to perform (start a
+//! task). The driver must commit the changes *before* performing the effects; that one rule
+//! is what makes a crash at any point recoverable.
 //!
 //! Inside, everything is a worklist: firing an event walks its associations (activating
 //! steps and events in the same sequence) and the expression events that mention it; creating
@@ -29,6 +29,7 @@ use std::sync::Arc;
 use eventor_store::{Change, Micros, TaskStatus};
 
 use super::program::{AssocId, EventId, Program, RecoverAction, StepId, Target};
+pub use eventor_agent::Outcome;
 
 /// Index of a task in the core's arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,36 +51,10 @@ pub enum Input {
     TimerDue,
 }
 
-/// How a task ended.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Outcome {
-    pub success: bool,
-    /// The closure's result as JSON text, or the command's exit code.
-    pub result: Option<String>,
-    pub error: Option<String>,
-    /// The end is already in the store (an agent recorded it): act on it, do not write it.
-    pub recorded: bool,
-}
-
-impl Outcome {
-    /// A failed end with `error` as its reason.
-    pub fn failure(error: String) -> Outcome {
-        Outcome {
-            success: false,
-            result: None,
-            error: Some(error),
-            recorded: false,
-        }
-    }
-}
-
 /// What the driver must do after committing the changes of the same turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Start(TaskId),
-    /// Wake the core with [`Input::TimerDue`] at this time (a later arm supersedes nothing:
-    /// the driver keeps the earliest).
-    ArmTimer(Micros),
 }
 
 /// A task as the core knows it.
@@ -101,17 +76,18 @@ pub struct Task {
 pub struct CoreOptions {
     /// Whether tasks wait for the next loop (`run(max_loops >= 0)`).
     pub gated: bool,
-    /// The tasks of the recovery this run recovers from (empty on a fresh run).
+    /// Each task's latest outcome in the recoveries this run recovers from (empty on a
+    /// fresh run).
     pub previous: HashMap<(StepId, Arc<str>), PreviousTask>,
-    /// That recovery's number, for messages.
-    pub previous_recovery: i32,
 }
 
-/// How a task ended in the recovery being recovered from.
+/// How a task ended the last time it was recorded, before this recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreviousTask {
     pub status: TaskStatus,
     pub attempt: i32,
+    /// The recovery that recorded it.
+    pub recovery: i32,
 }
 
 /// A run's stored state, to carry on from (`continue`).
@@ -301,6 +277,7 @@ impl Core {
         &self.tasks[id.0 as usize]
     }
 
+    #[cfg(test)]
     pub fn find_task(&self, step: StepId, sequence: &str) -> Option<TaskId> {
         self.task_index.get(&(step, Arc::from(sequence))).copied()
     }
@@ -344,6 +321,7 @@ impl Core {
     }
 
     /// Tasks running now.
+    #[cfg(test)]
     pub fn active(&self) -> usize {
         self.active
     }
@@ -371,11 +349,6 @@ impl Core {
 
     pub fn failed(&self) -> &[Failed] {
         &self.failed
-    }
-
-    /// True when a new loop would start something (only meaningful with a gate).
-    pub fn has_startable_after_loop(&self) -> bool {
-        !self.stopped && (self.waiting() > 0 || self.next_due().is_some())
     }
 
     /// Nothing running and nothing that could start now: the run (or the loop) is over,
@@ -487,8 +460,8 @@ impl Core {
             due_at: due,
             at: self.now,
         });
+        // No effect: the driver asks for the next due time itself (`Core::next_due`).
         self.delays.insert((due, assoc, sequence));
-        self.effects.push(Effect::ArmTimer(due));
     }
 
     fn fire_due_delays(&mut self) {
@@ -558,6 +531,12 @@ impl Core {
         }
     }
 
+    /// The task's outcome before this recovery, if it had one.
+    fn previous_of(&self, task: TaskId) -> Option<&PreviousTask> {
+        let t = self.task(task);
+        self.options.previous.get(&(t.step, t.sequence.clone()))
+    }
+
     /// The status a recovered task takes without running, if its step's policy skips it.
     fn carried_over(&self, step: StepId, previous: &PreviousTask) -> Option<TaskStatus> {
         let policy = self.program.step(step).recovery;
@@ -577,12 +556,9 @@ impl Core {
         let step = self.task(task).step;
         self.take_resources_unchecked(step);
         self.give_back_resources(step);
-        let error = (status == TaskStatus::Failure).then(|| {
-            format!(
-                "failed in recovery {} (not rerun by policy)",
-                self.options.previous_recovery
-            )
-        });
+        let recovery = self.previous_of(task).map_or(0, |p| p.recovery);
+        let error = (status == TaskStatus::Failure)
+            .then(|| format!("failed in recovery {recovery} (not rerun by policy)"));
         self.set_status(task, status, None, error.clone());
         self.fire_status_triggers(task, status);
         if status == TaskStatus::Failure {
@@ -757,11 +733,6 @@ impl Core {
                 self.queue.push_front(task);
             }
         }
-    }
-
-    /// Free units per pool, in the program's pool order.
-    pub fn free_resources(&self) -> &[u32] {
-        &self.free
     }
 
     fn note_failure(&mut self, task: TaskId, step: StepId, error: Option<String>) {

@@ -211,11 +211,9 @@ proptest! {
             for change in &changes {
                 model.apply(change).map_err(TestCaseError::fail)?;
             }
-            for effect in effects {
-                if let Effect::Start(task) = effect {
-                    prop_assert!(started.insert(task), "task {task:?} started twice");
-                    running.push(task);
-                }
+            for Effect::Start(task) in effects {
+                prop_assert!(started.insert(task), "task {task:?} started twice");
+                running.push(task);
             }
             check_limits(core, &program, running)?;
             Ok(())

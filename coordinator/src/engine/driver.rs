@@ -12,9 +12,11 @@ use eventor_store::{now_micros, Batch, Micros, RunKey, Store, StoreError};
 use tokio::sync::mpsc;
 
 use super::core::{Core, Effect, Input};
-use super::executor::{ExecEvent, Executor, StepRuntime};
+use super::events::ExecEvent;
+use super::executor::{Executor, StepRuntime};
 use super::external::ExternalTriggers;
-use crate::step::TaskContext;
+use eventor_agent::util::sleep_until;
+use eventor_agent::TaskContext;
 
 /// Most executor events folded into one turn, so one batch stays bounded.
 const MAX_EVENTS_PER_TURN: usize = 8192;
@@ -43,7 +45,7 @@ pub struct DriverContext<'a> {
     pub external: &'a mut ExternalTriggers,
 }
 
-/// Runs the core until it is done (or its loops are used up). Returns how many loops ran.
+/// Runs the core until it is done (or its loops are used up).
 pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Result<(), StoreError> {
     // Triggers that others wrote before this run (or this continue) started.
     cx.external.rescan(core, cx.store, &cx.run).await?;
@@ -119,6 +121,7 @@ async fn flush(core: &mut Core, cx: &DriverContext<'_>) -> Result<(), StoreError
             changes,
         };
         cx.store.commit(batch).await?;
+        fail::fail_point!("after-commit", |_| std::process::abort());
     }
     for effect in effects {
         match effect {
@@ -134,8 +137,6 @@ async fn flush(core: &mut Core, cx: &DriverContext<'_>) -> Result<(), StoreError
                 cx.executor
                     .start(task, &cx.steps[record.step.0 as usize], ctx);
             }
-            // The driver asks the core for its next due time directly; see `wait_for_input`.
-            Effect::ArmTimer(_) => {}
         }
     }
     Ok(())
@@ -164,7 +165,7 @@ async fn wait_for_input(
             core.handle(input, now_micros());
             return Woke::Handled;
         }
-        _ = sleep_opt(timer) => {
+        _ = sleep_until(timer.map(|t| tokio::time::Instant::now() + t)) => {
             core.handle(Input::TimerDue, now_micros());
             return Woke::Handled;
         }
@@ -210,11 +211,4 @@ fn log_finish(core: &Core, task: super::core::TaskId, outcome: &super::core::Out
 
 fn until(due: Micros) -> Duration {
     Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64)
-}
-
-async fn sleep_opt(limit: Option<Duration>) {
-    match limit {
-        Some(limit) => tokio::time::sleep(limit).await,
-        None => std::future::pending().await,
-    }
 }

@@ -1,7 +1,8 @@
 //! The executor: runs tasks (closures and commands) and reports back through a closed enum.
 //!
 //! The driver decides *what* starts; the executor only runs it and sends [`ExecEvent`]s on a
-//! bounded channel. Commands run through [`super::command`], each in its own process group.
+//! bounded channel. Commands run through the agent crate's runner, each in its own process
+//! group; pinned steps go to the cluster through [`PinnedTasks`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,21 +12,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use eventor_protocol::{LogLevel, LogRecord, Stream, TaskKey};
+use eventor_agent::closure_pool::{ClosurePool, Job};
+use eventor_agent::command::{run_command, CommandSpec, OutputSink, OutputStream};
+use eventor_agent::task::{join_error_text, with_async_task, StepAction, StepResult};
+use eventor_agent::TaskContext;
+use eventor_protocol::{LogLevel, LogRecord, Stream, TaskKey, Work};
 
-use super::closure_pool::{panic_message, ClosurePool, Job};
-use super::command::{run_command, CommandSpec, OutputSink, OutputStream};
 use super::core::{Outcome, TaskId};
-use super::remote::{Remote, RemoteWork};
-use crate::cluster::central_log::LogSink;
-use crate::step::{with_async_task, StepAction, StepResult, TaskContext};
-
-/// What the executor tells the driver.
-#[derive(Debug)]
-pub enum ExecEvent {
-    Started { task: TaskId, pid: i64 },
-    Finished { task: TaskId, outcome: Outcome },
-}
+use super::events::{ExecEvent, PinnedTasks};
+use crate::log::CentralOutput;
 
 /// How the executor runs things (a config struct, not loose parameters).
 #[derive(Debug, Clone, Copy)]
@@ -34,14 +29,6 @@ pub struct ExecutorConfig {
     pub closure_threads: usize,
     /// How long a stopped command gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
-}
-
-/// Where command output goes besides the console log: the run's central log, as records of
-/// this host.
-#[derive(Clone)]
-pub struct CentralOutput {
-    pub sink: LogSink,
-    pub host: Arc<str>,
 }
 
 /// How one step's tasks run.
@@ -58,10 +45,10 @@ pub struct StepRuntime {
 /// Runs tasks: async work on the current tokio runtime, blocking closures on a bounded pool.
 pub struct Executor {
     central: Option<CentralOutput>,
-    remote: Option<Arc<Remote>>,
+    pinned: Option<Arc<dyn PinnedTasks>>,
     events: mpsc::Sender<ExecEvent>,
     tracker: TaskTracker,
-    closures: ClosurePool,
+    closures: ClosurePool<TaskId, ExecEvent>,
     cancel: CancellationToken,
     kill_grace: Duration,
 }
@@ -72,12 +59,12 @@ impl Executor {
         cancel: CancellationToken,
         config: ExecutorConfig,
         central: Option<CentralOutput>,
-        remote: Option<Arc<Remote>>,
+        pinned: Option<Arc<dyn PinnedTasks>>,
     ) -> Executor {
         Executor {
             central,
-            remote,
-            closures: ClosurePool::new(config.closure_threads, events.clone()),
+            pinned,
+            closures: ClosurePool::new(config.closure_threads, events.clone(), ExecEvent::finished),
             events,
             tracker: TaskTracker::new(),
             cancel,
@@ -94,7 +81,7 @@ impl Executor {
             StepAction::Nothing => self.spawn(task, async { Ok(serde_json::Value::Null) }),
             StepAction::Async(f) => {
                 let fut = with_async_task(ctx.clone(), f(ctx));
-                self.spawn_guarded(task, async move { outcome_of(fut.await) })
+                self.spawn_guarded(task, async move { Outcome::from(fut.await) })
             }
             StepAction::Sync(f) => self.closures.submit(Job {
                 task,
@@ -105,7 +92,7 @@ impl Executor {
             StepAction::Command(command) => {
                 let spec = CommandSpec {
                     command: command.clone(),
-                    env: step.env.iter().cloned().chain(ctx.env_vars()).collect(),
+                    env: task_env(step, &ctx),
                     cwd: step.cwd.clone(),
                     timeout: step.timeout,
                     kill_grace: self.kill_grace,
@@ -125,22 +112,22 @@ impl Executor {
 
     /// Hands a pinned step's task to a host's agent.
     fn start_remote(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext) {
-        let Some(remote) = &self.remote else {
+        let Some(pinned) = &self.pinned else {
             let error = "the step is pinned to other hosts, but the run has no hosts";
             return self.spawn(task, std::future::ready(Err(error.to_string())));
         };
         let work = match &step.action {
-            StepAction::Command(command) => RemoteWork::Command {
+            StepAction::Command(command) => Work::Command {
                 command: command.clone(),
-                env: step.env.iter().cloned().chain(ctx.env_vars()).collect(),
+                env: task_env(step, &ctx),
                 cwd: step.cwd.as_ref().map(|p| p.display().to_string()),
-                timeout: step.timeout,
+                timeout_ms: step.timeout.map(|t| t.as_millis() as u64),
             },
-            _ => RemoteWork::Closure {
+            _ => Work::Closure {
                 step: ctx.step.to_string(),
             },
         };
-        remote.start(task, &step.hosts, work, &ctx);
+        pinned.start(task, &step.hosts, work, &ctx);
     }
 
     /// Runs a future that cannot panic (ours) and reports its end.
@@ -151,7 +138,7 @@ impl Executor {
     ) {
         let events = self.events.clone();
         self.tracker.spawn(async move {
-            let outcome = outcome_of(fut.await);
+            let outcome = Outcome::from(fut.await);
             let _ = events.send(ExecEvent::Finished { task, outcome }).await;
         });
     }
@@ -168,7 +155,7 @@ impl Executor {
         self.tracker.spawn(async move {
             let outcome = tokio::spawn(runner)
                 .await
-                .unwrap_or_else(|e| Outcome::failure(panic_text(e)));
+                .unwrap_or_else(|e| Outcome::failure(join_error_text(e)));
             let _ = events.send(ExecEvent::Finished { task, outcome }).await;
         });
     }
@@ -181,23 +168,9 @@ impl Executor {
     }
 }
 
-pub(super) fn outcome_of(result: StepResult) -> Outcome {
-    match result {
-        Ok(value) => Outcome {
-            success: true,
-            result: Some(value.to_string()),
-            error: None,
-            recorded: false,
-        },
-        Err(error) => Outcome::failure(error),
-    }
-}
-
-fn panic_text(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(payload) => format!("step panicked: {}", panic_message(&*payload)),
-        Err(e) => format!("step was cancelled: {e}"),
-    }
+/// A command's environment: the step's own variables, then the task's (which win).
+fn task_env(step: &StepRuntime, ctx: &TaskContext) -> Vec<(String, String)> {
+    step.env.iter().cloned().chain(ctx.env_vars()).collect()
 }
 
 /// Command output goes to the log, tagged with the task's step and sequence, and to the

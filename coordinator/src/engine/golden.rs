@@ -82,6 +82,7 @@ fn parse_script(text: &str) -> Script {
                 let task = PreviousTask {
                     status: words[2].parse().expect("status"),
                     attempt: words[3].parse().expect("attempt"),
+                    recovery: 0,
                 };
                 previous.insert((*step, Arc::from(sequence)), task);
             }
@@ -196,7 +197,6 @@ fn replay(script: &Script) -> String {
         CoreOptions {
             gated: script.gated,
             previous: script.previous.clone(),
-            previous_recovery: 0,
         },
     );
     let mut out = script.header.join("\n");
@@ -283,7 +283,6 @@ fn render_output(core: &mut Core, out: &mut String) {
                 let t = core.task(task);
                 format!("start {}[{}]", core.program().step(t.step).name, t.sequence)
             }
-            Effect::ArmTimer(at) => format!("timer @{}", at / 1000),
         };
         writeln!(out, "  ! {text}").unwrap();
     }

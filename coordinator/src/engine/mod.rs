@@ -1,14 +1,13 @@
 //! The engine: the compiled program, the IO-free scheduling core, the executor that runs
-//! tasks, and the tokio driver that ties them to the store.
+//! tasks, and the tokio driver that ties them to the store. The parts talk through the
+//! closed enums and the one trait in [`events`].
 
-mod closure_pool;
-pub mod command;
 pub mod core;
 pub mod driver;
+pub mod events;
 pub mod executor;
 pub mod external;
 pub mod program;
-pub mod remote;
 
 #[cfg(test)]
 mod core_props;

@@ -98,6 +98,7 @@ pub struct PoolId(pub u32);
 
 #[derive(Debug, Clone)]
 pub struct PoolDef {
+    #[allow(dead_code)] // read through Debug: a program dump names its pools
     pub name: Arc<str>,
     pub capacity: u32,
 }
@@ -152,6 +153,7 @@ pub struct AssocDef {
 /// A whole flow, ready for the core.
 #[derive(Debug, Clone, Default)]
 pub struct Program {
+    #[allow(dead_code)] // read through Debug: a program dump names its flow
     pub name: Arc<str>,
     pub events: Vec<EventDef>,
     pub steps: Vec<StepDef>,

@@ -16,11 +16,11 @@
 //! - `Dispatch` starts a task at once if fewer than the limit are running, else queues it.
 //!   The limit is the smaller of [`AgentOptions::max_concurrent`] and the prime's
 //!   `max_concurrent_tasks` (0 means the prime sets none). A command runs through the
-//!   engine's shared runner ([`crate::engine::command`]): its own process group, the task's
+//!   shared runner ([`crate::command`]): its own process group, the task's
 //!   variables (`EVENTOR_STEP_NAME`, `…_SEQUENCE`, `…_RECOVERY`, `…_LOGGER_NAME`, then the
 //!   dispatch's `env`, which wins), its `cwd` and `timeout_ms`. A `Closure { step }` runs the
 //!   program's closure of that name from [`AgentOptions::closures`] (blocking ones on the
-//!   blocking pool, with [`current_task`](crate::current_task) set); an unknown name is a
+//!   blocking pool, with [`current_task`](crate::task::current_task) set); an unknown name is a
 //!   failed task, not a crash.
 //! - `Cancel` stops a running task (the command's whole group: SIGTERM, the grace period,
 //!   SIGKILL) or answers a queued one as cancelled. A blocking closure cannot be interrupted:
@@ -104,7 +104,7 @@ mod dispatch;
 mod durable;
 mod error;
 mod output;
-mod task;
+mod run;
 mod writer;
 
 #[cfg(test)]
@@ -124,9 +124,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::AgentError;
 
-use crate::step::StepAction;
+use crate::task::StepAction;
 use dispatch::{Dispatcher, Session, SILENT_INTERVALS};
-use task::{Tally, TaskEnv, TextCaps};
+use run::{Tally, TaskEnv, TextCaps};
 use writer::{WriteLoss, WriterConfig};
 
 /// What every agent can do, as told in its hello.
@@ -138,8 +138,7 @@ pub const RECORDS_RESULTS: &str = "records-results";
 /// Items the outbound channel holds before senders wait (or output lines drop).
 pub const OUTBOUND_CAPACITY: usize = 512;
 
-/// The longest line of output sent as is; longer ones are cut.
-pub const MAX_LINE_BYTES: usize = 32 * 1024;
+pub use crate::command::MAX_LINE_BYTES;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]

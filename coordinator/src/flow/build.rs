@@ -2,14 +2,12 @@
 
 use std::path::PathBuf;
 
-use crate::engine::program::{RecoverAction, RecoveryPolicy};
-use crate::eventor::{Eventor, EventorError, EventorOptions};
-use crate::flow_file::{FlowFile, Recovery};
-use crate::step::{Step, StepConfig, Triggers};
+use super::file::{FlowFile, StepSpec};
+use crate::api::{Eventor, EventorError, EventorOptions, Step, StepConfig};
 
 /// Builds the flow's events, steps and associations. The flow's own `config:` keys override
-/// `options.config`; the flow's `trigger:` entries are queued unless `with_triggers` is false
-/// (the command line's `--trigger` replaces them).
+/// `options.config`; `triggers` says which start triggers are queued (the flow file's, or
+/// the command line's `--trigger`, which replace them).
 pub fn eventor_from_flow(
     flow: &FlowFile,
     mut options: EventorOptions,
@@ -66,38 +64,21 @@ fn apply_flow_config(flow: &FlowFile, options: &mut EventorOptions) {
     }
 }
 
-fn step_from_spec(spec: &crate::flow_file::StepSpec) -> Step {
+fn step_from_spec(spec: &StepSpec) -> Step {
     let mut step = Step::new(&spec.name);
     if let Some(run) = &spec.run {
         step = step.command(run);
     }
-    let t = &spec.triggers;
-    step.triggers = Triggers {
-        ready: t.ready.clone(),
-        active: t.active.clone(),
-        success: t.success.clone(),
-        failure: t.failure.clone(),
-        complete: t.complete.clone(),
-    };
+    step.triggers = spec.triggers.clone();
     step.config(StepConfig {
         max_concurrent: spec.max_concurrent,
         stop_on_exception: spec.stop_on_exception,
         env: spec.env.iter().cloned().collect(),
         timeout: spec.timeout,
         cwd: spec.cwd.as_ref().map(PathBuf::from),
-        recovery: RecoveryPolicy {
-            success: recover_action(spec.recovery.success),
-            failure: recover_action(spec.recovery.failure),
-        },
+        recovery: spec.recovery,
         hosts: spec.host.iter().chain(&spec.hosts).cloned().collect(),
         acquires: spec.acquires.clone(),
         releases: spec.releases.clone(),
     })
-}
-
-fn recover_action(recovery: Recovery) -> RecoverAction {
-    match recovery {
-        Recovery::Skip => RecoverAction::Skip,
-        Recovery::Rerun => RecoverAction::Rerun,
-    }
 }

@@ -13,8 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use eventor_protocol::{Outcome, TaskKey};
 use eventor_store::{Batch, Change, RunKey, Store, StoreError, TaskStatus};
 
-use super::task::TaskEnd;
-use super::writer::error_chain;
+use crate::util::error_chain;
 
 /// What became of the record.
 #[derive(Debug)]
@@ -133,5 +132,34 @@ fn batch(key: &TaskKey, end: &TaskEnd) -> Batch {
             error: end.error.clone(),
             at: eventor_store::now_micros(),
         }],
+    }
+}
+
+/// How a task ended, before it is recorded and reported.
+#[derive(Debug, Clone)]
+pub(super) struct TaskEnd {
+    pub status: Outcome,
+    pub exit_code: Option<i32>,
+    /// What the store records as the result: a closure's JSON, or a command's exit code (as
+    /// the local executor records it).
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+impl TaskEnd {
+    pub(super) fn failure(error: String) -> TaskEnd {
+        TaskEnd {
+            status: Outcome::Failure,
+            exit_code: None,
+            result: None,
+            error: Some(error),
+        }
+    }
+
+    pub(super) fn cancelled(why: String) -> TaskEnd {
+        TaskEnd {
+            status: Outcome::Cancelled,
+            ..TaskEnd::failure(why)
+        }
     }
 }

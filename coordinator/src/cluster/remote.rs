@@ -1,5 +1,6 @@
 //! Tasks on cluster hosts: dispatch over each host's link, and the links' events back to the
-//! driver as the same [`ExecEvent`]s local tasks produce.
+//! driver as the same [`ExecEvent`]s local tasks produce. [`Remote`] is the engine's
+//! [`PinnedTasks`].
 //!
 //! The prime commits a task as `active` before it dispatches it (commit before act, as for
 //! local tasks). The agent records the task's end in the shared store itself and then
@@ -14,31 +15,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use eventor_agent::{Outcome, TaskContext, RECORDS_RESULTS};
 use eventor_protocol::{Dispatch, TaskKey, Work};
-use eventor_store::{RunKey, Store, TaskStatus};
+use eventor_store::{RunKey, Store, StoreLocation, TaskStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::core::{Outcome, TaskId};
-use super::executor::{CentralOutput, ExecEvent};
-use crate::agent::RECORDS_RESULTS;
-use crate::cluster::hosts::HostsFile;
-use crate::cluster::link::{connect_hosts, ConnectOptions, HostEvent, HostLink};
-use crate::step::TaskContext;
-
-/// What a remote task runs, as the executor hands it over.
-#[derive(Debug, Clone)]
-pub enum RemoteWork {
-    Command {
-        command: String,
-        env: Vec<(String, String)>,
-        cwd: Option<String>,
-        timeout: Option<Duration>,
-    },
-    /// A closure step of the program, run by the same program in agent mode on the host.
-    Closure { step: String },
-}
+use super::agent_mode::{agent_store_url, program_as_agent};
+use super::hosts::HostsFile;
+use super::link::{connect_hosts, ConnectOptions, HostEvent, HostLink};
+use crate::engine::core::TaskId;
+use crate::engine::events::{ExecEvent, PinnedTasks};
+use crate::log::CentralOutput;
 
 /// What a task on a host is, for the events that come back.
 struct InFlight {
@@ -142,60 +131,6 @@ impl Remote {
         })
     }
 
-    /// Dispatches a task to the least busy of `hosts`.
-    pub fn start(&self, task: TaskId, hosts: &[Arc<str>], work: RemoteWork, ctx: &TaskContext) {
-        let key = TaskKey {
-            run_id: ctx.run_id.to_string(),
-            step: ctx.step.to_string(),
-            sequence: ctx.sequence.to_string(),
-            recovery: ctx.recovery,
-            attempt: ctx.attempt,
-        };
-        let Some((host, link)) = self.choose(hosts) else {
-            let outcome = Outcome::failure(format!("no link to any of {hosts:?}"));
-            self.report(ExecEvent::Finished { task, outcome });
-            return;
-        };
-        let recorded = self.records_results.get(&host).copied().unwrap_or(false);
-        {
-            let mut shared = self.shared.lock().expect("remote state lock");
-            *shared.load.entry(host.clone()).or_default() += 1;
-            let flight = InFlight {
-                task,
-                host: host.clone(),
-                recorded,
-            };
-            shared.in_flight.insert(key_of(&key), flight);
-        }
-        let work = match work {
-            RemoteWork::Command {
-                command,
-                env,
-                cwd,
-                timeout,
-            } => Work::Command {
-                command,
-                env,
-                cwd,
-                timeout_ms: timeout.map(|t| t.as_millis() as u64),
-            },
-            RemoteWork::Closure { step } => Work::Closure { step },
-        };
-        let dispatch = Dispatch {
-            key: key.clone(),
-            work,
-        };
-        let (shared, events) = (self.shared.clone(), self.events.clone());
-        self.tracker.spawn(async move {
-            if let Err(e) = link.dispatch(dispatch).await {
-                if take(&shared, &key).is_some() {
-                    let outcome = Outcome::failure(format!("cannot dispatch to {host}: {e}"));
-                    let _ = events.send(ExecEvent::Finished { task, outcome }).await;
-                }
-            }
-        });
-    }
-
     fn choose(&self, hosts: &[Arc<str>]) -> Option<(Arc<str>, Arc<HostLink>)> {
         let shared = self.shared.lock().expect("remote state lock");
         hosts
@@ -228,6 +163,48 @@ impl Remote {
         }
         self.shutdown.cancel();
         let _ = self.forwarder.await;
+    }
+}
+
+impl PinnedTasks for Remote {
+    /// Dispatches a task to the least busy of `hosts`.
+    fn start(&self, task: TaskId, hosts: &[Arc<str>], work: Work, ctx: &TaskContext) {
+        let key = TaskKey {
+            run_id: ctx.run_id.to_string(),
+            step: ctx.step.to_string(),
+            sequence: ctx.sequence.to_string(),
+            recovery: ctx.recovery,
+            attempt: ctx.attempt,
+        };
+        let Some((host, link)) = self.choose(hosts) else {
+            let outcome = Outcome::failure(format!("no link to any of {hosts:?}"));
+            self.report(ExecEvent::Finished { task, outcome });
+            return;
+        };
+        let recorded = self.records_results.get(&host).copied().unwrap_or(false);
+        {
+            let mut shared = self.shared.lock().expect("remote state lock");
+            *shared.load.entry(host.clone()).or_default() += 1;
+            let flight = InFlight {
+                task,
+                host: host.clone(),
+                recorded,
+            };
+            shared.in_flight.insert(key_of(&key), flight);
+        }
+        let dispatch = Dispatch {
+            key: key.clone(),
+            work,
+        };
+        let (shared, events) = (self.shared.clone(), self.events.clone());
+        self.tracker.spawn(async move {
+            if let Err(e) = link.dispatch(dispatch).await {
+                if take(&shared, &key).is_some() {
+                    let outcome = Outcome::failure(format!("cannot dispatch to {host}: {e}"));
+                    let _ = events.send(ExecEvent::Finished { task, outcome }).await;
+                }
+            }
+        });
     }
 }
 
@@ -367,5 +344,55 @@ impl Forwarder {
 
     async fn send(&self, event: ExecEvent) {
         let _ = self.events.send(event).await;
+    }
+}
+
+/// Where pinned steps run.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub hosts: HostsFile,
+    /// A host silent for this long is lost (its running tasks fail); at most 10 s.
+    pub lost_after: Duration,
+}
+
+/// What a run needs of the cluster: its hosts, the store its agents record in, and where
+/// their events go.
+pub struct RunCluster<'a> {
+    pub cluster: &'a ClusterOptions,
+    /// The hosts the flow's steps are pinned to (sorted, no repeats); empty: no cluster.
+    pub names: Vec<String>,
+    /// Whether closure steps run remotely (then the program itself is every host's agent).
+    pub remote_closures: bool,
+    pub location: &'a StoreLocation,
+    pub store: Store,
+    pub run: RunKey,
+    pub central: Option<CentralOutput>,
+}
+
+impl Remote {
+    /// Connects to the run's hosts, all at once, with the right agent on each.
+    pub async fn for_run(
+        run: RunCluster<'_>,
+        events: mpsc::Sender<ExecEvent>,
+    ) -> Result<Remote, String> {
+        let store_for_agents = agent_store_url(run.location);
+        let (hosts, agent_args) = if run.remote_closures {
+            let hosts = program_as_agent(&run.cluster.hosts, &store_for_agents)?;
+            (hosts, Vec::new())
+        } else {
+            let args = vec!["--store".to_string(), store_for_agents];
+            (run.cluster.hosts.clone(), args)
+        };
+        let mut connect = ConnectOptions::new(run.run.run_id.to_string(), agent_args);
+        connect.lost_after = run.cluster.lost_after;
+        let config = RemoteConfig {
+            hosts: &hosts,
+            names: run.names,
+            connect,
+            central: run.central,
+            store: run.store,
+            run: run.run,
+        };
+        Remote::connect(config, events).await
     }
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::core::Outcome;
+use crate::task::Outcome;
 
 /// What to run and how.
 #[derive(Debug, Clone)]

@@ -14,12 +14,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
-use super::durable::{self, Recorded, Recorder};
-use super::output::{clip, dropped_text, OutputGate};
-use super::writer::{Diagnostic, Outgoing};
-use crate::engine::command::{run_command, CommandSpec};
-use crate::engine::core::Outcome as CommandOutcome;
-use crate::step::{with_async_task, with_sync_task, StepAction, StepResult, TaskContext};
+use super::durable::{self, Recorded, Recorder, TaskEnd};
+use super::output::{clip, OutputGate};
+use super::writer::{dropped_text, Diagnostic, Outgoing};
+use crate::command::{run_command, CommandSpec};
+use crate::task::{
+    join_error_text, with_async_task, with_sync_task, Outcome as CommandOutcome, StepAction,
+    StepResult, TaskContext,
+};
 
 /// The prefix of the task variables the agent sets itself (the prime's `env` may override
 /// them, and should when its flow uses another prefix).
@@ -96,35 +98,6 @@ impl Stop {
 
     fn reason(&self) -> Option<&StopReason> {
         self.reason.get()
-    }
-}
-
-/// How a task ended, before it is recorded and reported.
-#[derive(Debug, Clone)]
-pub(super) struct TaskEnd {
-    pub status: Outcome,
-    pub exit_code: Option<i32>,
-    /// What the store records as the result: a closure's JSON, or a command's exit code (as
-    /// the local executor records it).
-    pub result: Option<String>,
-    pub error: Option<String>,
-}
-
-impl TaskEnd {
-    fn failure(error: String) -> TaskEnd {
-        TaskEnd {
-            status: Outcome::Failure,
-            exit_code: None,
-            result: None,
-            error: Some(error),
-        }
-    }
-
-    pub(super) fn cancelled(why: String) -> TaskEnd {
-        TaskEnd {
-            status: Outcome::Cancelled,
-            ..TaskEnd::failure(why)
-        }
     }
 }
 
@@ -401,21 +374,7 @@ fn closure_end(joined: Result<StepResult, JoinError>) -> TaskEnd {
             error: None,
         },
         Ok(Err(error)) => TaskEnd::failure(error),
-        Err(error) => TaskEnd::failure(panic_text(error)),
-    }
-}
-
-fn panic_text(error: JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-text panic".to_string());
-            format!("step panicked: {message}")
-        }
-        Err(error) => format!("step was cancelled: {error}"),
+        Err(error) => TaskEnd::failure(join_error_text(error)),
     }
 }
 

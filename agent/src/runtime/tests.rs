@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{serve, AgentEnd, AgentError, AgentOptions, AgentSummary, PrimeLoss};
-use crate::{current_task, Step};
+use crate::task::{current_task, StepAction};
 
 struct Prime {
     reader: FrameReader<ReadHalf<DuplexStream>>,
@@ -129,23 +129,38 @@ fn key(step: &str, sequence: &str) -> TaskKey {
 
 fn options_with_closures() -> AgentOptions {
     let steps = [
-        Step::new("sync").func(|task| {
-            let seen = crate::current_task().expect("current task in a blocking closure");
-            Ok::<_, String>(format!("{}:{}", task.step, seen.sequence))
-        }),
-        Step::new("async").async_func(|task| async move {
-            let seen = current_task().expect("current task in an async closure");
-            Ok::<_, String>(format!("{}:{}", task.step, seen.sequence))
-        }),
-        Step::new("fails").func(|_| Err::<(), _>("no luck")),
-        Step::new("boom").func(|_| -> Result<(), String> { panic!("kaboom") }),
-        Step::new("sleeps").async_func(|_| async {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            Ok::<_, String>(())
-        }),
+        (
+            "sync",
+            StepAction::sync(|task| {
+                let seen = current_task().expect("current task in a blocking closure");
+                Ok::<_, String>(format!("{}:{}", task.step, seen.sequence))
+            }),
+        ),
+        (
+            "async",
+            StepAction::future(|task| async move {
+                let seen = current_task().expect("current task in an async closure");
+                Ok::<_, String>(format!("{}:{}", task.step, seen.sequence))
+            }),
+        ),
+        ("fails", StepAction::sync(|_| Err::<(), _>("no luck"))),
+        (
+            "boom",
+            StepAction::sync(|_| -> Result<(), String> { panic!("kaboom") }),
+        ),
+        (
+            "sleeps",
+            StepAction::future(|_| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, String>(())
+            }),
+        ),
     ];
     AgentOptions {
-        closures: steps.into_iter().map(|s| (s.name, s.action)).collect(),
+        closures: steps
+            .into_iter()
+            .map(|(name, action)| (name.to_string(), action))
+            .collect(),
         ..AgentOptions::default()
     }
 }

@@ -8,9 +8,10 @@
 //! less clearly. Errors read `FILE:LINE:COL: FIELD: message`, like the flow
 //! file's.
 
-use crate::flow_file::yaml::{self, At, FieldPath, Node, Problem, Value};
-use std::fmt;
 use std::path::{Path, PathBuf};
+
+use crate::api::config::{DatabaseConfig, DbType, EventorConfig, LogLevel, LoggingConfig};
+use crate::yaml::{self, At, FieldPath, Node, Problem, Value};
 
 const SECTION: &str = "EVENTOR";
 const EVENTOR_KEYS: &[&str] = &[
@@ -29,147 +30,6 @@ const DATABASE_KEYS: &[&str] = &[
 /// Keys that only mean something for a server database.
 const SERVER_KEYS: &[&str] = &["host", "port", "user", "password", "schema"];
 const LOGGING_KEYS: &[&str] = &["level", "logdir", "console"];
-
-/// Global settings. [`EventorConfig::default`] is what an absent file or
-/// section means.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventorConfig {
-    /// Most tasks running at once; -1 means unlimited.
-    pub max_concurrent: i64,
-    /// Whether a failed task without a failure trigger stops the flow.
-    pub stop_on_exception: bool,
-    /// Prefix of the variables each task gets (`{prefix}STEP_NAME`, …).
-    pub envvar_prefix: String,
-    /// Whether the store is shared with agents on other hosts.
-    pub shared_db: bool,
-    /// The ssh client config, as written (`~` is not expanded here).
-    pub ssh_config: PathBuf,
-    /// Named stores, in file order.
-    pub databases: Vec<(String, DatabaseConfig)>,
-    /// Which `databases` entry to use; `None` means the default SQLite file.
-    pub default_db: Option<String>,
-    pub logging: LoggingConfig,
-}
-
-impl Default for EventorConfig {
-    fn default() -> Self {
-        EventorConfig {
-            max_concurrent: -1,
-            stop_on_exception: true,
-            envvar_prefix: "EVENTOR_".into(),
-            shared_db: false,
-            ssh_config: PathBuf::from("~/.ssh/config"),
-            databases: Vec::new(),
-            default_db: None,
-            logging: LoggingConfig::default(),
-        }
-    }
-}
-
-impl EventorConfig {
-    /// The store named by `default_db`, if any.
-    pub fn database(&self) -> Option<&DatabaseConfig> {
-        let name = self.default_db.as_deref()?;
-        self.databases
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, db)| db)
-    }
-}
-
-/// One `DATABASES` entry.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseConfig {
-    pub dbtype: DbType,
-    /// SQLite only: the database file.
-    pub file: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    /// Database name on the server.
-    pub database: Option<String>,
-    pub schema: Option<String>,
-}
-
-impl DatabaseConfig {
-    /// Where this entry's store is. A Postgres entry defaults to localhost:5432, user and
-    /// database `postgres`; an SQLite entry needs `file`.
-    pub fn location(&self) -> Result<eventor_store::StoreLocation, String> {
-        use eventor_store::{PgLocation, StoreLocation};
-        match self.dbtype {
-            DbType::Sqlite => match &self.file {
-                Some(file) => Ok(StoreLocation::Sqlite(PathBuf::from(file))),
-                None => Err("an sqlite entry needs `file`".to_string()),
-            },
-            DbType::Postgresql => {
-                let host = self.host.as_deref().unwrap_or("localhost");
-                let user = self.user.as_deref().unwrap_or("postgres");
-                let database = self.database.as_deref().unwrap_or("postgres");
-                let mut pg = PgLocation::new(host, self.port.unwrap_or(5432), user, database);
-                if let Some(schema) = &self.schema {
-                    pg.schema = schema.clone();
-                }
-                if let Some(password) = &self.password {
-                    pg = pg.with_password(password);
-                }
-                Ok(StoreLocation::Postgres(pg))
-            }
-        }
-    }
-}
-
-/// Hides the password, since configs end up in logs.
-impl fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("dbtype", &self.dbtype)
-            .field("file", &self.file)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("database", &self.database)
-            .field("schema", &self.schema)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbType {
-    Sqlite,
-    Postgresql,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggingConfig {
-    pub level: LogLevel,
-    /// Where log files go; `None` lets the engine choose.
-    pub logdir: Option<PathBuf>,
-    /// Whether to log to the console as well.
-    pub console: bool,
-}
-
-impl Default for LoggingConfig {
-    fn default() -> Self {
-        LoggingConfig {
-            level: LogLevel::Info,
-            logdir: None,
-            console: true,
-        }
-    }
-}
-
-/// Log levels by their Python names (`warn` and `trace` are accepted too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Trace,
-    Debug,
-    Info,
-    Warning,
-    Error,
-    Critical,
-}
 
 pub use crate::yaml::FileError as ConfigError;
 

@@ -13,43 +13,46 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::core::{Outcome, TaskId};
-use super::executor::{outcome_of, ExecEvent};
-use crate::step::{with_sync_task, StepResult, TaskContext};
+use crate::task::{panic_message, with_sync_task, Outcome, SyncFn, TaskContext};
 
-type SyncFn = dyn Fn(&TaskContext) -> StepResult + Send + Sync;
-
-/// One closure to run.
-pub struct Job {
-    pub task: TaskId,
+/// One closure to run; `K` names its task to whoever takes the end.
+pub struct Job<K> {
+    pub task: K,
     pub f: Arc<SyncFn>,
     pub ctx: TaskContext,
     /// Keeps the executor's tracker open until the job has reported.
     pub token: TaskTrackerToken,
 }
 
+/// Turns a finished job into the event its owner waits for (a plain function: no
+/// allocation per job).
+pub type Finished<K, E> = fn(K, Outcome) -> E;
+
 /// The pool; dropping it lets idle workers exit (running closures finish first).
-pub struct ClosurePool {
-    jobs: std_mpsc::Sender<Job>,
-    shared: Arc<Shared>,
+pub struct ClosurePool<K, E> {
+    jobs: std_mpsc::Sender<Job<K>>,
+    shared: Arc<Shared<K, E>>,
     max_threads: usize,
 }
 
-struct Shared {
-    queue: Mutex<std_mpsc::Receiver<Job>>,
-    events: mpsc::Sender<ExecEvent>,
+struct Shared<K, E> {
+    queue: Mutex<std_mpsc::Receiver<Job<K>>>,
+    events: mpsc::Sender<E>,
+    finished: Finished<K, E>,
     threads: AtomicUsize,
     idle: AtomicUsize,
 }
 
-impl ClosurePool {
-    pub fn new(max_threads: usize, events: mpsc::Sender<ExecEvent>) -> ClosurePool {
+impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
+    /// A pool of at most `max_threads` workers, each end sent on `events` as `finished` makes it.
+    pub fn new(max_threads: usize, events: mpsc::Sender<E>, finished: Finished<K, E>) -> Self {
         let (jobs, queue) = std_mpsc::channel();
         ClosurePool {
             jobs,
             shared: Arc::new(Shared {
                 queue: Mutex::new(queue),
                 events,
+                finished,
                 threads: AtomicUsize::new(0),
                 idle: AtomicUsize::new(0),
             }),
@@ -57,17 +60,16 @@ impl ClosurePool {
         }
     }
 
-    /// Queues a closure; a worker reports its end as [`ExecEvent::Finished`].
-    pub fn submit(&self, job: Job) {
-        let task = job.task;
-        if self.jobs.send(job).is_err() {
+    /// Queues a closure; a worker sends its end.
+    pub fn submit(&self, job: Job<K>) {
+        if let Err(std_mpsc::SendError(job)) = self.jobs.send(job) {
             // Unreachable while the pool lives (workers never drop the receiver first), but
             // a task must never vanish without an end.
             let outcome = Outcome::failure("the closure pool has stopped".to_string());
             let _ = self
                 .shared
                 .events
-                .try_send(ExecEvent::Finished { task, outcome });
+                .try_send((self.shared.finished)(job.task, outcome));
             return;
         }
         self.grow_if_needed();
@@ -102,7 +104,7 @@ impl ClosurePool {
 }
 
 /// A worker: takes jobs until the pool is dropped.
-fn work(shared: &Shared) {
+fn work<K, E>(shared: &Shared<K, E>) {
     loop {
         shared.idle.fetch_add(1, Ordering::AcqRel);
         let job = match shared.queue.lock() {
@@ -112,29 +114,21 @@ fn work(shared: &Shared) {
         shared.idle.fetch_sub(1, Ordering::AcqRel);
         let Ok(job) = job else { break };
         let outcome = run(&job);
-        let _ = shared.events.blocking_send(ExecEvent::Finished {
-            task: job.task,
-            outcome,
-        });
-        drop(job.token);
+        let Job { task, token, .. } = job;
+        let _ = shared
+            .events
+            .blocking_send((shared.finished)(task, outcome));
+        drop(token);
     }
     shared.threads.fetch_sub(1, Ordering::AcqRel);
 }
 
-fn run(job: &Job) -> Outcome {
+fn run<K>(job: &Job<K>) -> Outcome {
     let result = catch_unwind(AssertUnwindSafe(|| {
         with_sync_task(&job.ctx, || (job.f)(&job.ctx))
     }));
     match result {
-        Ok(result) => outcome_of(result),
+        Ok(result) => Outcome::from(result),
         Err(payload) => Outcome::failure(format!("step panicked: {}", panic_message(&*payload))),
     }
-}
-
-pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text panic".to_string())
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::output::dropped_text;
+use crate::util::{error_chain, sleep_until};
 
 /// Frames queued beyond this many bytes are flushed before more are taken from the channel.
 const FLUSH_AT: usize = 64 * 1024;
@@ -292,21 +292,8 @@ fn without_result(message: &ToCoordinator, error: &ProtocolError) -> Option<ToCo
     })
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// An error and its causes on one line.
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+/// The text of the record that stands for `count` dropped lines.
+pub(super) fn dropped_text(count: u64) -> String {
+    let lines = if count == 1 { "line" } else { "lines" };
+    format!("{count} output {lines} dropped: the channel to the coordinator was full")
 }

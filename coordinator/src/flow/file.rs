@@ -7,9 +7,11 @@
 //! then converted by hand; that is what lets semantic errors (an unknown
 //! event, a pool asked beyond its capacity) point at the exact value.
 
-use crate::config;
+use super::config;
+use crate::api::step::Triggers;
+use crate::engine::program::{RecoverAction, RecoveryPolicy};
 use crate::expr::{self, Expr};
-use crate::yaml::{At, Entry, Node, Problem};
+use crate::yaml::{self, At, Entry, Node, Problem};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -92,7 +94,7 @@ pub struct StepSpec {
     pub timeout: Option<Duration>,
     pub max_concurrent: Option<usize>,
     pub stop_on_exception: Option<bool>,
-    pub triggers: StepTriggers,
+    pub triggers: Triggers,
     pub acquires: Vec<(String, u32)>,
     /// `None`: release what was acquired; `Some(empty)`: release nothing.
     pub releases: Option<Vec<(String, u32)>>,
@@ -101,42 +103,6 @@ pub struct StepSpec {
     pub hosts: Vec<String>,
     /// Line of the step's name in the file.
     pub line: usize,
-}
-
-/// Events to fire when a task of the step reaches a status.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StepTriggers {
-    pub ready: Vec<String>,
-    pub active: Vec<String>,
-    pub success: Vec<String>,
-    pub failure: Vec<String>,
-    /// Fired on success and on failure.
-    pub complete: Vec<String>,
-}
-
-/// What a recover run does with a task, given how it ended the last time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecoveryPolicy {
-    pub success: Recovery,
-    pub failure: Recovery,
-}
-
-impl Default for RecoveryPolicy {
-    /// Skip what succeeded, rerun what failed.
-    fn default() -> Self {
-        RecoveryPolicy {
-            success: Recovery::Skip,
-            failure: Recovery::Rerun,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// Count the task as succeeded without running it.
-    Skip,
-    /// Run the task again.
-    Rerun,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,9 +328,7 @@ fn read_step(
         stop_on_exception: f.get("stop_on_exception").map(At::boolean).transpose()?,
         triggers: f
             .get("triggers")
-            .map_or(Ok(StepTriggers::default()), |at| {
-                read_step_triggers(at, names)
-            })?,
+            .map_or(Ok(Triggers::default()), |at| read_step_triggers(at, names))?,
         acquires: f
             .get("acquires")
             .map_or(Ok(Vec::new()), |at| read_amounts(at, pools))?,
@@ -414,7 +378,7 @@ fn read_step_limit(at: &At<'_>) -> Result<usize, Problem> {
         .ok_or_else(|| at.problem(format!("must be at least 1, found {n}")))
 }
 
-fn read_step_triggers(at: &At<'_>, names: &Names) -> Result<StepTriggers, Problem> {
+fn read_step_triggers(at: &At<'_>, names: &Names) -> Result<Triggers, Problem> {
     let fields = at.mapping(STATUS_KEYS)?;
     let events = |status| -> Result<Vec<String>, Problem> {
         let Some(at) = fields.get(status) else {
@@ -427,7 +391,7 @@ fn read_step_triggers(at: &At<'_>, names: &Names) -> Result<StepTriggers, Proble
         }
         Ok(out)
     };
-    Ok(StepTriggers {
+    Ok(Triggers {
         ready: events("ready")?,
         active: events("active")?,
         success: events("success")?,
@@ -470,10 +434,10 @@ fn read_recovery(at: &At<'_>) -> Result<RecoveryPolicy, Problem> {
     Ok(policy)
 }
 
-fn read_recovery_choice(at: &At<'_>) -> Result<Recovery, Problem> {
+fn read_recovery_choice(at: &At<'_>) -> Result<RecoverAction, Problem> {
     match at.string()?.as_str() {
-        "skip" => Ok(Recovery::Skip),
-        "rerun" => Ok(Recovery::Rerun),
+        "skip" => Ok(RecoverAction::Skip),
+        "rerun" => Ok(RecoverAction::Rerun),
         other => Err(at.problem(format!("expected `skip` or `rerun`, found `{other}`"))),
     }
 }
@@ -602,9 +566,6 @@ fn read_range(at: &At<'_>) -> Result<Vec<String>, Problem> {
     Ok((from..=to).map(|n| n.to_string()).collect())
 }
 
-/// The located-YAML reader, re-exported under its old path for the config loader.
-pub(crate) use crate::yaml;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,8 +662,8 @@ trigger:
         assert_eq!(
             s3.recovery,
             RecoveryPolicy {
-                success: Recovery::Rerun,
-                failure: Recovery::Skip
+                success: RecoverAction::Rerun,
+                failure: RecoverAction::Skip
             }
         );
         assert_eq!(s3.host.as_deref(), Some("node1"));

@@ -13,9 +13,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::task::{self, Stop, StopReason, TaskEnd, TaskEnv, TaskEvent};
-use super::writer::{error_chain, Outgoing, WriteLoss};
+use super::durable::TaskEnd;
+use super::run::{self, Stop, StopReason, TaskEnv, TaskEvent};
+use super::writer::{Outgoing, WriteLoss};
 use super::{AgentEnd, PrimeLoss};
+use crate::util::{error_chain, sleep_until};
 
 /// Dispatches beyond this many waiting ones are answered at once instead of queued: the
 /// prime should not send more than the limit it was given, and a runaway one must not make
@@ -290,7 +292,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
     fn start(&mut self, dispatch: Dispatch) {
         let stop = Stop::default();
         self.running.insert(dispatch.key.clone(), stop.clone());
-        let run = task::run_task(
+        let run = run::run_task(
             self.session.env.clone(),
             dispatch,
             stop,
@@ -320,19 +322,12 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
     fn finish_unstarted(&mut self, key: TaskKey, why: String) {
         let env = self.session.env.clone();
         self.tracker.spawn(async move {
-            task::finish(&env, &key, TaskEnd::cancelled(why)).await;
+            run::finish(&env, &key, TaskEnd::cancelled(why)).await;
         });
     }
 
     async fn report_error(&self, key: Option<TaskKey>, message: String) {
         let error = ToCoordinator::Error { key, message };
         let _ = self.session.env.out.send(Outgoing::Message(error)).await;
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

@@ -11,7 +11,7 @@ use eventor_protocol::{Stream, TaskKey};
 use tokio::sync::mpsc;
 
 use super::writer::{Outgoing, OutputLine};
-use crate::engine::command::{OutputSink, OutputStream};
+use crate::command::{OutputSink, OutputStream};
 
 /// One task's gate onto the outbound channel.
 pub(super) struct OutputGate {
@@ -73,12 +73,6 @@ impl OutputGate {
     pub(super) fn take_pending(&self) -> u64 {
         self.pending.swap(0, Ordering::AcqRel)
     }
-}
-
-/// The text of the record that stands for `count` dropped lines.
-pub(super) fn dropped_text(count: u64) -> String {
-    let lines = if count == 1 { "line" } else { "lines" };
-    format!("{count} output {lines} dropped: the channel to the coordinator was full")
 }
 
 /// Cuts `text` to at most `max` bytes (on a character boundary), saying how much was cut.

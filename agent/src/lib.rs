@@ -1,0 +1,28 @@
+//! eventor-agent: running tasks, wherever they run.
+//!
+//! The prime runs its local tasks through this crate, and every cluster host runs the same
+//! code as the `eventor-agent` binary (or as a program in agent mode):
+//!
+//! - [`task`]: the task vocabulary: what a step does ([`StepAction`]), who a task is
+//!   ([`TaskContext`], [`current_task`]) and how it ended ([`Outcome`]);
+//! - [`command`]: one command as a task: its own process group, output read line by line,
+//!   timeouts and cancels (SIGTERM, a grace period, SIGKILL);
+//! - [`closure_pool`]: a bounded pool of threads for blocking closures;
+//! - [`runtime`]: the agent side of the protocol: handshake, dispatch, durable ends, output.
+//!
+//! Dependencies point one way: this crate knows the protocol and the store, and nothing of
+//! the flow, the scheduling core or SSH.
+
+pub mod closure_pool;
+pub mod command;
+pub mod runtime;
+pub mod task;
+pub mod util;
+
+pub use runtime::{
+    local_host_name, serve, AgentEnd, AgentError, AgentOptions, AgentSummary, PrimeLoss,
+    CAPABILITIES, RECORDS_RESULTS,
+};
+pub use task::{
+    current_task, Outcome, StepAction, StepResult, TaskContext, TriggerError, TriggerSink,
+};

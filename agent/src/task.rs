@@ -1,0 +1,222 @@
+//! The task vocabulary shared by every place a task runs: what a step does ([`StepAction`]),
+//! who a task is ([`TaskContext`], readable inside a closure with [`current_task`]), and how
+//! it ended ([`Outcome`]).
+
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// What a closure step returns: its result as JSON, or an error text.
+pub type StepResult = Result<serde_json::Value, String>;
+
+/// A blocking closure step.
+pub type SyncFn = dyn Fn(&TaskContext) -> StepResult + Send + Sync;
+/// An async closure step.
+pub type AsyncFn =
+    dyn Fn(TaskContext) -> Pin<Box<dyn Future<Output = StepResult> + Send>> + Send + Sync;
+
+/// What a step does when its task runs.
+#[derive(Clone, Default)]
+pub enum StepAction {
+    /// Nothing: the task succeeds at once (useful as a join point).
+    #[default]
+    Nothing,
+    /// A shell command; success is exit status 0.
+    Command(String),
+    /// A blocking closure, run on a bounded pool of threads.
+    Sync(Arc<SyncFn>),
+    /// An async closure, run on the runtime.
+    Async(Arc<AsyncFn>),
+}
+
+impl StepAction {
+    /// A blocking closure; its `Ok` value is kept as JSON, its `Err` as the error text.
+    pub fn sync<F, R, E>(f: F) -> StepAction
+    where
+        F: Fn(&TaskContext) -> Result<R, E> + Send + Sync + 'static,
+        R: Serialize,
+        E: Display,
+    {
+        StepAction::Sync(Arc::new(move |ctx: &TaskContext| to_step_result(f(ctx))))
+    }
+
+    /// An async closure.
+    pub fn future<F, Fut, R, E>(f: F) -> StepAction
+    where
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize,
+        E: Display,
+    {
+        let f = Arc::new(f);
+        StepAction::Async(Arc::new(move |ctx: TaskContext| {
+            let fut = f(ctx);
+            Box::pin(async move { to_step_result(fut.await) })
+        }))
+    }
+}
+
+impl fmt::Debug for StepAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepAction::Nothing => f.write_str("Nothing"),
+            StepAction::Command(c) => f.debug_tuple("Command").field(c).finish(),
+            StepAction::Sync(_) => f.write_str("Sync(..)"),
+            StepAction::Async(_) => f.write_str("Async(..)"),
+        }
+    }
+}
+
+fn to_step_result<R: Serialize, E: Display>(result: Result<R, E>) -> StepResult {
+    match result {
+        Ok(value) => serde_json::to_value(value).map_err(|e| format!("result is not JSON: {e}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    pub success: bool,
+    /// The closure's result as JSON text, or the command's exit code.
+    pub result: Option<String>,
+    pub error: Option<String>,
+    /// The end is already in the store (an agent recorded it): act on it, do not write it.
+    pub recorded: bool,
+}
+
+impl Outcome {
+    /// A failed end with `error` as its reason.
+    pub fn failure(error: String) -> Outcome {
+        Outcome {
+            success: false,
+            result: None,
+            error: Some(error),
+            recorded: false,
+        }
+    }
+}
+
+impl From<StepResult> for Outcome {
+    fn from(result: StepResult) -> Outcome {
+        match result {
+            Ok(value) => Outcome {
+                success: true,
+                result: Some(value.to_string()),
+                error: None,
+                recorded: false,
+            },
+            Err(error) => Outcome::failure(error),
+        }
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".to_string())
+}
+
+/// Why a spawned task's future did not return: its panic, or its cancellation.
+pub fn join_error_text(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => format!("step panicked: {}", panic_message(&*payload)),
+        Err(error) => format!("step was cancelled: {error}"),
+    }
+}
+
+/// Who a task is: given to closures, and readable anywhere inside one with [`current_task`].
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    pub run_id: Arc<str>,
+    pub step: Arc<str>,
+    pub sequence: Arc<str>,
+    pub recovery: i32,
+    pub attempt: i32,
+    pub logger_name: Arc<str>,
+    /// The prefix of the task's environment variable names (default `EVENTOR_`).
+    pub env_prefix: Arc<str>,
+    /// Where [`TaskContext::trigger_event`] goes: the run's driver; `None` where there is
+    /// no way back to it (a task on a remote agent).
+    pub triggers: Option<Arc<dyn TriggerSink>>,
+}
+
+/// Takes the events a running task fires in its own run.
+pub trait TriggerSink: Send + Sync + fmt::Debug {
+    /// Fires `event` in `sequence`; it takes effect at the driver's next turn.
+    fn trigger(&self, event: &str, sequence: Arc<str>) -> Result<(), TriggerError>;
+}
+
+/// Why a task could not fire an event.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("unknown event `{0}`")]
+    UnknownEvent(String),
+    #[error("the run is over: its driver no longer takes triggers")]
+    RunOver,
+}
+
+impl TaskContext {
+    /// Fires `event` in `sequence` in this task's run (for instance the start event with the
+    /// next sequence, to iterate a loop). It takes effect at the driver's next turn.
+    pub fn trigger_event(
+        &self,
+        event: &str,
+        sequence: impl Into<String>,
+    ) -> Result<(), TriggerError> {
+        let sink = self.triggers.as_ref().ok_or(TriggerError::RunOver)?;
+        sink.trigger(event, Arc::from(sequence.into().as_str()))
+    }
+
+    /// The task's variables as a command sees them in its environment.
+    pub fn env_vars(&self) -> [(String, String); 4] {
+        let p = &self.env_prefix;
+        [
+            (format!("{p}STEP_NAME"), self.step.to_string()),
+            (format!("{p}STEP_SEQUENCE"), self.sequence.to_string()),
+            (format!("{p}STEP_RECOVERY"), self.recovery.to_string()),
+            (format!("{p}LOGGER_NAME"), self.logger_name.to_string()),
+        ]
+    }
+}
+
+tokio::task_local! {
+    static ASYNC_TASK: TaskContext;
+}
+
+thread_local! {
+    static SYNC_TASK: std::cell::RefCell<Option<TaskContext>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The task the calling closure runs for, or `None` outside a task. Concurrent tasks each see
+/// their own (it is task-local, not process environment).
+pub fn current_task() -> Option<TaskContext> {
+    ASYNC_TASK
+        .try_with(Clone::clone)
+        .ok()
+        .or_else(|| SYNC_TASK.with(|cell| cell.borrow().clone()))
+}
+
+/// Runs a blocking closure with `ctx` as the current task of this thread.
+pub fn with_sync_task<T>(ctx: &TaskContext, f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SYNC_TASK.with(|cell| cell.borrow_mut().take());
+        }
+    }
+    SYNC_TASK.with(|cell| *cell.borrow_mut() = Some(ctx.clone()));
+    let _reset = Reset;
+    f()
+}
+
+/// Runs a future with `ctx` as the current task.
+pub async fn with_async_task<F: Future>(ctx: TaskContext, fut: F) -> F::Output {
+    ASYNC_TASK.scope(ctx, fut).await
+}

@@ -1,0 +1,181 @@
+//! The `Eventor` and how a flow is defined on it: events, steps, associations, pools and
+//! the triggers a run starts with.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use eventor_store::StoreLocation;
+
+use super::error::EventorError;
+use super::options::EventorOptions;
+use super::running::Running;
+use super::step::Step;
+use crate::engine::program::{EventId, StepId, Target};
+use crate::expr::Expr;
+
+/// A flow and its run. See the crate docs for an example.
+pub struct Eventor {
+    pub(super) options: EventorOptions,
+    pub(super) events: Vec<(String, Option<Expr>)>,
+    pub(super) steps: Vec<Step>,
+    pub(super) names: HashMap<String, Target>,
+    pub(super) assocs: Vec<(String, Vec<String>, Option<Duration>)>,
+    pub(super) pools: Vec<(String, u32)>,
+    pub(super) triggers: Vec<(String, Arc<str>)>,
+    pub(super) run_id: Arc<str>,
+    pub(super) running: Option<Running>,
+    pub(super) closed: bool,
+}
+
+impl Eventor {
+    pub fn new(options: EventorOptions) -> Result<Eventor, EventorError> {
+        let run_id: Arc<str> = match &options.run_id {
+            Some(id) => Arc::from(id.as_str()),
+            None => Arc::from(generate_run_id().as_str()),
+        };
+        Ok(Eventor {
+            options,
+            events: Vec::new(),
+            steps: Vec::new(),
+            names: HashMap::new(),
+            assocs: Vec::new(),
+            pools: Vec::new(),
+            triggers: Vec::new(),
+            run_id,
+            running: None,
+            closed: false,
+        })
+    }
+
+    /// The run's id (given in the options, or generated).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    /// Where the store is.
+    pub fn store_location(&self) -> StoreLocation {
+        self.options.store.clone().unwrap_or_else(|| {
+            StoreLocation::Sqlite(PathBuf::from(format!("{}.run.db", self.options.name)))
+        })
+    }
+
+    /// Defines an event; with an expression, it fires when the expression holds in a sequence.
+    pub fn add_event(
+        &mut self,
+        name: impl Into<String>,
+        expr: Option<Expr>,
+    ) -> Result<&mut Self, EventorError> {
+        let name = name.into();
+        let id = EventId(self.events.len() as u32);
+        self.claim_name(&name, Target::Event(id))?;
+        self.events.push((name, expr));
+        Ok(self)
+    }
+
+    /// Defines an expression event from text such as `"s1_done & (s2_done | s2_failed)"`.
+    pub fn add_event_expr(
+        &mut self,
+        name: impl Into<String>,
+        expr: &str,
+    ) -> Result<&mut Self, EventorError> {
+        let name = name.into();
+        let parsed = Expr::parse(expr).map_err(|e| EventorError::BadExpression {
+            event: name.clone(),
+            message: e.to_string(),
+        })?;
+        self.add_event(name, Some(parsed))
+    }
+
+    pub fn add_step(&mut self, step: Step) -> Result<&mut Self, EventorError> {
+        let id = StepId(self.steps.len() as u32);
+        self.claim_name(&step.name, Target::Step(id))?;
+        self.steps.push(step);
+        Ok(self)
+    }
+
+    /// When `event` fires in a sequence, activates each target (a step or an event) in it,
+    /// after `delay` if given.
+    pub fn add_assoc<I, S>(
+        &mut self,
+        event: impl Into<String>,
+        targets: I,
+        delay: Option<Duration>,
+    ) -> Result<&mut Self, EventorError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let targets = targets.into_iter().map(Into::into).collect();
+        self.assocs.push((event.into(), targets, delay));
+        Ok(self)
+    }
+
+    /// Defines a resource pool of `capacity` units that steps acquire from.
+    pub fn add_resource_pool(
+        &mut self,
+        name: impl Into<String>,
+        capacity: u32,
+    ) -> Result<&mut Self, EventorError> {
+        let name = name.into();
+        if self.pools.iter().any(|(n, _)| *n == name) {
+            return Err(EventorError::DuplicatePool(name));
+        }
+        self.pools.push((name, capacity));
+        Ok(self)
+    }
+
+    /// Fires `event` in `sequence` when the run starts (or at once, if it is running).
+    pub fn trigger_event(
+        &mut self,
+        event: impl Into<String>,
+        sequence: impl Into<String>,
+    ) -> Result<&mut Self, EventorError> {
+        let event = event.into();
+        match self.names.get(&event) {
+            Some(Target::Event(_)) => {}
+            _ => {
+                return Err(EventorError::UnknownEvent {
+                    context: "trigger_event".into(),
+                    name: event,
+                })
+            }
+        }
+        self.triggers
+            .push((event, Arc::from(sequence.into().as_str())));
+        Ok(self)
+    }
+
+    fn claim_name(&mut self, name: &str, target: Target) -> Result<(), EventorError> {
+        if self.names.contains_key(name) {
+            return Err(EventorError::Duplicate(name.to_string()));
+        }
+        self.names.insert(name.to_string(), target);
+        Ok(())
+    }
+
+    /// Releases the store and forgets the run. Further runs fail with [`EventorError::Closed`].
+    pub fn close(&mut self) {
+        self.running = None;
+        self.closed = true;
+    }
+}
+
+/// A readable id that sorts by time: `20261129T210235-3f9a`.
+fn generate_run_id() -> String {
+    let now = SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace(['-', ':', 'Z'], "");
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{stamp}-{salt:04x}")
+}

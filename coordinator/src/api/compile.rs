@@ -1,0 +1,249 @@
+//! Compiling a defined flow into the core's program: names resolved to ids, references
+//! checked, and the flow's fingerprint kept with each run.
+
+use std::sync::Arc;
+
+use super::builder::Eventor;
+use super::error::EventorError;
+use super::step::Step;
+use crate::engine::executor::StepRuntime;
+use crate::engine::program::{
+    AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, StepDef, StepTriggers, Target,
+};
+use crate::expr::Expr;
+
+impl Eventor {
+    /// Resolves every name into the core's program, checking references.
+    pub(super) fn compile(&self) -> Result<(Program, Vec<StepRuntime>), EventorError> {
+        let config = &self.options.config;
+        let mut program = Program {
+            name: Arc::from(self.options.name.as_str()),
+            max_concurrent: usize::try_from(config.max_concurrent)
+                .ok()
+                .filter(|&n| n > 0),
+            pools: self
+                .pools
+                .iter()
+                .map(|(name, capacity)| PoolDef {
+                    name: Arc::from(name.as_str()),
+                    capacity: *capacity,
+                })
+                .collect(),
+            ..Program::default()
+        };
+        for (name, expr) in &self.events {
+            let cond = match expr {
+                Some(expr) => Some(self.resolve_expr(name, expr)?),
+                None => None,
+            };
+            program.events.push(EventDef {
+                name: Arc::from(name.as_str()),
+                cond,
+                dependents: Vec::new(),
+                assocs: Vec::new(),
+            });
+        }
+        let mut runtimes = Vec::with_capacity(self.steps.len());
+        for step in &self.steps {
+            program.steps.push(self.compile_step(step)?);
+            self.check_hosts(step)?;
+            runtimes.push(StepRuntime {
+                hosts: step
+                    .config
+                    .hosts
+                    .iter()
+                    .map(|h| Arc::from(h.as_str()))
+                    .collect(),
+                action: step.action.clone(),
+                env: step.config.env.clone().into_iter().collect(),
+                cwd: step.config.cwd.clone(),
+                timeout: step.config.timeout,
+            });
+        }
+        for (index, (event, targets, delay)) in self.assocs.iter().enumerate() {
+            let context = format!("association {} (event `{event}`)", index + 1);
+            let event = self.event_id(event, &context)?;
+            let targets = targets
+                .iter()
+                .map(|name| {
+                    self.names
+                        .get(name)
+                        .copied()
+                        .ok_or_else(|| EventorError::UnknownTarget {
+                            context: context.clone(),
+                            name: name.clone(),
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            program.assocs.push(AssocDef {
+                event,
+                targets,
+                delay: *delay,
+            });
+        }
+        program.link();
+        Ok((program, runtimes))
+    }
+
+    fn compile_step(&self, step: &Step) -> Result<StepDef, EventorError> {
+        let ids = |kind: &str, names: &[String]| -> Result<Vec<EventId>, EventorError> {
+            let context = format!("step `{}` triggers on {kind}", step.name);
+            names.iter().map(|n| self.event_id(n, &context)).collect()
+        };
+        let t = &step.triggers;
+        Ok(StepDef {
+            name: Arc::from(step.name.as_str()),
+            triggers: StepTriggers {
+                ready: ids("ready", &t.ready)?,
+                active: ids("active", &t.active)?,
+                success: ids("success", &t.success)?,
+                failure: ids("failure", &t.failure)?,
+                complete: ids("complete", &t.complete)?,
+            },
+            max_concurrent: step.config.max_concurrent.filter(|&n| n > 0),
+            stop_on_exception: step
+                .config
+                .stop_on_exception
+                .unwrap_or(self.options.config.stop_on_exception),
+            recovery: step.config.recovery,
+            acquires: self.pool_amounts(step, &step.config.acquires, true)?,
+            releases: self.pool_amounts(
+                step,
+                step.config
+                    .releases
+                    .as_ref()
+                    .unwrap_or(&step.config.acquires),
+                false,
+            )?,
+        })
+    }
+
+    /// A pinned step needs a hosts file that names its hosts.
+    fn check_hosts(&self, step: &Step) -> Result<(), EventorError> {
+        for host in &step.config.hosts {
+            let known = self
+                .options
+                .cluster
+                .as_ref()
+                .map(|c| c.hosts.host(host).is_some());
+            if known != Some(true) {
+                return Err(EventorError::UnknownHost {
+                    step: step.name.clone(),
+                    host: host.clone(),
+                    hosts_file: self.options.cluster.as_ref().map(|c| c.hosts.path.clone()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves `(pool, units)` pairs; an acquisition above the pool's capacity could never
+    /// be granted, so it is refused here rather than waiting forever.
+    fn pool_amounts(
+        &self,
+        step: &Step,
+        amounts: &[(String, u32)],
+        acquiring: bool,
+    ) -> Result<Vec<(PoolId, u32)>, EventorError> {
+        amounts
+            .iter()
+            .map(|(pool, units)| {
+                let index = self.pools.iter().position(|(name, _)| name == pool);
+                let index = index.ok_or_else(|| EventorError::UnknownPool {
+                    step: step.name.clone(),
+                    pool: pool.clone(),
+                })?;
+                let capacity = self.pools[index].1;
+                if acquiring && *units > capacity {
+                    return Err(EventorError::OverCapacity {
+                        step: step.name.clone(),
+                        pool: pool.clone(),
+                        wanted: *units,
+                        capacity,
+                    });
+                }
+                Ok((PoolId(index as u32), *units))
+            })
+            .collect()
+    }
+
+    fn event_id(&self, name: &str, context: &str) -> Result<EventId, EventorError> {
+        match self.names.get(name) {
+            Some(Target::Event(id)) => Ok(*id),
+            _ => Err(EventorError::UnknownEvent {
+                context: context.to_string(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    fn resolve_expr(&self, event: &str, expr: &Expr) -> Result<Cond, EventorError> {
+        let context = format!("expression of event `{event}`");
+        let all = |items: &[Expr]| -> Result<Vec<Cond>, EventorError> {
+            items.iter().map(|e| self.resolve_expr(event, e)).collect()
+        };
+        Ok(match expr {
+            Expr::Event { name, column } => {
+                let at = if *column > 0 {
+                    format!(" (column {column})")
+                } else {
+                    String::new()
+                };
+                Cond::Event(self.event_id(name, &format!("{context}{at}"))?)
+            }
+            Expr::And(items) => Cond::And(all(items)?),
+            Expr::Or(items) => Cond::Or(all(items)?),
+            Expr::Not(inner) => Cond::Not(Box::new(self.resolve_expr(event, inner)?)),
+        })
+    }
+
+    /// The flow's shape as JSON, kept with the run for later inspection and `continue`.
+    ///
+    /// Sizes and a fingerprint rather than the whole definition: a fan-out of 100,000 steps
+    /// would otherwise write (and briefly hold) megabytes of JSON per run. Recover and
+    /// continue compare the fingerprint to warn when the flow changed in between.
+    pub(super) fn describe_program(&self) -> String {
+        format!(
+            r#"{{"events":{},"steps":{},"assocs":{},"fingerprint":"{:016x}"}}"#,
+            self.events.len(),
+            self.steps.len(),
+            self.assocs.len(),
+            self.fingerprint()
+        )
+    }
+
+    /// FNV-1a over the names and wiring of the flow: stable across builds and platforms.
+    fn fingerprint(&self) -> u64 {
+        let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+        for (name, expr) in &self.events {
+            hash.text(name);
+            hash.text(&expr.as_ref().map(|e| e.to_string()).unwrap_or_default());
+        }
+        for step in &self.steps {
+            hash.text(&step.name);
+            let t = &step.triggers;
+            for list in [&t.ready, &t.active, &t.success, &t.failure, &t.complete] {
+                list.iter().for_each(|e| hash.text(e));
+                hash.text("|");
+            }
+        }
+        for (event, targets, delay) in &self.assocs {
+            hash.text(event);
+            targets.iter().for_each(|t| hash.text(t));
+            hash.text(&delay.map(|d| d.as_micros().to_string()).unwrap_or_default());
+        }
+        hash.0
+    }
+}
+
+/// The FNV-1a hash, fed field by field (each field ends with a separator byte).
+struct Fnv(u64);
+
+impl Fnv {
+    fn text(&mut self, text: &str) {
+        for byte in text.bytes().chain([0xff]) {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Why defining or running a flow failed, and which of those are the user's input.
+
+use std::path::PathBuf;
+
+use eventor_store::{RunMode, StoreError};
+
+/// Why defining or running a flow failed. Messages are lowercase; causes in `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum EventorError {
+    #[error("`{0}` is already defined")]
+    Duplicate(String),
+    #[error("event `{event}`: {message}")]
+    BadExpression { event: String, message: String },
+    #[error("{context}: unknown event `{name}`")]
+    UnknownEvent { context: String, name: String },
+    #[error("{context}: unknown step or event `{name}`")]
+    UnknownTarget { context: String, name: String },
+    #[error("resource pool `{0}` is defined twice")]
+    DuplicatePool(String),
+    #[error("step `{step}`: unknown resource pool `{pool}`")]
+    UnknownPool { step: String, pool: String },
+    #[error("step `{step}`: acquires {wanted} of pool `{pool}`, whose capacity is {capacity}")]
+    OverCapacity {
+        step: String,
+        pool: String,
+        wanted: u32,
+        capacity: u32,
+    },
+    #[error("no previous run to {mode} in {store}")]
+    NoPreviousRun { mode: RunMode, store: String },
+    #[error("run {run_id} has no recovery {recovery} in {store}")]
+    NoSuchRecovery {
+        run_id: String,
+        recovery: i32,
+        store: String,
+    },
+    #[error("{0}")]
+    RunLocked(String),
+    #[error("central log: {0}")]
+    Log(String),
+    #[error("step `{step}` is pinned to host `{host}`, which {}", match hosts_file {
+        Some(path) => format!("{} does not name", path.display()),
+        None => "needs a hosts file (--hosts)".to_string(),
+    })]
+    UnknownHost {
+        step: String,
+        host: String,
+        hosts_file: Option<PathBuf>,
+    },
+    #[error("cannot reach the cluster: {0}")]
+    Cluster(String),
+    #[error("serving as an agent: {0}")]
+    Agent(String),
+    #[error("store {store}")]
+    Store {
+        store: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot start a runtime for the run")]
+    Runtime(#[source] std::io::Error),
+    #[error("run() was called inside a tokio runtime; use run_async().await there")]
+    InsideRuntime,
+    #[error("the eventor is closed")]
+    Closed,
+}
+
+/// Whose the error is: the user's input (exit 2), or the run's (exit 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A definition, an option or a missing earlier run.
+    Input,
+    /// The store, the runtime, the cluster or the log failed while running.
+    Run,
+}
+
+impl EventorError {
+    /// Every variant says whose it is, so a new one cannot be misfiled by default.
+    pub fn kind(&self) -> ErrorKind {
+        use EventorError::*;
+        match self {
+            Duplicate(_) | BadExpression { .. } | UnknownEvent { .. } | UnknownTarget { .. } => {
+                ErrorKind::Input
+            }
+            DuplicatePool(_) | UnknownPool { .. } | OverCapacity { .. } => ErrorKind::Input,
+            NoPreviousRun { .. } | NoSuchRecovery { .. } | RunLocked(_) => ErrorKind::Input,
+            UnknownHost { .. } | InsideRuntime => ErrorKind::Input,
+            Store { .. } | Runtime(_) | Closed | Cluster(_) | Agent(_) | Log(_) => ErrorKind::Run,
+        }
+    }
+
+    /// Whether the error is in what the user gave rather than a failure while running.
+    pub fn is_input_error(&self) -> bool {
+        self.kind() == ErrorKind::Input
+    }
+}
+
+/// Wraps a store failure with the store's name.
+pub(super) fn store_error(store: String) -> impl Fn(StoreError) -> EventorError {
+    move |source| EventorError::Store {
+        store: store.clone(),
+        source,
+    }
+}

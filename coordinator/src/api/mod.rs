@@ -1,0 +1,25 @@
+//! The API users call: define a flow on an [`Eventor`] (events, [`Step`]s, associations,
+//! pools), trigger it, run it ([`RunOutcome`]) and close it.
+//!
+//! - [`builder`]: the `Eventor` and the define calls;
+//! - [`compile`]: names into the core's program, references checked;
+//! - [`run`]: the run modes (restart, recover, continue), loops, the run's stored end;
+//! - [`step`], [`options`], [`config`]: what a step, a run and the config file set;
+//! - [`outcome`], [`error`]: how a run ended, and why it could not.
+
+pub mod builder;
+mod compile;
+pub mod config;
+pub mod error;
+pub mod options;
+pub mod outcome;
+mod run;
+mod running;
+pub mod step;
+
+pub use builder::Eventor;
+pub use config::{DatabaseConfig, DbType, EventorConfig, LogLevel, LoggingConfig};
+pub use error::{ErrorKind, EventorError};
+pub use options::EventorOptions;
+pub use outcome::{FailedTask, RunOutcome};
+pub use step::{Step, StepConfig, Triggers};

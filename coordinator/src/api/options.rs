@@ -1,0 +1,53 @@
+//! How a run is set up: the options an [`Eventor`](super::Eventor) is built with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use eventor_store::{RunMode, StoreLocation};
+
+use super::config::EventorConfig;
+use crate::cluster::ClusterOptions;
+
+/// How a run is set up. Build with struct update syntax:
+/// `EventorOptions { name: "nightly".into(), ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct EventorOptions {
+    /// The flow's name: names the default store file and the runs in it.
+    pub name: String,
+    /// Where the store is; `None`: `<name>.run.db` in the working directory.
+    pub store: Option<StoreLocation>,
+    pub run_mode: RunMode,
+    /// The run's id; `None`: a new one is generated (and reported by [`Eventor::run_id`]), or
+    /// for recover/continue, the latest run of this flow in the store.
+    pub run_id: Option<String>,
+    /// Recover from this recovery of the run instead of its latest one.
+    pub recovery: Option<i32>,
+    pub config: EventorConfig,
+    /// How long a stopped command gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Where the run's central log goes (`<logdir>/<flow>/<run_id>.log`, read with
+    /// `eventor-coord logs`); `None`: no central log, output only in the console log.
+    pub logdir: Option<PathBuf>,
+    /// The cluster, for steps pinned to hosts; `None`: everything runs here.
+    pub cluster: Option<ClusterOptions>,
+    /// Most threads running blocking closure steps at once; more ready closures wait for a
+    /// thread (a bounded pool keeps a fan-out of 100,000 closures from starting thousands).
+    pub closure_threads: usize,
+}
+
+impl Default for EventorOptions {
+    fn default() -> Self {
+        EventorOptions {
+            name: "eventor".to_string(),
+            store: None,
+            run_mode: RunMode::Restart,
+            run_id: None,
+            recovery: None,
+            config: EventorConfig::default(),
+            kill_grace: Duration::from_secs(5),
+            logdir: None,
+            cluster: None,
+            closure_threads: 64,
+        }
+    }
+}

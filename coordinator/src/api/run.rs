@@ -1,0 +1,500 @@
+//! Running a defined flow: the run modes (restart, recover, continue), the loops, and the
+//! run's end as stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventor_agent::{StepAction, TaskContext, TriggerError, TriggerSink};
+use eventor_store::{
+    now_micros, DelayRecord, NewRun, RunGuard, RunKey, RunMode, RunRecord, RunStatus, Store,
+    StoreError, StoreLocation, TaskRecord, TriggerRecord,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::builder::Eventor;
+use super::error::{store_error, EventorError};
+use super::options::EventorOptions;
+use super::outcome::{outcome_of, RunOutcome};
+use super::running::Running;
+use crate::cluster::{agent_mode, Remote, RunCluster};
+use crate::engine::core::{
+    Core, CoreOptions, Input, PreviousTask, StoredDelay, StoredState, StoredTask,
+};
+use crate::engine::driver::{drive, DriverContext, Loops};
+use crate::engine::events::{ExecEvent, PinnedTasks};
+use crate::engine::executor::{Executor, ExecutorConfig};
+use crate::engine::external::ExternalTriggers;
+use crate::engine::program::{AssocId, EventId, Program, Target};
+use crate::log::{CentralLog, CentralOutput};
+
+/// Sends the events a running task fires to the driver. Unbounded on purpose: each call
+/// comes from a running task's own code, and the driver drains them every turn.
+#[derive(Debug)]
+struct TaskTriggers {
+    events: Arc<HashMap<String, EventId>>,
+    sender: mpsc::UnboundedSender<Input>,
+}
+
+impl TriggerSink for TaskTriggers {
+    fn trigger(&self, event: &str, sequence: Arc<str>) -> Result<(), TriggerError> {
+        let event = *self
+            .events
+            .get(event)
+            .ok_or_else(|| TriggerError::UnknownEvent(event.to_string()))?;
+        let input = Input::Trigger { event, sequence };
+        self.sender.send(input).map_err(|_| TriggerError::RunOver)
+    }
+}
+
+impl Eventor {
+    /// Runs the flow on a runtime of its own. `max_loops < 0`: until nothing is left.
+    pub fn run(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(EventorError::InsideRuntime);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(EventorError::Runtime)?;
+        runtime.block_on(self.run_async(max_loops))
+    }
+
+    /// Runs the flow on the current runtime. `max_loops < 0`: until nothing is left.
+    ///
+    /// Started by a prime as its agent on another host ([`agent_mode`]), it serves the prime's
+    /// tasks on stdin/stdout instead, this program's closure steps included, and returns
+    /// success when the prime is done with it.
+    pub async fn run_async(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
+        if self.closed {
+            return Err(EventorError::Closed);
+        }
+        if agent_mode() {
+            return self.serve_as_agent().await;
+        }
+        if self.running.is_none() {
+            self.running = Some(self.start_run(max_loops >= 0).await?);
+        }
+        let pending: Vec<_> = self.triggers.drain(..).collect();
+        let location = self.store_location();
+        let running = self.running.as_mut().expect("set above");
+        for (event, sequence) in pending {
+            let Some(Target::Event(event)) = self.names.get(&event).copied() else {
+                continue; // checked by trigger_event
+            };
+            running
+                .core
+                .handle(Input::Trigger { event, sequence }, now_micros());
+        }
+        let loops = match u32::try_from(max_loops) {
+            Ok(n) => Loops::AtMost(n),
+            Err(_) => Loops::Unlimited,
+        };
+        let store_name = running.store.describe();
+        let config = ExecutorConfig {
+            closure_threads: self.options.closure_threads,
+            kill_grace: self.options.kill_grace,
+        };
+        let central = match &self.options.logdir {
+            Some(dir) => Some(
+                CentralLog::open(dir, &self.options.name, &self.run_id)
+                    .await
+                    .map_err(|e| EventorError::Log(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let remote = connect_hosts(&self.options, &location, running, central.as_ref()).await?;
+        let result = run_loops(running, loops, config, central.as_ref(), remote).await;
+        if let (Some(log), Ok(outcome)) = (central, &result) {
+            if let Err(e) = log.close(&outcome.to_string()).await {
+                tracing::warn!(error = %e, "the central log could not be completed");
+            }
+        }
+        let outcome = result.map_err(|source| EventorError::Store {
+            store: store_name.clone(),
+            source,
+        })?;
+        let status = match &outcome {
+            RunOutcome::Success => RunStatus::Success,
+            RunOutcome::Failure { .. } => RunStatus::Failure,
+            RunOutcome::Incomplete { .. } => RunStatus::Incomplete,
+        };
+        running
+            .store
+            .set_run_status(running.key.clone(), status, now_micros())
+            .await
+            .map_err(|source| EventorError::Store {
+                store: store_name,
+                source,
+            })?;
+        tracing::info!(run_id = %self.run_id, "Processing finished with: {outcome}");
+        Ok(outcome)
+    }
+
+    /// Serves a prime as its agent on this host, with this program's closure steps.
+    async fn serve_as_agent(&self) -> Result<RunOutcome, EventorError> {
+        let closures = self
+            .steps
+            .iter()
+            .filter(|s| matches!(s.action, StepAction::Sync(_) | StepAction::Async(_)))
+            .map(|s| (s.name.clone(), s.action.clone()))
+            .collect();
+        crate::cluster::agent_mode::serve_program(closures)
+            .await
+            .map_err(EventorError::Agent)?;
+        Ok(RunOutcome::Success)
+    }
+
+    async fn start_run(&mut self, gated: bool) -> Result<Running, EventorError> {
+        let (program, steps) = self.compile()?;
+        let program = Arc::new(program);
+        let location = self.store_location();
+        let store = Store::open(&location)
+            .await
+            .map_err(store_error(location.to_string()))?;
+        let options = CoreOptions {
+            gated,
+            ..CoreOptions::default()
+        };
+        let (key, core, guard) = match self.options.run_mode {
+            RunMode::Restart => self.begin_fresh(&store, program, options).await?,
+            RunMode::Recover => self.begin_recovery(&store, program, options).await?,
+            RunMode::Continue => self.carry_on(&store, program, options).await?,
+        };
+        self.run_id = key.run_id.clone();
+        tracing::info!(
+            run_id = %key.run_id,
+            recovery = key.recovery,
+            mode = %self.options.run_mode,
+            store = %store.describe(),
+            "run started"
+        );
+        let (trigger_tx, task_triggers) = mpsc::unbounded_channel();
+        let event_ids: HashMap<String, EventId> = self
+            .names
+            .iter()
+            .filter_map(|(name, target)| match target {
+                Target::Event(id) => Some((name.clone(), *id)),
+                Target::Step(_) => None,
+            })
+            .collect();
+        let event_ids = Arc::new(event_ids);
+        let external = ExternalTriggers::new(&store, key.clone(), event_ids.clone())
+            .await
+            .map_err(store_error(store.describe()))?;
+        let template = TaskContext {
+            run_id: self.run_id.clone(),
+            step: Arc::from(""),
+            sequence: Arc::from(""),
+            recovery: key.recovery,
+            attempt: 1,
+            logger_name: Arc::from(self.options.name.as_str()),
+            env_prefix: Arc::from(self.options.config.envvar_prefix.as_str()),
+            triggers: Some(Arc::new(TaskTriggers {
+                events: event_ids,
+                sender: trigger_tx,
+            })),
+        };
+        Ok(Running {
+            external,
+            store,
+            _guard: guard,
+            task_triggers,
+            key: key.clone(),
+            core,
+            steps,
+            template,
+        })
+    }
+
+    fn new_run_row(&self, key: &RunKey) -> NewRun {
+        NewRun {
+            key: key.clone(),
+            name: self.options.name.clone(),
+            mode: self.options.run_mode,
+            host: eventor_agent::local_host_name(),
+            program: self.describe_program(),
+            started_at: now_micros(),
+        }
+    }
+
+    /// A new run: recovery 0 of a new run id.
+    async fn begin_fresh(
+        &self,
+        store: &Store,
+        program: Arc<Program>,
+        options: CoreOptions,
+    ) -> Result<(RunKey, Core, RunGuard), EventorError> {
+        let key = RunKey {
+            run_id: self.run_id.clone(),
+            recovery: 0,
+        };
+        let guard = self.lock(store, &key.run_id).await?;
+        store
+            .begin_run(self.new_run_row(&key))
+            .await
+            .map_err(store_error(store.describe()))?;
+        Ok((key, Core::new(program, options), guard))
+    }
+
+    /// Takes the run's lock (held until the run ends); another coordinator holding it is an
+    /// input error, reported as such.
+    async fn lock(&self, store: &Store, run_id: &str) -> Result<RunGuard, EventorError> {
+        store.lock_run(run_id).await.map_err(|source| match source {
+            StoreError::RunLocked { .. } => EventorError::RunLocked(source.to_string()),
+            other => store_error(store.describe())(other),
+        })
+    }
+
+    /// The recoveries of the run to recover or continue: the given run id, or the latest run
+    /// of this flow.
+    async fn previous_runs(&self, store: &Store) -> Result<Vec<RunRecord>, EventorError> {
+        let err = store_error(store.describe());
+        let no_run = || EventorError::NoPreviousRun {
+            mode: self.options.run_mode,
+            store: store.describe(),
+        };
+        let run_id = match &self.options.run_id {
+            Some(id) => id.clone(),
+            None => {
+                let latest = store.latest_run(&self.options.name).await.map_err(&err)?;
+                latest.ok_or_else(no_run)?.key.run_id.to_string()
+            }
+        };
+        let history = store.run_history(&run_id).await.map_err(&err)?;
+        let Some(last) = history.last() else {
+            return Err(no_run());
+        };
+        if last.program != self.describe_program() {
+            tracing::warn!(
+                run_id = %run_id,
+                recovery = last.key.recovery,
+                "the flow changed since that run: steps and events are matched by name"
+            );
+        }
+        Ok(history)
+    }
+
+    /// The recovery `wanted` of a run's history, or its latest.
+    fn pick_recovery<'h>(
+        &self,
+        history: &'h [RunRecord],
+        store: &Store,
+    ) -> Result<&'h RunRecord, EventorError> {
+        let latest = history
+            .last()
+            .expect("previous_runs returns a non-empty history");
+        let Some(wanted) = self.options.recovery else {
+            return Ok(latest);
+        };
+        history
+            .iter()
+            .find(|r| r.key.recovery == wanted)
+            .ok_or_else(|| EventorError::NoSuchRecovery {
+                run_id: latest.key.run_id.to_string(),
+                recovery: wanted,
+                store: store.describe(),
+            })
+    }
+
+    /// Recover: a new recovery whose tasks skip or rerun by their outcome as of the base
+    /// recovery (the latest, or `--recovery N`).
+    async fn begin_recovery(
+        &self,
+        store: &Store,
+        program: Arc<Program>,
+        mut options: CoreOptions,
+    ) -> Result<(RunKey, Core, RunGuard), EventorError> {
+        let err = store_error(store.describe());
+        let history = self.previous_runs(store).await?;
+        let latest = history.last().expect("non-empty history");
+        let guard = self.lock(store, &latest.key.run_id).await?;
+        let base = self.pick_recovery(&history, store)?.key.recovery;
+        for record in history.iter().filter(|r| r.key.recovery <= base) {
+            let tasks = store.tasks(record.key.clone()).await.map_err(&err)?;
+            self.note_previous(&mut options, record.key.recovery, tasks);
+        }
+        let key = RunKey {
+            run_id: latest.key.run_id.clone(),
+            recovery: latest.key.recovery + 1,
+        };
+        fail::fail_point!("before-recovery-row", |_| std::process::abort());
+        store
+            .begin_run(self.new_run_row(&key))
+            .await
+            .map_err(&err)?;
+        fail::fail_point!("after-recovery-row", |_| std::process::abort());
+        Ok((key, Core::new(program, options), guard))
+    }
+
+    /// Notes the tasks of one earlier recovery as each (step, sequence)'s previous outcome.
+    /// Called in recovery order, so a task's latest recovery wins, and a recovery that died
+    /// before it acted (its run row but no tasks) changes nothing: it never becomes the base
+    /// that makes what succeeded earlier look new.
+    fn note_previous(&self, options: &mut CoreOptions, recovery: i32, tasks: Vec<TaskRecord>) {
+        for task in tasks {
+            if let Some(Target::Step(step)) = self.names.get(&task.step) {
+                let previous = PreviousTask {
+                    status: task.status,
+                    attempt: task.attempt,
+                    recovery,
+                };
+                let sequence = Arc::from(task.sequence.as_str());
+                options.previous.insert((*step, sequence), previous);
+            }
+        }
+    }
+
+    /// Continue: the same recovery carries on from its stored triggers, tasks and delays.
+    async fn carry_on(
+        &self,
+        store: &Store,
+        program: Arc<Program>,
+        options: CoreOptions,
+    ) -> Result<(RunKey, Core, RunGuard), EventorError> {
+        let err = store_error(store.describe());
+        let history = self.previous_runs(store).await?;
+        let key = self.pick_recovery(&history, store)?.key.clone();
+        let guard = self.lock(store, &key.run_id).await?;
+        let stored = StoredState {
+            triggers: self.stored_triggers(store.triggers(key.clone()).await.map_err(&err)?),
+            tasks: self.stored_tasks(store.tasks(key.clone()).await.map_err(&err)?),
+            delays: stored_delays(&program, store.delays(key.clone()).await.map_err(&err)?),
+        };
+        store
+            .set_run_status(key.clone(), RunStatus::Running, now_micros())
+            .await
+            .map_err(&err)?;
+        Ok((
+            key,
+            Core::restore(program, options, stored, now_micros()),
+            guard,
+        ))
+    }
+
+    fn stored_triggers(&self, rows: Vec<TriggerRecord>) -> Vec<(EventId, Arc<str>)> {
+        rows.into_iter()
+            .filter_map(|row| match self.names.get(&row.event) {
+                Some(Target::Event(id)) => Some((*id, Arc::from(row.sequence.as_str()))),
+                _ => None, // an event this version of the flow no longer has
+            })
+            .collect()
+    }
+
+    fn stored_tasks(&self, rows: Vec<TaskRecord>) -> Vec<StoredTask> {
+        rows.into_iter()
+            .filter_map(|row| match self.names.get(&row.step) {
+                Some(Target::Step(step)) => Some(StoredTask {
+                    step: *step,
+                    sequence: Arc::from(row.sequence.as_str()),
+                    status: row.status,
+                    attempt: row.attempt,
+                    error: row.error,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Executor events queued ahead of the driver.
+const EXEC_EVENTS: usize = 4096;
+
+/// Drives the core through the requested loops and turns its state into an outcome.
+async fn run_loops(
+    running: &mut Running,
+    loops: Loops,
+    config: ExecutorConfig,
+    central: Option<&CentralLog>,
+    remote: Option<(Remote, mpsc::Sender<ExecEvent>, mpsc::Receiver<ExecEvent>)>,
+) -> Result<RunOutcome, StoreError> {
+    let (tx, mut rx, remote) = match remote {
+        Some((remote, tx, rx)) => (tx, rx, Some(Arc::new(remote))),
+        None => {
+            let (tx, rx) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
+            (tx, rx, None)
+        }
+    };
+    let central = central.map(central_output);
+    let pinned = remote.clone().map(|r| r as Arc<dyn PinnedTasks>);
+    let executor = Executor::new(tx, CancellationToken::new(), config, central, pinned);
+    let cx = DriverContext {
+        store: &running.store,
+        run: running.key.clone(),
+        steps: &running.steps,
+        executor: &executor,
+        events: &mut rx,
+        task_triggers: &mut running.task_triggers,
+        external: &mut running.external,
+        task_template: &running.template,
+    };
+    let result = drive(&mut running.core, cx, loops).await;
+    executor.shutdown().await;
+    drop(executor);
+    if let Some(remote) = remote.and_then(|r| Arc::try_unwrap(r).ok()) {
+        remote.shutdown(Duration::from_secs(10)).await;
+    }
+    result?;
+    Ok(outcome_of(&running.core))
+}
+
+/// Pending delays of associations this flow still has.
+fn stored_delays(program: &Program, rows: Vec<DelayRecord>) -> Vec<StoredDelay> {
+    rows.into_iter()
+        .filter(|row| (row.assoc as usize) < program.assocs.len())
+        .map(|row| StoredDelay {
+            assoc: AssocId(row.assoc as u32),
+            sequence: Arc::from(row.sequence.as_str()),
+            due: row.due_at,
+            fired: row.fired,
+        })
+        .collect()
+}
+
+/// Connects to the hosts the flow's steps are pinned to (none: `None`), all at once.
+async fn connect_hosts(
+    options: &EventorOptions,
+    location: &StoreLocation,
+    running: &Running,
+    central: Option<&CentralLog>,
+) -> Result<Option<(Remote, mpsc::Sender<ExecEvent>, mpsc::Receiver<ExecEvent>)>, EventorError> {
+    let Some(cluster) = &options.cluster else {
+        return Ok(None);
+    };
+    let mut names: Vec<String> = running
+        .steps
+        .iter()
+        .flat_map(|s| s.hosts.iter().map(|h| h.to_string()))
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let remote_closures = running.steps.iter().any(|s| {
+        !s.hosts.is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
+    });
+    let run = RunCluster {
+        cluster,
+        names,
+        remote_closures,
+        location,
+        store: running.store.clone(),
+        run: running.key.clone(),
+        central: central.map(central_output),
+    };
+    let (tx, rx) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
+    let remote = Remote::for_run(run, tx.clone())
+        .await
+        .map_err(EventorError::Cluster)?;
+    Ok(Some((remote, tx, rx)))
+}
+
+/// The central log as this host's output goes into it.
+fn central_output(log: &CentralLog) -> CentralOutput {
+    CentralOutput {
+        sink: log.sink(),
+        host: Arc::from(eventor_agent::local_host_name().as_str()),
+    }
+}

@@ -1,0 +1,22 @@
+//! The state of a run in progress, kept by the `Eventor` between `run` calls.
+
+use eventor_agent::TaskContext;
+use eventor_store::{RunGuard, RunKey, Store};
+use tokio::sync::mpsc;
+
+use crate::engine::core::{Core, Input};
+use crate::engine::executor::StepRuntime;
+use crate::engine::external::ExternalTriggers;
+
+/// The state of a run in progress (kept between `run` calls so a second call continues).
+pub(super) struct Running {
+    pub(super) store: Store,
+    pub(super) external: ExternalTriggers,
+    /// Held for the whole run: a second coordinator of the same run id is refused.
+    pub(super) _guard: RunGuard,
+    pub(super) task_triggers: mpsc::UnboundedReceiver<Input>,
+    pub(super) key: RunKey,
+    pub(super) core: Core,
+    pub(super) steps: Vec<StepRuntime>,
+    pub(super) template: TaskContext,
+}

@@ -1,0 +1,135 @@
+//! The central log's line format: one record per line, markers, and where the file lives.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use eventor_protocol::{LogRecord, Stream};
+
+/// The file buffer (and a reader's chunk): one IO per this many bytes under a flood.
+pub(super) const FILE_BUFFER: usize = 64 * 1024;
+pub(super) const MARKER: &str = "-- ";
+pub(super) const END_MARKER: &str = "-- end of run ";
+pub(super) const START_MARKER: &str = "-- start of run ";
+
+/// `<logdir>/<flow>/<run_id>.log`, with characters that could leave the directory (or
+/// confuse a shell) in the flow name and run id replaced by `_`.
+pub fn log_path(logdir: &Path, flow: &str, run_id: &str) -> PathBuf {
+    logdir
+        .join(path_component(flow))
+        .join(format!("{}.log", path_component(run_id)))
+}
+
+pub(super) fn path_component(name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-+@=,".contains(c);
+    let mut out: String = name
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .collect();
+    if out.is_empty() || out.starts_with('.') {
+        out.insert(0, '_');
+    }
+    out
+}
+
+pub(super) fn now_text() -> String {
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+}
+
+/// Appends `record` as one line (with its newline) to `out`.
+pub fn format_record(out: &mut String, record: &LogRecord) {
+    use std::fmt::Write as _;
+    let micros = u64::try_from(record.time).unwrap_or(0);
+    let time = UNIX_EPOCH + Duration::from_micros(micros);
+    let _ = write!(out, "{} ", humantime::format_rfc3339_micros(time));
+    push_field(out, &record.host);
+    out.push(' ');
+    match &record.task {
+        Some(key) => {
+            push_field(out, &key.step);
+            out.push('[');
+            push_field(out, &key.sequence);
+            out.push(']');
+        }
+        None => out.push('-'),
+    }
+    out.push(' ');
+    out.push_str(stream_name(record.stream));
+    out.push(' ');
+    for c in record.text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+}
+
+fn stream_name(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+        Stream::Agent => "agent",
+    }
+}
+
+/// A name field: never empty, never a separator or a bracket.
+fn push_field(out: &mut String, text: &str) {
+    use std::fmt::Write as _;
+    if text.is_empty() {
+        out.push('-');
+        return;
+    }
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() || "\\[]".contains(c) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// One line of a central log, split into its fields (still escaped as written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLine<'a> {
+    Record {
+        time: &'a str,
+        host: &'a str,
+        /// `step[sequence]` or `-`.
+        task: &'a str,
+        stream: &'a str,
+        text: &'a str,
+    },
+    /// A `-- …` line; the text after the dashes.
+    Marker(&'a str),
+    /// Anything else (a line cut short by a crash, a file that is not a central log).
+    Other(&'a str),
+}
+
+impl<'a> LogLine<'a> {
+    pub fn parse(line: &'a str) -> LogLine<'a> {
+        if let Some(marker) = line.strip_prefix(MARKER) {
+            return LogLine::Marker(marker);
+        }
+        let mut fields = line.splitn(5, ' ');
+        let mut next = || fields.next();
+        match (next(), next(), next(), next(), next()) {
+            (Some(time), Some(host), Some(task), Some(stream), text) => LogLine::Record {
+                time,
+                host,
+                task,
+                stream,
+                text: text.unwrap_or(""),
+            },
+            _ => LogLine::Other(line),
+        }
+    }
+
+    /// The step name of a record's task field (before `[`), if it has one.
+    pub fn step(&self) -> Option<&'a str> {
+        match self {
+            LogLine::Record { task, .. } if *task != "-" => task.split('[').next(),
+            _ => None,
+        }
+    }
+}

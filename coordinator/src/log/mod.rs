@@ -1,0 +1,182 @@
+//! The run's central log: every host's task output and agent logging in one file,
+//! `<logdir>/<flow>/<run_id>.log`, and the reader behind `eventor-coord logs`.
+//!
+//! # Line format
+//!
+//! One record per line, five fields separated by single spaces; the last runs to the end
+//! of the line:
+//!
+//! ```text
+//! 2026-11-29T21:22:05.236001Z node2 s1[3] stdout text of the line…
+//! TIME                        HOST  TASK  STREAM TEXT
+//! ```
+//!
+//! - TIME: when the agent read the line, RFC 3339 in UTC with microseconds.
+//! - HOST: the host's cluster name.
+//! - TASK: `step[sequence]`, or `-` for the agent's own logging.
+//! - STREAM: `stdout`, `stderr` or `agent`.
+//! - TEXT: the line as the task wrote it; a carriage return or newline inside it is
+//!   written as `\r` or `\n`, so a record never spans two lines.
+//!
+//! HOST, step and sequence never contain a space: whitespace, control characters, `\`,
+//! `[` and `]` in them are written as `\u{hex}`, so `split(' ')` with a limit of five
+//! always finds the fields ([`LogLine::parse`]). Lines that start with `-- ` are markers
+//! from the log itself, not records:
+//!
+//! ```text
+//! -- start of run <run_id> at <time>
+//! -- end of run <run_id>: <outcome>
+//! ```
+//!
+//! A recovery of a run appends to the same file, so a file may hold several start/end
+//! pairs; a run is over when the last marker is an end marker.
+//!
+//! # Writing
+//!
+//! Records go through one bounded channel to one writer task, which formats them into a
+//! buffered file and flushes whenever the channel runs dry and at least every
+//! [`CentralLogConfig::flush_every`] under load, so a follower sees lines promptly while
+//! a flood still costs one write per buffer. [`LogSink::record`] waits for room
+//! (backpressure: a slow disk slows the producers), so memory stays bounded and nothing
+//! is dropped.
+
+mod format;
+mod reader;
+mod writer;
+
+use std::path::PathBuf;
+
+pub use format::{format_record, log_path, LogLine};
+pub use reader::{print_log, LogFilter, PrintSummary};
+pub use writer::{CentralLog, CentralLogConfig, CentralOutput, LogSink, LogTotals};
+
+/// Why the central log could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CentralLogError {
+    #[error("creating the log {}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing the log {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the log {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing log lines to the output")]
+    Output(#[source] std::io::Error),
+    #[error("the log writer of {} ended unexpectedly", path.display())]
+    WriterGone { path: PathBuf },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventor_protocol::{LogLevel, TaskKey};
+    use eventor_protocol::{LogRecord, Stream};
+    use std::path::Path;
+
+    fn record(host: &str, task: Option<(&str, &str)>, stream: Stream, text: &str) -> LogRecord {
+        LogRecord {
+            time: 1_795_987_325_236_001,
+            level: LogLevel::Info,
+            host: host.into(),
+            task: task.map(|(step, sequence)| TaskKey {
+                run_id: "r".into(),
+                step: step.into(),
+                sequence: sequence.into(),
+                recovery: 0,
+                attempt: 1,
+            }),
+            stream,
+            text: text.into(),
+        }
+    }
+
+    fn line_of(r: &LogRecord) -> String {
+        let mut s = String::new();
+        format_record(&mut s, r);
+        s
+    }
+
+    #[test]
+    fn formats_the_documented_line() {
+        let r = record(
+            "node2",
+            Some(("s1", "3")),
+            Stream::Stdout,
+            "text… with  spaces",
+        );
+        assert_eq!(
+            line_of(&r),
+            "2026-11-29T21:22:05.236001Z node2 s1[3] stdout text… with  spaces\n"
+        );
+        let r = record("node1", None, Stream::Agent, "a\nb\rc");
+        assert_eq!(
+            line_of(&r),
+            "2026-11-29T21:22:05.236001Z node1 - agent a\\nb\\rc\n"
+        );
+    }
+
+    #[test]
+    fn odd_names_cannot_break_the_fields() {
+        let r = record("", Some(("my step[x]", "a b")), Stream::Stderr, "");
+        let line = line_of(&r);
+        assert_eq!(
+            line,
+            "2026-11-29T21:22:05.236001Z - my\\u{20}step\\u{5b}x\\u{5d}[a\\u{20}b] stderr \n"
+        );
+        match LogLine::parse(line.trim_end_matches('\n')) {
+            LogLine::Record {
+                host,
+                task,
+                stream,
+                text,
+                ..
+            } => {
+                assert_eq!((host, stream, text), ("-", "stderr", ""));
+                assert_eq!(task, "my\\u{20}step\\u{5b}x\\u{5d}[a\\u{20}b]");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn filters_by_host_and_step() {
+        let by = |host: Option<&str>, step: Option<&str>| LogFilter {
+            host: host.map(str::to_string),
+            step: step.map(str::to_string),
+        };
+        let line = "2026-11-29T21:22:05.236001Z node2 s1[3] stdout hi";
+        let parsed = LogLine::parse(line);
+        assert!(by(None, None).matches(&parsed));
+        assert!(by(Some("node2"), Some("s1")).matches(&parsed));
+        assert!(by(None, Some("s1[3]")).matches(&parsed));
+        assert!(!by(None, Some("s1[4]")).matches(&parsed));
+        assert!(!by(None, Some("s")).matches(&parsed));
+        assert!(!by(Some("node1"), None).matches(&parsed));
+        let agent = LogLine::parse("2026-11-29T21:22:05.236001Z node2 - agent hi");
+        assert!(!by(None, Some("s1")).matches(&agent));
+        assert!(by(Some("x"), Some("y")).matches(&LogLine::parse("-- end of run r: success")));
+    }
+
+    #[test]
+    fn path_components_stay_inside_the_log_dir() {
+        assert_eq!(
+            log_path(Path::new("/l"), "../etc", "a/b c"),
+            PathBuf::from("/l/_.._etc/a_b_c.log")
+        );
+        assert_eq!(
+            log_path(Path::new("l"), "", "r1"),
+            PathBuf::from("l/_/r1.log")
+        );
+    }
+}

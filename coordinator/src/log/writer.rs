@@ -1,0 +1,264 @@
+//! Writing the central log: one bounded channel, one writer task, buffered and flushed
+//! whenever the channel runs dry.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventor_protocol::LogRecord;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::format::{format_record, log_path, now_text, END_MARKER, FILE_BUFFER, START_MARKER};
+use super::CentralLogError;
+
+/// Records handled in one go before the writer yields back to the channel.
+const BATCH: usize = 4096;
+
+/// Channel size and flush period of a [`CentralLog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CentralLogConfig {
+    /// Records queued ahead of the writer; beyond it `record` waits and `try_record` drops.
+    pub capacity: usize,
+    /// Longest a written line may sit in the buffer while records keep coming.
+    pub flush_every: Duration,
+}
+
+impl Default for CentralLogConfig {
+    fn default() -> Self {
+        CentralLogConfig {
+            capacity: 8192,
+            flush_every: Duration::from_millis(100),
+        }
+    }
+}
+
+enum Entry {
+    Record(LogRecord),
+    Close {
+        outcome: String,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A cheap, cloneable handle for writing records; hand one to every producer.
+#[derive(Clone)]
+pub struct LogSink {
+    tx: mpsc::Sender<Entry>,
+}
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSink").finish_non_exhaustive()
+    }
+}
+
+impl LogSink {
+    /// Queues `record`, waiting while the channel is full. `false` once the log is closed.
+    pub async fn record(&self, record: LogRecord) -> bool {
+        self.tx.send(Entry::Record(record)).await.is_ok()
+    }
+}
+
+/// The run's central log file and its writer task.
+#[derive(Debug)]
+pub struct CentralLog {
+    path: PathBuf,
+    sink: LogSink,
+    writer: JoinHandle<Result<u64, CentralLogError>>,
+}
+
+/// What [`CentralLog::close`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogTotals {
+    /// Record lines written.
+    pub written: u64,
+}
+
+impl CentralLog {
+    /// Opens (appending) `<logdir>/<flow>/<run_id>.log`, creating the directories, and
+    /// starts the writer, which first writes a start marker. Needs a tokio runtime.
+    pub async fn open(
+        logdir: &Path,
+        flow: &str,
+        run_id: &str,
+    ) -> Result<CentralLog, CentralLogError> {
+        Self::open_with(logdir, flow, run_id, CentralLogConfig::default()).await
+    }
+
+    /// [`open`](Self::open) with another channel size or flush period.
+    pub async fn open_with(
+        logdir: &Path,
+        flow: &str,
+        run_id: &str,
+        config: CentralLogConfig,
+    ) -> Result<CentralLog, CentralLogError> {
+        let path = log_path(logdir, flow, run_id);
+        let file = create(&path).await?;
+        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let writer = Writer {
+            out: BufWriter::with_capacity(FILE_BUFFER, file),
+            path: path.clone(),
+            run_id: run_id.to_string(),
+            flush_every: config.flush_every,
+            line: String::with_capacity(256),
+            written: 0,
+        };
+        let writer = tokio::spawn(writer.run(rx));
+        Ok(CentralLog {
+            path,
+            sink: LogSink { tx },
+            writer,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A handle for producers.
+    pub fn sink(&self) -> LogSink {
+        self.sink.clone()
+    }
+
+    /// See [`LogSink::record`].
+    pub async fn record(&self, record: LogRecord) -> bool {
+        self.sink.record(record).await
+    }
+
+    /// Writes everything queued so far and the end marker
+    /// `-- end of run <run_id>: <outcome>`, flushes and syncs the file, and stops the
+    /// writer. Records sent through other sinks afterwards are refused.
+    pub async fn close(self, outcome: &str) -> Result<LogTotals, CentralLogError> {
+        let (done, answered) = oneshot::channel();
+        let close = Entry::Close {
+            outcome: outcome.to_string(),
+            done,
+        };
+        let sent = self.sink.tx.send(close).await.is_ok();
+        let gone = || CentralLogError::WriterGone {
+            path: self.path.clone(),
+        };
+        if sent {
+            let _ = answered.await;
+        }
+        let written = self.writer.await.map_err(|_| gone())??;
+        Ok(LogTotals { written })
+    }
+}
+
+async fn create(path: &Path) -> Result<tokio::fs::File, CentralLogError> {
+    let err = |source| CentralLogError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(err)?;
+    }
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(err)
+}
+
+/// The one task that owns the file.
+struct Writer {
+    out: BufWriter<tokio::fs::File>,
+    path: PathBuf,
+    run_id: String,
+    flush_every: Duration,
+    /// Reused for every line, so formatting allocates nothing in the steady state.
+    line: String,
+    written: u64,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Entry>) -> Result<u64, CentralLogError> {
+        let start = format!("{START_MARKER}{} at {}\n", self.run_id, now_text());
+        self.write(start.as_bytes()).await?;
+        self.flush().await?;
+        let mut last_flush = Instant::now();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            let mut handled = 0;
+            while let Some(entry) = next.take() {
+                match entry {
+                    Entry::Record(record) => self.record(&record).await?,
+                    Entry::Close { outcome, done } => return self.close(&outcome, done).await,
+                }
+                handled += 1;
+                if last_flush.elapsed() >= self.flush_every {
+                    self.flush().await?;
+                    last_flush = Instant::now();
+                }
+                if handled < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            // The channel ran dry (or a batch is done): let followers see it now.
+            self.flush().await?;
+            last_flush = Instant::now();
+        }
+        // Every sink and the log itself were dropped without a close.
+        self.flush().await?;
+        Ok(self.written)
+    }
+
+    async fn record(&mut self, record: &LogRecord) -> Result<(), CentralLogError> {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        format_record(&mut line, record);
+        let result = self.write(line.as_bytes()).await;
+        self.line = line;
+        self.written += 1;
+        result
+    }
+
+    async fn close(
+        mut self,
+        outcome: &str,
+        done: oneshot::Sender<()>,
+    ) -> Result<u64, CentralLogError> {
+        let outcome = outcome.replace(['\n', '\r'], " ");
+        let end = format!("{END_MARKER}{}: {outcome}\n", self.run_id);
+        self.write(end.as_bytes()).await?;
+        self.out.flush().await.map_err(|e| self.write_error(e))?;
+        self.out
+            .get_ref()
+            .sync_data()
+            .await
+            .map_err(|e| self.write_error(e))?;
+        let _ = done.send(());
+        Ok(self.written)
+    }
+
+    /// Flushes the buffer.
+    async fn flush(&mut self) -> Result<(), CentralLogError> {
+        self.out.flush().await.map_err(|e| self.write_error(e))
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), CentralLogError> {
+        self.out
+            .write_all(bytes)
+            .await
+            .map_err(|e| self.write_error(e))
+    }
+
+    fn write_error(&self, source: std::io::Error) -> CentralLogError {
+        CentralLogError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Where a task's output goes besides the console: the run's central log, as records of
+/// this host.
+#[derive(Clone)]
+pub struct CentralOutput {
+    pub sink: LogSink,
+    pub host: Arc<str>,
+}
