@@ -34,9 +34,11 @@
 //! No backend deletes runs. Where a store lives is parsed here ([`StoreLocation::parse`]),
 //! but reading the original's `DATABASES` config is the coordinator's business.
 
+mod change;
 mod location;
 mod pgpass;
 mod postgres;
+mod query;
 mod rows;
 mod run_lock;
 mod schema;
@@ -50,6 +52,8 @@ pub use run_lock::RunGuard;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub use subscription::Subscription;
 pub use types::*;
+
+use change::Write;
 
 /// A store, whichever backend holds it. Cheap to clone: clones share one connection owner
 /// (SQLite) or one connection pool (Postgres).
@@ -75,18 +79,12 @@ impl Store {
     /// Records a new run (or a new recovery of one). Fails with
     /// [`StoreError::Duplicate`] if `(run_id, recovery)` already exists.
     pub async fn begin_run(&self, run: NewRun) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.begin_run(run).await,
-            Store::Postgres(s) => s.begin_run(run).await,
-        }
+        self.write(Write::BeginRun(run)).await
     }
 
     /// Applies every change of `batch` in one transaction, or none of them.
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.commit(batch).await,
-            Store::Postgres(s) => s.commit(batch).await,
-        }
+        self.write(Write::Commit(batch)).await
     }
 
     /// Sets the final (or current) status of a run and, for a final one, its end time.
@@ -96,9 +94,14 @@ impl Store {
         status: RunStatus,
         at: Micros,
     ) -> Result<(), StoreError> {
+        self.write(Write::RunStatus(run, status, at)).await
+    }
+
+    /// Applies one write in one transaction of the backend.
+    async fn write(&self, write: Write) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.set_run_status(run, status, at).await,
-            Store::Postgres(s) => s.set_run_status(run, status, at).await,
+            Store::Sqlite(s) => s.write(write).await,
+            Store::Postgres(s) => s.write(write).await,
         }
     }
 

@@ -101,8 +101,9 @@ pub(crate) use listen::{Listener, RunLock};
 
 use connect::{ConnectError, Connector, Pool};
 use retry::{Failure, Tries};
-use write::{Write, WriteCx};
+use write::WriteCx;
 
+use crate::change::Write;
 use crate::location::PgLocation;
 use crate::types::*;
 
@@ -188,26 +189,15 @@ impl PgStore {
         &self.shared.location
     }
 
-    pub async fn begin_run(&self, run: NewRun) -> Result<(), StoreError> {
-        let key = run.key.clone();
-        self.write(&key, Write::BeginRun(run)).await
-    }
-
-    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        if batch.changes.is_empty() {
+    /// One write transaction, retried as the module essay says. The batch id is drawn once,
+    /// here, so every retry of this write carries the same one.
+    pub(crate) async fn write(&self, write: Write) -> Result<(), StoreError> {
+        // An empty batch changes nothing: not worth a transaction, nor a notification.
+        if matches!(&write, Write::Commit(batch) if batch.changes.is_empty()) {
             return Ok(());
         }
-        let run = batch.run.clone();
-        self.write(&run, Write::Commit(batch)).await
-    }
-
-    pub async fn set_run_status(
-        &self,
-        run: RunKey,
-        status: RunStatus,
-        at: Micros,
-    ) -> Result<(), StoreError> {
-        self.write(&run, Write::RunStatus(status, at)).await
+        self.write_job(Arc::new((self.write_cx(write.run()), write)))
+            .await
     }
 
     pub async fn latest_run(&self, name: String) -> Result<Option<RunRecord>, StoreError> {
@@ -272,12 +262,6 @@ impl PgStore {
 
     fn describe(&self) -> &str {
         self.shared.pool.connector().describe()
-    }
-
-    /// One write transaction, retried as the module essay says. The batch id is drawn once,
-    /// here, so every retry of this write carries the same one.
-    async fn write(&self, run: &RunKey, write: Write) -> Result<(), StoreError> {
-        self.write_job(Arc::new((self.write_cx(run), write))).await
     }
 
     async fn write_job(&self, job: Arc<(WriteCx, Write)>) -> Result<(), StoreError> {
@@ -464,7 +448,7 @@ mod tests {
             program: "{}".into(),
             started_at: 1,
         };
-        store.begin_run(new_run).await.unwrap();
+        store.write(Write::BeginRun(new_run)).await.unwrap();
         let batch = Batch {
             run: run.clone(),
             changes: vec![Change::Trigger {
@@ -479,7 +463,7 @@ mod tests {
         store.write_job(job).await.expect("recognized as applied");
         assert_eq!(store.triggers(run.clone()).await.unwrap().len(), 1);
         // A new write of the same changes is a duplicate: the retry was not just lucky.
-        let err = store.commit(batch).await.unwrap_err();
+        let err = store.write(Write::Commit(batch)).await.unwrap_err();
         assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
         drop_schema(store, schema).await;
     }

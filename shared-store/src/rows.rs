@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use crate::schema::runs;
 use crate::types::*;
 
 pub(crate) type RunRow = (
@@ -19,29 +18,7 @@ pub(crate) type RunRow = (
     Option<Micros>,
 );
 
-pub(crate) const RUN_COLUMNS: (
-    runs::run_id,
-    runs::recovery,
-    runs::name,
-    runs::mode,
-    runs::status,
-    runs::host,
-    runs::program,
-    runs::started_at,
-    runs::ended_at,
-) = (
-    runs::run_id,
-    runs::recovery,
-    runs::name,
-    runs::mode,
-    runs::status,
-    runs::host,
-    runs::program,
-    runs::started_at,
-    runs::ended_at,
-);
-
-pub(crate) fn run_record(row: RunRow) -> Result<RunRecord, StoreError> {
+fn run_record(row: RunRow) -> Result<RunRecord, StoreError> {
     let (run_id, recovery, name, mode, status, host, program, started_at, ended_at) = row;
     Ok(RunRecord {
         key: RunKey {
@@ -72,7 +49,7 @@ pub(crate) type TaskRow = (
     Micros,
 );
 
-pub(crate) fn task_record(row: TaskRow) -> Result<TaskRecord, StoreError> {
+fn task_record(row: TaskRow) -> Result<TaskRecord, StoreError> {
     let (id, step, sequence, status, attempt, host, pid, result, error, created_at, updated_at) =
         row;
     Ok(TaskRecord {
@@ -92,7 +69,7 @@ pub(crate) fn task_record(row: TaskRow) -> Result<TaskRecord, StoreError> {
 
 pub(crate) type TriggerRow = (i64, String, String, Micros);
 
-pub(crate) fn trigger_record((id, event, sequence, created_at): TriggerRow) -> TriggerRecord {
+fn trigger_record((id, event, sequence, created_at): TriggerRow) -> TriggerRecord {
     TriggerRecord {
         id,
         event,
@@ -103,7 +80,7 @@ pub(crate) fn trigger_record((id, event, sequence, created_at): TriggerRow) -> T
 
 pub(crate) type DelayRow = (i64, i32, String, Micros, bool, Micros);
 
-pub(crate) fn delay_record(row: DelayRow) -> DelayRecord {
+fn delay_record(row: DelayRow) -> DelayRecord {
     let (id, assoc, sequence, due_at, fired, created_at) = row;
     DelayRecord {
         id,
@@ -113,6 +90,29 @@ pub(crate) fn delay_record(row: DelayRow) -> DelayRecord {
         fired,
         created_at,
     }
+}
+
+// Every read of a backend ends in one of these (fallible or not, so all end alike).
+
+/// The newest run, from the rows of [`query::latest_run`](crate::query::latest_run).
+pub(crate) fn newest_run(rows: Vec<RunRow>) -> Result<Option<RunRecord>, StoreError> {
+    rows.into_iter().next().map(run_record).transpose()
+}
+
+pub(crate) fn run_records(rows: Vec<RunRow>) -> Result<Vec<RunRecord>, StoreError> {
+    rows.into_iter().map(run_record).collect()
+}
+
+pub(crate) fn task_records(rows: Vec<TaskRow>) -> Result<Vec<TaskRecord>, StoreError> {
+    rows.into_iter().map(task_record).collect()
+}
+
+pub(crate) fn trigger_records(rows: Vec<TriggerRow>) -> Result<Vec<TriggerRecord>, StoreError> {
+    Ok(rows.into_iter().map(trigger_record).collect())
+}
+
+pub(crate) fn delay_records(rows: Vec<DelayRow>) -> Result<Vec<DelayRecord>, StoreError> {
+    Ok(rows.into_iter().map(delay_record).collect())
 }
 
 /// `R recovery 0`, as [`StoreError::NoSuchRun`] wants it.

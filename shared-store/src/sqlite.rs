@@ -6,7 +6,6 @@
 //! thread closes the connection and exits, and the drop waits for that so the file is released.
 
 mod fenced;
-mod read;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +18,9 @@ use diesel::sql_types::Text;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use tokio::sync::oneshot;
 
+use crate::change::Write;
+use crate::query;
+use crate::rows::*;
 use crate::types::*;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -141,25 +143,34 @@ impl SqliteStore {
             .await
     }
 
+    /// One write, as the [`Store`](crate::Store) hands it to every backend.
+    pub(crate) async fn write(&self, write: Write) -> Result<(), StoreError> {
+        self.call(move |conn| write::write(conn, &write)).await
+    }
+
     pub async fn latest_run(&self, name: String) -> Result<Option<RunRecord>, StoreError> {
-        self.call(move |conn| read::latest_run(conn, &name)).await
+        self.call(move |conn| newest_run(query::latest_run(&name).load(conn)?))
+            .await
     }
 
     pub async fn run_history(&self, run_id: String) -> Result<Vec<RunRecord>, StoreError> {
-        self.call(move |conn| read::run_history(conn, &run_id))
+        self.call(move |conn| run_records(query::run_history(&run_id).load(conn)?))
             .await
     }
 
     pub async fn tasks(&self, run: RunKey) -> Result<Vec<TaskRecord>, StoreError> {
-        self.call(move |conn| read::tasks(conn, &run)).await
+        self.call(move |conn| task_records(query::tasks_of(&run).load(conn)?))
+            .await
     }
 
     pub async fn triggers(&self, run: RunKey) -> Result<Vec<TriggerRecord>, StoreError> {
-        self.call(move |conn| read::triggers(conn, &run)).await
+        self.call(move |conn| trigger_records(query::triggers_of(&run).load(conn)?))
+            .await
     }
 
     pub async fn delays(&self, run: RunKey) -> Result<Vec<DelayRecord>, StoreError> {
-        self.call(move |conn| read::delays(conn, &run)).await
+        self.call(move |conn| delay_records(query::delays_of(&run).load(conn)?))
+            .await
     }
 
     /// Runs `work` on the owner thread and waits for its answer.

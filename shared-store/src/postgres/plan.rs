@@ -19,16 +19,19 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use crate::rows::{run_label, run_name};
+use crate::change::*;
+use crate::rows::run_label;
 use crate::types::*;
 
 /// The rows one batch inserts and updates, each with the index of the change it answers for.
+/// A new task or delay carries every later change of the batch to it already applied.
 #[derive(Default)]
 pub(super) struct Plan<'a> {
     pub triggers: Vec<NewTrigger<'a>>,
     pub new_tasks: Vec<NewTask<'a>>,
     pub task_updates: Vec<TaskUpdate<'a>>,
     pub new_delays: Vec<NewDelay<'a>>,
+    /// Delays the batch fires without having armed them: fenced on `fired = FALSE`.
     pub fired_delays: Vec<FiredDelay<'a>>,
     /// The first change that fails whatever the database holds; nothing after it is planned.
     pub doomed: Option<Refusal>,
@@ -39,28 +42,6 @@ pub(super) struct Plan<'a> {
 pub(super) struct Refusal {
     pub change: usize,
     pub error: StoreError,
-}
-
-pub(super) struct NewTrigger<'a> {
-    pub change: usize,
-    pub event: &'a str,
-    pub sequence: &'a str,
-    pub at: Micros,
-}
-
-/// A task row to insert, with every later change of the batch already applied to it.
-pub(super) struct NewTask<'a> {
-    pub change: usize,
-    pub step: &'a str,
-    pub sequence: &'a str,
-    pub status: TaskStatus,
-    pub attempt: i32,
-    pub host: Option<&'a str>,
-    pub pid: Option<i64>,
-    pub result: Option<&'a str>,
-    pub error: Option<&'a str>,
-    pub created_at: Micros,
-    pub updated_at: Micros,
 }
 
 /// A fenced update of an existing task row: it applies only if the row is at `expect`.
@@ -78,54 +59,6 @@ pub(super) struct TaskUpdate<'a> {
     pub outcome: Option<(Option<&'a str>, Option<&'a str>)>,
     pub updated_at: Option<Micros>,
     pub pid: Option<Option<i64>>,
-}
-
-pub(super) struct NewDelay<'a> {
-    pub change: usize,
-    pub assoc: i32,
-    pub sequence: &'a str,
-    pub due_at: Micros,
-    pub fired: bool,
-    pub created_at: Micros,
-}
-
-/// A delay the batch fires without having armed it: fenced on `fired = FALSE`.
-pub(super) struct FiredDelay<'a> {
-    pub change: usize,
-    pub assoc: i32,
-    pub sequence: &'a str,
-}
-
-/// What one change does to a task row, and the status and attempt it expects the row at.
-struct Edit<'a> {
-    from: TaskStatus,
-    attempt: i32,
-    kind: EditKind<'a>,
-}
-
-enum EditKind<'a> {
-    Move {
-        to: TaskStatus,
-        result: Option<&'a str>,
-        error: Option<&'a str>,
-        at: Micros,
-    },
-    Pid(i64),
-    Retry {
-        new_attempt: i32,
-        at: Micros,
-    },
-}
-
-impl Edit<'_> {
-    /// The status and attempt the row is at after this edit.
-    fn after(&self) -> (TaskStatus, i32) {
-        match self.kind {
-            EditKind::Move { to, .. } => (to, self.attempt),
-            EditKind::Pid(_) => (self.from, self.attempt),
-            EditKind::Retry { new_attempt, .. } => (TaskStatus::Ready, new_attempt),
-        }
-    }
 }
 
 /// Where a key's row is in the plan.
@@ -149,7 +82,7 @@ impl<'a> Plan<'a> {
     pub fn new(batch: &'a Batch) -> Plan<'a> {
         let mut planner = Planner::default();
         for (change, item) in batch.changes.iter().enumerate() {
-            if let Err(error) = planner.add(change, item, &batch.run) {
+            if let Err(error) = planner.add(Op::of(change, item), &batch.run) {
                 planner.plan.doomed = Some(Refusal { change, error });
                 break;
             }
@@ -161,143 +94,32 @@ impl<'a> Plan<'a> {
 /// How the first change of `batch` fails when its run does not exist: an insert needs the
 /// run, and an update finds no row.
 pub(super) fn without_run(batch: &Batch) -> Option<Refusal> {
-    let error = match batch.changes.first()? {
-        Change::Trigger { .. } | Change::TaskCreated { .. } | Change::DelayArmed { .. } => {
+    let error = match Op::of(0, batch.changes.first()?) {
+        Op::Trigger(_) | Op::CreateTask(_) | Op::ArmDelay(_) => {
             StoreError::NoSuchRun(run_label(&batch.run))
         }
-        Change::TaskTransition {
-            step,
-            sequence,
-            attempt,
-            from,
-            ..
-        } => fenced(step, sequence, *attempt, *from),
-        Change::TaskPid {
-            step,
-            sequence,
-            attempt,
-            ..
-        }
-        | Change::TaskRetry {
-            step,
-            sequence,
-            attempt,
-            ..
-        } => fenced(step, sequence, *attempt, TaskStatus::Active),
-        Change::DelayFired { assoc, sequence } => delay_fenced(*assoc, sequence),
+        Op::EditTask(edit) => edit.fenced(),
+        Op::FireDelay(delay) => delay.fenced(),
     };
     Some(Refusal { change: 0, error })
 }
 
 impl<'a> Planner<'a> {
-    fn add(&mut self, change: usize, item: &'a Change, run: &RunKey) -> Result<(), StoreError> {
-        match item {
-            Change::Trigger {
-                event,
-                sequence,
-                at,
-            } => self.trigger(change, event, sequence, *at, run),
-            Change::TaskCreated {
-                step,
-                sequence,
-                status,
-                attempt,
-                host,
-                at,
-            } => {
-                let task = NewTask {
-                    change,
-                    step,
-                    sequence,
-                    status: *status,
-                    attempt: *attempt,
-                    host: host.as_deref(),
-                    pid: None,
-                    result: None,
-                    error: None,
-                    created_at: *at,
-                    updated_at: *at,
-                };
-                self.create_task(task, run)
-            }
-            Change::TaskTransition {
-                step,
-                sequence,
-                attempt,
-                from,
-                to,
-                result,
-                error,
-                at,
-            } => {
-                let kind = EditKind::Move {
-                    to: *to,
-                    result: result.as_deref(),
-                    error: error.as_deref(),
-                    at: *at,
-                };
-                self.edit_task(change, (step, sequence), edit(*from, *attempt, kind))
-            }
-            Change::TaskPid {
-                step,
-                sequence,
-                attempt,
-                pid,
-            } => {
-                let pid = edit(TaskStatus::Active, *attempt, EditKind::Pid(*pid));
-                self.edit_task(change, (step, sequence), pid)
-            }
-            Change::TaskRetry {
-                step,
-                sequence,
-                attempt,
-                new_attempt,
-                at,
-            } => {
-                let kind = EditKind::Retry {
-                    new_attempt: *new_attempt,
-                    at: *at,
-                };
-                let retry = edit(TaskStatus::Active, *attempt, kind);
-                self.edit_task(change, (step, sequence), retry)
-            }
-            Change::DelayArmed {
-                assoc,
-                sequence,
-                due_at,
-                at,
-            } => {
-                let delay = NewDelay {
-                    change,
-                    assoc: *assoc,
-                    sequence,
-                    due_at: *due_at,
-                    fired: false,
-                    created_at: *at,
-                };
-                self.arm_delay(delay, run)
-            }
-            Change::DelayFired { assoc, sequence } => self.fire_delay(change, *assoc, sequence),
+    fn add(&mut self, op: Op<'a>, run: &RunKey) -> Result<(), StoreError> {
+        match op {
+            Op::Trigger(trigger) => self.trigger(trigger, run),
+            Op::CreateTask(task) => self.create_task(task, run),
+            Op::EditTask(edit) => self.edit_task(edit),
+            Op::ArmDelay(delay) => self.arm_delay(delay, run),
+            Op::FireDelay(delay) => self.fire_delay(delay),
         }
     }
 
-    fn trigger(
-        &mut self,
-        change: usize,
-        event: &'a str,
-        sequence: &'a str,
-        at: Micros,
-        run: &RunKey,
-    ) -> Result<(), StoreError> {
-        if !self.triggers.insert((event, sequence)) {
-            return Err(duplicate_trigger(run, event, sequence));
+    fn trigger(&mut self, trigger: NewTrigger<'a>, run: &RunKey) -> Result<(), StoreError> {
+        if !self.triggers.insert((trigger.event, trigger.sequence)) {
+            return Err(trigger.duplicate(run));
         }
-        self.plan.triggers.push(NewTrigger {
-            change,
-            event,
-            sequence,
-            at,
-        });
+        self.plan.triggers.push(trigger);
         Ok(())
     }
 
@@ -305,7 +127,7 @@ impl<'a> Planner<'a> {
     /// batch found) is there.
     fn create_task(&mut self, task: NewTask<'a>, run: &RunKey) -> Result<(), StoreError> {
         match self.tasks.entry((task.step, task.sequence)) {
-            Entry::Occupied(_) => Err(duplicate_task(run, task.step, task.sequence)),
+            Entry::Occupied(_) => Err(task.duplicate(run)),
             Entry::Vacant(slot) => {
                 slot.insert(Slot::New(self.plan.new_tasks.len()));
                 self.plan.new_tasks.push(task);
@@ -314,33 +136,29 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn edit_task(
-        &mut self,
-        change: usize,
-        (step, sequence): (&'a str, &'a str),
-        edit: Edit<'a>,
-    ) -> Result<(), StoreError> {
-        let refused = || fenced(step, sequence, edit.attempt, edit.from);
-        match self.tasks.get(&(step, sequence)).copied() {
+    fn edit_task(&mut self, edit: TaskEdit<'a>) -> Result<(), StoreError> {
+        let key = (edit.step, edit.sequence);
+        let expected = (edit.from, edit.attempt);
+        match self.tasks.get(&key).copied() {
             Some(Slot::New(at)) => {
                 let task = &mut self.plan.new_tasks[at];
-                if (task.status, task.attempt) != (edit.from, edit.attempt) {
-                    return Err(refused());
+                if (task.status, task.attempt) != expected {
+                    return Err(edit.fenced());
                 }
                 task.apply(&edit);
             }
             Some(Slot::Updated(at)) => {
                 let update = &mut self.plan.task_updates[at];
-                if update.now != (edit.from, edit.attempt) {
-                    return Err(refused());
+                if update.now != expected {
+                    return Err(edit.fenced());
                 }
                 update.apply(&edit);
             }
             None => {
-                let mut update = TaskUpdate::fenced_at(change, step, sequence, &edit);
+                let mut update = TaskUpdate::fenced_at(&edit);
                 update.apply(&edit);
-                let slot = Slot::Updated(self.plan.task_updates.len());
-                self.tasks.insert((step, sequence), slot);
+                self.tasks
+                    .insert(key, Slot::Updated(self.plan.task_updates.len()));
                 self.plan.task_updates.push(update);
             }
         }
@@ -349,7 +167,7 @@ impl<'a> Planner<'a> {
 
     fn arm_delay(&mut self, delay: NewDelay<'a>, run: &RunKey) -> Result<(), StoreError> {
         match self.delays.entry((delay.assoc, delay.sequence)) {
-            Entry::Occupied(_) => Err(duplicate_delay(run, delay.assoc, delay.sequence)),
+            Entry::Occupied(_) => Err(delay.duplicate(run)),
             Entry::Vacant(slot) => {
                 slot.insert(Slot::New(self.plan.new_delays.len()));
                 self.plan.new_delays.push(delay);
@@ -358,49 +176,31 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn fire_delay(
-        &mut self,
-        change: usize,
-        assoc: i32,
-        sequence: &'a str,
-    ) -> Result<(), StoreError> {
-        match self.delays.get(&(assoc, sequence)).copied() {
+    fn fire_delay(&mut self, delay: FiredDelay<'a>) -> Result<(), StoreError> {
+        let key = (delay.assoc, delay.sequence);
+        match self.delays.get(&key).copied() {
             Some(Slot::New(at)) if !self.plan.new_delays[at].fired => {
                 self.plan.new_delays[at].fired = true;
                 Ok(())
             }
             // Armed and fired already in this batch, or fired by an earlier change of it.
-            Some(_) => Err(delay_fenced(assoc, sequence)),
+            Some(_) => Err(delay.fenced()),
             None => {
-                let slot = Slot::Updated(self.plan.fired_delays.len());
-                self.delays.insert((assoc, sequence), slot);
-                self.plan.fired_delays.push(FiredDelay {
-                    change,
-                    assoc,
-                    sequence,
-                });
+                self.delays
+                    .insert(key, Slot::Updated(self.plan.fired_delays.len()));
+                self.plan.fired_delays.push(delay);
                 Ok(())
             }
         }
     }
 }
 
-fn edit(from: TaskStatus, attempt: i32, kind: EditKind<'_>) -> Edit<'_> {
-    Edit {
-        from,
-        attempt,
-        kind,
-    }
-}
-
 impl<'a> NewTask<'a> {
-    fn apply(&mut self, edit: &Edit<'a>) {
+    fn apply(&mut self, edit: &TaskEdit<'a>) {
         (self.status, self.attempt) = edit.after();
         match edit.kind {
-            EditKind::Move {
-                result, error, at, ..
-            } => {
-                (self.result, self.error, self.updated_at) = (result, error, at);
+            EditKind::Move(to) => {
+                (self.result, self.error, self.updated_at) = (to.result, to.error, to.at);
             }
             EditKind::Pid(pid) => self.pid = Some(pid),
             EditKind::Retry { at, .. } => (self.pid, self.updated_at) = (None, at),
@@ -410,11 +210,11 @@ impl<'a> NewTask<'a> {
 
 impl<'a> TaskUpdate<'a> {
     /// An update fenced by the database on `edit`'s expectation; `edit` is not applied yet.
-    fn fenced_at(change: usize, step: &'a str, sequence: &'a str, edit: &Edit<'a>) -> Self {
+    fn fenced_at(edit: &TaskEdit<'a>) -> Self {
         TaskUpdate {
-            change,
-            step,
-            sequence,
+            change: edit.change,
+            step: edit.step,
+            sequence: edit.sequence,
             expect: (edit.from, edit.attempt),
             now: (edit.from, edit.attempt),
             status: None,
@@ -425,18 +225,13 @@ impl<'a> TaskUpdate<'a> {
         }
     }
 
-    fn apply(&mut self, edit: &Edit<'a>) {
+    fn apply(&mut self, edit: &TaskEdit<'a>) {
         self.now = edit.after();
         match edit.kind {
-            EditKind::Move {
-                to,
-                result,
-                error,
-                at,
-            } => {
-                self.status = Some(to);
-                self.outcome = Some((result, error));
-                self.updated_at = Some(at);
+            EditKind::Move(to) => {
+                self.status = Some(to.to);
+                self.outcome = Some((to.result, to.error));
+                self.updated_at = Some(to.at);
             }
             EditKind::Pid(pid) => self.pid = Some(Some(pid)),
             EditKind::Retry { new_attempt, at } => {
@@ -452,37 +247,6 @@ impl<'a> TaskUpdate<'a> {
     pub fn fenced(&self) -> StoreError {
         fenced(self.step, self.sequence, self.expect.1, self.expect.0)
     }
-}
-
-pub(super) fn fenced(step: &str, sequence: &str, attempt: i32, expected: TaskStatus) -> StoreError {
-    StoreError::Fenced {
-        step: step.to_owned(),
-        sequence: sequence.to_owned(),
-        attempt,
-        expected,
-    }
-}
-
-pub(super) fn delay_fenced(assoc: i32, sequence: &str) -> StoreError {
-    StoreError::DelayFenced {
-        assoc,
-        sequence: sequence.to_owned(),
-    }
-}
-
-pub(super) fn duplicate_trigger(run: &RunKey, event: &str, sequence: &str) -> StoreError {
-    let what = format!("trigger {event}[{sequence}] of {}", run_name(run));
-    StoreError::Duplicate { what }
-}
-
-pub(super) fn duplicate_task(run: &RunKey, step: &str, sequence: &str) -> StoreError {
-    let what = format!("task {step}[{sequence}] of {}", run_name(run));
-    StoreError::Duplicate { what }
-}
-
-pub(super) fn duplicate_delay(run: &RunKey, assoc: i32, sequence: &str) -> StoreError {
-    let what = format!("delay {assoc}[{sequence}] of {}", run_name(run));
-    StoreError::Duplicate { what }
 }
 
 #[cfg(test)]

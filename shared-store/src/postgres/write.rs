@@ -3,14 +3,14 @@
 //! columns as arrays and answering with the positions of the rows it refused.
 
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
-use diesel::{ExpressionMethods, QueryableByName};
+use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
-use super::plan::{self, FiredDelay, NewDelay, NewTask, NewTrigger, Plan, Refusal, TaskUpdate};
+use super::plan::{self, Plan, Refusal, TaskUpdate};
 use super::retry::Failure;
 use super::stmt::{Sql, Stmt};
-use crate::rows::{run_label, run_name};
-use crate::schema::runs;
+use crate::change::{duplicate_run, FiredDelay, NewDelay, NewTask, NewTrigger, Write};
+use crate::query;
 use crate::types::*;
 
 /// What a write transaction needs besides its work: the run it is for, how to lock it, the
@@ -22,13 +22,6 @@ pub(super) struct WriteCx {
     pub run: RunKey,
     pub channel: String,
     pub payload: String,
-}
-
-/// The work of one write transaction.
-pub(super) enum Write {
-    BeginRun(NewRun),
-    Commit(Batch),
-    RunStatus(RunStatus, Micros),
 }
 
 /// One attempt at `write`: BEGIN and the run's lock, the batch id (an id already there means
@@ -104,54 +97,29 @@ async fn prologue_then(
     match write {
         Write::BeginRun(run) => begin_run(conn, run).await?,
         Write::Commit(batch) => commit(conn, batch, prologue.run_exists).await?,
-        Write::RunStatus(status, at) => set_run_status(conn, &cx.run, *status, *at).await?,
+        Write::RunStatus(run, status, at) => set_run_status(conn, run, *status, *at).await?,
     }
     Ok(true)
 }
 
+/// Inserts a run row. As for every row (see the module essay), a duplicate shows as an insert
+/// that did nothing, not as an error.
 async fn begin_run(conn: &mut AsyncPgConnection, run: &NewRun) -> Result<(), Failure> {
-    let inserted = diesel::insert_into(runs::table)
-        .values((
-            runs::run_id.eq(&*run.key.run_id),
-            runs::recovery.eq(run.key.recovery),
-            runs::name.eq(&run.name),
-            runs::mode.eq(run.mode.as_str()),
-            runs::status.eq(RunStatus::Running.as_str()),
-            runs::host.eq(&run.host),
-            runs::program.eq(&run.program),
-            runs::started_at.eq(run.started_at),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    if inserted == 0 {
-        let what = run_name(&run.key);
-        return Err(StoreError::Duplicate { what }.into());
+    let insert = query::insert_run(run).on_conflict_do_nothing();
+    if insert.execute(conn).await? == 0 {
+        return Err(duplicate_run(&run.key).into());
     }
     Ok(())
 }
 
-/// Sets a run's status; a final status also stamps `ended_at`, `running` clears it.
 async fn set_run_status(
     conn: &mut AsyncPgConnection,
     run: &RunKey,
     status: RunStatus,
     at: Micros,
 ) -> Result<(), Failure> {
-    let ended_at = (status != RunStatus::Running).then_some(at);
-    let updated = diesel::update(runs::table)
-        .filter(runs::run_id.eq(&*run.run_id))
-        .filter(runs::recovery.eq(run.recovery))
-        .set((
-            runs::status.eq(status.as_str()),
-            runs::ended_at.eq(ended_at),
-        ))
-        .execute(conn)
-        .await?;
-    if updated == 0 {
-        return Err(StoreError::NoSuchRun(run_label(run)).into());
-    }
-    Ok(())
+    let updated = query::set_run_status(run, status, at).execute(conn).await?;
+    Ok(query::run_updated(updated, run)?)
 }
 
 /// Applies a batch through its plan, then reports the refusal with the lowest change index
@@ -260,7 +228,7 @@ async fn insert_triggers(
         .await?;
     first_refused(refused, rows, |r| Refusal {
         change: r.change,
-        error: plan::duplicate_trigger(run, r.event, r.sequence),
+        error: r.duplicate(run),
     })
 }
 
@@ -311,7 +279,7 @@ async fn insert_tasks(
         .await?;
     first_refused(refused, rows, |r| Refusal {
         change: r.change,
-        error: plan::duplicate_task(run, r.step, r.sequence),
+        error: r.duplicate(run),
     })
 }
 
@@ -412,7 +380,7 @@ async fn insert_delays(
         .await?;
     first_refused(refused, rows, |r| Refusal {
         change: r.change,
-        error: plan::duplicate_delay(run, r.assoc, r.sequence),
+        error: r.duplicate(run),
     })
 }
 
@@ -448,7 +416,7 @@ async fn fire_delays(
         .await?;
     first_refused(refused, rows, |r| Refusal {
         change: r.change,
-        error: plan::delay_fenced(r.assoc, r.sequence),
+        error: r.fenced(),
     })
 }
 

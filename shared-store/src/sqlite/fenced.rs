@@ -10,36 +10,32 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl};
 
-use crate::types::{Micros, RunKey, TaskStatus};
+use crate::change::{FiredDelay, Move, TaskEdit};
+use crate::types::RunKey;
 
-/// One task of one run recovery, at one attempt: what a fenced task update matches on.
+/// The task row an edit may move: one task of one run recovery, at the status and attempt
+/// the edit expects.
 #[derive(Clone, Copy)]
-pub(super) struct TaskKey<'a> {
+pub(super) struct TaskFence<'a> {
     pub run: &'a RunKey,
-    pub step: &'a str,
-    pub sequence: &'a str,
-    pub attempt: i32,
+    pub edit: &'a TaskEdit<'a>,
 }
 
-impl TaskKey<'_> {
-    /// ` WHERE` for this task row at status `status`.
-    fn push_filter<'b>(
-        &'b self,
-        status: &'b str,
-        out: &mut AstPass<'_, 'b, Sqlite>,
-    ) -> QueryResult<()> {
+impl TaskFence<'_> {
+    /// ` WHERE` for this task row at the edit's status and attempt.
+    fn push_filter<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         out.push_sql(" WHERE run_id = ");
         out.push_bind_param::<Text, str>(&*self.run.run_id)?;
         out.push_sql(" AND recovery = ");
         out.push_bind_param::<Integer, i32>(&self.run.recovery)?;
         out.push_sql(" AND step = ");
-        out.push_bind_param::<Text, str>(self.step)?;
+        out.push_bind_param::<Text, str>(self.edit.step)?;
         out.push_sql(" AND sequence = ");
-        out.push_bind_param::<Text, str>(self.sequence)?;
+        out.push_bind_param::<Text, str>(self.edit.sequence)?;
         out.push_sql(" AND status = ");
-        out.push_bind_param::<Text, str>(status)?;
+        out.push_bind_param::<Text, str>(self.edit.from.as_str())?;
         out.push_sql(" AND attempt = ");
-        out.push_bind_param::<Integer, i32>(&self.attempt)
+        out.push_bind_param::<Integer, i32>(&self.edit.attempt)
     }
 }
 
@@ -55,28 +51,24 @@ macro_rules! cached_statement {
     };
 }
 
-/// `UPDATE tasks SET status = to, result, error, updated_at` where the row is still at
-/// `from` with the same attempt.
+/// `UPDATE tasks SET status, result, error, updated_at` as the move says, where the row is
+/// still at the status and attempt the edit expects.
 pub(super) struct Transition<'a> {
-    pub key: TaskKey<'a>,
-    pub from: TaskStatus,
-    pub to: TaskStatus,
-    pub result: Option<&'a str>,
-    pub error: Option<&'a str>,
-    pub at: Micros,
+    pub fence: TaskFence<'a>,
+    pub moved: Move<'a>,
 }
 
 impl QueryFragment<Sqlite> for Transition<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         out.push_sql("UPDATE tasks SET status = ");
-        out.push_bind_param::<Text, str>(self.to.as_str())?;
+        out.push_bind_param::<Text, str>(self.moved.to.as_str())?;
         out.push_sql(", result = ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.result)?;
+        out.push_bind_param::<Nullable<Text>, _>(&self.moved.result)?;
         out.push_sql(", error = ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.error)?;
+        out.push_bind_param::<Nullable<Text>, _>(&self.moved.error)?;
         out.push_sql(", updated_at = ");
-        out.push_bind_param::<BigInt, i64>(&self.at)?;
-        self.key.push_filter(self.from.as_str(), &mut out)
+        out.push_bind_param::<BigInt, i64>(&self.moved.at)?;
+        self.fence.push_filter(&mut out)
     }
 }
 
@@ -84,7 +76,7 @@ cached_statement!(Transition);
 
 /// `UPDATE tasks SET pid` where the row is `active` at the same attempt.
 pub(super) struct SetPid<'a> {
-    pub key: TaskKey<'a>,
+    pub fence: TaskFence<'a>,
     pub pid: i64,
 }
 
@@ -92,7 +84,7 @@ impl QueryFragment<Sqlite> for SetPid<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         out.push_sql("UPDATE tasks SET pid = ");
         out.push_bind_param::<BigInt, i64>(&self.pid)?;
-        self.key.push_filter(TaskStatus::Active.as_str(), &mut out)
+        self.fence.push_filter(&mut out)
     }
 }
 
@@ -101,8 +93,7 @@ cached_statement!(SetPid);
 /// `UPDATE delays SET fired = TRUE` where the delay has not fired yet.
 pub(super) struct FireDelay<'a> {
     pub run: &'a RunKey,
-    pub assoc: i32,
-    pub sequence: &'a str,
+    pub delay: &'a FiredDelay<'a>,
 }
 
 impl QueryFragment<Sqlite> for FireDelay<'_> {
@@ -112,9 +103,9 @@ impl QueryFragment<Sqlite> for FireDelay<'_> {
         out.push_sql(" AND recovery = ");
         out.push_bind_param::<Integer, i32>(&self.run.recovery)?;
         out.push_sql(" AND assoc = ");
-        out.push_bind_param::<Integer, i32>(&self.assoc)?;
+        out.push_bind_param::<Integer, i32>(&self.delay.assoc)?;
         out.push_sql(" AND sequence = ");
-        out.push_bind_param::<Text, str>(self.sequence)?;
+        out.push_bind_param::<Text, str>(self.delay.sequence)?;
         out.push_sql(" AND fired = FALSE");
         Ok(())
     }

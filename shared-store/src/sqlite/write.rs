@@ -8,269 +8,157 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use super::fenced::{FireDelay, SetPid, TaskKey, Transition};
-use crate::schema::{delays, runs, tasks, triggers};
+use super::fenced::{FireDelay, SetPid, TaskFence, Transition};
+use crate::change::*;
+use crate::query;
+use crate::rows::run_label;
+use crate::schema::{delays, tasks, triggers};
 use crate::types::*;
+
+/// Applies `write` in one transaction.
+pub(super) fn write(conn: &mut SqliteConnection, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::BeginRun(run) => begin_run(conn, run),
+        Write::Commit(batch) => commit(conn, batch),
+        Write::RunStatus(run, status, at) => set_run_status(conn, run, *status, *at),
+    }
+}
 
 /// Inserts a run row, status `running`.
 pub(super) fn begin_run(conn: &mut SqliteConnection, run: &NewRun) -> Result<(), StoreError> {
-    diesel::insert_into(runs::table)
-        .values((
-            runs::run_id.eq(&*run.key.run_id),
-            runs::recovery.eq(run.key.recovery),
-            runs::name.eq(&run.name),
-            runs::mode.eq(run.mode.as_str()),
-            runs::status.eq(RunStatus::Running.as_str()),
-            runs::host.eq(&run.host),
-            runs::program.eq(&run.program),
-            runs::started_at.eq(run.started_at),
-        ))
+    query::insert_run(run)
         .execute(conn)
-        .map_err(|e| insert_error(e, &run.key, || run_name(&run.key)))?;
+        .map_err(|e| insert_error(e, &run.key, || duplicate_run(&run.key)))?;
     Ok(())
 }
 
-/// Sets a run's status; a final status also stamps `ended_at`, `running` clears it.
 pub(super) fn set_run_status(
     conn: &mut SqliteConnection,
     run: &RunKey,
     status: RunStatus,
     at: Micros,
 ) -> Result<(), StoreError> {
-    let ended_at = (status != RunStatus::Running).then_some(at);
-    let updated = diesel::update(runs::table)
-        .filter(runs::run_id.eq(&*run.run_id))
-        .filter(runs::recovery.eq(run.recovery))
-        .set((
-            runs::status.eq(status.as_str()),
-            runs::ended_at.eq(ended_at),
-        ))
-        .execute(conn)?;
-    if updated == 0 {
-        return Err(StoreError::NoSuchRun(run_label(run)));
-    }
-    Ok(())
+    let updated = query::set_run_status(run, status, at).execute(conn)?;
+    query::run_updated(updated, run)
 }
 
 /// Applies every change of `batch` in one `BEGIN IMMEDIATE` transaction; the first error
 /// rolls the whole batch back.
 pub(super) fn commit(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), StoreError> {
     conn.immediate_transaction(|conn| {
-        batch
-            .changes
-            .iter()
-            .try_for_each(|change| apply(conn, &batch.run, change))
+        let mut ops = batch.changes.iter().enumerate();
+        ops.try_for_each(|(index, change)| apply(conn, &batch.run, Op::of(index, change)))
     })
 }
 
-fn apply(conn: &mut SqliteConnection, run: &RunKey, change: &Change) -> Result<(), StoreError> {
-    match change {
-        Change::Trigger {
-            event,
-            sequence,
-            at,
-        } => insert_trigger(conn, run, event, sequence, *at),
-        Change::TaskCreated {
-            step,
-            sequence,
-            status,
-            attempt,
-            host,
-            at,
-        } => {
-            let key = task_key(run, step, sequence, *attempt);
-            insert_task(conn, key, *status, host.as_deref(), *at)
-        }
-        Change::TaskTransition {
-            step,
-            sequence,
-            attempt,
-            from,
-            to,
-            result,
-            error,
-            at,
-        } => {
-            let key = task_key(run, step, sequence, *attempt);
-            let outcome = (result.as_deref(), error.as_deref());
-            transition(conn, key, (*from, *to), outcome, *at)
-        }
-        Change::TaskPid {
-            step,
-            sequence,
-            attempt,
-            pid,
-        } => set_pid(conn, task_key(run, step, sequence, *attempt), *pid),
-        Change::TaskRetry {
-            step,
-            sequence,
-            attempt,
-            new_attempt,
-            at,
-        } => retry(
-            conn,
-            task_key(run, step, sequence, *attempt),
-            *new_attempt,
-            *at,
-        ),
-        Change::DelayArmed {
-            assoc,
-            sequence,
-            due_at,
-            at,
-        } => arm_delay(conn, run, *assoc, sequence, (*due_at, *at)),
-        Change::DelayFired { assoc, sequence } => fire_delay(conn, run, *assoc, sequence),
-    }
-}
-
-fn task_key<'a>(run: &'a RunKey, step: &'a str, sequence: &'a str, attempt: i32) -> TaskKey<'a> {
-    TaskKey {
-        run,
-        step,
-        sequence,
-        attempt,
+fn apply(conn: &mut SqliteConnection, run: &RunKey, op: Op) -> Result<(), StoreError> {
+    match op {
+        Op::Trigger(trigger) => insert_trigger(conn, run, &trigger),
+        Op::CreateTask(task) => insert_task(conn, run, &task),
+        Op::EditTask(edit) => edit_task(conn, TaskFence { run, edit: &edit }),
+        Op::ArmDelay(delay) => arm_delay(conn, run, &delay),
+        Op::FireDelay(delay) => fire_delay(conn, run, &delay),
     }
 }
 
 fn insert_trigger(
     conn: &mut SqliteConnection,
     run: &RunKey,
-    event: &str,
-    sequence: &str,
-    at: Micros,
+    trigger: &NewTrigger,
 ) -> Result<(), StoreError> {
     diesel::insert_into(triggers::table)
         .values((
             triggers::run_id.eq(&*run.run_id),
             triggers::recovery.eq(run.recovery),
-            triggers::event.eq(event),
-            triggers::sequence.eq(sequence),
-            triggers::created_at.eq(at),
+            triggers::event.eq(trigger.event),
+            triggers::sequence.eq(trigger.sequence),
+            triggers::created_at.eq(trigger.at),
         ))
         .execute(conn)
-        .map_err(|e| {
-            insert_error(e, run, || {
-                format!("trigger {event}[{sequence}] of {}", run_name(run))
-            })
-        })?;
+        .map_err(|e| insert_error(e, run, || trigger.duplicate(run)))?;
     Ok(())
 }
 
+/// Inserts a task as created: applied one change at a time, a new task has no pid, result or
+/// error yet (only Postgres folds later changes into the insert).
 fn insert_task(
     conn: &mut SqliteConnection,
-    key: TaskKey,
-    status: TaskStatus,
-    host: Option<&str>,
-    at: Micros,
+    run: &RunKey,
+    task: &NewTask,
 ) -> Result<(), StoreError> {
     diesel::insert_into(tasks::table)
         .values((
-            tasks::run_id.eq(&*key.run.run_id),
-            tasks::recovery.eq(key.run.recovery),
-            tasks::step.eq(key.step),
-            tasks::sequence.eq(key.sequence),
-            tasks::status.eq(status.as_str()),
-            tasks::attempt.eq(key.attempt),
-            tasks::host.eq(host),
-            tasks::created_at.eq(at),
-            tasks::updated_at.eq(at),
+            tasks::run_id.eq(&*run.run_id),
+            tasks::recovery.eq(run.recovery),
+            tasks::step.eq(task.step),
+            tasks::sequence.eq(task.sequence),
+            tasks::status.eq(task.status.as_str()),
+            tasks::attempt.eq(task.attempt),
+            tasks::host.eq(task.host),
+            tasks::created_at.eq(task.created_at),
+            tasks::updated_at.eq(task.updated_at),
         ))
         .execute(conn)
-        .map_err(|e| insert_error(e, key.run, || task_name(&key)))?;
+        .map_err(|e| insert_error(e, run, || task.duplicate(run)))?;
     Ok(())
 }
 
-/// The fenced status change: only a row still at `from` with the same attempt moves.
-fn transition(
-    conn: &mut SqliteConnection,
-    key: TaskKey,
-    (from, to): (TaskStatus, TaskStatus),
-    (result, error): (Option<&str>, Option<&str>),
-    at: Micros,
-) -> Result<(), StoreError> {
-    let update = Transition {
-        key,
-        from,
-        to,
-        result,
-        error,
-        at,
+/// The fenced task update: only a row still at the edit's status and attempt moves.
+fn edit_task(conn: &mut SqliteConnection, fence: TaskFence) -> Result<(), StoreError> {
+    let updated = match fence.edit.kind {
+        EditKind::Move(moved) => Transition { fence, moved }.execute(conn)?,
+        EditKind::Pid(pid) => SetPid { fence, pid }.execute(conn)?,
+        EditKind::Retry { new_attempt, at } => retry(conn, fence, new_attempt, at)?,
     };
-    let updated = update.execute(conn)?;
-    fenced_unless_one(updated, &key, from)
-}
-
-/// Records the pid of an active task (fenced by attempt and status `active`).
-fn set_pid(conn: &mut SqliteConnection, key: TaskKey, pid: i64) -> Result<(), StoreError> {
-    let updated = SetPid { key, pid }.execute(conn)?;
-    fenced_unless_one(updated, &key, TaskStatus::Active)
+    if updated == 0 {
+        return Err(fence.edit.fenced());
+    }
+    Ok(())
 }
 
 /// Puts an orphaned active task back to ready as a new attempt. Rare (once per task per
 /// crash), so the plain query builder is good enough here.
 fn retry(
     conn: &mut SqliteConnection,
-    key: TaskKey,
+    fence: TaskFence,
     new_attempt: i32,
     at: Micros,
-) -> Result<(), StoreError> {
-    let row = tasks::table
-        .filter(tasks::run_id.eq(&*key.run.run_id))
-        .filter(tasks::recovery.eq(key.run.recovery))
-        .filter(tasks::step.eq(key.step))
-        .filter(tasks::sequence.eq(key.sequence))
-        .filter(tasks::status.eq(TaskStatus::Active.as_str()))
-        .filter(tasks::attempt.eq(key.attempt));
-    let updated = diesel::update(row)
+) -> Result<usize, DieselError> {
+    let TaskFence { run, edit } = fence;
+    let task = tasks::table
+        .filter(tasks::run_id.eq(&*run.run_id))
+        .filter(tasks::recovery.eq(run.recovery))
+        .filter(tasks::step.eq(edit.step))
+        .filter(tasks::sequence.eq(edit.sequence))
+        .filter(tasks::status.eq(edit.from.as_str()))
+        .filter(tasks::attempt.eq(edit.attempt));
+    diesel::update(task)
         .set((
             tasks::status.eq(TaskStatus::Ready.as_str()),
             tasks::attempt.eq(new_attempt),
             tasks::pid.eq(None::<i64>),
             tasks::updated_at.eq(at),
         ))
-        .execute(conn)?;
-    fenced_unless_one(updated, &key, TaskStatus::Active)
-}
-
-fn fenced_unless_one(
-    updated: usize,
-    key: &TaskKey,
-    expected: TaskStatus,
-) -> Result<(), StoreError> {
-    if updated == 0 {
-        return Err(StoreError::Fenced {
-            step: key.step.to_owned(),
-            sequence: key.sequence.to_owned(),
-            attempt: key.attempt,
-            expected,
-        });
-    }
-    Ok(())
+        .execute(conn)
 }
 
 fn arm_delay(
     conn: &mut SqliteConnection,
     run: &RunKey,
-    assoc: i32,
-    sequence: &str,
-    (due_at, at): (Micros, Micros),
+    delay: &NewDelay,
 ) -> Result<(), StoreError> {
     diesel::insert_into(delays::table)
         .values((
             delays::run_id.eq(&*run.run_id),
             delays::recovery.eq(run.recovery),
-            delays::assoc.eq(assoc),
-            delays::sequence.eq(sequence),
-            delays::due_at.eq(due_at),
-            delays::fired.eq(false),
-            delays::created_at.eq(at),
+            delays::assoc.eq(delay.assoc),
+            delays::sequence.eq(delay.sequence),
+            delays::due_at.eq(delay.due_at),
+            delays::fired.eq(delay.fired),
+            delays::created_at.eq(delay.created_at),
         ))
         .execute(conn)
-        .map_err(|e| {
-            insert_error(e, run, || {
-                format!("delay {assoc}[{sequence}] of {}", run_name(run))
-            })
-        })?;
+        .map_err(|e| insert_error(e, run, || delay.duplicate(run)))?;
     Ok(())
 }
 
@@ -278,53 +166,27 @@ fn arm_delay(
 fn fire_delay(
     conn: &mut SqliteConnection,
     run: &RunKey,
-    assoc: i32,
-    sequence: &str,
+    delay: &FiredDelay,
 ) -> Result<(), StoreError> {
-    let updated = FireDelay {
-        run,
-        assoc,
-        sequence,
-    }
-    .execute(conn)?;
+    let updated = FireDelay { run, delay }.execute(conn)?;
     if updated == 0 {
-        return Err(StoreError::DelayFenced {
-            assoc,
-            sequence: sequence.to_owned(),
-        });
+        return Err(delay.fenced());
     }
     Ok(())
 }
 
-/// Maps the constraint errors an insert can meet; `what` is only formatted on a duplicate.
-fn insert_error(e: DieselError, run: &RunKey, what: impl FnOnce() -> String) -> StoreError {
+/// Maps the constraint errors an insert can meet; `duplicate` is only built on a duplicate.
+fn insert_error(
+    e: DieselError,
+    run: &RunKey,
+    duplicate: impl FnOnce() -> StoreError,
+) -> StoreError {
     match e {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-            StoreError::Duplicate { what: what() }
-        }
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => duplicate(),
         // Rows of a run need the run: the engine must `begin_run` first.
         DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
             StoreError::NoSuchRun(run_label(run))
         }
         other => other.into(),
     }
-}
-
-/// `R recovery 0`, as [`StoreError::NoSuchRun`] wants it.
-fn run_label(run: &RunKey) -> String {
-    format!("{} recovery {}", run.run_id, run.recovery)
-}
-
-/// `run R recovery 0`, as [`StoreError::Duplicate`] wants it.
-fn run_name(run: &RunKey) -> String {
-    format!("run {}", run_label(run))
-}
-
-fn task_name(key: &TaskKey) -> String {
-    format!(
-        "task {}[{}] of {}",
-        key.step,
-        key.sequence,
-        run_name(key.run)
-    )
 }

@@ -1,0 +1,158 @@
+//! The queries both backends run, written once as diesel query values: SQLite executes them on
+//! its owner thread, Postgres through diesel-async, and `rows.rs` turns what they load into
+//! records. Only bind parameters and standard SQL, so diesel renders each in either dialect.
+
+use diesel::dsl::{self, auto_type};
+use diesel::prelude::*;
+
+use crate::rows::run_label;
+use crate::schema::{delays, runs, tasks, triggers};
+use crate::types::*;
+
+/// The columns a [`RunRow`](crate::rows::RunRow) is loaded from, in its order.
+#[auto_type]
+fn run_columns() -> _ {
+    (
+        runs::run_id,
+        runs::recovery,
+        runs::name,
+        runs::mode,
+        runs::status,
+        runs::host,
+        runs::program,
+        runs::started_at,
+        runs::ended_at,
+    )
+}
+
+/// The newest run of the flow `name`: highest `started_at`, then highest recovery.
+#[auto_type(no_type_alias)]
+pub(crate) fn latest_run<'a>(name: &'a str) -> _ {
+    runs::table
+        .filter(runs::name.eq(name))
+        .order((runs::started_at.desc(), runs::recovery.desc()))
+        .select(run_columns())
+        .limit(1_i64)
+}
+
+/// Every recovery of `run_id`, lowest first.
+#[auto_type(no_type_alias)]
+pub(crate) fn run_history<'a>(run_id: &'a str) -> _ {
+    runs::table
+        .filter(runs::run_id.eq(run_id))
+        .order(runs::recovery.asc())
+        .select(run_columns())
+}
+
+/// Every task of one run recovery, in creation order (a [`TaskRow`](crate::rows::TaskRow)).
+#[auto_type(no_type_alias)]
+pub(crate) fn tasks_of<'a>(run: &'a RunKey) -> _ {
+    let run_id: &'a str = &run.run_id;
+    let recovery: i32 = run.recovery;
+    tasks::table
+        .filter(tasks::run_id.eq(run_id))
+        .filter(tasks::recovery.eq(recovery))
+        .order(tasks::id.asc())
+        .select((
+            tasks::id,
+            tasks::step,
+            tasks::sequence,
+            tasks::status,
+            tasks::attempt,
+            tasks::host,
+            tasks::pid,
+            tasks::result,
+            tasks::error,
+            tasks::created_at,
+            tasks::updated_at,
+        ))
+}
+
+/// Every trigger of one run recovery, in firing order.
+#[auto_type(no_type_alias)]
+pub(crate) fn triggers_of<'a>(run: &'a RunKey) -> _ {
+    let run_id: &'a str = &run.run_id;
+    let recovery: i32 = run.recovery;
+    triggers::table
+        .filter(triggers::run_id.eq(run_id))
+        .filter(triggers::recovery.eq(recovery))
+        .order(triggers::id.asc())
+        .select((
+            triggers::id,
+            triggers::event,
+            triggers::sequence,
+            triggers::created_at,
+        ))
+}
+
+/// Every delay of one run recovery, in arming order.
+#[auto_type(no_type_alias)]
+pub(crate) fn delays_of<'a>(run: &'a RunKey) -> _ {
+    let run_id: &'a str = &run.run_id;
+    let recovery: i32 = run.recovery;
+    delays::table
+        .filter(delays::run_id.eq(run_id))
+        .filter(delays::recovery.eq(recovery))
+        .order(delays::id.asc())
+        .select((
+            delays::id,
+            delays::assoc,
+            delays::sequence,
+            delays::due_at,
+            delays::fired,
+            delays::created_at,
+        ))
+}
+
+/// A new run's row: status `running`, not ended.
+#[derive(Insertable)]
+#[diesel(table_name = runs)]
+pub(crate) struct NewRunRow<'a> {
+    run_id: &'a str,
+    recovery: i32,
+    name: &'a str,
+    mode: &'a str,
+    status: &'a str,
+    host: &'a str,
+    program: &'a str,
+    started_at: Micros,
+}
+
+impl<'a> NewRunRow<'a> {
+    fn of(run: &'a NewRun) -> Self {
+        NewRunRow {
+            run_id: &run.key.run_id,
+            recovery: run.key.recovery,
+            name: &run.name,
+            mode: run.mode.as_str(),
+            status: RunStatus::Running.as_str(),
+            host: &run.host,
+            program: &run.program,
+            started_at: run.started_at,
+        }
+    }
+}
+
+/// Inserts `run`. What a duplicate does is the backend's choice (an error or no row).
+#[auto_type(no_type_alias)]
+pub(crate) fn insert_run<'a>(run: &'a NewRun) -> _ {
+    let row: NewRunRow<'a> = NewRunRow::of(run);
+    dsl::insert_into(runs::table).values(row)
+}
+
+/// Sets a run's status; a final status also stamps `ended_at`, `running` clears it.
+#[auto_type(no_type_alias)]
+pub(crate) fn set_run_status<'a>(run: &'a RunKey, status: RunStatus, at: Micros) -> _ {
+    let key: (&'a str, i32) = (&run.run_id, run.recovery);
+    let ended_at: Option<Micros> = (status != RunStatus::Running).then_some(at);
+    let status: &'static str = status.as_str();
+    dsl::update(runs::table.find(key)).set((runs::status.eq(status), runs::ended_at.eq(ended_at)))
+}
+
+/// What [`set_run_status`] updating `updated` rows means: none, that the run does not exist.
+pub(crate) fn run_updated(updated: usize, run: &RunKey) -> Result<(), StoreError> {
+    if updated == 0 {
+        return Err(StoreError::NoSuchRun(run_label(run)));
+    }
+    Ok(())
+}
