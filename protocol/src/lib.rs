@@ -93,10 +93,10 @@
 //! # Torn frames and other failures
 //!
 //! A clean end of stream *between* frames is the normal end: [`FrameReader::read_frame`]
-//! returns `Ok(None)` (and the codec's `decode_eof` likewise). An end of stream *inside* a
-//! frame, header or payload, is [`ProtocolError::TornFrame`]: the partial frame is dropped,
-//! never delivered, and the channel is dead. The coordinator then treats the agent's running
-//! tasks as of unknown outcome, which is what recovery is for. A header that is not ours
+//! returns `Ok(None)`. An end of stream *inside* a frame, header or payload, is
+//! [`ProtocolError::TornFrame`]: the partial frame is dropped, never delivered, and the
+//! channel is dead. The coordinator then treats the agent's running tasks as of unknown
+//! outcome, which is what recovery is for. A header that is not ours
 //! ([`ProtocolError::BadMagic`], typically a login banner printed on stdout), another major
 //! version, or a length over the cap also leaves the stream out of step and ends the
 //! channel. A payload that fails to decode has been consumed exactly, so the stream is still
@@ -156,24 +156,22 @@
 //! # }
 //! ```
 //!
-//! With `tokio_util::codec`, use [`AgentCodec`] or [`CoordinatorCodec`] in a `FramedRead` /
-//! `FramedWrite`.
+//! [`encode_frame`] and [`decode_frame`] work on a plain buffer, for callers that manage
+//! their own I/O.
 
-mod codec;
 mod error;
 mod frame;
 mod handshake;
 mod io;
+mod limit;
 mod messages;
 mod wire;
 
-pub use codec::{AgentCodec, CoordinatorCodec, FrameCodec};
 pub use error::{ProtocolError, Role, WireCause};
-pub use frame::{
-    decode_frame, encode_frame, FrameConfig, FrameHeader, FrameLimit, HEADER_LEN, MAGIC,
-};
+pub use frame::{decode_frame, encode_frame, FrameConfig, FrameHeader, HEADER_LEN, MAGIC};
 pub use handshake::{accept, hello};
 pub use io::{FrameReader, FrameWriter};
+pub use limit::FrameLimit;
 pub use messages::{
     Accept, Dispatch, HandshakeReply, Heartbeat, Hello, Limits, LogLevel, LogRecord, Micros,
     Outcome, ProtocolVersion, Refuse, Stream, TaskKey, ToAgent, ToCoordinator, WireMessage, Work,

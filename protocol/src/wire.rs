@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::ProtocolError;
-use crate::frame::FrameLimit;
+use crate::limit::FrameLimit;
 
 type Decoded<T> = Result<(T, usize), bincode::error::DecodeError>;
 

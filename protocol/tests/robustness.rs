@@ -8,12 +8,11 @@ mod common;
 
 use bytes::{BufMut, BytesMut};
 use eventor_protocol::{
-    decode_frame, encode_frame, AgentCodec, CoordinatorCodec, FrameConfig, FrameLimit, FrameReader,
-    Hello, ProtocolError, ProtocolVersion, ToAgent, ToCoordinator, WireMessage, HEADER_LEN, MAGIC,
+    decode_frame, encode_frame, FrameConfig, FrameLimit, FrameReader, Hello, ProtocolError,
+    ProtocolVersion, ToAgent, ToCoordinator, WireMessage, HEADER_LEN, MAGIC,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
-use tokio_util::codec::Decoder;
 
 use common::*;
 
@@ -38,6 +37,26 @@ fn frame_of<T: WireMessage>(msg: &T) -> Vec<u8> {
     let mut buf = BytesMut::new();
     encode_frame(msg, &mut buf, &FrameConfig::default()).unwrap();
     buf.to_vec()
+}
+
+/// The message of the first frame in `bytes`, as the coordinator (default config) reads it.
+fn agent_message(bytes: &[u8]) -> Result<Option<ToCoordinator>, ProtocolError> {
+    let got = decode_frame(&mut BytesMut::from(bytes), &FrameConfig::default())?;
+    Ok(got.map(|(_, msg)| msg))
+}
+
+/// An agent message whose payload is exactly `len` bytes: text fills what the variant tag,
+/// the absent key and the text's length prefix leave.
+fn message_with_payload_len(len: usize) -> ToCoordinator {
+    let with_text = |n: usize| ToCoordinator::Error {
+        key: None,
+        message: "x".repeat(n),
+    };
+    // A probe half as long has a length prefix of the same width (for 128 KiB..8 GiB), so
+    // its frame shows the overhead.
+    let probe = len / 2;
+    let overhead = frame_of(&with_text(probe)).len() - HEADER_LEN - probe;
+    with_text(len - overhead)
 }
 
 /// Decodes `bytes` as `T` until the decoder errors or wants more, checking the invariants:
@@ -120,25 +139,33 @@ proptest! {
         hammer_all(&bytes);
     }
 
-    /// Every prefix of a valid frame is "need more" to the codec, and a torn frame at EOF.
+    /// Every prefix of a valid frame is "need more" to the decoder, and a torn frame to a
+    /// reader whose stream ends there.
     #[test]
     fn every_prefix_is_incomplete(msg in to_agent()) {
         let bytes = frame_of(&msg);
         for cut in 0..bytes.len() {
             let mut buf = BytesMut::from(&bytes[..cut]);
-            let mut codec = AgentCodec::default();
-            prop_assert!(codec.decode(&mut buf).unwrap().is_none());
+            prop_assert!(decode_frame::<ToAgent>(&mut buf, &FrameConfig::default())
+                .unwrap()
+                .is_none());
             prop_assert_eq!(buf.len(), cut, "an incomplete frame must not be consumed");
-            match codec.decode_eof(&mut buf) {
-                Ok(None) => prop_assert_eq!(cut, 0),
-                Err(ProtocolError::TornFrame { have, need }) => {
-                    prop_assert_eq!(have, cut);
-                    let expected_need = if cut < HEADER_LEN { HEADER_LEN } else { bytes.len() };
-                    prop_assert_eq!(need, expected_need);
-                }
-                other => prop_assert!(false, "unexpected {:?}", other),
-            }
         }
+        block_on(async {
+            for cut in 0..bytes.len() {
+                let mut reader = FrameReader::new(&bytes[..cut]);
+                match reader.read_frame::<ToAgent>().await {
+                    Ok(None) => prop_assert_eq!(cut, 0),
+                    Err(ProtocolError::TornFrame { have, need }) => {
+                        prop_assert_eq!(have, cut);
+                        let expected_need = if cut < HEADER_LEN { HEADER_LEN } else { bytes.len() };
+                        prop_assert_eq!(need, expected_need);
+                    }
+                    other => prop_assert!(false, "unexpected {:?}", other),
+                }
+            }
+            Ok::<(), TestCaseError>(())
+        })?;
     }
 }
 
@@ -173,9 +200,7 @@ fn oversized_length_is_refused_before_allocation() {
     for len in [SMALL_CAP + 1, 1 << 30, u32::MAX] {
         let mut buf = BytesMut::with_capacity(64);
         buf.put_slice(&header(1, 0, len));
-        let err = CoordinatorCodec::new(small_config())
-            .decode(&mut buf)
-            .unwrap_err();
+        let err = decode_frame::<ToCoordinator>(&mut buf, &small_config()).unwrap_err();
         assert!(
             matches!(err, ProtocolError::FrameTooLarge { len: l, cap: SMALL_CAP } if l == len),
             "{err:?}"
@@ -190,21 +215,36 @@ fn oversized_length_is_refused_before_allocation() {
 fn length_at_the_cap_reserves_one_frame() {
     let mut buf = BytesMut::new();
     buf.put_slice(&header(1, 0, SMALL_CAP));
-    let got = CoordinatorCodec::new(small_config()).decode(&mut buf);
+    let got = decode_frame::<ToCoordinator>(&mut buf, &small_config());
     assert!(matches!(got, Ok(None)));
     let frame = HEADER_LEN + SMALL_CAP as usize;
     assert!(buf.capacity() >= frame && buf.capacity() <= 2 * frame);
 }
 
+/// With half a frame in, room is reserved for the other half only, not a second frame.
+#[test]
+fn half_a_frame_reserves_only_the_rest() {
+    let frame = HEADER_LEN + SMALL_CAP as usize;
+    let mut half = header(1, 0, SMALL_CAP);
+    half.resize(frame / 2, 0);
+    let mut buf = BytesMut::from(&half[..]);
+    let got = decode_frame::<ToCoordinator>(&mut buf, &small_config());
+    assert!(matches!(got, Ok(None)), "{got:?}");
+    assert_eq!(buf.len(), frame / 2, "nothing consumed");
+    // The buffer may round up, but not by anything like the half frame already held.
+    let capacity = buf.capacity();
+    assert!(
+        capacity >= frame && capacity < frame + frame / 4,
+        "{capacity}"
+    );
+}
+
 /// A login banner fails at its first byte, without waiting for a whole header.
 #[test]
 fn banner_is_bad_magic_at_once() {
-    let mut codec = CoordinatorCodec::default();
-    let err = codec.decode(&mut BytesMut::from(&b"W"[..])).unwrap_err();
+    let err = agent_message(b"W").unwrap_err();
     assert!(matches!(&err, ProtocolError::BadMagic { found } if found == b"W"));
-    let err = codec
-        .decode(&mut BytesMut::from(&b"Welcome to node-a\n"[..]))
-        .unwrap_err();
+    let err = agent_message(b"Welcome to node-a\n").unwrap_err();
     assert!(err.to_string().contains(r#"b"Welc""#), "{err}");
     assert!(err.to_string().contains("login banner"), "{err}");
 }
@@ -214,28 +254,25 @@ fn banner_is_bad_magic_at_once() {
 fn other_major_is_a_version_mismatch_by_role() {
     let mut bytes = header(2, 0, 3);
     bytes.extend_from_slice(&[0xff, 0xff, 0xff]); // not a valid payload of any version 1 type
-    let err = CoordinatorCodec::default()
-        .decode(&mut BytesMut::from(&bytes[..]))
-        .unwrap_err();
+    let err = agent_message(&bytes).unwrap_err();
     assert_eq!(err.to_string(), "agent speaks protocol 2, coordinator 1");
-    let err = AgentCodec::default()
-        .decode(&mut BytesMut::from(&bytes[..]))
+    let err = decode_frame::<ToAgent>(&mut BytesMut::from(&bytes[..]), &FrameConfig::default())
         .unwrap_err();
     assert_eq!(err.to_string(), "agent speaks protocol 1, coordinator 2");
 }
 
-/// Another minor of the same major is read normally.
-#[test]
-fn other_minor_is_fine() {
+/// Another minor of the same major is read normally, and the reader learns it.
+#[tokio::test]
+async fn other_minor_is_fine() {
     let config = FrameConfig {
         version: ProtocolVersion { major: 1, minor: 9 },
         ..FrameConfig::default()
     };
     let mut buf = BytesMut::new();
     encode_frame(&sample_log(), &mut buf, &config).unwrap();
-    let mut codec = CoordinatorCodec::default();
-    assert_eq!(codec.decode(&mut buf).unwrap(), Some(sample_log()));
-    assert_eq!(codec.peer_version(), Some(config.version));
+    let mut reader = FrameReader::new(&buf[..]);
+    assert_eq!(reader.read_frame().await.unwrap(), Some(sample_log()));
+    assert_eq!(reader.peer_version(), Some(config.version));
 }
 
 /// A bad payload costs one frame; the next frame still decodes.
@@ -250,18 +287,21 @@ fn bad_payload_consumes_its_frame_only() {
     bytes.extend_from_slice(&frame_of(&sample_finished()));
 
     let mut buf = BytesMut::from(&bytes[..]);
-    let mut codec = CoordinatorCodec::default();
-    let err = codec.decode(&mut buf).unwrap_err();
+    let config = FrameConfig::default();
+    let err = decode_frame::<ToCoordinator>(&mut buf, &config).unwrap_err();
     assert!(
         matches!(err, ProtocolError::Decode { .. }) && !err.is_fatal(),
         "{err:?}"
     );
-    let err = codec.decode(&mut buf).unwrap_err();
+    let err = decode_frame::<ToCoordinator>(&mut buf, &config).unwrap_err();
     assert!(
         matches!(err, ProtocolError::TrailingBytes { extra: 1, .. }),
         "{err:?}"
     );
-    assert_eq!(codec.decode(&mut buf).unwrap(), Some(sample_finished()));
+    let (_, msg) = decode_frame::<ToCoordinator>(&mut buf, &config)
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg, sample_finished());
 }
 
 /// A forged string length far beyond the frame is a decode error, not an allocation.
@@ -271,9 +311,7 @@ fn forged_string_length_is_an_error() {
     let payload = [4u8, 0, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
     let mut bytes = header(1, 0, payload.len() as u32);
     bytes.extend_from_slice(&payload);
-    let err = CoordinatorCodec::default()
-        .decode(&mut BytesMut::from(&bytes[..]))
-        .unwrap_err();
+    let err = agent_message(&bytes).unwrap_err();
     assert!(matches!(err, ProtocolError::Decode { .. }), "{err:?}");
 }
 
@@ -292,6 +330,49 @@ fn encoder_refuses_oversized_messages() {
     );
     assert!(!err.is_fatal());
     assert_eq!(&buf[..], b"queued");
+}
+
+/// The cap is inclusive: a payload of exactly the cap is written, and its frame passes the
+/// decoder's length check and is consumed whole.
+#[test]
+fn payload_of_exactly_the_cap_encodes_and_passes_the_length_check() {
+    let config = small_config();
+    let msg = message_with_payload_len(SMALL_CAP as usize);
+    let mut buf = BytesMut::new();
+    encode_frame(&msg, &mut buf, &config).unwrap();
+    assert_eq!(buf.len(), HEADER_LEN + SMALL_CAP as usize);
+    match decode_frame::<ToCoordinator>(&mut buf, &config) {
+        Ok(Some((header, back))) => assert_eq!((header.len, back), (SMALL_CAP, msg)),
+        // bincode charges decoded sizes against the cap (this message's one-byte variant tag
+        // as four, its five-byte length prefix as eight), so a payload this close to the cap
+        // is refused as a payload error: a known limit, not the frame check.
+        Err(err @ ProtocolError::Decode { .. }) => assert!(!err.is_fatal()),
+        other => panic!("a frame at the cap must pass the length check: {other:?}"),
+    }
+    assert!(buf.is_empty(), "the frame is consumed whole");
+}
+
+/// One byte over the cap is refused by the encoder, and by the decoder when a peer with a
+/// larger cap sends it.
+#[test]
+fn payload_one_byte_over_the_cap_is_refused_both_ways() {
+    let (config, over) = (small_config(), SMALL_CAP + 1);
+    let msg = message_with_payload_len(over as usize);
+    let mut buf = BytesMut::new();
+    let err = encode_frame(&msg, &mut buf, &config).unwrap_err();
+    assert!(
+        matches!(err, ProtocolError::MessageTooLarge { len, cap: SMALL_CAP, .. } if len == over as usize),
+        "{err:?}"
+    );
+    assert!(buf.is_empty(), "a refused message writes nothing");
+
+    let mut buf = BytesMut::from(&frame_of(&msg)[..]);
+    assert_eq!(buf.len(), HEADER_LEN + over as usize);
+    let err = decode_frame::<ToCoordinator>(&mut buf, &config).unwrap_err();
+    assert!(
+        matches!(err, ProtocolError::FrameTooLarge { len, cap: SMALL_CAP } if len == over),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -1,16 +1,21 @@
 //! Every message survives encode then decode, alone, back to back, split at any byte, through
-//! the codec and through the async reader/writer.
+//! the frame functions and through the async reader/writer.
 
 mod common;
 
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::BytesMut;
 use eventor_protocol::{
-    decode_frame, encode_frame, AgentCodec, CoordinatorCodec, FrameConfig, FrameReader,
-    FrameWriter, HandshakeReply, Hello, ToAgent, ToCoordinator, WireMessage, HEADER_LEN,
+    decode_frame, encode_frame, FrameConfig, FrameLimit, FrameReader, FrameWriter, Hello,
+    ProtocolVersion, ToAgent, ToCoordinator, WireMessage, HEADER_LEN,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use common::*;
 
@@ -27,24 +32,66 @@ fn roundtrip_one<T: WireMessage + PartialEq + std::fmt::Debug>(msg: &T) {
     assert!(buf.is_empty(), "the frame was not consumed exactly");
 }
 
-/// Feeds `bytes` to `codec` in pieces cut at `cuts`, collecting every message decoded.
-fn decode_in_pieces<D>(codec: &mut D, bytes: &[u8], cuts: &[usize]) -> Vec<D::Item>
-where
-    D: Decoder,
-    D::Error: std::fmt::Debug,
-{
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
-    cuts.push(bytes.len());
-    cuts.sort_unstable();
-    let (mut buf, mut out, mut from) = (BytesMut::new(), Vec::new(), 0);
-    for cut in cuts {
-        buf.extend_from_slice(&bytes[from..cut]);
-        from = cut;
-        while let Some(msg) = codec.decode(&mut buf).unwrap() {
-            out.push(msg);
+/// An `AsyncRead` that hands out its bytes in pieces ending at given offsets, never more
+/// than one piece per read, so the reader meets every split a network could make.
+struct Pieces {
+    bytes: Vec<u8>,
+    /// Where the pieces end, ascending; the last is the end of `bytes`.
+    ends: VecDeque<usize>,
+    at: usize,
+}
+
+impl Pieces {
+    /// `bytes` cut at `cuts` (any values, taken modulo the length + 1).
+    fn new(bytes: Vec<u8>, cuts: &[usize]) -> Self {
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        ends.push(bytes.len());
+        ends.sort_unstable();
+        Pieces {
+            bytes,
+            ends: ends.into(),
+            at: 0,
         }
     }
-    assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+}
+
+impl AsyncRead for Pieces {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        while this.ends.front().is_some_and(|&end| end <= this.at) {
+            this.ends.pop_front();
+        }
+        // No pieces left: a read of nothing, which is end of stream.
+        let end = this.ends.front().copied().unwrap_or(this.at);
+        let n = (end - this.at).min(buf.remaining());
+        buf.put_slice(&this.bytes[this.at..this.at + n]);
+        this.at += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What a `FrameWriter` puts on the wire for `msgs`.
+async fn written<T: WireMessage>(msgs: &[T]) -> Vec<u8> {
+    let mut writer = FrameWriter::new(Vec::new());
+    for msg in msgs {
+        writer.queue_frame(msg).unwrap();
+    }
+    writer.flush().await.unwrap();
+    writer.into_inner()
+}
+
+/// Every message a `FrameReader` reads from `bytes` arriving in pieces cut at `cuts`; the
+/// stream must end cleanly after the last.
+async fn read_in_pieces<T: WireMessage>(bytes: Vec<u8>, cuts: &[usize]) -> Vec<T> {
+    let mut reader = FrameReader::new(Pieces::new(bytes, cuts));
+    let mut out = Vec::new();
+    while let Some(msg) = reader.read_frame().await.unwrap() {
+        out.push(msg);
+    }
     out
 }
 
@@ -71,18 +118,15 @@ proptest! {
         roundtrip_one(&msg);
     }
 
-    /// The agent's codec encodes what the coordinator's decodes, however the bytes arrive.
+    /// The agent's writer produces what the coordinator's reader reads, however the bytes
+    /// arrive.
     #[test]
     fn agent_stream_decodes_whatever_the_chunking(
         msgs in vec(to_coordinator(), 0..12),
         cuts in vec(any::<usize>(), 0..20),
     ) {
-        let mut bytes = BytesMut::new();
-        let mut agent = AgentCodec::default();
-        for msg in &msgs {
-            agent.encode(msg.clone(), &mut bytes).unwrap();
-        }
-        let got = decode_in_pieces(&mut CoordinatorCodec::default(), &bytes, &cuts);
+        let got: Vec<ToCoordinator> =
+            block_on(async { read_in_pieces(written(&msgs).await, &cuts).await });
         prop_assert_eq!(got, msgs);
     }
 
@@ -91,12 +135,8 @@ proptest! {
         msgs in vec(to_agent(), 0..12),
         cuts in vec(any::<usize>(), 0..20),
     ) {
-        let mut bytes = BytesMut::new();
-        let mut coordinator = CoordinatorCodec::default();
-        for msg in &msgs {
-            coordinator.encode(msg.clone(), &mut bytes).unwrap();
-        }
-        let got = decode_in_pieces(&mut AgentCodec::default(), &bytes, &cuts);
+        let got: Vec<ToAgent> =
+            block_on(async { read_in_pieces(written(&msgs).await, &cuts).await });
         prop_assert_eq!(got, msgs);
     }
 }
@@ -116,6 +156,7 @@ async fn reader_and_writer_roundtrip_over_a_narrow_pipe() {
         w.shutdown().await.unwrap();
     });
     let mut r = FrameReader::new(b);
+    assert_eq!(r.peer_version(), None, "no frame has arrived yet");
     assert_eq!(r.read_frame::<Hello>().await.unwrap(), Some(sample_hello()));
     for msg in &msgs {
         assert_eq!(
@@ -128,19 +169,29 @@ async fn reader_and_writer_roundtrip_over_a_narrow_pipe() {
     writer.await.unwrap();
 }
 
-/// The codec reports the peer's version once a frame has arrived.
-#[test]
-fn codec_learns_the_peer_version() {
-    let mut buf = BytesMut::new();
-    let mut coordinator = eventor_protocol::FrameCodec::<Hello, HandshakeReply>::default();
-    assert_eq!(coordinator.peer_version(), None);
-    encode_frame(&sample_hello(), &mut buf, &FrameConfig::default()).unwrap();
-    assert_eq!(coordinator.decode(&mut buf).unwrap(), Some(sample_hello()));
-    let coordinator: CoordinatorCodec = coordinator.retype();
-    assert_eq!(
-        coordinator.peer_version(),
-        Some(FrameConfig::default().version)
-    );
+/// Frames wait in the writer until a flush, and each end keeps the config it was given.
+#[tokio::test]
+async fn writer_queues_until_flushed_and_ends_keep_their_config() {
+    let config = FrameConfig {
+        limit: FrameLimit::MIN,
+        version: ProtocolVersion { major: 1, minor: 3 },
+    };
+    let mut expected = BytesMut::new();
+    encode_frame(&sample_log(), &mut expected, &config).unwrap();
+    encode_frame(&sample_finished(), &mut expected, &config).unwrap();
+
+    let mut writer = FrameWriter::with_config(Vec::new(), config);
+    assert_eq!((writer.queued(), writer.config()), (0, &config));
+    writer.queue_frame(&sample_log()).unwrap();
+    writer.queue_frame(&sample_finished()).unwrap();
+    assert_eq!(writer.queued(), expected.len());
+    writer.flush().await.unwrap();
+    assert_eq!(writer.queued(), 0);
+    let bytes = writer.into_inner();
+    assert_eq!(bytes, expected);
+
+    let reader = FrameReader::with_config(&bytes[..], config);
+    assert_eq!(reader.config(), &config);
 }
 
 /// Every variant's key accessor points at the key it carries.

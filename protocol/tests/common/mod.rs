@@ -232,3 +232,12 @@ pub fn sample_finished() -> ToCoordinator {
         error: Some("exit status 2".into()),
     }
 }
+
+/// Runs async code inside a proptest case (a plain function) on a fresh single-threaded
+/// runtime; the readers and writers tested here need no timer or I/O driver.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(future)
+}
