@@ -15,10 +15,12 @@
 
 pub mod closure_pool;
 pub mod command;
+pub mod limit;
 pub mod runtime;
 pub mod task;
 pub mod util;
 
+pub use limit::MaxConcurrent;
 pub use runtime::{
     local_host_name, serve, AgentEnd, AgentError, AgentOptions, AgentSummary, PrimeLoss,
     CAPABILITIES, RECORDS_RESULTS,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use eventor_agent::{self as agent, AgentOptions, AgentSummary};
+use eventor_agent::{self as agent, AgentOptions, AgentSummary, MaxConcurrent};
 use eventor_store::StoreLocation;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,7 @@ impl Cli {
         AgentOptions {
             host_name: self.host_name.unwrap_or(defaults.host_name),
             store: self.store,
-            max_concurrent: self.max_concurrent.map(|n| n as usize),
+            max_concurrent: MaxConcurrent::at_most(self.max_concurrent.unwrap_or(0) as usize),
             kill_grace: self.kill_grace,
             handshake_timeout: self.handshake_timeout,
             ..defaults

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::{Arc, OnceLock};
 
-use eventor::{Eventor, EventorConfig, EventorOptions, RunMode, Step, StoreLocation};
+use eventor::{
+    Eventor, EventorConfig, EventorOptions, MaxConcurrent, RunMode, Step, StoreLocation,
+};
 
 const COMMANDS: usize = 1_000;
 
@@ -86,12 +88,13 @@ fn run_case(case: &str) {
     );
 }
 
-fn options(dir: &tempfile::TempDir, name: &str, max_concurrent: i64) -> EventorOptions {
+/// Options for a bench run; `max_concurrent` 0 is no limit.
+fn options(dir: &tempfile::TempDir, name: &str, max_concurrent: usize) -> EventorOptions {
     EventorOptions {
         name: name.to_string(),
         store: Some(StoreLocation::Sqlite(dir.path().join("bench.run.db"))),
         config: EventorConfig {
-            max_concurrent,
+            max_concurrent: MaxConcurrent::at_most(max_concurrent),
             ..EventorConfig::default()
         },
         ..EventorOptions::default()
@@ -100,7 +103,7 @@ fn options(dir: &tempfile::TempDir, name: &str, max_concurrent: i64) -> EventorO
 
 /// s0 → s1 → … each started by the previous one's success event.
 fn chain(dir: &tempfile::TempDir, n: usize) -> Duration {
-    let mut ev = chain_flow(options(dir, "chain", -1), n, None);
+    let mut ev = chain_flow(options(dir, "chain", 0), n, None);
     ev.trigger_event("e0", "1").expect("trigger");
     timed_run(ev)
 }
@@ -150,7 +153,7 @@ fn recover(dir: &tempfile::TempDir, n: usize) -> Duration {
         started: Arc::new(OnceLock::new()),
         fail,
     };
-    let mut first = chain_flow(options(dir, "recover", -1), n, Some(probe(true)));
+    let mut first = chain_flow(options(dir, "recover", 0), n, Some(probe(true)));
     first.trigger_event("e0", "1").expect("trigger");
     assert!(!first.run(-1).expect("run").is_success());
     first.close();
@@ -159,7 +162,7 @@ fn recover(dir: &tempfile::TempDir, n: usize) -> Duration {
     let started = Instant::now();
     let recovering = EventorOptions {
         run_mode: RunMode::Recover,
-        ..options(dir, "recover", -1)
+        ..options(dir, "recover", 0)
     };
     let mut second = chain_flow(recovering, n, Some(again.clone()));
     second.trigger_event("e0", "1").expect("trigger");
@@ -169,7 +172,7 @@ fn recover(dir: &tempfile::TempDir, n: usize) -> Duration {
 
 /// One event starts every step at once.
 fn fan_out(dir: &tempfile::TempDir, n: usize) -> Duration {
-    timed_run(fan_out_flow(options(dir, "fanout", -1), n))
+    timed_run(fan_out_flow(options(dir, "fanout", 0), n))
 }
 
 /// The fan-out on the shared Postgres store (fsync on), 64 at a time, in a fresh schema.
@@ -181,7 +184,7 @@ fn pg_fan_out(n: usize) -> Duration {
         name: "pgfanout".to_string(),
         store: Some(location),
         config: EventorConfig {
-            max_concurrent: 64,
+            max_concurrent: MaxConcurrent::at_most(64),
             ..EventorConfig::default()
         },
         ..EventorOptions::default()

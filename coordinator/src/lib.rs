@@ -30,5 +30,5 @@ pub use crate::api::{
 pub use crate::cluster::{agent_mode, ClusterOptions};
 pub use crate::engine::program::{RecoverAction, RecoveryPolicy};
 pub use crate::expr::Expr;
-pub use eventor_agent::{current_task, StepAction, TaskContext, TriggerError};
+pub use eventor_agent::{current_task, MaxConcurrent, StepAction, TaskContext, TriggerError};
 pub use eventor_store::{RunMode, StoreLocation, TaskStatus};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventor::{
-    current_task, Eventor, EventorConfig, EventorError, EventorOptions, RunOutcome, Step,
-    StepConfig, StoreLocation,
+    current_task, Eventor, EventorConfig, EventorError, EventorOptions, MaxConcurrent, RunOutcome,
+    Step, StepConfig, StoreLocation,
 };
 use eventor_store::{Store, TaskStatus};
 
@@ -127,7 +127,7 @@ fn max_concurrent_holds_globally_and_per_step() {
     let dir = tempfile::tempdir().unwrap();
     let mut ev = Eventor::new(EventorOptions {
         config: EventorConfig {
-            max_concurrent: 3,
+            max_concurrent: MaxConcurrent::at_most(3),
             ..EventorConfig::default()
         },
         ..options(&dir, "limits")
@@ -138,7 +138,7 @@ fn max_concurrent_holds_globally_and_per_step() {
     ev.add_step(gauged_step("free", &all, StepConfig::default()))
         .unwrap();
     let limited = StepConfig {
-        max_concurrent: Some(1),
+        max_concurrent: MaxConcurrent::at_most(1),
         ..StepConfig::default()
     };
     let limited_step = {

@@ -124,6 +124,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::AgentError;
 
+use crate::limit::MaxConcurrent;
 use crate::task::StepAction;
 use dispatch::{Dispatcher, Session, SILENT_INTERVALS};
 use run::{Tally, TaskEnv, TextCaps};
@@ -151,7 +152,7 @@ pub struct AgentOptions {
     /// The program's closure steps by name, for `Work::Closure { step }`.
     pub closures: HashMap<String, StepAction>,
     /// Most tasks running at once (the prime's limit applies too); `None`: the prime's.
-    pub max_concurrent: Option<usize>,
+    pub max_concurrent: MaxConcurrent,
     /// How long a stopped command's group gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
     /// How long to wait for the prime's answer to the hello.
@@ -164,7 +165,7 @@ impl Default for AgentOptions {
             host_name: local_host_name(),
             store: None,
             closures: HashMap::new(),
-            max_concurrent: None,
+            max_concurrent: MaxConcurrent::UNLIMITED,
             kill_grace: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(30),
         }
@@ -353,11 +354,12 @@ struct Plan {
 
 impl Plan {
     fn new(accept: &Accept, options: &AgentOptions) -> Plan {
-        let ours = options.max_concurrent.unwrap_or(usize::MAX);
-        let theirs = match accept.limits.max_concurrent_tasks {
-            0 => usize::MAX,
-            n => n as usize,
-        };
+        let theirs = MaxConcurrent::from_wire(accept.limits.max_concurrent_tasks);
+        let limit = options
+            .max_concurrent
+            .min(theirs)
+            .get()
+            .unwrap_or(usize::MAX);
         // A quarter of the smaller frame cap per text leaves room for the rest of a message.
         let frame = accept
             .limits
@@ -365,7 +367,7 @@ impl Plan {
             .min(FrameLimit::DEFAULT.bytes()) as usize;
         let field = (frame / 4).max(256);
         Plan {
-            limit: ours.min(theirs).max(1),
+            limit,
             heartbeat: match accept.heartbeat_interval_ms {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),

@@ -18,9 +18,7 @@ impl Eventor {
         let config = &self.options.config;
         let mut program = Program {
             name: Arc::from(self.options.name.as_str()),
-            max_concurrent: usize::try_from(config.max_concurrent)
-                .ok()
-                .filter(|&n| n > 0),
+            max_concurrent: config.max_concurrent,
             pools: self
                 .pools
                 .iter()
@@ -100,7 +98,7 @@ impl Eventor {
                 failure: ids("failure", &t.failure)?,
                 complete: ids("complete", &t.complete)?,
             },
-            max_concurrent: step.config.max_concurrent.filter(|&n| n > 0),
+            max_concurrent: step.config.max_concurrent,
             stop_on_exception: step
                 .config
                 .stop_on_exception

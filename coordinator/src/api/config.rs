@@ -4,12 +4,14 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use eventor_agent::MaxConcurrent;
+
 /// Global settings. [`EventorConfig::default`] is what an absent file or
 /// section means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventorConfig {
     /// Most tasks running at once; -1 means unlimited.
-    pub max_concurrent: i64,
+    pub max_concurrent: MaxConcurrent,
     /// Whether a failed task without a failure trigger stops the flow.
     pub stop_on_exception: bool,
     /// Prefix of the variables each task gets (`{prefix}STEP_NAME`, …).
@@ -28,7 +30,7 @@ pub struct EventorConfig {
 impl Default for EventorConfig {
     fn default() -> Self {
         EventorConfig {
-            max_concurrent: -1,
+            max_concurrent: MaxConcurrent::UNLIMITED,
             stop_on_exception: true,
             envvar_prefix: "EVENTOR_".into(),
             shared_db: false,

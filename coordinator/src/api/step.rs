@@ -10,14 +10,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use crate::engine::program::RecoveryPolicy;
-use eventor_agent::{StepAction, TaskContext};
+use eventor_agent::{MaxConcurrent, StepAction, TaskContext};
 pub use eventor_store::TaskStatus;
 
 /// Per-step settings; `None` means "use the run's setting".
 #[derive(Debug, Clone, Default)]
 pub struct StepConfig {
     /// At most this many tasks of this step at once.
-    pub max_concurrent: Option<usize>,
+    pub max_concurrent: MaxConcurrent,
     /// Whether an unhandled failure of this step stops the flow.
     pub stop_on_exception: Option<bool>,
     /// Extra environment for command steps.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use eventor::cluster::load_hosts;
+use eventor::flow::file::MAX_RANGE_LEN;
 use eventor::flow::{eventor_from_flow, load_config, load_flow, FlowTriggers};
 use eventor::EventorConfig;
 use eventor::{ClusterOptions, EventorOptions, RunMode, RunOutcome, StoreLocation};
@@ -415,8 +416,8 @@ fn parse_sequences(spec: &str) -> anyhow::Result<Vec<String>> {
         .with_context(|| format!("range end {to:?} is not a number"))?;
     anyhow::ensure!(from <= to, "range {from}..{to} is empty (start after end)");
     anyhow::ensure!(
-        to - from < 1_000_000,
-        "range {from}..{to} is too long (at most 1,000,000)"
+        to - from < MAX_RANGE_LEN,
+        "range {from}..{to} is too long (at most {MAX_RANGE_LEN} sequences)"
     );
     Ok((from..=to).map(|n| n.to_string()).collect())
 }

@@ -74,6 +74,7 @@ use tokio_util::task::TaskTracker;
 
 use super::hosts::{HostSpec, HostsFile};
 use eventor_agent::util::error_chain;
+use eventor_agent::MaxConcurrent;
 use eventor_ssh::{
     self as ssh, ClientSettings, ExecStderr, ExitStatus, ExitWaiter, Session, SshConfig, SshError,
 };
@@ -108,8 +109,8 @@ pub struct LinkConfig {
     pub lost_after: Duration,
     /// Bound on starting the agent and on its hello.
     pub handshake_timeout: Duration,
-    /// Told to the agent in the handshake; `None` is no limit of the host's own.
-    pub max_concurrent_tasks: Option<u32>,
+    /// Told to the agent in the handshake: the host's own limit, if it has one.
+    pub max_concurrent_tasks: MaxConcurrent,
     /// Messages queued for the writer before `dispatch` waits.
     pub outbox: usize,
 }
@@ -128,7 +129,7 @@ impl LinkConfig {
             heartbeat: Duration::from_secs(1),
             lost_after: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
-            max_concurrent_tasks: None,
+            max_concurrent_tasks: MaxConcurrent::UNLIMITED,
             outbox: 256,
         }
     }
@@ -680,8 +681,7 @@ fn accept_for(hello: &Hello, config: &LinkConfig) -> Accept {
         heartbeat_interval_ms: u64::try_from(config.heartbeat.as_millis()).unwrap_or(u64::MAX),
         limits: Limits {
             max_frame_bytes: FrameLimit::DEFAULT.bytes(),
-            // 0: no limit of the host's own (the agent's convention).
-            max_concurrent_tasks: config.max_concurrent_tasks.unwrap_or(0),
+            max_concurrent_tasks: config.max_concurrent_tasks.to_wire(),
         },
     }
 }
@@ -1005,7 +1005,7 @@ impl ConnectOptions {
             heartbeat: self.heartbeat,
             lost_after: self.lost_after,
             handshake_timeout: self.handshake_timeout,
-            max_concurrent_tasks: host.max_concurrent,
+            max_concurrent_tasks: MaxConcurrent::at_most(host.max_concurrent.unwrap_or(0) as usize),
             ..LinkConfig::new(
                 &host.name,
                 host.agent_command(&self.agent_args),

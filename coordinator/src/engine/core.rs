@@ -368,9 +368,7 @@ impl Core {
     }
 
     fn global_room(&self) -> bool {
-        self.program
-            .max_concurrent
-            .is_none_or(|max| self.active < max)
+        self.program.max_concurrent.allows(self.active)
     }
 
     fn drain_work(&mut self) {
@@ -604,10 +602,7 @@ impl Core {
 
     fn step_full(&self, step: StepId) -> bool {
         let running = self.active_per_step.get(&step).copied().unwrap_or(0);
-        self.program
-            .step(step)
-            .max_concurrent
-            .is_some_and(|max| running >= max)
+        !self.program.step(step).max_concurrent.allows(running)
     }
 
     /// Moves a task from ready to active. Recovery and resources hook in here.

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use eventor_store::{Change, TaskStatus};
 use proptest::prelude::*;
 
+use eventor_agent::MaxConcurrent;
+
 use super::core::{Core, CoreOptions, Effect, Input, Outcome, TaskId};
 use super::program::{AssocDef, Cond, EventDef, EventId, Program, StepDef, StepId, Target};
 
@@ -47,7 +49,7 @@ fn step_strategy(total_events: u32) -> impl Strategy<Value = StepDef> {
                 complete,
                 ..Default::default()
             },
-            max_concurrent: max,
+            max_concurrent: MaxConcurrent::at_most(max.unwrap_or(0)),
             stop_on_exception: stop,
             ..StepDef::default()
         })
@@ -104,7 +106,7 @@ fn build(
         steps,
         assocs,
         pools: vec![],
-        max_concurrent: max,
+        max_concurrent: MaxConcurrent::at_most(max.unwrap_or(0)),
     };
     program.link();
     program
@@ -244,7 +246,7 @@ proptest! {
 
 fn check_limits(core: &Core, program: &Program, running: &[TaskId]) -> Result<(), TestCaseError> {
     prop_assert_eq!(core.active(), running.len());
-    if let Some(max) = program.max_concurrent {
+    if let Some(max) = program.max_concurrent.get() {
         prop_assert!(
             running.len() <= max,
             "{} running over the limit {}",
@@ -257,7 +259,7 @@ fn check_limits(core: &Core, program: &Program, running: &[TaskId]) -> Result<()
         *per_step.entry(core.task(*task).step).or_default() += 1;
     }
     for (step, count) in per_step {
-        if let Some(max) = program.step(step).max_concurrent {
+        if let Some(max) = program.step(step).max_concurrent.get() {
             prop_assert!(
                 count <= max,
                 "step {:?}: {} running over {}",

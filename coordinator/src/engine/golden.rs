@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use eventor_store::Change;
 
+use eventor_agent::MaxConcurrent;
+
 use super::core::{Core, CoreOptions, Effect, Input, Outcome, PreviousTask};
 use super::program::{
     AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RecoverAction, StepDef, StepId,
@@ -87,7 +89,7 @@ fn parse_script(text: &str) -> Script {
                 previous.insert((*step, Arc::from(sequence)), task);
             }
             Some("assoc") => program.assocs.push(parse_assoc(&words, &names)),
-            Some("max_concurrent") => program.max_concurrent = words[1].parse().ok(),
+            Some("max_concurrent") => program.max_concurrent = limit(words[1]),
             Some("gated") => gated = true,
             Some(other) => panic!("unknown program line {other:?}"),
         }
@@ -129,7 +131,7 @@ fn parse_step(words: &[&str], names: &HashMap<String, Target>, pools: &[PoolDef]
             "success" => def.triggers.success = events(),
             "failure" => def.triggers.failure = events(),
             "complete" => def.triggers.complete = events(),
-            "max" => def.max_concurrent = value.parse().ok(),
+            "max" => def.max_concurrent = limit(value),
             "stop" => def.stop_on_exception = value == "true",
             "acquires" => def.acquires = amounts(value, pools),
             "releases" => releases = Some(amounts(value, pools)),
@@ -378,4 +380,9 @@ fn golden_scripts() {
         "golden transcripts differ (UPDATE_GOLDEN=1 to accept):\n{}",
         failures.join("\n")
     );
+}
+
+/// A limit as a script writes it (a number; anything else: none).
+fn limit(text: &str) -> MaxConcurrent {
+    MaxConcurrent::at_most(text.parse().unwrap_or(0))
 }

@@ -1,6 +1,8 @@
 //! The compiled, immutable flow the scheduling core runs: names resolved to dense ids.
 
 use std::sync::Arc;
+
+use eventor_agent::MaxConcurrent;
 use std::time::Duration;
 
 use eventor_store::TaskStatus;
@@ -134,7 +136,7 @@ pub struct StepDef {
     pub name: Arc<str>,
     pub triggers: StepTriggers,
     /// At most this many tasks of the step at once (`None`: no per-step limit).
-    pub max_concurrent: Option<usize>,
+    pub max_concurrent: MaxConcurrent,
     pub stop_on_exception: bool,
     pub recovery: RecoveryPolicy,
     /// Units taken from pools before a task starts (all or nothing).
@@ -160,7 +162,7 @@ pub struct Program {
     pub assocs: Vec<AssocDef>,
     pub pools: Vec<PoolDef>,
     /// At most this many tasks at once in the whole run (`None`: unlimited).
-    pub max_concurrent: Option<usize>,
+    pub max_concurrent: MaxConcurrent,
 }
 
 impl Program {

@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use eventor_agent::MaxConcurrent;
+
 use crate::api::config::{DatabaseConfig, DbType, EventorConfig, LogLevel, LoggingConfig};
 use crate::yaml::{self, At, FieldPath, Node, Problem, Value};
 
@@ -112,10 +114,10 @@ fn braced_name(text: &str) -> Result<(&str, usize), String> {
 
 /// A `max_concurrent` value: -1 (unlimited) or a positive limit. Shared
 /// with the flow file's `config:` section.
-pub(crate) fn read_max_concurrent(at: &At<'_>) -> Result<i64, Problem> {
+pub(crate) fn read_max_concurrent(at: &At<'_>) -> Result<MaxConcurrent, Problem> {
     let n = at.integer()?;
     check_max_concurrent(n).map_err(|m| at.problem(m))?;
-    Ok(n)
+    Ok(MaxConcurrent::from_config(n))
 }
 
 /// An `envvar_prefix` value. Shared with the flow file's `config:` section.
@@ -378,7 +380,7 @@ EVENTOR:
     #[test]
     fn reads_every_key() {
         let config = parse(FULL).unwrap();
-        assert_eq!(config.max_concurrent, 8);
+        assert_eq!(config.max_concurrent, MaxConcurrent::at_most(8));
         assert!(!config.stop_on_exception);
         assert_eq!(config.envvar_prefix, "ETL_");
         assert!(config.shared_db);
@@ -418,7 +420,7 @@ EVENTOR:
     #[test]
     fn defaults() {
         let d = EventorConfig::default();
-        assert_eq!(d.max_concurrent, -1);
+        assert_eq!(d.max_concurrent, MaxConcurrent::UNLIMITED);
         assert!(d.stop_on_exception);
         assert_eq!(d.envvar_prefix, "EVENTOR_");
         assert!(!d.shared_db);
@@ -438,7 +440,7 @@ EVENTOR:
         let partial = parse("EVENTOR: {max_concurrent: 2}").unwrap();
         assert_eq!(
             (partial.max_concurrent, partial.stop_on_exception),
-            (2, true)
+            (MaxConcurrent::at_most(2), true)
         );
     }
 
@@ -586,7 +588,10 @@ EVENTOR:
         };
         let text = "EVENTOR: {max_concurrent: $N, shared_db: \"${SHARED}\"}";
         let config = parse_config_with_env(text, Path::new("c.yaml"), &vars).unwrap();
-        assert_eq!((config.max_concurrent, config.shared_db), (3, true));
+        assert_eq!(
+            (config.max_concurrent, config.shared_db),
+            (MaxConcurrent::at_most(3), true)
+        );
     }
 
     proptest::proptest! {
@@ -613,7 +618,7 @@ EVENTOR:
         )
         .unwrap();
         let config = load_config(&path).unwrap();
-        assert_eq!(config.max_concurrent, 2);
+        assert_eq!(config.max_concurrent, MaxConcurrent::at_most(2));
         assert!(!config.logging.console);
 
         std::fs::write(&path, "EVENTOR:\n  bogus: 1\n").unwrap();

@@ -8,6 +8,8 @@
 //! event, a pool asked beyond its capacity) point at the exact value.
 
 use super::config;
+use eventor_agent::MaxConcurrent;
+
 use crate::api::step::Triggers;
 use crate::engine::program::{RecoverAction, RecoveryPolicy};
 use crate::expr::{self, Expr};
@@ -70,7 +72,7 @@ pub struct FlowFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowConfig {
     /// -1 means unlimited.
-    pub max_concurrent: Option<i64>,
+    pub max_concurrent: Option<MaxConcurrent>,
     pub stop_on_exception: Option<bool>,
     pub envvar_prefix: Option<String>,
 }
@@ -92,7 +94,7 @@ pub struct StepSpec {
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
     pub timeout: Option<Duration>,
-    pub max_concurrent: Option<usize>,
+    pub max_concurrent: MaxConcurrent,
     pub stop_on_exception: Option<bool>,
     pub triggers: Triggers,
     pub acquires: Vec<(String, u32)>,
@@ -324,7 +326,11 @@ fn read_step(
         env: f.get("env").map_or(Ok(Vec::new()), read_env)?,
         cwd: string("cwd")?,
         timeout: f.get("timeout").map(read_timeout).transpose()?,
-        max_concurrent: f.get("max_concurrent").map(read_step_limit).transpose()?,
+        max_concurrent: f
+            .get("max_concurrent")
+            .map(read_step_limit)
+            .transpose()?
+            .unwrap_or_default(),
         stop_on_exception: f.get("stop_on_exception").map(At::boolean).transpose()?,
         triggers: f
             .get("triggers")
@@ -370,11 +376,12 @@ fn read_timeout(at: &At<'_>) -> Result<Duration, Problem> {
     Ok(timeout)
 }
 
-fn read_step_limit(at: &At<'_>) -> Result<usize, Problem> {
+fn read_step_limit(at: &At<'_>) -> Result<MaxConcurrent, Problem> {
     let n = at.integer()?;
     usize::try_from(n)
         .ok()
         .filter(|n| *n >= 1)
+        .map(MaxConcurrent::at_most)
         .ok_or_else(|| at.problem(format!("must be at least 1, found {n}")))
 }
 
@@ -612,7 +619,7 @@ trigger:
         assert_eq!(
             flow.config,
             FlowConfig {
-                max_concurrent: Some(4),
+                max_concurrent: Some(MaxConcurrent::at_most(4)),
                 stop_on_exception: Some(true),
                 envvar_prefix: Some("NIGHTLY_".into()),
             }
@@ -653,7 +660,7 @@ trigger:
         assert_eq!(env, [("MODE", "fast"), ("LEVEL", "007"), ("ON", "yes")]);
         assert_eq!(s2.timeout, Some(Duration::from_secs(30)));
         assert_eq!(s2.cwd.as_deref(), Some("/tmp"));
-        assert_eq!(s2.max_concurrent, Some(1));
+        assert_eq!(s2.max_concurrent, MaxConcurrent::at_most(1));
         assert_eq!(s2.stop_on_exception, Some(false));
         assert_eq!(s2.triggers.complete, ["s2_done"]);
         let s3 = &flow.steps[2];
