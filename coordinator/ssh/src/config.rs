@@ -1,6 +1,8 @@
-//! ssh_config handling: parse the file with `ssh2-config`, then resolve one host alias
-//! into a [`HostConfig`] holding every option this layer honours, plus warnings naming
-//! each option that is set but not honoured.
+//! ssh_config handling: read the file (`config_file`), pick the lines that apply to one
+//! host alias as OpenSSH does (`config_match`: Host, Match, first value wins), let
+//! `ssh2-config` interpret those lines' values, and resolve them into a [`HostConfig`]
+//! holding every option this layer honours, plus warnings naming each option that is
+//! set but not honoured.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,10 @@ use std::time::Duration;
 
 use ssh2_config::{HostParams, ParseRule};
 
+use super::config_file::{self, Item};
+use super::config_match::{self, final_host_name};
 use super::error::SshError;
+use super::tokens::TokenValues;
 
 /// What the connection layer needs from the local environment, outside ssh_config.
 #[derive(Debug, Clone)]
@@ -159,7 +164,8 @@ pub struct SshConfig {
 
 #[derive(Debug)]
 struct Inner {
-    parsed: ssh2_config::SshConfig,
+    items: Vec<Item>,
+    path: PathBuf,
     settings: ClientSettings,
     warnings: Vec<String>,
 }
@@ -193,23 +199,16 @@ impl SshConfig {
         path: &Path,
         settings: ClientSettings,
     ) -> Result<SshConfig, SshError> {
-        // Unknown and unsupported options are kept (not fatal) so we can report them.
-        let rules = ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS;
-        let parsed = ssh2_config::SshConfig::default()
-            .home_dir(&settings.home)
-            .parse(&mut text.as_bytes(), rules)
-            .map_err(|source| SshError::ConfigParse {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let warnings = repeated_options(text, path);
-        for w in &warnings {
-            tracing::warn!("ssh config: {w}");
-        }
+        let items = config_file::parse(text, path, &settings.home)?;
+        // OpenSSH rejects a bad value wherever it is, not only in blocks that apply.
+        let mut every_setting = Vec::new();
+        all_settings(&items, &mut every_setting);
+        interpret(&every_setting, path, &settings)?;
         let inner = Arc::new(Inner {
-            parsed,
+            items,
+            path: path.to_path_buf(),
             settings,
-            warnings,
+            warnings: Vec::new(),
         });
         Ok(SshConfig { inner })
     }
@@ -225,13 +224,20 @@ impl SshConfig {
 
     /// Resolves `alias`; unhonoured options become `warnings` (also logged).
     pub fn resolve(&self, alias: &str) -> Result<HostConfig, SshError> {
-        let params = self.inner.parsed.query(alias);
+        let Inner {
+            items,
+            path,
+            settings,
+            ..
+        } = self.inner.as_ref();
+        let applied = config_match::applicable(items, alias, settings)?;
+        let params = interpret(&applied.lines, path, settings)?.query(alias);
         let host = Resolver {
             alias,
             params: &params,
             extra: lowercase_keys(&params.unsupported_fields),
-            settings: &self.inner.settings,
-            warnings: Vec::new(),
+            settings,
+            warnings: applied.warnings,
         }
         .resolve()?;
         for w in &host.warnings {
@@ -241,19 +247,38 @@ impl SshConfig {
     }
 }
 
+/// ssh2-config's reading of option lines that all apply (no Host line: all global).
+fn interpret(
+    lines: &[String],
+    path: &Path,
+    settings: &ClientSettings,
+) -> Result<ssh2_config::SshConfig, SshError> {
+    // Unknown and unsupported options are kept (not fatal) so we can report them.
+    let rules = ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS;
+    let text = lines.join("\n");
+    ssh2_config::SshConfig::default()
+        .home_dir(&settings.home)
+        .parse(&mut text.as_bytes(), rules)
+        .map_err(|source| SshError::ConfigParse {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Every option line, in every block and included file.
+fn all_settings(items: &[Item], out: &mut Vec<String>) {
+    for item in items {
+        match item {
+            Item::Setting(line) => out.push(line.text.clone()),
+            Item::Include(files) => files.iter().for_each(|f| all_settings(f, out)),
+            Item::Host(_) | Item::Match(_) => {}
+        }
+    }
+}
+
 fn lowercase_keys(map: &HashMap<String, Vec<String>>) -> HashMap<String, Vec<String>> {
     let lower = |(k, v): (&String, &Vec<String>)| (k.to_ascii_lowercase(), v.clone());
     map.iter().map(lower).collect()
-}
-
-/// Values substituted for `%` tokens in paths (OpenSSH's TOKENS section).
-struct Tokens<'a> {
-    alias: &'a str,
-    host_name: &'a str,
-    port: u16,
-    user: &'a str,
-    local_user: &'a str,
-    home: &'a Path,
 }
 
 /// One resolution: the merged params of a host and the warnings gathered on the way.
@@ -266,12 +291,16 @@ struct Resolver<'a> {
     warnings: Vec<String>,
 }
 
-const DEFAULT_IDENTITIES: [&str; 5] = [
+/// OpenSSH 9's defaults, in its order (an id_xmss or id_dsa, if present, is skipped
+/// at login as a key type russh does not offer).
+const DEFAULT_IDENTITIES: [&str; 7] = [
     "id_rsa",
     "id_ecdsa",
     "id_ecdsa_sk",
     "id_ed25519",
     "id_ed25519_sk",
+    "id_xmss",
+    "id_dsa",
 ];
 
 /// ssh2-config "unsupported" options that this module interprets itself.
@@ -289,21 +318,19 @@ const INTERPRETED: [&str; 8] = [
 impl Resolver<'_> {
     fn resolve(mut self) -> Result<HostConfig, SshError> {
         let p = self.params;
-        let host_name = match &p.host_name {
-            Some(h) => h.replace("%h", self.alias).replace("%%", "%"),
-            None => self.alias.to_string(),
-        };
+        let host_name = final_host_name(p.host_name.as_deref(), self.alias);
         let port = p.port.unwrap_or(22);
         let user = p.user.clone().unwrap_or(self.settings.local_user.clone());
-        let home = self.settings.home.clone();
-        let local_user = self.settings.local_user.clone();
-        let tokens = Tokens {
-            alias: self.alias,
-            host_name: &host_name,
-            port,
-            user: &user,
-            local_user: &local_user,
-            home: &home,
+        // ssh lowercases the alias before using it (known_hosts names are lowercase).
+        let host_key_alias = self.first("hostkeyalias").map(str::to_ascii_lowercase);
+        let tokens = TokenValues {
+            alias: self.alias.to_string(),
+            host: host_name.clone(),
+            port: port.to_string(),
+            user: user.clone(),
+            local_user: self.settings.local_user.clone(),
+            home: self.settings.home.to_string_lossy().into_owned(),
+            key_alias: host_key_alias.clone().unwrap_or(host_name.clone()),
         };
         let host = HostConfig {
             alias: self.alias.to_string(),
@@ -319,7 +346,7 @@ impl Resolver<'_> {
             strict_host_key_checking: self.strict()?,
             user_known_hosts_files: self.known_hosts("userknownhostsfile", &tokens, USER_KH),
             global_known_hosts_files: self.known_hosts("globalknownhostsfile", &tokens, GLOBAL_KH),
-            host_key_alias: self.first("hostkeyalias").map(str::to_string),
+            host_key_alias,
             hash_known_hosts: self.flag("hashknownhosts", "HashKnownHosts", false)?,
             host_name,
             port,
@@ -388,7 +415,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn identity_files(&mut self, tokens: &Tokens) -> Vec<PathBuf> {
+    fn identity_files(&mut self, tokens: &TokenValues) -> Vec<PathBuf> {
         match self.params.identity_file.clone() {
             Some(files) => files
                 .iter()
@@ -401,7 +428,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn identity_agent(&mut self, tokens: &Tokens) -> Option<PathBuf> {
+    fn identity_agent(&mut self, tokens: &TokenValues) -> Option<PathBuf> {
         let value = match self.first("identityagent") {
             None => return self.settings.agent_socket.clone(),
             Some(v) => v.to_string(),
@@ -429,7 +456,7 @@ impl Resolver<'_> {
         specs.iter().filter(|s| !s.is_empty()).map(parse).collect()
     }
 
-    fn known_hosts(&mut self, key: &str, tokens: &Tokens, defaults: &[&str]) -> Vec<PathBuf> {
+    fn known_hosts(&mut self, key: &str, tokens: &TokenValues, defaults: &[&str]) -> Vec<PathBuf> {
         let Some(values) = self.extra.get(key).cloned() else {
             let defaults = defaults.iter();
             return defaults.map(|d| self.expand_path(d, tokens, key)).collect();
@@ -454,38 +481,48 @@ impl Resolver<'_> {
     }
 
     /// `~` and `%` tokens, as OpenSSH expands them in file options.
-    fn expand_path(&mut self, raw: &str, t: &Tokens, option: &str) -> PathBuf {
-        let home = t.home.to_string_lossy();
+    fn expand_path(&mut self, raw: &str, tokens: &TokenValues, option: &str) -> PathBuf {
+        let raw = &self.expand_env(raw, option);
         let tilde = match raw.strip_prefix('~') {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                format!("{}{rest}", tokens.home)
+            }
             _ => raw.to_string(),
         };
-        let mut out = String::new();
-        let mut chars = tilde.chars();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('%') => out.push('%'),
-                Some('d') => out.push_str(&home),
-                Some('h') => out.push_str(t.host_name),
-                Some('n') => out.push_str(t.alias),
-                Some('p') => out.push_str(&t.port.to_string()),
-                Some('r') => out.push_str(t.user),
-                Some('u') => out.push_str(t.local_user),
-                other => {
-                    let token = other.map(String::from).unwrap_or_default();
-                    self.warn(&format!(
-                        "{option}: token %{token} is not supported, kept as is"
-                    ));
-                    out.push('%');
-                    out.push_str(&token);
-                }
+        match tokens.expand(&tilde) {
+            Ok(path) => PathBuf::from(path),
+            Err(token) => {
+                self.warn(&format!(
+                    "{option}: token %{token} is not supported, kept as is"
+                ));
+                PathBuf::from(tilde)
             }
         }
-        PathBuf::from(out)
+    }
+
+    /// `${VAR}` from our environment, as ssh expands it in file options.
+    fn expand_env(&mut self, raw: &str, option: &str) -> String {
+        let mut out = String::new();
+        let mut rest = raw;
+        while let Some((before, after)) = rest.split_once("${") {
+            out.push_str(before);
+            let Some((var, after)) = after.split_once('}') else {
+                rest = after;
+                out.push_str("${");
+                break;
+            };
+            match std::env::var(var) {
+                Ok(value) => out.push_str(&value),
+                Err(_) => {
+                    // ssh refuses the file; a path that may be wrong must not pass silently.
+                    self.warn(&format!("{option}: ${{{var}}} is not set, kept as is"));
+                    out.push_str(&format!("${{{var}}}"));
+                }
+            }
+            rest = after;
+        }
+        out.push_str(rest);
+        out
     }
 
     fn warn(&mut self, w: &str) {
@@ -521,12 +558,7 @@ impl Resolver<'_> {
             .collect();
         unknown.sort();
         for key in unknown {
-            if key.eq_ignore_ascii_case("match") {
-                // ssh2-config has no Match blocks: their options land in the block above.
-                self.warn("Match blocks are not supported: their options were applied to the Host block before them");
-            } else {
-                self.warn(&format!("unknown option {key}, ignored"));
-            }
+            self.warn(&format!("unknown option {key}, ignored"));
         }
     }
 
@@ -575,46 +607,6 @@ impl Resolver<'_> {
             self.warn(&format!("{option}: not supported, ignored"));
         }
     }
-}
-
-/// Options that may rightly appear several times in one block.
-const REPEATABLE: [&str; 8] = [
-    "identityfile",
-    "certificatefile",
-    "localforward",
-    "remoteforward",
-    "dynamicforward",
-    "sendenv",
-    "setenv",
-    "include",
-];
-
-/// An option repeated within one Host block: OpenSSH takes the first value, but
-/// ssh2-config the last, so say so rather than connect somewhere unexpected.
-/// (Only the top file is scanned; Included files are read by ssh2-config alone.)
-fn repeated_options(text: &str, path: &Path) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
-    let mut warnings = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim_start();
-        let end = line.find(|c: char| c.is_whitespace() || c == '=');
-        let keyword = line[..end.unwrap_or(line.len())].to_ascii_lowercase();
-        if keyword.is_empty() || keyword.starts_with('#') {
-            continue;
-        }
-        if keyword == "host" || keyword == "match" {
-            seen.clear();
-        } else if seen.contains(&keyword) && !REPEATABLE.contains(&keyword.as_str()) {
-            warnings.push(format!(
-                "{}:{}: {keyword} repeated in one block: the last value is used (OpenSSH uses the first)",
-                path.display(),
-                index + 1
-            ));
-        } else {
-            seen.push(keyword);
-        }
-    }
-    warnings
 }
 
 const USER_KH: &[&str] = &["~/.ssh/known_hosts", "~/.ssh/known_hosts2"];
@@ -740,7 +732,7 @@ Host node1
         assert_eq!(h.host_name, "elsewhere");
         assert_eq!(h.user, "ev");
         assert_eq!(h.port, 22);
-        assert_eq!(h.identity_files.len(), 5);
+        assert_eq!(h.identity_files.len(), 7);
         assert_eq!(
             h.identity_files[3],
             PathBuf::from("/home/ev/.ssh/id_ed25519")
@@ -841,7 +833,9 @@ Host h
     Quux 1
     IdentityAgent none
     UserKnownHostsFile none
-    IdentityFile ~/.ssh/id_%C
+    IdentityFile ~/.ssh/id_%Z
+    IdentityFile ${EVENTOR_TEST_SURELY_UNSET}/k
+    CertificateFile ~/c
 ";
         let h = resolve(text, "h");
         let w = h.warnings.join("\n");
@@ -851,7 +845,9 @@ Host h
             "localforward 8080 localhost:80",
             "Ciphers",
             "unknown option Frobnicate",
-            "token %C",
+            "token %Z",
+            "IdentityFile: ${EVENTOR_TEST_SURELY_UNSET} is not set, kept as is",
+            "CertificateFile",
         ] {
             assert!(w.contains(needle), "{needle} missing from:\n{w}");
         }
@@ -862,13 +858,67 @@ Host h
     }
 
     #[test]
-    fn repeated_options_are_reported() {
+    fn first_value_wins_within_a_block() {
         let text = "Port 1\nHost a\n  Port 2\n  port=3\n  IdentityFile x\n  IdentityFile y\nHost b\n  Port 4\n";
-        let config = SshConfig::from_text(text, settings()).unwrap();
-        assert_eq!(
-            config.warnings(),
-            ["<text>:4: port repeated in one block: the last value is used (OpenSSH uses the first)"]
+        let h = resolve(text, "a");
+        assert_eq!(h.port, 1);
+        let files = [PathBuf::from("x"), PathBuf::from("y")];
+        assert_eq!(h.identity_files, files);
+        assert!(h.warnings.is_empty(), "{:?}", h.warnings);
+    }
+
+    #[test]
+    fn match_blocks_apply_only_when_they_match() {
+        let text = "\
+Host mx
+    HostName %h.example.com
+Match host 192.168.*
+    User bob
+    Port 2200
+Match originalhost build-* !localuser nobody
+    User builder
+Match host *.example.com exec \"test %h = mx.example.com\"
+    Port 2201
+Host 10.0.0.5
+    HostKeyAlias Via-Final
+Match final
+    ConnectTimeout 7
+";
+        let mx = resolve(text, "mx");
+        assert_eq!((mx.user.as_str(), mx.port), ("ev", 2201));
+        assert_eq!(mx.connect_timeout, Some(Duration::from_secs(7)));
+        let build = resolve(text, "build-1");
+        assert_eq!((build.user.as_str(), build.port), ("builder", 22));
+        let lan = resolve(
+            "Host lan\n  HostName 192.168.1.2\n".to_string().as_str(),
+            "lan",
         );
+        assert_eq!(lan.user, "ev");
+        let lan = resolve(&format!("Host lan\n  HostName 192.168.1.2\n{text}"), "lan");
+        assert_eq!((lan.user.as_str(), lan.port), ("bob", 2200));
+        // In the final pass Host lines match the host name, not the alias.
+        let via = resolve(&format!("Host v\n  HostName 10.0.0.5\n{text}"), "v");
+        assert_eq!(via.host_key_alias.as_deref(), Some("via-final"));
+    }
+
+    #[test]
+    fn bad_match_lines_are_errors() {
+        for (text, reason) in [
+            ("Match\n", "no criteria"),
+            ("Match host\n", "`host` needs an argument"),
+            (
+                "Match all host x\n",
+                "`all` cannot be combined with other criteria",
+            ),
+            ("Match frob x\n", "unsupported criterion `frob`"),
+        ] {
+            let err = SshConfig::from_text(text, settings()).unwrap().resolve("h");
+            let err = err.unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("ssh config <text>:1: bad Match line: {reason}")
+            );
+        }
     }
 
     #[test]

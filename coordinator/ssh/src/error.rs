@@ -21,6 +21,17 @@ pub enum SshError {
         #[source]
         source: ssh2_config::SshParserError,
     },
+    #[error("ssh config {}: Include nested deeper than {max} files (is there a loop?)", path.display())]
+    IncludeDepth { path: PathBuf, max: usize },
+    #[error("ssh config {at}: bad Match line: {reason}")]
+    ConfigMatch { at: String, reason: String },
+    #[error("ssh config {at}: running Match exec `{command}`")]
+    MatchExec {
+        at: String,
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{host}: bad {option} value {value:?}: {reason}")]
     ConfigValue {
         host: String,

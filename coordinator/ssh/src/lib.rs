@@ -3,15 +3,41 @@
 //!
 //! # Connecting
 //!
-//! [`SshConfig::load`] parses an ssh_config with the `ssh2-config` crate;
-//! [`SshConfig::resolve`] turns a host alias into a [`HostConfig`]: HostName, User, Port,
-//! IdentityFile (several, `~` and `%` tokens expanded), IdentitiesOnly, IdentityAgent,
+//! [`SshConfig::load`] reads an ssh_config the way OpenSSH does (`config_file`): each
+//! line split into keyword and arguments (`=` syntax, quotes, trailing comments),
+//! `Include`d files read in place (absolute, `~/…`, or relative to `~/.ssh`, `*`/`?`
+//! globs in sorted order). [`SshConfig::resolve`] then picks the lines that apply to a
+//! host alias (`config_match`) exactly as OpenSSH's readconf.c does, in file order:
+//! a `Host` line (patterns matched case-sensitively against the alias, a matching
+//! `!pattern` vetoing) or a `Match` line switches the lines after it on or off; an
+//! Include under an inactive block contributes nothing, and a Match inside an
+//! included file does not leak out of it; the first value of each option wins
+//! (IdentityFile, CertificateFile, the forwards and SendEnv accumulate). A `Match`
+//! line holds when all its criteria hold, each negatable with `!`: `all`; `host`
+//! (comma patterns, case-insensitive, against the target host name as resolved so
+//! far: the first HostName with `%h` expanded, else the alias); `originalhost` (the
+//! alias as typed); `user` (the User so far, else the local user); `localuser`;
+//! `exec` (its command, tokens expanded, run by `$SHELL -c` or `/bin/sh -c` with
+//! stdin and stdout on /dev/null, synchronously, as ssh runs it; true on exit 0;
+//! skipped once an earlier criterion failed); `final` and `canonical` (true only in
+//! the final pass). `Match final`, or CanonicalizeHostname on, asks for that final
+//! pass: as in ssh, the host name becomes final (expanded, lowercased unless an
+//! address), then the whole file is evaluated again with `Host` lines matching that
+//! name, adding only options still unset. Host names are not canonicalized (no DNS
+//! search): CanonicalizeHostname is reported in the warnings. A malformed Match line,
+//! or an exec that cannot run, is an error, as in ssh.
+//!
+//! The applicable lines are then handed to the `ssh2-config` crate to interpret their
+//! values, and resolved into a [`HostConfig`]: HostName (lowercased as ssh does), User,
+//! Port, IdentityFile (several, `~`, `${VAR}` and the tokens `%% %C %d %h %i %k %L %l
+//! %n %p %r %u` expanded; OpenSSH's seven defaults otherwise), IdentitiesOnly, IdentityAgent,
 //! ProxyJump, ConnectTimeout, ConnectionAttempts, ServerAliveInterval/CountMax,
-//! TcpKeepAlive, StrictHostKeyChecking, User/GlobalKnownHostsFile, HostKeyAlias and
-//! HashKnownHosts. Every other option that is set is named in `HostConfig::warnings` and
-//! logged with `tracing::warn!`, never dropped silently. ssh2-config only interprets part
-//! of ssh_config; the rest it hands over as raw "unsupported fields", which this module
-//! interprets itself.
+//! TcpKeepAlive, StrictHostKeyChecking, User/GlobalKnownHostsFile, HostKeyAlias
+//! (lowercased) and HashKnownHosts. Every other option that is set is named in
+//! `HostConfig::warnings` and logged with `tracing::warn!`, never dropped silently.
+//! ssh2-config only interprets part of ssh_config; the rest it hands over as raw
+//! "unsupported fields", which this module interprets itself. Bad values are
+//! reported at load, wherever they are in the file, as ssh does.
 //!
 //! [`connect`] opens a TCP connection (each attempt bounded by ConnectTimeout, TCP
 //! keepalive per TcpKeepAlive, Nagle off because the agent protocol is
@@ -61,19 +87,21 @@
 //!
 //! Password, keyboard-interactive, host-based and GSSAPI login (no prompts: this runs
 //! unattended); certificates (user certificates, `@cert-authority` lines, host
-//! certificates are refused); ProxyCommand; Match blocks (ssh2-config does not parse
-//! them, which is reported); forwarding of ports, X11 or the agent; ptys; custom
-//! algorithm lists (russh's defaults are used); ControlMaster multiplexing. Dropping an
-//! [`ExecChannel`]'s parts does not close the channel: it ends when the command exits or
-//! the session closes.
+//! certificates are refused); ProxyCommand; hostname canonicalization; forwarding of
+//! ports, X11 or the agent; ptys; custom algorithm lists (russh's defaults are used);
+//! ControlMaster multiplexing. Dropping an [`ExecChannel`]'s parts does not close the
+//! channel: it ends when the command exits or the session closes.
 
 mod auth;
 mod config;
+mod config_file;
+mod config_match;
 mod connect;
 mod error;
 mod exec;
 mod host_key;
 pub mod known_hosts;
+mod tokens;
 
 pub use config::{ClientSettings, HostConfig, JumpHost, SshConfig, StrictHostKeyChecking};
 pub use connect::{connect, connect_all, Session};
