@@ -31,8 +31,9 @@
 //!
 //! # What it leaves out
 //! Times are stored as microseconds since the Unix epoch (`i64`) so every backend agrees.
-//! No backend deletes runs. Where a store lives is parsed here ([`StoreLocation::parse`]),
-//! but reading the original's `DATABASES` config is the coordinator's business.
+//! Nothing is deleted unasked: runs go only by [`Store::delete_run`] and [`Store::prune`].
+//! Where a store lives is parsed here ([`StoreLocation::parse`]), but reading the original's
+//! `DATABASES` config is the coordinator's business.
 
 mod change;
 mod location;
@@ -142,6 +143,63 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.delays(run).await,
             Store::Postgres(s) => s.delays(run).await,
+        }
+    }
+
+    /// Deletes every recovery of `run_id` and all its tasks, triggers and delays, in one
+    /// transaction; answers how many recoveries went (0: no such run). It takes no run lock:
+    /// the caller holds it ([`Store::lock_run`]), so no coordinator is running the run.
+    pub async fn delete_run(&self, run_id: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete_run(run_id.to_owned()).await,
+            Store::Postgres(s) => s.delete_run(run_id.to_owned()).await,
+        }
+    }
+
+    /// Deletes the whole runs (every recovery) whose newest recovery started before
+    /// `older_than`, only those of the flow `name` if given, and answers their ids. A run
+    /// another coordinator holds ([`StoreError::RunLocked`]) is left alone; every other one is
+    /// deleted under its run lock. An error stops the pruning; the runs deleted before it stay
+    /// deleted.
+    pub async fn prune(
+        &self,
+        name: Option<&str>,
+        older_than: Micros,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut deleted = Vec::new();
+        for run_id in self.old_runs(name, older_than).await? {
+            if self.prune_run(&run_id, older_than).await? {
+                deleted.push(run_id);
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes `run_id` under its run lock if it is free and still old; answers whether it did.
+    async fn prune_run(&self, run_id: &str, older_than: Micros) -> Result<bool, StoreError> {
+        let guard = match self.lock_run(run_id).await {
+            Ok(guard) => guard,
+            Err(StoreError::RunLocked { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // A coordinator may have begun a new recovery between the listing and the lock.
+        let history = self.run_history(run_id).await?;
+        let old = history.iter().all(|run| run.started_at < older_than);
+        let deleted = old && self.delete_run(run_id).await? > 0;
+        guard.release().await;
+        Ok(deleted)
+    }
+
+    /// The ids of the runs whose newest recovery started before `older_than`, in id order.
+    async fn old_runs(
+        &self,
+        name: Option<&str>,
+        older_than: Micros,
+    ) -> Result<Vec<String>, StoreError> {
+        let name = name.map(str::to_owned);
+        match self {
+            Store::Sqlite(s) => s.old_runs(name, older_than).await,
+            Store::Postgres(s) => s.old_runs(name, older_than).await,
         }
     }
 

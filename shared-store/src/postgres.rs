@@ -74,12 +74,15 @@
 //!   next to its fsync, and diesel-async does not promise the order of pipelined queries.
 //! - Task claims by competing agents (`FOR UPDATE SKIP LOCKED`): the store has no claim
 //!   operation yet; when agents claim tasks, it belongs here, beside the fenced updates.
-//! - Deleting runs: rows stay until someone drops them; only batch ids are pruned.
+//! - Deleting runs unasked: rows stay until [`Store::delete_run`](crate::Store::delete_run)
+//!   or [`Store::prune`](crate::Store::prune) removes them (one transaction under the run's
+//!   commit lock, with a batch id like a write); only batch ids are pruned on open.
 //! - A run lock that survives a server restart without a gap: between the drop and the
 //!   re-lock another coordinator could take it (it is then reported lost, and fencing still
 //!   keeps both from moving the same task twice).
 
 mod connect;
+mod delete;
 mod listen;
 mod migrate;
 mod plan;
@@ -100,6 +103,7 @@ use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 pub(crate) use listen::{Listener, RunLock};
 
 use connect::{ConnectError, Connector, Pool};
+use delete::DeleteCx;
 use retry::{Failure, Tries};
 use write::WriteCx;
 
@@ -218,6 +222,45 @@ impl PgStore {
         .await
     }
 
+    /// The ids of the runs whose newest recovery started before `older_than` (of the flow
+    /// `name`, if given).
+    pub(crate) async fn old_runs(
+        &self,
+        name: Option<String>,
+        older_than: Micros,
+    ) -> Result<Vec<String>, StoreError> {
+        let name: Option<Arc<str>> = name.map(Arc::from);
+        self.retry(move |conn| {
+            let name = name.clone();
+            Box::pin(async move { read::old_runs(conn, name.as_deref(), older_than).await })
+        })
+        .await
+    }
+
+    /// Deletes every recovery of `run_id` with its rows in one transaction, retried like a
+    /// write; see [`Store::delete_run`](crate::Store::delete_run).
+    pub async fn delete_run(&self, run_id: String) -> Result<u64, StoreError> {
+        self.delete_job(Arc::new(self.delete_cx(run_id))).await
+    }
+
+    /// A deletion's batch id is drawn once, here, so every retry of it carries the same one.
+    fn delete_cx(&self, run_id: String) -> DeleteCx {
+        DeleteCx {
+            begin: self.begin_locked(&run_id),
+            batch_id: self.next_batch_id(),
+            run_id,
+            counted: AtomicU64::new(0),
+        }
+    }
+
+    async fn delete_job(&self, cx: Arc<DeleteCx>) -> Result<u64, StoreError> {
+        self.retry(move |conn| {
+            let cx = cx.clone();
+            Box::pin(async move { delete::delete_once(conn, &cx).await })
+        })
+        .await
+    }
+
     pub async fn tasks(&self, run: RunKey) -> Result<Vec<TaskRecord>, StoreError> {
         self.retry(move |conn| {
             let run = run.clone();
@@ -273,22 +316,31 @@ impl PgStore {
     }
 
     fn write_cx(&self, run: &RunKey) -> WriteCx {
-        let shared = &self.shared;
-        let schema = shared.pool.connector().schema();
-        let key = lock_key(schema, &run.run_id);
-        let serial = shared.next_batch.fetch_add(1, Ordering::Relaxed);
+        let schema = self.shared.pool.connector().schema();
         WriteCx {
-            // Custom plans: a generic plan, made once while a run's rows were few, would
-            // go on scanning them all (hash join) long after they have grown many.
-            begin: format!(
-                "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; \
-                 SELECT pg_advisory_xact_lock({COMMIT_LOCK_CLASS}, {key})"
-            ),
-            batch_id: format!("{:016x}-{serial}", shared.origin),
+            begin: self.begin_locked(&run.run_id),
+            batch_id: self.next_batch_id(),
             run: run.clone(),
             channel: channel_name(schema, &run.run_id),
-            payload: listen::payload(shared.origin, run),
+            payload: listen::payload(self.shared.origin, run),
         }
+    }
+
+    /// `BEGIN` and the commit lock of `run_id`, which every write to the run takes first.
+    fn begin_locked(&self, run_id: &str) -> String {
+        let key = lock_key(self.shared.pool.connector().schema(), run_id);
+        // Custom plans: a generic plan, made once while a run's rows were few, would go on
+        // scanning them all (hash join) long after they have grown many.
+        format!(
+            "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; \
+             SELECT pg_advisory_xact_lock({COMMIT_LOCK_CLASS}, {key})"
+        )
+    }
+
+    /// A batch id no other write of any store handle has.
+    fn next_batch_id(&self) -> String {
+        let serial = self.shared.next_batch.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}-{serial}", self.shared.origin)
     }
 
     /// Runs `op` until it succeeds, is refused, or runs out of retries.
@@ -431,24 +483,52 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_write_retried_after_it_committed_is_not_applied_again() {
-        let Some((store, schema)) = scratch_store().await else {
-            return;
-        };
-        let run = RunKey {
+    /// Recovery `recovery` of run `R`.
+    fn run_key(recovery: i32) -> RunKey {
+        RunKey {
             run_id: Arc::from("R"),
-            recovery: 0,
-        };
-        let new_run = NewRun {
+            recovery,
+        }
+    }
+
+    fn new_run(run: &RunKey) -> NewRun {
+        NewRun {
             key: run.clone(),
             name: "flow".into(),
             mode: RunMode::Restart,
             host: "h".into(),
             program: "{}".into(),
             started_at: 1,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deletion_retried_after_it_committed_answers_its_first_count() {
+        let Some((store, schema)) = scratch_store().await else {
+            return;
         };
-        store.write(Write::BeginRun(new_run)).await.unwrap();
+        for recovery in 0..2 {
+            let begin = Write::BeginRun(new_run(&run_key(recovery)));
+            store.write(begin).await.unwrap();
+        }
+        // The same deletion twice, as a retry after a lost COMMIT would run it.
+        let cx = Arc::new(store.delete_cx("R".into()));
+        assert_eq!(store.delete_job(cx.clone()).await.unwrap(), 2);
+        let again = store.delete_job(cx).await.unwrap();
+        assert_eq!(again, 2, "recognized as committed, with its count");
+        // A new deletion finds nothing: the retry was not just lucky.
+        assert_eq!(store.delete_run("R".into()).await.unwrap(), 0);
+        assert_eq!(store.run_history("R".into()).await.unwrap(), []);
+        drop_schema(store, schema).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_retried_after_it_committed_is_not_applied_again() {
+        let Some((store, schema)) = scratch_store().await else {
+            return;
+        };
+        let run = run_key(0);
+        store.write(Write::BeginRun(new_run(&run))).await.unwrap();
         let batch = Batch {
             run: run.clone(),
             changes: vec![Change::Trigger {

@@ -3,7 +3,9 @@
 //! records. Only bind parameters and standard SQL, so diesel renders each in either dialect.
 
 use diesel::dsl::{self, auto_type};
+use diesel::helper_types;
 use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text};
 
 use crate::rows::run_label;
 use crate::schema::{delays, runs, tasks, triggers};
@@ -42,6 +44,20 @@ pub(crate) fn run_history<'a>(run_id: &'a str) -> _ {
         .filter(runs::run_id.eq(run_id))
         .order(runs::recovery.asc())
         .select(run_columns())
+}
+
+/// The ids of the runs whose newest recovery started before `older_than`, of the flow `name`
+/// if one is given, in id order.
+#[auto_type(no_type_alias)]
+pub(crate) fn old_runs<'a>(name: Option<&'a str>, older_than: Micros) -> _ {
+    let wanted: dsl::AsExprOf<Option<&'a str>, Nullable<Text>> = name.into_sql::<Nullable<Text>>();
+    let newest: helper_types::max<runs::started_at> = dsl::max(runs::started_at);
+    runs::table
+        .filter(wanted.is_null().or(runs::name.nullable().eq(wanted)))
+        .group_by(runs::run_id)
+        .having(newest.lt(older_than))
+        .select(runs::run_id)
+        .order(runs::run_id.asc())
 }
 
 /// Every task of one run recovery, in creation order (a [`TaskRow`](crate::rows::TaskRow)).
@@ -147,6 +163,23 @@ pub(crate) fn set_run_status<'a>(run: &'a RunKey, status: RunStatus, at: Micros)
     let ended_at: Option<Micros> = (status != RunStatus::Running).then_some(at);
     let status: &'static str = status.as_str();
     dsl::update(runs::table.find(key)).set((runs::status.eq(status), runs::ended_at.eq(ended_at)))
+}
+
+/// Deletes the rows that reference the runs of `run_id` (every recovery): its tasks, triggers
+/// and delays. They go before [`delete_runs`], in the same transaction.
+#[auto_type(no_type_alias)]
+pub(crate) fn delete_rows_of<'a>(run_id: &'a str) -> _ {
+    (
+        dsl::delete(tasks::table.filter(tasks::run_id.eq(run_id))),
+        dsl::delete(triggers::table.filter(triggers::run_id.eq(run_id))),
+        dsl::delete(delays::table.filter(delays::run_id.eq(run_id))),
+    )
+}
+
+/// Deletes every recovery of `run_id`; the count of deleted rows is the count of recoveries.
+#[auto_type(no_type_alias)]
+pub(crate) fn delete_runs<'a>(run_id: &'a str) -> _ {
+    dsl::delete(runs::table.filter(runs::run_id.eq(run_id)))
 }
 
 /// What [`set_run_status`] updating `updated` rows means: none, that the run does not exist.

@@ -143,6 +143,13 @@ impl SqliteStore {
             .await
     }
 
+    /// Deletes every recovery of `run_id` with its rows; see
+    /// [`Store::delete_run`](crate::Store::delete_run).
+    pub async fn delete_run(&self, run_id: String) -> Result<u64, StoreError> {
+        self.call(move |conn| write::delete_run(conn, &run_id))
+            .await
+    }
+
     /// One write, as the [`Store`](crate::Store) hands it to every backend.
     pub(crate) async fn write(&self, write: Write) -> Result<(), StoreError> {
         self.call(move |conn| write::write(conn, &write)).await
@@ -155,6 +162,17 @@ impl SqliteStore {
 
     pub async fn run_history(&self, run_id: String) -> Result<Vec<RunRecord>, StoreError> {
         self.call(move |conn| run_records(query::run_history(&run_id).load(conn)?))
+            .await
+    }
+
+    /// The ids of the runs whose newest recovery started before `older_than` (of the flow
+    /// `name`, if given).
+    pub(crate) async fn old_runs(
+        &self,
+        name: Option<String>,
+        older_than: Micros,
+    ) -> Result<Vec<String>, StoreError> {
+        self.call(move |conn| Ok(query::old_runs(name.as_deref(), older_than).load(conn)?))
             .await
     }
 

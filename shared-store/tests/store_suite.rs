@@ -109,6 +109,8 @@ macro_rules! suite {
                     reopen_keeps_rows,
                     run_lock_refuses_a_second_holder,
                     empty_batch_is_a_no_op,
+                    delete_run_removes_exactly_its_run,
+                    prune_deletes_old_free_runs_of_the_flow,
                 ]
             );
         )*
@@ -855,6 +857,107 @@ async fn empty_batch_is_a_no_op(fx: Fixture) {
     assert!(store.tasks(run).await.unwrap().is_empty());
 }
 
+/// Begins `run` of `name` at `started_at` with one trigger, one task and one delay.
+async fn run_with_rows(store: &Store, run: &RunKey, name: &str, started_at: Micros) {
+    store
+        .begin_run(new_run(run, name, started_at))
+        .await
+        .unwrap();
+    let delay = Change::DelayArmed {
+        assoc: 1,
+        sequence: "1".into(),
+        due_at: 99,
+        at: 5,
+    };
+    let changes = vec![
+        trigger("e", "1", 5),
+        created("s1", "1", TaskStatus::Ready, 1),
+        delay,
+    ];
+    store.commit(batch(run, changes)).await.unwrap();
+}
+
+/// How many (runs, triggers, tasks, delays) rows `run_id` has in recoveries 0 and 1.
+async fn row_counts(store: &Store, run_id: &str) -> [usize; 4] {
+    let mut counts = [store.run_history(run_id).await.unwrap().len(), 0, 0, 0];
+    for recovery in 0..2 {
+        let run = key(run_id, recovery);
+        counts[1] += store.triggers(run.clone()).await.unwrap().len();
+        counts[2] += store.tasks(run.clone()).await.unwrap().len();
+        counts[3] += store.delays(run).await.unwrap().len();
+    }
+    counts
+}
+
+async fn delete_run_removes_exactly_its_run(fx: Fixture) {
+    let store = &fx.store;
+    for run in [key("R", 0), key("R", 1), key("S", 0)] {
+        run_with_rows(store, &run, "flow", 10).await;
+    }
+    assert_eq!(row_counts(store, "R").await, [2, 2, 2, 2]);
+
+    assert_eq!(store.delete_run("R").await.unwrap(), 2, "both recoveries");
+    assert_eq!(row_counts(store, "R").await, [0; 4], "every row of R went");
+    assert_eq!(
+        row_counts(store, "S").await,
+        [1; 4],
+        "another run's rows stay"
+    );
+    assert_eq!(
+        store.delete_run("R").await.unwrap(),
+        0,
+        "nothing left to delete"
+    );
+    assert_eq!(store.delete_run("ghost").await.unwrap(), 0);
+
+    // The run id is free again, and its new recovery 0 starts empty.
+    let again = started(store, "R").await;
+    assert!(store.tasks(again).await.unwrap().is_empty());
+}
+
+async fn prune_deletes_old_free_runs_of_the_flow(fx: Fixture) {
+    let store = &fx.store;
+    let runs = [
+        (key("old", 0), "flow", 100),
+        (key("old", 1), "flow", 200),
+        (key("recovered", 0), "flow", 100),
+        (key("recovered", 1), "flow", 500),
+        (key("edge", 0), "flow", 300),
+        (key("new", 0), "flow", 600),
+        (key("locked", 0), "flow", 100),
+        (key("other", 0), "other", 100),
+    ];
+    for (run, name, started_at) in &runs {
+        run_with_rows(store, run, name, *started_at).await;
+    }
+    // Another coordinator is running "locked".
+    let holder = fx.open_again().await;
+    let guard = holder.lock_run("locked").await.unwrap();
+
+    let pruned = store.prune(Some("flow"), 300).await.unwrap();
+    assert_eq!(pruned, ["old"], "only old, free runs of the flow");
+    assert_eq!(row_counts(store, "old").await, [0; 4]);
+    for (run_id, recoveries) in [("recovered", 2), ("edge", 1), ("new", 1), ("locked", 1)] {
+        let left = store.run_history(run_id).await.unwrap().len();
+        assert_eq!(left, recoveries, "{run_id} is kept");
+    }
+    assert_eq!(
+        row_counts(store, "other").await,
+        [1; 4],
+        "another flow's run stays"
+    );
+    // The pruner released the locks it took.
+    store.lock_run("old").await.unwrap().release().await;
+
+    guard.release().await;
+    let pruned = store.prune(None, 300).await.unwrap();
+    assert_eq!(pruned, ["locked", "other"], "any flow, once free");
+    assert_eq!(row_counts(store, "locked").await, [0; 4]);
+    assert_eq!(row_counts(store, "other").await, [0; 4]);
+    assert_eq!(row_counts(store, "recovered").await, [2; 4]);
+    assert_eq!(store.prune(None, 300).await.unwrap(), Vec::<String>::new());
+}
+
 // ---- SQLite only ---------------------------------------------------------------------------
 
 mod sqlite_only {
@@ -902,6 +1005,67 @@ mod sqlite_only {
         assert_eq!(stores[3].run_history("R").await.unwrap().len(), 1);
     }
 
+    /// Opens a store at `path` with `synchronous`, then begins `runs` runs (one commit each)
+    /// with strace attached to this process: how many of those commits synced the WAL
+    /// (`fsync`/`fdatasync` on `path`-wal). `None`, after saying so, without strace.
+    /// `PRAGMA synchronous` is a setting of the store's own connection, which no other
+    /// connection can read, so its effect is what is checked.
+    async fn wal_syncs(path: &Path, synchronous: Synchronous, runs: u32) -> Option<usize> {
+        let options = SqliteOptions {
+            synchronous,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(path, options).await.unwrap();
+        let dir = path.parent().unwrap();
+        let name = path.file_name().unwrap().to_string_lossy();
+        let out = dir.join(format!("{name}.strace"));
+        let mut strace = match std::process::Command::new("strace")
+            .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+            .arg(&out)
+            .args(["-p", &std::process::id().to_string()])
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("skipped the synchronous check: cannot run strace: {e}");
+                return None;
+            }
+        };
+        // Attached once a sync of a marker file shows up in its output.
+        let marker = dir.join(format!("{name}.marker"));
+        let file = std::fs::File::create(&marker).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            file.sync_all().unwrap();
+            let seen = std::fs::read_to_string(&out).unwrap_or_default();
+            if seen.contains(&format!("{name}.marker")) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = strace.kill();
+                panic!("strace never attached: {seen}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for i in 0..runs {
+            store
+                .begin_run(new_run(&key(&format!("R{i}"), 0), "flow", 1))
+                .await
+                .unwrap();
+        }
+        // SIGINT makes strace detach and flush its output.
+        let pid = strace.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        strace.wait().unwrap();
+        let wal = format!("{name}-wal>");
+        let trace = std::fs::read_to_string(&out).unwrap();
+        let syncs = trace.lines().filter(|l| l.contains(&wal)).count();
+        drop(store);
+        Some(syncs)
+    }
+
     #[tokio::test]
     async fn full_synchronous_and_wal() {
         let dir = tempfile::tempdir().unwrap();
@@ -925,6 +1089,29 @@ mod sqlite_only {
             .get_result(&mut raw(&path))
             .unwrap();
         assert_eq!(mode.journal_mode, "wal");
+        drop(store);
+
+        // synchronous = FULL (2) syncs the WAL at every commit; NORMAL (1), the default,
+        // only at checkpoints. The NORMAL store shows the count tells the two apart.
+        let runs = 10;
+        let full = wal_syncs(&dir.path().join("sync-full.db"), Synchronous::Full, runs).await;
+        let normal = wal_syncs(
+            &dir.path().join("sync-normal.db"),
+            Synchronous::Normal,
+            runs,
+        )
+        .await;
+        if let (Some(full), Some(normal)) = (full, normal) {
+            eprintln!("WAL syncs for {runs} commits: FULL {full}, NORMAL {normal}");
+            assert!(
+                full >= runs as usize,
+                "synchronous is not FULL: {full} WAL syncs for {runs} commits"
+            );
+            assert!(
+                normal < runs as usize / 2,
+                "NORMAL synced the WAL {normal} times"
+            );
+        }
     }
 
     #[tokio::test]

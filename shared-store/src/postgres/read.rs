@@ -47,3 +47,11 @@ pub(super) async fn delays(
     let rows = query::delays_of(run).load(conn).await?;
     Ok(delay_records(rows)?)
 }
+
+pub(super) async fn old_runs(
+    conn: &mut AsyncPgConnection,
+    name: Option<&str>,
+    older_than: Micros,
+) -> Result<Vec<String>, Failure> {
+    Ok(query::old_runs(name, older_than).load(conn).await?)
+}

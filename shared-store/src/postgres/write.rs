@@ -31,14 +31,28 @@ pub(super) async fn write_once(
     cx: &WriteCx,
     write: &Write,
 ) -> Result<(), Failure> {
-    let outcome = match conn.batch_execute(&cx.begin).await {
-        Ok(()) => prologue_then(conn, cx, write).await,
-        // The lock may have failed after BEGIN: roll back below like any failure.
-        Err(e) => Err(e.into()),
-    };
+    let outcome = async {
+        conn.batch_execute(&cx.begin).await?;
+        prologue_then(conn, cx, write).await
+    }
+    .await;
+    finish(conn, outcome.map(|fresh| fresh.then_some(())))
+        .await
+        .map(drop)
+}
+
+/// Ends the transaction `outcome` was worked in: COMMIT after `Some`, ROLLBACK after `None`
+/// (nothing to do) or a failure (including one of BEGIN or of the lock after it).
+pub(super) async fn finish<R>(
+    conn: &mut AsyncPgConnection,
+    outcome: Result<Option<R>, Failure>,
+) -> Result<Option<R>, Failure> {
     match outcome {
-        Ok(true) => Ok(conn.batch_execute("COMMIT").await?),
-        Ok(false) => rollback(conn).await,
+        Ok(Some(done)) => {
+            conn.batch_execute("COMMIT").await?;
+            Ok(Some(done))
+        }
+        Ok(None) => rollback(conn).await.map(|()| None),
         Err(failure) => {
             rollback(conn).await?;
             Err(failure)

@@ -1,5 +1,5 @@
-//! Writes of the SQLite backend: new runs, batches of changes (one immediate transaction each)
-//! and run status.
+//! Writes of the SQLite backend: new runs, batches of changes (one immediate transaction each),
+//! run status and deleting runs.
 //!
 //! Every statement of a batch uses bind parameters and a static query id (inserts from diesel's
 //! query builder, fenced updates from `fenced.rs`), so each kind of change is prepared once per
@@ -40,6 +40,18 @@ pub(super) fn set_run_status(
 ) -> Result<(), StoreError> {
     let updated = query::set_run_status(run, status, at).execute(conn)?;
     query::run_updated(updated, run)
+}
+
+/// Deletes every recovery of `run_id` and the rows that reference them, in one `BEGIN
+/// IMMEDIATE` transaction; answers how many recoveries went.
+pub(super) fn delete_run(conn: &mut SqliteConnection, run_id: &str) -> Result<u64, StoreError> {
+    conn.immediate_transaction(|conn| {
+        let (tasks, triggers, delays) = query::delete_rows_of(run_id);
+        tasks.execute(conn)?;
+        triggers.execute(conn)?;
+        delays.execute(conn)?;
+        Ok(query::delete_runs(run_id).execute(conn)? as u64)
+    })
 }
 
 /// Applies every change of `batch` in one `BEGIN IMMEDIATE` transaction; the first error
