@@ -21,7 +21,8 @@ const CASES: &[&str] = &[
     "chain:10000",
     "fanout:10000",
     "fanout:100000",
-    "commands:1000",
+    "commands1:1000",
+    "commands2:1000",
     "recover:10000",
 ];
 
@@ -39,6 +40,7 @@ fn main() {
     if std::env::var_os("EVENTOR_PG_URL").is_some() {
         cases.push("pgfanout:20000");
     }
+    let mut walls = std::collections::HashMap::new();
     for case in cases {
         let out = Command::new(std::env::current_exe().expect("own path"))
             .env("EVENTOR_BENCH_CASE", case)
@@ -48,14 +50,40 @@ fn main() {
             eprintln!("{case} failed: {}", String::from_utf8_lossy(&out.stderr));
             std::process::exit(1);
         }
-        print!("{}", String::from_utf8_lossy(&out.stdout));
+        let text = String::from_utf8_lossy(&out.stdout);
+        print!("{text}");
+        walls.insert(case, wall_of(&text));
     }
-    let shell = shell_loop(COMMANDS);
-    println!(
-        "| shell loop: /bin/true | {COMMANDS} | {} | {} | - |",
-        fmt(shell),
-        fmt(shell / COMMANDS as u32)
-    );
+    for width in [1, 2] {
+        let shell = shell_loop(COMMANDS, width);
+        println!(
+            "| {width} shell loop(s) side by side: /bin/true | {COMMANDS} | {} | {} | - |",
+            fmt(shell),
+            fmt(shell / COMMANDS as u32)
+        );
+        let case = if width == 1 {
+            "commands1:1000"
+        } else {
+            "commands2:1000"
+        };
+        if let Some(Some(engine)) = walls.get(case) {
+            let ratio = engine.as_secs_f64() / shell.as_secs_f64();
+            println!("| ratio: engine / shell at width {width} | | {ratio:.2}x | | |");
+        }
+    }
+}
+
+/// A case's wall time, read back from its table row (the child process prints it).
+fn wall_of(row: &str) -> Option<Duration> {
+    let cell = row.split('|').nth(3)?.trim();
+    let (value, unit) = cell.split_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let seconds = match unit {
+        "s" => value,
+        "ms" => value / 1e3,
+        _ => value / 1e6,
+    };
+    Some(Duration::from_secs_f64(seconds))
 }
 
 fn run_case(case: &str) {
@@ -65,7 +93,8 @@ fn run_case(case: &str) {
     let (label, wall) = match name {
         "chain" => ("chain of no-op closures", chain(&dir, n)),
         "fanout" => ("fan-out of no-op closures", fan_out(&dir, n)),
-        "commands" => ("`true` commands, max_concurrent 2", commands(&dir, n)),
+        "commands1" => ("`true` commands, max_concurrent 1", commands(&dir, n, 1)),
+        "commands2" => ("`true` commands, max_concurrent 2", commands(&dir, n, 2)),
         "recover" => (
             "recover a chain failed at 90%: until that step starts",
             recover(&dir, n),
@@ -207,9 +236,9 @@ fn fan_out_flow(options: EventorOptions, n: usize) -> Eventor {
     ev
 }
 
-/// One `true` step in COMMANDS sequences, two at a time.
-fn commands(dir: &tempfile::TempDir, n: usize) -> Duration {
-    let mut ev = Eventor::new(options(dir, "commands", 2)).expect("eventor");
+/// One `true` step in `n` sequences, `width` at a time.
+fn commands(dir: &tempfile::TempDir, n: usize, width: usize) -> Duration {
+    let mut ev = Eventor::new(options(dir, "commands", width)).expect("eventor");
     ev.add_event("start", None).expect("event");
     ev.add_step(Step::new("t").command("true")).expect("step");
     ev.add_assoc("start", ["t"], None).expect("assoc");
@@ -230,13 +259,16 @@ fn timed_run(mut ev: Eventor) -> Duration {
     wall
 }
 
-fn shell_loop(n: usize) -> Duration {
+/// `width` shell loops side by side, running `/bin/true` `n` times in all: the baseline at
+/// the same concurrency as the engine's row.
+fn shell_loop(n: usize, width: usize) -> Duration {
+    let each = n / width;
+    let one = format!("i=0; while [ $i -lt {each} ]; do /bin/true; i=$((i+1)); done");
+    let script = vec![format!("( {one} ) &"); width].join(" ") + " wait";
     let started = Instant::now();
     let status = Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!(
-            "i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
-        ))
+        .arg(script)
         .status()
         .expect("shell loop");
     assert!(status.success());

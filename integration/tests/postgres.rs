@@ -68,6 +68,7 @@ fn finish(child: Child) -> (Option<i32>, String) {
 
 #[tokio::test]
 async fn two_runs_share_one_database_without_seeing_each_other() {
+    let _pg = crate::postgres_shared();
     let Some(url) = pg_url("shared") else { return };
     let dir = tempfile::tempdir().unwrap();
     let flow = fan_flow(dir.path(), "shared", "echo $EVENTOR_STEP_SEQUENCE", 20, 4);
@@ -95,6 +96,7 @@ async fn two_runs_share_one_database_without_seeing_each_other() {
 
 #[tokio::test]
 async fn a_second_coordinator_of_the_same_run_is_refused() {
+    let _pg = crate::postgres_shared();
     let Some(url) = pg_url("lock") else { return };
     let dir = tempfile::tempdir().unwrap();
     let flow = fan_flow(dir.path(), "lock", "sleep 2", 1, 1);
@@ -130,6 +132,8 @@ async fn a_second_coordinator_of_the_same_run_is_refused() {
 
 #[tokio::test]
 async fn a_postgres_restart_mid_run_loses_and_repeats_nothing() {
+    // Alone: every other test of the shared Postgres waits until the server is back.
+    let _pg = crate::postgres_exclusive();
     let Some(url) = pg_url("restart") else { return };
     let dir = tempfile::tempdir().unwrap();
     let flow = fan_flow(
@@ -177,6 +181,7 @@ async fn a_postgres_restart_mid_run_loses_and_repeats_nothing() {
 
 #[tokio::test]
 async fn a_databases_entry_names_the_store() {
+    let _pg = crate::postgres_shared();
     let Some(url) = pg_url("named") else { return };
     let location = StoreLocation::parse(&url).unwrap();
     let StoreLocation::Postgres(pg) = &location else {
@@ -225,13 +230,17 @@ fn a_password_never_appears_in_messages() {
 
 #[tokio::test]
 async fn a_trigger_from_another_program_reaches_the_running_coordinator_at_once() {
+    let _pg = crate::postgres_shared();
     let Some(url) = pg_url("notify") else { return };
     let dir = tempfile::tempdir().unwrap();
+    // `wait` runs until `note` has run (30 s at most), so the run is still going when the
+    // trigger comes, and `note` runs at once only if the notification woke the run: the
+    // fallback re-scan comes 30 s after the run started, past the 15 s allowed below.
     let flow = write(
         dir.path(),
         "notify.yaml",
         "events: {start: {}, extra: {}}\n\
-         steps:\n  wait: {run: 'sleep 3'}\n  note: {run: 'echo extra >> ran.txt'}\n\
+         steps:\n  wait: {run: 'for i in $(seq 600); do test -e ran.txt && exit 0; sleep 0.05; done; exit 1'}\n  note: {run: 'echo extra >> ran.txt'}\n\
          assocs: [{event: start, targets: [wait]}, {event: extra, targets: [note]}]\n\
          trigger: [{event: start}]\n",
     );
@@ -255,7 +264,7 @@ async fn a_trigger_from_another_program_reaches_the_running_coordinator_at_once(
     );
     while !dir.path().join("ran.txt").exists() {
         assert!(
-            sent.elapsed() < Duration::from_secs(2),
+            sent.elapsed() < Duration::from_secs(15),
             "the notification did not wake the run"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
