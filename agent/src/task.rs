@@ -139,7 +139,8 @@ pub struct TaskContext {
     pub sequence: Arc<str>,
     pub recovery: i32,
     pub attempt: i32,
-    pub logger_name: Arc<str>,
+    /// The flow's name.
+    pub flow: Arc<str>,
     /// The prefix of the task's environment variable names (default `EVENTOR_`).
     pub env_prefix: Arc<str>,
     /// Where [`TaskContext::trigger_event`] goes: the run's driver; `None` where there is
@@ -174,6 +175,11 @@ impl TaskContext {
         sink.trigger(event, Arc::from(sequence.into().as_str()))
     }
 
+    /// The task's logger name as the original named it: `<flow>.<step>_<sequence>`.
+    pub fn logger_name(&self) -> String {
+        format!("{}.{}_{}", self.flow, self.step, self.sequence)
+    }
+
     /// The task's variables as a command sees them in its environment.
     pub fn env_vars(&self) -> [(String, String); 4] {
         let p = &self.env_prefix;
@@ -181,7 +187,7 @@ impl TaskContext {
             (format!("{p}STEP_NAME"), self.step.to_string()),
             (format!("{p}STEP_SEQUENCE"), self.sequence.to_string()),
             (format!("{p}STEP_RECOVERY"), self.recovery.to_string()),
-            (format!("{p}LOGGER_NAME"), self.logger_name.to_string()),
+            (format!("{p}LOGGER_NAME"), self.logger_name()),
         ]
     }
 }

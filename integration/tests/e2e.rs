@@ -8,9 +8,12 @@ mod api;
 mod cli;
 mod cluster;
 mod cluster_run;
+mod examples;
+mod faithful;
 mod postgres;
 mod recovery;
 mod ssh;
+mod ssh_conformance;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,25 @@ use std::process::{Command, Output};
 /// Tests that cut a test host's link off take this for writing; every test that uses the
 /// test hosts takes it for reading, so no test sees a host another test has cut off.
 pub static TESTBED_LINK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// The test that restarts the shared Postgres takes this for writing; every test that uses
+/// the shared Postgres takes it for reading, so no test sees the server go away under it.
+/// A test that needs both locks takes `TESTBED_LINK` first, then this (one order, no cycle).
+pub static POSTGRES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Shared use of the test bed's Postgres (see [`POSTGRES`]); a failed test does not poison it.
+pub fn postgres_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    POSTGRES
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sole use of the test bed's Postgres, for a test that restarts it (see [`POSTGRES`]).
+pub fn postgres_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    POSTGRES
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// The testbed's env file as a map, or `None` (after saying so) when it is not up.
 pub fn testbed() -> Option<HashMap<String, String>> {

@@ -234,16 +234,7 @@ async fn run_shell(env: &TaskEnv, key: &Arc<TaskKey>, shell: Shell, stop: &Stop)
 
 /// The task's own variables, before the prime's `env` (which wins on a clash).
 fn task_vars(key: &TaskKey) -> [(String, String); 4] {
-    [
-        (format!("{ENV_PREFIX}STEP_NAME"), key.step.clone()),
-        (format!("{ENV_PREFIX}STEP_SEQUENCE"), key.sequence.clone()),
-        (
-            format!("{ENV_PREFIX}STEP_RECOVERY"),
-            key.recovery.to_string(),
-        ),
-        // The flow's name is not on the wire; the run id is the closest the agent knows.
-        (format!("{ENV_PREFIX}LOGGER_NAME"), key.run_id.clone()),
-    ]
+    task_context(key).env_vars()
 }
 
 /// Runs `work`, stopping it (as timed out) once `limit` passes.
@@ -385,7 +376,8 @@ fn task_context(key: &TaskKey) -> TaskContext {
         sequence: Arc::from(key.sequence.as_str()),
         recovery: key.recovery,
         attempt: key.attempt,
-        logger_name: Arc::from(key.run_id.as_str()),
+        // The flow's name is not on the wire; the run id is the closest the agent knows.
+        flow: Arc::from(key.run_id.as_str()),
         env_prefix: Arc::from(ENV_PREFIX),
         // Triggers from a remote task have no way back to the prime (yet).
         triggers: None,

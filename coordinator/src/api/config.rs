@@ -10,14 +10,21 @@ use eventor_agent::MaxConcurrent;
 /// section means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventorConfig {
-    /// Most tasks running at once; -1 means unlimited.
+    /// Most tasks running at once (the file's number below 1 means no limit).
     pub max_concurrent: MaxConcurrent,
     /// Whether a failed task without a failure trigger stops the flow.
     pub stop_on_exception: bool,
     /// Prefix of the variables each task gets (`{prefix}STEP_NAME`, …).
     pub envvar_prefix: String,
-    /// Whether the store is shared with agents on other hosts.
+    /// The original's "several programs share one database": always true here (runs are
+    /// kept apart by run id); kept so a file that sets it says what it meant.
     pub shared_db: bool,
+    /// Runs whose newest recovery started longer ago than this many days are pruned from
+    /// the store when a run starts (`day_to_keep_db`); `None`: keep everything.
+    pub days_to_keep: Option<u32>,
+    /// What the file set that has no effect here, one line each (`FILE:LINE:COL: FIELD:
+    /// why`), for the caller to show.
+    pub warnings: Vec<String>,
     /// The ssh client config, as written (`~` is not expanded here).
     pub ssh_config: PathBuf,
     /// Named stores, in file order.
@@ -34,6 +41,8 @@ impl Default for EventorConfig {
             stop_on_exception: true,
             envvar_prefix: "EVENTOR_".into(),
             shared_db: false,
+            days_to_keep: None,
+            warnings: Vec::new(),
             ssh_config: PathBuf::from("~/.ssh/config"),
             databases: Vec::new(),
             default_db: None,

@@ -63,6 +63,13 @@ pub enum EventorError {
     InsideRuntime,
     #[error("the eventor is closed")]
     Closed,
+    #[error("max_loops must be at least 1 (or negative: no limit), found {0}")]
+    BadMaxLoops(i64),
+    #[error(
+        "run {run_id} already exists in {store}: use --mode recover to go on with it, \
+             another --run-id for a new run, or --replace to drop its history and restart"
+    )]
+    RunExists { run_id: String, store: String },
 }
 
 /// Whose the error is: the user's input (exit 2), or the run's (exit 1).
@@ -84,7 +91,8 @@ impl EventorError {
             }
             DuplicatePool(_) | UnknownPool { .. } | OverCapacity { .. } => ErrorKind::Input,
             NoPreviousRun { .. } | NoSuchRecovery { .. } | RunLocked(_) => ErrorKind::Input,
-            UnknownHost { .. } | InsideRuntime => ErrorKind::Input,
+            RunExists { .. } => ErrorKind::Input,
+            UnknownHost { .. } | InsideRuntime | BadMaxLoops(_) => ErrorKind::Input,
             Store { .. } | Runtime(_) | Closed | Cluster(_) | Agent(_) | Log(_) => ErrorKind::Run,
         }
     }

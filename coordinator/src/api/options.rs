@@ -17,6 +17,9 @@ pub struct EventorOptions {
     /// Where the store is; `None`: `<name>.run.db` in the working directory.
     pub store: Option<StoreLocation>,
     pub run_mode: RunMode,
+    /// A restart under a run id the store already holds drops that id's history first
+    /// (`--replace`); otherwise it is refused.
+    pub replace_history: bool,
     /// The run's id; `None`: a new one is generated (and reported by [`Eventor::run_id`]), or
     /// for recover/continue, the latest run of this flow in the store.
     pub run_id: Option<String>,
@@ -41,6 +44,7 @@ impl Default for EventorOptions {
             name: "eventor".to_string(),
             store: None,
             run_mode: RunMode::Restart,
+            replace_history: false,
             run_id: None,
             recovery: None,
             config: EventorConfig::default(),

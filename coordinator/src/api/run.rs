@@ -49,7 +49,7 @@ impl TriggerSink for TaskTriggers {
 }
 
 impl Eventor {
-    /// Runs the flow on a runtime of its own. `max_loops < 0`: until nothing is left.
+    /// Runs the flow on a runtime of its own; see [`Eventor::run_async`] for `max_loops`.
     pub fn run(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(EventorError::InsideRuntime);
@@ -61,7 +61,11 @@ impl Eventor {
         runtime.block_on(self.run_async(max_loops))
     }
 
-    /// Runs the flow on the current runtime. `max_loops < 0`: until nothing is left.
+    /// Runs the flow on the current runtime. A *loop* acts on the delays that are due, then
+    /// runs triggers and tasks until nothing is left to run except delays not yet due.
+    /// `max_loops = N` (N ≥ 1) makes at most N loops without waiting for delays (a run that
+    /// ends with delays pending is [`RunOutcome::Incomplete`]); `max_loops < 0` keeps going,
+    /// sleeping until each pending delay is due, until nothing at all is left. `0` is refused.
     ///
     /// Started by a prime as its agent on another host ([`agent_mode`]), it serves the prime's
     /// tasks on stdin/stdout instead, this program's closure steps included, and returns
@@ -73,8 +77,9 @@ impl Eventor {
         if agent_mode() {
             return self.serve_as_agent().await;
         }
+        let loops = loops_of(max_loops)?;
         if self.running.is_none() {
-            self.running = Some(self.start_run(max_loops >= 0).await?);
+            self.running = Some(self.start_run().await?);
         }
         let pending: Vec<_> = self.triggers.drain(..).collect();
         let location = self.store_location();
@@ -87,10 +92,6 @@ impl Eventor {
                 .core
                 .handle(Input::Trigger { event, sequence }, now_micros());
         }
-        let loops = match u32::try_from(max_loops) {
-            Ok(n) => Loops::AtMost(n),
-            Err(_) => Loops::Unlimited,
-        };
         let store_name = running.store.describe();
         let config = ExecutorConfig {
             closure_threads: self.options.closure_threads,
@@ -146,23 +147,21 @@ impl Eventor {
         Ok(RunOutcome::Success)
     }
 
-    async fn start_run(&mut self, gated: bool) -> Result<Running, EventorError> {
+    async fn start_run(&mut self) -> Result<Running, EventorError> {
         let (program, steps) = self.compile()?;
         let program = Arc::new(program);
         let location = self.store_location();
         let store = Store::open(&location)
             .await
             .map_err(store_error(location.to_string()))?;
-        let options = CoreOptions {
-            gated,
-            ..CoreOptions::default()
-        };
+        let options = CoreOptions::default();
         let (key, core, guard) = match self.options.run_mode {
             RunMode::Restart => self.begin_fresh(&store, program, options).await?,
             RunMode::Recover => self.begin_recovery(&store, program, options).await?,
             RunMode::Continue => self.carry_on(&store, program, options).await?,
         };
         self.run_id = key.run_id.clone();
+        self.prune_old_runs(&store).await?;
         tracing::info!(
             run_id = %key.run_id,
             recovery = key.recovery,
@@ -189,7 +188,7 @@ impl Eventor {
             sequence: Arc::from(""),
             recovery: key.recovery,
             attempt: 1,
-            logger_name: Arc::from(self.options.name.as_str()),
+            flow: Arc::from(self.options.name.as_str()),
             env_prefix: Arc::from(self.options.config.envvar_prefix.as_str()),
             triggers: Some(Arc::new(TaskTriggers {
                 events: event_ids,
@@ -231,11 +230,55 @@ impl Eventor {
             recovery: 0,
         };
         let guard = self.lock(store, &key.run_id).await?;
+        self.clear_history(store, &key.run_id).await?;
         store
             .begin_run(self.new_run_row(&key))
             .await
             .map_err(store_error(store.describe()))?;
         Ok((key, Core::new(program, options), guard))
+    }
+
+    /// A new run under an id the store already holds: an input error naming the choices,
+    /// or, with `replace_history`, that id's history dropped first (we hold its lock).
+    async fn clear_history(&self, store: &Store, run_id: &str) -> Result<(), EventorError> {
+        let err = store_error(store.describe());
+        if store.run_history(run_id).await.map_err(&err)?.is_empty() {
+            return Ok(());
+        }
+        if !self.options.replace_history {
+            return Err(EventorError::RunExists {
+                run_id: run_id.to_string(),
+                store: store.describe(),
+            });
+        }
+        let dropped = store.delete_run(run_id).await.map_err(&err)?;
+        tracing::info!(
+            run_id,
+            recoveries = dropped,
+            "replaced the run's stored history"
+        );
+        Ok(())
+    }
+
+    /// Prunes runs of this flow older than `day_to_keep_db` (never a running one: each is
+    /// pruned under its run lock, and ours is held).
+    async fn prune_old_runs(&self, store: &Store) -> Result<(), EventorError> {
+        let Some(days) = self.options.config.days_to_keep else {
+            return Ok(());
+        };
+        let cutoff = now_micros() - i64::from(days) * 86_400_000_000;
+        let pruned = store
+            .prune(Some(&self.options.name), cutoff)
+            .await
+            .map_err(store_error(store.describe()))?;
+        if !pruned.is_empty() {
+            tracing::info!(
+                runs = pruned.len(),
+                days,
+                "pruned runs older than day_to_keep_db"
+            );
+        }
+        Ok(())
     }
 
     /// Takes the run's lock (held until the run ends); another coordinator holding it is an
@@ -311,10 +354,16 @@ impl Eventor {
         let latest = history.last().expect("non-empty history");
         let guard = self.lock(store, &latest.key.run_id).await?;
         let base = self.pick_recovery(&history, store)?.key.recovery;
+        let mut entries = Vec::new();
         for record in history.iter().filter(|r| r.key.recovery <= base) {
             let tasks = store.tasks(record.key.clone()).await.map_err(&err)?;
             self.note_previous(&mut options, record.key.recovery, tasks);
+            let triggers = store.triggers(record.key.clone()).await.map_err(&err)?;
+            entries.extend(self.stored_triggers(triggers));
         }
+        // The run's own start: its entry events as they were triggered (the flow file's
+        // `trigger:` section is not applied again).
+        entries.retain(|(event, _)| program.is_entry(*event));
         let key = RunKey {
             run_id: latest.key.run_id.clone(),
             recovery: latest.key.recovery + 1,
@@ -325,7 +374,11 @@ impl Eventor {
             .await
             .map_err(&err)?;
         fail::fail_point!("after-recovery-row", |_| std::process::abort());
-        Ok((key, Core::new(program, options), guard))
+        let mut core = Core::new(program, options);
+        for (event, sequence) in entries {
+            core.handle(Input::Trigger { event, sequence }, now_micros());
+        }
+        Ok((key, core, guard))
     }
 
     /// Notes the tasks of one earlier recovery as each (step, sequence)'s previous outcome.
@@ -497,4 +550,16 @@ fn central_output(log: &CentralLog) -> CentralOutput {
         sink: log.sink(),
         host: Arc::from(eventor_agent::local_host_name().as_str()),
     }
+}
+
+/// `max_loops` as the driver takes it: negative is no limit, 0 is refused.
+fn loops_of(max_loops: i64) -> Result<Loops, EventorError> {
+    if max_loops < 0 {
+        return Ok(Loops::Unlimited);
+    }
+    u32::try_from(max_loops)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+        .map(Loops::AtMost)
+        .ok_or(EventorError::BadMaxLoops(max_loops))
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use eventor::api::config::{LogLevel, LoggingConfig};
 use eventor::cluster::load_hosts;
+use eventor::flow::config::DEFAULT_SECTION;
 use eventor::flow::file::MAX_RANGE_LEN;
 use eventor::flow::{eventor_from_flow, load_config, load_flow, FlowTriggers};
 use eventor::EventorConfig;
@@ -28,9 +30,10 @@ use eventor::{ClusterOptions, EventorOptions, RunMode, RunOutcome, StoreLocation
                   Exit status: 0 success, 1 the flow failed, 2 bad input, 3 incomplete."
 )]
 struct Cli {
-    /// Log level for the console: error, warn, info, debug or trace (RUST_LOG overrides).
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
-    log_level: String,
+    /// Log level for the console: error, warn, info, debug or trace (default: the config's
+    /// LOGGING level, else info; RUST_LOG overrides).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +48,23 @@ enum Command {
     /// Fire events in a run from outside it: a running coordinator acts on them at once
     /// (Postgres notifies it; otherwise within 30 s), a stopped run on its next continue.
     Trigger(TriggerArgs),
+    /// Delete a flow's runs whose newest recovery started longer ago than --older-than, with
+    /// everything stored of them; a run another coordinator is running is never touched.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// The flow file whose runs to prune (its name picks them, and its default store).
+    flow: PathBuf,
+    /// How old a run must be to go, e.g. 30d, 12h.
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    older_than: Duration,
+    /// The store, as for `run` (default: <flow name>.run.db here).
+    #[arg(long, value_name = "STORE")]
+    store: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
@@ -66,9 +86,34 @@ struct LogsArgs {
     /// The log directory (default: LOGGING.logdir of --config, else ./logs).
     #[arg(long, value_name = "DIR")]
     logdir: Option<PathBuf>,
-    /// A config file with an EVENTOR section.
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+/// The original's config file and which section of it to read.
+#[derive(Args)]
+struct ConfigArgs {
+    /// A config file in the original's shape: an EVENTOR section (max_concurrent,
+    /// stop_on_exception, envvar_prefix, DATABASES, LOGGING, …), `$VAR`s expanded.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The section of --config to read, as the original's `config_tag`.
+    #[arg(long, value_name = "TAG", env = "EVENTOR_CONFIG_TAG", default_value = DEFAULT_SECTION)]
+    config_tag: String,
+}
+
+impl ConfigArgs {
+    /// The config (the defaults without --config); its warnings go to stderr, one a line.
+    fn load(&self) -> Result<EventorConfig, Failure> {
+        let Some(path) = &self.config else {
+            return Ok(EventorConfig::default());
+        };
+        let config = load_config(path, &self.config_tag).map_err(bad)?;
+        for warning in &config.warnings {
+            eprintln!("eventor-coord: warning: {warning}");
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Args)]
@@ -84,9 +129,8 @@ struct TriggerArgs {
     /// The run to trigger in (default: the latest run of the flow).
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
-    /// A config file with an EVENTOR section (for DATABASES names).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
@@ -100,16 +144,18 @@ struct RunArgs {
     /// The run's id; generated (and printed) when not given.
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
-    /// How many scheduling loops to make; a negative number runs until nothing is left.
+    /// How many loops to make (a loop acts on the delays that are due, then runs until
+    /// nothing is left but delays not yet due); negative: until nothing at all is left,
+    /// waiting for delays. A run that ends with delays pending is incomplete (exit 3).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
     max_loops: i64,
     /// Start with EVENT in sequence SEQ (default 1) or in each sequence FROM..TO; repeatable.
-    /// Replaces the flow file's `trigger:` section.
+    /// On a new run it replaces the flow file's `trigger:` section; recover and continue
+    /// start from the run's stored triggers and add these.
     #[arg(long = "trigger", value_name = "EVENT[@SEQ|@FROM..TO]")]
     triggers: Vec<String>,
-    /// A config file with an EVENTOR section (max_concurrent, stop_on_exception, …).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// restart: a new run. recover: a new recovery of the latest (or --run-id) run that skips
     /// the steps that succeeded and reruns the rest. continue: carry on the same recovery from
     /// its stored triggers, tasks and pending delays.
@@ -123,6 +169,10 @@ struct RunArgs {
     /// started over SSH; its `store:` is the default store.
     #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
+    /// With --mode restart and a --run-id the store already holds: drop that run's stored
+    /// history first (without it, such a restart is refused).
+    #[arg(long)]
+    replace: bool,
     /// With --mode recover: recover from this recovery number instead of the latest.
     #[arg(long, value_name = "N")]
     recovery: Option<i32>,
@@ -132,11 +182,12 @@ fn main() -> ExitCode {
     // Crash points (FAILPOINTS=name=return) exist only in a build with `failpoints`.
     let _crash_points = fail::FailScenario::setup();
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let level = cli.log_level.as_deref();
     let result = match cli.command {
-        Command::Run(args) => run(args),
-        Command::Trigger(args) => trigger(args),
-        Command::Logs(args) => logs(args),
+        Command::Run(args) => run(args, level),
+        Command::Trigger(args) => trigger(args, level),
+        Command::Logs(args) => logs(args, level),
+        Command::Prune(args) => prune(args, level),
     };
     match result {
         Ok(code) => code,
@@ -161,18 +212,18 @@ fn bad<E: Into<anyhow::Error>>(e: E) -> Failure {
     Failure::BadInput(e.into())
 }
 
-fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
     let flow = load_flow(&args.flow).map_err(bad)?;
     let hosts = match &args.hosts {
         Some(path) => Some(load_hosts(path).map_err(bad)?),
         None => None,
     };
-    let config = match &args.config {
-        Some(path) => load_config(path).map_err(bad)?,
-        None => EventorConfig::default(),
-    };
+    let config = args.config.load()?;
+    init_logging(level, &config.logging);
     let mode = parse_mode(&args.mode).map_err(bad)?;
-    let triggers = if args.triggers.is_empty() {
+    // A new run starts from the file's `trigger:` section (or `--trigger` instead); a
+    // recovery or continue starts from the run's own stored triggers, plus `--trigger`.
+    let triggers = if args.triggers.is_empty() && mode == RunMode::Restart {
         FlowTriggers::FromFile
     } else {
         let pairs = args
@@ -199,6 +250,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         recovery: args.recovery,
         logdir: Some(logdir_of(args.logdir.clone(), &config)),
         run_mode: mode,
+        replace_history: args.replace,
         config: config.clone(),
         ..EventorOptions::default()
     };
@@ -233,13 +285,11 @@ fn logdir_of(flag: Option<PathBuf>, config: &EventorConfig) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("logs"))
 }
 
-fn logs(args: LogsArgs) -> Result<ExitCode, Failure> {
+fn logs(args: LogsArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
     use eventor::log::{log_path, print_log, LogFilter};
     let flow = load_flow(&args.flow).map_err(bad)?;
-    let config = match &args.config {
-        Some(path) => load_config(path).map_err(bad)?,
-        None => EventorConfig::default(),
-    };
+    let config = args.config.load()?;
+    init_logging(level, &config.logging);
     let logdir = logdir_of(args.logdir, &config);
     let path = match &args.run_id {
         Some(run_id) => log_path(&logdir, &flow.name, run_id),
@@ -277,12 +327,46 @@ fn newest_log(sample: &std::path::Path) -> Option<PathBuf> {
         .map(|e| e.path())
 }
 
-fn trigger(args: TriggerArgs) -> Result<ExitCode, Failure> {
+fn prune(args: PruneArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
     let flow = load_flow(&args.flow).map_err(bad)?;
-    let config = match &args.config {
-        Some(path) => load_config(path).map_err(bad)?,
-        None => EventorConfig::default(),
-    };
+    let config = args.config.load()?;
+    init_logging(level, &config.logging);
+    let location = flow_store(args.store.as_deref(), &config, &flow.name)?;
+    let age = i64::try_from(args.older_than.as_micros()).unwrap_or(i64::MAX);
+    let cutoff = eventor_store::now_micros().saturating_sub(age);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
+    let pruned = runtime.block_on(async {
+        let store = eventor_store::Store::open(&location).await?;
+        store.prune(Some(&flow.name), cutoff).await
+    });
+    let pruned =
+        pruned.map_err(|e| Failure::Run(anyhow::Error::new(e).context(location.to_string())))?;
+    for run_id in &pruned {
+        println!("{run_id}");
+    }
+    eprintln!(
+        "eventor-coord: pruned {} run(s) of flow {} in {location}",
+        pruned.len(),
+        flow.name
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store a command on a flow uses: `--store`, the config's `default_db`, or the flow's
+/// default SQLite file here.
+fn flow_store(
+    flag: Option<&str>,
+    config: &EventorConfig,
+    flow: &str,
+) -> Result<StoreLocation, Failure> {
+    let chosen = choose_store(flag, config).map_err(bad)?;
+    Ok(chosen.unwrap_or_else(|| StoreLocation::Sqlite(PathBuf::from(format!("{flow}.run.db")))))
+}
+
+fn trigger(args: TriggerArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
+    let flow = load_flow(&args.flow).map_err(bad)?;
+    let config = args.config.load()?;
+    init_logging(level, &config.logging);
     let mut wanted = Vec::new();
     for text in &args.events {
         let pairs = parse_trigger(text).map_err(bad)?;
@@ -296,9 +380,7 @@ fn trigger(args: TriggerArgs) -> Result<ExitCode, Failure> {
         }
         wanted.extend(pairs);
     }
-    let location = choose_store(args.store.as_deref(), &config)
-        .map_err(bad)?
-        .unwrap_or_else(|| StoreLocation::Sqlite(PathBuf::from(format!("{}.run.db", flow.name))));
+    let location = flow_store(args.store.as_deref(), &config, &flow.name)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
     runtime.block_on(write_triggers(
         &location,
@@ -464,9 +546,16 @@ fn describe(location: &StoreLocation) -> String {
     location.to_string()
 }
 
-fn init_logging(level: &str) {
+/// Console logging: `--log-level`, else the config's LOGGING level; with `console: false`,
+/// tasks' output lines go only to the central log. RUST_LOG overrides both.
+fn init_logging(level: Option<&str>, logging: &LoggingConfig) {
+    let level = level.unwrap_or(filter_name(logging.level));
+    let mut directives = level.to_string();
+    if !logging.console {
+        directives.push_str(",eventor::output=off");
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -475,4 +564,15 @@ fn init_logging(level: &str) {
         // A closed stderr (`| head`) must not make logging panic inside a task.
         .log_internal_errors(false)
         .init();
+}
+
+/// A config level as a tracing filter (Python's critical is tracing's error).
+fn filter_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warning => "warn",
+        LogLevel::Error | LogLevel::Critical => "error",
+    }
 }

@@ -15,9 +15,9 @@
 //! microsecond later.
 //!
 //! # Loops
-//! `run(max_loops = N)` is served by a *gate*: with a gate, a task may start only in a loop
-//! after the one that created it, and the driver opens loop after loop while work is left.
-//! Without a gate (`max_loops < 0`) a finished task starts its successors at once.
+//! The core knows no loops: a finished task starts its successors at once. A loop (act on
+//! due delays, then run until nothing is left but delays not yet due) is the driver's
+//! business; it feeds [`Input::TimerDue`] when a delay is due.
 //!
 //! # What it leaves out
 //! Which process runs a task, how long it takes, and the store's own failures are the
@@ -64,8 +64,6 @@ pub struct Task {
     pub sequence: Arc<str>,
     pub status: TaskStatus,
     pub attempt: i32,
-    /// The loop that created it (meaningful only with a gate).
-    created_loop: u32,
     /// Index of its still-uncommitted `TaskCreated` change, so a start in the same turn can
     /// rewrite the row instead of adding a transition.
     pending_create: Option<usize>,
@@ -74,8 +72,6 @@ pub struct Task {
 /// Limits, gating and the recovery base, fixed for a run.
 #[derive(Debug, Clone, Default)]
 pub struct CoreOptions {
-    /// Whether tasks wait for the next loop (`run(max_loops >= 0)`).
-    pub gated: bool,
     /// Each task's latest outcome in the recoveries this run recovers from (empty on a
     /// fresh run).
     pub previous: HashMap<(StepId, Arc<str>), PreviousTask>,
@@ -145,7 +141,6 @@ pub struct Core {
     /// Every delay ever armed in this recovery (pending or fired), so a replayed trigger
     /// does not arm one twice.
     armed: HashSet<(AssocId, Arc<str>)>,
-    current_loop: u32,
     stopped: bool,
     failed: Vec<Failed>,
     work: VecDeque<Work>,
@@ -189,7 +184,6 @@ impl Core {
             active_per_step: HashMap::new(),
             delays: BTreeSet::new(),
             armed: HashSet::new(),
-            current_loop: 0,
             stopped: false,
             failed: Vec::new(),
             work: VecDeque::new(),
@@ -241,7 +235,6 @@ impl Core {
             sequence: stored.sequence.clone(),
             status: stored.status,
             attempt: stored.attempt,
-            created_loop: 0,
             pending_create: None,
         });
         match stored.status {
@@ -298,16 +291,6 @@ impl Core {
         self.schedule();
     }
 
-    /// Opens the next loop of a gated run: tasks created before it may now start.
-    pub fn begin_loop(&mut self, now: Micros) {
-        self.now = now;
-        // Delays that came due belong to this loop: their tasks may start in it.
-        self.fire_due_delays();
-        self.drain_work();
-        self.current_loop += 1;
-        self.schedule();
-    }
-
     /// Takes the changes to commit and the effects to perform, in that order.
     pub fn take_output(&mut self) -> (Vec<Change>, Vec<Effect>) {
         // The creates are about to be committed: a later start must add a transition.
@@ -358,13 +341,7 @@ impl Core {
     }
 
     fn can_start_front(&self) -> bool {
-        self.queue
-            .front()
-            .is_some_and(|&t| self.passes_gate(t) && self.global_room())
-    }
-
-    fn passes_gate(&self, task: TaskId) -> bool {
-        !self.options.gated || self.task(task).created_loop < self.current_loop
+        self.queue.front().is_some_and(|_| self.global_room())
     }
 
     fn global_room(&self) -> bool {
@@ -518,7 +495,6 @@ impl Core {
             sequence,
             status: TaskStatus::Ready,
             attempt,
-            created_loop: self.current_loop,
             pending_create: Some(self.changes.len() - 1),
         });
         self.uncommitted.push(id);
@@ -535,33 +511,31 @@ impl Core {
         self.options.previous.get(&(t.step, t.sequence.clone()))
     }
 
-    /// The status a recovered task takes without running, if its step's policy skips it.
+    /// Whether a recovered task is skipped (not run again) by its step's policy.
     fn carried_over(&self, step: StepId, previous: &PreviousTask) -> Option<TaskStatus> {
-        let policy = self.program.step(step).recovery;
-        let (action, status) = match previous.status {
-            TaskStatus::Success | TaskStatus::Skipped => (policy.success, TaskStatus::Skipped),
-            TaskStatus::Failure => (policy.failure, TaskStatus::Failure),
-            // Ready or active: it never finished, so it runs (again).
-            TaskStatus::Ready | TaskStatus::Active => return None,
-        };
-        (action == RecoverAction::Skip).then_some(status)
+        let action = self.program.step(step).recovery.for_status(previous.status);
+        (action == RecoverAction::Skip).then_some(TaskStatus::Skipped)
     }
 
-    /// Records a recovered task's previous outcome as its own and fires its triggers. Its
+    /// Records a recovered task as skipped and goes on as if it had succeeded: its success
+    /// triggers fire. An earlier status other than success is kept in the row's note. Its
     /// resources are taken and given back as if it had run, so pools held across steps stay
     /// right.
     fn carry_over(&mut self, task: TaskId, status: TaskStatus) {
         let step = self.task(task).step;
         self.take_resources_unchecked(step);
         self.give_back_resources(step);
-        let recovery = self.previous_of(task).map_or(0, |p| p.recovery);
-        let error = (status == TaskStatus::Failure)
-            .then(|| format!("failed in recovery {recovery} (not rerun by policy)"));
-        self.set_status(task, status, None, error.clone());
+        let note = self.previous_of(task).and_then(|p| {
+            let was = p.status;
+            (!matches!(was, TaskStatus::Success | TaskStatus::Skipped)).then(|| {
+                format!(
+                    "skipped by recovery policy; was {was} in recovery {}",
+                    p.recovery
+                )
+            })
+        });
+        self.set_status(task, status, None, note);
         self.fire_status_triggers(task, status);
-        if status == TaskStatus::Failure {
-            self.note_failure(task, step, error);
-        }
     }
 
     fn fire_status_triggers(&mut self, task: TaskId, status: TaskStatus) {
@@ -573,7 +547,7 @@ impl Core {
         }
     }
 
-    /// Starts queued tasks while the limits, the gate and the stop flag allow.
+    /// Starts queued tasks while the limits and the stop flag allow.
     fn schedule(&mut self) {
         loop {
             self.drain_work();
@@ -583,9 +557,6 @@ impl Core {
             let Some(&task) = self.queue.front() else {
                 return;
             };
-            if !self.passes_gate(task) {
-                return;
-            }
             self.queue.pop_front();
             let step = self.task(task).step;
             if self.step_full(step) {

@@ -2,7 +2,7 @@
 //!
 //! Invariants: each task starts at most once per attempt; the limits are never exceeded;
 //! the changes the core emits replay cleanly (no duplicate trigger or task, every transition
-//! starts from the status the store holds); and an unstopped, ungated run that has nothing
+//! starts from the status the store holds); and an unstopped run that has nothing
 //! active has nothing waiting either.
 
 use std::collections::{HashMap, HashSet};
@@ -201,7 +201,7 @@ proptest! {
     #[test]
     fn core_invariants_hold(program in program_strategy(), world in world_strategy()) {
         let program = Arc::new(program);
-        let mut core = Core::new(program.clone(), CoreOptions { gated: false, ..CoreOptions::default() });
+        let mut core = Core::new(program.clone(), CoreOptions::default());
         let mut model = StoreModel::default();
         let mut running: Vec<TaskId> = Vec::new();
         let mut started: HashSet<TaskId> = HashSet::new();

@@ -21,13 +21,16 @@ use eventor_agent::TaskContext;
 /// Most executor events folded into one turn, so one batch stays bounded.
 const MAX_EVENTS_PER_TURN: usize = 8192;
 
-/// How many loops a run may make.
+/// How many loops a run may make. A loop acts on the delays that are due, then runs
+/// triggers and tasks until nothing is left to run except delays not yet due (the
+/// original's "a single loop entails executing triggers and tasks until there is none").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loops {
-    /// Until nothing is left, sleeping for pending delays.
+    /// Until nothing is left at all, sleeping until each pending delay is due.
     Unlimited,
-    /// At most this many gated loops; then the run reports what is outstanding.
-    AtMost(u32),
+    /// At most this many loops, without waiting for delays; then the run reports what is
+    /// outstanding. At least one.
+    AtMost(std::num::NonZeroU32),
 }
 
 /// Everything the driver needs besides the core.
@@ -49,13 +52,9 @@ pub struct DriverContext<'a> {
 pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Result<(), StoreError> {
     // Triggers that others wrote before this run (or this continue) started.
     cx.external.rescan(core, cx.store, &cx.run).await?;
-    let mut loops_done = 0u32;
-    if let Loops::AtMost(max) = loops {
-        if max > 0 {
-            core.begin_loop(now_micros());
-            loops_done = 1;
-        }
-    }
+    // The first loop starts with the delays that came due while nothing ran.
+    core.handle(Input::TimerDue, now_micros());
+    let mut loops_done = 1u32;
     loop {
         // A task's triggers were sent before its end was, so taking them here, after its end,
         // means none is missed when deciding whether the run is over.
@@ -67,7 +66,7 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
             match next_step_when_quiescent(core, loops, loops_done) {
                 Quiet::Done => return Ok(()),
                 Quiet::NextLoop => {
-                    core.begin_loop(now_micros());
+                    core.handle(Input::TimerDue, now_micros());
                     loops_done += 1;
                     continue;
                 }
@@ -88,6 +87,7 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Quiet {
     Done,
     NextLoop,
@@ -95,20 +95,27 @@ enum Quiet {
 }
 
 fn next_step_when_quiescent(core: &Core, loops: Loops, loops_done: u32) -> Quiet {
-    if core.stopped() {
+    let stopped = core.stopped();
+    quiet_step(stopped, core.next_due(), now_micros(), loops, loops_done)
+}
+
+/// What a quiescent run does next, as data: stop, start the next loop with the delays now
+/// due, or (continuous runs only) wait for the next delay.
+fn quiet_step(
+    stopped: bool,
+    next_due: Option<Micros>,
+    now: Micros,
+    loops: Loops,
+    loops_done: u32,
+) -> Quiet {
+    if stopped {
         return Quiet::Done;
     }
-    match loops {
-        Loops::Unlimited if core.next_due().is_some() => Quiet::Wait,
-        Loops::Unlimited => Quiet::Done,
-        Loops::AtMost(max) => {
-            let due_now = core.next_due().is_some_and(|due| due <= now_micros());
-            if loops_done < max && (core.waiting() > 0 || due_now) {
-                Quiet::NextLoop
-            } else {
-                Quiet::Done
-            }
-        }
+    match (loops, next_due) {
+        (_, None) => Quiet::Done,
+        (Loops::Unlimited, Some(_)) => Quiet::Wait,
+        (Loops::AtMost(max), Some(due)) if due <= now && loops_done < max.get() => Quiet::NextLoop,
+        (Loops::AtMost(_), Some(_)) => Quiet::Done,
     }
 }
 
@@ -211,4 +218,36 @@ fn log_finish(core: &Core, task: super::core::TaskId, outcome: &super::core::Out
 
 fn until(due: Micros) -> Duration {
     Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{quiet_step, Loops, Quiet};
+    use std::num::NonZeroU32;
+
+    fn at_most(n: u32) -> Loops {
+        Loops::AtMost(NonZeroU32::new(n).unwrap())
+    }
+
+    #[test]
+    fn a_quiescent_run_stops_waits_or_loops_again() {
+        // (stopped, next due, loops, loops done) -> what next, at time 100
+        let cases = [
+            (false, None, Loops::Unlimited, 1, Quiet::Done),
+            (false, Some(500), Loops::Unlimited, 1, Quiet::Wait),
+            (true, Some(500), Loops::Unlimited, 1, Quiet::Done),
+            (false, Some(500), at_most(1), 1, Quiet::Done),
+            (false, Some(500), at_most(5), 1, Quiet::Done),
+            (false, Some(100), at_most(2), 1, Quiet::NextLoop),
+            (false, Some(100), at_most(2), 2, Quiet::Done),
+            (false, None, at_most(3), 1, Quiet::Done),
+        ];
+        for (stopped, due, loops, done, want) in cases {
+            let got = quiet_step(stopped, due, 100, loops, done);
+            assert_eq!(
+                got, want,
+                "stopped {stopped}, due {due:?}, {loops:?}, done {done}"
+            );
+        }
+    }
 }

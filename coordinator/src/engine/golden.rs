@@ -8,10 +8,10 @@
 //!
 //! Program lines: `event NAME [= EXPR]`, `pool NAME CAPACITY`,
 //! `step NAME [status=ev,ev …] [max=N] [stop=false] [acquires=pool:n,…] [releases=pool:n|-]
-//! [recovery=rerun]`, `assoc EVENT -> TARGET … [after MS]`, `max_concurrent N`, `gated`,
-//! `previous STEP[SEQ] STATUS ATTEMPT` (the recovery being recovered from).
+//! [recovery=rerun] [recover_failure=skip|rerun]`, `assoc EVENT -> TARGET … [after MS]`,
+//! `max_concurrent N`, `previous STEP[SEQ] STATUS ATTEMPT` (the recovery being recovered from).
 //! Inputs: `trigger EVENT SEQ`, `finish STEP[SEQ] ok|fail [TEXT]`, `pid STEP[SEQ] N`,
-//! `timer`, `loop`, each optionally preceded by `@MS` (the clock, in milliseconds).
+//! `timer`, each optionally preceded by `@MS` (the clock, in milliseconds).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -32,7 +32,6 @@ use crate::expr::Expr;
 
 struct Script {
     program: Program,
-    gated: bool,
     previous: HashMap<(StepId, Arc<str>), PreviousTask>,
     header: Vec<String>,
     body: Vec<String>,
@@ -42,7 +41,6 @@ fn parse_script(text: &str) -> Script {
     let mut lines = text.lines();
     let mut header = Vec::new();
     let mut program = Program::default();
-    let mut gated = false;
     let mut previous = HashMap::new();
     let mut names: HashMap<String, Target> = HashMap::new();
     let mut pending_exprs = Vec::new();
@@ -90,7 +88,6 @@ fn parse_script(text: &str) -> Script {
             }
             Some("assoc") => program.assocs.push(parse_assoc(&words, &names)),
             Some("max_concurrent") => program.max_concurrent = limit(words[1]),
-            Some("gated") => gated = true,
             Some(other) => panic!("unknown program line {other:?}"),
         }
     }
@@ -101,7 +98,6 @@ fn parse_script(text: &str) -> Script {
     program.link();
     Script {
         program,
-        gated,
         previous,
         header,
         body: lines.map(str::to_string).collect(),
@@ -136,6 +132,7 @@ fn parse_step(words: &[&str], names: &HashMap<String, Target>, pools: &[PoolDef]
             "acquires" => def.acquires = amounts(value, pools),
             "releases" => releases = Some(amounts(value, pools)),
             "recovery" => def.recovery.success = RecoverAction::Rerun,
+            "recover_failure" => def.recovery.failure = action(value),
             other => panic!("unknown step key {other}"),
         }
     }
@@ -197,7 +194,6 @@ fn replay(script: &Script) -> String {
     let mut core = Core::new(
         program.clone(),
         CoreOptions {
-            gated: script.gated,
             previous: script.previous.clone(),
         },
     );
@@ -258,7 +254,6 @@ fn apply_input(core: &mut Core, program: &Program, input: &str) {
             core.handle(Input::TaskPid { task, pid }, now);
         }
         "timer" => core.handle(Input::TimerDue, now),
-        "loop" => core.begin_loop(now),
         other => panic!("unknown input {other}"),
     }
 }
@@ -385,4 +380,13 @@ fn golden_scripts() {
 /// A limit as a script writes it (a number; anything else: none).
 fn limit(text: &str) -> MaxConcurrent {
     MaxConcurrent::at_most(text.parse().unwrap_or(0))
+}
+
+/// A recovery action as a script writes it.
+fn action(text: &str) -> RecoverAction {
+    match text {
+        "skip" => RecoverAction::Skip,
+        "rerun" => RecoverAction::Rerun,
+        other => panic!("unknown recovery action {other}"),
+    }
 }

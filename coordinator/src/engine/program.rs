@@ -108,16 +108,20 @@ pub struct PoolDef {
 /// What a recovery does with a task whose previous run ended a given way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RecoverAction {
-    /// Carry the previous outcome over without running (success: `skipped`).
+    /// Do not run it again: record it `skipped` and go on as if it succeeded.
     Skip,
     /// Run it again.
     #[default]
     Rerun,
 }
 
-/// Per-step recovery policy; the default skips what succeeded and reruns everything else.
+/// Per-step recovery policy, by the task's status in the recoveries before: the default
+/// skips what succeeded and reruns everything else (as the original). Skip means "do not
+/// run it again and go on as if it succeeded", whatever the earlier status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveryPolicy {
+    pub ready: RecoverAction,
+    pub active: RecoverAction,
     pub success: RecoverAction,
     pub failure: RecoverAction,
 }
@@ -125,8 +129,23 @@ pub struct RecoveryPolicy {
 impl Default for RecoveryPolicy {
     fn default() -> Self {
         RecoveryPolicy {
+            ready: RecoverAction::Rerun,
+            active: RecoverAction::Rerun,
             success: RecoverAction::Skip,
             failure: RecoverAction::Rerun,
+        }
+    }
+}
+
+impl RecoveryPolicy {
+    /// What to do with a task whose latest earlier status was `status`.
+    pub fn for_status(&self, status: eventor_store::TaskStatus) -> RecoverAction {
+        use eventor_store::TaskStatus::*;
+        match status {
+            Ready => self.ready,
+            Active => self.active,
+            Success | Skipped => self.success,
+            Failure => self.failure,
         }
     }
 }
@@ -166,6 +185,24 @@ pub struct Program {
 }
 
 impl Program {
+    /// Whether `event` is an entry of the flow: nothing in it fires the event (no
+    /// association targets it, no step status triggers it, it has no expression), so only
+    /// a trigger from outside (the start triggers, `trigger_event`) does. A recovery replays
+    /// exactly these; the rest follow from them again.
+    pub fn is_entry(&self, event: EventId) -> bool {
+        let def = &self.events[event.0 as usize];
+        let targeted = self
+            .assocs
+            .iter()
+            .any(|a| a.targets.contains(&Target::Event(event)));
+        let fired_by_steps = self.steps.iter().any(|s| {
+            let t = &s.triggers;
+            [&t.ready, &t.active, &t.success, &t.failure, &t.complete]
+                .iter()
+                .any(|list| list.contains(&event))
+        });
+        def.cond.is_none() && !targeted && !fired_by_steps
+    }
     pub fn event(&self, id: EventId) -> &EventDef {
         &self.events[id.0 as usize]
     }

