@@ -14,6 +14,8 @@ install_missing() {
   [[ -x /usr/sbin/sshd ]] || packages+=(openssh-server)
   [[ -x /usr/lib/postgresql/15/bin/postgres ]] || packages+=(postgresql-15)
   command -v ssh-keygen >/dev/null || packages+=(openssh-client)
+  # The web page's test drives it in a headless browser.
+  command -v chromium >/dev/null || packages+=(chromium)
   if ((${#packages[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

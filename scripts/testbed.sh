@@ -10,6 +10,8 @@
 #   scripts/testbed.sh down        stop everything, remove the state dir
 #   scripts/testbed.sh status      print what is up (exit 0 all up, 3 if not)
 #   scripts/testbed.sh pg-restart  pg_ctl -m fast -w restart (reconnect test)
+#   scripts/testbed.sh pg-role     add the password role (below) to a running
+#       testbed that predates it, and its URLs to the env file
 #
 # Then:  . "${EVENTOR_TESTBED_DIR:-/tmp/eventor-testbed}/env"
 #        ssh -F "$EVENTOR_SSH_CONFIG" node1 hostname -I
@@ -20,6 +22,9 @@
 # EVENTOR_PG_PORT (default 55432). The state dir holds env, ssh_config,
 # known_hosts, id_ed25519, per-node sshd files and the Postgres cluster.
 # Traffic goes only to loopback and the test subnet 10.213.0.0/24 on evbr0.
+# Postgres trusts every role but one: evpw must log in with its SCRAM
+# password ($EVENTOR_PG_URL_PW, $EVENTOR_PG_URL_PW_BRIDGE; the password holds
+# / ? @ and : to exercise URL parsing), for the credential tests.
 set -euo pipefail
 
 STATE=${EVENTOR_TESTBED_DIR:-/tmp/eventor-testbed}
@@ -34,6 +39,8 @@ NS_PREFIX=ev-node
 VETH_PREFIX=ev-veth
 MARKER=.eventor-testbed
 MAX_HOSTS=50
+PW_USER=evpw
+PW_PASS='ev/s3cr?et@pw:x'
 
 msg() { printf 'testbed: %s\n' "$*" >&2; }
 die() { msg "error: $*"; exit 1; }
@@ -335,8 +342,53 @@ up_pg() {
   if [[ $1 == netns ]]; then
     [[ $(psql_q "$BRIDGE_ADDR" eventor 'select 1') == 1 ]] || die "select 1 via $BRIDGE_ADDR failed"
   fi
-  printf 'postgres: %s up on %s port %s (db eventor, user postgres, trust, fsync on), select 1 ok\n' "$ver" "$listen" "$PG_PORT"
+  add_pw_role
+  printf 'postgres: %s up on %s port %s (db eventor, user postgres, trust, fsync on; role %s scram), select 1 ok\n' "$ver" "$listen" "$PG_PORT" "$PW_USER"
   msg "postgres up in $(since "$t0")s"
+}
+
+# add_pw_role: the SCRAM role, its pg_hba line first (first match wins, and
+# initdb's own trust lines come before ours), then a reload. Idempotent. The
+# SQL goes on stdin, so the password is on no command line.
+add_pw_role() {
+  local hba
+  hba=$(pg_data)/pg_hba.conf
+  psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres eventor >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PW_USER') THEN CREATE ROLE $PW_USER LOGIN; END IF;
+END \$\$;
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE $PW_USER LOGIN PASSWORD '$PW_PASS';
+GRANT ALL ON DATABASE eventor TO $PW_USER;
+SQL
+  if ! grep -q "^host all $PW_USER " "$hba"; then
+    sed -i "1i host all $PW_USER 0.0.0.0/0 scram-sha-256" "$hba"
+  fi
+  psql_q 127.0.0.1 postgres 'select pg_reload_conf()' >/dev/null
+  wait_for 10 "$PW_USER refused without its password" pw_role_guarded
+  PGPASSWORD=$PW_PASS psql_as_pw 'select 1' >/dev/null || die "$PW_USER cannot log in with its password"
+}
+
+psql_as_pw() { psql -X -q -A -t -w -h 127.0.0.1 -p "$PG_PORT" -U "$PW_USER" eventor -c "$1"; }
+pw_role_guarded() { ! PGPASSWORD=wrong psql_as_pw 'select 1'; }
+
+# pg_role: add_pw_role on a running testbed, and its URLs in the env file.
+pg_role() {
+  [[ -f $(pg_data)/postmaster.pid ]] || die "postgres is not up"
+  PG_PORT=$(pg_running_port)
+  add_pw_role
+  local f=$STATE/env
+  sed -i '/^export EVENTOR_PG_URL_PW/d' "$f"
+  write_env_pw "$(state_mode)" >>"$f"
+  echo "postgres: role $PW_USER (scram-sha-256) ready; env: EVENTOR_PG_URL_PW, EVENTOR_PG_URL_PW_BRIDGE"
+}
+
+# write_env_pw MODE: the password role's URLs (the password raw, as users write it).
+write_env_pw() {
+  local host=127.0.0.1
+  [[ $1 == netns ]] && host=$BRIDGE_ADDR
+  env_line EVENTOR_PG_URL_PW "postgres://$PW_USER:$PW_PASS@127.0.0.1:$PG_PORT/eventor"
+  env_line EVENTOR_PG_URL_PW_BRIDGE "postgres://$PW_USER:$PW_PASS@$host:$PG_PORT/eventor"
 }
 
 stop_pg() {
@@ -383,6 +435,7 @@ write_env() {
     env_line EVENTOR_TESTBED_MODE "$2"
     env_line EVENTOR_PG_URL "$pgurl"
     env_line EVENTOR_PG_URL_BRIDGE "$pgbr"
+    if (($3)); then write_env_pw "$2"; fi
     env_line EVENTOR_PG_PORT "$PG_PORT"
     env_line EVENTOR_PG_SOCKET_DIR "$( (($3)) && echo "$STATE/pg/run")"
     env_line EVENTOR_BRIDGE_ADDR "$( (($4)) && [[ $2 == netns ]] && echo "$BRIDGE_ADDR")"
@@ -574,6 +627,7 @@ main() {
     down) down ;;
     status) status ;;
     pg-restart) pg_restart ;;
+    pg-role) pg_role ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

@@ -25,6 +25,8 @@ pub struct CommandSpec {
     pub timeout: Option<Duration>,
     /// How long the group gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Cancelled when a stopped command should get SIGKILL at once, skipping the grace.
+    pub kill_now: Option<CancellationToken>,
 }
 
 /// Which output a line came from.
@@ -91,7 +93,7 @@ where
         Ok(Ok(status)) => exit_outcome(status),
         Ok(Err(e)) => Outcome::failure(format!("cannot wait for `{}`: {e}", spec.command)),
         Err(why) => {
-            stop_group(&mut child, pid, spec.kill_grace).await;
+            stop_group(&mut child, pid, spec.kill_grace, spec.kill_now.as_ref()).await;
             Outcome::failure(match why {
                 Interrupt::TimedOut(after) => {
                     format!("timed out after {}", humantime::format_duration(after))
@@ -131,6 +133,15 @@ fn configure(mut cmd: Command, spec: &CommandSpec) -> Command {
         .process_group(0);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
+    }
+    // If the runner dies without stopping it (kill -9), the command goes too instead of
+    // running on unsupervised. SAFETY: prctl is async-signal-safe and touches no memory
+    // of the parent; it runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
     }
     cmd
 }
@@ -226,7 +237,12 @@ async fn sleep_or_forever(limit: Option<Duration>) {
 }
 
 /// SIGTERM to the command's process group, then SIGKILL if it outlives the grace period.
-async fn stop_group(child: &mut tokio::process::Child, pid: i64, grace: Duration) {
+async fn stop_group(
+    child: &mut tokio::process::Child,
+    pid: i64,
+    grace: Duration,
+    kill_now: Option<&CancellationToken>,
+) {
     use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
     if pid <= 0 {
@@ -234,7 +250,17 @@ async fn stop_group(child: &mut tokio::process::Child, pid: i64, grace: Duration
     }
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+    let hurry = async {
+        match kill_now {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let exited = tokio::select! {
+        waited = tokio::time::timeout(grace, child.wait()) => waited.is_ok(),
+        _ = hurry => false,
+    };
+    if !exited {
         let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;
     }

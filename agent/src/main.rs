@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     /// The shared store in which the agent records each task's final status
     /// (`postgres://…`, `sqlite:PATH` or a path); without it the coordinator records them.
+    /// A coordinator of protocol 1.1 sends its store (password included) in the handshake,
+    /// which replaces this; put no password here (`ps` shows command lines to everyone):
+    /// use `PGPASSWORD` or `~/.pgpass`.
     #[arg(
         long,
         value_name = "URL",

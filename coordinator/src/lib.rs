@@ -21,6 +21,8 @@ mod engine;
 pub mod expr;
 pub mod flow;
 pub mod log;
+pub mod report;
+pub mod web;
 mod yaml;
 
 pub use crate::api::Eventor;
@@ -28,7 +30,9 @@ pub use crate::api::{
     EventorConfig, EventorError, EventorOptions, FailedTask, RunOutcome, Step, StepConfig, Triggers,
 };
 pub use crate::cluster::{agent_mode, ClusterOptions};
+pub use crate::engine::interrupt::Interrupt;
 pub use crate::engine::program::{RecoverAction, RecoveryPolicy};
 pub use crate::expr::Expr;
+pub use eventor_agent::util::error_chain;
 pub use eventor_agent::{current_task, MaxConcurrent, StepAction, TaskContext, TriggerError};
 pub use eventor_store::{RunMode, StoreLocation, TaskStatus};

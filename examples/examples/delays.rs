@@ -35,7 +35,9 @@ fn main() -> anyhow::Result<()> {
         match outcome {
             RunOutcome::Success => return Ok(()),
             RunOutcome::Incomplete { .. } => std::thread::sleep(Duration::from_millis(400)),
-            RunOutcome::Failure { .. } => anyhow::bail!("the flow failed"),
+            RunOutcome::Failure { .. } | RunOutcome::Interrupted { .. } => {
+                anyhow::bail!("the flow did not finish: {outcome}")
+            }
         }
         mode = RunMode::Continue;
     }

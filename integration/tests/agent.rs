@@ -83,9 +83,10 @@ impl Agent {
                 max_concurrent_tasks: 0,
             },
         };
-        let (hello, _) = eventor_protocol::accept(&mut self.reader, writer, WAIT, |_| Ok(accept))
-            .await
-            .expect("handshake");
+        let (hello, _) =
+            eventor_protocol::accept(&mut self.reader, writer, WAIT, |_| Ok(accept.into()))
+                .await
+                .expect("handshake");
         hello
     }
 

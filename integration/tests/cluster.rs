@@ -145,9 +145,16 @@ fn load_hosts_reads_files_with_defaults_next_to_this_program() {
         "store: postgres://eventor@prime:5432/eventor\nhosts:\n  node1: {}\n  node2: {ssh: gpu-box, max_concurrent: 8}\n",
     );
     let file = load_hosts(&path).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let next_to_me = exe.parent().unwrap().join("eventor-agent");
-    assert_eq!(file.hosts[0].agent, next_to_me.to_string_lossy());
+    // The default is the per-version cache path the prime installs its agent at.
+    let cached = format!(
+        "~/.cache/eventor/eventor-agent-{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        file.hosts[0].agent.starts_with(&cached),
+        "{}",
+        file.hosts[0].agent
+    );
     assert_eq!(file.hosts[1].ssh, "gpu-box");
     assert_eq!(file.hosts[1].max_concurrent, Some(8));
     assert_eq!(file.ssh_config, None);
@@ -766,9 +773,10 @@ async fn a_missing_agent_binary_fails_the_handshake_saying_so() {
         .into_iter()
         .map(|r| r.map(|_| ()).unwrap_err().to_string())
         .collect();
+    // This test binary has no agent next to it, so the prime has nothing to install.
     assert!(
         errors[0].starts_with(
-            "node1: agent handshake failed (agent exited with status 127); agent stderr: "
+            "node1: no agent at /nonexistent/eventor-agent, and this prime has none to install"
         ),
         "{}",
         errors[0]

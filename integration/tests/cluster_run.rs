@@ -14,7 +14,11 @@ use crate::{agent_binary, coord, coord_binary, testbed, text, write};
 
 /// A hosts file for node1 and node2 with this build's agent and the shared store (reached
 /// through the bridge, as the hosts reach it), in a schema of the test's own.
-fn hosts_file(dir: &Path, bed: &HashMap<String, String>, schema: &str) -> (String, String) {
+pub(crate) fn hosts_file(
+    dir: &Path,
+    bed: &HashMap<String, String>,
+    schema: &str,
+) -> (String, String) {
     let store = format!("{}?schema={schema}", bed["EVENTOR_PG_URL_BRIDGE"]);
     let agent = agent_binary();
     let yaml = format!(
@@ -27,7 +31,7 @@ fn hosts_file(dir: &Path, bed: &HashMap<String, String>, schema: &str) -> (Strin
     (path.to_str().unwrap().to_string(), store)
 }
 
-fn schema(test: &str) -> String {
+pub(crate) fn schema(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

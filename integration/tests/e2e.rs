@@ -5,15 +5,24 @@
 
 mod agent;
 mod api;
+mod careless;
+mod check;
 mod cli;
 mod cluster;
+mod cluster_deploy;
 mod cluster_run;
+mod cluster_trust;
 mod examples;
 mod faithful;
+mod interrupts;
 mod postgres;
 mod recovery;
+mod report;
+mod retries;
+mod shared_pools;
 mod ssh;
 mod ssh_conformance;
+mod web;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -119,6 +128,30 @@ pub fn agent_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// `eventor-coord ARGS` started in `dir`, its output piped (read it or drop it).
+pub fn spawn_coord(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(coord_binary())
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start eventor-coord")
+}
+
+/// Waits (at most 30 s) until `path` exists, e.g. a file a step writes when it starts.
+pub fn wait_for(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Runs `eventor-coord ARGS` in `dir`.

@@ -4,12 +4,12 @@
 //! were skipped, unless `EVENTOR_REQUIRE_PG=1` makes that a failure.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use eventor_store::{RunStatus, Store, StoreLocation, TaskStatus};
 
-use crate::{coord, coord_binary, text, write};
+use crate::{coord, spawn_coord, text, write};
 
 /// The test bed's Postgres URL with a schema of this test's own, or `None` to skip.
 fn pg_url(test: &str) -> Option<String> {
@@ -49,16 +49,6 @@ fn fan_flow(dir: &Path, name: &str, command: &str, n: u32, max: u32) -> String {
         .to_str()
         .unwrap()
         .to_string()
-}
-
-fn spawn_coord(dir: &Path, args: &[&str]) -> Child {
-    Command::new(coord_binary())
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 fn finish(child: Child) -> (Option<i32>, String) {

@@ -7,11 +7,29 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{ProtocolError, Role};
 use crate::io::{FrameReader, FrameWriter};
-use crate::messages::{Accept, HandshakeReply, Hello, Refuse};
+use crate::messages::{Accept, HandshakeReply, Hello, Refuse, StoreAccess};
+
+/// What an accepted agent is told: the [`Accept`], and since 1.1 the store it records in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub accept: Accept,
+    /// The store and its password; `None` when the coordinator sent none (or could not:
+    /// the agent's version predates it).
+    pub store: Option<StoreAccess>,
+}
+
+impl From<Accept> for Welcome {
+    fn from(accept: Accept) -> Welcome {
+        Welcome {
+            accept,
+            store: None,
+        }
+    }
+}
 
 /// The agent's side: sends `hello`, then waits for the coordinator's answer.
 ///
-/// Returns the coordinator's [`Accept`]; a refusal is [`ProtocolError::Refused`], a
+/// Returns the coordinator's [`Welcome`]; a refusal is [`ProtocolError::Refused`], a
 /// coordinator of another major version is [`ProtocolError::VersionMismatch`] (read from
 /// the reply's header, whatever its payload), silence is [`ProtocolError::Timeout`].
 pub async fn hello<R, W>(
@@ -19,7 +37,7 @@ pub async fn hello<R, W>(
     writer: &mut FrameWriter<W>,
     hello: &Hello,
     timeout: Duration,
-) -> Result<Accept, ProtocolError>
+) -> Result<Welcome, ProtocolError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -27,7 +45,11 @@ where
     within(timeout, "handshake reply from the coordinator", async {
         writer.write_frame(hello).await?;
         match reader.read_frame::<HandshakeReply>().await? {
-            Some(HandshakeReply::Accept(accept)) => Ok(accept),
+            Some(HandshakeReply::Accept(accept)) => Ok(accept.into()),
+            Some(HandshakeReply::AcceptWithStore { accept, store }) => Ok(Welcome {
+                accept,
+                store: Some(store),
+            }),
             Some(HandshakeReply::Refuse(Refuse { reason })) => {
                 Err(ProtocolError::Refused { reason })
             }
@@ -43,7 +65,9 @@ where
 /// The coordinator's side: waits for the agent's [`Hello`], asks `decide` whether to take
 /// the agent, and sends the answer.
 ///
-/// `decide` returns the [`Accept`] to send, or the reason to refuse. A refusal is sent and
+/// `decide` returns the [`Welcome`] to send, or the reason to refuse. A store goes only to
+/// an agent of 1.1 or later ([`HandshakeReply::AcceptWithStore`]); for an older one it is
+/// left out, and the returned welcome says so (`store: None`). A refusal is sent and
 /// then returned as [`ProtocolError::Refused`]. An agent of another major version gets a
 /// refusal too (its own decoder reports the mismatch from the header) and the call returns
 /// [`ProtocolError::VersionMismatch`].
@@ -52,25 +76,43 @@ pub async fn accept<R, W, F>(
     writer: &mut FrameWriter<W>,
     timeout: Duration,
     decide: F,
-) -> Result<(Hello, Accept), ProtocolError>
+) -> Result<(Hello, Welcome), ProtocolError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
-    F: FnOnce(&Hello) -> Result<Accept, String>,
+    F: FnOnce(&Hello) -> Result<Welcome, String>,
 {
     within(timeout, "hello from the agent", async {
         let hello = read_hello(reader, writer).await?;
         match decide(&hello) {
-            Ok(accept) => {
-                writer
-                    .write_frame(&HandshakeReply::Accept(accept.clone()))
-                    .await?;
-                Ok((hello, accept))
+            Ok(welcome) => {
+                let sent = welcome_for(&hello, welcome);
+                writer.write_frame(&reply_of(&sent)).await?;
+                Ok((hello, sent))
             }
             Err(reason) => Err(refuse(writer, reason).await),
         }
     })
     .await
+}
+
+/// The welcome as an agent of `hello`'s version can take it.
+fn welcome_for(hello: &Hello, welcome: Welcome) -> Welcome {
+    match welcome.store {
+        Some(_) if !hello.protocol.has_store_access() => welcome.accept.into(),
+        _ => welcome,
+    }
+}
+
+fn reply_of(welcome: &Welcome) -> HandshakeReply {
+    let accept = welcome.accept.clone();
+    match &welcome.store {
+        None => HandshakeReply::Accept(accept),
+        Some(store) => HandshakeReply::AcceptWithStore {
+            accept,
+            store: store.clone(),
+        },
+    }
 }
 
 /// Reads the agent's hello, refusing an agent whose major version differs (by header or,

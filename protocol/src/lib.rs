@@ -51,7 +51,23 @@
 //!    |       host, heartbeat_interval_ms,       |
 //!    |       limits}                            |
 //!    |     or HandshakeReply::Refuse {reason}   |  (then closes)
+//!    |     or HandshakeReply::AcceptWithStore   |  (1.1: Accept + StoreAccess)
+//!    | -- StoreReady (or Error, then closes) -> |  (1.1, after AcceptWithStore only)
 //! ```
+//!
+//! **The store (1.1).** To an agent whose hello says 1.1 or later, the coordinator may answer
+//! `HandshakeReply::AcceptWithStore { accept, store }` instead: the same [`Accept`] plus a
+//! [`StoreAccess`] (the store's location without a password, and the password the
+//! coordinator resolved). The channel is the only private path to the agent, so this is how
+//! credentials reach it; never its command line, environment or log (`StoreAccess`'s
+//! `Debug` masks the password). The agent opens the store and answers
+//! `ToCoordinator::StoreReady` as its first message, or an `Error` without a key and
+//! closes; the coordinator waits for that answer before it dispatches anything. An agent of
+//! 1.0 gets a plain `Accept` ([`accept`] leaves the store out and reports so in the returned
+//! [`Welcome`]). Adding a field to `Accept` would have changed its bytes (a major version);
+//! appending a variant to `HandshakeReply` and to `ToCoordinator` is the minor bump the
+//! rules below allow, which is why the golden files changed only in the header's minor
+//! byte (and gained `accept_with_store` and `store_ready`).
 //!
 //! The agent speaks first, because the coordinator started it and is already listening.
 //! [`Hello`] and [`HandshakeReply`] are types of their own rather than variants of the
@@ -169,10 +185,11 @@ mod wire;
 
 pub use error::{ProtocolError, Role, WireCause};
 pub use frame::{decode_frame, encode_frame, FrameConfig, FrameHeader, HEADER_LEN, MAGIC};
-pub use handshake::{accept, hello};
+pub use handshake::{accept, hello, Welcome};
 pub use io::{FrameReader, FrameWriter};
 pub use limit::FrameLimit;
 pub use messages::{
     Accept, Dispatch, HandshakeReply, Heartbeat, Hello, Limits, LogLevel, LogRecord, Micros,
-    Outcome, ProtocolVersion, Refuse, Stream, TaskKey, ToAgent, ToCoordinator, WireMessage, Work,
+    Outcome, ProtocolVersion, Refuse, StoreAccess, Stream, TaskKey, ToAgent, ToCoordinator,
+    WireMessage, Work,
 };

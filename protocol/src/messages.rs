@@ -27,7 +27,16 @@ pub struct ProtocolVersion {
 
 impl ProtocolVersion {
     /// The version this build speaks.
-    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
+
+    /// The first minor of major 1 with [`HandshakeReply::AcceptWithStore`] and
+    /// [`ToCoordinator::StoreReady`].
+    pub const STORE_ACCESS: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
+
+    /// Whether a peer of this version knows the variants of [`Self::STORE_ACCESS`].
+    pub fn has_store_access(self) -> bool {
+        self.major == Self::STORE_ACCESS.major && self.minor >= Self::STORE_ACCESS.minor
+    }
 
     /// The version both ends understand: our major, the lower minor. Send only what it has.
     pub fn common(self, peer: ProtocolVersion) -> ProtocolVersion {
@@ -131,6 +140,29 @@ pub struct Accept {
     pub limits: Limits,
 }
 
+/// The store an agent records its tasks' ends in, with the password to reach it (since
+/// 1.1, in [`HandshakeReply::AcceptWithStore`]). This is the only way credentials reach an
+/// agent: over the channel, never on its command line or in its environment. `Debug`
+/// masks the password; nothing may log it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreAccess {
+    /// The store without a password: `postgres://user@host:port/db?schema=…` (the host and
+    /// port as the agent reaches them) or `sqlite:/absolute/path`.
+    pub location: String,
+    /// The password the prime resolved (from the URL, `PGPASSWORD`, `~/.pgpass` or its
+    /// config file); `None` when there is none.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for StoreAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreAccess")
+            .field("location", &self.location)
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .finish()
+    }
+}
+
 /// The coordinator's refusal; it closes the channel after sending it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refuse {
@@ -145,6 +177,15 @@ pub enum HandshakeReply {
     Accept(Accept),
     /// Go away.
     Refuse(Refuse),
+    /// Go ahead, and record each task's end in this store (since 1.1; sent only to an
+    /// agent whose hello says 1.1 or later). The agent opens the store, then answers
+    /// [`ToCoordinator::StoreReady`], or an `Error` without a key and exits.
+    AcceptWithStore {
+        /// The welcome proper.
+        accept: Accept,
+        /// The store and its password.
+        store: StoreAccess,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,6 +357,9 @@ pub enum ToCoordinator {
         /// What happened.
         message: String,
     },
+    /// The agent opened the store of [`HandshakeReply::AcceptWithStore`] and records each
+    /// task's end there before reporting it (since 1.1; the agent's first message then).
+    StoreReady,
 }
 
 impl ToCoordinator {
@@ -327,7 +371,7 @@ impl ToCoordinator {
             }
             ToCoordinator::Log(record) => record.task.as_ref(),
             ToCoordinator::Error { key, .. } => key.as_ref(),
-            ToCoordinator::Heartbeat(_) => None,
+            ToCoordinator::Heartbeat(_) | ToCoordinator::StoreReady => None,
         }
     }
 }

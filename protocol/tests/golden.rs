@@ -85,3 +85,25 @@ fn log_record_is_unchanged() {
 fn task_finished_is_unchanged() {
     check("task_finished", &sample_finished());
 }
+
+/// Since 1.1: the welcome with the store (a made-up password: the bytes are the point).
+#[test]
+fn accept_with_store_is_unchanged() {
+    let eventor_protocol::HandshakeReply::Accept(accept) = sample_accept() else {
+        unreachable!()
+    };
+    let store = eventor_protocol::StoreAccess {
+        location: "postgres://ev@db:5432/eventor?schema=eventor".into(),
+        password: Some("pw".into()),
+    };
+    check(
+        "accept_with_store",
+        &eventor_protocol::HandshakeReply::AcceptWithStore { accept, store },
+    );
+}
+
+/// Since 1.1: the agent's answer to a store it could open.
+#[test]
+fn store_ready_is_unchanged() {
+    check("store_ready", &eventor_protocol::ToCoordinator::StoreReady);
+}

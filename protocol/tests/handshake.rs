@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use eventor_protocol::{
     accept, hello, Accept, FrameConfig, FrameReader, FrameWriter, Hello, ProtocolError,
-    ProtocolVersion, ToAgent, ToCoordinator,
+    ProtocolVersion, StoreAccess, ToAgent, ToCoordinator, Welcome,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 
@@ -46,7 +46,7 @@ fn hello_for(major: u16) -> Hello {
 fn the_accept() -> Accept {
     match sample_accept() {
         eventor_protocol::HandshakeReply::Accept(accept) => accept,
-        eventor_protocol::HandshakeReply::Refuse(_) => unreachable!(),
+        _ => unreachable!(),
     }
 }
 
@@ -62,12 +62,12 @@ async fn accepted_agent_then_exchanges_messages() {
 
     let (got_hello, sent) = accept(&mut cr, &mut cw, PATIENCE, |h| {
         assert_eq!(h.host, "node-a");
-        Ok(the_accept())
+        Ok(the_accept().into())
     })
     .await
     .unwrap();
     assert_eq!(got_hello, sample_hello());
-    assert_eq!(sent, the_accept());
+    assert_eq!(sent, the_accept().into());
     cw.write_frame(&sample_dispatch()).await.unwrap();
     assert_eq!(
         cr.read_frame::<ToCoordinator>().await.unwrap(),
@@ -75,7 +75,7 @@ async fn accepted_agent_then_exchanges_messages() {
     );
 
     let (accepted, dispatch) = agent.await.unwrap().unwrap();
-    assert_eq!(accepted, the_accept());
+    assert_eq!(accepted, the_accept().into());
     assert_eq!(dispatch, Some(sample_dispatch()));
 }
 
@@ -102,7 +102,7 @@ async fn major_mismatch_is_clear_on_both_sides() {
         let agent = tokio::spawn(async move {
             hello(&mut ar, &mut aw, &hello_for(agent_major), PATIENCE).await
         });
-        let coordinator = accept(&mut cr, &mut cw, PATIENCE, |_| -> Result<Accept, String> {
+        let coordinator = accept(&mut cr, &mut cw, PATIENCE, |_| -> Result<Welcome, String> {
             panic!("a mismatched agent must not reach the decision")
         })
         .await;
@@ -123,7 +123,7 @@ async fn major_mismatch_is_clear_on_both_sides() {
 async fn hello_claiming_another_major_is_refused() {
     let ((mut ar, mut aw), (mut cr, mut cw)) = ends(1, 1);
     let agent = tokio::spawn(async move { hello(&mut ar, &mut aw, &hello_for(3), PATIENCE).await });
-    let coordinator = accept(&mut cr, &mut cw, PATIENCE, |_| Ok(the_accept())).await;
+    let coordinator = accept(&mut cr, &mut cw, PATIENCE, |_| Ok(the_accept().into())).await;
     let expected = "agent speaks protocol 3, coordinator 1";
     assert_eq!(coordinator.unwrap_err().to_string(), expected);
     assert_eq!(
@@ -136,7 +136,7 @@ async fn hello_claiming_another_major_is_refused() {
 async fn silent_agent_times_out() {
     let (_agent, (mut cr, mut cw)) = ends(1, 1);
     let wait = Duration::from_millis(50);
-    let err = accept(&mut cr, &mut cw, wait, |_| Ok(the_accept()))
+    let err = accept(&mut cr, &mut cw, wait, |_| Ok(the_accept().into()))
         .await
         .unwrap_err();
     assert!(matches!(err, ProtocolError::Timeout { after, .. } if after == wait));
@@ -178,7 +178,7 @@ async fn coordinator_hanging_up_is_an_error_not_a_hang() {
 async fn agent_hanging_up_is_an_error() {
     let (agent, (mut cr, mut cw)) = ends(1, 1);
     drop(agent);
-    let err = accept(&mut cr, &mut cw, PATIENCE, |_| Ok(the_accept()))
+    let err = accept(&mut cr, &mut cw, PATIENCE, |_| Ok(the_accept().into()))
         .await
         .unwrap_err();
     assert_eq!(
@@ -194,8 +194,68 @@ async fn banner_before_hello_is_reported() {
     let (mut cr, mut cw) = end(c, 1);
     let (_ar, mut aw) = tokio::io::split(a);
     aw.write_all(b"Welcome to node-a!\n").await.unwrap();
-    let err = accept(&mut cr, &mut cw, PATIENCE, |_| Ok(the_accept()))
+    let err = accept(&mut cr, &mut cw, PATIENCE, |_| Ok(the_accept().into()))
         .await
         .unwrap_err();
     assert!(matches!(err, ProtocolError::BadMagic { .. }), "{err:?}");
+}
+
+fn store_access() -> StoreAccess {
+    StoreAccess {
+        location: "postgres://evpw@db:5432/eventor?schema=eventor".into(),
+        password: Some("s3cr/t?x@y:z".into()),
+    }
+}
+
+/// A 1.1 agent gets the store and its password in the welcome; nothing else changes.
+#[tokio::test]
+async fn a_store_reaches_an_agent_that_knows_it() {
+    let ((mut ar, mut aw), (mut cr, mut cw)) = ends(1, 1);
+    let new = Hello {
+        protocol: ProtocolVersion::STORE_ACCESS,
+        ..sample_hello()
+    };
+    let agent = tokio::spawn(async move { hello(&mut ar, &mut aw, &new, PATIENCE).await });
+    let welcome = Welcome {
+        accept: the_accept(),
+        store: Some(store_access()),
+    };
+    let sent = welcome.clone();
+    let (_, sent) = accept(&mut cr, &mut cw, PATIENCE, move |_| Ok(sent))
+        .await
+        .unwrap();
+    assert_eq!(sent, welcome);
+    assert_eq!(agent.await.unwrap().unwrap(), welcome);
+}
+
+/// A 1.0 agent cannot read `AcceptWithStore`: it gets a plain `Accept`, and the
+/// coordinator learns the store was not sent.
+#[tokio::test]
+async fn an_older_agent_gets_a_plain_accept() {
+    let ((mut ar, mut aw), (mut cr, mut cw)) = ends(1, 1);
+    let old = Hello {
+        protocol: ProtocolVersion { major: 1, minor: 0 },
+        ..sample_hello()
+    };
+    let agent = tokio::spawn(async move { hello(&mut ar, &mut aw, &old, PATIENCE).await });
+    let welcome = Welcome {
+        accept: the_accept(),
+        store: Some(store_access()),
+    };
+    let (_, sent) = accept(&mut cr, &mut cw, PATIENCE, move |_| Ok(welcome))
+        .await
+        .unwrap();
+    assert_eq!(sent, the_accept().into());
+    assert_eq!(agent.await.unwrap().unwrap(), the_accept().into());
+}
+
+#[test]
+fn debug_masks_the_store_password() {
+    let welcome = Welcome {
+        accept: the_accept(),
+        store: Some(store_access()),
+    };
+    let shown = format!("{welcome:?} {welcome:#?}");
+    assert!(!shown.contains("s3cr"), "{shown}");
+    assert!(shown.contains("****"), "{shown}");
 }

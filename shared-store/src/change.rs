@@ -34,6 +34,14 @@ pub(crate) enum Op<'a> {
     EditTask(TaskEdit<'a>),
     ArmDelay(NewDelay<'a>),
     FireDelay(FiredDelay<'a>),
+    ReleaseGrant(GrantRelease<'a>),
+}
+
+/// The shared-pool grant of one attempt of a task, to delete (nothing held: nothing to do).
+pub(crate) struct GrantRelease<'a> {
+    pub step: &'a str,
+    pub sequence: &'a str,
+    pub attempt: i32,
 }
 
 pub(crate) struct NewTrigger<'a> {
@@ -72,7 +80,7 @@ pub(crate) enum EditKind<'a> {
     Move(Move<'a>),
     /// The process id of an active task.
     Pid(i64),
-    /// An active task whose runner died, back to `ready` as a new attempt.
+    /// A task back to `ready` as a new attempt (its runner died, or it fails and retries).
     Retry {
         new_attempt: i32,
         at: Micros,
@@ -175,6 +183,7 @@ impl<'a> Op<'a> {
             Change::TaskRetry {
                 step,
                 sequence,
+                from,
                 attempt,
                 new_attempt,
                 at,
@@ -183,7 +192,7 @@ impl<'a> Op<'a> {
                     new_attempt: *new_attempt,
                     at: *at,
                 };
-                edit(step, sequence, active(*attempt), kind)
+                edit(step, sequence, (*from, *attempt), kind)
             }
             Change::DelayArmed {
                 assoc,
@@ -203,11 +212,20 @@ impl<'a> Op<'a> {
                 assoc: *assoc,
                 sequence,
             }),
+            Change::GrantReleased {
+                step,
+                sequence,
+                attempt,
+            } => Op::ReleaseGrant(GrantRelease {
+                step,
+                sequence,
+                attempt: *attempt,
+            }),
         }
     }
 }
 
-/// Where a pid or a retry expects its task: active, at `attempt`.
+/// Where a pid expects its task: active, at `attempt`.
 fn active(attempt: i32) -> (TaskStatus, i32) {
     (TaskStatus::Active, attempt)
 }

@@ -38,6 +38,7 @@
 mod change;
 mod location;
 mod pgpass;
+pub use pgpass::resolve as resolve_password;
 mod postgres;
 mod query;
 mod rows;
@@ -119,6 +120,25 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.run_history(run_id.to_owned()).await,
             Store::Postgres(s) => s.run_history(run_id.to_owned()).await,
+        }
+    }
+
+    /// Every run row (every recovery) of the flow `name`, or of all flows when `None`, newest
+    /// first (highest `started_at`, then highest recovery).
+    pub async fn runs(&self, name: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
+        let name = name.map(str::to_owned);
+        match self {
+            Store::Sqlite(s) => s.runs(name).await,
+            Store::Postgres(s) => s.runs(name).await,
+        }
+    }
+
+    /// How many tasks every run recovery of the store has in each status (statuses without
+    /// tasks are left out).
+    pub async fn task_counts(&self) -> Result<Vec<TaskCount>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.task_counts().await,
+            Store::Postgres(s) => s.task_counts().await,
         }
     }
 
@@ -230,6 +250,43 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(Subscription::never()),
             Store::Postgres(s) => Ok(Subscription::postgres(s.subscribe(run).await?)),
+        }
+    }
+
+    /// Declares shared pools (`(name, units)`): the first declaration of a pool in the store
+    /// stands; another number of units is [`StoreError::PoolMismatch`].
+    pub async fn declare_pools(&self, pools: Vec<(String, u32)>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.declare_pools(pools).await,
+            Store::Postgres(s) => s.declare_pools(pools).await,
+        }
+    }
+
+    /// Grants every unit `request` asks of shared pools, or none (`false`: not enough free
+    /// now), in one transaction that sees every coordinator's grants. Granting the same task
+    /// attempt twice answers `true` without taking more.
+    pub async fn try_grant(&self, request: GrantRequest) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.try_grant(request).await,
+            Store::Postgres(s) => s.try_grant(request).await,
+        }
+    }
+
+    /// Gives back what every recovery of `run_id` holds of shared pools (its coordinator is
+    /// gone; the caller holds the run lock). Answers how many grants went.
+    pub async fn release_run_grants(&self, run_id: &str) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.release_run_grants(run_id.to_owned()).await,
+            Store::Postgres(s) => s.release_run_grants(run_id.to_owned()).await,
+        }
+    }
+
+    /// Wake-ups when another process gives back shared-pool units. SQLite's never yields:
+    /// its waiters re-check on an interval.
+    pub async fn subscribe_pools(&self) -> Result<Subscription, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Subscription::never()),
+            Store::Postgres(s) => Ok(Subscription::postgres(s.subscribe_pools().await?)),
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Accepted forms:
 //! - `postgres://[user[:password]@][host][:port][/database][?schema=NAME&sslmode=MODE]`
-//!   (also `postgresql://`). Defaults: host `localhost`, port 5432, user `postgres`, database
+//!   (also `postgresql://`). The userinfo ends at the *last* `@`, found before anything else
+//!   is split, so a password may hold `/`, `?`, `:` and `@` as they are (`%`-escapes work
+//!   too); an `@` in the database or a parameter must then be written `%40`. Defaults: host `localhost`, port 5432, user `postgres`, database
 //!   the user's name, schema [`DEFAULT_SCHEMA`]. A host that starts with `/` (written
 //!   `%2F…`) is a Unix socket directory. Only `sslmode=disable|allow|prefer` is accepted:
 //!   the client speaks no TLS.
@@ -147,17 +149,27 @@ impl PgLocation {
         self.password.as_deref()
     }
 
+    /// The same location without its password (shown and sent as a plain URL).
+    pub fn without_password(&self) -> PgLocation {
+        PgLocation {
+            password: None,
+            ..self.clone()
+        }
+    }
+
     /// Parses what follows `postgres://`.
     fn parse_url_tail(tail: &str) -> Result<PgLocation, LocationError> {
         if tail.contains('#') {
             return Err(url_error("fragments (#…) are not allowed"));
         }
-        let (main, query) = tail.split_once('?').unwrap_or((tail, ""));
-        let (authority, path) = main.split_once('/').unwrap_or((main, ""));
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((userinfo, hostport)) => (Some(userinfo), hostport),
-            None => (None, authority),
+        // The userinfo first: a password may hold `/`, `?` or `:` (and `@`), so nothing
+        // is split before the last `@` is found.
+        let (userinfo, rest) = match tail.rsplit_once('@') {
+            Some((userinfo, rest)) => (Some(userinfo), rest),
+            None => (None, tail),
         };
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (hostport, path) = main.split_once('/').unwrap_or((main, ""));
         let (user, password) = parse_userinfo(userinfo)?;
         let (host, port) = parse_hostport(hostport)?;
         let database = match decode(path, "database")? {
@@ -288,9 +300,12 @@ fn parse_hostport(hostport: &str) -> Result<(String, u16), LocationError> {
 fn parse_port(port: Option<&str>) -> Result<u16, LocationError> {
     match port {
         None | Some("") => Ok(DEFAULT_PORT),
-        Some(text) => text.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-            LocationError::Url(format!("port {text:?} is not a number in 1..65535"))
-        }),
+        // The text is not quoted: a malformed URL may have put a password there.
+        Some(text) => text
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| url_error("the port is not a number in 1..65535")),
     }
 }
 
@@ -436,6 +451,48 @@ mod tests {
             let err = StoreLocation::parse(text).unwrap_err();
             let shown = format!("{err} {err:?}");
             assert!(!shown.contains("hunter2"), "{text}: {shown}");
+        }
+    }
+
+    #[test]
+    fn the_userinfo_is_found_first() {
+        let loc = pg("postgres://evpw:s3cr/t?x@y:z@db.example:6543/runs?schema=s1");
+        assert_eq!(loc.user, "evpw");
+        assert_eq!(loc.url_password(), Some("s3cr/t?x@y:z"));
+        assert_eq!((loc.host.as_str(), loc.port), ("db.example", 6543));
+        assert_eq!((loc.database.as_str(), loc.schema.as_str()), ("runs", "s1"));
+        let loc = pg("postgres://u:p/w@h");
+        assert_eq!((loc.host.as_str(), loc.database.as_str()), ("h", "u"));
+        assert_eq!(loc.url_password(), Some("p/w"));
+        let loc = pg("postgres://h/d?schema=a%40b");
+        assert_eq!(
+            (loc.user.as_str(), loc.schema.as_str()),
+            ("postgres", "a@b")
+        );
+    }
+
+    #[test]
+    fn a_password_with_url_characters_reads_back_without_it() {
+        let loc = pg("postgres://evpw:a/b?c@d:e@h:1/db");
+        let plain = StoreLocation::Postgres(loc.without_password()).to_string();
+        assert_eq!(plain, "postgres://evpw@h:1/db?schema=eventor");
+        assert_eq!(pg(&plain).with_password("a/b?c@d:e"), loc);
+        assert_eq!(crate::resolve_password(&loc).as_deref(), Some("a/b?c@d:e"));
+    }
+
+    #[test]
+    fn errors_never_quote_userinfo_text() {
+        let bad = [
+            "postgres://evpw:s3cr/et@h:x/d",
+            "postgres://evpw:s3cr?et@h:99999/d",
+            "postgres://evpw:s3cr",
+            "postgres://evpw:s3cr/x",
+            "postgres://evpw:s3cr%G1@h/d",
+        ];
+        for text in bad {
+            let err = StoreLocation::parse(text).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("s3cr"), "{text}: {shown}");
         }
     }
 

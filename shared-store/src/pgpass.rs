@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use crate::location::PgLocation;
 
 /// The password to connect to `location` with, if any source has one.
-pub(crate) fn resolve(location: &PgLocation) -> Option<String> {
+/// The password a connection to `location` would use: the location's own, else
+/// `PGPASSWORD`, else the password file. For handing on to an agent over a private channel
+/// only (the prime's SSH channel); never log it or put it on a command line.
+pub fn resolve(location: &PgLocation) -> Option<String> {
     let from_env = std::env::var("PGPASSWORD").ok();
     resolve_from(location, from_env, password_file().as_deref())
 }

@@ -86,6 +86,7 @@ mod delete;
 mod listen;
 mod migrate;
 mod plan;
+mod pools;
 mod read;
 mod retry;
 mod stmt;
@@ -261,6 +262,22 @@ impl PgStore {
         .await
     }
 
+    /// Every run row (of the flow `name`, if given), newest first.
+    pub async fn runs(&self, name: Option<String>) -> Result<Vec<RunRecord>, StoreError> {
+        let name: Option<Arc<str>> = name.map(Arc::from);
+        self.retry(move |conn| {
+            let name = name.clone();
+            Box::pin(async move { read::runs(conn, name.as_deref()).await })
+        })
+        .await
+    }
+
+    /// Task counts by run recovery and status, over the whole schema.
+    pub async fn task_counts(&self) -> Result<Vec<TaskCount>, StoreError> {
+        self.retry(move |conn| Box::pin(async move { read::task_counts(conn).await }))
+            .await
+    }
+
     pub async fn tasks(&self, run: RunKey) -> Result<Vec<TaskRecord>, StoreError> {
         self.retry(move |conn| {
             let run = run.clone();
@@ -290,6 +307,59 @@ impl PgStore {
         let connector = self.shared.pool.connector().clone();
         let key = lock_key(connector.schema(), run_id);
         RunLock::acquire(connector, run_id, key).await
+    }
+
+    /// Declares shared pools; see [`Store::declare_pools`](crate::Store::declare_pools).
+    pub(crate) async fn declare_pools(&self, pools: Vec<(String, u32)>) -> Result<(), StoreError> {
+        let pools: Arc<[(String, u32)]> = pools.into();
+        self.retry(move |conn| {
+            let pools = pools.clone();
+            Box::pin(async move { pools::declare_once(conn, &pools).await })
+        })
+        .await
+    }
+
+    /// See [`Store::try_grant`](crate::Store::try_grant).
+    pub(crate) async fn try_grant(&self, mut request: GrantRequest) -> Result<bool, StoreError> {
+        request.units.sort();
+        let request = Arc::new(request);
+        let at = crate::now_micros();
+        self.retry(move |conn| {
+            let request = request.clone();
+            Box::pin(async move { pools::grant_once(conn, &request, at).await })
+        })
+        .await
+    }
+
+    /// See [`Store::release_run_grants`](crate::Store::release_run_grants).
+    pub(crate) async fn release_run_grants(&self, run_id: String) -> Result<usize, StoreError> {
+        let job = Arc::new((run_id, self.pools_channel()));
+        self.retry(move |conn| {
+            let job = job.clone();
+            Box::pin(async move { pools::release_run_once(conn, &job.0, &job.1).await })
+        })
+        .await
+    }
+
+    /// The channel that tells coordinators waiting on shared pools that units came back:
+    /// that of the (impossible) run id "", recovery 0.
+    fn pools_channel(&self) -> pools::PoolsChannel {
+        let schema = self.shared.pool.connector().schema();
+        pools::PoolsChannel {
+            channel: channel_name(schema, ""),
+            payload: listen::payload(self.shared.origin, &pools_key()),
+        }
+    }
+
+    /// LISTENs for shared-pool units coming back from other handles.
+    pub(crate) async fn subscribe_pools(&self) -> Result<Listener, StoreError> {
+        let connector = self.shared.pool.connector().clone();
+        let channel = channel_name(connector.schema(), "");
+        let filter = listen::Filter {
+            origin: self.shared.origin,
+            run: pools_key(),
+        };
+        Listener::start(connector, channel, filter).await
     }
 
     /// LISTENs for other handles' writes to `run`.
@@ -323,6 +393,7 @@ impl PgStore {
             run: run.clone(),
             channel: channel_name(schema, &run.run_id),
             payload: listen::payload(self.shared.origin, run),
+            pools: self.pools_channel(),
         }
     }
 
@@ -427,6 +498,14 @@ fn run_hash(schema: &str, run_id: &str) -> u64 {
 fn lock_key(schema: &str, run_id: &str) -> i32 {
     let hash = run_hash(schema, run_id);
     (hash ^ (hash >> 32)) as u32 as i32
+}
+
+/// The key the pools' notifications carry (no run has an empty id).
+fn pools_key() -> RunKey {
+    RunKey {
+        run_id: Arc::from(""),
+        recovery: 0,
+    }
 }
 
 /// The LISTEN/NOTIFY channel of one run (an identifier that needs no quoting).

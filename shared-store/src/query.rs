@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
 
 use crate::rows::run_label;
-use crate::schema::{delays, runs, tasks, triggers};
+use crate::schema::{delays, grants, pools, runs, tasks, triggers};
 use crate::types::*;
 
 /// The columns a [`RunRow`](crate::rows::RunRow) is loaded from, in its order.
@@ -188,4 +188,146 @@ pub(crate) fn run_updated(updated: usize, run: &RunKey) -> Result<(), StoreError
         return Err(StoreError::NoSuchRun(run_label(run)));
     }
     Ok(())
+}
+
+/// Every run row, only those of the flow `name` if one is given, newest first (as
+/// [`latest_run`] orders them).
+#[auto_type(no_type_alias)]
+pub(crate) fn runs_listing<'a>(name: Option<&'a str>) -> _ {
+    let wanted: dsl::AsExprOf<Option<&'a str>, Nullable<Text>> = name.into_sql::<Nullable<Text>>();
+    runs::table
+        .filter(wanted.is_null().or(runs::name.nullable().eq(wanted)))
+        .order((runs::started_at.desc(), runs::recovery.desc()))
+        .select(run_columns())
+}
+
+/// How many tasks each run recovery holds in each status (a
+/// [`TaskCountRow`](crate::rows::TaskCountRow)), every run of the store.
+#[auto_type(no_type_alias)]
+pub(crate) fn task_counts() -> _ {
+    let count: dsl::count_star = dsl::count_star();
+    tasks::table
+        .group_by((tasks::run_id, tasks::recovery, tasks::status))
+        .select((tasks::run_id, tasks::recovery, tasks::status, count))
+}
+
+// ---- shared pools -------------------------------------------------------------------------
+// A grant transaction, on either backend: `lock_pool` each pool in name order (a row lock on
+// Postgres; SQLite's write transaction holds the whole file), `held_by` to see whether an
+// earlier try of the same request committed, `pool_units` and `units_granted` for each
+// pool's room, then `insert_grant` per pool. All of it commits, or none.
+
+/// Declares a shared pool with `units` (each backend adds `ON CONFLICT DO NOTHING`: the
+/// first declaration stands).
+#[auto_type(no_type_alias)]
+pub(crate) fn declare_pool<'a>(name: &'a str, units: i32) -> _ {
+    dsl::insert_into(pools::table).values((pools::name.eq(name), pools::units.eq(units)))
+}
+
+/// The units a shared pool was declared with.
+#[auto_type(no_type_alias)]
+pub(crate) fn pool_units<'a>(name: &'a str) -> _ {
+    pools::table.find(name).select(pools::units)
+}
+
+/// A no-op update of a pool's row: on Postgres it takes the row lock that serializes the
+/// grants of that pool across coordinators.
+#[auto_type(no_type_alias)]
+pub(crate) fn lock_pool<'a>(name: &'a str) -> _ {
+    dsl::update(pools::table.find(name)).set(pools::units.eq(pools::units))
+}
+
+/// The units of `pool` granted now, one row per grant.
+#[auto_type(no_type_alias)]
+pub(crate) fn units_granted<'a>(pool: &'a str) -> _ {
+    grants::table
+        .filter(grants::pool.eq(pool))
+        .select(grants::units)
+}
+
+/// The pools one attempt of a task holds (an earlier try of the same request committed).
+#[auto_type(no_type_alias)]
+pub(crate) fn held_by<'a>(request: &'a GrantRequest) -> _ {
+    let run_id: &'a str = &request.run.run_id;
+    let recovery: i32 = request.run.recovery;
+    let step: &'a str = &request.step;
+    let sequence: &'a str = &request.sequence;
+    let attempt: i32 = request.attempt;
+    grants::table
+        .filter(grants::run_id.eq(run_id))
+        .filter(grants::recovery.eq(recovery))
+        .filter(grants::step.eq(step))
+        .filter(grants::sequence.eq(sequence))
+        .filter(grants::attempt.eq(attempt))
+        .select(grants::pool)
+}
+
+/// Records `units` of `pool` as held by the request's task attempt.
+#[auto_type(no_type_alias)]
+pub(crate) fn insert_grant<'a>(
+    request: &'a GrantRequest,
+    pool: &'a str,
+    units: i32,
+    at: Micros,
+) -> _ {
+    let run_id: &'a str = &request.run.run_id;
+    let recovery: i32 = request.run.recovery;
+    let step: &'a str = &request.step;
+    let sequence: &'a str = &request.sequence;
+    let attempt: i32 = request.attempt;
+    dsl::insert_into(grants::table).values((
+        grants::pool.eq(pool),
+        grants::run_id.eq(run_id),
+        grants::recovery.eq(recovery),
+        grants::step.eq(step),
+        grants::sequence.eq(sequence),
+        grants::attempt.eq(attempt),
+        grants::units.eq(units),
+        grants::granted_at.eq(at),
+    ))
+}
+
+/// Gives back what one attempt of a task holds (in the batch of its end).
+#[auto_type(no_type_alias)]
+pub(crate) fn release_grant<'a>(
+    run: &'a RunKey,
+    step: &'a str,
+    sequence: &'a str,
+    attempt: i32,
+) -> _ {
+    let run_id: &'a str = &run.run_id;
+    let recovery: i32 = run.recovery;
+    dsl::delete(
+        grants::table
+            .filter(grants::run_id.eq(run_id))
+            .filter(grants::recovery.eq(recovery))
+            .filter(grants::step.eq(step))
+            .filter(grants::sequence.eq(sequence))
+            .filter(grants::attempt.eq(attempt)),
+    )
+}
+
+/// Gives back everything every recovery of `run_id` holds: its coordinator is gone (a new
+/// recovery or a continue of the run starts, under the run lock).
+#[auto_type(no_type_alias)]
+pub(crate) fn release_run_grants<'a>(run_id: &'a str) -> _ {
+    dsl::delete(grants::table.filter(grants::run_id.eq(run_id)))
+}
+
+/// What declaring `declared` units found stored: the same, or a refusal.
+pub(crate) fn check_declared(pool: &str, declared: u32, stored: i32) -> Result<(), StoreError> {
+    if stored as i64 == declared as i64 {
+        return Ok(());
+    }
+    Err(StoreError::PoolMismatch {
+        pool: pool.to_owned(),
+        declared,
+        stored: stored.max(0) as u32,
+    })
+}
+
+/// Whether `wanted` more units fit in a pool of `units` of which `granted` are held.
+pub(crate) fn fits(units: i32, granted: &[i32], wanted: u32) -> bool {
+    let held: i64 = granted.iter().map(|&u| i64::from(u)).sum();
+    held + i64::from(wanted) <= i64::from(units)
 }

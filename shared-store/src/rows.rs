@@ -124,3 +124,21 @@ pub(crate) fn run_label(run: &RunKey) -> String {
 pub(crate) fn run_name(run: &RunKey) -> String {
     format!("run {}", run_label(run))
 }
+
+pub(crate) type TaskCountRow = (String, i32, String, i64);
+
+/// Counts of tasks by run recovery and status, as loaded by `query::task_counts`.
+pub(crate) fn task_counts(rows: Vec<TaskCountRow>) -> Result<Vec<TaskCount>, StoreError> {
+    rows.into_iter()
+        .map(|(run_id, recovery, status, count)| {
+            Ok(TaskCount {
+                run: RunKey {
+                    run_id: Arc::from(run_id),
+                    recovery,
+                },
+                status: status.parse()?,
+                count,
+            })
+        })
+        .collect()
+}

@@ -79,7 +79,9 @@ pub(crate) struct FileLock {
 impl FileLock {
     /// Locks the lock file of `run_id` next to the database at `db`, without waiting.
     pub(crate) fn acquire(db: &Path, run_id: &str) -> Result<FileLock, StoreError> {
-        let path = lock_path(db, run_id);
+        // The same database reached through a symlink or another path is one lock.
+        let db = std::fs::canonicalize(db).unwrap_or_else(|_| db.to_path_buf());
+        let path = lock_path(&db, run_id);
         loop {
             let file = open_lock_file(&path)?;
             match file.try_lock() {

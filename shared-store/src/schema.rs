@@ -56,3 +56,23 @@ diesel::table! {
         created_at -> BigInt,
     }
 }
+
+diesel::table! {
+    pools (name) {
+        name -> Text,
+        units -> Integer,
+    }
+}
+
+diesel::table! {
+    grants (run_id, recovery, step, sequence, attempt, pool) {
+        pool -> Text,
+        run_id -> Text,
+        recovery -> Integer,
+        step -> Text,
+        sequence -> Text,
+        attempt -> Integer,
+        units -> Integer,
+        granted_at -> BigInt,
+    }
+}

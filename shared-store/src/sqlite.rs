@@ -150,6 +150,24 @@ impl SqliteStore {
             .await
     }
 
+    /// Declares shared pools; see [`Store::declare_pools`](crate::Store::declare_pools).
+    pub(crate) async fn declare_pools(&self, pools: Vec<(String, u32)>) -> Result<(), StoreError> {
+        self.call(move |conn| write::declare_pools(conn, &pools))
+            .await
+    }
+
+    /// See [`Store::try_grant`](crate::Store::try_grant).
+    pub(crate) async fn try_grant(&self, request: GrantRequest) -> Result<bool, StoreError> {
+        self.call(move |conn| write::try_grant(conn, &request, now_micros()))
+            .await
+    }
+
+    /// See [`Store::release_run_grants`](crate::Store::release_run_grants).
+    pub(crate) async fn release_run_grants(&self, run_id: String) -> Result<usize, StoreError> {
+        self.call(move |conn| write::release_run_grants(conn, &run_id))
+            .await
+    }
+
     /// One write, as the [`Store`](crate::Store) hands it to every backend.
     pub(crate) async fn write(&self, write: Write) -> Result<(), StoreError> {
         self.call(move |conn| write::write(conn, &write)).await
@@ -173,6 +191,18 @@ impl SqliteStore {
         older_than: Micros,
     ) -> Result<Vec<String>, StoreError> {
         self.call(move |conn| Ok(query::old_runs(name.as_deref(), older_than).load(conn)?))
+            .await
+    }
+
+    /// Every run row (of the flow `name`, if given), newest first.
+    pub async fn runs(&self, name: Option<String>) -> Result<Vec<RunRecord>, StoreError> {
+        self.call(move |conn| run_records(query::runs_listing(name.as_deref()).load(conn)?))
+            .await
+    }
+
+    /// Task counts by run recovery and status, over the whole store.
+    pub async fn task_counts(&self) -> Result<Vec<TaskCount>, StoreError> {
+        self.call(move |conn| task_counts(query::task_counts().load(conn)?))
             .await
     }
 
@@ -258,7 +288,7 @@ struct JournalMode {
 fn configure(conn: &mut SqliteConnection, options: &SqliteOptions) -> QueryResult<()> {
     let busy_ms = options.busy_timeout.as_millis().min(i32::MAX as u128);
     conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
-    let mode = diesel::sql_query("PRAGMA journal_mode = WAL").get_result::<JournalMode>(conn)?;
+    let mode = wal_mode(conn, options.busy_timeout)?;
     if !mode.journal_mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(mode = %mode.journal_mode, "sqlite store is not in WAL mode");
     }
@@ -266,6 +296,28 @@ fn configure(conn: &mut SqliteConnection, options: &SqliteOptions) -> QueryResul
         "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
         options.synchronous.pragma_value()
     ))
+}
+
+/// Switches to WAL. Another process switching the same new file at that moment can make
+/// SQLite answer "database is locked" without calling the busy handler, so that answer is
+/// tried again (every 20 ms) until `patience` has passed.
+fn wal_mode(
+    conn: &mut SqliteConnection,
+    patience: std::time::Duration,
+) -> QueryResult<JournalMode> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match diesel::sql_query("PRAGMA journal_mode = WAL").get_result::<JournalMode>(conn) {
+            Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_locked(e: &diesel::result::Error) -> bool {
+    matches!(e, diesel::result::Error::DatabaseError(_, info) if info.message().contains("locked"))
 }
 
 /// Runs pending migrations inside one immediate transaction, so two processes opening a new

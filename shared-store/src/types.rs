@@ -88,6 +88,8 @@ text_enum!(
         Success => "success",
         Failure => "failure",
         Incomplete => "incomplete",
+        /// Stopped from outside (a signal); its stopped tasks failed saying so.
+        Interrupted => "interrupted",
     }
 );
 
@@ -142,6 +144,14 @@ pub struct TaskRecord {
     pub updated_at: Micros,
 }
 
+/// How many tasks of one run recovery are in one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCount {
+    pub run: RunKey,
+    pub status: TaskStatus,
+    pub count: i64,
+}
+
 /// A trigger row as stored: `event` fired in `sequence`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerRecord {
@@ -192,11 +202,14 @@ pub enum Change {
         error: Option<String>,
         at: Micros,
     },
-    /// An active task whose runner died (with its coordinator) goes back to `ready` as a new
-    /// attempt (fenced: it must still be `active` at `attempt`).
+    /// A task goes back to `ready` as a new attempt: an active one whose runner died (with its
+    /// coordinator), or one whose attempt failed and that has retries left (fenced: it must
+    /// still be at `from` and `attempt`). Its pid is cleared; its last error stays until the
+    /// new attempt ends.
     TaskRetry {
         step: Arc<str>,
         sequence: Arc<str>,
+        from: TaskStatus,
         attempt: i32,
         new_attempt: i32,
         at: Micros,
@@ -217,6 +230,25 @@ pub enum Change {
     },
     /// A delay that became due and was acted on (fenced: it must not have fired already).
     DelayFired { assoc: i32, sequence: Arc<str> },
+    /// The shared-pool units one attempt of a task holds go back (none held: nothing to do).
+    /// Committed with the task's end, so units are never held by a task that ended.
+    GrantReleased {
+        step: Arc<str>,
+        sequence: Arc<str>,
+        attempt: i32,
+    },
+}
+
+/// Units of shared pools ([`Store::try_grant`](crate::Store::try_grant)) for one attempt of
+/// one task: all of them, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRequest {
+    pub run: RunKey,
+    pub step: Arc<str>,
+    pub sequence: Arc<str>,
+    pub attempt: i32,
+    /// `(pool, units)`, each pool once.
+    pub units: Vec<(Arc<str>, u32)>,
 }
 
 /// Everything one scheduler turn decided, for one run recovery.
@@ -254,6 +286,14 @@ pub enum StoreError {
     DelayFenced { assoc: i32, sequence: String },
     #[error("no run {0} in the store")]
     NoSuchRun(String),
+    #[error("shared pool `{pool}` has {stored} units in the store, not {declared}: every flow that shares it must declare the same units")]
+    PoolMismatch {
+        pool: String,
+        declared: u32,
+        stored: u32,
+    },
+    #[error("shared pool `{0}` is not declared in the store")]
+    NoSuchPool(String),
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
     #[error("store query failed")]

@@ -103,6 +103,7 @@ macro_rules! suite {
                     duplicate_delay_refused,
                     rows_need_their_run,
                     latest_run_ordering,
+                    runs_listed_newest_first_with_task_counts,
                     set_run_status_stamps_end,
                     two_opens_see_each_others_commits,
                     clones_share_and_commit_concurrently,
@@ -111,6 +112,9 @@ macro_rules! suite {
                     empty_batch_is_a_no_op,
                     delete_run_removes_exactly_its_run,
                     prune_deletes_old_free_runs_of_the_flow,
+                    shared_pool_grants_all_or_nothing_across_handles,
+                    shared_pool_grant_goes_back_with_the_task_end,
+                    shared_pool_declared_once,
                 ]
             );
         )*
@@ -197,6 +201,7 @@ fn retry(step: &str, attempt: i32, new_attempt: i32) -> Change {
     Change::TaskRetry {
         step: step.into(),
         sequence: "1".into(),
+        from: TaskStatus::Active,
         attempt,
         new_attempt,
         at: 25,
@@ -562,6 +567,50 @@ async fn latest_run_ordering(fx: Fixture) {
         latest.key,
         key("E", 0),
         "a later start wins over a recovery"
+    );
+}
+
+async fn runs_listed_newest_first_with_task_counts(fx: Fixture) {
+    let store = &fx.store;
+    assert!(store.runs(None).await.unwrap().is_empty());
+    for (run, name, started_at) in [
+        (key("A", 0), "flow", 100),
+        (key("B", 0), "flow", 300),
+        (key("B", 1), "flow", 300),
+        (key("D", 0), "other", 200),
+    ] {
+        store
+            .begin_run(new_run(&run, name, started_at))
+            .await
+            .unwrap();
+    }
+    let ids = |runs: Vec<RunRecord>| -> Vec<RunKey> { runs.into_iter().map(|r| r.key).collect() };
+    let all = ids(store.runs(None).await.unwrap());
+    assert_eq!(all, [key("B", 1), key("B", 0), key("D", 0), key("A", 0)]);
+    let flow = ids(store.runs(Some("flow")).await.unwrap());
+    assert_eq!(flow, [key("B", 1), key("B", 0), key("A", 0)]);
+
+    let a = key("A", 0);
+    let changes = vec![
+        created("s1", "1", TaskStatus::Ready, 1),
+        created("s1", "2", TaskStatus::Ready, 1),
+        created("s2", "1", TaskStatus::Active, 1),
+    ];
+    store.commit(batch(&a, changes)).await.unwrap();
+    let mut counts: Vec<(RunKey, TaskStatus, i64)> = store
+        .task_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.run, c.status, c.count))
+        .collect();
+    counts.sort_by_key(|(_, status, _)| *status);
+    assert_eq!(
+        counts,
+        [
+            (a.clone(), TaskStatus::Ready, 2),
+            (a, TaskStatus::Active, 1)
+        ]
     );
 }
 
@@ -1404,4 +1453,124 @@ mod postgres_only {
         a.drop_now().await;
         b.drop_now().await;
     }
+}
+
+// ---- shared pools --------------------------------------------------------------------------
+
+fn grant(run: &RunKey, step: &str, attempt: i32, units: &[(&str, u32)]) -> GrantRequest {
+    GrantRequest {
+        run: run.clone(),
+        step: step.into(),
+        sequence: "1".into(),
+        attempt,
+        units: units.iter().map(|(p, n)| (Arc::from(*p), *n)).collect(),
+    }
+}
+
+async fn shared_pool_grants_all_or_nothing_across_handles(fx: Fixture) {
+    let store = &fx.store;
+    let other = fx.open_again().await;
+    store
+        .declare_pools(vec![("lic".into(), 2), ("gpu".into(), 1)])
+        .await
+        .unwrap();
+    let (a, b) = (started(store, "A").await, started(&other, "B").await);
+    assert!(store
+        .try_grant(grant(&a, "s", 1, &[("lic", 1), ("gpu", 1)]))
+        .await
+        .unwrap());
+    assert!(
+        store
+            .try_grant(grant(&a, "s", 1, &[("lic", 1), ("gpu", 1)]))
+            .await
+            .unwrap(),
+        "the same attempt again: granted, nothing more taken"
+    );
+    // gpu is used up: the lic unit is not taken either (all or nothing).
+    assert!(!other
+        .try_grant(grant(&b, "t", 1, &[("lic", 1), ("gpu", 1)]))
+        .await
+        .unwrap());
+    assert!(other
+        .try_grant(grant(&b, "u", 1, &[("lic", 1)]))
+        .await
+        .unwrap());
+    assert!(
+        !other
+            .try_grant(grant(&b, "v", 1, &[("lic", 1)]))
+            .await
+            .unwrap(),
+        "lic is full"
+    );
+    assert_eq!(store.release_run_grants("A").await.unwrap(), 2);
+    assert!(other
+        .try_grant(grant(&b, "t", 1, &[("lic", 1), ("gpu", 1)]))
+        .await
+        .unwrap());
+    let unknown = store.try_grant(grant(&a, "s", 2, &[("nope", 1)])).await;
+    assert!(matches!(unknown, Err(StoreError::NoSuchPool(p)) if p == "nope"));
+}
+
+async fn shared_pool_grant_goes_back_with_the_task_end(fx: Fixture) {
+    let store = &fx.store;
+    store.declare_pools(vec![("lic".into(), 1)]).await.unwrap();
+    let run = started(store, "R").await;
+    store
+        .commit(batch(&run, vec![created("s", "1", TaskStatus::Active, 1)]))
+        .await
+        .unwrap();
+    assert!(store
+        .try_grant(grant(&run, "s", 1, &[("lic", 1)]))
+        .await
+        .unwrap());
+    assert!(!store
+        .try_grant(grant(&run, "t", 1, &[("lic", 1)]))
+        .await
+        .unwrap());
+    let release = Change::GrantReleased {
+        step: "s".into(),
+        sequence: "1".into(),
+        attempt: 1,
+    };
+    // A batch that fails keeps the grant: the release is part of it.
+    let fenced = moved("s", 9, TaskStatus::Active, TaskStatus::Success);
+    let failed = store
+        .commit(batch(&run, vec![release.clone(), fenced]))
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::Fenced { .. })),
+        "{failed:?}"
+    );
+    assert!(!store
+        .try_grant(grant(&run, "t", 1, &[("lic", 1)]))
+        .await
+        .unwrap());
+    let ended = moved("s", 1, TaskStatus::Active, TaskStatus::Success);
+    store
+        .commit(batch(&run, vec![ended, release]))
+        .await
+        .unwrap();
+    assert!(store
+        .try_grant(grant(&run, "t", 1, &[("lic", 1)]))
+        .await
+        .unwrap());
+}
+
+async fn shared_pool_declared_once(fx: Fixture) {
+    let store = &fx.store;
+    store.declare_pools(vec![("lic".into(), 2)]).await.unwrap();
+    store.declare_pools(vec![("lic".into(), 2)]).await.unwrap();
+    let other = fx.open_again().await;
+    let refused = other.declare_pools(vec![("lic".into(), 3)]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::PoolMismatch {
+                declared: 3,
+                stored: 2,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
 }

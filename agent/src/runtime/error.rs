@@ -18,6 +18,15 @@ pub enum AgentError {
         source: StoreError,
     },
 
+    /// The store the coordinator sent in its welcome is not a store location (the text is
+    /// not quoted: it may hold a password).
+    #[error("the coordinator sent an unreadable store location")]
+    StoreLocation(#[source] eventor_store::LocationError),
+
+    /// Telling the coordinator whether the store it sent opened failed.
+    #[error("cannot answer the coordinator's welcome")]
+    Welcome(#[source] ProtocolError),
+
     /// The coordinator refused the agent, speaks another major version, sent something that
     /// is not a handshake reply, or said nothing in time.
     #[error("handshake with the coordinator failed")]

@@ -9,9 +9,20 @@
 //! # What it does
 //!
 //! The agent speaks first: a [`Hello`](eventor_protocol::Hello) with its protocol version,
-//! build, host name and capabilities ([`CAPABILITIES`], plus [`RECORDS_RESULTS`] when it has
-//! a store). The prime answers with an `Accept` (run id, the host's name in the cluster, the
-//! heartbeat interval, limits) or a refusal, which ends `serve` with an error. Then:
+//! build, host name and capabilities ([`CAPABILITIES`], plus [`RECORDS_RESULTS`] when it was
+//! given a store of its own). The prime answers with an `Accept` (run id, the host's name in
+//! the cluster, the heartbeat interval, limits) or a refusal, which ends `serve` with an
+//! error.
+//!
+//! **The store comes over the channel.** A prime of protocol 1.1 sends `AcceptWithStore`
+//! instead: the same welcome plus the store's location and password
+//! ([`StoreAccess`](eventor_protocol::StoreAccess)), so credentials never appear on the
+//! agent's command line, in its environment or in a log. The agent then opens that store
+//! (it replaces one given in [`AgentOptions::store`]) *before it reads any work*: on success
+//! it sends `StoreReady`; on failure it sends an `Error` without a key saying why and ends
+//! `serve` with [`AgentError::Store`], so an agent that cannot record results says so and
+//! takes no work. An agent given a store in its options opens that one before the hello,
+//! for the same reason. Then:
 //!
 //! - `Dispatch` starts a task at once if fewer than the limit are running, else queues it.
 //!   The limit is the smaller of [`AgentOptions::max_concurrent`] and the prime's
@@ -116,7 +127,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventor_protocol::{Accept, FrameLimit, FrameReader, FrameWriter, Hello};
+use eventor_protocol::{
+    Accept, FrameLimit, FrameReader, FrameWriter, Hello, StoreAccess, ToCoordinator, Welcome,
+};
 use eventor_store::{Store, StoreLocation};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -255,10 +268,15 @@ where
     W: AsyncWrite + Unpin,
 {
     // Before the hello: an agent that cannot record results must not take work.
-    let store = open_store(options.store.as_ref()).await?;
+    let own = open_store(options.store.as_ref()).await?;
     let mut reader = FrameReader::new(reader);
     let mut writer = FrameWriter::new(writer);
-    let accept = handshake(&mut reader, &mut writer, &options, &shutdown).await?;
+    let welcome = handshake(&mut reader, &mut writer, &options, &shutdown).await?;
+    let store = match &welcome.store {
+        Some(access) => Some(open_granted(access, &mut writer).await?),
+        None => own,
+    };
+    let accept = welcome.accept;
     let plan = Plan::new(&accept, &options);
     tracing::info!(
         run_id = %accept.run_id,
@@ -321,12 +339,47 @@ async fn open_store(location: Option<&StoreLocation>) -> Result<Option<Store>, A
     }
 }
 
+/// Opens the store the prime sent and tells it the outcome (`StoreReady`, or an `Error`
+/// without a key, after which the agent ends).
+async fn open_granted<W: AsyncWrite + Unpin>(
+    access: &StoreAccess,
+    writer: &mut FrameWriter<W>,
+) -> Result<Store, AgentError> {
+    let location = granted_location(access)?;
+    let opened = open_store(Some(&location)).await;
+    let answer = match &opened {
+        Ok(_) => ToCoordinator::StoreReady,
+        Err(e) => ToCoordinator::Error {
+            key: None,
+            message: crate::util::error_chain(e),
+        },
+    };
+    writer
+        .write_frame(&answer)
+        .await
+        .map_err(AgentError::Welcome)?;
+    let store = opened?.expect("a location was given");
+    tracing::info!(store = %location, "recording results in the coordinator's store");
+    Ok(store)
+}
+
+/// The sent location with its password, which wins over the host's own sources.
+fn granted_location(access: &StoreAccess) -> Result<StoreLocation, AgentError> {
+    let location = StoreLocation::parse(&access.location).map_err(AgentError::StoreLocation)?;
+    Ok(match (location, &access.password) {
+        (StoreLocation::Postgres(pg), Some(password)) => {
+            StoreLocation::Postgres(pg.with_password(password))
+        }
+        (location, _) => location,
+    })
+}
+
 async fn handshake<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     options: &AgentOptions,
     shutdown: &CancellationToken,
-) -> Result<Accept, AgentError>
+) -> Result<Welcome, AgentError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,

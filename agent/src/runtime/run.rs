@@ -206,6 +206,7 @@ async fn run_shell(env: &TaskEnv, key: &Arc<TaskKey>, shell: Shell, stop: &Stop)
         // failure whose text merely says so.
         timeout: None,
         kill_grace: env.kill_grace,
+        kill_now: None,
     };
     let gate = Arc::new(OutputGate::new(
         env.out.clone(),

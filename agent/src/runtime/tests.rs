@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use eventor_protocol::{
-    Accept, Dispatch, FrameReader, FrameWriter, Limits, Outcome, TaskKey, ToAgent, ToCoordinator,
-    Work,
+    Accept, Dispatch, FrameReader, FrameWriter, Limits, Outcome, StoreAccess, TaskKey, ToAgent,
+    ToCoordinator, Welcome, Work,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
@@ -23,6 +23,15 @@ struct Prime {
 
 impl Prime {
     async fn start(options: AgentOptions, heartbeat_ms: u64) -> Prime {
+        Prime::start_with(options, heartbeat_ms, None).await
+    }
+
+    /// [`Prime::start`], sending `store` in the welcome when given.
+    async fn start_with(
+        options: AgentOptions,
+        heartbeat_ms: u64,
+        store: Option<StoreAccess>,
+    ) -> Prime {
         let (agent_end, prime_end) = tokio::io::duplex(64 * 1024);
         let (agent_read, agent_write) = tokio::io::split(agent_end);
         let agent = tokio::spawn(serve(
@@ -44,7 +53,8 @@ impl Prime {
             },
         };
         let timeout = Duration::from_secs(5);
-        eventor_protocol::accept(&mut reader, &mut writer, timeout, |_| Ok(accept))
+        let welcome = Welcome { accept, store };
+        eventor_protocol::accept(&mut reader, &mut writer, timeout, |_| Ok(welcome))
             .await
             .expect("handshake");
         Prime {
@@ -257,4 +267,45 @@ async fn a_frame_that_does_not_decode_is_answered_and_skipped() {
     let key = prime.closure("sync", "2").await;
     assert_eq!(prime.finished(&key).await.0, Outcome::Success);
     prime.end().await.expect("clean end");
+}
+
+/// The store sent in the welcome is opened before any work, and said to be ready.
+#[tokio::test]
+async fn a_store_sent_in_the_welcome_is_opened_and_announced() {
+    let file = std::env::temp_dir().join(format!("eventor-agent-{}.db", std::process::id()));
+    let store = StoreAccess {
+        location: format!("sqlite:{}", file.display()),
+        password: None,
+    };
+    let mut prime = Prime::start_with(AgentOptions::default(), 0, Some(store)).await;
+    assert_eq!(prime.next().await, ToCoordinator::StoreReady);
+    prime
+        .send(ToAgent::Shutdown {
+            reason: "done".into(),
+        })
+        .await;
+    let summary = prime.agent.await.unwrap().unwrap();
+    assert!(matches!(summary.end, AgentEnd::Shutdown { .. }));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+}
+
+/// An agent that cannot open the store it was sent says so and takes no work.
+#[tokio::test]
+async fn a_store_that_will_not_open_is_reported_and_ends_the_agent() {
+    let store = StoreAccess {
+        location: "sqlite:/nonexistent-eventor-dir/x/runs.db".into(),
+        password: Some("never-shown".into()),
+    };
+    let mut prime = Prime::start_with(AgentOptions::default(), 0, Some(store)).await;
+    match prime.next().await {
+        ToCoordinator::Error { key: None, message } => {
+            assert!(message.contains("cannot open the store"), "{message}");
+            assert!(!message.contains("never-shown"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let err = prime.agent.await.unwrap().unwrap_err();
+    assert!(matches!(err, AgentError::Store { .. }), "{err:?}");
 }

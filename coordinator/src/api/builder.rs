@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use eventor_store::StoreLocation;
 
 use super::error::EventorError;
+use super::names;
 use super::options::EventorOptions;
 use super::running::Running;
 use super::step::Step;
@@ -23,6 +24,8 @@ pub struct Eventor {
     pub(super) names: HashMap<String, Target>,
     pub(super) assocs: Vec<(String, Vec<String>, Option<Duration>)>,
     pub(super) pools: Vec<(String, u32)>,
+    /// The pools of `pools` that are shared by every run on the store.
+    pub(super) shared_pools: Vec<String>,
     pub(super) triggers: Vec<(String, Arc<str>)>,
     pub(super) run_id: Arc<str>,
     pub(super) running: Option<Running>,
@@ -31,6 +34,16 @@ pub struct Eventor {
 
 impl Eventor {
     pub fn new(options: EventorOptions) -> Result<Eventor, EventorError> {
+        let refuse = |what, value: &str, why| EventorError::BadName {
+            what,
+            value: value.to_string(),
+            why,
+        };
+        names::check_flow_name(&options.name)
+            .map_err(|why| refuse("flow name", &options.name, why))?;
+        if let Some(id) = &options.run_id {
+            names::check_run_id(id).map_err(|why| refuse("run id", id, why))?;
+        }
         let run_id: Arc<str> = match &options.run_id {
             Some(id) => Arc::from(id.as_str()),
             None => Arc::from(generate_run_id().as_str()),
@@ -42,11 +55,17 @@ impl Eventor {
             names: HashMap::new(),
             assocs: Vec::new(),
             pools: Vec::new(),
+            shared_pools: Vec::new(),
             triggers: Vec::new(),
             run_id,
             running: None,
             closed: false,
         })
+    }
+
+    /// Stops the run from outside when `interrupt` fires (see [`EventorOptions::interrupt`]).
+    pub fn set_interrupt(&mut self, interrupt: crate::Interrupt) {
+        self.options.interrupt = Some(interrupt);
     }
 
     /// The run's id (given in the options, or generated).
@@ -130,6 +149,21 @@ impl Eventor {
         Ok(self)
     }
 
+    /// Adds a pool shared by every run on the store (every coordinator using the same
+    /// Postgres schema or SQLite file): its `units` are granted by the store, all of a task's
+    /// or none, and given back when the task ends. Every flow sharing it must declare the
+    /// same units.
+    pub fn add_shared_resource_pool(
+        &mut self,
+        name: impl Into<String>,
+        units: u32,
+    ) -> Result<&mut Self, EventorError> {
+        let name = name.into();
+        self.add_resource_pool(name.clone(), units)?;
+        self.shared_pools.push(name);
+        Ok(self)
+    }
+
     /// Fires `event` in `sequence` when the run starts (or at once, if it is running).
     pub fn trigger_event(
         &mut self,
@@ -137,6 +171,12 @@ impl Eventor {
         sequence: impl Into<String>,
     ) -> Result<&mut Self, EventorError> {
         let event = event.into();
+        let sequence = sequence.into();
+        names::check_sequence(&sequence).map_err(|why| EventorError::BadName {
+            what: "sequence",
+            value: sequence.clone(),
+            why,
+        })?;
         match self.names.get(&event) {
             Some(Target::Event(_)) => {}
             _ => {
@@ -146,8 +186,7 @@ impl Eventor {
                 })
             }
         }
-        self.triggers
-            .push((event, Arc::from(sequence.into().as_str())));
+        self.triggers.push((event, Arc::from(sequence.as_str())));
         Ok(self)
     }
 

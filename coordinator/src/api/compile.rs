@@ -8,7 +8,8 @@ use super::error::EventorError;
 use super::step::Step;
 use crate::engine::executor::StepRuntime;
 use crate::engine::program::{
-    AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, StepDef, StepTriggers, Target,
+    AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RetryPolicy, StepDef,
+    StepTriggers, Target,
 };
 use crate::expr::Expr;
 
@@ -25,6 +26,7 @@ impl Eventor {
                 .map(|(name, capacity)| PoolDef {
                     name: Arc::from(name.as_str()),
                     capacity: *capacity,
+                    shared: self.shared_pools.contains(name),
                 })
                 .collect(),
             ..Program::default()
@@ -113,6 +115,10 @@ impl Eventor {
                     .unwrap_or(&step.config.acquires),
                 false,
             )?,
+            retry: RetryPolicy {
+                retries: step.config.retries,
+                delay: step.config.retry_delay,
+            },
         })
     }
 

@@ -36,6 +36,9 @@ pub enum EventorError {
     },
     #[error("{0}")]
     RunLocked(String),
+    /// A shared pool the store holds with other units than this flow declares.
+    #[error("{0}")]
+    PoolMismatch(String),
     #[error("central log: {0}")]
     Log(String),
     #[error("step `{step}` is pinned to host `{host}`, which {}", match hosts_file {
@@ -63,6 +66,20 @@ pub enum EventorError {
     InsideRuntime,
     #[error("the eventor is closed")]
     Closed,
+    #[error("{what} `{}` {why}", value.escape_debug())]
+    BadName {
+        what: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("store {store}: {why}")]
+    BadStore { store: String, why: String },
+    #[error("the log directory {} is not writable", dir.display())]
+    LogdirUnwritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("max_loops must be at least 1 (or negative: no limit), found {0}")]
     BadMaxLoops(i64),
     #[error(
@@ -91,7 +108,9 @@ impl EventorError {
             }
             DuplicatePool(_) | UnknownPool { .. } | OverCapacity { .. } => ErrorKind::Input,
             NoPreviousRun { .. } | NoSuchRecovery { .. } | RunLocked(_) => ErrorKind::Input,
-            RunExists { .. } => ErrorKind::Input,
+            PoolMismatch(_) => ErrorKind::Input,
+            RunExists { .. } | BadName { .. } | BadStore { .. } => ErrorKind::Input,
+            LogdirUnwritable { .. } => ErrorKind::Input,
             UnknownHost { .. } | InsideRuntime | BadMaxLoops(_) => ErrorKind::Input,
             Store { .. } | Runtime(_) | Closed | Cluster(_) | Agent(_) | Log(_) => ErrorKind::Run,
         }

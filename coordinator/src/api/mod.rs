@@ -11,11 +11,14 @@ pub mod builder;
 mod compile;
 pub mod config;
 pub mod error;
+pub mod names;
 pub mod options;
+mod orphans;
 pub mod outcome;
 mod run;
 mod running;
 pub mod step;
+mod validate;
 
 pub use builder::Eventor;
 pub use config::{DatabaseConfig, DbType, EventorConfig, LogLevel, LoggingConfig};

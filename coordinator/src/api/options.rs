@@ -7,6 +7,7 @@ use eventor_store::{RunMode, StoreLocation};
 
 use super::config::EventorConfig;
 use crate::cluster::ClusterOptions;
+use crate::engine::interrupt::Interrupt;
 
 /// How a run is set up. Build with struct update syntax:
 /// `EventorOptions { name: "nightly".into(), ..Default::default() }`.
@@ -31,6 +32,9 @@ pub struct EventorOptions {
     /// Where the run's central log goes (`<logdir>/<flow>/<run_id>.log`, read with
     /// `eventor-coord logs`); `None`: no central log, output only in the console log.
     pub logdir: Option<PathBuf>,
+    /// Stops the run from outside (the CLI fires it on SIGINT, SIGTERM and SIGHUP): nothing
+    /// new starts, running commands are stopped, the outcome is `Interrupted`.
+    pub interrupt: Option<Interrupt>,
     /// The cluster, for steps pinned to hosts; `None`: everything runs here.
     pub cluster: Option<ClusterOptions>,
     /// Most threads running blocking closure steps at once; more ready closures wait for a
@@ -51,6 +55,7 @@ impl Default for EventorOptions {
             kill_grace: Duration::from_secs(5),
             logdir: None,
             cluster: None,
+            interrupt: None,
             closure_threads: 64,
         }
     }

@@ -19,6 +19,10 @@ pub enum RunOutcome {
         outstanding: usize,
         next_due: Option<SystemTime>,
     },
+    /// Stopped from outside (a signal); the tasks it stopped failed saying so.
+    Interrupted {
+        reason: String,
+    },
 }
 
 impl RunOutcome {
@@ -56,6 +60,7 @@ impl std::fmt::Display for RunOutcome {
                 }
                 Ok(())
             }
+            RunOutcome::Interrupted { reason } => write!(f, "interrupted by {reason}"),
         }
     }
 }
@@ -69,6 +74,11 @@ pub struct FailedTask {
 }
 
 pub(super) fn outcome_of(core: &Core) -> RunOutcome {
+    if let Some(reason) = core.interrupted() {
+        return RunOutcome::Interrupted {
+            reason: reason.to_string(),
+        };
+    }
     if !core.failed().is_empty() {
         let failed = core
             .failed()

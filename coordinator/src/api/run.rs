@@ -11,22 +11,22 @@ use eventor_store::{
     StoreError, StoreLocation, TaskRecord, TriggerRecord,
 };
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::builder::Eventor;
 use super::error::{store_error, EventorError};
 use super::options::EventorOptions;
+use super::orphans;
 use super::outcome::{outcome_of, RunOutcome};
 use super::running::Running;
 use crate::cluster::{agent_mode, Remote, RunCluster};
 use crate::engine::core::{
-    Core, CoreOptions, Input, PreviousTask, StoredDelay, StoredState, StoredTask,
+    Core, CoreOptions, Input, PreviousTask, StoredDelay, StoredRetry, StoredState, StoredTask,
 };
-use crate::engine::driver::{drive, DriverContext, Loops};
+use crate::engine::driver::{drive, DriverContext, Loops, PoolWake};
 use crate::engine::events::{ExecEvent, PinnedTasks};
 use crate::engine::executor::{Executor, ExecutorConfig};
 use crate::engine::external::ExternalTriggers;
-use crate::engine::program::{AssocId, EventId, Program, Target};
+use crate::engine::program::{parse_retry_row, AssocId, EventId, Program, Target};
 use crate::log::{CentralLog, CentralOutput};
 
 /// Sends the events a running task fires to the driver. Unbounded on purpose: each call
@@ -79,8 +79,35 @@ impl Eventor {
         }
         let loops = loops_of(max_loops)?;
         if self.running.is_none() {
+            // What can be checked is checked before the run row is written.
+            if let Some(dir) = &self.options.logdir {
+                check_logdir(&dir.join(&self.options.name))?;
+            }
             self.running = Some(self.start_run().await?);
         }
+        let result = self.drive_started(loops).await;
+        if let Err(error) = &result {
+            self.record_failed_start(error).await;
+        }
+        result
+    }
+
+    /// A run that fails after its row was written (no hosts, no log) is recorded as failed,
+    /// with the reason in the log, rather than left `running` forever.
+    async fn record_failed_start(&self, error: &EventorError) {
+        let Some(running) = &self.running else { return };
+        tracing::error!(run_id = %self.run_id, error = %crate::error_chain(error), "the run failed");
+        let failed = running
+            .store
+            .set_run_status(running.key.clone(), RunStatus::Failure, now_micros())
+            .await;
+        if let Err(e) = failed {
+            tracing::warn!(error = %e, "cannot record the run as failed");
+        }
+    }
+
+    /// Everything of a run after its row is written: start triggers, log, hosts, loops.
+    async fn drive_started(&mut self, loops: Loops) -> Result<RunOutcome, EventorError> {
         let pending: Vec<_> = self.triggers.drain(..).collect();
         let location = self.store_location();
         let running = self.running.as_mut().expect("set above");
@@ -120,6 +147,7 @@ impl Eventor {
             RunOutcome::Success => RunStatus::Success,
             RunOutcome::Failure { .. } => RunStatus::Failure,
             RunOutcome::Incomplete { .. } => RunStatus::Incomplete,
+            RunOutcome::Interrupted { .. } => RunStatus::Interrupted,
         };
         running
             .store
@@ -151,15 +179,18 @@ impl Eventor {
         let (program, steps) = self.compile()?;
         let program = Arc::new(program);
         let location = self.store_location();
+        check_sqlite_path(&location)?;
         let store = Store::open(&location)
             .await
             .map_err(store_error(location.to_string()))?;
         let options = CoreOptions::default();
+        self.declare_shared_pools(&store).await?;
         let (key, core, guard) = match self.options.run_mode {
             RunMode::Restart => self.begin_fresh(&store, program, options).await?,
             RunMode::Recover => self.begin_recovery(&store, program, options).await?,
             RunMode::Continue => self.carry_on(&store, program, options).await?,
         };
+        let pools = self.pool_wake(&store, &key).await?;
         self.run_id = key.run_id.clone();
         self.prune_old_runs(&store).await?;
         tracing::info!(
@@ -204,6 +235,53 @@ impl Eventor {
             core,
             steps,
             template,
+            interrupt: self.options.interrupt.clone().unwrap_or_default(),
+            pools,
+        })
+    }
+
+    /// Declares the flow's shared pools in the store: a pool another flow declared with other
+    /// units is an input error (exit 2), found before anything of the run is stored.
+    async fn declare_shared_pools(&self, store: &Store) -> Result<(), EventorError> {
+        let shared: Vec<(String, u32)> = self
+            .pools
+            .iter()
+            .filter(|(name, _)| self.shared_pools.contains(name))
+            .cloned()
+            .collect();
+        if shared.is_empty() {
+            return Ok(());
+        }
+        store.declare_pools(shared).await.map_err(|e| match e {
+            StoreError::PoolMismatch { .. } => EventorError::PoolMismatch(e.to_string()),
+            other => store_error(store.describe())(other),
+        })
+    }
+
+    /// Gives back what earlier coordinators of this run (it is ours now: we hold its lock)
+    /// still held of shared pools, and listens for units other runs give back.
+    async fn pool_wake(&self, store: &Store, key: &RunKey) -> Result<PoolWake, EventorError> {
+        let err = store_error(store.describe());
+        let released = store.release_run_grants(&key.run_id).await.map_err(&err)?;
+        if released > 0 {
+            tracing::info!(
+                grants = released,
+                "gave back the shared units earlier coordinators of the run held"
+            );
+        }
+        let (subscription, recheck) = match store {
+            Store::Sqlite(_) => (
+                store.subscribe_pools().await.map_err(&err)?,
+                SQLITE_POOL_RECHECK,
+            ),
+            Store::Postgres(_) => (
+                store.subscribe_pools().await.map_err(&err)?,
+                PG_POOL_RECHECK,
+            ),
+        };
+        Ok(PoolWake {
+            subscription,
+            recheck,
         })
     }
 
@@ -355,15 +433,20 @@ impl Eventor {
         let guard = self.lock(store, &latest.key.run_id).await?;
         let base = self.pick_recovery(&history, store)?.key.recovery;
         let mut entries = Vec::new();
+        let here = eventor_agent::local_host_name();
         for record in history.iter().filter(|r| r.key.recovery <= base) {
             let tasks = store.tasks(record.key.clone()).await.map_err(&err)?;
+            if record.host == here {
+                orphans::stop_orphans(&tasks, self.options.kill_grace).await;
+            }
             self.note_previous(&mut options, record.key.recovery, tasks);
             let triggers = store.triggers(record.key.clone()).await.map_err(&err)?;
             entries.extend(self.stored_triggers(triggers));
         }
         // The run's own start: its entry events as they were triggered (the flow file's
         // `trigger:` section is not applied again).
-        entries.retain(|(event, _)| program.is_entry(*event));
+        let entry = program.entries();
+        entries.retain(|(event, _)| entry[event.0 as usize]);
         let key = RunKey {
             run_id: latest.key.run_id.clone(),
             recovery: latest.key.recovery + 1,
@@ -408,12 +491,20 @@ impl Eventor {
     ) -> Result<(RunKey, Core, RunGuard), EventorError> {
         let err = store_error(store.describe());
         let history = self.previous_runs(store).await?;
-        let key = self.pick_recovery(&history, store)?.key.clone();
+        let record = self.pick_recovery(&history, store)?;
+        let key = record.key.clone();
         let guard = self.lock(store, &key.run_id).await?;
+        let tasks = store.tasks(key.clone()).await.map_err(&err)?;
+        if record.host == eventor_agent::local_host_name() {
+            orphans::stop_orphans(&tasks, self.options.kill_grace).await;
+        }
+        let (delays, retries) =
+            stored_delays(&program, store.delays(key.clone()).await.map_err(&err)?);
         let stored = StoredState {
             triggers: self.stored_triggers(store.triggers(key.clone()).await.map_err(&err)?),
-            tasks: self.stored_tasks(store.tasks(key.clone()).await.map_err(&err)?),
-            delays: stored_delays(&program, store.delays(key.clone()).await.map_err(&err)?),
+            tasks: self.stored_tasks(tasks),
+            delays,
+            retries,
         };
         store
             .set_run_status(key.clone(), RunStatus::Running, now_micros())
@@ -451,6 +542,11 @@ impl Eventor {
     }
 }
 
+/// How often a task waiting on a shared pool asks again on SQLite, which cannot notify.
+const SQLITE_POOL_RECHECK: Duration = Duration::from_millis(250);
+/// The same on Postgres, where another coordinator's release notifies: a safety net only.
+const PG_POOL_RECHECK: Duration = Duration::from_secs(5);
+
 /// Executor events queued ahead of the driver.
 const EXEC_EVENTS: usize = 4096;
 
@@ -471,7 +567,7 @@ async fn run_loops(
     };
     let central = central.map(central_output);
     let pinned = remote.clone().map(|r| r as Arc<dyn PinnedTasks>);
-    let executor = Executor::new(tx, CancellationToken::new(), config, central, pinned);
+    let executor = Executor::new(tx, &running.interrupt, config, central, pinned);
     let cx = DriverContext {
         store: &running.store,
         run: running.key.clone(),
@@ -479,8 +575,10 @@ async fn run_loops(
         executor: &executor,
         events: &mut rx,
         task_triggers: &mut running.task_triggers,
+        pools: &mut running.pools,
         external: &mut running.external,
         task_template: &running.template,
+        interrupt: &running.interrupt,
     };
     let result = drive(&mut running.core, cx, loops).await;
     executor.shutdown().await;
@@ -492,17 +590,35 @@ async fn run_loops(
     Ok(outcome_of(&running.core))
 }
 
-/// Pending delays of associations this flow still has.
-fn stored_delays(program: &Program, rows: Vec<DelayRecord>) -> Vec<StoredDelay> {
-    rows.into_iter()
-        .filter(|row| (row.assoc as usize) < program.assocs.len())
-        .map(|row| StoredDelay {
-            assoc: AssocId(row.assoc as u32),
-            sequence: Arc::from(row.sequence.as_str()),
-            due: row.due_at,
-            fired: row.fired,
-        })
-        .collect()
+/// The stored delays of associations this flow still has, and the retries of its steps
+/// (delay rows of their own: [`parse_retry_row`]).
+fn stored_delays(
+    program: &Program,
+    rows: Vec<DelayRecord>,
+) -> (Vec<StoredDelay>, Vec<StoredRetry>) {
+    let (mut delays, mut retries) = (Vec::new(), Vec::new());
+    for row in rows {
+        if let Some((step, sequence, number)) = parse_retry_row(row.assoc, &row.sequence) {
+            if (step.0 as usize) < program.steps.len() {
+                let (due, fired) = (row.due_at, row.fired);
+                retries.push(StoredRetry {
+                    step,
+                    sequence,
+                    number,
+                    due,
+                    fired,
+                });
+            }
+        } else if (0..program.assocs.len() as i64).contains(&i64::from(row.assoc)) {
+            delays.push(StoredDelay {
+                assoc: AssocId(row.assoc as u32),
+                sequence: Arc::from(row.sequence.as_str()),
+                due: row.due_at,
+                fired: row.fired,
+            });
+        }
+    }
+    (delays, retries)
 }
 
 /// Connects to the hosts the flow's steps are pinned to (none: `None`), all at once.
@@ -562,4 +678,40 @@ fn loops_of(max_loops: i64) -> Result<Loops, EventorError> {
         .and_then(std::num::NonZeroU32::new)
         .map(Loops::AtMost)
         .ok_or(EventorError::BadMaxLoops(max_loops))
+}
+
+/// An SQLite store must be a durable file in an existing directory: a directory, a missing
+/// directory or `:memory:` is the user's mistake (exit 2), found before anything is stored.
+fn check_sqlite_path(location: &StoreLocation) -> Result<(), EventorError> {
+    let StoreLocation::Sqlite(path) = location else {
+        return Ok(());
+    };
+    let refuse = |why: &str| EventorError::BadStore {
+        store: location.to_string(),
+        why: why.to_string(),
+    };
+    if path.as_os_str() == ":memory:" {
+        return Err(refuse("an in-memory database keeps nothing: name a file"));
+    }
+    if path.is_dir() {
+        return Err(refuse("is a directory, not a database file"));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if parent.is_some_and(|dir| !dir.is_dir()) {
+        return Err(refuse("its directory does not exist"));
+    }
+    Ok(())
+}
+
+/// The central log's folder must be writable before the run starts (exit 2 otherwise).
+fn check_logdir(dir: &std::path::Path) -> Result<(), EventorError> {
+    let refuse = |source| EventorError::LogdirUnwritable {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(refuse)?;
+    let probe = dir.join(format!(".eventor-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(refuse)?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
 }

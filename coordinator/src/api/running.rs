@@ -5,8 +5,10 @@ use eventor_store::{RunGuard, RunKey, Store};
 use tokio::sync::mpsc;
 
 use crate::engine::core::{Core, Input};
+use crate::engine::driver::PoolWake;
 use crate::engine::executor::StepRuntime;
 use crate::engine::external::ExternalTriggers;
+use crate::engine::interrupt::Interrupt;
 
 /// The state of a run in progress (kept between `run` calls so a second call continues).
 pub(super) struct Running {
@@ -19,4 +21,8 @@ pub(super) struct Running {
     pub(super) core: Core,
     pub(super) steps: Vec<StepRuntime>,
     pub(super) template: TaskContext,
+    /// The run's stop from outside (the options' own, or one nobody fires).
+    pub(super) interrupt: Interrupt,
+    /// Wake-ups for tasks waiting on shared pools.
+    pub(super) pools: PoolWake,
 }

@@ -36,6 +36,12 @@ pub struct StepConfig {
     /// Units given back when a task ends; `None`: what it acquired. `Some(vec![])` gives back
     /// nothing (another step releases them).
     pub releases: Option<Vec<(String, u32)>>,
+    /// Further attempts after a failed one (a failure, a timeout or a lost host); 0: none. A
+    /// task pinned to several hosts retries on the least busy one still up.
+    pub retries: u32,
+    /// How long after a failed attempt its retry starts (durable: a retry due while no
+    /// coordinator runs happens on the next continue).
+    pub retry_delay: Duration,
 }
 
 /// The events a step fires per status of its tasks.

@@ -51,7 +51,28 @@ enum Command {
     /// Delete a flow's runs whose newest recovery started longer ago than --older-than, with
     /// everything stored of them; a run another coordinator is running is never touched.
     Prune(PruneArgs),
+    /// Check before a run that it will get through: the flow loads, and each host it uses
+    /// resolves, connects, has a trusted key, an agent and a way to the store (exit 0 ready,
+    /// 1 not ready, 2 bad input).
+    Check(check_command::CheckArgs),
+    /// List a flow's runs, newest first: id, recovery, mode, times, outcome, tasks by status.
+    Runs(report_command::RunsArgs),
+    /// Show a run (default: the flow's latest): outcome, times, each step's tasks by status,
+    /// hosts and durations, and the failed tasks with their errors; --watch follows it.
+    Status(report_command::StatusArgs),
+    /// Print the flow as a graph (dot, mermaid or svg); with --run-id, steps are coloured by
+    /// the states of that run's tasks.
+    Graph(report_command::GraphArgs),
+    /// Serve a read-only web page over a store: every run, each run's graph, hosts, failures
+    /// and live log, and /metrics for Prometheus.
+    Serve(report_command::ServeArgs),
 }
+
+#[path = "coord/report.rs"]
+mod report_command;
+
+#[path = "coord/check.rs"]
+mod check_command;
 
 #[derive(Args)]
 struct PruneArgs {
@@ -86,6 +107,10 @@ struct LogsArgs {
     /// The log directory (default: LOGGING.logdir of --config, else ./logs).
     #[arg(long, value_name = "DIR")]
     logdir: Option<PathBuf>,
+    /// The run's store, as for `run` (default: <flow name>.run.db here): with --follow, to
+    /// notice a coordinator that went away without ending the log.
+    #[arg(long, value_name = "STORE")]
+    store: Option<String>,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -176,7 +201,14 @@ struct RunArgs {
     /// With --mode recover: recover from this recovery number instead of the latest.
     #[arg(long, value_name = "N")]
     recovery: Option<i32>,
+    /// Print only the outcome: no progress, no console log below errors (unless
+    /// --log-level says otherwise).
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
+
+#[path = "coord/progress.rs"]
+mod progress;
 
 fn main() -> ExitCode {
     // Crash points (FAILPOINTS=name=return) exist only in a build with `failpoints`.
@@ -188,6 +220,11 @@ fn main() -> ExitCode {
         Command::Trigger(args) => trigger(args, level),
         Command::Logs(args) => logs(args, level),
         Command::Prune(args) => prune(args, level),
+        Command::Check(args) => check_command::check(args, level),
+        Command::Runs(args) => report_command::runs(args, level),
+        Command::Status(args) => report_command::status(args, level),
+        Command::Graph(args) => report_command::graph(args, level),
+        Command::Serve(args) => report_command::serve(args, level),
     };
     match result {
         Ok(code) => code,
@@ -219,6 +256,7 @@ fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
         None => None,
     };
     let config = args.config.load()?;
+    let level = level.or(args.quiet.then_some("error"));
     init_logging(level, &config.logging);
     let mode = parse_mode(&args.mode).map_err(bad)?;
     // A new run starts from the file's `trigger:` section (or `--trigger` instead); a
@@ -257,26 +295,83 @@ fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
     let mut eventor = eventor_from_flow(&flow, options, triggers)
         .with_context(|| format!("{}", args.flow.display()))
         .map_err(bad)?;
-    let outcome = eventor.run(args.max_loops).map_err(|e| {
+    // The flow's graph beside the run's log, for `serve`.
+    let logdir = logdir_of(args.logdir.clone(), &config);
+    report_command::save_graph(&flow, &logdir, eventor.run_id());
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
+    let interrupt = eventor::Interrupt::new();
+    let signals = runtime.block_on(Signals::listen(interrupt.clone()))?;
+    eventor.set_interrupt(interrupt);
+    let location = eventor.store_location();
+    let watched = progress::Watched::of(&flow, location, eventor.run_id(), args.quiet);
+    let shown = progress::Progress::start(&runtime, watched);
+    let outcome = runtime.block_on(eventor.run_async(args.max_loops));
+    shown.finish(&runtime);
+    let outcome = outcome.map_err(|e| {
         if e.is_input_error() {
             Failure::BadInput(e.into())
         } else {
             Failure::Run(e.into())
         }
     })?;
-    eprintln!(
-        "eventor-coord: flow {} run {} in {}: {outcome}",
-        eventor.name(),
-        eventor.run_id(),
-        describe(&eventor.store_location())
-    );
+    if !args.quiet {
+        eprintln!(
+            "eventor-coord: flow {} run {} in {}: {outcome}",
+            eventor.name(),
+            eventor.run_id(),
+            describe(&eventor.store_location())
+        );
+    }
     eventor.close();
     println!("{outcome}");
     Ok(ExitCode::from(match outcome {
         RunOutcome::Success => 0,
         RunOutcome::Failure { .. } => 1,
         RunOutcome::Incomplete { .. } => 3,
+        // 128 + the signal's number, as a shell reports a process it stopped.
+        RunOutcome::Interrupted { .. } => 128 + signals.first().unwrap_or(SIGINT),
     }))
+}
+
+const SIGINT: u8 = 2;
+
+/// SIGINT, SIGTERM and SIGHUP stop the run (nothing new starts, running commands get
+/// SIGTERM, a grace period, then SIGKILL); a second SIGINT skips the grace period.
+struct Signals {
+    first: std::sync::Arc<std::sync::OnceLock<u8>>,
+}
+
+impl Signals {
+    async fn listen(interrupt: eventor::Interrupt) -> Result<Signals, Failure> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let first = std::sync::Arc::new(std::sync::OnceLock::new());
+        let kinds = [
+            (SignalKind::interrupt(), "SIGINT", SIGINT),
+            (SignalKind::terminate(), "SIGTERM", 15),
+            (SignalKind::hangup(), "SIGHUP", 1),
+        ];
+        for (kind, name, number) in kinds {
+            let mut stream = signal(kind).map_err(|e| Failure::Run(e.into()))?;
+            let (interrupt, first) = (interrupt.clone(), first.clone());
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if first.set(number).is_err() && number == SIGINT {
+                        eprintln!("eventor-coord: {name} again: killing the commands now");
+                        interrupt.hurry();
+                        continue;
+                    }
+                    eprintln!("eventor-coord: {name}: stopping the run (again to skip the grace)");
+                    interrupt.stop(name);
+                }
+            });
+        }
+        Ok(Signals { first })
+    }
+
+    /// The number of the first signal received, if any.
+    fn first(&self) -> Option<u8> {
+        self.first.get().copied()
+    }
 }
 
 /// `--logdir`, else the config's `LOGGING.logdir`, else `./logs`.
@@ -286,12 +381,20 @@ fn logdir_of(flag: Option<PathBuf>, config: &EventorConfig) -> PathBuf {
 }
 
 fn logs(args: LogsArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
-    use eventor::log::{log_path, print_log, LogFilter};
+    use eventor::log::{log_path, print_log, print_log_until, LogFilter};
     let flow = load_flow(&args.flow).map_err(bad)?;
     let config = args.config.load()?;
     init_logging(level, &config.logging);
     let logdir = logdir_of(args.logdir, &config);
     let path = match &args.run_id {
+        // Without --follow (which waits for a log that is not there yet), no log is no run.
+        Some(run_id) if !args.follow && !log_path(&logdir, &flow.name, run_id).exists() => {
+            return Err(bad(anyhow::anyhow!(
+                "no log of run {run_id} of flow {} in {}",
+                flow.name,
+                logdir.display()
+            )));
+        }
         Some(run_id) => log_path(&logdir, &flow.name, run_id),
         None => newest_log(&log_path(&logdir, &flow.name, "x")).ok_or_else(|| {
             bad(anyhow::anyhow!(
@@ -306,14 +409,77 @@ fn logs(args: LogsArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
         step: args.step,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
-    let printed = runtime.block_on(print_log(
-        &path,
-        &filter,
-        args.follow,
-        std::io::stdout().lock(),
-    ));
-    printed.map_err(|e| Failure::Run(e.into()))?;
+    if !args.follow {
+        let printed = runtime.block_on(print_log(&path, &filter, false, std::io::stdout().lock()));
+        printed.map_err(|e| Failure::Run(e.into()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let location = flow_store(args.store.as_deref(), &config, &flow.name)?;
+    let gone = tokio_util::sync::CancellationToken::new();
+    let watch = watch_coordinator(location, flow.name.clone(), args.run_id, path.clone());
+    runtime.spawn(watch.run(gone.clone()));
+    let out = std::io::stdout().lock();
+    let printed = runtime.block_on(print_log_until(&path, &filter, Some(gone.clone()), out));
+    let summary = printed.map_err(|e| Failure::Run(e.into()))?;
+    if summary.outcome.is_none() && gone.is_cancelled() {
+        eprintln!("eventor-coord: the run's coordinator is gone without ending its log");
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who a follower watches: the run's coordinator, through the run's lock in its store.
+fn watch_coordinator(
+    location: StoreLocation,
+    flow: String,
+    run_id: Option<String>,
+    log: PathBuf,
+) -> CoordinatorWatch {
+    CoordinatorWatch {
+        location,
+        flow,
+        run_id,
+        log,
+    }
+}
+
+struct CoordinatorWatch {
+    location: StoreLocation,
+    flow: String,
+    run_id: Option<String>,
+    log: PathBuf,
+}
+
+impl CoordinatorWatch {
+    /// Cancels `gone` once the log exists (its coordinator took the run's lock before
+    /// writing it) and the lock is free again: the coordinator died without an end marker.
+    async fn run(self, gone: tokio_util::sync::CancellationToken) {
+        let Ok(store) = eventor_store::Store::open(&self.location).await else {
+            return; // no store to ask: follow until the end marker, as before
+        };
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if !self.log.exists() {
+                continue;
+            }
+            let Some(run_id) = self.run_id(&store).await else {
+                continue;
+            };
+            if let Ok(guard) = store.lock_run(&run_id).await {
+                drop(guard);
+                gone.cancel();
+                return;
+            }
+        }
+    }
+
+    async fn run_id(&self, store: &eventor_store::Store) -> Option<String> {
+        if let Some(id) = &self.run_id {
+            return Some(id.clone());
+        }
+        let latest = store.latest_run(&self.flow).await.ok()??;
+        Some(latest.key.run_id.to_string())
+    }
 }
 
 /// The most recently written `.log` file in the directory of `sample`.
@@ -426,18 +592,24 @@ async fn write_triggers(
         .await
         .map_err(|e| Failure::Run(e.into()))?;
     let mut changes = Vec::new();
+    let mut report = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (event, sequence) in wanted {
+        // The same trigger twice in one call is one trigger (a duplicate would abort the batch).
+        if !seen.insert((event.clone(), sequence.clone())) {
+            continue;
+        }
         if fired
             .iter()
             .any(|t| t.event == event && t.sequence == sequence)
         {
-            println!("{event}[{sequence}] already fired in run {run_id}");
+            report.push(format!("{event}[{sequence}] already fired in run {run_id}"));
             continue;
         }
-        println!(
+        report.push(format!(
             "triggered {event}[{sequence}] in run {run_id} recovery {}",
             run.key.recovery
-        );
+        ));
         changes.push(Change::Trigger {
             event: Arc::from(event.as_str()),
             sequence: Arc::from(sequence.as_str()),
@@ -452,6 +624,10 @@ async fn write_triggers(
         .commit(batch)
         .await
         .map_err(|e| Failure::Run(e.into()))?;
+    // Only now is it true: the triggers are in the store.
+    for line in report {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -479,6 +655,10 @@ fn parse_trigger(text: &str) -> anyhow::Result<Vec<(String, String)>> {
         !event.is_empty(),
         "--trigger {text}: the event name is empty"
     );
+    for sequence in &sequences {
+        eventor::api::names::check_sequence(sequence)
+            .map_err(|why| anyhow::anyhow!("--trigger {text}: sequence {sequence:?} {why}"))?;
+    }
     Ok(sequences
         .into_iter()
         .map(|s| (event.to_string(), s))
@@ -558,7 +738,7 @@ fn init_logging(level: Option<&str>, logging: &LoggingConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::stderr_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         // A closed stderr (`| head`) must not make logging panic inside a task.

@@ -1,18 +1,23 @@
 //! A program as its own agent: the prime starts the same program on each host (told so by
 //! environment), and there it serves the prime's tasks, its own closure steps included.
+//! The store (and its password) comes in the handshake like any agent's, never by
+//! environment or command line.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use eventor_agent::{AgentOptions, StepAction};
+use eventor_protocol::StoreAccess;
 use eventor_store::StoreLocation;
 use tokio_util::sync::CancellationToken;
 
-use super::hosts::HostsFile;
+use super::deploy::LocalAgent;
+use super::hosts::{Deploy, HostsFile};
+use eventor_agent::util::error_chain;
 
-/// The variable that starts a program as its own agent (set by the prime), and the ones
-/// that tell it its store and its host's name.
+/// The variable that starts a program as its own agent (set by the prime), and the one
+/// that tells it its host's name. (Its store comes in the handshake.)
 const AGENT_MODE_VAR: &str = "EVENTOR_AGENT_MODE";
-const AGENT_STORE_VAR: &str = "EVENTOR_AGENT_STORE";
 const AGENT_HOST_VAR: &str = "EVENTOR_AGENT_HOST";
 
 /// Whether this process was started by a prime as the agent of its own closure steps on a
@@ -26,14 +31,10 @@ pub fn agent_mode() -> bool {
 /// Serves a prime on stdin/stdout with `closures` (the program's closure steps by name)
 /// until it is done with this host.
 pub async fn serve_program(closures: HashMap<String, StepAction>) -> Result<(), String> {
-    let store = match std::env::var(AGENT_STORE_VAR) {
-        Ok(url) => Some(StoreLocation::parse(&url).map_err(|e| e.to_string())?),
-        Err(_) => None,
-    };
     let defaults = AgentOptions::default();
     let options = AgentOptions {
         host_name: std::env::var(AGENT_HOST_VAR).unwrap_or(defaults.host_name.clone()),
-        store,
+        store: None,
         closures,
         ..defaults
     };
@@ -44,33 +45,80 @@ pub async fn serve_program(closures: HashMap<String, StepAction>) -> Result<(), 
         .map_err(|e| e.to_string())
 }
 
-/// The hosts file with this very program as every host's agent (found at the same absolute
-/// path, as the original's distributed mode did), told by environment that it is one.
-pub(super) fn program_as_agent(hosts: &HostsFile, store: &str) -> Result<HostsFile, String> {
+/// The hosts file with this very program as every host's agent, told by environment that it
+/// is one, and the program's path (the binary to install). A `deploy: auto` host gets the
+/// program installed at its per-version cache path; a `deploy: never` host must have it at
+/// the same absolute path (as the original's distributed mode did).
+pub(super) fn program_as_agent(hosts: &HostsFile) -> Result<(HostsFile, PathBuf), String> {
     let program =
         std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let mut cached = None;
     let mut hosts = hosts.clone();
     for host in &mut hosts.hosts {
-        host.agent = program.display().to_string();
+        host.agent = match host.deploy {
+            Deploy::Never => program.display().to_string(),
+            Deploy::Auto => match &cached {
+                Some(path) => String::clone(path),
+                None => {
+                    let local = LocalAgent::of(&program).map_err(|e| error_chain(&e))?;
+                    cached.insert(local.default_remote_path()).clone()
+                }
+            },
+        };
         host.env.push((AGENT_MODE_VAR.to_string(), "1".to_string()));
-        host.env
-            .push((AGENT_STORE_VAR.to_string(), store.to_string()));
         host.env
             .push((AGENT_HOST_VAR.to_string(), host.name.clone()));
     }
-    Ok(hosts)
+    Ok((hosts, program))
 }
 
-/// The store as agents are told it: the URL without its password (agents find theirs in
-/// `PGPASSWORD` or `~/.pgpass`), an SQLite path made absolute.
-pub(super) fn agent_store_url(location: &StoreLocation) -> String {
+/// The store as agents are told it in the handshake: a Postgres URL without its password
+/// plus the password the prime resolved (its URL, `PGPASSWORD`, `~/.pgpass`, or a config
+/// file's `DATABASES` entry, which reaches here inside the location), or an SQLite path
+/// made absolute.
+pub(super) fn agent_store(location: &StoreLocation) -> StoreAccess {
     match location {
         StoreLocation::Sqlite(path) => {
             let absolute = std::env::current_dir()
                 .map(|dir| dir.join(path))
                 .unwrap_or_else(|_| path.clone());
-            format!("sqlite:{}", absolute.display())
+            StoreAccess {
+                location: format!("sqlite:{}", absolute.display()),
+                password: None,
+            }
         }
-        other => other.to_string(),
+        StoreLocation::Postgres(pg) => StoreAccess {
+            location: StoreLocation::Postgres(pg.without_password()).to_string(),
+            password: eventor_store::resolve_password(pg),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventor_store::PgLocation;
+
+    #[test]
+    fn the_store_goes_to_agents_without_its_password_in_the_url() {
+        let pg = PgLocation::new("db", 5433, "evpw", "eventor").with_password("s3/c?r@t:x");
+        let access = agent_store(&StoreLocation::Postgres(pg));
+        assert_eq!(
+            access.location,
+            "postgres://evpw@db:5433/eventor?schema=eventor"
+        );
+        assert_eq!(access.password.as_deref(), Some("s3/c?r@t:x"));
+        assert!(!format!("{access:?}").contains("s3/c"));
+    }
+
+    #[test]
+    fn an_sqlite_store_goes_as_an_absolute_path() {
+        let access = agent_store(&StoreLocation::Sqlite("runs.db".into()));
+        assert!(
+            access.location.starts_with("sqlite:/"),
+            "{}",
+            access.location
+        );
+        assert_eq!(access.password, None);
     }
 }

@@ -1,6 +1,7 @@
 //! The hosts file: which cluster hosts a run may use, how to reach each one (an ssh alias
-//! resolved through an ssh_config), where its agent binary lives, how many tasks it takes
-//! at once and what environment its agent gets.
+//! resolved through an ssh_config), where its agent binary lives and whether the prime
+//! installs it, how its agent reaches the store, how many tasks it takes at once and what
+//! environment its agent gets.
 //!
 //! ```yaml
 //! store: postgres://eventor@prime:5432/eventor   # the store every node uses (or --store)
@@ -8,8 +9,15 @@
 //! hosts:
 //!   node1: {}                                     # the name is the ssh alias
 //!   node2: {ssh: gpu-box, agent: /opt/eventor/bin/eventor-agent, max_concurrent: 8,
-//!           env: {PATH: /opt/bin:/usr/bin}}
+//!           env: {PATH: /opt/bin:/usr/bin}, deploy: never, store_via: ssh}
 //! ```
+//!
+//! `agent:` defaults to `~/.cache/eventor/eventor-agent-VERSION-HASH` on the host (the
+//! prime's own agent, named by its version and content hash). `deploy: auto` (the default)
+//! has the prime install its agent there when it is missing or differs
+//! ([`super::deploy`]); `deploy: never` only checks that it is there. `store_via: ssh`
+//! (default `direct`) has the host's agent reach the store through the prime's SSH
+//! connection rather than over its own network.
 //!
 //! It is read with the same located-YAML reader as the flow file, so every error names
 //! `FILE:LINE:COL: FIELD: message`, and unknown keys, wrong types and an empty `hosts`
@@ -21,9 +29,15 @@ use std::path::{Path, PathBuf};
 use crate::yaml::{self, At, Entry, Node, Problem};
 
 const TOP_KEYS: &[&str] = &["store", "ssh_config", "hosts"];
-const HOST_KEYS: &[&str] = &["ssh", "agent", "max_concurrent", "env"];
-/// The agent binary's file name, looked for next to the running executable by default.
-pub const AGENT_BINARY: &str = "eventor-agent";
+const HOST_KEYS: &[&str] = &[
+    "ssh",
+    "agent",
+    "max_concurrent",
+    "env",
+    "deploy",
+    "store_via",
+];
+pub use super::local_agent::AGENT_BINARY;
 
 /// A loaded and checked hosts file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +67,33 @@ pub struct HostSpec {
     pub max_concurrent: Option<u32>,
     /// Variables set for the agent (and so for every task it runs), in file order.
     pub env: Vec<(String, String)>,
+    /// Whether the prime installs its agent at `agent` (`deploy:`).
+    pub deploy: Deploy,
+    /// How the agent reaches the store (`store_via:`).
+    pub store_via: StoreVia,
     /// Line of the host's name in the file.
     pub line: usize,
+}
+
+/// `deploy:`: whether the prime installs its agent on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deploy {
+    /// Upload the prime's agent when the file at `agent` is missing or differs.
+    #[default]
+    Auto,
+    /// Never upload; a missing agent is an error.
+    Never,
+}
+
+/// `store_via:`: how the host's agent reaches the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreVia {
+    /// Over the host's own network, at the address the store URL names.
+    #[default]
+    Direct,
+    /// Through the prime's SSH connection (a port forwarded to the store as the prime
+    /// reaches it), for hosts that cannot see the store.
+    Ssh,
 }
 
 impl HostsFile {
@@ -99,7 +138,7 @@ pub fn shell_quote(word: &str) -> String {
 }
 
 /// Like [`shell_quote`], but a leading `~/` stays unquoted so the remote shell expands it.
-fn quote_path(path: &str) -> String {
+pub(super) fn quote_path(path: &str) -> String {
     match path.strip_prefix("~/") {
         Some(rest) => format!("~/{}", shell_quote(rest)),
         None => shell_quote(path),
@@ -112,7 +151,7 @@ pub use crate::yaml::FileError as HostsError;
 /// What the file's defaults come from; [`HostDefaults::from_env`] outside tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostDefaults {
-    /// The agent path for hosts without `agent:`; `None` when it cannot be known (then
+    /// The agent path on hosts without `agent:`; `None` when it cannot be known (then
     /// such a host is an error naming it).
     pub agent: Option<String>,
     /// `$HOME`, for `~` in `ssh_config:`.
@@ -120,18 +159,27 @@ pub struct HostDefaults {
 }
 
 impl HostDefaults {
-    /// `eventor-agent` next to the running executable, and `$HOME`.
+    /// The per-version cache path of the `eventor-agent` next to the running executable
+    /// (see [`local_agent_binary`]; without its hash when it cannot be read, and then
+    /// there is nothing to install), and `$HOME`.
     pub fn from_env() -> HostDefaults {
-        let exe = std::env::current_exe().ok();
-        let agent = exe
-            .as_deref()
-            .and_then(Path::parent)
-            .map(|dir| dir.join(AGENT_BINARY).to_string_lossy().into_owned());
+        let hashed = local_agent_binary()
+            .and_then(|path| super::local_agent::LocalAgent::of(&path).ok())
+            .map(|local| local.default_remote_path());
+        let version = env!("CARGO_PKG_VERSION");
+        let agent = hashed.or_else(|| Some(format!("~/.cache/eventor/{AGENT_BINARY}-{version}")));
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from);
         HostDefaults { agent, home }
     }
+}
+
+/// The prime's own agent binary, which it installs on hosts: `eventor-agent` next to the
+/// running executable.
+pub fn local_agent_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join(AGENT_BINARY))
 }
 
 /// Reads and checks a hosts file.
@@ -223,7 +271,7 @@ fn read_host(entry: &Entry<'_>, defaults: &HostDefaults) -> Result<HostSpec, Pro
         Some(at) => read_word(at)?,
         None => defaults.agent.clone().ok_or_else(|| {
             entry.key.problem(format!(
-                "no `agent` given and the path of `{AGENT_BINARY}` next to this program is unknown"
+                "no `agent` given and `{AGENT_BINARY}` next to this program cannot be read"
             ))
         })?,
     };
@@ -237,8 +285,29 @@ fn read_host(entry: &Entry<'_>, defaults: &HostDefaults) -> Result<HostSpec, Pro
             .map(read_env)
             .transpose()?
             .unwrap_or_default(),
+        deploy: match read_choice(fields.get("deploy"), &["auto", "never"])? {
+            Some("never") => Deploy::Never,
+            _ => Deploy::Auto,
+        },
+        store_via: match read_choice(fields.get("store_via"), &["direct", "ssh"])? {
+            Some("ssh") => StoreVia::Ssh,
+            _ => StoreVia::Direct,
+        },
         line: entry.key.node.line,
     })
+}
+
+/// One of `choices`, or `None` when the key is absent.
+fn read_choice(
+    at: Option<&At<'_>>,
+    choices: &[&'static str],
+) -> Result<Option<&'static str>, Problem> {
+    let Some(at) = at else { return Ok(None) };
+    let text = at.string()?;
+    match choices.iter().find(|c| **c == text) {
+        Some(choice) => Ok(Some(*choice)),
+        None => Err(at.problem(format!("must be one of: {}", choices.join(", ")))),
+    }
 }
 
 /// Names appear unquoted in log lines and on command lines, so they are kept plain.
@@ -348,6 +417,10 @@ hosts:
         assert_eq!(node2.agent, "/opt/eventor/bin/eventor-agent");
         assert_eq!(node2.max_concurrent, Some(8));
         assert_eq!(node2.env, vec![("PATH".into(), "/opt/bin:/usr/bin".into())]);
+        assert_eq!(
+            (node1.deploy, node1.store_via),
+            (Deploy::Auto, StoreVia::Direct)
+        );
         assert_eq!(file.names(), vec!["node1", "node2"]);
     }
 
@@ -374,6 +447,18 @@ hosts:
         assert_eq!(
             file.hosts[0].agent_command(&args),
             r"exec env P='it'\''s' Q=plain ~/bin/eventor-agent --store 'postgres://x y'"
+        );
+    }
+
+    #[test]
+    fn deploy_and_store_via() {
+        let file = parse("hosts:\n  a: {deploy: never, store_via: ssh}\n").unwrap();
+        assert_eq!(file.hosts[0].deploy, Deploy::Never);
+        assert_eq!(file.hosts[0].store_via, StoreVia::Ssh);
+        let err = parse("hosts:\n  a: {deploy: sometimes}\n").unwrap_err();
+        assert!(
+            err.to_string().contains("must be one of: auto, never"),
+            "{err}"
         );
     }
 

@@ -6,7 +6,11 @@
 //! [`HostLink::start`] takes an open [`Session`], runs the agent command in an exec
 //! channel and holds the coordinator's side of the handshake
 //! ([`eventor_protocol::accept`]): the agent says hello, and the link answers with the run
-//! id, the host's cluster name, the heartbeat interval and the limits. Then three tasks
+//! id, the host's cluster name, the heartbeat interval and the limits, and (protocol 1.1)
+//! the store the agent records in, password included: credentials travel only over this
+//! channel, never on the agent's command line ([`LinkConfig::store`]). The link then waits
+//! for the agent's `StoreReady` (or its `Error`, which fails the start with
+//! [`LinkError::AgentStore`]) before anything is dispatched. Then three tasks
 //! (in a [`TaskTracker`]) carry the conversation:
 //!
 //! - the **reader** turns the agent's frames into [`HostEvent`]s on the caller's channel;
@@ -64,7 +68,8 @@ use std::time::Duration;
 
 use eventor_protocol::{
     accept, Accept, Dispatch, FrameLimit, FrameReader, FrameWriter, Heartbeat, Hello, Limits,
-    LogLevel, LogRecord, ProtocolError, Stream, TaskKey, ToAgent, ToCoordinator,
+    LogLevel, LogRecord, ProtocolError, StoreAccess, Stream, TaskKey, ToAgent, ToCoordinator,
+    Welcome,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
@@ -72,7 +77,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::hosts::{HostSpec, HostsFile};
+use super::deploy::{self, DeployError, DeployPlan, LocalAgent};
+use super::hosts::{Deploy, HostSpec, HostsFile, StoreVia};
+use super::store_tunnel::{self, TunnelError};
 use eventor_agent::util::error_chain;
 use eventor_agent::MaxConcurrent;
 use eventor_ssh::{
@@ -113,6 +120,9 @@ pub struct LinkConfig {
     pub max_concurrent_tasks: MaxConcurrent,
     /// Messages queued for the writer before `dispatch` waits.
     pub outbox: usize,
+    /// The store the agent records each task's end in, password included, sent in the
+    /// handshake (`Debug` masks the password); `None`: the agent has its own or none.
+    pub store: Option<StoreAccess>,
 }
 
 impl LinkConfig {
@@ -131,6 +141,7 @@ impl LinkConfig {
             handshake_timeout: Duration::from_secs(10),
             max_concurrent_tasks: MaxConcurrent::UNLIMITED,
             outbox: 256,
+            store: None,
         }
     }
 
@@ -247,6 +258,12 @@ pub enum LinkError {
         #[source]
         source: ProtocolError,
     },
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
+    #[error("{host}: the agent cannot open the store: {message}")]
+    AgentStore { host: String, message: String },
     #[error("{host}: cancelled")]
     Cancelled { host: String },
     #[error("{host}: link lost: {reason}")]
@@ -323,6 +340,8 @@ pub struct HostLink {
     shared: Arc<Shared>,
     hello: Hello,
     accept: Accept,
+    /// The agent records each task's end in the store before reporting it.
+    records_results: bool,
     outbox: mpsc::Sender<ToAgent>,
     stop: CancellationToken,
     reader_done: CancellationToken,
@@ -410,12 +429,31 @@ impl HostLink {
             r = handshake(&mut channel, &config, &mut early) => r,
             _ = shutdown.cancelled() => return Err(cancelled()),
         };
-        let (hello, accept) = match handshake {
+        let (hello, welcome) = match handshake {
             Ok(pair) => pair,
             Err(source) => return Err(handshake_error(&config, source, channel, early).await),
         };
+        let records = hello
+            .capabilities
+            .iter()
+            .any(|c| c == eventor_agent::RECORDS_RESULTS);
+        let granted = welcome.store.is_some();
+        if granted {
+            let waited = tokio::select! {
+                r = store_ready(&mut channel, &config) => r,
+                _ = shutdown.cancelled() => return Err(cancelled()),
+            };
+            if let Err(e) = waited {
+                return Err(match e {
+                    StoreWait::Protocol(source) => {
+                        handshake_error(&config, source, channel, early).await
+                    }
+                    StoreWait::Agent(e) => e,
+                });
+            }
+        }
         tracing::debug!(host = %host, agent = %hello.agent_version, on = %hello.host, "agent ready");
-        let greeting = (hello, accept);
+        let greeting = (hello, welcome.accept, records || granted);
         Ok(Self::spawn(
             session, config, channel, early, greeting, events, &shutdown,
         ))
@@ -427,7 +465,7 @@ impl HostLink {
         config: LinkConfig,
         channel: Channel,
         early: Early,
-        (hello, accept): (Hello, Accept),
+        (hello, accept, records_results): (Hello, Accept, bool),
         events: mpsc::Sender<HostEvent>,
         shutdown: &CancellationToken,
     ) -> HostLink {
@@ -474,6 +512,7 @@ impl HostLink {
             shared,
             hello,
             accept,
+            records_results,
             outbox,
             stop: ctx.stop,
             reader_done,
@@ -495,6 +534,12 @@ impl HostLink {
     /// What the agent was told in the handshake.
     pub fn accepted(&self) -> &Accept {
         &self.accept
+    }
+
+    /// Whether the agent records each task's end in the store before reporting it (it
+    /// opened the store sent in the handshake, or says it has one of its own).
+    pub fn records_results(&self) -> bool {
+        self.records_results
     }
 
     /// The reason, once the link is lost.
@@ -649,8 +694,13 @@ async fn handshake(
     channel: &mut Channel,
     config: &LinkConfig,
     early: &mut Early,
-) -> Result<(Hello, Accept), ProtocolError> {
-    let decide = |hello: &Hello| Ok(accept_for(hello, config));
+) -> Result<(Hello, Welcome), ProtocolError> {
+    let decide = |hello: &Hello| {
+        Ok(Welcome {
+            accept: accept_for(hello, config),
+            store: config.store.clone(),
+        })
+    };
     let exchange = accept(
         &mut channel.reader,
         &mut channel.writer,
@@ -683,6 +733,42 @@ fn accept_for(hello: &Hello, config: &LinkConfig) -> Accept {
             max_frame_bytes: FrameLimit::DEFAULT.bytes(),
             max_concurrent_tasks: config.max_concurrent_tasks.to_wire(),
         },
+    }
+}
+
+/// Why the agent's answer to the store it was sent is not `StoreReady`.
+enum StoreWait {
+    Protocol(ProtocolError),
+    Agent(LinkError),
+}
+
+/// Waits (within the handshake timeout) for the agent's answer to the store it was sent:
+/// `StoreReady`, or an `Error` saying why it cannot record results (then it takes no work).
+async fn store_ready(channel: &mut Channel, config: &LinkConfig) -> Result<(), StoreWait> {
+    let host = config.host_name.clone();
+    let read = channel.reader.read_frame::<ToCoordinator>();
+    let frame = match tokio::time::timeout(config.handshake_timeout, read).await {
+        Ok(frame) => frame.map_err(StoreWait::Protocol)?,
+        Err(_) => {
+            return Err(StoreWait::Protocol(ProtocolError::Timeout {
+                waiting_for: "the agent's answer to the store",
+                after: config.handshake_timeout,
+            }))
+        }
+    };
+    match frame {
+        Some(ToCoordinator::StoreReady) => Ok(()),
+        Some(ToCoordinator::Error { message, .. }) => {
+            Err(StoreWait::Agent(LinkError::AgentStore { host, message }))
+        }
+        Some(other) => Err(StoreWait::Agent(LinkError::AgentStore {
+            host,
+            message: format!("the agent answered the store with {other:?}"),
+        })),
+        None => Err(StoreWait::Protocol(ProtocolError::Closed {
+            peer: eventor_protocol::Role::Agent,
+            expected: "its answer to the store",
+        })),
     }
 }
 
@@ -765,7 +851,8 @@ async fn read_loop(mut reader: FrameReader<BoxRead>, ctx: &Ctx, stderr_done: &Ca
 async fn forward(message: ToCoordinator, ctx: &Ctx) -> bool {
     let host = ctx.host();
     let event = match message {
-        ToCoordinator::Heartbeat(_) => return true,
+        // A late `StoreReady` (it is read during the start) only proves life as well.
+        ToCoordinator::Heartbeat(_) | ToCoordinator::StoreReady => return true,
         ToCoordinator::TaskStarted { key, pid } => HostEvent::Started { host, key, pid },
         ToCoordinator::TaskFinished {
             key,
@@ -967,7 +1054,9 @@ fn show(d: Duration) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Many hosts at once.
+// Many hosts at once: connect all, then per host check (and install) its agent
+// (`deploy.rs`), forward the store to a `store_via: ssh` host (`store_tunnel.rs`), and
+// start its link.
 // ---------------------------------------------------------------------------------------------
 
 /// What every link of a run shares; [`ConnectOptions::link_config`] makes each host's
@@ -975,8 +1064,13 @@ fn show(d: Duration) -> String {
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     pub run_id: String,
-    /// Arguments for every agent after its path (e.g. `--store URL`).
+    /// Arguments for every agent after its path (never a secret: see `store`).
     pub agent_args: Vec<String>,
+    /// The store every agent records in, sent in the handshake (password included).
+    pub store: Option<StoreAccess>,
+    /// The binary installed on `deploy: auto` hosts whose agent is missing or differs
+    /// (see [`deploy`]); `None`: `eventor-agent` next to this program.
+    pub install: Option<std::path::PathBuf>,
     pub heartbeat: Duration,
     pub lost_after: Duration,
     pub handshake_timeout: Duration,
@@ -995,6 +1089,8 @@ impl ConnectOptions {
             heartbeat: defaults.heartbeat,
             lost_after: defaults.lost_after,
             handshake_timeout: defaults.handshake_timeout,
+            store: None,
+            install: None,
             ssh: ClientSettings::from_env(),
         }
     }
@@ -1006,6 +1102,7 @@ impl ConnectOptions {
             lost_after: self.lost_after,
             handshake_timeout: self.handshake_timeout,
             max_concurrent_tasks: MaxConcurrent::at_most(host.max_concurrent.unwrap_or(0) as usize),
+            store: self.store.clone(),
             ..LinkConfig::new(
                 &host.name,
                 host.agent_command(&self.agent_args),
@@ -1046,7 +1143,8 @@ pub async fn connect_hosts(
         s = ssh::connect_all(&config, &aliases) => s,
         _ = shutdown.cancelled() => Vec::new(),
     };
-    let mut links = start_all(&known, sessions, options, events, shutdown).await;
+    let plan = deploy_plan(&known, options).await;
+    let mut links = start_all(&known, sessions, options, &plan, events, shutdown).await;
     links.reverse();
     let mut out = Vec::with_capacity(names.len());
     for (name, spec) in names.iter().zip(&specs) {
@@ -1059,11 +1157,62 @@ pub async fn connect_hosts(
     out
 }
 
+/// The binary to install, hashed (once per process, off the runtime's threads), when any
+/// host may need it.
+async fn deploy_plan(hosts: &[&HostSpec], options: &ConnectOptions) -> DeployPlan {
+    let auto = hosts.iter().any(|h| h.deploy == Deploy::Auto);
+    let path = options
+        .install
+        .clone()
+        .or_else(super::hosts::local_agent_binary);
+    let local = match path {
+        Some(path) if auto => tokio::task::spawn_blocking(move || LocalAgent::of(&path))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| error_chain(&e)))
+            .map(Arc::new),
+        Some(_) => Err("no host installs it".to_string()),
+        None => Err("this program's path is unknown".to_string()),
+    };
+    DeployPlan {
+        local,
+        probe_timeout: options.handshake_timeout,
+    }
+}
+
+/// Checks (and installs) the host's agent, forwards the store to a `store_via: ssh` host,
+/// then starts its link.
+async fn deploy_and_start(
+    session: Session,
+    host: HostSpec,
+    plan: DeployPlan,
+    mut config: LinkConfig,
+    events: mpsc::Sender<HostEvent>,
+    shutdown: CancellationToken,
+) -> Result<HostLink, LinkError> {
+    let name = host.name.clone();
+    let prepare = async {
+        deploy::ensure(&session, &host, &plan).await?;
+        if host.store_via == StoreVia::Ssh {
+            let store = config.store.as_ref();
+            let tunnel = store_tunnel::open(&session, &host, store, shutdown.clone()).await?;
+            config.store = Some(tunnel);
+        }
+        Ok::<_, LinkError>(())
+    };
+    tokio::select! {
+        done = prepare => done?,
+        _ = shutdown.cancelled() => return Err(LinkError::Cancelled { host: name }),
+    }
+    HostLink::start(session, config, events, shutdown).await
+}
+
 /// Starts a link on each session concurrently; results in the order of `hosts`.
 async fn start_all(
     hosts: &[&HostSpec],
     sessions: Vec<Result<Session, SshError>>,
     options: &ConnectOptions,
+    plan: &DeployPlan,
     events: mpsc::Sender<HostEvent>,
     shutdown: &CancellationToken,
 ) -> Vec<Result<HostLink, LinkError>> {
@@ -1084,11 +1233,10 @@ async fn start_all(
         };
         let config = options.link_config(host);
         let (events, shutdown) = (events.clone(), shutdown.clone());
+        let (host, plan) = ((*host).clone(), plan.clone());
         tasks.spawn(async move {
-            (
-                index,
-                HostLink::start(session, config, events, shutdown).await,
-            )
+            let started = deploy_and_start(session, host, plan, config, events, shutdown);
+            (index, started.await)
         });
     }
     while let Some(joined) = tasks.join_next().await {

@@ -1,7 +1,8 @@
 //! The prime's side of a cluster run: which hosts there are ([`hosts`]), one live
 //! connection to each host's agent ([`link`]), the engine's pinned tasks dispatched over
 //! them ([`remote`]), and a program serving as its own agent ([`agent_mode`]). Every host's
-//! output ends up in the run's central log ([`crate::log`]).
+//! output ends up in the run's central log ([`crate::log`]). Before a run, [`check`] tells
+//! whether each host resolves, connects, has an agent and reaches the store.
 //!
 //! ```text
 //!  hosts file ──load_hosts──▶ HostsFile ──connect_hosts──▶ HostLink per host
@@ -15,9 +16,13 @@
 //! ```
 
 pub mod agent_mode;
+pub mod check;
+pub mod deploy;
 pub mod hosts;
 pub mod link;
+pub mod local_agent;
 pub mod remote;
+pub mod store_tunnel;
 
 pub use agent_mode::agent_mode;
 pub use hosts::{load_hosts, parse_hosts, HostDefaults, HostSpec, HostsError, HostsFile};

@@ -15,14 +15,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventor_agent::{Outcome, TaskContext, RECORDS_RESULTS};
+use eventor_agent::{Outcome, TaskContext};
 use eventor_protocol::{Dispatch, TaskKey, Work};
 use eventor_store::{RunKey, Store, StoreLocation, TaskStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::agent_mode::{agent_store_url, program_as_agent};
+use super::agent_mode::{agent_store, program_as_agent};
 use super::hosts::HostsFile;
 use super::link::{connect_hosts, ConnectOptions, HostEvent, HostLink};
 use crate::engine::core::TaskId;
@@ -60,6 +60,7 @@ pub struct Remote {
     tracker: TaskTracker,
     forwarder: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
+    run: RunKey,
 }
 
 /// How to reach the hosts of a run.
@@ -97,7 +98,7 @@ impl Remote {
                 Ok(link) => {
                     links.insert(Arc::from(link.host()), Arc::new(link));
                 }
-                Err(e) => failures.push(e.to_string()),
+                Err(e) => failures.push(eventor_agent::util::error_chain(&e)),
             }
         }
         if !failures.is_empty() {
@@ -106,10 +107,7 @@ impl Remote {
         }
         let records_results = links
             .iter()
-            .map(|(host, link)| {
-                let caps = &link.hello().capabilities;
-                (host.clone(), caps.iter().any(|c| c == RECORDS_RESULTS))
-            })
+            .map(|(host, link)| (host.clone(), link.records_results()))
             .collect();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let forwarder = Forwarder {
@@ -117,7 +115,7 @@ impl Remote {
             events: events.clone(),
             central: config.central,
             store: config.store,
-            run: config.run,
+            run: config.run.clone(),
         };
         let forwarder = tokio::spawn(forwarder.run(host_rx, shutdown.clone()));
         Ok(Remote {
@@ -128,6 +126,7 @@ impl Remote {
             tracker: TaskTracker::new(),
             forwarder,
             shutdown,
+            run: config.run,
         })
     }
 
@@ -205,6 +204,31 @@ impl PinnedTasks for Remote {
                 }
             }
         });
+    }
+
+    /// Sends `Cancel` for every task in flight; each agent stops its command's group and
+    /// answers with the task's end, which comes back as usual.
+    fn cancel_all(&self) {
+        let keys: Vec<(Key, Arc<str>)> = {
+            let shared = self.shared.lock().expect("remote state lock");
+            let flights = shared.in_flight.iter();
+            flights.map(|(k, f)| (k.clone(), f.host.clone())).collect()
+        };
+        for ((step, sequence, attempt), host) in keys {
+            let Some(link) = self.links.get(&host).cloned() else {
+                continue;
+            };
+            let key = TaskKey {
+                run_id: self.run.run_id.to_string(),
+                step,
+                sequence,
+                recovery: self.run.recovery,
+                attempt,
+            };
+            self.tracker.spawn(async move {
+                let _ = link.cancel(key).await;
+            });
+        }
     }
 }
 
@@ -320,7 +344,7 @@ impl Forwarder {
         if flights.is_empty() {
             return;
         }
-        let stored = self.store.tasks(self.run.clone()).await.unwrap_or_default();
+        let stored = self.stored_tasks().await;
         for ((step, sequence, attempt), flight) in flights {
             let row = stored
                 .iter()
@@ -340,6 +364,22 @@ impl Forwarder {
             })
             .await;
         }
+    }
+
+    /// The run's stored tasks, read again (with a growing pause) while the store fails: an
+    /// end the agent recorded must be found, never overwritten by a guess.
+    async fn stored_tasks(&self) -> Vec<eventor_store::TaskRecord> {
+        let mut pause = Duration::from_millis(200);
+        for _ in 0..6 {
+            match self.store.tasks(self.run.clone()).await {
+                Ok(tasks) => return tasks,
+                Err(e) => tracing::warn!(error = %e, "reading the lost host's tasks; trying again"),
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+        tracing::error!("the store stays unreadable: the lost host's tasks fail unread");
+        Vec::new()
     }
 
     async fn send(&self, event: ExecEvent) {
@@ -375,16 +415,17 @@ impl Remote {
         run: RunCluster<'_>,
         events: mpsc::Sender<ExecEvent>,
     ) -> Result<Remote, String> {
-        let store_for_agents = agent_store_url(run.location);
-        let (hosts, agent_args) = if run.remote_closures {
-            let hosts = program_as_agent(&run.cluster.hosts, &store_for_agents)?;
-            (hosts, Vec::new())
+        // The store goes to each agent in the handshake, never on its command line.
+        let (hosts, install) = if run.remote_closures {
+            let (hosts, program) = program_as_agent(&run.cluster.hosts)?;
+            (hosts, Some(program))
         } else {
-            let args = vec!["--store".to_string(), store_for_agents];
-            (run.cluster.hosts.clone(), args)
+            (run.cluster.hosts.clone(), None)
         };
-        let mut connect = ConnectOptions::new(run.run.run_id.to_string(), agent_args);
+        let mut connect = ConnectOptions::new(run.run.run_id.to_string(), Vec::new());
         connect.lost_after = run.cluster.lost_after;
+        connect.store = Some(agent_store(run.location));
+        connect.install = install;
         let config = RemoteConfig {
             hosts: &hosts,
             names: run.names,

@@ -22,13 +22,26 @@
 //! # What it leaves out
 //! Which process runs a task, how long it takes, and the store's own failures are the
 //! driver's business. Recovery decisions and resource pools hook in at [`Core::start`].
+//!
+//! # Shared pools
+//! Units of a shared pool are held in the store, for every run on it. A task whose step
+//! acquires some takes its run-local units first, then occupies its slot (limits count it)
+//! and asks the driver for the shared ones ([`Effect::Acquire`]); [`Input::Granted`] starts
+//! it, or sends it to wait (its local units back) until [`Input::PoolsFreed`]. Its grant goes
+//! back in the batch of its end ([`Change::GrantReleased`]).
+//!
+//! # Retries
+//! A failed attempt of a step with retries left goes back to `ready` as attempt + 1 (a
+//! fenced `TaskRetry`), its units given back, and starts again once its retry's delay row is
+//! due (at once without a delay). Its `failure` and `complete` triggers, and the run's
+//! failure, wait for the last attempt. An interrupted or stopped run retries nothing.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use eventor_store::{Change, Micros, TaskStatus};
 
-use super::program::{AssocId, EventId, Program, RecoverAction, StepId, Target};
+use super::program::{retry_row, AssocId, EventId, Program, RecoverAction, StepId, Target};
 pub use eventor_agent::Outcome;
 
 /// Index of a task in the core's arena.
@@ -49,12 +62,23 @@ pub enum Input {
     TaskFinished { task: TaskId, outcome: Outcome },
     /// The clock reached a timer the core armed; fire every delay now due.
     TimerDue,
+    /// The run was stopped from outside: start nothing new (running tasks end as they are
+    /// stopped).
+    Interrupted { reason: Arc<str> },
+    /// The store's answer to [`Effect::Acquire`]: all the task's shared units, or none.
+    Granted { task: TaskId, granted: bool },
+    /// Shared-pool units may have come back (another coordinator gave some back): the tasks
+    /// waiting on them ask again.
+    PoolsFreed,
 }
 
 /// What the driver must do after committing the changes of the same turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Start(TaskId),
+    /// Ask the store for the task's shared-pool units ([`Core::shared_units`]), then answer
+    /// with [`Input::Granted`].
+    Acquire(TaskId),
 }
 
 /// A task as the core knows it.
@@ -64,6 +88,8 @@ pub struct Task {
     pub sequence: Arc<str>,
     pub status: TaskStatus,
     pub attempt: i32,
+    /// Retries used in this recovery (each failed attempt that was retried).
+    pub retries: u32,
     /// Index of its still-uncommitted `TaskCreated` change, so a start in the same turn can
     /// rewrite the row instead of adding a transition.
     pending_create: Option<usize>,
@@ -93,6 +119,18 @@ pub struct StoredState {
     pub tasks: Vec<StoredTask>,
     /// Every stored delay, fired or not.
     pub delays: Vec<StoredDelay>,
+    /// Every stored retry (a delay row of its own), fired or not.
+    pub retries: Vec<StoredRetry>,
+}
+
+/// A task's retry as stored: its number (1 for the first) and when it is due.
+#[derive(Debug, Clone)]
+pub struct StoredRetry {
+    pub step: StepId,
+    pub sequence: Arc<str>,
+    pub number: u32,
+    pub due: Micros,
+    pub fired: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -133,15 +171,22 @@ pub struct Core {
     held: HashMap<StepId, VecDeque<TaskId>>,
     /// Tasks whose acquisitions cannot be granted yet, in arrival order.
     resource_wait: VecDeque<TaskId>,
-    /// Free units per pool.
+    /// Free units per pool (run-local pools only).
     free: Vec<u32>,
+    /// Tasks whose shared units the store is being asked for (each holds its slot).
+    granting: HashSet<TaskId>,
+    /// Tasks the store refused shared units, waiting for units to come back.
+    pool_wait: VecDeque<TaskId>,
     active: usize,
     active_per_step: HashMap<StepId, usize>,
     delays: BTreeSet<(Micros, AssocId, Arc<str>)>,
+    /// Failed tasks waiting for their retry's due time.
+    retry_timers: BTreeSet<(Micros, TaskId)>,
     /// Every delay ever armed in this recovery (pending or fired), so a replayed trigger
     /// does not arm one twice.
     armed: HashSet<(AssocId, Arc<str>)>,
     stopped: bool,
+    interrupted: Option<Arc<str>>,
     failed: Vec<Failed>,
     work: VecDeque<Work>,
     /// Tasks whose `TaskCreated` change is still in `changes`.
@@ -172,6 +217,8 @@ impl Core {
         Core {
             resource_wait: VecDeque::new(),
             free,
+            granting: HashSet::new(),
+            pool_wait: VecDeque::new(),
             program,
             options,
             now: 0,
@@ -183,8 +230,10 @@ impl Core {
             active: 0,
             active_per_step: HashMap::new(),
             delays: BTreeSet::new(),
+            retry_timers: BTreeSet::new(),
             armed: HashSet::new(),
             stopped: false,
+            interrupted: None,
             failed: Vec::new(),
             work: VecDeque::new(),
             uncommitted: Vec::new(),
@@ -204,8 +253,13 @@ impl Core {
     ) -> Core {
         let mut core = Core::new(program, options);
         core.now = now;
+        let retries = retries_by_task(stored.retries);
         for task in stored.tasks {
-            core.restore_task(task);
+            let key = (task.step, task.sequence.clone());
+            let id = core.restore_task(task);
+            if let Some(&(used, pending)) = retries.get(&key) {
+                core.restore_retries(id, used, pending);
+            }
         }
         for delay in stored.delays {
             core.armed.insert((delay.assoc, delay.sequence.clone()));
@@ -226,7 +280,7 @@ impl Core {
         core
     }
 
-    fn restore_task(&mut self, stored: StoredTask) {
+    fn restore_task(&mut self, stored: StoredTask) -> TaskId {
         let id = TaskId(self.tasks.len() as u32);
         self.task_index
             .insert((stored.step, stored.sequence.clone()), id);
@@ -235,6 +289,7 @@ impl Core {
             sequence: stored.sequence.clone(),
             status: stored.status,
             attempt: stored.attempt,
+            retries: 0,
             pending_create: None,
         });
         match stored.status {
@@ -243,6 +298,7 @@ impl Core {
                 self.changes.push(Change::TaskRetry {
                     step: self.program.step(stored.step).name.clone(),
                     sequence: stored.sequence,
+                    from: TaskStatus::Active,
                     attempt: stored.attempt,
                     new_attempt: stored.attempt + 1,
                     at: self.now,
@@ -259,6 +315,18 @@ impl Core {
                     self.note_failure(id, stored.step, stored.error);
                 }
             }
+        }
+        id
+    }
+
+    /// Notes the retries a restored task used; a ready task whose last retry is not due yet
+    /// waits for it instead of the queue.
+    fn restore_retries(&mut self, task: TaskId, used: u32, pending: Option<Micros>) {
+        self.tasks[task.0 as usize].retries = used;
+        let Some(due) = pending else { return };
+        if self.task(task).status == TaskStatus::Ready {
+            self.queue.retain(|&t| t != task);
+            self.retry_timers.insert((due, task));
         }
     }
 
@@ -286,6 +354,12 @@ impl Core {
             Input::TaskPid { task, pid } => self.record_pid(task, pid),
             Input::TaskFinished { task, outcome } => self.finish(task, outcome),
             Input::TimerDue => self.fire_due_delays(),
+            Input::Interrupted { reason } => {
+                self.stopped = true;
+                self.interrupted.get_or_insert(reason);
+            }
+            Input::Granted { task, granted } => self.granted(task, granted),
+            Input::PoolsFreed => self.wake_pool_waiters(),
         }
         self.drain_work();
         self.schedule();
@@ -313,21 +387,51 @@ impl Core {
     pub fn waiting(&self) -> usize {
         self.queue.len()
             + self.resource_wait.len()
+            + self.pool_wait.len()
             + self.held.values().map(VecDeque::len).sum::<usize>()
     }
 
-    /// The due time of the earliest pending delay.
+    /// Tasks waiting for shared-pool units (the run waits for them, whatever its loops).
+    pub fn pool_waiting(&self) -> usize {
+        if self.stopped {
+            return 0;
+        }
+        self.pool_wait.len()
+    }
+
+    /// The shared-pool units a task of `task`'s step acquires: `(pool, units)`.
+    pub fn shared_units(&self, task: TaskId) -> Vec<(Arc<str>, u32)> {
+        let step = self.program.step(self.task(task).step);
+        let pools = &self.program.pools;
+        let shared = step
+            .acquires
+            .iter()
+            .filter(|(p, _)| pools[p.0 as usize].shared);
+        shared
+            .map(|(p, n)| (pools[p.0 as usize].name.clone(), *n))
+            .collect()
+    }
+
+    /// The due time of the earliest pending delay or retry.
     pub fn next_due(&self) -> Option<Micros> {
-        self.delays.first().map(|(due, _, _)| *due)
+        let delay = self.delays.first().map(|(due, _, _)| *due);
+        let retry = self.retry_timers.first().map(|(due, _)| *due);
+        delay.into_iter().chain(retry).min()
     }
 
+    /// Delays and retries not yet due.
     pub fn pending_delays(&self) -> usize {
-        self.delays.len()
+        self.delays.len() + self.retry_timers.len()
     }
 
-    /// Whether a stop-on-exception failure has stopped new starts.
+    /// Whether a stop-on-exception failure (or an interrupt) has stopped new starts.
     pub fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// Why the run was interrupted, if it was.
+    pub fn interrupted(&self) -> Option<&str> {
+        self.interrupted.as_deref()
     }
 
     pub fn failed(&self) -> &[Failed] {
@@ -440,7 +544,12 @@ impl Core {
     }
 
     fn fire_due_delays(&mut self) {
-        while self.next_due().is_some_and(|due| due <= self.now) {
+        self.fire_due_retries();
+        while self
+            .delays
+            .first()
+            .is_some_and(|(due, _, _)| *due <= self.now)
+        {
             let Some((_, assoc, sequence)) = self.delays.pop_first() else {
                 break;
             };
@@ -450,6 +559,28 @@ impl Core {
             });
             self.activate(assoc, &sequence);
         }
+    }
+
+    /// Queues every task whose retry is due, marking its retry's row fired.
+    fn fire_due_retries(&mut self) {
+        while self
+            .retry_timers
+            .first()
+            .is_some_and(|(due, _)| *due <= self.now)
+        {
+            let Some((_, task)) = self.retry_timers.pop_first() else {
+                break;
+            };
+            self.changes.push(self.retry_fired(task));
+            self.queue.push_back(task);
+        }
+    }
+
+    /// The change that marks `task`'s latest retry row fired.
+    fn retry_fired(&self, task: TaskId) -> Change {
+        let t = self.task(task);
+        let (assoc, sequence) = retry_row(t.step, &t.sequence, t.retries);
+        Change::DelayFired { assoc, sequence }
     }
 
     fn check_expression(&mut self, event: EventId, sequence: &Arc<str>) {
@@ -495,6 +626,7 @@ impl Core {
             sequence,
             status: TaskStatus::Ready,
             attempt,
+            retries: 0,
             pending_create: Some(self.changes.len() - 1),
         });
         self.uncommitted.push(id);
@@ -567,7 +699,70 @@ impl Core {
                 self.resource_wait.push_back(task);
                 continue;
             }
+            if self.needs_grant(step) {
+                self.ask_or_park(task, step);
+                continue;
+            }
             self.start(task);
+        }
+    }
+
+    fn needs_grant(&self, step: StepId) -> bool {
+        let pools = &self.program.pools;
+        let acquires = &self.program.step(step).acquires;
+        acquires.iter().any(|(p, _)| pools[p.0 as usize].shared)
+    }
+
+    /// One request at a time: while one is out, later tasks wait their turn (their local
+    /// units back), so a refusal costs one store transaction, not one per waiting task.
+    fn ask_or_park(&mut self, task: TaskId, step: StepId) {
+        if self.granting.is_empty() {
+            return self.ask_grant(task);
+        }
+        self.untake_resources(step);
+        self.pool_wait.push_back(task);
+    }
+
+    /// Holds the task's slot while the store is asked for its shared units.
+    fn ask_grant(&mut self, task: TaskId) {
+        self.occupy(task);
+        self.granting.insert(task);
+        self.effects.push(Effect::Acquire(task));
+    }
+
+    /// The store's answer: start the task, or free its slot and local units and wait. A
+    /// grant that comes after a stop goes back at once.
+    fn granted(&mut self, task: TaskId, granted: bool) {
+        if !self.granting.remove(&task) {
+            return;
+        }
+        if granted && !self.stopped {
+            self.launch(task);
+            return self.wake_pool_waiters(); // the next one asks
+        }
+        if granted {
+            self.changes.push(self.grant_released(task));
+        }
+        let step = self.task(task).step;
+        self.vacate(task);
+        self.untake_resources(step);
+        self.release_held(step);
+        self.pool_wait.push_front(task); // first in line when units come back
+    }
+
+    /// Every task waiting on shared units asks again, in arrival order, before the queue.
+    fn wake_pool_waiters(&mut self) {
+        while let Some(task) = self.pool_wait.pop_back() {
+            self.queue.push_front(task);
+        }
+    }
+
+    fn grant_released(&self, task: TaskId) -> Change {
+        let t = self.task(task);
+        Change::GrantReleased {
+            step: self.program.step(t.step).name.clone(),
+            sequence: t.sequence.clone(),
+            attempt: t.attempt,
         }
     }
 
@@ -578,12 +773,31 @@ impl Core {
 
     /// Moves a task from ready to active. Recovery and resources hook in here.
     fn start(&mut self, task: TaskId) {
-        self.set_status(task, TaskStatus::Active, None, None);
+        self.occupy(task);
+        self.launch(task);
+    }
+
+    /// Counts the task against the global and per-step limits.
+    fn occupy(&mut self, task: TaskId) {
         self.active += 1;
         *self
             .active_per_step
             .entry(self.task(task).step)
             .or_default() += 1;
+    }
+
+    /// Frees the task's slot in the limits.
+    fn vacate(&mut self, task: TaskId) {
+        self.active -= 1;
+        let step = self.task(task).step;
+        if let Some(running) = self.active_per_step.get_mut(&step) {
+            *running -= 1;
+        }
+    }
+
+    /// Records the (occupying) task active and has the driver start it.
+    fn launch(&mut self, task: TaskId) {
+        self.set_status(task, TaskStatus::Active, None, None);
         self.effects.push(Effect::Start(task));
         self.fire_status_triggers(task, TaskStatus::Active);
     }
@@ -651,24 +865,68 @@ impl Core {
         } else {
             self.set_status(task, status, outcome.result, outcome.error);
         }
-        self.active -= 1;
-        if let Some(running) = self.active_per_step.get_mut(&step) {
-            *running -= 1;
-        }
+        self.vacate(task);
         self.release_held(step);
         self.give_back_resources(step);
+        if self.needs_grant(step) {
+            self.changes.push(self.grant_released(task));
+            self.wake_pool_waiters();
+        }
+        if status == TaskStatus::Failure && self.may_retry(task) {
+            return self.retry(task);
+        }
         self.fire_status_triggers(task, status);
         if status == TaskStatus::Failure {
             self.note_failure(task, step, error);
         }
     }
 
+    /// Whether a task that just failed gets another attempt: its step has retries left and
+    /// the run still starts tasks.
+    fn may_retry(&self, task: TaskId) -> bool {
+        let t = self.task(task);
+        !self.stopped && t.retries < self.program.step(t.step).retry.retries
+    }
+
+    /// Puts a failed task back to `ready` as its next attempt, and arms its retry: a delay
+    /// row (fired at once when the step has no retry delay).
+    fn retry(&mut self, task: TaskId) {
+        let delay = self.program.step(self.task(task).step).retry.delay;
+        let now = self.now;
+        let t = &mut self.tasks[task.0 as usize];
+        t.retries += 1;
+        t.attempt += 1;
+        t.status = TaskStatus::Ready;
+        let (step, sequence, attempt) = (t.step, t.sequence.clone(), t.attempt);
+        let (assoc, row) = retry_row(step, &sequence, t.retries);
+        let due = now + delay.as_micros() as Micros;
+        self.changes.push(Change::TaskRetry {
+            step: self.program.step(step).name.clone(),
+            sequence,
+            from: TaskStatus::Failure,
+            attempt: attempt - 1,
+            new_attempt: attempt,
+            at: now,
+        });
+        self.changes.push(Change::DelayArmed {
+            assoc,
+            sequence: row,
+            due_at: due,
+            at: now,
+        });
+        self.retry_timers.insert((due, task));
+        self.fire_due_retries();
+    }
+
     /// Takes every acquisition of `step`, or none of them.
     fn try_take_resources(&mut self, step: StepId) -> bool {
         let program = self.program.clone();
         let acquires = &program.step(step).acquires;
-        if acquires
+        let local = acquires
             .iter()
+            .filter(|(p, _)| !program.pools[p.0 as usize].shared);
+        if local
+            .clone()
             .any(|&(pool, n)| self.free[pool.0 as usize] < n)
         {
             return false;
@@ -682,6 +940,16 @@ impl Core {
         for &(pool, n) in &program.step(step).acquires {
             let free = &mut self.free[pool.0 as usize];
             *free = free.saturating_sub(n);
+        }
+    }
+
+    /// Gives back what `step` took of run-local pools (its shared units were refused).
+    fn untake_resources(&mut self, step: StepId) {
+        let program = self.program.clone();
+        for &(pool, n) in &program.step(step).acquires {
+            let capacity = program.pools[pool.0 as usize].capacity;
+            let free = &mut self.free[pool.0 as usize];
+            *free = (*free + n).min(capacity);
         }
     }
 
@@ -720,4 +988,17 @@ impl Core {
             }
         }
     }
+}
+
+/// Per task, how many retries it used and the due time of one not yet fired.
+fn retries_by_task(rows: Vec<StoredRetry>) -> HashMap<(StepId, Arc<str>), (u32, Option<Micros>)> {
+    let mut out: HashMap<(StepId, Arc<str>), (u32, Option<Micros>)> = HashMap::new();
+    for row in rows {
+        let entry = out.entry((row.step, row.sequence)).or_default();
+        entry.0 = entry.0.max(row.number);
+        if !row.fired {
+            entry.1 = Some(row.due);
+        }
+    }
+    out
 }

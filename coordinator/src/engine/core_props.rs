@@ -1,6 +1,7 @@
 //! Property tests of the scheduling core over random programs and random completion orders.
 //!
-//! Invariants: each task starts at most once per attempt; the limits are never exceeded;
+//! Invariants: each task starts at most once per attempt, and at most `retries + 1` times;
+//! the limits are never exceeded;
 //! the changes the core emits replay cleanly (no duplicate trigger or task, every transition
 //! starts from the status the store holds); and an unstopped run that has nothing
 //! active has nothing waiting either.
@@ -40,8 +41,9 @@ fn step_strategy(total_events: u32) -> impl Strategy<Value = StepDef> {
         events_strategy(total_events),
         prop::option::of(1usize..3),
         any::<bool>(),
+        0u32..3,
     )
-        .prop_map(|(success, failure, complete, max, stop)| StepDef {
+        .prop_map(|(success, failure, complete, max, stop, retries)| StepDef {
             name: Arc::from("step"),
             triggers: super::program::StepTriggers {
                 success,
@@ -51,6 +53,10 @@ fn step_strategy(total_events: u32) -> impl Strategy<Value = StepDef> {
             },
             max_concurrent: MaxConcurrent::at_most(max.unwrap_or(0)),
             stop_on_exception: stop,
+            retry: super::program::RetryPolicy {
+                retries,
+                delay: std::time::Duration::ZERO,
+            },
             ..StepDef::default()
         })
 }
@@ -171,8 +177,22 @@ impl StoreModel {
                 *stored = *to;
                 Ok(())
             }
+            Change::TaskRetry {
+                step,
+                sequence,
+                from,
+                ..
+            } => {
+                let key = (step.to_string(), sequence.to_string());
+                let stored = self.tasks.get_mut(&key).ok_or("retry of a missing task")?;
+                if stored != from {
+                    return Err(format!("retry: {step}[{sequence}] is {stored}, not {from}"));
+                }
+                *stored = TaskStatus::Ready;
+                Ok(())
+            }
             Change::TaskPid { .. }
-            | Change::TaskRetry { .. }
+            | Change::GrantReleased { .. }
             | Change::DelayArmed { .. }
             | Change::DelayFired { .. } => Ok(()),
         }
@@ -204,7 +224,7 @@ proptest! {
         let mut core = Core::new(program.clone(), CoreOptions::default());
         let mut model = StoreModel::default();
         let mut running: Vec<TaskId> = Vec::new();
-        let mut started: HashSet<TaskId> = HashSet::new();
+        let mut started: HashSet<(TaskId, i32)> = HashSet::new();
         let mut tick = 0;
         let mut feed = |core: &mut Core, input: Input, running: &mut Vec<TaskId>| -> Result<(), TestCaseError> {
             tick += 1;
@@ -213,8 +233,14 @@ proptest! {
             for change in &changes {
                 model.apply(change).map_err(TestCaseError::fail)?;
             }
-            for Effect::Start(task) in effects {
-                prop_assert!(started.insert(task), "task {task:?} started twice");
+            for effect in effects {
+                let Effect::Start(task) = effect else {
+                    return Err(TestCaseError::fail("no shared pools here: nothing to acquire"));
+                };
+                let attempt = core.task(task).attempt;
+                prop_assert!(started.insert((task, attempt)), "task {task:?} started twice");
+                let retries = program.step(core.task(task).step).retry.retries;
+                prop_assert!(attempt as u32 <= retries + 1, "attempt {attempt} over the retries");
                 running.push(task);
             }
             check_limits(core, &program, running)?;

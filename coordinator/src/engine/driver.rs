@@ -8,13 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventor_store::{now_micros, Batch, Micros, RunKey, Store, StoreError};
+use eventor_store::{
+    now_micros, Batch, GrantRequest, Micros, RunKey, Store, StoreError, Subscription,
+};
 use tokio::sync::mpsc;
 
 use super::core::{Core, Effect, Input};
 use super::events::ExecEvent;
 use super::executor::{Executor, StepRuntime};
 use super::external::ExternalTriggers;
+use super::interrupt::Interrupt;
 use eventor_agent::util::sleep_until;
 use eventor_agent::TaskContext;
 
@@ -46,6 +49,27 @@ pub struct DriverContext<'a> {
     pub task_template: &'a TaskContext,
     /// Triggers written to the store by other programs.
     pub external: &'a mut ExternalTriggers,
+    /// A stop from outside (a signal).
+    pub interrupt: &'a Interrupt,
+    /// Wake-ups for tasks waiting on shared pools.
+    pub pools: &'a mut PoolWake,
+}
+
+/// What wakes tasks waiting for shared-pool units: the store's notification that another
+/// process gave some back (Postgres), and a re-check every `recheck` (the safety net, and
+/// all SQLite has).
+pub struct PoolWake {
+    pub subscription: Subscription,
+    pub recheck: Duration,
+}
+
+impl PoolWake {
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.subscription.next() => {}
+            _ = tokio::time::sleep(self.recheck) => {}
+        }
+    }
 }
 
 /// Runs the core until it is done (or its loops are used up).
@@ -55,6 +79,7 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
     // The first loop starts with the delays that came due while nothing ran.
     core.handle(Input::TimerDue, now_micros());
     let mut loops_done = 1u32;
+    let mut last_look = false;
     loop {
         // A task's triggers were sent before its end was, so taking them here, after its end,
         // means none is missed when deciding whether the run is over.
@@ -62,8 +87,18 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
             core.handle(input, now_micros());
         }
         flush(core, &cx).await?;
+        if !core.is_quiescent() {
+            last_look = false;
+        }
         if core.is_quiescent() {
             match next_step_when_quiescent(core, loops, loops_done) {
+                // One last look for triggers others wrote while it ran (SQLite sends no
+                // notification): the run ends only when that found nothing new to do.
+                Quiet::Done if !last_look && !core.stopped() => {
+                    last_look = true;
+                    cx.external.rescan(core, cx.store, &cx.run).await?;
+                    continue;
+                }
                 Quiet::Done => return Ok(()),
                 Quiet::NextLoop => {
                     core.handle(Input::TimerDue, now_micros());
@@ -73,16 +108,17 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
                 Quiet::Wait => {}
             }
         }
-        if wait_for_input(
-            core,
-            &mut *cx.events,
-            &mut *cx.task_triggers,
-            &mut *cx.external,
-        )
-        .await
-            == Woke::ToRescan
-        {
-            cx.external.rescan(core, cx.store, &cx.run).await?;
+        let sources = Sources {
+            events: &mut *cx.events,
+            task_triggers: &mut *cx.task_triggers,
+            external: &mut *cx.external,
+            interrupt: cx.interrupt,
+            pools: &mut *cx.pools,
+        };
+        match wait_for_input(core, sources).await {
+            Woke::Handled => {}
+            Woke::ToRescan => cx.external.rescan(core, cx.store, &cx.run).await?,
+            Woke::Interrupted => cx.executor.interrupt(),
         }
     }
 }
@@ -95,6 +131,9 @@ enum Quiet {
 }
 
 fn next_step_when_quiescent(core: &Core, loops: Loops, loops_done: u32) -> Quiet {
+    if core.pool_waiting() > 0 {
+        return Quiet::Wait; // for another run to give shared units back
+    }
     let stopped = core.stopped();
     quiet_step(stopped, core.next_due(), now_micros(), loops, loops_done)
 }
@@ -119,33 +158,60 @@ fn quiet_step(
     }
 }
 
-/// Commits the core's changes, then performs its effects.
+/// Commits the core's changes, then performs its effects, until the core has none left (an
+/// answer from the store about shared units makes more).
 async fn flush(core: &mut Core, cx: &DriverContext<'_>) -> Result<(), StoreError> {
-    let (changes, effects) = core.take_output();
-    if !changes.is_empty() {
-        let batch = Batch {
-            run: cx.run.clone(),
-            changes,
-        };
-        cx.store.commit(batch).await?;
-        fail::fail_point!("after-commit", |_| std::process::abort());
-    }
-    for effect in effects {
-        match effect {
-            Effect::Start(task) => {
-                let record = core.task(task);
-                let ctx = TaskContext {
-                    step: core.program().step(record.step).name.clone(),
-                    sequence: record.sequence.clone(),
-                    attempt: record.attempt,
-                    ..cx.task_template.clone()
-                };
-                tracing::info!(step = %ctx.step, sequence = %ctx.sequence, "attempting to run");
-                cx.executor
-                    .start(task, &cx.steps[record.step.0 as usize], ctx);
+    loop {
+        let (changes, effects) = core.take_output();
+        if changes.is_empty() && effects.is_empty() {
+            return Ok(());
+        }
+        if !changes.is_empty() {
+            let batch = Batch {
+                run: cx.run.clone(),
+                changes,
+            };
+            cx.store.commit(batch).await?;
+            fail::fail_point!("after-commit", |_| std::process::abort());
+        }
+        for effect in effects {
+            match effect {
+                Effect::Start(task) => start(core, cx, task),
+                Effect::Acquire(task) => acquire(core, cx, task).await?,
             }
         }
     }
+}
+
+fn start(core: &Core, cx: &DriverContext<'_>, task: super::core::TaskId) {
+    let record = core.task(task);
+    let ctx = TaskContext {
+        step: core.program().step(record.step).name.clone(),
+        sequence: record.sequence.clone(),
+        attempt: record.attempt,
+        ..cx.task_template.clone()
+    };
+    tracing::info!(step = %ctx.step, sequence = %ctx.sequence, "attempting to run");
+    cx.executor
+        .start(task, &cx.steps[record.step.0 as usize], ctx);
+}
+
+/// Asks the store for a task's shared-pool units and hands the answer to the core.
+async fn acquire(
+    core: &mut Core,
+    cx: &DriverContext<'_>,
+    task: super::core::TaskId,
+) -> Result<(), StoreError> {
+    let record = core.task(task);
+    let request = GrantRequest {
+        run: cx.run.clone(),
+        step: core.program().step(record.step).name.clone(),
+        sequence: record.sequence.clone(),
+        attempt: record.attempt,
+        units: core.shared_units(task),
+    };
+    let granted = cx.store.try_grant(request).await?;
+    core.handle(Input::Granted { task, granted }, now_micros());
     Ok(())
 }
 
@@ -157,16 +223,37 @@ enum Woke {
     Handled,
     /// Another program may have written triggers: look in the store.
     ToRescan,
+    /// The run was just stopped from outside: stop what runs.
+    Interrupted,
 }
 
-async fn wait_for_input(
-    core: &mut Core,
-    events: &mut mpsc::Receiver<ExecEvent>,
-    task_triggers: &mut mpsc::UnboundedReceiver<Input>,
-    external: &mut ExternalTriggers,
-) -> Woke {
+/// Where a turn's input may come from.
+struct Sources<'a> {
+    events: &'a mut mpsc::Receiver<ExecEvent>,
+    task_triggers: &'a mut mpsc::UnboundedReceiver<Input>,
+    external: &'a mut ExternalTriggers,
+    interrupt: &'a Interrupt,
+    pools: &'a mut PoolWake,
+}
+
+async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
+    let Sources {
+        events,
+        task_triggers,
+        external,
+        interrupt,
+        pools,
+    } = sources;
+    let pool_waiting = core.pool_waiting() > 0;
     let timer = core.next_due().map(until);
     let first = tokio::select! {
+        // The interrupt first: the ends of the tasks it stops must find the core told.
+        biased;
+        _ = interrupt.stop_token().cancelled(), if core.interrupted().is_none() => {
+            let reason = Arc::from(interrupt.reason().unwrap_or("an interrupt"));
+            core.handle(Input::Interrupted { reason }, now_micros());
+            return Woke::Interrupted;
+        }
         event = events.recv() => event,
         Some(input) = task_triggers.recv() => {
             core.handle(input, now_micros());
@@ -177,6 +264,10 @@ async fn wait_for_input(
             return Woke::Handled;
         }
         _ = external.wake() => return Woke::ToRescan,
+        _ = pools.wait(), if pool_waiting => {
+            core.handle(Input::PoolsFreed, now_micros());
+            return Woke::Handled;
+        }
     };
     let Some(first) = first else {
         return Woke::Handled;
@@ -195,7 +286,11 @@ async fn wait_for_input(
 fn apply(core: &mut Core, event: ExecEvent, now: Micros) {
     let input = match event {
         ExecEvent::Started { task, pid } => Input::TaskPid { task, pid },
-        ExecEvent::Finished { task, outcome } => {
+        ExecEvent::Finished { task, mut outcome } => {
+            // Whatever a task running at an interrupt died of, the interrupt is why.
+            if let Some(reason) = core.interrupted().filter(|_| !outcome.success) {
+                outcome.error = Some(format!("interrupted by {reason}"));
+            }
             log_finish(core, task, &outcome);
             Input::TaskFinished { task, outcome }
         }

@@ -28,4 +28,7 @@ impl ExecEvent {
 pub trait PinnedTasks: Send + Sync {
     /// Starts `task` on the least busy of `hosts`.
     fn start(&self, task: TaskId, hosts: &[Arc<str>], work: Work, ctx: &TaskContext);
+
+    /// Asks every host to stop the run's tasks there (each still ends in `Finished`).
+    fn cancel_all(&self);
 }

@@ -20,6 +20,7 @@ use eventor_protocol::{LogLevel, LogRecord, Stream, TaskKey, Work};
 
 use super::core::{Outcome, TaskId};
 use super::events::{ExecEvent, PinnedTasks};
+use super::interrupt::Interrupt;
 use crate::log::CentralOutput;
 
 /// How the executor runs things (a config struct, not loose parameters).
@@ -50,13 +51,16 @@ pub struct Executor {
     tracker: TaskTracker,
     closures: ClosurePool<TaskId, ExecEvent>,
     cancel: CancellationToken,
+    kill_now: CancellationToken,
     kill_grace: Duration,
 }
 
 impl Executor {
+    /// An executor whose commands are stopped when `interrupt` fires (and killed at once
+    /// when it hurries), or at [`Executor::shutdown`].
     pub fn new(
         events: mpsc::Sender<ExecEvent>,
-        cancel: CancellationToken,
+        interrupt: &Interrupt,
         config: ExecutorConfig,
         central: Option<CentralOutput>,
         pinned: Option<Arc<dyn PinnedTasks>>,
@@ -67,7 +71,8 @@ impl Executor {
             closures: ClosurePool::new(config.closure_threads, events.clone(), ExecEvent::finished),
             events,
             tracker: TaskTracker::new(),
-            cancel,
+            cancel: interrupt.stop_token().child_token(),
+            kill_now: interrupt.hurry_token().clone(),
             kill_grace: config.kill_grace,
         }
     }
@@ -96,6 +101,7 @@ impl Executor {
                     cwd: step.cwd.clone(),
                     timeout: step.timeout,
                     kill_grace: self.kill_grace,
+                    kill_now: Some(self.kill_now.clone()),
                 };
                 let events = self.events.clone();
                 let cancel = self.cancel.clone();
@@ -158,6 +164,13 @@ impl Executor {
                 .unwrap_or_else(|e| Outcome::failure(join_error_text(e)));
             let _ = events.send(ExecEvent::Finished { task, outcome }).await;
         });
+    }
+
+    /// Stops the tasks on other hosts (local commands stop through the interrupt's token).
+    pub fn interrupt(&self) {
+        if let Some(pinned) = &self.pinned {
+            pinned.cancel_all();
+        }
     }
 
     /// Stops every running task (commands get SIGTERM, then SIGKILL) and waits for them.

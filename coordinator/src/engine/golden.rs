@@ -8,10 +8,12 @@
 //!
 //! Program lines: `event NAME [= EXPR]`, `pool NAME CAPACITY`,
 //! `step NAME [status=ev,ev …] [max=N] [stop=false] [acquires=pool:n,…] [releases=pool:n|-]
-//! [recovery=rerun] [recover_failure=skip|rerun]`, `assoc EVENT -> TARGET … [after MS]`,
+//! [recovery=rerun] [recover_failure=skip|rerun] [retries=N] [retry_delay=MS]`, `assoc EVENT -> TARGET … [after MS]`,
 //! `max_concurrent N`, `previous STEP[SEQ] STATUS ATTEMPT` (the recovery being recovered from).
 //! Inputs: `trigger EVENT SEQ`, `finish STEP[SEQ] ok|fail [TEXT]`, `pid STEP[SEQ] N`,
-//! `timer`, each optionally preceded by `@MS` (the clock, in milliseconds).
+//! `timer`, `granted|refused STEP[SEQ]` (the store's answer for shared units), `freed`
+//! (shared units came back), each optionally preceded by `@MS` (the clock, in milliseconds).
+//! `pool NAME UNITS shared` declares a shared pool.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,8 +27,8 @@ use eventor_agent::MaxConcurrent;
 
 use super::core::{Core, CoreOptions, Effect, Input, Outcome, PreviousTask};
 use super::program::{
-    AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RecoverAction, StepDef, StepId,
-    Target,
+    parse_retry_row, AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RecoverAction,
+    StepDef, StepId, Target,
 };
 use crate::expr::Expr;
 
@@ -73,6 +75,7 @@ fn parse_script(text: &str) -> Script {
             Some("pool") => program.pools.push(PoolDef {
                 name: Arc::from(words[1]),
                 capacity: words[2].parse().expect("pool capacity"),
+                shared: words.get(3) == Some(&"shared"),
             }),
             Some("previous") => {
                 let (step, sequence) = split_key(words[1]);
@@ -133,6 +136,10 @@ fn parse_step(words: &[&str], names: &HashMap<String, Target>, pools: &[PoolDef]
             "releases" => releases = Some(amounts(value, pools)),
             "recovery" => def.recovery.success = RecoverAction::Rerun,
             "recover_failure" => def.recovery.failure = action(value),
+            "retries" => def.retry.retries = value.parse().expect("retries"),
+            "retry_delay" => {
+                def.retry.delay = Duration::from_millis(value.parse().expect("retry_delay MS"))
+            }
             other => panic!("unknown step key {other}"),
         }
     }
@@ -254,6 +261,12 @@ fn apply_input(core: &mut Core, program: &Program, input: &str) {
             core.handle(Input::TaskPid { task, pid }, now);
         }
         "timer" => core.handle(Input::TimerDue, now),
+        "granted" | "refused" => {
+            let task = find(core, program, words[1]);
+            let granted = words[0] == "granted";
+            core.handle(Input::Granted { task, granted }, now);
+        }
+        "freed" => core.handle(Input::PoolsFreed, now),
         other => panic!("unknown input {other}"),
     }
 }
@@ -272,13 +285,22 @@ fn find(core: &Core, program: &Program, key: &str) -> super::core::TaskId {
 fn render_output(core: &mut Core, out: &mut String) {
     let (changes, effects) = core.take_output();
     for change in changes {
-        writeln!(out, "  + {}", render_change(&change)).unwrap();
+        writeln!(out, "  + {}", render_change(core.program(), &change)).unwrap();
     }
     for effect in effects {
         let text = match effect {
             Effect::Start(task) => {
                 let t = core.task(task);
                 format!("start {}[{}]", core.program().step(t.step).name, t.sequence)
+            }
+            Effect::Acquire(task) => {
+                let t = core.task(task);
+                let step = &core.program().step(t.step).name;
+                format!(
+                    "acquire {:?} for {step}[{}]",
+                    core.shared_units(task),
+                    t.sequence
+                )
             }
         };
         writeln!(out, "  ! {text}").unwrap();
@@ -295,7 +317,13 @@ fn render_output(core: &mut Core, out: &mut String) {
     .unwrap();
 }
 
-fn render_change(change: &Change) -> String {
+fn render_change(program: &Program, change: &Change) -> String {
+    let retry = |assoc: i32, sequence: &str| {
+        parse_retry_row(assoc, sequence).map(|(step, sequence, number)| {
+            let name = &program.step(step).name;
+            format!("retry #{number} of {name}[{sequence}]")
+        })
+    };
     match change {
         Change::Trigger {
             event, sequence, ..
@@ -338,8 +366,19 @@ fn render_change(change: &Change) -> String {
             sequence,
             due_at,
             ..
-        } => format!("arm delay #{assoc}[{sequence}] due @{}", due_at / 1000),
-        Change::DelayFired { assoc, sequence } => format!("fire delay #{assoc}[{sequence}]"),
+        } => match retry(*assoc, sequence) {
+            Some(retry) => format!("arm {retry} due @{}", due_at / 1000),
+            None => format!("arm delay #{assoc}[{sequence}] due @{}", due_at / 1000),
+        },
+        Change::GrantReleased {
+            step,
+            sequence,
+            attempt,
+        } => format!("release grant of {step}[{sequence}] attempt {attempt}"),
+        Change::DelayFired { assoc, sequence } => match retry(*assoc, sequence) {
+            Some(retry) => format!("fire {retry}"),
+            None => format!("fire delay #{assoc}[{sequence}]"),
+        },
     }
 }
 

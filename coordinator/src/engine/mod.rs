@@ -7,6 +7,7 @@ pub mod driver;
 pub mod events;
 pub mod executor;
 pub mod external;
+pub mod interrupt;
 pub mod program;
 
 #[cfg(test)]

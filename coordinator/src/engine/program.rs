@@ -103,6 +103,9 @@ pub struct PoolDef {
     #[allow(dead_code)] // read through Debug: a program dump names its pools
     pub name: Arc<str>,
     pub capacity: u32,
+    /// Held in the store and shared by every run on it: its units are granted by the store
+    /// (`Effect::Acquire`), not counted here.
+    pub shared: bool,
 }
 
 /// What a recovery does with a task whose previous run ended a given way.
@@ -162,6 +165,35 @@ pub struct StepDef {
     pub acquires: Vec<(PoolId, u32)>,
     /// Units given back when a task ends.
     pub releases: Vec<(PoolId, u32)>,
+    /// Further attempts after a failed one.
+    pub retry: RetryPolicy,
+}
+
+/// How a step's failed attempts are retried: `retries` further attempts (a failure, a
+/// timeout or a lost host each use one), each `delay` after the attempt before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub delay: Duration,
+}
+
+/// Separates a sequence from a retry's number in a retry's delay row. Sequences hold no
+/// control characters (`api/names.rs`), so such a row never meets an association's delay.
+const RETRY_MARK: char = '\u{1f}';
+
+/// A retry is stored as a delay row (durable like a delayed association, and counted, so a
+/// continue knows how many retries a task used): association `-(step + 1)`, sequence
+/// `SEQUENCE\u{1f}N` for the task's N-th retry.
+pub fn retry_row(step: StepId, sequence: &str, number: u32) -> (i32, Arc<str>) {
+    let assoc = -(step.0 as i32) - 1;
+    (assoc, Arc::from(format!("{sequence}{RETRY_MARK}{number}")))
+}
+
+/// The task and retry number of a retry's delay row (`None`: an association's delay).
+pub fn parse_retry_row(assoc: i32, sequence: &str) -> Option<(StepId, Arc<str>, u32)> {
+    let step = u32::try_from(-(assoc as i64) - 1).ok()?;
+    let (sequence, number) = sequence.rsplit_once(RETRY_MARK)?;
+    Some((StepId(step), Arc::from(sequence), number.parse().ok()?))
 }
 
 #[derive(Debug, Clone)]
@@ -185,23 +217,27 @@ pub struct Program {
 }
 
 impl Program {
-    /// Whether `event` is an entry of the flow: nothing in it fires the event (no
+    /// Per event, whether it is an entry of the flow: nothing in it fires the event (no
     /// association targets it, no step status triggers it, it has no expression), so only
     /// a trigger from outside (the start triggers, `trigger_event`) does. A recovery replays
-    /// exactly these; the rest follow from them again.
-    pub fn is_entry(&self, event: EventId) -> bool {
-        let def = &self.events[event.0 as usize];
-        let targeted = self
-            .assocs
-            .iter()
-            .any(|a| a.targets.contains(&Target::Event(event)));
-        let fired_by_steps = self.steps.iter().any(|s| {
-            let t = &s.triggers;
-            [&t.ready, &t.active, &t.success, &t.failure, &t.complete]
-                .iter()
-                .any(|list| list.contains(&event))
-        });
-        def.cond.is_none() && !targeted && !fired_by_steps
+    /// exactly these; the rest follow from them again. One pass over the flow.
+    pub fn entries(&self) -> Vec<bool> {
+        let mut entry: Vec<bool> = self.events.iter().map(|e| e.cond.is_none()).collect();
+        let mut fired = |event: &EventId| entry[event.0 as usize] = false;
+        for assoc in &self.assocs {
+            for target in &assoc.targets {
+                if let Target::Event(event) = target {
+                    fired(event);
+                }
+            }
+        }
+        for step in &self.steps {
+            let t = &step.triggers;
+            for list in [&t.ready, &t.active, &t.success, &t.failure, &t.complete] {
+                list.iter().for_each(&mut fired);
+            }
+        }
+        entry
     }
     pub fn event(&self, id: EventId) -> &EventDef {
         &self.events[id.0 as usize]

@@ -16,7 +16,11 @@ pub fn eventor_from_flow(
     apply_flow_config(flow, &mut options);
     let mut eventor = Eventor::new(options)?;
     for (pool, capacity) in &flow.resources {
-        eventor.add_resource_pool(pool, *capacity)?;
+        if flow.shared_resources.contains(pool) {
+            eventor.add_shared_resource_pool(pool, *capacity)?;
+        } else {
+            eventor.add_resource_pool(pool, *capacity)?;
+        }
     }
     for event in &flow.events {
         eventor.add_event(&event.name, event.expr.clone())?;
@@ -80,5 +84,7 @@ fn step_from_spec(spec: &StepSpec) -> Step {
         hosts: spec.host.iter().chain(&spec.hosts).cloned().collect(),
         acquires: spec.acquires.clone(),
         releases: spec.releases.clone(),
+        retries: spec.retries,
+        retry_delay: spec.retry_delay,
     })
 }

@@ -99,25 +99,7 @@ const PYTHON_LOGGING_KEYS: &[&str] = &[
     "utc",
     "atTime",
 ];
-const LOGGING_KEYS: &[&str] = &[
-    "level",
-    "logging_level",
-    "logdir",
-    "console",
-    "level_formats",
-    "consolidate",
-    "file_prefix",
-    "file_suffix",
-    "file_mode",
-    "maxBytes",
-    "backupCount",
-    "encoding",
-    "delay",
-    "when",
-    "interval",
-    "utc",
-    "atTime",
-];
+const LOGGING_KEYS: &[&str] = &["level", "logging_level", "logdir", "console"];
 
 pub use crate::yaml::FileError as ConfigError;
 
@@ -449,7 +431,12 @@ fn read_default_db(at: &At<'_>, databases: &[(String, DatabaseConfig)]) -> Resul
 }
 
 fn read_logging(at: &At<'_>, warnings: &mut Warnings) -> Result<LoggingConfig, Problem> {
-    let f = at.mapping(LOGGING_KEYS)?;
+    let keys: Vec<&str> = LOGGING_KEYS
+        .iter()
+        .chain(PYTHON_LOGGING_KEYS)
+        .copied()
+        .collect();
+    let f = at.mapping(&keys)?;
     let mut logging = LoggingConfig::default();
     for key in PYTHON_LOGGING_KEYS {
         if let Some(at) = f.get(key) {

@@ -10,6 +10,7 @@
 use super::config;
 use eventor_agent::MaxConcurrent;
 
+use crate::api::names::check_flow_name;
 use crate::api::step::Triggers;
 use crate::engine::program::{RecoverAction, RecoveryPolicy};
 use crate::expr::{self, Expr};
@@ -33,6 +34,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 const CONFIG_KEYS: &[&str] = &["max_concurrent", "stop_on_exception", "envvar_prefix"];
 const EVENT_KEYS: &[&str] = &["expr"];
+const POOL_KEYS: &[&str] = &["units", "shared"];
 const STEP_KEYS: &[&str] = &[
     "run",
     "env",
@@ -46,6 +48,8 @@ const STEP_KEYS: &[&str] = &[
     "recovery",
     "host",
     "hosts",
+    "retries",
+    "retry_delay",
 ];
 const STATUS_KEYS: &[&str] = &["ready", "active", "success", "failure", "complete"];
 const RECOVERY_KEYS: &[&str] = &["ready", "active", "success", "failure", "complete"];
@@ -62,6 +66,9 @@ pub struct FlowFile {
     pub events: Vec<EventSpec>,
     /// Resource pools and their capacities.
     pub resources: Vec<(String, u32)>,
+    /// The pools of `resources` shared by every run on the store
+    /// (`{lic: {units: 2, shared: true}}`; the plain `{db: 2}` is the run's own).
+    pub shared_resources: Vec<String>,
     pub steps: Vec<StepSpec>,
     pub assocs: Vec<AssocSpec>,
     /// The `trigger:` list: which events to fire at start, in which sequences.
@@ -103,6 +110,10 @@ pub struct StepSpec {
     pub recovery: RecoveryPolicy,
     pub host: Option<String>,
     pub hosts: Vec<String>,
+    /// Further attempts after a failed one (`retries:`, default 0).
+    pub retries: u32,
+    /// `retry_delay:` (default 0).
+    pub retry_delay: Duration,
     /// Line of the step's name in the file.
     pub line: usize,
 }
@@ -149,8 +160,9 @@ fn build(root: &Node, path: &Path) -> Result<FlowFile, Problem> {
     }
     let top = top.mapping(TOP_KEYS)?;
     let names = Names::collect(&top)?;
-    let resources = read_resources(&top)?;
+    let (resources, shared_resources) = read_resources(&top)?;
     Ok(FlowFile {
+        shared_resources,
         path: path.to_path_buf(),
         name: read_name(&top, path)?,
         config: read_flow_config(&top)?,
@@ -170,9 +182,7 @@ fn read_name(top: &yaml::Fields<'_>, path: &Path) -> Result<String, Problem> {
             .unwrap_or_else(|| "flow".into()));
     };
     let name = at.string()?;
-    if name.trim().is_empty() {
-        return Err(at.problem("must not be empty"));
-    }
+    check_flow_name(&name).map_err(|why| at.problem(why))?;
     Ok(name)
 }
 
@@ -267,13 +277,25 @@ fn section_entries<'a>(
         .map_or(Ok(Vec::new()), |at| at.entries(noun))
 }
 
-fn read_resources(top: &yaml::Fields<'_>) -> Result<Vec<(String, u32)>, Problem> {
-    let mut out = Vec::new();
+/// Pools and their units, and the names of the shared ones.
+type Pools = (Vec<(String, u32)>, Vec<String>);
+
+/// Pools and their units (`db: 2`, or `lic: {units: 2, shared: true}`), and which are shared.
+fn read_resources(top: &yaml::Fields<'_>) -> Result<Pools, Problem> {
+    let (mut out, mut shared) = (Vec::new(), Vec::new());
     for entry in section_entries(top, "resources", "resource pool")? {
-        let capacity = entry.value.count()?;
-        out.push((entry.name, capacity));
+        if entry.value.node.scalar_text().is_some() {
+            out.push((entry.name, entry.value.count()?));
+            continue;
+        }
+        let fields = entry.value.mapping(POOL_KEYS)?;
+        let units = fields.required("units", &entry.value)?.count()?;
+        if fields.get("shared").map(At::boolean).transpose()? == Some(true) {
+            shared.push(entry.name.clone());
+        }
+        out.push((entry.name, units));
     }
-    Ok(out)
+    Ok((out, shared))
 }
 
 fn read_events(top: &yaml::Fields<'_>, names: &Names) -> Result<Vec<EventSpec>, Problem> {
@@ -347,8 +369,21 @@ fn read_step(
             .map_or(Ok(RecoveryPolicy::default()), read_recovery)?,
         host,
         hosts,
+        retries: f.get("retries").map(read_retries).transpose()?.unwrap_or(0),
+        retry_delay: f
+            .get("retry_delay")
+            .map(At::duration)
+            .transpose()?
+            .unwrap_or_default(),
         line: entry.key.node.line,
     })
+}
+
+/// `retries:`: a whole number of further attempts, 0 or more.
+fn read_retries(at: &At<'_>) -> Result<u32, Problem> {
+    let n = at.integer()?;
+    u32::try_from(n)
+        .map_err(|_| at.problem(format!("must be between 0 and {}, found {n}", u32::MAX)))
 }
 
 fn read_env(at: &At<'_>) -> Result<Vec<(String, String)>, Problem> {
@@ -595,13 +630,13 @@ events:
   s1_done: {}
   s2_done:
   both: {expr: "s1_done & s2_done"}
-resources: {db: 2}
+resources: {db: 2, lic: {units: 3, shared: true}, cpu: {units: 4}}
 steps:
   s1: {run: "echo one >> out.txt", triggers: {success: [s1_done]}}
   s2: {run: "./load.sh", env: {MODE: fast, LEVEL: 007, ON: yes}, timeout: 30s, cwd: /tmp, max_concurrent: 1, stop_on_exception: false, triggers: {complete: s2_done}}
   s3: {run: "echo three", acquires: {db: 1}, releases: {db: 1}, recovery: {success: rerun, failure: skip}, host: node1}
   s4: {}
-  s5: {acquires: {db: 2}, releases: {}, hosts: [a, b], timeout: 1h 30m}
+  s5: {acquires: {db: 2}, releases: {}, hosts: [a, b], timeout: 1h 30m, retries: 2, retry_delay: 30s}
 assocs:
   - {event: start, targets: [s1, s2]}
   - {event: both, targets: [s3, s4], delay: 10s}
@@ -647,7 +682,9 @@ trigger:
             flow.events[3].expr,
             Some(Expr::parse("s1_done & s2_done").unwrap())
         );
-        assert_eq!(flow.resources, [("db".to_string(), 2)]);
+        let pools = [("db", 2), ("lic", 3), ("cpu", 4)].map(|(n, u)| (n.to_string(), u));
+        assert_eq!(flow.resources, pools);
+        assert_eq!(flow.shared_resources, ["lic"]);
         let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["s1", "s2", "s3", "s4", "s5"]);
         assert_eq!(flow.steps[0].triggers.success, ["s1_done"]);
@@ -693,6 +730,8 @@ trigger:
         assert_eq!(s5.releases, Some(vec![]));
         assert_eq!(s5.hosts, ["a", "b"]);
         assert_eq!(s5.timeout, Some(Duration::from_secs(5400)));
+        assert_eq!((s5.retries, s5.retry_delay), (2, Duration::from_secs(30)));
+        assert_eq!((s4.retries, s4.retry_delay), (0, Duration::ZERO));
     }
 
     #[test]
@@ -761,7 +800,8 @@ trigger:
         (
             "steps:\n  s1:\n    bogus: 1\n",
             "flow.yaml:3:5: steps.s1.bogus: unknown key; expected one of: run, env, cwd, timeout, \
-             max_concurrent, stop_on_exception, triggers, acquires, releases, recovery, host, hosts",
+             max_concurrent, stop_on_exception, triggers, acquires, releases, recovery, host, hosts, \
+             retries, retry_delay",
         ),
         (
             "events: {e: {}}\nsteps:\n  s1: {triggers: {sucess: [e]}}\n",
@@ -801,6 +841,14 @@ trigger:
         (
             "steps:\n  s1: {max_concurrent: 0}\n",
             "flow.yaml:2:24: steps.s1.max_concurrent: must be at least 1, found 0",
+        ),
+        (
+            "steps:\n  s1: {retries: -1}\n",
+            "flow.yaml:2:17: steps.s1.retries: must be between 0 and 4294967295, found -1",
+        ),
+        (
+            "steps:\n  s1: {retry_delay: soon}\n",
+            "flow.yaml:2:21: steps.s1.retry_delay: invalid duration `soon`: expected number at 0",
         ),
         (
             "steps:\n  s1: {stop_on_exception: maybe}\n",

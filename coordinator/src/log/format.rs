@@ -19,14 +19,26 @@ pub fn log_path(logdir: &Path, flow: &str, run_id: &str) -> PathBuf {
         .join(format!("{}.log", path_component(run_id)))
 }
 
+/// `name` as one file name, escaped one to one (`%XX` per byte of anything else than
+/// letters, digits and `._-+@=,`, and of a leading dot), so two run ids never share a log.
 pub(super) fn path_component(name: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "._-+@=,".contains(c);
-    let mut out: String = name
-        .chars()
-        .map(|c| if plain(c) { c } else { '_' })
-        .collect();
-    if out.is_empty() || out.starts_with('.') {
-        out.insert(0, '_');
+    use std::fmt::Write as _;
+    let plain = |i: usize, c: char| {
+        (c.is_ascii_alphanumeric() || "._-+@=,".contains(c)) && !(i == 0 && c == '.')
+    };
+    let mut out = String::with_capacity(name.len());
+    for (i, c) in name.char_indices() {
+        if plain(i, c) {
+            out.push(c);
+            continue;
+        }
+        let mut bytes = [0; 4];
+        for byte in c.encode_utf8(&mut bytes).bytes() {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    if out.is_empty() {
+        out.push('%');
     }
     out
 }

@@ -47,7 +47,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use format::{format_record, log_path, LogLine};
-pub use reader::{print_log, LogFilter, PrintSummary};
+pub use reader::{print_log, print_log_until, LogFilter, PrintSummary};
 pub use writer::{CentralLog, CentralLogConfig, CentralOutput, LogSink, LogTotals};
 
 /// Why the central log could not be written or read.
@@ -172,11 +172,16 @@ mod tests {
     fn path_components_stay_inside_the_log_dir() {
         assert_eq!(
             log_path(Path::new("/l"), "../etc", "a/b c"),
-            PathBuf::from("/l/_.._etc/a_b_c.log")
+            PathBuf::from("/l/%2E.%2Fetc/a%2Fb%20c.log")
         );
         assert_eq!(
             log_path(Path::new("l"), "", "r1"),
-            PathBuf::from("l/_/r1.log")
+            PathBuf::from("l/%/r1.log")
+        );
+        assert_ne!(
+            log_path(Path::new("l"), "f", "a b"),
+            log_path(Path::new("l"), "f", "a_b"),
+            "two run ids, two logs"
         );
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::sync::CancellationToken;
 
 use super::format::{LogLine, END_MARKER, FILE_BUFFER, START_MARKER};
 use super::CentralLogError;
@@ -60,9 +61,21 @@ pub async fn print_log(
     path: &Path,
     filter: &LogFilter,
     follow: bool,
+    out: impl Write,
+) -> Result<PrintSummary, CentralLogError> {
+    let gone = follow.then(CancellationToken::new);
+    print_log_until(path, filter, gone, out).await
+}
+
+/// [`print_log`]; following (`gone` given) it also returns, after printing what is there,
+/// once `gone` is cancelled: the run's coordinator went away without ending the log.
+pub async fn print_log_until(
+    path: &Path,
+    filter: &LogFilter,
+    gone: Option<CancellationToken>,
     mut out: impl Write,
 ) -> Result<PrintSummary, CentralLogError> {
-    let mut tail = Tail::new(path, filter, follow);
+    let mut tail = Tail::new(path, filter, gone);
     let result = tail.run(&mut out).await;
     out.flush().map_err(CentralLogError::Output)?;
     result?;
@@ -77,6 +90,8 @@ struct Tail<'f> {
     path: PathBuf,
     filter: &'f LogFilter,
     follow: bool,
+    /// Cancelled when the writer of a followed log is gone.
+    gone: CancellationToken,
     pending: Vec<u8>,
     printed: u64,
     ended: bool,
@@ -84,11 +99,12 @@ struct Tail<'f> {
 }
 
 impl<'f> Tail<'f> {
-    fn new(path: &Path, filter: &'f LogFilter, follow: bool) -> Tail<'f> {
+    fn new(path: &Path, filter: &'f LogFilter, gone: Option<CancellationToken>) -> Tail<'f> {
         Tail {
             path: path.to_path_buf(),
             filter,
-            follow,
+            follow: gone.is_some(),
+            gone: gone.unwrap_or_default(),
             pending: Vec::new(),
             printed: 0,
             ended: false,
@@ -115,11 +131,15 @@ impl<'f> Tail<'f> {
             if !self.follow {
                 return self.finish_partial(out);
             }
-            if self.ended {
+            if self.ended || self.gone.is_cancelled() {
                 return Ok(());
             }
             out.flush().map_err(CentralLogError::Output)?;
-            tokio::time::sleep(FOLLOW_POLL).await;
+            // Woken early when the writer is gone: one more read takes what it left.
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                _ = self.gone.cancelled() => {}
+            }
             if self.truncated(offset).await? {
                 file.seek(std::io::SeekFrom::Start(0))
                     .await

@@ -46,11 +46,12 @@ struct IdentityFile {
     private: Result<PrivateKey, String>,
 }
 
-/// Logs in as `host.user` with the first key the server accepts.
+/// Logs in as `host.user` with the first key the server accepts, and names that key
+/// (`publickey FILE`, `publickey FILE (agent)` or `publickey agent key COMMENT`).
 pub(crate) async fn authenticate(
     handle: &mut Handle<ClientHandler>,
     host: &HostConfig,
-) -> Result<(), SshError> {
+) -> Result<String, SshError> {
     let mut agent = connect_agent(host).await;
     let agent_keys = list_agent_keys(host, agent.as_mut()).await;
     let files = read_identity_files(&host.identity_files).await;
@@ -64,7 +65,7 @@ pub(crate) async fn authenticate(
         tried.push(candidate.label().to_string());
         let outcome = offer(handle, host, &candidate, agent.as_mut(), rsa_hash).await?;
         match outcome {
-            Offer::Accepted => return Ok(()),
+            Offer::Accepted => return Ok(format!("publickey {}", candidate.label())),
             Offer::Rejected { more_keys: true } => {}
             Offer::Rejected { more_keys: false } => break,
         }

@@ -8,9 +8,9 @@
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 
-use super::config::ClientSettings;
 use super::config_file::{wildcard, Item, Line};
 use super::error::SshError;
+use super::settings::ClientSettings;
 use super::tokens::TokenValues;
 
 /// Options that accumulate instead of the first value winning.

@@ -17,7 +17,7 @@ use super::auth::authenticate;
 use super::config::{HostConfig, SshConfig};
 use super::error::{HandshakeError, SshError};
 use super::exec::{self, ExecChannel};
-use super::host_key::{ClientHandler, HostKeyCheck};
+use super::host_key::{ClientHandler, HostKeyCheck, HostKeyStatus};
 
 /// Longest ProxyJump chain followed; deeper means a loop in ssh_config.
 const MAX_JUMP_DEPTH: usize = 8;
@@ -30,6 +30,12 @@ pub struct Session {
     handle: Handle<ClientHandler>,
     /// The jump host's session carrying this one's tunnel; dropped after `handle`.
     jump: Option<Box<Session>>,
+    /// How the host key was accepted (`None` only if russh never asked, which it always does).
+    host_key: Option<HostKeyStatus>,
+    /// The key that logged in, as [`authenticate`] names it.
+    auth: String,
+    /// This connection's remote port forwards (shared with its handler).
+    forwards: super::forward::Registry,
 }
 
 impl std::fmt::Debug for Session {
@@ -52,10 +58,39 @@ impl Session {
         &self.host.alias
     }
 
+    /// How the server's host key was accepted (known_hosts file:line, learned, or unchecked).
+    pub fn host_key(&self) -> Option<&HostKeyStatus> {
+        self.host_key.as_ref()
+    }
+
+    /// The authentication that worked, e.g. `publickey /home/u/.ssh/id_ed25519`.
+    pub fn auth_method(&self) -> &str {
+        &self.auth
+    }
+
     /// Runs `command` through the remote user's shell in a new exec channel.
     /// Several commands may run at once on one session.
     pub async fn exec(&self, command: &str) -> Result<ExecChannel, SshError> {
         exec::start(&self.handle, &self.host.alias, command).await
+    }
+
+    /// Asks the server to listen on `address:port` on its side (port 0: one it chooses)
+    /// and to hand each connection there to us; see [`RemoteForward`](super::RemoteForward).
+    pub async fn forward_remote(
+        &self,
+        address: &str,
+        port: u32,
+    ) -> Result<super::RemoteForward, SshError> {
+        let port = self
+            .handle
+            .tcpip_forward(address, port)
+            .await
+            .map_err(|source| SshError::Forward {
+                host: self.host.alias.clone(),
+                source: Box::new(source),
+            })?;
+        let connections = self.forwards.register(port);
+        Ok(super::RemoteForward { port, connections })
     }
 
     /// Whether the connection has ended (server gone, keepalives unanswered, closed).
@@ -245,21 +280,31 @@ where
         ..Default::default()
     });
     let handler = ClientHandler::new(check);
+    let host_key = handler.status();
+    let forwards = handler.forwards();
     let attempt = async {
         let mut handle = russh::client::connect_stream(config, stream, handler)
             .await
             .map_err(|e| handshake_error(&host, e))?;
-        authenticate(&mut handle, &host).await?;
-        Ok::<_, SshError>(handle)
+        let auth = authenticate(&mut handle, &host).await?;
+        Ok::<_, SshError>((handle, auth))
     };
-    let handle = within(host.connect_timeout, attempt, || SshError::LoginTimeout {
+    let (handle, auth) = within(host.connect_timeout, attempt, || SshError::LoginTimeout {
         host: host.alias.clone(),
         addr: host.address(),
         after: host.connect_timeout.unwrap_or_default(),
     })
     .await??;
     tracing::debug!(host = %host.alias, addr = %host.address(), "ssh session open");
-    Ok(Session { host, handle, jump })
+    let host_key = host_key.get().cloned();
+    Ok(Session {
+        host,
+        handle,
+        jump,
+        host_key,
+        auth,
+        forwards,
+    })
 }
 
 fn handshake_error(host: &HostConfig, e: HandshakeError) -> SshError {

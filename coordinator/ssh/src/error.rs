@@ -162,6 +162,12 @@ pub enum SshError {
     },
     #[error("{host}: server refused to run `{command}`")]
     ExecRefused { host: String, command: String },
+    #[error("{host}: asking the server to forward a port (is AllowTcpForwarding on?)")]
+    Forward {
+        host: String,
+        #[source]
+        source: Box<russh::Error>,
+    },
     #[error("{host}: connection lost before `{command}` exited")]
     ConnectionLost { host: String, command: String },
     #[error("{host}: `{command}` ended without an exit status")]

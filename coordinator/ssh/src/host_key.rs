@@ -2,6 +2,7 @@
 //! against known_hosts under the host's StrictHostKeyChecking policy.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use russh::client::Handler;
 use russh::keys::{Algorithm, PublicKey, PublicKeyOrCertificate};
@@ -9,7 +10,19 @@ use russh::Preferred;
 
 use super::config::{HostConfig, StrictHostKeyChecking};
 use super::error::{HandshakeError, SshError};
-use super::known_hosts::{self, describe_key, KnownHosts, Verdict};
+use super::known_hosts::{self, describe_key, KnownHosts, Location, Verdict};
+
+/// How a server's host key was accepted, kept with the session (for `eventor-coord check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyStatus {
+    /// A known_hosts line holds exactly this key (`key` as [`describe_key`] names it).
+    Known { key: String, location: Location },
+    /// The host was unknown and its key was added to `file` (StrictHostKeyChecking accept-new).
+    Learned { key: String, file: PathBuf },
+    /// The host was unknown and its key accepted unrecorded (StrictHostKeyChecking no, or
+    /// accept-new without a UserKnownHostsFile).
+    AcceptedUnknown { key: String },
+}
 
 /// What one connection knows about the host's key before the handshake.
 #[derive(Debug)]
@@ -68,10 +81,13 @@ impl HostKeyCheck {
         }
     }
 
-    /// Accepts the key, learns it, or says why not.
-    pub(crate) fn check(&self, key: &PublicKey) -> Result<(), SshError> {
+    /// Accepts the key (saying how), learns it, or says why not.
+    pub(crate) fn check(&self, key: &PublicKey) -> Result<HostKeyStatus, SshError> {
         match self.known.verdict(&self.name, key) {
-            Verdict::Match(_) => Ok(()),
+            Verdict::Match(location) => Ok(HostKeyStatus::Known {
+                key: describe_key(key),
+                location,
+            }),
             Verdict::Revoked(at) => Err(SshError::HostKeyRevoked {
                 host: self.alias.clone(),
                 key: describe_key(key),
@@ -91,7 +107,7 @@ impl HostKeyCheck {
         }
     }
 
-    fn unknown(&self, key: &PublicKey) -> Result<(), SshError> {
+    fn unknown(&self, key: &PublicKey) -> Result<HostKeyStatus, SshError> {
         match self.policy {
             StrictHostKeyChecking::Yes => Err(SshError::HostKeyUnknown {
                 host: self.alias.clone(),
@@ -103,15 +119,19 @@ impl HostKeyCheck {
             StrictHostKeyChecking::No => {
                 tracing::warn!(host = %self.alias, key = %describe_key(key),
                     "host key not in known_hosts, accepted (StrictHostKeyChecking no)");
-                Ok(())
+                Ok(HostKeyStatus::AcceptedUnknown {
+                    key: describe_key(key),
+                })
             }
         }
     }
 
-    fn learn(&self, key: &PublicKey) -> Result<(), SshError> {
+    fn learn(&self, key: &PublicKey) -> Result<HostKeyStatus, SshError> {
         let Some(file) = &self.learn_file else {
             tracing::warn!(host = %self.alias, "accept-new: no UserKnownHostsFile to record the key in; accepted unrecorded");
-            return Ok(());
+            return Ok(HostKeyStatus::AcceptedUnknown {
+                key: describe_key(key),
+            });
         };
         let write_err = |source| SshError::KnownHostsWrite {
             host: self.alias.clone(),
@@ -125,7 +145,10 @@ impl HostKeyCheck {
         known_hosts::append(file, &name, key).map_err(write_err)?;
         tracing::info!(host = %self.alias, key = %describe_key(key), file = %file.display(),
             "learned host key (StrictHostKeyChecking accept-new)");
-        Ok(())
+        Ok(HostKeyStatus::Learned {
+            key: describe_key(key),
+            file: file.clone(),
+        })
     }
 }
 
@@ -136,6 +159,11 @@ pub(crate) struct ClientHandler {
     /// The key accepted at the first key exchange: a re-key must present the same one
     /// (and must not learn it a second time).
     accepted: Option<PublicKey>,
+    /// How that first key was accepted, shared with the caller (the handler itself moves
+    /// into russh).
+    status: Arc<OnceLock<HostKeyStatus>>,
+    /// Where connections to our remote port forwards go (see `forward.rs`).
+    forwards: super::forward::Registry,
 }
 
 impl ClientHandler {
@@ -143,7 +171,19 @@ impl ClientHandler {
         ClientHandler {
             check,
             accepted: None,
+            status: Arc::default(),
+            forwards: Default::default(),
         }
+    }
+
+    /// The registry of this connection's remote port forwards, shared with the session.
+    pub(crate) fn forwards(&self) -> super::forward::Registry {
+        self.forwards.clone()
+    }
+
+    /// Where the accepted key's [`HostKeyStatus`] appears once the key exchange is done.
+    pub(crate) fn status(&self) -> Arc<OnceLock<HostKeyStatus>> {
+        self.status.clone()
     }
 
     fn refuse(e: SshError) -> HandshakeError {
@@ -153,6 +193,25 @@ impl ClientHandler {
 
 impl Handler for ClientHandler {
     type Error = HandshakeError;
+
+    /// A connection to one of our remote forwards: taken if its port is registered,
+    /// refused (by dropping `reply`) otherwise.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), HandshakeError> {
+        if self.forwards.wants(connected_port) {
+            reply.accept().await;
+            self.forwards.deliver(connected_port, channel);
+        }
+        Ok(())
+    }
 
     async fn check_server_key(
         &mut self,
@@ -174,7 +233,8 @@ impl Handler for ClientHandler {
                 })),
             };
         }
-        self.check.check(key).map_err(Self::refuse)?;
+        let status = self.check.check(key).map_err(Self::refuse)?;
+        let _ = self.status.set(status);
         self.accepted = Some(key.clone());
         Ok(true)
     }

@@ -329,7 +329,12 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
 /// the file does not end with one. One `write` call, so concurrent learners don't interleave.
 pub fn append(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<()> {
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        // As ssh does: a folder it creates (`~/.ssh`) is the user's alone.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     let needs_newline = match std::fs::read(file) {
         Ok(bytes) => bytes.last().is_some_and(|&b| b != b'\n'),
@@ -353,6 +358,23 @@ pub fn append(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_created_for_a_learned_key_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let file = home.path().join(".ssh/known_hosts");
+        let key = PublicKey::from_openssh(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDPtvMuEZ3zHZSlG3m3JuVy3lqf5TwlnbQqIuRUmNG1d",
+        )
+        .unwrap();
+        append(&file, "node1", &key).unwrap();
+        let mode = std::fs::metadata(home.path().join(".ssh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
 
     // Public keys generated with ssh-keygen.
     const ED_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIDAJEnAeksfRWZYTVCPufXh9slRa01xk0Hvs8QfCuhYr";

@@ -71,7 +71,10 @@
 //! are put first in the offer (as OpenSSH does), so a server with several host keys
 //! presents one we know instead of tripping the "changed" rule. russh's own
 //! known_hosts helpers are not used: they treat a key of another algorithm as unknown,
-//! stop at the first malformed line, and report no file name.
+//! stop at the first malformed line, and report no file name. How the key was accepted
+//! ([`HostKeyStatus`]: the known_hosts file:line, learned, or unchecked) and which key
+//! logged in stay with the [`Session`] (`host_key()`, `auth_method()`), for
+//! `eventor-coord check`.
 //!
 //! # Channels
 //!
@@ -99,11 +102,15 @@ mod config_match;
 mod connect;
 mod error;
 mod exec;
+mod forward;
 mod host_key;
 pub mod known_hosts;
+mod settings;
 mod tokens;
 
 pub use config::{ClientSettings, HostConfig, JumpHost, SshConfig, StrictHostKeyChecking};
 pub use connect::{connect, connect_all, Session};
 pub use error::SshError;
 pub use exec::{ExecChannel, ExecStderr, ExecStdin, ExecStdout, ExitStatus, ExitWaiter};
+pub use forward::{ForwardedStream, RemoteForward};
+pub use host_key::HostKeyStatus;

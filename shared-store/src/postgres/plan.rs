@@ -33,6 +33,8 @@ pub(super) struct Plan<'a> {
     pub new_delays: Vec<NewDelay<'a>>,
     /// Delays the batch fires without having armed them: fenced on `fired = FALSE`.
     pub fired_delays: Vec<FiredDelay<'a>>,
+    /// Shared-pool grants the batch gives back (deleted after the rows above).
+    pub released_grants: Vec<GrantRelease<'a>>,
     /// The first change that fails whatever the database holds; nothing after it is planned.
     pub doomed: Option<Refusal>,
 }
@@ -95,7 +97,7 @@ impl<'a> Plan<'a> {
 /// run, and an update finds no row.
 pub(super) fn without_run(batch: &Batch) -> Option<Refusal> {
     let error = match Op::of(0, batch.changes.first()?) {
-        Op::Trigger(_) | Op::CreateTask(_) | Op::ArmDelay(_) => {
+        Op::Trigger(_) | Op::CreateTask(_) | Op::ArmDelay(_) | Op::ReleaseGrant(_) => {
             StoreError::NoSuchRun(run_label(&batch.run))
         }
         Op::EditTask(edit) => edit.fenced(),
@@ -112,6 +114,10 @@ impl<'a> Planner<'a> {
             Op::EditTask(edit) => self.edit_task(edit),
             Op::ArmDelay(delay) => self.arm_delay(delay, run),
             Op::FireDelay(delay) => self.fire_delay(delay),
+            Op::ReleaseGrant(release) => {
+                self.plan.released_grants.push(release);
+                Ok(())
+            }
         }
     }
 
@@ -302,6 +308,7 @@ mod tests {
         Change::TaskRetry {
             step: step.into(),
             sequence: "1".into(),
+            from: Active,
             attempt,
             new_attempt,
             at: 9,

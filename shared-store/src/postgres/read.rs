@@ -55,3 +55,16 @@ pub(super) async fn old_runs(
 ) -> Result<Vec<String>, Failure> {
     Ok(query::old_runs(name, older_than).load(conn).await?)
 }
+
+pub(super) async fn runs(
+    conn: &mut AsyncPgConnection,
+    name: Option<&str>,
+) -> Result<Vec<RunRecord>, Failure> {
+    let rows = query::runs_listing(name).load(conn).await?;
+    Ok(run_records(rows)?)
+}
+
+pub(super) async fn task_counts(conn: &mut AsyncPgConnection) -> Result<Vec<TaskCount>, Failure> {
+    let rows = query::task_counts().load(conn).await?;
+    Ok(crate::rows::task_counts(rows)?)
+}

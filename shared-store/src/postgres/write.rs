@@ -22,6 +22,8 @@ pub(super) struct WriteCx {
     pub run: RunKey,
     pub channel: String,
     pub payload: String,
+    /// Where giving back shared-pool units is announced.
+    pub pools: super::pools::PoolsChannel,
 }
 
 /// One attempt at `write`: BEGIN and the run's lock, the batch id (an id already there means
@@ -110,7 +112,10 @@ async fn prologue_then(
     }
     match write {
         Write::BeginRun(run) => begin_run(conn, run).await?,
-        Write::Commit(batch) => commit(conn, batch, prologue.run_exists).await?,
+        Write::Commit(batch) => {
+            commit(conn, batch, prologue.run_exists).await?;
+            release_grants(conn, batch, &cx.pools).await?;
+        }
         Write::RunStatus(run, status, at) => set_run_status(conn, run, *status, *at).await?,
     }
     Ok(true)
@@ -161,6 +166,31 @@ async fn commit(
         Some(refusal) => Err(refusal.error.into()),
         None => Ok(()),
     }
+}
+
+/// Deletes the shared-pool grants the batch gives back (after the rest of it applied) and,
+/// if any went, wakes the coordinators waiting on a pool.
+async fn release_grants(
+    conn: &mut AsyncPgConnection,
+    batch: &Batch,
+    pools: &super::pools::PoolsChannel,
+) -> Result<(), Failure> {
+    let mut released = 0;
+    for change in &batch.changes {
+        if let Change::GrantReleased {
+            step,
+            sequence,
+            attempt,
+        } = change
+        {
+            let delete = query::release_grant(&batch.run, step, sequence, *attempt);
+            released += delete.execute(conn).await?;
+        }
+    }
+    if released > 0 {
+        super::pools::notify(conn, pools).await?;
+    }
+    Ok(())
 }
 
 /// The refusal with the lowest change index seen so far.

@@ -70,7 +70,63 @@ fn apply(conn: &mut SqliteConnection, run: &RunKey, op: Op) -> Result<(), StoreE
         Op::EditTask(edit) => edit_task(conn, TaskFence { run, edit: &edit }),
         Op::ArmDelay(delay) => arm_delay(conn, run, &delay),
         Op::FireDelay(delay) => fire_delay(conn, run, &delay),
+        Op::ReleaseGrant(release) => {
+            let (step, sequence) = (release.step, release.sequence);
+            query::release_grant(run, step, sequence, release.attempt).execute(conn)?;
+            Ok(())
+        }
     }
+}
+
+/// Declares each shared pool (the first declaration stands) and checks the units stored.
+pub(super) fn declare_pools(
+    conn: &mut SqliteConnection,
+    pools: &[(String, u32)],
+) -> Result<(), StoreError> {
+    conn.immediate_transaction(|conn| {
+        for (name, units) in pools {
+            query::declare_pool(name, *units as i32)
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            let stored: i32 = query::pool_units(name).first(conn)?;
+            query::check_declared(name, *units, stored)?;
+        }
+        Ok(())
+    })
+}
+
+/// Grants every unit of `request`, or none, in one `BEGIN IMMEDIATE` transaction (which
+/// serializes it with every other writer of the file).
+pub(super) fn try_grant(
+    conn: &mut SqliteConnection,
+    request: &GrantRequest,
+    at: Micros,
+) -> Result<bool, StoreError> {
+    conn.immediate_transaction(|conn| {
+        if !query::held_by(request).load::<String>(conn)?.is_empty() {
+            return Ok(true);
+        }
+        for (pool, units) in &request.units {
+            let stored: Option<i32> = query::pool_units(pool).first(conn).optional()?;
+            let stored = stored.ok_or_else(|| StoreError::NoSuchPool(pool.to_string()))?;
+            let granted: Vec<i32> = query::units_granted(pool).load(conn)?;
+            if !query::fits(stored, &granted, *units) {
+                return Ok(false);
+            }
+        }
+        for (pool, units) in &request.units {
+            query::insert_grant(request, pool, *units as i32, at).execute(conn)?;
+        }
+        Ok(true)
+    })
+}
+
+/// Gives back every grant of every recovery of `run_id`; answers how many went.
+pub(super) fn release_run_grants(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+) -> Result<usize, StoreError> {
+    Ok(query::release_run_grants(run_id).execute(conn)?)
 }
 
 fn insert_trigger(

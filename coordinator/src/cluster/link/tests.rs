@@ -91,7 +91,7 @@ async fn started(
         .await
     };
     let (link, accept) = tokio::join!(link, greet);
-    let accept = accept.expect("agent handshake");
+    let accept = accept.expect("agent handshake").accept;
     assert_eq!(accept.run_id, "run-1");
     assert_eq!(accept.host, "node1");
     assert_eq!(accept.heartbeat_interval_ms, 100);

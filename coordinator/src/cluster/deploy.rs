@@ -1,0 +1,395 @@
+//! Installing the agent on a host before the link starts it, over the same SSH connection.
+//!
+//! # The protocol with the host
+//!
+//! The prime knows one binary to install ([`LocalAgent`]: `eventor-agent` next to the
+//! prime, or the program itself when its closures run remotely), hashed once per process
+//! (SHA-256). For each host with work, [`ensure`] runs two short exec channels at most,
+//! both under the host's `env:` (so a host sees the same `PATH` its agent will):
+//!
+//! 1. **Probe**: `uname -sm`, then `sha256sum PATH` (or `missing`). One round trip; this is
+//!    all a host whose agent already matches costs. Nothing is uploaded then, and the file
+//!    is not touched (same inode, same mtime).
+//! 2. **Install**, only when the file is missing or its hash differs, and only when the
+//!    host's `uname -sm` is the prime's (else [`DeployError::Platform`] says what the host
+//!    runs and what to install). One channel runs
+//!    `mkdir -p DIR; cat > PATH.upload.TAG; sha256sum …; chmod 755 …; mv -f … PATH`:
+//!    the prime streams the binary into its stdin, the host checks the hash of what
+//!    arrived, and the rename puts it in place atomically. `TAG` is unique per prime
+//!    process, host and attempt, so concurrent runs (or two hosts sharing a home
+//!    directory) each write their own temporary file, and anyone starting the agent sees
+//!    either the old file or the whole new one, never half of one. A failed upload removes
+//!    its temporary file (`trap … EXIT`).
+//!
+//! With `deploy: never` the probe alone runs: a missing file is [`DeployError::Missing`]
+//! (naming the host and the path), a different one is used as it is (the operator owns it).
+//!
+//! Every wait is bounded: the probe by the handshake timeout, the upload by a minute plus
+//! a second per MiB.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventor_ssh::{ExitStatus, Session, SshError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::hosts::{shell_quote, Deploy, HostSpec};
+pub use super::local_agent::LocalAgent;
+
+/// The fixed part of an upload's bound; a second per MiB is added.
+const UPLOAD_BASE: Duration = Duration::from_secs(60);
+/// Bytes of the binary per write into the channel.
+const CHUNK: usize = 256 * 1024;
+
+/// `uname -sm` as this prime's platform would print it.
+pub fn local_platform() -> String {
+    let os = match std::env::consts::OS {
+        "linux" => "Linux",
+        "macos" => "Darwin",
+        "freebsd" => "FreeBSD",
+        other => other,
+    };
+    let arch = match (std::env::consts::OS, std::env::consts::ARCH) {
+        ("macos", "aarch64") => "arm64",
+        (_, arch) => arch,
+    };
+    format!("{os} {arch}")
+}
+
+/// Why the agent could not be made ready on a host. Never quotes a secret (there is none
+/// in these commands).
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{host}: checking the agent at {path}")]
+    Exec {
+        host: String,
+        path: String,
+        #[source]
+        source: Box<SshError>,
+    },
+    #[error("{host}: {what} timed out after {}", humantime::format_duration(*after))]
+    Timeout {
+        host: String,
+        what: &'static str,
+        after: Duration,
+    },
+    #[error("{host}: checking the agent at {path} failed: {detail}")]
+    Probe {
+        host: String,
+        path: String,
+        detail: String,
+    },
+    #[error(
+        "{host}: no agent at {path} (deploy: never): install eventor-agent {} there, \
+         or set deploy: auto",
+        env!("CARGO_PKG_VERSION")
+    )]
+    Missing { host: String, path: String },
+    #[error("{host}: no agent at {path}, and this prime has none to install: {reason}")]
+    NothingToInstall {
+        host: String,
+        path: String,
+        reason: String,
+    },
+    #[error(
+        "{host}: runs {theirs}, this prime {ours}, so it cannot take the prime's agent: \
+         install eventor-agent {} built for {theirs} on it, name it with `agent:` and set \
+         `deploy: never`",
+        env!("CARGO_PKG_VERSION")
+    )]
+    Platform {
+        host: String,
+        theirs: String,
+        ours: String,
+    },
+    #[error("{host}: uploading the agent to {path}")]
+    Upload {
+        host: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{host}: installing the agent at {path} failed: {detail}")]
+    Install {
+        host: String,
+        path: String,
+        detail: String,
+    },
+}
+
+/// What [`ensure`] needs beyond the host.
+#[derive(Debug, Clone)]
+pub struct DeployPlan {
+    /// The binary to install (`deploy: auto`), or why there is none.
+    pub local: Result<Arc<LocalAgent>, String>,
+    /// Bound on the probe.
+    pub probe_timeout: Duration,
+}
+
+/// What [`ensure`] did on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployed {
+    /// The file there already matched (or `deploy: never` found one).
+    Present,
+    /// The binary was uploaded and installed.
+    Installed { bytes: u64, took: Duration },
+}
+
+/// Makes sure `host`'s agent file is there (and, with `deploy: auto`, is the prime's).
+pub async fn ensure(
+    session: &Session,
+    host: &HostSpec,
+    plan: &DeployPlan,
+) -> Result<Deployed, DeployError> {
+    let started = Instant::now();
+    let probe = probe(session, host, plan.probe_timeout).await?;
+    let (host_name, path) = (host.name.clone(), host.agent.clone());
+    let local = match (&host.deploy, &plan.local, &probe.sha256) {
+        (Deploy::Never, _, Some(_)) | (Deploy::Auto, Err(_), Some(_)) => {
+            return Ok(Deployed::Present)
+        }
+        (Deploy::Never, _, None) => {
+            return Err(DeployError::Missing {
+                host: host_name,
+                path,
+            })
+        }
+        (Deploy::Auto, Err(reason), None) => {
+            let reason = reason.clone();
+            return Err(DeployError::NothingToInstall {
+                host: host_name,
+                path,
+                reason,
+            });
+        }
+        (Deploy::Auto, Ok(local), _) => local,
+    };
+    if probe.sha256.as_deref() == Some(local.sha256.as_str()) {
+        tracing::debug!(host = %host.name, path = %host.agent, took = ?started.elapsed(),
+            "agent up to date");
+        return Ok(Deployed::Present);
+    }
+    let ours = local_platform();
+    if probe.platform != ours {
+        return Err(DeployError::Platform {
+            host: host.name.clone(),
+            theirs: probe.platform,
+            ours,
+        });
+    }
+    upload(session, host, local).await?;
+    let took = started.elapsed();
+    tracing::info!(host = %host.name, path = %host.agent, bytes = local.size, took = ?took,
+        "agent installed");
+    Ok(Deployed::Installed {
+        bytes: local.size,
+        took,
+    })
+}
+
+/// What the probe found on the host.
+struct Probe {
+    /// `uname -sm`.
+    platform: String,
+    /// The file's hash; `None`: no such file.
+    sha256: Option<String>,
+}
+
+/// `env K=V… sh -c SCRIPT NAME ARGS…`: the script under the host's `env:`; each argument
+/// quoted (a leading `~/` left for the remote shell to expand).
+fn script_command(host: &HostSpec, script: &str, args: &[String]) -> String {
+    let mut words = Vec::new();
+    if !host.env.is_empty() {
+        words.push("env".to_string());
+        words.extend(
+            host.env
+                .iter()
+                .map(|(k, v)| format!("{k}={}", shell_quote(v))),
+        );
+    }
+    words.extend(["sh", "-c"].map(String::from));
+    words.push(shell_quote(script));
+    words.push("eventor-deploy".into());
+    words.extend(args.iter().map(|a| super::hosts::quote_path(a)));
+    words.join(" ")
+}
+
+const PROBE: &str = "uname -sm; if [ -f \"$1\" ]; then sha256sum \"$1\"; else echo missing; fi";
+
+async fn probe(session: &Session, host: &HostSpec, bound: Duration) -> Result<Probe, DeployError> {
+    let command = script_command(host, PROBE, std::slice::from_ref(&host.agent));
+    let run = async {
+        let mut channel = session.exec(&command).await?;
+        let mut out = String::new();
+        let _ = channel.stdout.read_to_string(&mut out).await;
+        let status = channel.exit.wait().await?;
+        Ok::<_, SshError>((status, out))
+    };
+    let (status, out) = match tokio::time::timeout(bound, run).await {
+        Ok(result) => result.map_err(|e| exec_error(host, e))?,
+        Err(_) => return Err(timeout(host, "checking the agent", bound)),
+    };
+    let mut lines = out.lines();
+    let platform = lines.next().unwrap_or("").trim().to_string();
+    let found = lines.next().unwrap_or("").trim();
+    if !status.success() || platform.is_empty() || found.is_empty() {
+        let detail = format!("{} (output: {:?})", describe(&status), out.trim());
+        return Err(probe_error(host, detail));
+    }
+    let sha256 = match found {
+        "missing" => None,
+        line => Some(line.split_whitespace().next().unwrap_or("").to_string()),
+    };
+    Ok(Probe { platform, sha256 })
+}
+
+/// The install script: `$1` the final path, `$2` the unique tag, `$3` the expected hash.
+const INSTALL: &str = r#"set -e
+t="$1.upload.$2"
+mkdir -p "$(dirname "$1")"
+trap 'rm -f "$t"' EXIT
+cat > "$t"
+h=$(sha256sum "$t" | cut -d' ' -f1)
+if [ "$h" != "$3" ]; then echo "the uploaded file has sha256 $h, expected $3" >&2; exit 3; fi
+chmod 755 "$t"
+mv -f "$t" "$1"
+trap - EXIT"#;
+
+async fn upload(session: &Session, host: &HostSpec, local: &LocalAgent) -> Result<(), DeployError> {
+    let args = [host.agent.clone(), upload_tag(host), local.sha256.clone()];
+    let command = script_command(host, INSTALL, &args);
+    let bound = UPLOAD_BASE + Duration::from_secs(local.size / (1024 * 1024));
+    let run = async {
+        let mut channel = session
+            .exec(&command)
+            .await
+            .map_err(|e| exec_error(host, e))?;
+        let sent = send_file(&local.path, &mut channel.stdin).await;
+        drop(channel.stdin);
+        let mut stderr = Vec::new();
+        while let Some(line) = channel.stderr.next_line().await {
+            stderr.push(line);
+        }
+        let status = channel.exit.wait().await.map_err(|e| exec_error(host, e))?;
+        if let Err(source) = sent {
+            let path = host.agent.clone();
+            return Err(DeployError::Upload {
+                host: host.name.clone(),
+                path,
+                source,
+            });
+        }
+        if !status.success() {
+            let detail = format!("{}: {}", describe(&status), stderr.join(" | "));
+            let path = host.agent.clone();
+            return Err(DeployError::Install {
+                host: host.name.clone(),
+                path,
+                detail,
+            });
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(bound, run).await {
+        Ok(result) => result,
+        Err(_) => Err(timeout(host, "uploading the agent", bound)),
+    }
+}
+
+async fn send_file(path: &Path, stdin: &mut eventor_ssh::ExecStdin) -> std::io::Result<()> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        stdin.write_all(&buf[..n]).await?;
+    }
+    stdin.flush().await?;
+    stdin.shutdown().await
+}
+
+/// Unique per prime process, host and attempt.
+fn upload_tag(host: &HostSpec) -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}.{}.{n}.{nanos}", host.name, std::process::id())
+}
+
+fn describe(status: &ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(code) => format!("exit status {code}"),
+        ExitStatus::Signal { name, .. } => format!("killed by signal {name}"),
+    }
+}
+
+fn exec_error(host: &HostSpec, source: SshError) -> DeployError {
+    DeployError::Exec {
+        host: host.name.clone(),
+        path: host.agent.clone(),
+        source: Box::new(source),
+    }
+}
+
+fn probe_error(host: &HostSpec, detail: String) -> DeployError {
+    DeployError::Probe {
+        host: host.name.clone(),
+        path: host.agent.clone(),
+        detail,
+    }
+}
+
+fn timeout(host: &HostSpec, what: &'static str, after: Duration) -> DeployError {
+    DeployError::Timeout {
+        host: host.name.clone(),
+        what,
+        after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_path_names_the_version_and_the_hash() {
+        let agent = LocalAgent {
+            path: "/opt/x/eventor-agent".into(),
+            sha256: "0123456789abcdef0123".into(),
+            size: 1,
+        };
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            agent.default_remote_path(),
+            format!("~/.cache/eventor/eventor-agent-{version}-0123456789abcdef")
+        );
+    }
+
+    #[test]
+    fn hashes_a_file_once() {
+        let dir = std::env::temp_dir().join(format!("eventor-deploy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bin");
+        std::fs::write(&file, b"abc").unwrap();
+        let agent = LocalAgent::of(&file).unwrap();
+        assert_eq!(
+            agent.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(agent.size, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn this_platform_reads_as_uname_does() {
+        if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+            assert_eq!(local_platform(), "Linux x86_64");
+        }
+    }
+}

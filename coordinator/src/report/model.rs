@@ -1,0 +1,292 @@
+//! Runs and tasks loaded from the store and summed up: the rows of `runs`, the data of
+//! `status`, per-step statistics. Shared by the command line and the web page.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use eventor_store::{
+    now_micros, Micros, RunKey, RunRecord, Store, StoreLocation, TaskCount, TaskRecord, TaskStatus,
+};
+use serde::Serialize;
+
+use super::ReportError;
+
+/// Tasks by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub ready: u64,
+    pub active: u64,
+    pub success: u64,
+    pub failure: u64,
+    pub skipped: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, status: TaskStatus, n: u64) {
+        match status {
+            TaskStatus::Ready => self.ready += n,
+            TaskStatus::Active => self.active += n,
+            TaskStatus::Success => self.success += n,
+            TaskStatus::Failure => self.failure += n,
+            TaskStatus::Skipped => self.skipped += n,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.ready + self.active + self.success + self.failure + self.skipped
+    }
+
+    /// Finished tasks (success, failure, skipped).
+    pub fn done(&self) -> u64 {
+        self.success + self.failure + self.skipped
+    }
+
+    /// The counts as (status, count) pairs, in the order statuses are listed.
+    pub fn pairs(&self) -> [(&'static str, u64); 5] {
+        [
+            ("ready", self.ready),
+            ("active", self.active),
+            ("success", self.success),
+            ("failure", self.failure),
+            ("skipped", self.skipped),
+        ]
+    }
+
+    /// One word for the lot, as a step is coloured: failure wins, then active, ready,
+    /// success; `none` without tasks.
+    pub fn state(&self) -> &'static str {
+        if self.failure > 0 {
+            "failure"
+        } else if self.active > 0 {
+            "active"
+        } else if self.ready > 0 {
+            "ready"
+        } else if self.success + self.skipped > 0 {
+            "success"
+        } else {
+            "none"
+        }
+    }
+}
+
+/// One run recovery as `runs` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub recovery: i32,
+    pub flow: String,
+    pub mode: String,
+    pub host: String,
+    /// The run's status as stored (`success`, `failure`, `incomplete`, `running`, or any
+    /// status a newer coordinator writes).
+    pub outcome: String,
+    #[serde(skip)]
+    pub started_at: Micros,
+    #[serde(skip)]
+    pub ended_at: Option<Micros>,
+    pub counts: Counts,
+}
+
+impl RunSummary {
+    fn of(run: &RunRecord, counts: Counts) -> RunSummary {
+        RunSummary {
+            run_id: run.key.run_id.to_string(),
+            recovery: run.key.recovery,
+            flow: run.name.clone(),
+            mode: run.mode.as_str().to_string(),
+            host: run.host.clone(),
+            outcome: run.status.as_str().to_string(),
+            started_at: run.started_at,
+            ended_at: run.ended_at,
+            counts,
+        }
+    }
+
+    /// From start to end, or to now while it runs.
+    pub fn duration_end(&self) -> Micros {
+        self.ended_at.unwrap_or_else(now_micros)
+    }
+}
+
+/// Opens the store for reading; an SQLite file that does not exist is not created.
+pub async fn open_store(location: &StoreLocation) -> Result<Store, ReportError> {
+    if let StoreLocation::Sqlite(path) = location {
+        if !Path::new(path).exists() {
+            return Err(ReportError::NoStore {
+                path: path.display().to_string(),
+            });
+        }
+    }
+    Store::open(location)
+        .await
+        .map_err(|source| ReportError::Open {
+            store: location.to_string(),
+            source,
+        })
+}
+
+fn reading(store: &Store) -> impl Fn(eventor_store::StoreError) -> ReportError + '_ {
+    move |source| ReportError::Store {
+        store: store.describe(),
+        source,
+    }
+}
+
+/// The runs (every recovery) of the flow `flow`, or of every flow, newest first, with their
+/// task counts.
+pub async fn list_runs(store: &Store, flow: Option<&str>) -> Result<Vec<RunSummary>, ReportError> {
+    let runs = store.runs(flow).await.map_err(reading(store))?;
+    let counts = count_by_run(store.task_counts().await.map_err(reading(store))?);
+    Ok(runs
+        .iter()
+        .map(|run| RunSummary::of(run, counts.get(&run.key).copied().unwrap_or_default()))
+        .collect())
+}
+
+fn count_by_run(rows: Vec<TaskCount>) -> HashMap<RunKey, Counts> {
+    let mut counts: HashMap<RunKey, Counts> = HashMap::new();
+    for row in rows {
+        let n = u64::try_from(row.count).unwrap_or(0);
+        counts.entry(row.run).or_default().add(row.status, n);
+    }
+    counts
+}
+
+/// Which run a report is about: the given id (its latest recovery, or `recovery`), else the
+/// newest run of the flow.
+#[derive(Debug, Clone, Default)]
+pub struct RunSelector {
+    pub flow: Option<String>,
+    pub run_id: Option<String>,
+    pub recovery: Option<i32>,
+}
+
+/// A run recovery and its tasks, as `status` shows them.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run: RunRecord,
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// Loads the run `selector` names and its tasks.
+pub async fn run_report(store: &Store, selector: &RunSelector) -> Result<RunReport, ReportError> {
+    let run = select_run(store, selector).await?;
+    let tasks = store.tasks(run.key.clone()).await.map_err(reading(store))?;
+    Ok(RunReport { run, tasks })
+}
+
+async fn select_run(store: &Store, selector: &RunSelector) -> Result<RunRecord, ReportError> {
+    let Some(run_id) = &selector.run_id else {
+        let flow = selector.flow.clone().unwrap_or_default();
+        let latest = store.latest_run(&flow).await.map_err(reading(store))?;
+        return latest.ok_or_else(|| ReportError::NoRuns {
+            flow,
+            store: store.describe(),
+        });
+    };
+    let history = store.run_history(run_id).await.map_err(reading(store))?;
+    let wanted = match selector.recovery {
+        Some(n) => history.into_iter().find(|r| r.key.recovery == n),
+        None => history.into_iter().last(),
+    };
+    wanted.ok_or_else(|| ReportError::NoSuchRun {
+        run_id: match selector.recovery {
+            Some(n) => format!("{run_id} recovery {n}"),
+            None => run_id.clone(),
+        },
+        store: store.describe(),
+    })
+}
+
+/// One step's tasks summed up.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepStats {
+    pub step: String,
+    pub counts: Counts,
+    pub hosts: Vec<String>,
+    /// Durations (updated − created) of the finished tasks, in microseconds.
+    pub min: Option<Micros>,
+    pub median: Option<Micros>,
+    pub max: Option<Micros>,
+    /// The highest attempt number of its tasks.
+    pub attempts: i32,
+}
+
+impl RunReport {
+    /// Every step with tasks, in order of its first task.
+    pub fn steps(&self) -> Vec<StepStats> {
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_step: HashMap<&str, Vec<&TaskRecord>> = HashMap::new();
+        for task in &self.tasks {
+            let entry = by_step.entry(task.step.as_str()).or_default();
+            if entry.is_empty() {
+                order.push(&task.step);
+            }
+            entry.push(task);
+        }
+        order
+            .into_iter()
+            .map(|step| step_stats(step, &by_step[step]))
+            .collect()
+    }
+
+    /// Gives the tasks without a stored host the host their step is pinned to (`pins`: step →
+    /// host). The store keeps no host for a task today, so this is where a cluster run's
+    /// hosts come from; a step pinned to several hosts shows them all (`a|b`).
+    pub fn fill_pinned_hosts(&mut self, pins: &HashMap<String, String>) {
+        for task in self.tasks.iter_mut().filter(|t| t.host.is_none()) {
+            task.host = pins.get(&task.step).cloned();
+        }
+    }
+
+    /// The tasks that failed, in creation order.
+    pub fn failed(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Failure)
+    }
+
+    /// All tasks by status.
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        self.tasks.iter().for_each(|t| counts.add(t.status, 1));
+        counts
+    }
+
+    /// The run as a summary row.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary::of(&self.run, self.counts())
+    }
+}
+
+fn step_stats(step: &str, tasks: &[&TaskRecord]) -> StepStats {
+    let mut counts = Counts::default();
+    let mut hosts: Vec<String> = Vec::new();
+    let mut spans: Vec<Micros> = Vec::new();
+    for task in tasks {
+        counts.add(task.status, 1);
+        if let Some(host) = &task.host {
+            if !hosts.contains(host) {
+                hosts.push(host.clone());
+            }
+        }
+        if task.status.is_final() && task.status != TaskStatus::Skipped {
+            spans.push(task.updated_at - task.created_at);
+        }
+    }
+    spans.sort_unstable();
+    StepStats {
+        step: step.to_string(),
+        counts,
+        hosts,
+        min: spans.first().copied(),
+        median: spans.get(spans.len() / 2).copied(),
+        max: spans.last().copied(),
+        attempts: tasks.iter().map(|t| t.attempt).max().unwrap_or(0),
+    }
+}
+
+/// The first line of a task's error, for one-line listings.
+pub fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}

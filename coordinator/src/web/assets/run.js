@@ -1,0 +1,120 @@
+// eventor-coord serve: one run's page: graph, host lanes, failed tasks and a live log tail.
+"use strict";
+
+const parts = location.pathname.split("/");
+const runId = decodeURIComponent(parts[2]);
+const recovery = parts[3];
+const base = `/api/run/${encodeURIComponent(runId)}/${recovery}`;
+const knownHosts = new Set();
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (cls) node.className = cls;
+  return node;
+}
+
+function renderSummary(page) {
+  const s = page.summary;
+  const box = document.getElementById("summary");
+  const title = el("h2", `run ${s.run_id} recovery ${s.recovery} of flow ${s.flow} `);
+  title.appendChild(el("span", s.outcome, `outcome outcome-${s.outcome}`));
+  const times = el("div", `started ${s.started}${s.ended ? "  ended " + s.ended : ""}  (${s.duration.toFixed(1)}s)`);
+  const counts = el("div", undefined, "counts");
+  for (const [status, n] of Object.entries(s.counts)) counts.appendChild(el("span", `${status} ${n}`, `count-${status}`));
+  box.replaceChildren(title, times, counts);
+  document.title = `eventor ${s.flow} ${s.run_id}`;
+}
+
+function renderLanes(page) {
+  const rows = page.timeline;
+  const lanes = new Map();
+  let start = Infinity, end = 0;
+  for (const row of rows) {
+    const host = row[3] || "prime";
+    if (!lanes.has(host)) lanes.set(host, []);
+    lanes.get(host).push(row);
+    start = Math.min(start, row[4]);
+    const stop = row[2] === "active" ? page.now : row[5];
+    end = Math.max(end, stop);
+  }
+  const span = Math.max(end - start, 1);
+  const box = document.getElementById("lanes");
+  box.replaceChildren();
+  for (const [host, tasks] of lanes) {
+    addHost(host);
+    const lane = el("div", undefined, "lane");
+    lane.dataset.host = host;
+    const track = el("div", undefined, "lane-track");
+    for (const t of tasks) {
+      const stop = t[2] === "active" ? page.now : t[5];
+      const bar = el("div", undefined, `bar ${t[2]}`);
+      bar.style.left = `${((t[4] - start) / span) * 100}%`;
+      bar.style.width = `${Math.max(((stop - t[4]) / span) * 100, 0.2)}%`;
+      bar.title = `${t[0]}[${t[1]}] ${t[2]} attempt ${t[6]} ${((stop - t[4]) / 1e6).toFixed(2)}s`;
+      track.appendChild(bar);
+    }
+    lane.append(el("div", `${host} (${tasks.length})`, "lane-name"), track);
+    box.appendChild(lane);
+  }
+  if (page.timeline_cut) box.appendChild(el("div", `(the ${page.timeline_cut} oldest tasks are not shown)`));
+}
+
+function renderFailed(page) {
+  const list = document.getElementById("failed");
+  const failed = page.timeline.filter((t) => t[2] === "failure");
+  list.replaceChildren(...failed.map((t) =>
+    el("li", `${t[0]}[${t[1]}] on ${t[3] || "prime"} (attempt ${t[6]}): ${(t[7] || "").split("\n")[0]}`)));
+  if (!failed.length) list.appendChild(el("li", "none"));
+}
+
+function render(page) {
+  if (!page) {
+    document.getElementById("summary").textContent = `no run ${runId} recovery ${recovery}`;
+    return;
+  }
+  renderSummary(page);
+  document.getElementById("graph").innerHTML = page.graph_svg;
+  renderLanes(page);
+  renderFailed(page);
+}
+
+function addHost(host) {
+  if (knownHosts.has(host) || host === "prime" || host === "-") return;
+  knownHosts.add(host);
+  const option = el("option", host);
+  option.value = host;
+  document.getElementById("host").appendChild(option);
+}
+
+let logSource = null;
+function followLog() {
+  if (logSource) logSource.close();
+  const log = document.getElementById("log");
+  log.replaceChildren();
+  const query = new URLSearchParams();
+  const host = document.getElementById("host").value;
+  const step = document.getElementById("step").value.trim();
+  if (host) query.set("host", host);
+  if (step) query.set("step", step);
+  logSource = new EventSource(`${base}/log?${query}`);
+  logSource.addEventListener("log", (e) => {
+    const line = el("div", e.data, "logline");
+    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    log.appendChild(line);
+    while (log.childElementCount > 2000) log.firstChild.remove();
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  });
+}
+
+const status = new EventSource(`${base}/events`);
+status.addEventListener("status", (e) => render(JSON.parse(e.data)));
+status.onopen = () => { document.getElementById("conn").textContent = "live"; };
+// Feeds end every few seconds by design and the browser reconnects: only a closed one is news.
+status.onerror = () => {
+  if (status.readyState === EventSource.CLOSED) document.getElementById("conn").textContent = "disconnected";
+};
+document.getElementById("host").addEventListener("change", followLog);
+document.getElementById("step").addEventListener("change", followLog);
+document.getElementById("filter").addEventListener("submit", (e) => { e.preventDefault(); followLog(); });
+followLog();

@@ -1,0 +1,264 @@
+//! The pages' live feeds, as server-sent events: the run list, one run's status, and a tail
+//! of a run's central log. Each feed is a task writing into a bounded channel; it ends when
+//! the page goes away, or after [`FEED_SPAN`]: the browser then reconnects after
+//! [`RECONNECT`] (the log tail resumes from the `id` it last saw, so nothing is lost or sent
+//! twice). Short-lived responses keep proxies and headless browsers (which wait for every
+//! pending request before they call a page loaded) from holding one request forever.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use eventor_store::{RunKey, Store};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+
+use super::pages::{run_text, runs_text};
+use super::App;
+use crate::log::{log_path, LogFilter, LogLine};
+
+/// How often the run list is read again (no store tells about new runs of every flow), and
+/// a run's status on SQLite (which has no notifications).
+const REREAD: Duration = Duration::from_secs(1);
+/// On Postgres a run's page waits for the run's notifications, re-reading this often anyway.
+const SAFETY_REREAD: Duration = Duration::from_secs(30);
+/// How often a log being tailed is checked for new lines.
+const LOG_POLL: Duration = Duration::from_millis(250);
+/// How long one feed response lasts before the browser is told to reconnect.
+const FEED_SPAN: Duration = Duration::from_secs(2);
+/// How long the browser waits before it reconnects.
+const RECONNECT: Duration = Duration::from_millis(1000);
+/// How many lines of a log a new tail starts with.
+const LOG_BACKLOG: usize = 500;
+
+/// A channel's receiving end as the stream `Sse` wants.
+pub(crate) struct Feed(mpsc::Receiver<Event>);
+
+impl futures_core::Stream for Feed {
+    type Item = Result<Event, Infallible>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|event| event.map(Ok))
+    }
+}
+
+/// A feed response whose events `produce` sends; it ends after [`FEED_SPAN`].
+fn feed<F, Fut>(produce: F) -> Response
+where
+    F: FnOnce(mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    let retry = Event::default().retry(RECONNECT).comment("reconnect");
+    let producing = produce(tx.clone());
+    tokio::spawn(async move {
+        if tx.send(retry).await.is_ok() {
+            let _ = tokio::time::timeout(FEED_SPAN, producing).await;
+        }
+    });
+    Sse::new(Feed(rx))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// Waits `wait`, or less if the page went away; answers whether it is still there.
+async fn pause(tx: &mpsc::Sender<Event>, wait: Duration) -> bool {
+    tokio::select! {
+        _ = tx.closed() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// `runs` events: every run of the store, sent again whenever anything in it changed. All
+/// pages share one reader ([`watch_runs`]).
+pub(crate) async fn runs_events(State(app): State<Arc<App>>) -> Response {
+    let mut runs = app.runs.subscribe();
+    feed(|tx| async move {
+        loop {
+            let mut text = runs.borrow_and_update().clone();
+            if text.is_empty() {
+                // The first page: read now rather than wait for the shared reader.
+                text = runs_text(&app).await.unwrap_or_default();
+            }
+            if !text.is_empty() && !send(&tx, "runs", &text).await {
+                return;
+            }
+            tokio::select! {
+                _ = tx.closed() => return,
+                changed = runs.changed() => if changed.is_err() { return },
+            }
+        }
+    })
+}
+
+/// Reads the run list every [`REREAD`] while any page follows it, and publishes it when it
+/// changed: one store read a second however many pages are open, none when none is.
+pub(crate) async fn watch_runs(app: std::sync::Weak<App>) {
+    loop {
+        let Some(app) = app.upgrade() else { return };
+        if app.runs.receiver_count() > 0 {
+            if let Ok(text) = runs_text(&app).await {
+                app.runs.send_if_modified(|last| {
+                    let changed = *last != text;
+                    *last = text;
+                    changed
+                });
+            }
+        }
+        drop(app);
+        tokio::time::sleep(REREAD).await;
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Event>, name: &str, data: &str) -> bool {
+    tx.send(Event::default().event(name).data(data))
+        .await
+        .is_ok()
+}
+
+/// `status` events: one run's page data, sent again whenever it changed. On Postgres the
+/// run's notifications wake it; on SQLite it re-reads every second.
+pub(crate) async fn run_events(
+    State(app): State<Arc<App>>,
+    Path((run_id, recovery)): Path<(String, i32)>,
+) -> Response {
+    let key = RunKey {
+        run_id: Arc::from(run_id.as_str()),
+        recovery,
+    };
+    feed(|tx| async move {
+        let mut subscription = match &app.store {
+            Store::Postgres(_) => app.store.subscribe(key).await.ok(),
+            Store::Sqlite(_) => None,
+        };
+        let mut last = String::new();
+        loop {
+            let text = run_text(&app, &run_id, recovery)
+                .await
+                .unwrap_or_else(|_| String::from("null"));
+            if text != last && !send(&tx, "status", &text).await {
+                return;
+            }
+            last = text;
+            let woken = match subscription.as_mut() {
+                Some(sub) => tokio::select! {
+                    _ = tx.closed() => false,
+                    _ = sub.next() => true,
+                    _ = tokio::time::sleep(SAFETY_REREAD) => true,
+                },
+                None => pause(&tx, REREAD).await,
+            };
+            if !woken {
+                return;
+            }
+        }
+    })
+}
+
+/// The filter of a log tail: `?host=node1&step=s1`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogQuery {
+    host: Option<String>,
+    step: Option<String>,
+}
+
+/// `log` events: the run's central log, its last lines and then every new one, like
+/// `logs --follow`, only the records of the host and step asked for. Each event's id is the
+/// byte offset after its line, so a reconnecting browser resumes where it was.
+pub(crate) async fn log_events(
+    State(app): State<Arc<App>>,
+    Path((run_id, _recovery)): Path<(String, i32)>,
+    Query(query): Query<LogQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let flow = match app.store.run_history(&run_id).await {
+        Ok(history) => history.last().map(|r| r.name.clone()),
+        Err(_) => None,
+    };
+    let Some(flow) = flow else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            format!("no run {run_id}\n"),
+        )
+            .into_response();
+    };
+    let filter = LogFilter {
+        host: query.host.filter(|h| !h.is_empty()),
+        step: query.step.filter(|s| !s.is_empty()),
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let path = log_path(&app.logdir, &flow, &run_id);
+    feed(move |tx| tail(path, filter, resume, tx))
+}
+
+/// Sends the file's matching lines as they are written, until the page goes away; from
+/// `resume` (a byte offset) if given, else starting with the last [`LOG_BACKLOG`] lines.
+async fn tail(path: PathBuf, filter: LogFilter, resume: Option<u64>, tx: mpsc::Sender<Event>) {
+    let mut offset = resume.unwrap_or(0);
+    let mut first = resume.is_none();
+    loop {
+        let lines: Vec<(String, u64)> = read_new(&path, &mut offset)
+            .await
+            .into_iter()
+            .filter(|(line, _)| filter.matches(&LogLine::parse(line)))
+            .collect();
+        let skip = if first {
+            lines.len().saturating_sub(LOG_BACKLOG)
+        } else {
+            0
+        };
+        first = false;
+        for (line, end) in &lines[skip..] {
+            let event = Event::default().event("log").id(end.to_string()).data(line);
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+        if !pause(&tx, LOG_POLL).await {
+            return;
+        }
+    }
+}
+
+/// The complete lines written since `offset`, each with the offset after it; `offset` moves
+/// past them (a line still being written is read again next time).
+async fn read_new(path: &std::path::Path, offset: &mut u64) -> Vec<(String, u64)> {
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return Vec::new();
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    if len < *offset {
+        *offset = 0; // the log was replaced
+    }
+    if len == *offset || file.seek(std::io::SeekFrom::Start(*offset)).await.is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if file
+        .take(len - *offset)
+        .read_to_end(&mut bytes)
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let Some(last) = bytes.iter().rposition(|&b| b == b'\n') else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for raw in bytes[..last].split(|&b| b == b'\n') {
+        *offset += raw.len() as u64 + 1;
+        lines.push((String::from_utf8_lossy(raw).into_owned(), *offset));
+    }
+    lines
+}

@@ -1,0 +1,119 @@
+//! `eventor-coord serve`: a read-only web page over a store. The index lists every run of
+//! every flow; a run's page shows its flow graph coloured by task states, a lane per host
+//! with its tasks on a time line, the failed tasks, and a live tail of the central log.
+//! `/metrics` speaks the Prometheus text format. Every asset is embedded in the binary.
+
+mod events;
+mod metrics;
+mod pages;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use eventor_store::{Store, StoreLocation};
+use tokio_util::sync::CancellationToken;
+
+use crate::report::{open_store, ReportError};
+
+/// Where `serve` reads and listens.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub store: StoreLocation,
+    pub listen: SocketAddr,
+    /// The central logs (and the graphs `run` saved beside them).
+    pub logdir: PathBuf,
+}
+
+/// Why the page could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error(transparent)]
+    Store(#[from] ReportError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the web server stopped")]
+    Serve(#[source] std::io::Error),
+}
+
+impl WebError {
+    /// A store that is not there or an address that cannot be had: the user's to fix.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            WebError::Store(e) => e.is_input_error(),
+            WebError::Bind { .. } => true,
+            WebError::Serve(_) => false,
+        }
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct App {
+    pub store: Store,
+    pub logdir: PathBuf,
+    /// The run list as JSON, kept current by [`events::watch_runs`] while pages follow it.
+    pub runs: tokio::sync::watch::Sender<String>,
+}
+
+/// A server bound to its address, not yet serving.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+}
+
+impl Server {
+    /// Opens the store and binds the address.
+    pub async fn bind(config: &ServeConfig) -> Result<Server, WebError> {
+        let store = open_store(&config.store).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| WebError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let app = Arc::new(App {
+            store,
+            logdir: config.logdir.clone(),
+            runs: tokio::sync::watch::Sender::new(String::new()),
+        });
+        tokio::spawn(events::watch_runs(Arc::downgrade(&app)));
+        Ok(Server { listener, app })
+    }
+
+    /// The address actually bound (port 0 picks a free one).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WebError> {
+        let router = router(self.app);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(WebError::Serve)
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/run/{run_id}/{recovery}", get(pages::run_page))
+        .route("/assets/{name}", get(pages::asset))
+        .route("/api/runs", get(pages::runs_json))
+        .route("/api/run/{run_id}/{recovery}", get(pages::run_json))
+        .route("/api/runs/events", get(events::runs_events))
+        .route(
+            "/api/run/{run_id}/{recovery}/events",
+            get(events::run_events),
+        )
+        .route("/api/run/{run_id}/{recovery}/log", get(events::log_events))
+        .route("/metrics", get(metrics::metrics))
+        .with_state(app)
+}

@@ -1,0 +1,244 @@
+//! The prime installs its agent over SSH (through the test bed): a first run installs it on
+//! both hosts at once, a second uploads nothing (the files keep their inode and mtime), a
+//! corrupted file is replaced, `deploy: never` without an agent fails naming the path, and
+//! a host whose `uname` reports another architecture is refused; and `store_via: ssh` lets
+//! hosts that cannot see the store record their ends through the prime.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use crate::cluster_run::schema;
+use crate::{agent_binary, coord_binary, testbed, text, write};
+
+/// A hosts file for node1 and node2; `fields[i]` is the YAML of host i's mapping.
+fn hosts_file(dir: &Path, bed: &HashMap<String, String>, fields: [&str; 2]) -> PathBuf {
+    let store = format!(
+        "{}?schema={}",
+        bed["EVENTOR_PG_URL_BRIDGE"],
+        schema("deploy")
+    );
+    let yaml = format!(
+        "store: {store}\nssh_config: {}\nhosts:\n  node1: {{{}}}\n  node2: {{{}}}\n",
+        bed["EVENTOR_SSH_CONFIG"], fields[0], fields[1]
+    );
+    write(dir, "hosts.yaml", &yaml)
+}
+
+/// Runs a step on each host; returns the output and how long the run took.
+fn run_two(dir: &Path, hosts: &Path) -> (Output, f64) {
+    let flow = write(
+        dir,
+        "two.yaml",
+        "name: two\nevents: {go: {}}\n\
+         steps:\n  a: {run: 'echo a ran', host: node1}\n  b: {run: 'echo b ran', host: node2}\n\
+         assocs: [{event: go, targets: [a, b]}]\n",
+    );
+    let started = Instant::now();
+    let out = Command::new(coord_binary())
+        .args([
+            "run",
+            "--hosts",
+            hosts.to_str().unwrap(),
+            flow.to_str().unwrap(),
+        ])
+        .args(["--trigger", "go"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info,eventor::cluster::deploy=debug")
+        .output()
+        .expect("run eventor-coord");
+    (out, started.elapsed().as_secs_f64())
+}
+
+fn identity(path: &Path) -> (u64, i64, i64) {
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.ino(), meta.mtime(), meta.mtime_nsec())
+}
+
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
+}
+
+fn installs(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.contains("agent installed"))
+        .count()
+}
+
+#[test]
+fn the_prime_installs_its_agent_once_and_replaces_a_corrupted_one() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ["node1", "node2"].map(|n| dir.path().join(n).join("bin/eventor-agent"));
+    let fields = paths.clone().map(|p| format!("agent: {}", p.display()));
+    let hosts = hosts_file(dir.path(), &bed, [&fields[0], &fields[1]]);
+    let local = agent_binary();
+
+    let (first, took) = run_two(dir.path(), &hosts);
+    let stderr = text(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{stderr}");
+    assert_eq!(installs(&stderr), 2, "{stderr}");
+    for path in &paths {
+        assert!(
+            same_bytes(path, &local),
+            "{} is the prime's agent",
+            path.display()
+        );
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+    let size = std::fs::metadata(&local).unwrap().len();
+    eprintln!("MEASURE first run (installs {size} bytes on 2 hosts at once): {took:.2}s");
+    for line in stderr.lines().filter(|l| l.contains("agent installed")) {
+        eprintln!("MEASURE {line}");
+    }
+
+    let before = paths.clone().map(|p| identity(&p));
+    let (second, took) = run_two(dir.path(), &hosts);
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(0), "{stderr}");
+    assert_eq!(installs(&stderr), 0, "{stderr}");
+    assert_eq!(
+        paths.clone().map(|p| identity(&p)),
+        before,
+        "files untouched"
+    );
+    eprintln!("MEASURE second run (agents match): {took:.2}s");
+    for line in stderr.lines().filter(|l| l.contains("agent up to date")) {
+        eprintln!("MEASURE {line}");
+    }
+
+    std::fs::write(&paths[0], b"#!/bin/sh\necho corrupted\n").unwrap();
+    let (third, _) = run_two(dir.path(), &hosts);
+    let stderr = text(&third.stderr);
+    assert_eq!(third.status.code(), Some(0), "{stderr}");
+    assert_eq!(installs(&stderr), 1, "only the corrupted one: {stderr}");
+    assert!(
+        same_bytes(&paths[0], &local),
+        "the corrupted agent was replaced"
+    );
+    assert_eq!(
+        identity(&paths[1]),
+        before[1],
+        "the good one was left alone"
+    );
+}
+
+#[test]
+fn deploy_never_without_an_agent_fails_naming_the_host_and_path() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere/eventor-agent");
+    let node1 = format!("agent: {}, deploy: never", missing.display());
+    let node2 = format!("agent: {}", agent_binary().display());
+    let hosts = hosts_file(dir.path(), &bed, [&node1, &node2]);
+    let (out, _) = run_two(dir.path(), &hosts);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let expected = format!("node1: no agent at {} (deploy: never)", missing.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!missing.exists(), "nothing was installed");
+}
+
+#[test]
+fn a_host_of_another_architecture_is_refused() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let uname = write(&fake, "uname", "#!/bin/sh\necho 'Linux aarch64'\n");
+    std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = dir.path().join("arm/eventor-agent");
+    let node1 = format!(
+        "agent: {}, env: {{PATH: '{}:/usr/local/bin:/usr/bin:/bin'}}",
+        target.display(),
+        fake.display()
+    );
+    let node2 = format!("agent: {}", agent_binary().display());
+    let hosts = hosts_file(dir.path(), &bed, [&node1, &node2]);
+    let (out, _) = run_two(dir.path(), &hosts);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node1: runs Linux aarch64, this prime Linux x86_64"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("install eventor-agent"), "{stderr}");
+    assert!(!target.exists(), "nothing was uploaded");
+}
+
+/// A store the hosts cannot reach (`127.0.0.1` on the prime, seen from inside the
+/// namespaces) through `store_via: ssh`: both hosts run their steps, their agents record
+/// the ends through the prime's SSH connections, with the password role's credentials.
+#[tokio::test]
+async fn hosts_that_cannot_see_the_store_reach_it_over_ssh() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let Some(url) = bed.get("EVENTOR_PG_URL_PW").filter(|u| !u.is_empty()) else {
+        panic!("the test bed has no password role: run scripts/testbed.sh pg-role");
+    };
+    assert!(url.contains("@127.0.0.1:"), "{url}");
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("{url}?schema={}", schema("via_ssh"));
+    let agent = agent_binary();
+    let yaml = format!(
+        "store: '{store}'\nssh_config: {}\nhosts:\n  \
+         node1: {{agent: {a}, store_via: ssh}}\n  node2: {{agent: {a}, store_via: ssh}}\n",
+        bed["EVENTOR_SSH_CONFIG"],
+        a = agent.display()
+    );
+    let hosts = write(dir.path(), "hosts.yaml", &yaml);
+    let out_dir = dir.path().display();
+    let flow = write(
+        dir.path(),
+        "via.yaml",
+        &format!(
+            "name: via\nevents: {{go: {{}}}}\n\
+             steps:\n  a: {{run: 'hostname -I > {out_dir}/a.txt', host: node1}}\n  \
+             b: {{run: 'hostname -I > {out_dir}/b.txt', host: node2}}\n\
+             assocs: [{{event: go, targets: [a, b]}}]\n"
+        ),
+    );
+    let out = Command::new(coord_binary())
+        .args([
+            "run",
+            "--hosts",
+            hosts.to_str().unwrap(),
+            flow.to_str().unwrap(),
+        ])
+        .args(["--trigger", "go", "--run-id", "V"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run eventor-coord");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let a = std::fs::read_to_string(dir.path().join("a.txt")).unwrap();
+    let b = std::fs::read_to_string(dir.path().join("b.txt")).unwrap();
+    assert_eq!(a.trim(), bed["EVENTOR_NODE1_ADDR"]);
+    assert_eq!(b.trim(), bed["EVENTOR_NODE2_ADDR"]);
+    let location = eventor_store::StoreLocation::parse(&store).unwrap();
+    let store = eventor_store::Store::open(&location).await.unwrap();
+    let run = store.run_history("V").await.unwrap().remove(0);
+    assert_eq!(run.status, eventor_store::RunStatus::Success);
+    let tasks = store.tasks(run.key).await.unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.status == eventor_store::TaskStatus::Success),
+        "{tasks:?}"
+    );
+}

@@ -1,0 +1,248 @@
+//! Interrupts stop a run cleanly: SIGINT and SIGTERM end a local run with nothing left
+//! running, the run recorded as interrupted and its log ended; a cluster run's remote
+//! commands stop too; after `kill -9` of the prime its commands do not run on.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use eventor_store::{RunStatus, Store, StoreLocation, TaskStatus};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cluster_run::{hosts_file, schema};
+use crate::{coord, spawn_coord, testbed, text, wait_for, write};
+
+/// A flow whose one step marks that it started, then sleeps `marker` seconds (a number no
+/// other test uses, so its processes can be found) unless `done` exists.
+fn sleeper(dir: &Path, marker: &str, host: &str) -> String {
+    let out = dir.display();
+    let flow = format!(
+        "name: sleeper\nevents: {{go: {{}}}}\nsteps:\n  \
+         nap: {{run: 'touch {out}/started; test -e {out}/done || sleep {marker}'{host}}}\n\
+         assocs: [{{event: go, targets: [nap]}}]\ntrigger: [{{event: go}}]\n"
+    );
+    write(dir, "sleeper.yaml", &flow)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A sleep length no other test (nor an earlier run of this one) uses: `BASE.<our pid>`
+/// seconds, so its processes can be told apart from any leftovers.
+fn unique(base: u32) -> String {
+    format!("{base}.{}", std::process::id())
+}
+
+/// Processes on this machine (test hosts share its process table) whose command line
+/// holds `marker`.
+fn running(marker: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let text = String::from_utf8_lossy(cmdline).replace('\0', " ");
+            text.contains(marker) && !text.contains("sleeper.yaml")
+        })
+        .count()
+}
+
+/// Waits (at most `limit`) until no process holds `marker`.
+fn gone_within(marker: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while running(marker) > 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+async fn sqlite(dir: &Path) -> Store {
+    let path = dir.join("sleeper.run.db");
+    Store::open(&StoreLocation::Sqlite(path)).await.unwrap()
+}
+
+/// Starts the sleeper, interrupts it with `signal` once its step runs, and checks the exit
+/// status, that nothing is left running, the stored run and task, and the log's end.
+async fn interrupt_local(signal: Signal, name: &str, code: i32, marker: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = sleeper(dir.path(), marker, "");
+    let mut child = spawn_coord(dir.path(), &["run", &flow, "--run-id", "i"]);
+    wait_for(&dir.path().join("started"));
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(code), "{name}");
+    assert!(
+        gone_within(marker, Duration::from_secs(5)),
+        "a sleep outlived the run"
+    );
+    let store = sqlite(dir.path()).await;
+    let run = store.latest_run("sleeper").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Interrupted);
+    let tasks = store.tasks(run.key).await.unwrap();
+    assert_eq!(tasks[0].status, TaskStatus::Failure);
+    assert_eq!(
+        tasks[0].error.as_deref(),
+        Some(&*format!("interrupted by {name}"))
+    );
+    let log = std::fs::read_to_string(dir.path().join("logs/sleeper/i.log")).unwrap();
+    let end = format!("-- end of run i: interrupted by {name}");
+    assert!(log.trim_end().ends_with(&end), "{log}");
+
+    write(dir.path(), "done", "");
+    let again = coord(dir.path(), &["run", &flow, "--mode", "recover"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let run = store.latest_run("sleeper").await.unwrap().unwrap();
+    let tasks = store.tasks(run.key).await.unwrap();
+    assert_eq!(
+        (tasks[0].status, tasks[0].attempt),
+        (TaskStatus::Success, 2)
+    );
+}
+
+#[tokio::test]
+async fn sigint_stops_a_local_run_cleanly_and_recover_reruns_it() {
+    interrupt_local(Signal::SIGINT, "SIGINT", 130, &unique(41)).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_local_run_cleanly() {
+    interrupt_local(Signal::SIGTERM, "SIGTERM", 143, &unique(42)).await;
+}
+
+#[test]
+fn after_kill_9_of_the_prime_its_command_does_not_run_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = &unique(43);
+    let flow = write(
+        dir.path(),
+        "sleeper.yaml",
+        &format!(
+            "name: sleeper\nevents: {{go: {{}}}}\nsteps: {{nap: {{run: sleep {marker}}}}}\n\
+             assocs: [{{event: go, targets: [nap]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let mut child = spawn_coord(dir.path(), &["run", flow.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(marker) == 0 {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        gone_within(marker, Duration::from_secs(5)),
+        "the command ran on after its prime died"
+    );
+}
+
+#[tokio::test]
+async fn sigint_stops_a_cluster_runs_remote_commands() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("sigint"));
+    let marker = &unique(44);
+    let out = dir.path().display();
+    let flow = write(
+        dir.path(),
+        "spread.yaml",
+        &format!(
+            "name: spread\nevents: {{go: {{}}}}\nsteps:\n  \
+             a: {{run: 'touch {out}/a; sleep {marker}', host: node1}}\n  \
+             b: {{run: 'touch {out}/b; sleep {marker}', host: node2}}\n\
+             assocs: [{{event: go, targets: [a, b]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let flow = flow.to_str().unwrap();
+    let mut child = spawn_coord(
+        dir.path(),
+        &["run", "--hosts", &hosts, flow, "--run-id", "c"],
+    );
+    wait_for(&dir.path().join("a"));
+    wait_for(&dir.path().join("b"));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        gone_within(marker, Duration::from_secs(10)),
+        "remote commands still running {:?} after SIGINT",
+        started.elapsed()
+    );
+    let store = Store::open(&StoreLocation::parse(&url).unwrap())
+        .await
+        .unwrap();
+    let run = store.latest_run("spread").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Interrupted);
+    let tasks = store.tasks(run.key).await.unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert!(
+        tasks.iter().all(|t| t.status == TaskStatus::Failure),
+        "{tasks:?}"
+    );
+}
+
+#[tokio::test]
+async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = &unique(45);
+    let out = dir.path().display();
+    // The shell dies with its prime (parent-death signal); the sleep it started in its
+    // group does not, until the recovery stops that group.
+    let flow = write(
+        dir.path(),
+        "sleeper.yaml",
+        &format!(
+            "name: sleeper\nevents: {{go: {{}}}}\nsteps:\n  \
+             nap: {{run: 'touch {out}/started; test -e {out}/again && exit 0; \
+                   sleep {marker} & wait'}}\n\
+             assocs: [{{event: go, targets: [nap]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let flow = flow.to_str().unwrap();
+    let mut child = spawn_coord(dir.path(), &["run", flow, "--run-id", "k"]);
+    wait_for(&dir.path().join("started"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(marker) == 0 {
+        assert!(Instant::now() < deadline, "the sleep never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The recovery finds the group by the pid the task stored: wait until it is stored
+    // (a command killed before that is beyond this mechanism; its shell still dies).
+    let store = sqlite(dir.path()).await;
+    loop {
+        let run = store.latest_run("sleeper").await.unwrap();
+        let tasks = match run {
+            Some(run) => store.tasks(run.key).await.unwrap(),
+            None => Vec::new(),
+        };
+        if tasks.first().is_some_and(|t| t.pid.is_some()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pid was never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        running(marker),
+        1,
+        "the group's sleep outlives its shell and prime"
+    );
+    write(dir.path(), "again", "");
+    let recover = coord(dir.path(), &["run", flow, "--mode", "recover"]);
+    assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
+    assert_eq!(
+        running(marker),
+        0,
+        "the recovery stopped the old attempt's group"
+    );
+    assert!(text(&recover.stderr).contains("stopping a command an earlier coordinator left"));
+}

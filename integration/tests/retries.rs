@@ -1,0 +1,240 @@
+//! Steps that ride out failure (`retries:`, `retry_delay:`), end to end through
+//! `eventor-coord`: every attempt runs before the failure trigger fires, a delayed retry
+//! waits across a coordinator restart, and a task whose host is cut off mid-step finishes
+//! on the other host.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventor_store::{RunStatus, Store, StoreLocation, TaskStatus};
+
+use crate::cluster_run::{hosts_file, schema};
+use crate::{coord, coord_binary, testbed, text, write};
+
+async fn open(location: &str) -> Store {
+    Store::open(&StoreLocation::parse(location).unwrap())
+        .await
+        .unwrap()
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn a_failing_step_runs_every_attempt_before_its_failure_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write(
+        dir.path(),
+        "flaky.yaml",
+        "events: {go: {}, gave_up: {}}\n\
+         steps:\n  \
+           flaky: {run: 'echo try >> ran.txt; exit 1', retries: 2, triggers: {failure: [gave_up]}}\n  \
+           after: {run: 'echo after >> ran.txt'}\n\
+         assocs: [{event: go, targets: [flaky]}, {event: gave_up, targets: [after]}]\n\
+         trigger: [{event: go}]\n",
+    );
+    let out = coord(
+        dir.path(),
+        &["run", flow.to_str().unwrap(), "--run-id", "F"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        lines(&dir.path().join("ran.txt")),
+        ["try", "try", "try", "after"],
+        "three attempts, then the failure trigger"
+    );
+    let db = dir.path().join("flaky.run.db");
+    let store = open(db.to_str().unwrap()).await;
+    let run = store.run_history("F").await.unwrap().remove(0);
+    let tasks = store.tasks(run.key.clone()).await.unwrap();
+    let flaky = tasks.iter().find(|t| t.step == "flaky").unwrap();
+    assert_eq!((flaky.status, flaky.attempt), (TaskStatus::Failure, 3));
+    let retries = store.delays(run.key).await.unwrap();
+    assert_eq!(retries.len(), 2, "one delay row per retry: {retries:?}");
+    assert!(retries.iter().all(|d| d.fired && d.assoc < 0));
+}
+
+#[tokio::test]
+async fn a_delayed_retry_waits_across_a_restart_and_runs_on_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write(
+        dir.path(),
+        "later.yaml",
+        "events: {go: {}}\n\
+         steps:\n  \
+           once: {run: 'echo try >> ran.txt; test -f ok || { touch ok; exit 1; }', retries: 1, retry_delay: 3s}\n\
+         assocs: [{event: go, targets: [once]}]\n\
+         trigger: [{event: go}]\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let first = coord(
+        dir.path(),
+        &["run", flow, "--run-id", "L", "--max-loops", "1"],
+    );
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first.stderr));
+    let failed_at = Instant::now();
+    assert!(
+        text(&first.stdout).starts_with("incomplete: 1 outstanding, next due at "),
+        "{}",
+        text(&first.stdout)
+    );
+    // Not due yet: a continue runs nothing and is still incomplete.
+    let early = [
+        "run",
+        flow,
+        "--run-id",
+        "L",
+        "--mode",
+        "continue",
+        "--max-loops",
+        "1",
+    ];
+    let again = coord(dir.path(), &early);
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again.stderr));
+    assert_eq!(lines(&dir.path().join("ran.txt")).len(), 1);
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(failed_at.elapsed()));
+    let due = coord(dir.path(), &early);
+    assert_eq!(due.status.code(), Some(0), "{}", text(&due.stderr));
+    assert_eq!(lines(&dir.path().join("ran.txt")), ["try", "try"]);
+    let db = dir.path().join("later.run.db");
+    let store = open(db.to_str().unwrap()).await;
+    let run = store.run_history("L").await.unwrap().remove(0);
+    assert_eq!(run.status, RunStatus::Success);
+    let task = store.tasks(run.key).await.unwrap().remove(0);
+    assert_eq!((task.status, task.attempt), (TaskStatus::Success, 2));
+}
+
+/// Waits until `path` holds at least `n` lines; answers them.
+fn wait_for_lines(path: &Path, n: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let found = lines(path);
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {found:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_task_whose_host_is_cut_off_retries_on_the_other_host() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.write();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("retry_host"));
+    let flow = write(
+        dir.path(),
+        "move.yaml",
+        &format!(
+            "events: {{go: {{}}}}\nsteps:\n  \
+               job: {{run: 'hostname -I >> {out}/where.txt; sleep 4', hosts: [node1, node2], retries: 1}}\n\
+             assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let mut run = Command::new(coord_binary())
+        .args([
+            "run",
+            "--hosts",
+            &hosts,
+            flow.to_str().unwrap(),
+            "--run-id",
+            "M",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let where_ = dir.path().join("where.txt");
+    let first = wait_for_lines(&where_, 1, Duration::from_secs(30)).remove(0);
+    let (cut_host, other) = if first.trim() == bed["EVENTOR_NODE1_ADDR"] {
+        ("EVENTOR_NODE1_VETH", "EVENTOR_NODE2_ADDR")
+    } else {
+        ("EVENTOR_NODE2_VETH", "EVENTOR_NODE1_ADDR")
+    };
+    let _cut = crate::LinkCut::new(&bed[cut_host]);
+    let cut = Instant::now();
+    let second = wait_for_lines(&where_, 2, Duration::from_secs(30)).remove(1);
+    let moved_after = cut.elapsed();
+    assert_eq!(
+        second.trim(),
+        bed[other],
+        "the retry runs on the other host"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run hung");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(run.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    eprintln!("MEASURE host loss to the task running elsewhere: {moved_after:?}");
+    let store = open(&url).await;
+    let run = store.run_history("M").await.unwrap().remove(0);
+    let task = store.tasks(run.key).await.unwrap().remove(0);
+    assert_eq!((task.status, task.attempt), (TaskStatus::Success, 2));
+}
+
+#[tokio::test]
+async fn a_host_pinned_task_whose_host_stays_away_fails_after_its_retries() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.write();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let (hosts, _) = hosts_file(dir.path(), &bed, &schema("retry_pinned"));
+    let flow = write(
+        dir.path(),
+        "pinned.yaml",
+        &format!(
+            "events: {{go: {{}}}}\nsteps:\n  \
+               job: {{run: 'echo try >> {out}/ran.txt; sleep 30', host: node1, retries: 2, retry_delay: 1s}}\n\
+             assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let mut run = Command::new(coord_binary())
+        .args([
+            "run",
+            "--hosts",
+            &hosts,
+            flow.to_str().unwrap(),
+            "--run-id",
+            "H",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lines(&dir.path().join("ran.txt"), 1, Duration::from_secs(30));
+    let _cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run hung waiting for its host"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(run.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("no link to any of"), "{stdout}");
+}

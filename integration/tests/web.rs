@@ -1,0 +1,293 @@
+//! `eventor-coord serve` driven in a real browser (headless Chromium, installed when
+//! missing): the index lists the runs, a run's page shows its graph coloured by task
+//! states, its host lanes and failures, and a log line written while the page is open
+//! arrives in it. Also `/metrics`, and bad input. On SQLite and on the test bed's Postgres
+//! with a cluster run.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::report::{cluster_flow, cluster_hosts, finish, pg_url, slow_flow, wait_for_run, DEMO};
+use crate::{coord, coord_binary, spawn_coord, testbed, text, write};
+
+/// A running `serve`, stopped when dropped.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `eventor-coord serve --store STORE --logdir DIR` on a free port, once it answers.
+fn serve(dir: &Path, store: &str, logdir: &Path) -> Served {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(coord_binary())
+        .args(["serve", "--store", store, "--listen", &addr, "--logdir"])
+        .arg(logdir)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = Served { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&served.addr).is_err() {
+        assert!(Instant::now() < deadline, "serve never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    served
+}
+
+/// A plain HTTP/1.0 GET: the response's status line and body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// Debian's Chromium, installed with apt-get when missing.
+fn chromium() -> PathBuf {
+    let found = Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()
+        .unwrap();
+    if !found.status.success() {
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .expect("run apt-get");
+        assert!(installed.success(), "apt-get install -y chromium failed");
+    }
+    PathBuf::from("chromium")
+}
+
+/// Chromium's flags for a quiet headless page load that lets the scripts run.
+fn browser(profile: &Path) -> Command {
+    let mut command = Command::new(chromium());
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .stderr(Stdio::null());
+    command
+}
+
+/// The DOM of `url` after its scripts ran.
+fn dump_dom(profile: &Path, url: &str) -> String {
+    let out = browser(profile).args(["--dump-dom", url]).output().unwrap();
+    assert!(out.status.success(), "chromium failed on {url}");
+    text(&out.stdout)
+}
+
+/// A picture of `url`, kept under target/web-test/ as a test artefact.
+fn screenshot(profile: &Path, url: &str, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    let status = browser(profile)
+        .arg(format!("--screenshot={}", file.display()))
+        .args(["--window-size=1280,900", url])
+        .status()
+        .unwrap();
+    assert!(status.success() && file.exists(), "no screenshot of {url}");
+    file
+}
+
+/// The index lists the demo run, and `/metrics` counts it.
+fn check_index_and_metrics(served: &Served, profile: &Path) {
+    let index = dump_dom(profile, &format!("http://{}/", served.addr));
+    assert!(index.contains("<a href=\"/run/D/0\">D</a>"), "{index}");
+    assert!(
+        index.contains("class=\"outcome outcome-failure\">failure<"),
+        "{index}"
+    );
+    assert!(
+        index.contains("3/6 done, 3 failed") || index.contains("6/6 done, 3 failed"),
+        "{index}"
+    );
+    let (status, metrics) = http_get(&served.addr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        metrics.contains("eventor_runs{outcome=\"failure\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("eventor_tasks{status=\"failure\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE eventor_active_tasks gauge"),
+        "{metrics}"
+    );
+}
+
+/// The demo run's page: graph coloured by state, failed tasks, the log.
+fn check_demo_page(served: &Served, profile: &Path) {
+    let page = dump_dom(profile, &format!("http://{}/run/D/0", served.addr));
+    assert!(
+        page.contains("data-name=\"b\" data-state=\"failure\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("data-name=\"a\" data-state=\"success\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("data-name=\"c\" data-state=\"none\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("b[1] on prime (attempt 1): exited with status 3"),
+        "{page}"
+    );
+    assert!(
+        page.contains("stdout hello a 2"),
+        "the log is shown: {page}"
+    );
+    let (status, _) = http_get(&served.addr, "/api/run/NOPE/0");
+    assert!(status.contains("404"), "{status}");
+}
+
+/// A run going on while its page is open: the page shows the log line written after it
+/// loaded, and the run's end.
+fn check_live_page(dir: &Path, profile: &Path, store: &[&str], serve_store: &str) {
+    let flow = slow_flow(dir, 3);
+    let mut args = vec!["run", flow.as_str(), "--run-id", "LIVE", "--logdir", "logs"];
+    args.extend_from_slice(store);
+    let run = spawn_coord(dir, &args);
+    wait_for_run(dir, &flow, store, "LIVE");
+    let served = serve(dir, serve_store, &dir.join("logs"));
+    let page = dump_dom(profile, &format!("http://{}/run/LIVE/0", served.addr));
+    let (code, _, err) = finish(run);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(page.contains("stdout napping"), "{page}");
+    assert!(
+        page.contains("stdout LIVE-MARKER"),
+        "a line written after the page loaded: {page}"
+    );
+}
+
+#[test]
+fn the_page_shows_runs_graph_failures_and_a_live_log_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("chromium");
+    let flow = write(dir.path(), "demo.yaml", DEMO);
+    let out = coord(
+        dir.path(),
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--run-id",
+            "D",
+            "--logdir",
+            "logs",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let served = serve(dir.path(), "demo.run.db", &dir.path().join("logs"));
+    check_index_and_metrics(&served, &profile);
+    check_demo_page(&served, &profile);
+    screenshot(
+        &profile,
+        &format!("http://{}/run/D/0", served.addr),
+        "run-sqlite.png",
+    );
+    // The slow flow has its own store (slow.run.db), served once its run has begun.
+    check_live_page(dir.path(), &profile, &[], "slow.run.db");
+}
+
+#[test]
+fn serve_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = coord(dir.path(), &["serve", "--store", "/nonexistent/x.db"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no store at /nonexistent/x.db"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = coord(dir.path(), &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("serve needs a store"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_page_shows_host_lanes_of_a_cluster_run_on_postgres() {
+    let Some(bed) = testbed() else { return };
+    let Some(pg) = pg_url("web") else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("chromium");
+    let (hosts, url) = cluster_hosts(dir.path(), &bed, "web");
+    let flow = cluster_flow(dir.path());
+    let run = coord(
+        dir.path(),
+        &[
+            "run", "--hosts", &hosts, &flow, "--run-id", "C", "--logdir", "logs",
+        ],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    let served = serve(dir.path(), &url, &dir.path().join("logs"));
+    let page = dump_dom(&profile, &format!("http://{}/run/C/0", served.addr));
+    assert!(
+        page.contains("class=\"lane\" data-host=\"node1\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("class=\"lane\" data-host=\"node2\""),
+        "{page}"
+    );
+    assert!(page.contains("b[2] on node2 (attempt 1)"), "{page}");
+    assert!(
+        page.contains(" node2 b[1] stdout on node2"),
+        "the log shows remote lines: {page}"
+    );
+    let index = dump_dom(&profile, &format!("http://{}/", served.addr));
+    assert!(index.contains("<a href=\"/run/C/0\">C</a>"), "{index}");
+    let shot = screenshot(
+        &profile,
+        &format!("http://{}/run/C/0", served.addr),
+        "run-cluster.png",
+    );
+    assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
+    drop(served);
+    // The live log on Postgres (status through the run's notifications).
+    check_live_page(dir.path(), &profile, &["--store", pg.as_str()], &pg);
+}
