@@ -2,8 +2,8 @@
 //!
 //! Each file in `src/engine/golden/` holds a program, a `----` line, then a transcript. Lines
 //! starting with `>` are inputs; the lines after each input are what the core must produce
-//! (`+` a store change, `!` an effect, `=` the state afterwards). The test replays the inputs
-//! and compares the whole transcript; `UPDATE_GOLDEN=1 cargo test` rewrites the files, and
+//! (`+` a store change, `!` an effect, `=` the state afterwards, `quiet` when nothing
+//! runs or can start). The test replays the inputs and compares the whole transcript; `UPDATE_GOLDEN=1 cargo test` rewrites the files, and
 //! `git diff` then shows exactly which transitions changed.
 //!
 //! Program lines: `event NAME [= EXPR]`, `pool NAME CAPACITY`,
@@ -306,9 +306,11 @@ fn render_output(core: &mut Core, out: &mut String) {
         writeln!(out, "  ! {text}").unwrap();
     }
     let stopped = if core.stopped() { " stopped" } else { "" };
+    // Whether the driver would see the run (or loop) as over: nothing runs or can start.
+    let quiet = if core.is_quiescent() { " quiet" } else { "" };
     writeln!(
         out,
-        "  = active {} waiting {} delays {} failed {}{stopped}",
+        "  = active {} waiting {} delays {} failed {}{stopped}{quiet}",
         core.active(),
         core.waiting(),
         core.pending_delays(),
