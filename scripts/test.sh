@@ -14,6 +14,9 @@ install_missing() {
   [[ -x /usr/sbin/sshd ]] || packages+=(openssh-server)
   [[ -x /usr/lib/postgresql/15/bin/postgres ]] || packages+=(postgresql-15)
   command -v ssh-keygen >/dev/null || packages+=(openssh-client)
+  # The store suite counts the WAL's syncs with strace; faults.sh queries with psql.
+  command -v strace >/dev/null || packages+=(strace)
+  command -v psql >/dev/null || packages+=(postgresql-client-15)
   # The web page's test drives it in a headless browser.
   command -v chromium >/dev/null || packages+=(chromium)
   if ((${#packages[@]})); then

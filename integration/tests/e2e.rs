@@ -3,6 +3,10 @@
 //! The CLI tests run the `eventor-coord` binary that `cargo test --workspace` builds next to
 //! this test binary; the API tests run flows in-process against an SQLite file.
 
+// The test bed's locks (`TESTBED_LINK`, `POSTGRES`) are held for a whole test on purpose,
+// across its awaits: they keep other tests off a host or server while this one uses it.
+#![allow(clippy::await_holding_lock)]
+
 mod agent;
 mod api;
 mod careless;
@@ -128,6 +132,15 @@ pub fn agent_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Says a test was skipped for `why`; under the test command (`EVENTOR_REQUIRE_TESTBED=1`)
+/// a missing piece of the test bed is a failure instead.
+pub fn skip_unless_required(why: &str) {
+    if std::env::var("EVENTOR_REQUIRE_TESTBED").as_deref() == Ok("1") {
+        panic!("EVENTOR_REQUIRE_TESTBED=1 but {why}");
+    }
+    eprintln!("skipped: {why}");
 }
 
 /// `eventor-coord ARGS` started in `dir`, its output piped (read it or drop it).

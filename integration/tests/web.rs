@@ -104,9 +104,32 @@ fn browser(profile: &Path) -> Command {
     command
 }
 
+/// Runs a headless Chromium command to its end. Headless Chromium now and then never
+/// finishes its virtual time with a live feed open: such a run is killed after a minute and
+/// tried once more, so the test fails on the page, not on a stuck browser.
+fn browse(profile: &Path, args: &[&str]) -> std::process::Output {
+    for _ in 0..2 {
+        let mut child = browser(profile)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("chromium never finished {args:?}");
+}
+
 /// The DOM of `url` after its scripts ran.
 fn dump_dom(profile: &Path, url: &str) -> String {
-    let out = browser(profile).args(["--dump-dom", url]).output().unwrap();
+    let out = browse(profile, &["--dump-dom", url]);
     assert!(out.status.success(), "chromium failed on {url}");
     text(&out.stdout)
 }
@@ -116,11 +139,8 @@ fn screenshot(profile: &Path, url: &str, name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-test");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(name);
-    let status = browser(profile)
-        .arg(format!("--screenshot={}", file.display()))
-        .args(["--window-size=1280,900", url])
-        .status()
-        .unwrap();
+    let shot = format!("--screenshot={}", file.display());
+    let status = browse(profile, &[&shot, "--window-size=1280,900", url]).status;
     assert!(status.success() && file.exists(), "no screenshot of {url}");
     file
 }

@@ -90,6 +90,7 @@ mod pools;
 mod read;
 mod retry;
 mod stmt;
+mod txn;
 mod write;
 
 use std::future::Future;

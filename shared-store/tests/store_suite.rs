@@ -1076,6 +1076,10 @@ mod sqlite_only {
         {
             Ok(child) => child,
             Err(e) => {
+                // The test command installs strace; only a hand run may go without it.
+                if std::env::var("EVENTOR_REQUIRE_PG").as_deref() == Ok("1") {
+                    panic!("cannot run strace for the synchronous check: {e}");
+                }
                 eprintln!("skipped the synchronous check: cannot run strace: {e}");
                 return None;
             }
@@ -1413,6 +1417,11 @@ mod postgres_only {
             std::env::var("EVENTOR_PG_SOCKET_DIR"),
             std::env::var("EVENTOR_PG_PORT"),
         ) else {
+            if std::env::var("EVENTOR_REQUIRE_PG").as_deref() == Ok("1") {
+                panic!(
+                    "EVENTOR_REQUIRE_PG=1 but EVENTOR_PG_SOCKET_DIR or EVENTOR_PG_PORT is not set"
+                );
+            }
             eprintln!("skipped: EVENTOR_PG_SOCKET_DIR or EVENTOR_PG_PORT is not set");
             return;
         };

@@ -10,7 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
 use super::retry::Failure;
 use super::stmt::{Sql, Stmt};
-use super::write::finish;
+use super::txn::finish;
 use crate::query;
 
 /// One deletion of a run, the same for every attempt at it.

@@ -9,6 +9,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use super::plan::{self, Plan, Refusal, TaskUpdate};
 use super::retry::Failure;
 use super::stmt::{Sql, Stmt};
+use super::txn::finish;
 use crate::change::{duplicate_run, FiredDelay, NewDelay, NewTask, NewTrigger, Write};
 use crate::query;
 use crate::types::*;
@@ -41,33 +42,6 @@ pub(super) async fn write_once(
     finish(conn, outcome.map(|fresh| fresh.then_some(())))
         .await
         .map(drop)
-}
-
-/// Ends the transaction `outcome` was worked in: COMMIT after `Some`, ROLLBACK after `None`
-/// (nothing to do) or a failure (including one of BEGIN or of the lock after it).
-pub(super) async fn finish<R>(
-    conn: &mut AsyncPgConnection,
-    outcome: Result<Option<R>, Failure>,
-) -> Result<Option<R>, Failure> {
-    match outcome {
-        Ok(Some(done)) => {
-            conn.batch_execute("COMMIT").await?;
-            Ok(Some(done))
-        }
-        Ok(None) => rollback(conn).await.map(|()| None),
-        Err(failure) => {
-            rollback(conn).await?;
-            Err(failure)
-        }
-    }
-}
-
-/// A rollback that fails leaves nothing to trust on this connection but the server's own
-/// rollback of a dead session: treat it as lost.
-async fn rollback(conn: &mut AsyncPgConnection) -> Result<(), Failure> {
-    conn.batch_execute("ROLLBACK")
-        .await
-        .map_err(|e| Failure::Lost(Box::new(e)))
 }
 
 #[derive(QueryableByName)]
