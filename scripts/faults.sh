@@ -84,7 +84,10 @@ for ((round = 1; round <= rounds; round++)); do
   wait "$pid" 2>/dev/null || true
   for try in 1 2 3 4 5 6; do
     recoveries=$((recoveries + 1))
-    if (cd "$work" && "$coord" run --hosts hosts.yaml flow.yaml --run-id f --mode recover >"$work/recover.log" 2>&1); then
+    mode=recover
+    # Killed before it stored even its run row: there is nothing to recover, start anew.
+    psql_q "$schema" "select 1 from runs where run_id='f'" 2>/dev/null | grep -q 1 || mode=restart
+    if (cd "$work" && "$coord" run --hosts hosts.yaml flow.yaml --run-id f --mode $mode >"$work/recover.log" 2>&1); then
       break
     fi
     [[ $try == 6 ]] && { echo "round $round ($kind): never recovered"; breaks=$((breaks + 1)); }

@@ -27,6 +27,9 @@ pub struct Eventor {
     /// The pools of `pools` that are shared by every run on the store.
     pub(super) shared_pools: Vec<String>,
     pub(super) triggers: Vec<(String, Arc<str>)>,
+    /// Start triggers for a recovery or continue of a run that stored none (it died before
+    /// its first commit); a run that stored its start replays that instead.
+    pub(super) unstarted: Vec<(String, Arc<str>)>,
     pub(super) run_id: Arc<str>,
     pub(super) running: Option<Running>,
     pub(super) closed: bool,
@@ -57,6 +60,7 @@ impl Eventor {
             pools: Vec::new(),
             shared_pools: Vec::new(),
             triggers: Vec::new(),
+            unstarted: Vec::new(),
             run_id,
             running: None,
             closed: false,
@@ -187,6 +191,21 @@ impl Eventor {
             }
         }
         self.triggers.push((event, Arc::from(sequence.as_str())));
+        Ok(self)
+    }
+
+    /// Fires `event` in `sequence` when a recovery or continue finds that the run never
+    /// stored a start of its own (it died before its first commit). A new run ignores it.
+    pub fn start_if_unstarted(
+        &mut self,
+        event: impl Into<String>,
+        sequence: impl Into<String>,
+    ) -> Result<&mut Self, EventorError> {
+        let (event, sequence) = (event.into(), sequence.into());
+        self.trigger_event(event.clone(), sequence.clone())?;
+        let queued = self.triggers.pop().expect("trigger_event queued it");
+        debug_assert_eq!(queued.0, event);
+        self.unstarted.push(queued);
         Ok(self)
     }
 

@@ -313,6 +313,7 @@ impl Eventor {
             .begin_run(self.new_run_row(&key))
             .await
             .map_err(store_error(store.describe()))?;
+        fail::fail_point!("after-run-row", |_| std::process::abort());
         Ok((key, Core::new(program, options), guard))
     }
 
@@ -447,6 +448,9 @@ impl Eventor {
         // `trigger:` section is not applied again).
         let entry = program.entries();
         entries.retain(|(event, _)| entry[event.0 as usize]);
+        if entries.is_empty() {
+            entries = self.unstarted_ids();
+        }
         let key = RunKey {
             run_id: latest.key.run_id.clone(),
             recovery: latest.key.recovery + 1,
@@ -510,11 +514,25 @@ impl Eventor {
             .set_run_status(key.clone(), RunStatus::Running, now_micros())
             .await
             .map_err(&err)?;
-        Ok((
-            key,
-            Core::restore(program, options, stored, now_micros()),
-            guard,
-        ))
+        let unstarted = stored.triggers.is_empty();
+        let mut core = Core::restore(program, options, stored, now_micros());
+        if unstarted {
+            for (event, sequence) in self.unstarted_ids() {
+                core.handle(Input::Trigger { event, sequence }, now_micros());
+            }
+        }
+        Ok((key, core, guard))
+    }
+
+    /// The start triggers for a run that stored none, as event ids.
+    fn unstarted_ids(&self) -> Vec<(EventId, Arc<str>)> {
+        let ids = self.unstarted.iter().filter_map(|(event, sequence)| {
+            match self.names.get(event) {
+                Some(Target::Event(id)) => Some((*id, sequence.clone())),
+                _ => None,
+            }
+        });
+        ids.collect()
     }
 
     fn stored_triggers(&self, rows: Vec<TriggerRecord>) -> Vec<(EventId, Arc<str>)> {

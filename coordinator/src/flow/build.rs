@@ -42,6 +42,12 @@ pub fn eventor_from_flow(
     for (event, sequence) in queued {
         eventor.trigger_event(event, sequence)?;
     }
+    // A recovery or continue of a run that died before it stored its start begins there.
+    for t in &flow.triggers {
+        for sequence in &t.sequences {
+            eventor.start_if_unstarted(&t.event, sequence)?;
+        }
+    }
     Ok(eventor)
 }
 
