@@ -441,11 +441,21 @@ async fn a_run_that_died_before_storing_its_start_is_recovered_from_the_files() 
     let flow = write(dir.path(), "crash.yaml", &thirty_steps());
     let flow = flow.to_str().unwrap();
     let first = ["run", flow, "--run-id", "early"];
-    assert_crashed(run_with_crash_points(dir.path(), &first, "after-run-row=return"), "row");
-    let recover = coord(dir.path(), &["run", flow, "--run-id", "early", "--mode", "recover"]);
+    assert_crashed(
+        run_with_crash_points(dir.path(), &first, "after-run-row=return"),
+        "row",
+    );
+    let recover = coord(
+        dir.path(),
+        &["run", flow, "--run-id", "early", "--mode", "recover"],
+    );
     assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
     let store = store_at(&dir.path().join("crash.run.db")).await;
     let history = store.run_history("early").await.unwrap();
     let tasks = store.tasks(history[1].key.clone()).await.unwrap();
-    assert_eq!(tasks.len(), 30, "the recovery ran the whole flow from its start");
+    assert_eq!(
+        tasks.len(),
+        30,
+        "the recovery ran the whole flow from its start"
+    );
 }

@@ -526,12 +526,13 @@ impl Eventor {
 
     /// The start triggers for a run that stored none, as event ids.
     fn unstarted_ids(&self) -> Vec<(EventId, Arc<str>)> {
-        let ids = self.unstarted.iter().filter_map(|(event, sequence)| {
-            match self.names.get(event) {
-                Some(Target::Event(id)) => Some((*id, sequence.clone())),
-                _ => None,
-            }
-        });
+        let ids =
+            self.unstarted
+                .iter()
+                .filter_map(|(event, sequence)| match self.names.get(event) {
+                    Some(Target::Event(id)) => Some((*id, sequence.clone())),
+                    _ => None,
+                });
         ids.collect()
     }
 
