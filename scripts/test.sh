@@ -40,3 +40,7 @@ export EVENTOR_REQUIRE_TESTBED=1 EVENTOR_REQUIRE_PG=1
 # One build of every crate, then every test: unit, golden, property, store suite on SQLite
 # and Postgres, protocol, SSH and end-to-end.
 cargo test --workspace --locked "$@"
+
+# A short fault run (the test bed to itself now): random kills, stops, link cuts and a
+# Postgres restart, each recovered and checked; `scripts/faults.sh 50` gives the figures.
+scripts/faults.sh 3
