@@ -296,33 +296,10 @@ pub fn hash_name(name: &str) -> std::io::Result<String> {
     ))
 }
 
-/// `*` and `?` globbing over bytes (names are ASCII-lowercased by the caller).
-/// Iterative with one backtrack point, so a hostile pattern cannot blow up.
+/// `*` and `?` globbing over bytes (names are ASCII-lowercased by the caller); the same
+/// matcher ssh_config's patterns use.
 fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.as_bytes(), name.as_bytes());
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        match p.get(pi) {
-            Some(b'*') => {
-                star = Some((pi, ni));
-                pi += 1;
-            }
-            Some(&c) if c == b'?' || c == n[ni] => {
-                pi += 1;
-                ni += 1;
-            }
-            _ => match star {
-                Some((sp, sn)) => {
-                    pi = sp + 1;
-                    ni = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi.min(p.len())..].iter().all(|&c| c == b'*')
+    super::config_file::wildcard(pattern, name)
 }
 
 /// Appends `name key` to `file` (creating it and its folder), starting a new line if
