@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{agent_binary, coord, coord_binary, spawn_coord, testbed, text, write};
+use crate::{coord, coord_binary, spawn_coord, testbed, text, write};
 
 /// A flow with a success chain, a failing step, an expression event and a delay.
 pub(crate) const DEMO: &str = "name: demo\n\
@@ -285,20 +285,7 @@ pub(crate) fn cluster_hosts(
     bed: &HashMap<String, String>,
     test: &str,
 ) -> (String, String) {
-    let store = format!(
-        "{}?schema=rep_{test}_{}",
-        bed["EVENTOR_PG_URL_BRIDGE"],
-        nanos()
-    );
-    let agent = agent_binary();
-    let yaml = format!(
-        "store: {store}\nssh_config: {}\nhosts:\n  node1: {{agent: {}}}\n  node2: {{agent: {}}}\n",
-        bed["EVENTOR_SSH_CONFIG"],
-        agent.display(),
-        agent.display()
-    );
-    let path = write(dir, "hosts.yaml", &yaml);
-    (path.to_str().unwrap().to_string(), store)
+    crate::cluster_run::hosts_file(dir, bed, &format!("rep_{test}_{}", nanos()))
 }
 
 /// A flow over both test hosts; one task on node2 fails.

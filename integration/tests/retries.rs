@@ -4,13 +4,12 @@
 //! on the other host.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventor_store::{RunStatus, Store, StoreLocation, TaskStatus};
 
 use crate::cluster_run::{hosts_file, schema};
-use crate::{coord, coord_binary, testbed, text, write};
+use crate::{coord, testbed, text, write};
 
 async fn open(location: &str) -> Store {
     Store::open(&StoreLocation::parse(location).unwrap())
@@ -141,20 +140,17 @@ async fn a_task_whose_host_is_cut_off_retries_on_the_other_host() {
              assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
         ),
     );
-    let mut run = Command::new(coord_binary())
-        .args([
+    let mut run = crate::spawn_coord(
+        dir.path(),
+        &[
             "run",
             "--hosts",
             &hosts,
             flow.to_str().unwrap(),
             "--run-id",
             "M",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let where_ = dir.path().join("where.txt");
     let first = wait_for_lines(&where_, 1, Duration::from_secs(30)).remove(0);
     let (cut_host, other) = if first.trim() == bed["EVENTOR_NODE1_ADDR"] {
@@ -206,20 +202,17 @@ async fn a_host_pinned_task_whose_host_stays_away_fails_after_its_retries() {
              assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
         ),
     );
-    let mut run = Command::new(coord_binary())
-        .args([
+    let mut run = crate::spawn_coord(
+        dir.path(),
+        &[
             "run",
             "--hosts",
             &hosts,
             flow.to_str().unwrap(),
             "--run-id",
             "H",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     wait_for_lines(&dir.path().join("ran.txt"), 1, Duration::from_secs(30));
     let _cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
     let deadline = Instant::now() + Duration::from_secs(40);
