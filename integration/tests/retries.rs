@@ -231,3 +231,96 @@ async fn a_host_pinned_task_whose_host_stays_away_fails_after_its_retries() {
     assert_eq!(status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("no link to any of"), "{stdout}");
 }
+
+/// Polls the run's only task in the store until `done` says yes; answers it.
+async fn wait_for_task(
+    store: &Store,
+    run_id: &str,
+    done: impl Fn(&eventor_store::TaskRecord) -> bool,
+    within: Duration,
+) -> eventor_store::TaskRecord {
+    let deadline = Instant::now() + within;
+    loop {
+        let runs = store.run_history(run_id).await.unwrap_or_default();
+        if let Some(run) = runs.into_iter().next() {
+            let tasks = store.tasks(run.key).await.unwrap_or_default();
+            if let Some(task) = tasks.into_iter().find(&done) {
+                return task;
+            }
+        }
+        assert!(Instant::now() < deadline, "run {run_id}: no such task");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_comes_back_takes_later_tasks() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.write();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("retry_back"));
+    let flow = write(
+        dir.path(),
+        "back.yaml",
+        &format!(
+            "events: {{go: {{}}}}\nsteps:\n  \
+               job: {{run: 'hostname -I >> {out}/where.txt; sleep 3', host: node1, retries: 60, retry_delay: 1s}}\n\
+             assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let mut run = crate::spawn_coord(
+        dir.path(),
+        &[
+            "run",
+            "--hosts",
+            &hosts,
+            flow.to_str().unwrap(),
+            "--run-id",
+            "B",
+        ],
+    );
+    let where_ = dir.path().join("where.txt");
+    wait_for_lines(&where_, 1, Duration::from_secs(30));
+    let store = open(&url).await;
+    let cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
+    // The loss is seen, and a retry while the host is away fails at once, saying why.
+    let away = |t: &eventor_store::TaskRecord| {
+        t.attempt >= 3
+            && t.error
+                .as_deref()
+                .is_some_and(|e| e.contains("reconnecting"))
+    };
+    let failed = wait_for_task(&store, "B", away, Duration::from_secs(30)).await;
+    assert!(
+        failed.error.as_deref().unwrap().contains("node1 lost"),
+        "{failed:?}"
+    );
+    drop(cut);
+    let back = Instant::now();
+    let second = wait_for_lines(&where_, 2, Duration::from_secs(40)).remove(1);
+    assert_eq!(
+        second.trim(),
+        bed["EVENTOR_NODE1_ADDR"],
+        "runs on node1 again"
+    );
+    eprintln!(
+        "MEASURE link up to a task running on the host again: {:?}",
+        back.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run hung");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(run.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    let done = |t: &eventor_store::TaskRecord| t.status == TaskStatus::Success;
+    let task = wait_for_task(&store, "B", done, Duration::from_secs(5)).await;
+    assert!(task.attempt >= 3, "{task:?}");
+}

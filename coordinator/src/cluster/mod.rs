@@ -21,6 +21,7 @@ pub mod deploy;
 pub mod hosts;
 pub mod link;
 pub mod local_agent;
+pub mod reconnect;
 pub mod remote;
 pub mod store_tunnel;
 

@@ -10,6 +10,10 @@
 //! "host NAME lost: REASON", which the prime records. A dispatch that cannot be delivered
 //! fails its task at once. Nothing here waits on the network without a bound: the links own
 //! their heartbeats and loss detection.
+//!
+//! A lost host is brought back in the background ([`Reconnector`]); until it is, a task
+//! that may run only there fails at once, naming the loss, so a run never waits for a host
+//! that stays away. Once back, its new link takes tasks like the first one did.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use super::agent_mode::{agent_store, program_as_agent};
 use super::hosts::HostsFile;
 use super::link::{connect_hosts, ConnectOptions, HostEvent, HostLink};
+use super::reconnect::Reconnector;
 use crate::engine::core::TaskId;
 use crate::engine::events::{ExecEvent, PinnedTasks};
 use crate::log::CentralOutput;
@@ -44,17 +49,36 @@ fn key_of(key: &TaskKey) -> Key {
     (key.step.clone(), key.sequence.clone(), key.attempt)
 }
 
+/// A host's current link.
+struct Live {
+    link: Arc<HostLink>,
+    /// Its agent records each task's end itself.
+    records: bool,
+}
+
+impl Live {
+    fn new(link: HostLink) -> Live {
+        let records = link.records_results();
+        Live {
+            link: Arc::new(link),
+            records,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     in_flight: HashMap<Key, InFlight>,
     load: HashMap<Arc<str>, usize>,
+    links: HashMap<Arc<str>, Live>,
+    /// Hosts being brought back, with why they were lost.
+    away: HashMap<Arc<str>, String>,
 }
 
 /// The run's links, and the task that turns their events into executor events.
 pub struct Remote {
-    links: HashMap<Arc<str>, Arc<HostLink>>,
-    records_results: HashMap<Arc<str>, bool>,
     shared: Arc<Mutex<Shared>>,
+    reconnector: Arc<Reconnector>,
     events: mpsc::Sender<ExecEvent>,
     /// Dispatches and reports under way.
     tracker: TaskTracker,
@@ -87,16 +111,16 @@ impl Remote {
             config.hosts,
             &config.names,
             &config.connect,
-            host_tx,
+            host_tx.clone(),
             &shutdown,
         )
         .await;
-        let mut links: HashMap<Arc<str>, Arc<HostLink>> = HashMap::new();
+        let mut links = HashMap::new();
         let mut failures = Vec::new();
         for result in results {
             match result {
                 Ok(link) => {
-                    links.insert(Arc::from(link.host()), Arc::new(link));
+                    links.insert(Arc::from(link.host()), Live::new(link));
                 }
                 Err(e) => failures.push(eventor_agent::util::error_chain(&e)),
             }
@@ -105,13 +129,19 @@ impl Remote {
             shutdown.cancel();
             return Err(failures.join("; "));
         }
-        let records_results = links
-            .iter()
-            .map(|(host, link)| (host.clone(), link.records_results()))
-            .collect();
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            links,
+            ..Shared::default()
+        }));
+        let reconnector = Arc::new(Reconnector::new(
+            config.hosts.clone(),
+            config.connect,
+            host_tx,
+            shutdown.clone(),
+        ));
         let forwarder = Forwarder {
             shared: shared.clone(),
+            reconnector: reconnector.clone(),
             events: events.clone(),
             central: config.central,
             store: config.store,
@@ -119,9 +149,8 @@ impl Remote {
         };
         let forwarder = tokio::spawn(forwarder.run(host_rx, shutdown.clone()));
         Ok(Remote {
-            links,
-            records_results,
             shared,
+            reconnector,
             events,
             tracker: TaskTracker::new(),
             forwarder,
@@ -130,14 +159,26 @@ impl Remote {
         })
     }
 
-    fn choose(&self, hosts: &[Arc<str>]) -> Option<(Arc<str>, Arc<HostLink>)> {
+    /// The least busy of `hosts` whose link is up, or why none is.
+    fn choose(&self, hosts: &[Arc<str>]) -> Result<(Arc<str>, Arc<HostLink>, bool), String> {
         let shared = self.shared.lock().expect("remote state lock");
-        hosts
+        let up = hosts
             .iter()
-            .filter_map(|h| self.links.get(h).map(|link| (h, link)))
-            .filter(|(_, link)| link.lost().is_none())
-            .min_by_key(|(h, _)| shared.load.get(*h).copied().unwrap_or(0))
-            .map(|(h, link)| (h.clone(), link.clone()))
+            .filter_map(|h| shared.links.get(h).map(|live| (h, live)))
+            .filter(|(_, live)| live.link.lost().is_none())
+            .min_by_key(|(h, _)| shared.load.get(*h).copied().unwrap_or(0));
+        if let Some((host, live)) = up {
+            return Ok((host.clone(), live.link.clone(), live.records));
+        }
+        let away: Vec<String> = hosts
+            .iter()
+            .filter_map(|h| shared.away.get(h).map(|why| format!("{h} lost: {why}")))
+            .collect();
+        let mut error = format!("no link to any of {hosts:?}");
+        if !away.is_empty() {
+            error += &format!(" ({}; reconnecting)", away.join("; "));
+        }
+        Err(error)
     }
 
     fn report(&self, event: ExecEvent) {
@@ -150,12 +191,17 @@ impl Remote {
     /// Tells every agent the run is over (running tasks finish first), waits for the links
     /// to end (at most `grace` each), then stops forwarding.
     pub async fn shutdown(self, grace: Duration) {
-        for link in self.links.values() {
+        self.reconnector.stop().await; // no link comes back from here on
+        let links: Vec<Arc<HostLink>> = {
+            let mut shared = self.shared.lock().expect("remote state lock");
+            shared.links.drain().map(|(_, live)| live.link).collect()
+        };
+        for link in &links {
             let _ = link.shutdown("the run is over").await;
         }
         self.tracker.close();
         self.tracker.wait().await; // no dispatch holds a link any more
-        for (_, link) in self.links {
+        for link in links {
             if let Ok(link) = Arc::try_unwrap(link) {
                 let _ = link.join(grace).await;
             }
@@ -175,12 +221,14 @@ impl PinnedTasks for Remote {
             recovery: ctx.recovery,
             attempt: ctx.attempt,
         };
-        let Some((host, link)) = self.choose(hosts) else {
-            let outcome = Outcome::failure(format!("no link to any of {hosts:?}"));
-            self.report(ExecEvent::Finished { task, outcome });
-            return;
+        let (host, link, recorded) = match self.choose(hosts) {
+            Ok(chosen) => chosen,
+            Err(error) => {
+                let outcome = Outcome::failure(error);
+                self.report(ExecEvent::Finished { task, outcome });
+                return;
+            }
         };
-        let recorded = self.records_results.get(&host).copied().unwrap_or(false);
         {
             let mut shared = self.shared.lock().expect("remote state lock");
             *shared.load.entry(host.clone()).or_default() += 1;
@@ -209,15 +257,15 @@ impl PinnedTasks for Remote {
     /// Sends `Cancel` for every task in flight; each agent stops its command's group and
     /// answers with the task's end, which comes back as usual.
     fn cancel_all(&self) {
-        let keys: Vec<(Key, Arc<str>)> = {
+        let keys: Vec<(Key, Arc<HostLink>)> = {
             let shared = self.shared.lock().expect("remote state lock");
             let flights = shared.in_flight.iter();
-            flights.map(|(k, f)| (k.clone(), f.host.clone())).collect()
+            let linked = flights.filter_map(|(k, f)| Some((k, shared.links.get(&f.host)?)));
+            linked
+                .map(|(k, live)| (k.clone(), live.link.clone()))
+                .collect()
         };
-        for ((step, sequence, attempt), host) in keys {
-            let Some(link) = self.links.get(&host).cloned() else {
-                continue;
-            };
+        for ((step, sequence, attempt), link) in keys {
             let key = TaskKey {
                 run_id: self.run.run_id.to_string(),
                 step,
@@ -245,6 +293,7 @@ fn take(shared: &Mutex<Shared>, key: &TaskKey) -> Option<InFlight> {
 /// Turns host events into executor events.
 struct Forwarder {
     shared: Arc<Mutex<Shared>>,
+    reconnector: Arc<Reconnector>,
     events: mpsc::Sender<ExecEvent>,
     central: Option<CentralOutput>,
     store: Store,
@@ -329,6 +378,7 @@ impl Forwarder {
     /// Ends every task of a lost host: what its agent recorded stands, the rest fail.
     async fn lost(&self, host: &str, reason: &str) {
         tracing::error!(host = %host, %reason, "host lost");
+        self.bring_back(host, reason);
         let flights: Vec<(Key, InFlight)> = {
             let mut shared = self.shared.lock().expect("remote state lock");
             let keys: Vec<Key> = shared
@@ -364,6 +414,28 @@ impl Forwarder {
             })
             .await;
         }
+    }
+
+    /// Starts reconnecting `host` (unless it is already under way); its new link replaces
+    /// the lost one when it is up.
+    fn bring_back(&self, host: &str, reason: &str) {
+        let host: Arc<str> = Arc::from(host);
+        {
+            let mut shared = self.shared.lock().expect("remote state lock");
+            if shared
+                .away
+                .insert(host.clone(), reason.to_string())
+                .is_some()
+            {
+                return;
+            }
+        }
+        let shared = self.shared.clone();
+        self.reconnector.begin(host.to_string(), move |link| {
+            let mut shared = shared.lock().expect("remote state lock");
+            shared.away.remove(&host);
+            shared.links.insert(host, Live::new(link));
+        });
     }
 
     /// The run's stored tasks, read again (with a growing pause) while the store fails: an

@@ -1,0 +1,118 @@
+//! Bringing a lost host back: reconnect in the background with backoff, agent started
+//! again, until the host answers or the run ends.
+//!
+//! A lost link is dead for good (its tasks were ended by the loss); what comes back is a
+//! new link to the same host, made exactly as the first one was ([`connect_hosts`]: SSH,
+//! deploy check, agent start, handshake). Nothing waits for it: while a host is away, a
+//! task that may run only there fails at once with the reason (and its retries, if any,
+//! come later and may find the host back). One attempt per host at a time; the pause
+//! between attempts doubles from [`FIRST_PAUSE`] up to [`MAX_PAUSE`].
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::hosts::HostsFile;
+use super::link::{connect_hosts, ConnectOptions, HostEvent, HostLink};
+
+/// The pause before the first attempt: a link that flapped is often back by then.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(500);
+/// The longest pause between attempts.
+pub const MAX_PAUSE: Duration = Duration::from_secs(8);
+
+/// Reconnects lost hosts; each new link is handed to the caller's `on_back`.
+pub struct Reconnector {
+    hosts: HostsFile,
+    options: ConnectOptions,
+    events: mpsc::Sender<HostEvent>,
+    /// The token the new links live under (the run's), not cancelled by [`Self::stop`].
+    links: CancellationToken,
+    /// Ends every attempt under way.
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Reconnector {
+    pub fn new(
+        hosts: HostsFile,
+        options: ConnectOptions,
+        events: mpsc::Sender<HostEvent>,
+        links: CancellationToken,
+    ) -> Reconnector {
+        Reconnector {
+            hosts,
+            options,
+            events,
+            links,
+            stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Starts bringing `host` back; `on_back` receives the new link once it is up. The
+    /// caller makes sure one attempt per host runs at a time.
+    pub fn begin(&self, host: String, on_back: impl FnOnce(HostLink) + Send + 'static) {
+        let attempt = Attempt {
+            hosts: self.hosts.clone(),
+            options: self.options.clone(),
+            events: self.events.clone(),
+            links: self.links.clone(),
+            stop: self.stop.clone(),
+        };
+        self.tracker.spawn(attempt.run(host, on_back));
+    }
+
+    /// Ends every attempt under way and waits for them.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// One host's way back.
+struct Attempt {
+    hosts: HostsFile,
+    options: ConnectOptions,
+    events: mpsc::Sender<HostEvent>,
+    links: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl Attempt {
+    async fn run(self, host: String, on_back: impl FnOnce(HostLink)) {
+        let mut pause = FIRST_PAUSE;
+        for attempt in 1.. {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.stop.cancelled() => return,
+            }
+            let names = [host.clone()];
+            let connect = connect_hosts(
+                &self.hosts,
+                &names,
+                &self.options,
+                self.events.clone(),
+                &self.links,
+            );
+            let result = tokio::select! {
+                mut results = connect => results.pop(),
+                _ = self.stop.cancelled() => return,
+            };
+            match result {
+                Some(Ok(link)) => {
+                    tracing::info!(host = %host, attempt, "host is back");
+                    return on_back(link);
+                }
+                Some(Err(e)) => {
+                    pause = (pause * 2).min(MAX_PAUSE);
+                    let error = eventor_agent::util::error_chain(&e);
+                    tracing::warn!(host = %host, attempt, next_in = ?pause, "host still away: {error}");
+                }
+                None => return,
+            }
+        }
+    }
+}
