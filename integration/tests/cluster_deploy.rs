@@ -91,8 +91,13 @@ fn the_prime_installs_its_agent_once_and_replaces_a_corrupted_one() {
         );
         let mode = std::fs::metadata(path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
-        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+        let mut left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let stamped = ["eventor-agent", "eventor-agent.verified"];
+        assert_eq!(left, stamped, "the agent and its stamp, no temporary file");
     }
     let size = std::fs::metadata(&local).unwrap().len();
     eprintln!("MEASURE first run (installs {size} bytes on 2 hosts at once): {took:.2}s");

@@ -7,13 +7,18 @@
 //! (SHA-256). For each host with work, [`ensure`] runs two short exec channels at most,
 //! both under the host's `env:` (so a host sees the same `PATH` its agent will):
 //!
-//! 1. **Probe**: `uname -sm`, then `sha256sum PATH` (or `missing`). One round trip; this is
-//!    all a host whose agent already matches costs. Nothing is uploaded then, and the file
-//!    is not touched (same inode, same mtime).
+//! 1. **Probe**: `uname -sm`, then the file's SHA-256 (or `missing`). One round trip; this
+//!    is all a host whose agent already matches costs. Nothing is uploaded then, and the
+//!    file is not touched (same inode, same mtime). Hashing a large binary takes a second
+//!    on a small host, so a file whose hash was once checked gets a stamp beside it,
+//!    `PATH.verified`: the hash with the file's size, inode and nanosecond mtime. While
+//!    those are unchanged the stamp's hash is answered without reading the file; any write
+//!    to the file changes its mtime and so sends the probe back to `sha256sum`.
 //! 2. **Install**, only when the file is missing or its hash differs, and only when the
 //!    host's `uname -sm` is the prime's (else [`DeployError::Platform`] says what the host
 //!    runs and what to install). One channel runs
-//!    `mkdir -p DIR; cat > PATH.upload.TAG; sha256sum …; chmod 755 …; mv -f … PATH`:
+//!    `mkdir -p DIR; cat > PATH.upload.TAG; sha256sum …; chmod 755 …; mv -f … PATH`, then
+//!    writes the stamp:
 //!    the prime streams the binary into its stdin, the host checks the hash of what
 //!    arrived, and the rename puts it in place atomically. `TAG` is unique per prime
 //!    process, host and attempt, so concurrent runs (or two hosts sharing a home
@@ -143,7 +148,11 @@ pub async fn ensure(
     plan: &DeployPlan,
 ) -> Result<Deployed, DeployError> {
     let started = Instant::now();
-    let probe = probe(session, host, plan.probe_timeout).await?;
+    let wanted = match (&host.deploy, &plan.local) {
+        (Deploy::Auto, Ok(local)) => Some(local.sha256.as_str()),
+        _ => None,
+    };
+    let probe = probe(session, host, wanted, plan.probe_timeout).await?;
     let (host_name, path) = (host.name.clone(), host.agent.clone());
     let local = match (&host.deploy, &plan.local, &probe.sha256) {
         (Deploy::Never, _, Some(_)) | (Deploy::Auto, Err(_), Some(_)) => {
@@ -192,7 +201,7 @@ pub async fn ensure(
 struct Probe {
     /// `uname -sm`.
     platform: String,
-    /// The file's hash; `None`: no such file.
+    /// The file's hash (`present` when none was wanted); `None`: no such file.
     sha256: Option<String>,
 }
 
@@ -215,10 +224,32 @@ fn script_command(host: &HostSpec, script: &str, args: &[String]) -> String {
     words.join(" ")
 }
 
-const PROBE: &str = "uname -sm; if [ -f \"$1\" ]; then sha256sum \"$1\"; else echo missing; fi";
+/// Writes `$1.verified` for hash `$2` (from the file's current size, inode and mtime), by
+/// rename so a reader never sees half of it. Best effort: a host that cannot write it
+/// only hashes again next time.
+const STAMP: &str = r#"stamp() { s=$(stat -c '%s %i %y' "$1" 2>/dev/null) && printf '%s %s\n' "$2" "$s" > "$1.verified.$$" && mv -f "$1.verified.$$" "$1.verified" || rm -f "$1.verified.$$"; }"#;
 
-async fn probe(session: &Session, host: &HostSpec, bound: Duration) -> Result<Probe, DeployError> {
-    let command = script_command(host, PROBE, std::slice::from_ref(&host.agent));
+/// The probe: `$1` the path, `$2` the hash wanted (empty: only whether the file is there).
+/// Prints `uname -sm`, then the hash (from a matching stamp, or computed), `present` or
+/// `missing`.
+const PROBE: &str = r#"uname -sm
+if [ ! -f "$1" ]; then echo missing; exit 0; fi
+if [ -z "$2" ]; then echo present; exit 0; fi
+s=$(stat -c '%s %i %y' "$1" 2>/dev/null)
+if [ -n "$s" ] && [ "$(cat "$1.verified" 2>/dev/null)" = "$2 $s" ]; then echo "$2"; exit 0; fi
+h=$(sha256sum "$1" | cut -d' ' -f1)
+echo "$h"
+if [ "$h" = "$2" ]; then stamp "$1" "$2"; fi
+exit 0"#;
+
+async fn probe(
+    session: &Session,
+    host: &HostSpec,
+    wanted: Option<&str>,
+    bound: Duration,
+) -> Result<Probe, DeployError> {
+    let args = [host.agent.clone(), wanted.unwrap_or("").to_string()];
+    let command = script_command(host, &format!("{STAMP}\n{PROBE}"), &args);
     let run = async {
         let mut channel = session.exec(&command).await?;
         let mut out = String::new();
@@ -239,7 +270,7 @@ async fn probe(session: &Session, host: &HostSpec, bound: Duration) -> Result<Pr
     }
     let sha256 = match found {
         "missing" => None,
-        line => Some(line.split_whitespace().next().unwrap_or("").to_string()),
+        line => Some(line.to_string()),
     };
     Ok(Probe { platform, sha256 })
 }
@@ -254,11 +285,12 @@ h=$(sha256sum "$t" | cut -d' ' -f1)
 if [ "$h" != "$3" ]; then echo "the uploaded file has sha256 $h, expected $3" >&2; exit 3; fi
 chmod 755 "$t"
 mv -f "$t" "$1"
-trap - EXIT"#;
+trap - EXIT
+stamp "$1" "$3""#;
 
 async fn upload(session: &Session, host: &HostSpec, local: &LocalAgent) -> Result<(), DeployError> {
     let args = [host.agent.clone(), upload_tag(host), local.sha256.clone()];
-    let command = script_command(host, INSTALL, &args);
+    let command = script_command(host, &format!("{STAMP}\n{INSTALL}"), &args);
     let bound = UPLOAD_BASE + Duration::from_secs(local.size / (1024 * 1024));
     let run = async {
         let mut channel = session
