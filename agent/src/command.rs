@@ -1,5 +1,5 @@
 //! Running one shell command as a task: its own process group, the task's environment,
-//! output line by line to a sink, and a timeout or cancel that stops the whole group
+//! output in batches of lines to a sink, and a timeout or cancel that stops the whole group
 //! (SIGTERM, a grace period, then SIGKILL). Shared by the local executor and the agent.
 
 use std::future::Future;
@@ -9,10 +9,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::AsyncRead;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::lines::{LineBatch, MAX_LINE_BYTES};
 use crate::task::Outcome;
 
 /// What to run and how.
@@ -45,10 +46,11 @@ impl OutputStream {
     }
 }
 
-/// Where output lines go. The reader awaits each line's future before it reads the next, so
-/// a slow consumer slows the command down (its pipe fills) instead of piling lines up.
+/// Where output goes, a batch of lines at a time. The reader awaits each batch's future
+/// before it reads on, so a slow consumer slows the command down (its pipe fills) instead
+/// of piling lines up.
 pub type OutputSink =
-    Arc<dyn Fn(OutputStream, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+    Arc<dyn Fn(OutputStream, LineBatch) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Why a command stopped before exiting by itself.
 enum Interrupt {
@@ -173,49 +175,8 @@ fn forward_output(
     }
 }
 
-/// The longest line passed on whole; a longer one is cut into pieces of this size, so output
-/// without newlines cannot grow without bound.
-pub const MAX_LINE_BYTES: usize = 32 * 1024;
-
 async fn read_lines(stream: impl AsyncRead + Unpin, output: OutputSink, which: OutputStream) {
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    while let Ok(Some(piece)) = next_line(&mut reader, &mut line).await {
-        output(which, piece).await;
-    }
-}
-
-/// Reads up to a newline or [`MAX_LINE_BYTES`], whichever comes first; `None` at the end.
-async fn next_line(
-    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
-    line: &mut Vec<u8>,
-) -> std::io::Result<Option<String>> {
-    line.clear();
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            break;
-        }
-        let room = MAX_LINE_BYTES - line.len();
-        let window = &available[..available.len().min(room)];
-        if let Some(newline) = window.iter().position(|&b| b == b'\n') {
-            line.extend_from_slice(&window[..newline]);
-            reader.consume(newline + 1);
-            return Ok(Some(text_of(line)));
-        }
-        let taken = window.len();
-        line.extend_from_slice(window);
-        reader.consume(taken);
-        if line.len() >= MAX_LINE_BYTES {
-            return Ok(Some(text_of(line)));
-        }
-    }
-    Ok((!line.is_empty()).then(|| text_of(line)))
-}
-
-fn text_of(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    text.strip_suffix('\r').unwrap_or(&text).to_string()
+    crate::lines::read_batches(stream, |batch| output(which, batch)).await;
 }
 
 /// Splits a command that needs no shell (no quotes, globs, redirections, variables) into
@@ -285,26 +246,6 @@ fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
         },
         (None, Some(signal)) => Outcome::failure(format!("killed by signal {signal}")),
         (None, None) => Outcome::failure("ended without a status".to_string()),
-    }
-}
-
-#[cfg(test)]
-mod line_tests {
-    use super::{next_line, MAX_LINE_BYTES};
-
-    #[tokio::test]
-    async fn lines_are_split_at_newlines_and_capped() {
-        let long = "x".repeat(MAX_LINE_BYTES + 10);
-        let input = format!("one\r\ntwo\n{long}\nlast");
-        let mut reader = tokio::io::BufReader::with_capacity(100, input.as_bytes());
-        let mut buffer = Vec::new();
-        let mut lines = Vec::new();
-        while let Some(line) = next_line(&mut reader, &mut buffer).await.unwrap() {
-            lines.push(line);
-        }
-        let lengths: Vec<usize> = lines.iter().map(String::len).collect();
-        assert_eq!(lines[..2], ["one", "two"]);
-        assert_eq!(lengths[2..], [MAX_LINE_BYTES, 10, 4]);
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod closure_pool;
 pub mod command;
 pub mod limit;
+pub mod lines;
 pub mod runtime;
 pub mod task;
 pub mod util;

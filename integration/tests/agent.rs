@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventor_protocol::{
-    Accept, Dispatch, FrameConfig, FrameReader, FrameWriter, Hello, Limits, LogRecord, Outcome,
-    ProtocolError, ProtocolVersion, Stream, TaskKey, ToAgent, ToCoordinator, Work,
+    Accept, Dispatch, FrameConfig, FrameReader, FrameWriter, Hello, Limits, LogLevel, LogRecord,
+    Outcome, ProtocolError, ProtocolVersion, Stream, TaskKey, ToAgent, ToCoordinator, Work,
 };
 use eventor_store::{
     Batch, Change, NewRun, RunKey, RunMode, Store, StoreLocation, TaskRecord, TaskStatus,
@@ -199,17 +199,31 @@ fn started_pid(messages: &[ToCoordinator]) -> u32 {
     }
 }
 
-fn logs(messages: &[ToCoordinator], stream: Stream) -> Vec<&LogRecord> {
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            ToCoordinator::Log(record) if record.stream == stream => Some(record),
-            _ => None,
-        })
-        .collect()
+/// The lines of `stream`, each as the record it stands for: a `Log`, or one line of an
+/// `Output` batch (whose host is the link's, so it says `batch`).
+fn logs(messages: &[ToCoordinator], stream: Stream) -> Vec<LogRecord> {
+    messages.iter().flat_map(|m| records(m, stream)).collect()
 }
 
-fn texts(records: &[&LogRecord]) -> Vec<String> {
+fn records(message: &ToCoordinator, stream: Stream) -> Vec<LogRecord> {
+    match message {
+        ToCoordinator::Log(record) if record.stream == stream => vec![record.clone()],
+        ToCoordinator::Output(batch) if batch.stream == stream => {
+            let record = |text: &str| LogRecord {
+                time: batch.time,
+                level: LogLevel::Info,
+                host: "batch".into(),
+                task: Some(batch.task.clone()),
+                stream,
+                text: text.into(),
+            };
+            batch.lines().map(record).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn texts(records: &[LogRecord]) -> Vec<String> {
     records.iter().map(|r| r.text.clone()).collect()
 }
 
@@ -330,7 +344,7 @@ async fn agent_runs_a_command_and_reports_in_order() {
     assert_eq!(texts(&stdout), ["one", "two", "s1 7 0 hi"]);
     assert_eq!(texts(&logs(&messages, Stream::Stderr)), ["oops"]);
     for record in stdout {
-        assert_eq!(record.host, "worker-1");
+        assert_eq!(record.host, "batch", "a 1.2 prime gets batches");
         assert_eq!(record.task.as_ref(), Some(&task));
         assert!(
             record.time > 1_600_000_000_000_000,
@@ -427,8 +441,13 @@ async fn waiting_tasks_are_cancelled_or_refused_without_starting() {
     agent.dispatch(&second, shell("echo never")).await;
     // The same key again is a protocol problem, not a second task.
     agent.dispatch(&second, shell("echo never")).await;
-    let Some(ToCoordinator::Error { key, message }) = agent.next().await else {
-        panic!("expected an Error for the duplicate");
+    // The first task's TaskStarted may come before or after the Error, as the spawn goes.
+    let (key, message) = loop {
+        match agent.next().await {
+            Some(ToCoordinator::TaskStarted { key, .. }) if key == first => continue,
+            Some(ToCoordinator::Error { key, message }) => break (key, message),
+            other => panic!("expected an Error for the duplicate, got {other:?}"),
+        }
     };
     assert_eq!(key.as_ref(), Some(&second));
     assert!(message.contains("already running or waiting"), "{message}");
@@ -661,12 +680,12 @@ async fn an_output_flood_against_a_slow_reader_costs_bounded_memory() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         match agent.next().await.expect("agent still talking") {
-            ToCoordinator::Log(record) if record.stream == Stream::Stdout => lines += 1,
-            ToCoordinator::Log(record) if record.stream == Stream::Agent => {
-                agent_records.push(record.text)
-            }
             ToCoordinator::TaskFinished { status, .. } => break status,
-            _ => {}
+            message => {
+                lines += records(&message, Stream::Stdout).len() as u64;
+                let diagnostics = records(&message, Stream::Agent);
+                agent_records.extend(diagnostics.into_iter().map(|r| r.text));
+            }
         }
     };
     assert_eq!(
@@ -688,6 +707,32 @@ async fn an_output_flood_against_a_slow_reader_costs_bounded_memory() {
         "agent RSS reached {most_rss} KiB during the flood"
     );
 
+    agent.shutdown().await;
+    let (status, stderr) = agent.exit().await;
+    assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_prime_of_1_1_gets_a_log_record_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let older = FrameConfig {
+        version: ProtocolVersion { major: 1, minor: 1 },
+        ..FrameConfig::default()
+    };
+    let mut agent = Agent::spawn_with(dir.path(), &[], older);
+    agent.accept().await;
+    let task = key("old", "1");
+    agent.dispatch(&task, shell("printf 'a\\nb\\nc\\n'")).await;
+    let messages = agent.until_finished(&task).await;
+    assert!(
+        !messages
+            .iter()
+            .any(|m| matches!(m, ToCoordinator::Output(_))),
+        "no 1.2 message to a 1.1 prime: {messages:?}"
+    );
+    let stdout = logs(&messages, Stream::Stdout);
+    assert_eq!(texts(&stdout), ["a", "b", "c"]);
+    assert!(stdout.iter().all(|r| r.host == "worker-1"), "{stdout:?}");
     agent.shutdown().await;
     let (status, stderr) = agent.exit().await;
     assert!(status.success(), "{stderr}");

@@ -619,17 +619,18 @@ async fn two_hosts_run_hostname_and_shut_down_cleanly() {
             matches!(got[0], HostEvent::Started { key: k, pid, .. } if k == key && *pid > 0),
             "{got:?}"
         );
-        let HostEvent::Log { record, .. } = got[1] else {
+        let HostEvent::Output { host: from, batch } = got[1] else {
             panic!("{got:?}")
         };
         assert_eq!(
-            (record.stream, record.host.as_str()),
+            (batch.stream, from.as_str()),
             (Stream::Stdout, host.as_str())
         );
+        assert_eq!(&batch.task, key);
         assert!(
-            record.text.split_whitespace().any(|a| a == addr),
+            batch.text.split_whitespace().any(|a| a == addr),
             "{host} says {:?}, expected {addr}",
-            record.text
+            batch.text
         );
         assert!(
             matches!(got.last().unwrap(), HostEvent::Finished { key: k, status: Outcome::Success, exit_code: Some(0), .. } if k == key),
@@ -806,9 +807,9 @@ async fn many_tasks_on_one_link_stream_their_output() {
     let mut finished = 0;
     while finished < n {
         match next_event(&mut events).await {
-            HostEvent::Log { record, .. } if record.task.is_some() => {
-                let seq = record.task.unwrap().sequence;
-                lines.entry(seq).or_default().push(record.text);
+            HostEvent::Output { batch, .. } => {
+                let seq = lines.entry(batch.task.sequence.clone()).or_default();
+                seq.extend(batch.lines().map(str::to_string));
             }
             HostEvent::Finished { status, .. } => {
                 assert_eq!(status, Outcome::Success);

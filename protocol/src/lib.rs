@@ -190,6 +190,6 @@ pub use io::{FrameReader, FrameWriter};
 pub use limit::FrameLimit;
 pub use messages::{
     Accept, Dispatch, HandshakeReply, Heartbeat, Hello, Limits, LogLevel, LogRecord, Micros,
-    Outcome, ProtocolVersion, Refuse, StoreAccess, Stream, TaskKey, ToAgent, ToCoordinator,
-    WireMessage, Work,
+    Outcome, OutputBatch, ProtocolVersion, Refuse, StoreAccess, Stream, TaskKey, ToAgent,
+    ToCoordinator, WireMessage, Work,
 };

@@ -27,7 +27,7 @@ pub struct ProtocolVersion {
 
 impl ProtocolVersion {
     /// The version this build speaks.
-    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
 
     /// The first minor of major 1 with [`HandshakeReply::AcceptWithStore`] and
     /// [`ToCoordinator::StoreReady`].
@@ -36,6 +36,14 @@ impl ProtocolVersion {
     /// Whether a peer of this version knows the variants of [`Self::STORE_ACCESS`].
     pub fn has_store_access(self) -> bool {
         self.major == Self::STORE_ACCESS.major && self.minor >= Self::STORE_ACCESS.minor
+    }
+
+    /// The first minor of major 1 with [`ToCoordinator::Output`].
+    pub const OUTPUT_BATCHES: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
+
+    /// Whether a peer of this version knows [`ToCoordinator::Output`].
+    pub fn has_output_batches(self) -> bool {
+        self.major == Self::OUTPUT_BATCHES.major && self.minor >= Self::OUTPUT_BATCHES.minor
     }
 
     /// The version both ends understand: our major, the lower minor. Send only what it has.
@@ -322,6 +330,28 @@ pub struct LogRecord {
     pub text: String,
 }
 
+/// Consecutive lines of one task's stream, read together (since 1.2). One frame carries
+/// what one [`LogRecord`] per line would, without repeating the task, host and time, so a
+/// flood of output costs a frame (and a wake-up on each end) per batch, not per line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputBatch {
+    /// The task whose output this is.
+    pub task: TaskKey,
+    /// `Stdout` (level `Info`) or `Stderr` (level `Warn`).
+    pub stream: Stream,
+    /// When the agent read the batch.
+    pub time: Micros,
+    /// The lines, each without its line end, joined by `\n` (so a line holds no `\n`).
+    pub text: String,
+}
+
+impl OutputBatch {
+    /// The batch's lines, in order.
+    pub fn lines(&self) -> std::str::Split<'_, char> {
+        self.text.split('\n')
+    }
+}
+
 /// Everything the agent sends after the handshake. Append new variants at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToCoordinator {
@@ -360,6 +390,8 @@ pub enum ToCoordinator {
     /// The agent opened the store of [`HandshakeReply::AcceptWithStore`] and records each
     /// task's end there before reporting it (since 1.1; the agent's first message then).
     StoreReady,
+    /// Lines of a task's output (since 1.2; an older coordinator gets one `Log` per line).
+    Output(OutputBatch),
 }
 
 impl ToCoordinator {
@@ -370,6 +402,7 @@ impl ToCoordinator {
                 Some(key)
             }
             ToCoordinator::Log(record) => record.task.as_ref(),
+            ToCoordinator::Output(batch) => Some(&batch.task),
             ToCoordinator::Error { key, .. } => key.as_ref(),
             ToCoordinator::Heartbeat(_) | ToCoordinator::StoreReady => None,
         }

@@ -107,3 +107,24 @@ fn accept_with_store_is_unchanged() {
 fn store_ready_is_unchanged() {
     check("store_ready", &eventor_protocol::ToCoordinator::StoreReady);
 }
+
+/// Since 1.2: lines of output in one message.
+#[test]
+fn output_batch_is_unchanged() {
+    let batch = eventor_protocol::OutputBatch {
+        task: eventor_protocol::TaskKey {
+            run_id: "r1".into(),
+            step: "s1".into(),
+            sequence: "7".into(),
+            recovery: 0,
+            attempt: 1,
+        },
+        stream: eventor_protocol::Stream::Stdout,
+        time: 1_700_000_000_000_000,
+        text: "one\ntwo".into(),
+    };
+    check(
+        "output_batch",
+        &eventor_protocol::ToCoordinator::Output(batch),
+    );
+}

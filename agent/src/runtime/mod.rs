@@ -90,13 +90,15 @@
 //!
 //! # Backpressure and memory
 //!
-//! The outbound channel holds at most [`OUTBOUND_CAPACITY`] items and a line of output at
-//! most [`MAX_LINE_BYTES`] (longer lines are cut, saying so), so a flood costs bounded
-//! memory. Task messages wait for room. Output lines cannot wait (the runner's sink is
-//! synchronous and must not block the reader), so a line that finds the channel full is
-//! dropped and counted; the count goes out as one `Stream::Agent` record just before the
-//! next line of that task that gets through, or before its `TaskFinished`. After the prime
-//! is lost the writer discards, so nothing ever waits on a dead channel.
+//! The outbound channel holds at most [`OUTBOUND_CAPACITY`] items, and an item of output
+//! is one read from the command's pipe: at most [`READ_BYTES`](crate::lines::READ_BYTES) of
+//! lines, each at most [`MAX_LINE_BYTES`] (longer lines are cut), so a flood costs bounded
+//! memory. Output waits for room, so a slow prime slows the command down through its pipe.
+//! A prime of 1.2 or later gets each batch as one `Output` message; an older one gets a
+//! `Log` per line. Output that cannot be queued at all (the writer is gone) is dropped and
+//! counted; the count goes out as one `Stream::Agent` record just before the next batch of
+//! that task that gets through, or before its `TaskFinished`. After the prime is lost the
+//! writer discards, so nothing ever waits on a dead channel.
 //!
 //! # What it leaves out
 //!
@@ -277,6 +279,7 @@ where
         None => own,
     };
     let accept = welcome.accept;
+    let prime = reader.peer_version();
     let plan = Plan::new(&accept, &options);
     tracing::info!(
         run_id = %accept.run_id,
@@ -302,6 +305,7 @@ where
         host: accept.host.clone(),
         heartbeat: plan.heartbeat,
         stall_after: silence,
+        output_batches: prime.is_some_and(|v| v.has_output_batches()),
     };
     let dispatcher = Dispatcher::new(Session {
         reader,

@@ -1,8 +1,8 @@
-//! A command's output on its way to the writer: lines are cut to a cap and queued on the
-//! bounded outbound channel, waiting for room (so a slow prime slows the command down through
-//! its pipe, and memory stays bounded). A line that cannot be queued at all (the writer is
-//! gone) is dropped and counted, and the count travels with the next line that gets through
-//! (or is reported before `TaskFinished`).
+//! A command's output on its way to the writer: batches of lines, each line cut to a cap,
+//! queued on the bounded outbound channel, waiting for room (so a slow prime slows the
+//! command down through its pipe, and memory stays bounded). A batch that cannot be queued
+//! at all (the writer is gone) is dropped and its lines counted, and the count travels with
+//! the next batch that gets through (or is reported before `TaskFinished`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use std::sync::Arc;
 use eventor_protocol::{Stream, TaskKey};
 use tokio::sync::mpsc;
 
-use super::writer::{Outgoing, OutputLine};
+use super::writer::{Outgoing, OutputLines};
 use crate::command::{OutputSink, OutputStream};
+use crate::lines::LineBatch;
 
 /// One task's gate onto the outbound channel.
 pub(super) struct OutputGate {
@@ -40,32 +41,34 @@ impl OutputGate {
         }
     }
 
-    /// The sink `run_command` calls for every line; the reader waits for each.
+    /// The sink `run_command` calls for every batch; the reader waits for each.
     pub(super) fn sink(self: &Arc<Self>) -> OutputSink {
         let gate = self.clone();
-        Arc::new(move |stream, text| {
+        Arc::new(move |stream, lines| {
             let gate = gate.clone();
-            Box::pin(async move { gate.offer(stream, text).await })
+            Box::pin(async move { gate.offer(stream, lines).await })
         })
     }
 
-    async fn offer(&self, stream: OutputStream, mut text: String) {
-        clip(&mut text, self.line_cap);
+    async fn offer(&self, stream: OutputStream, lines: LineBatch) {
+        let lines = clip_lines(lines, self.line_cap);
+        let count = lines.len() as u64;
         let dropped_before = self.pending.swap(0, Ordering::AcqRel);
-        let line = OutputLine {
+        let batch = OutputLines {
             key: self.key.clone(),
             stream: match stream {
                 OutputStream::Stdout => Stream::Stdout,
                 OutputStream::Stderr => Stream::Stderr,
             },
-            text,
+            lines,
             time: eventor_store::now_micros(),
             dropped_before,
         };
-        if self.out.send(Outgoing::Output(line)).await.is_err() {
-            // Give back the count this line was to carry, plus the line itself.
-            self.pending.fetch_add(dropped_before + 1, Ordering::AcqRel);
-            self.total.fetch_add(1, Ordering::Relaxed);
+        if self.out.send(Outgoing::Output(batch)).await.is_err() {
+            // Give back the count this batch was to carry, plus its own lines.
+            self.pending
+                .fetch_add(dropped_before + count, Ordering::AcqRel);
+            self.total.fetch_add(count, Ordering::Relaxed);
         }
     }
 
@@ -73,6 +76,20 @@ impl OutputGate {
     pub(super) fn take_pending(&self) -> u64 {
         self.pending.swap(0, Ordering::AcqRel)
     }
+}
+
+/// The batch with each line cut to `max` bytes (the same batch when none is longer).
+fn clip_lines(lines: LineBatch, max: usize) -> LineBatch {
+    if lines.longest() <= max {
+        return lines;
+    }
+    let mut clipped = LineBatch::default();
+    for line in lines.lines() {
+        let mut line = line.to_string();
+        clip(&mut line, max);
+        clipped.push(&line);
+    }
+    clipped
 }
 
 /// Cuts `text` to at most `max` bytes (on a character boundary), saying how much was cut.

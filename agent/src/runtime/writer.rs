@@ -7,14 +7,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use eventor_protocol::{
-    FrameWriter, Heartbeat, LogLevel, LogRecord, Micros, ProtocolError, Stream, TaskKey,
-    ToCoordinator,
+    FrameWriter, Heartbeat, LogLevel, LogRecord, Micros, OutputBatch, ProtocolError, Stream,
+    TaskKey, ToCoordinator,
 };
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::lines::LineBatch;
 use crate::util::{error_chain, sleep_until};
 
 /// Frames queued beyond this many bytes are flushed before more are taken from the channel.
@@ -25,20 +26,20 @@ const FLUSH_AT: usize = 64 * 1024;
 pub(super) enum Outgoing {
     /// A message sent as is (`TaskStarted`, `TaskFinished`, `Error`).
     Message(ToCoordinator),
-    /// A line of a command's output, offered without waiting.
-    Output(OutputLine),
+    /// Lines of a command's output.
+    Output(OutputLines),
     /// The agent's own logging worth the prime's attention.
     Diagnostic(Diagnostic),
 }
 
-/// One line of a command's output.
+/// Lines of a command's output, read together.
 #[derive(Debug)]
-pub(super) struct OutputLine {
+pub(super) struct OutputLines {
     pub key: Arc<TaskKey>,
     pub stream: Stream,
-    pub text: String,
+    pub lines: LineBatch,
     pub time: Micros,
-    /// Lines of this task dropped just before this one (the channel was full).
+    /// Lines of this task dropped just before these (the writer was gone).
     pub dropped_before: u64,
 }
 
@@ -59,6 +60,8 @@ pub(super) struct WriterConfig {
     pub heartbeat: Option<Duration>,
     /// A flush still not done after this long means the prime stopped reading.
     pub stall_after: Option<Duration>,
+    /// The prime reads [`ToCoordinator::Output`] (1.2); else each line is a `Log`.
+    pub output_batches: bool,
 }
 
 /// Shared between the writer and the dispatcher: set once, when the channel is lost.
@@ -167,7 +170,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
         match item {
             Outgoing::Message(message) => self.queue(&message),
-            Outgoing::Output(line) => self.queue_output(line),
+            Outgoing::Output(lines) => self.queue_output(lines),
             Outgoing::Diagnostic(diagnostic) => {
                 let record = self.record(diagnostic.task, diagnostic.level, diagnostic.text);
                 self.queue(&ToCoordinator::Log(record));
@@ -175,29 +178,40 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
     }
 
-    fn queue_output(&mut self, line: OutputLine) {
-        if line.dropped_before > 0 {
+    fn queue_output(&mut self, output: OutputLines) {
+        if output.dropped_before > 0 {
             let record = self.record(
-                Some((*line.key).clone()),
+                Some((*output.key).clone()),
                 LogLevel::Warn,
-                dropped_text(line.dropped_before),
+                dropped_text(output.dropped_before),
             );
             self.queue(&ToCoordinator::Log(record));
         }
+        if self.config.output_batches {
+            let batch = OutputBatch {
+                task: (*output.key).clone(),
+                stream: output.stream,
+                time: output.time,
+                text: output.lines.into_text(),
+            };
+            return self.queue(&ToCoordinator::Output(batch));
+        }
         // By the protocol's convention: stdout is Info, stderr Warn.
-        let level = match line.stream {
+        let level = match output.stream {
             Stream::Stderr => LogLevel::Warn,
             Stream::Stdout | Stream::Agent => LogLevel::Info,
         };
-        let record = LogRecord {
-            time: line.time,
-            level,
-            host: self.config.host.clone(),
-            task: Some((*line.key).clone()),
-            stream: line.stream,
-            text: line.text,
-        };
-        self.queue(&ToCoordinator::Log(record));
+        for line in output.lines.lines() {
+            let record = LogRecord {
+                time: output.time,
+                level,
+                host: self.config.host.clone(),
+                task: Some((*output.key).clone()),
+                stream: output.stream,
+                text: line.to_string(),
+            };
+            self.queue(&ToCoordinator::Log(record));
+        }
     }
 
     fn record(&self, task: Option<TaskKey>, level: LogLevel, text: String) -> LogRecord {

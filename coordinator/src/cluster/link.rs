@@ -68,8 +68,8 @@ use std::time::Duration;
 
 use eventor_protocol::{
     accept, Accept, Dispatch, FrameLimit, FrameReader, FrameWriter, Heartbeat, Hello, Limits,
-    LogLevel, LogRecord, ProtocolError, StoreAccess, Stream, TaskKey, ToAgent, ToCoordinator,
-    Welcome,
+    LogLevel, LogRecord, OutputBatch, ProtocolError, StoreAccess, Stream, TaskKey, ToAgent,
+    ToCoordinator, Welcome,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
@@ -187,6 +187,8 @@ pub enum HostEvent {
     },
     /// A line of a task's output, or of the agent's own logging (its stderr included).
     Log { host: String, record: LogRecord },
+    /// Lines of a task's output, read together on the host.
+    Output { host: String, batch: OutputBatch },
     /// The link is gone (see the module docs for the reasons); its last event.
     Lost { host: String, reason: String },
     /// The agent reported a problem outside a task's own run (`key`: the task it
@@ -205,6 +207,7 @@ impl HostEvent {
             HostEvent::Started { host, .. }
             | HostEvent::Finished { host, .. }
             | HostEvent::Log { host, .. }
+            | HostEvent::Output { host, .. }
             | HostEvent::Lost { host, .. }
             | HostEvent::AgentError { host, .. } => host,
         }
@@ -873,6 +876,7 @@ async fn forward(message: ToCoordinator, ctx: &Ctx) -> bool {
             record.host.clone_from(&host);
             HostEvent::Log { host, record }
         }
+        ToCoordinator::Output(batch) => HostEvent::Output { host, batch },
         ToCoordinator::Error { key, message } => HostEvent::AgentError { host, key, message },
     };
     ctx.emit(event).await

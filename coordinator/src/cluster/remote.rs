@@ -343,6 +343,7 @@ impl Forwarder {
                 .await;
             }
             HostEvent::Log { host, record } => self.log(&host, record).await,
+            HostEvent::Output { host, batch } => self.output(host, batch).await,
             HostEvent::AgentError { host, key, message } => {
                 tracing::warn!(host = %host, "agent: {message}");
                 if let Some(key) = key {
@@ -372,6 +373,15 @@ impl Forwarder {
         if let Some(central) = &self.central {
             // Waiting here holds the link's reader back, and so the agent: backpressure.
             central.sink.record(record).await;
+        }
+    }
+
+    /// Lines of a task's output: to the console (when it shows output) and the central log.
+    async fn output(&self, host: String, batch: eventor_protocol::OutputBatch) {
+        crate::log::trace_output(&host, &batch);
+        if let Some(central) = &self.central {
+            // Waiting here holds the link's reader back, and so the agent: backpressure.
+            central.sink.output(Arc::from(host), batch).await;
         }
     }
 

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use eventor_agent::closure_pool::{ClosurePool, Job};
-use eventor_agent::command::{run_command, CommandSpec, OutputSink, OutputStream};
+use eventor_agent::command::{run_command, CommandSpec, LineBatch, OutputSink, OutputStream};
 use eventor_agent::task::{join_error_text, with_async_task, StepAction, StepResult};
 use eventor_agent::TaskContext;
-use eventor_protocol::{LogLevel, LogRecord, Stream, TaskKey, Work};
+use eventor_protocol::{OutputBatch, Stream, TaskKey, Work};
 
 use super::core::{Outcome, TaskId};
 use super::events::{ExecEvent, PinnedTasks};
@@ -189,42 +189,34 @@ fn task_env(step: &StepRuntime, ctx: &TaskContext) -> Vec<(String, String)> {
 /// Command output goes to the log, tagged with the task's step and sequence, and to the
 /// run's central log when it has one (waiting for its writer: backpressure, not loss).
 fn log_output(ctx: TaskContext, central: Option<CentralOutput>) -> OutputSink {
-    Arc::new(move |stream: OutputStream, line: String| {
-        tracing::info!(
-            target: "eventor::output",
-            step = %ctx.step,
-            sequence = %ctx.sequence,
-            stream = stream.as_str(),
-            "{line}"
-        );
-        let record = central
-            .as_ref()
-            .map(|c| (c.sink.clone(), output_record(&ctx, &c.host, stream, line)));
+    Arc::new(move |stream: OutputStream, lines: LineBatch| {
+        let batch = output_batch(&ctx, stream, lines);
+        let host = central.as_ref().map_or("", |c| &c.host);
+        crate::log::trace_output(host, &batch);
+        let sink = central.as_ref().map(|c| (c.sink.clone(), c.host.clone()));
         Box::pin(async move {
-            if let Some((sink, record)) = record {
-                sink.record(record).await;
+            if let Some((sink, host)) = sink {
+                sink.output(host, batch).await;
             }
         })
     })
 }
 
-fn output_record(ctx: &TaskContext, host: &str, stream: OutputStream, text: String) -> LogRecord {
-    let (level, stream) = match stream {
-        OutputStream::Stdout => (LogLevel::Info, Stream::Stdout),
-        OutputStream::Stderr => (LogLevel::Warn, Stream::Stderr),
+fn output_batch(ctx: &TaskContext, stream: OutputStream, lines: LineBatch) -> OutputBatch {
+    let stream = match stream {
+        OutputStream::Stdout => Stream::Stdout,
+        OutputStream::Stderr => Stream::Stderr,
     };
-    LogRecord {
-        time: eventor_store::now_micros(),
-        level,
-        host: host.to_string(),
-        task: Some(TaskKey {
+    OutputBatch {
+        task: TaskKey {
             run_id: ctx.run_id.to_string(),
             step: ctx.step.to_string(),
             sequence: ctx.sequence.to_string(),
             recovery: ctx.recovery,
             attempt: ctx.attempt,
-        }),
+        },
         stream,
-        text,
+        time: eventor_store::now_micros(),
+        text: lines.into_text(),
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use eventor_protocol::{LogRecord, Stream};
+use eventor_protocol::{LogRecord, Micros, OutputBatch, Stream, TaskKey};
 
 /// The file buffer (and a reader's chunk): one IO per this many bytes under a flood.
 pub(super) const FILE_BUFFER: usize = 64 * 1024;
@@ -49,13 +49,44 @@ pub(super) fn now_text() -> String {
 
 /// Appends `record` as one line (with its newline) to `out`.
 pub fn format_record(out: &mut String, record: &LogRecord) {
+    push_prefix(
+        out,
+        record.time,
+        &record.host,
+        record.task.as_ref(),
+        record.stream,
+    );
+    push_text(out, &record.text);
+}
+
+/// Appends every line of `batch`, from `host`, one record per line; answers how many.
+pub fn format_batch(out: &mut String, host: &str, batch: &OutputBatch) -> u64 {
+    let mut prefix = String::with_capacity(96);
+    push_prefix(
+        &mut prefix,
+        batch.time,
+        host,
+        Some(&batch.task),
+        batch.stream,
+    );
+    let mut lines = 0;
+    for line in batch.lines() {
+        out.push_str(&prefix);
+        push_text(out, line);
+        lines += 1;
+    }
+    lines
+}
+
+/// The fields before the text, each followed by its space.
+fn push_prefix(out: &mut String, time: Micros, host: &str, task: Option<&TaskKey>, stream: Stream) {
     use std::fmt::Write as _;
-    let micros = u64::try_from(record.time).unwrap_or(0);
+    let micros = u64::try_from(time).unwrap_or(0);
     let time = UNIX_EPOCH + Duration::from_micros(micros);
     let _ = write!(out, "{} ", humantime::format_rfc3339_micros(time));
-    push_field(out, &record.host);
+    push_field(out, host);
     out.push(' ');
-    match &record.task {
+    match task {
         Some(key) => {
             push_field(out, &key.step);
             out.push('[');
@@ -65,19 +96,27 @@ pub fn format_record(out: &mut String, record: &LogRecord) {
         None => out.push('-'),
     }
     out.push(' ');
-    out.push_str(stream_name(record.stream));
+    out.push_str(stream_name(stream));
     out.push(' ');
-    for c in record.text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
+}
+
+/// The text with `\r` and `\n` escaped, and the line end.
+fn push_text(out: &mut String, text: &str) {
+    if !text.contains(['\n', '\r']) {
+        out.push_str(text);
+    } else {
+        for c in text.chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
         }
     }
     out.push('\n');
 }
 
-fn stream_name(stream: Stream) -> &'static str {
+pub(super) fn stream_name(stream: Stream) -> &'static str {
     match stream {
         Stream::Stdout => "stdout",
         Stream::Stderr => "stderr",

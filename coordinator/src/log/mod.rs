@@ -36,9 +36,10 @@
 //! Records go through one bounded channel to one writer task, which formats them into a
 //! buffered file and flushes whenever the channel runs dry and at least every
 //! [`CentralLogConfig::flush_every`] under load, so a follower sees lines promptly while
-//! a flood still costs one write per buffer. [`LogSink::record`] waits for room
-//! (backpressure: a slow disk slows the producers), so memory stays bounded and nothing
-//! is dropped.
+//! a flood still costs one write per buffer. [`LogSink::record`] and [`LogSink::output`]
+//! (a batch of lines, written with its fields formatted once) wait for room (backpressure:
+//! a slow disk slows the producers); batches also wait for a byte budget, so memory stays
+//! bounded whatever their size, and nothing is dropped.
 
 mod format;
 mod reader;
@@ -46,9 +47,22 @@ mod writer;
 
 use std::path::PathBuf;
 
-pub use format::{format_record, log_path, LogLine};
+pub use format::{format_batch, format_record, log_path, LogLine};
 pub use reader::{print_log, print_log_until, LogFilter, PrintSummary};
 pub use writer::{CentralLog, CentralLogConfig, CentralOutput, LogSink, LogTotals};
+
+/// Each line of `batch` as an event of the `eventor::output` target (the console's view of
+/// task output; a subscriber that does not show it costs a check per batch).
+pub fn trace_output(host: &str, batch: &eventor_protocol::OutputBatch) {
+    if !tracing::enabled!(target: "eventor::output", tracing::Level::INFO) {
+        return;
+    }
+    let (step, sequence) = (&batch.task.step, &batch.task.sequence);
+    for line in batch.lines() {
+        tracing::info!(target: "eventor::output", host = %host, step = %step,
+            sequence = %sequence, stream = format::stream_name(batch.stream), "{line}");
+    }
+}
 
 /// Why the central log could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +138,28 @@ mod tests {
             line_of(&r),
             "2026-11-29T21:22:05.236001Z node1 - agent a\\nb\\rc\n"
         );
+    }
+
+    #[test]
+    fn a_batch_is_a_record_per_line() {
+        let r = record("node2", Some(("s1", "3")), Stream::Stderr, "");
+        let batch = eventor_protocol::OutputBatch {
+            task: r.task.clone().unwrap(),
+            stream: r.stream,
+            time: r.time,
+            text: "one\n\ntwo\rthree".into(),
+        };
+        let mut text = String::new();
+        format_batch(&mut text, "node2", &batch);
+        let one_by_one: String = ["one", "", "two\rthree"]
+            .map(|t| {
+                line_of(&LogRecord {
+                    text: t.into(),
+                    ..r.clone()
+                })
+            })
+            .concat();
+        assert_eq!(text, one_by_one);
     }
 
     #[test]

@@ -5,16 +5,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventor_protocol::LogRecord;
+use eventor_protocol::{LogRecord, OutputBatch};
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::format::{format_record, log_path, now_text, END_MARKER, FILE_BUFFER, START_MARKER};
+use super::format::{
+    format_batch, format_record, log_path, now_text, END_MARKER, FILE_BUFFER, START_MARKER,
+};
 use super::CentralLogError;
 
 /// Records handled in one go before the writer yields back to the channel.
 const BATCH: usize = 4096;
+/// Bytes of batched output queued ahead of the writer, in units of [`BUDGET_UNIT`].
+const BUDGET_UNITS: u32 = 8192;
+const BUDGET_UNIT: usize = 1024;
 
 /// Channel size and flush period of a [`CentralLog`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +41,12 @@ impl Default for CentralLogConfig {
 
 enum Entry {
     Record(LogRecord),
+    /// Lines from one host, holding their share of the byte budget until written.
+    Output {
+        host: Arc<str>,
+        batch: OutputBatch,
+        _budget: OwnedSemaphorePermit,
+    },
     Close {
         outcome: String,
         done: oneshot::Sender<()>,
@@ -46,6 +57,7 @@ enum Entry {
 #[derive(Clone)]
 pub struct LogSink {
     tx: mpsc::Sender<Entry>,
+    budget: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for LogSink {
@@ -58,6 +70,21 @@ impl LogSink {
     /// Queues `record`, waiting while the channel is full. `false` once the log is closed.
     pub async fn record(&self, record: LogRecord) -> bool {
         self.tx.send(Entry::Record(record)).await.is_ok()
+    }
+
+    /// Queues the lines of `batch` from `host`, waiting for room and for their bytes'
+    /// share of the budget. `false` once the log is closed.
+    pub async fn output(&self, host: Arc<str>, batch: OutputBatch) -> bool {
+        let units = (batch.text.len() / BUDGET_UNIT + 1).min(BUDGET_UNITS as usize) as u32;
+        let Ok(budget) = self.budget.clone().acquire_many_owned(units).await else {
+            return false;
+        };
+        let entry = Entry::Output {
+            host,
+            batch,
+            _budget: budget,
+        };
+        self.tx.send(entry).await.is_ok()
     }
 }
 
@@ -108,7 +135,10 @@ impl CentralLog {
         let writer = tokio::spawn(writer.run(rx));
         Ok(CentralLog {
             path,
-            sink: LogSink { tx },
+            sink: LogSink {
+                tx,
+                budget: Arc::new(Semaphore::new(BUDGET_UNITS as usize)),
+            },
             writer,
         })
     }
@@ -187,6 +217,7 @@ impl Writer {
             while let Some(entry) = next.take() {
                 match entry {
                     Entry::Record(record) => self.record(&record).await?,
+                    Entry::Output { host, batch, .. } => self.output(&host, &batch).await?,
                     Entry::Close { outcome, done } => return self.close(&outcome, done).await,
                 }
                 handled += 1;
@@ -214,6 +245,16 @@ impl Writer {
         let result = self.write(line.as_bytes()).await;
         self.line = line;
         self.written += 1;
+        result
+    }
+
+    async fn output(&mut self, host: &str, batch: &OutputBatch) -> Result<(), CentralLogError> {
+        let mut text = std::mem::take(&mut self.line);
+        text.clear();
+        let lines = format_batch(&mut text, host, batch);
+        let result = self.write(text.as_bytes()).await;
+        self.line = text;
+        self.written += lines;
         result
     }
 
