@@ -69,6 +69,12 @@
 //! rules below allow, which is why the golden files changed only in the header's minor
 //! byte (and gained `accept_with_store` and `store_ready`).
 //!
+//! **Output in batches (1.2).** A command's output reaches the agent a pipe read at a time;
+//! [`ToCoordinator::Output`] carries one read's lines ([`OutputBatch`]: the task, stream and
+//! time once, the lines joined by `\n`), so a flood costs a frame per 64 KiB instead of one
+//! [`LogRecord`] per line. The agent sends it only to a coordinator whose header says 1.2 or
+//! later; an older one gets the same lines as `Log` records, one per line.
+//!
 //! The agent speaks first, because the coordinator started it and is already listening.
 //! [`Hello`] and [`HandshakeReply`] are types of their own rather than variants of the
 //! message enums: until the handshake ends, each side expects exactly one message of a
