@@ -154,6 +154,27 @@ pub fn spawn_coord(dir: &Path, args: &[&str]) -> std::process::Child {
         .expect("start eventor-coord")
 }
 
+/// Waits for a coordinator started by [`spawn_coord`] (at most `within`: longer is a hang)
+/// and answers its exit code and its stdout and stderr.
+pub fn finish_coord(
+    mut child: std::process::Child,
+    within: std::time::Duration,
+) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "a coordinator hung");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status.code(), format!("{out}\n{err}"))
+}
+
 /// Waits (at most 30 s) until `path` exists, e.g. a file a step writes when it starts.
 pub fn wait_for(path: &Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -130,27 +130,10 @@ async fn a_task_whose_host_is_cut_off_retries_on_the_other_host() {
     let _pg = crate::postgres_shared();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().display().to_string();
-    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("retry_host"));
-    let flow = write(
-        dir.path(),
-        "move.yaml",
-        &format!(
-            "events: {{go: {{}}}}\nsteps:\n  \
-               job: {{run: 'hostname -I >> {out}/where.txt; sleep 4', hosts: [node1, node2], retries: 1}}\n\
-             assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
-        ),
+    let job = format!(
+        "{{run: 'hostname -I >> {out}/where.txt; sleep 4', hosts: [node1, node2], retries: 1}}"
     );
-    let mut run = crate::spawn_coord(
-        dir.path(),
-        &[
-            "run",
-            "--hosts",
-            &hosts,
-            flow.to_str().unwrap(),
-            "--run-id",
-            "M",
-        ],
-    );
+    let (run, url) = start_job(dir.path(), &bed, "retry_host", &job, "M");
     let where_ = dir.path().join("where.txt");
     let first = wait_for_lines(&where_, 1, Duration::from_secs(30)).remove(0);
     let (cut_host, other) = if first.trim() == bed["EVENTOR_NODE1_ADDR"] {
@@ -167,17 +150,8 @@ async fn a_task_whose_host_is_cut_off_retries_on_the_other_host() {
         bed[other],
         "the retry runs on the other host"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = run.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the run hung");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(run.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    assert_eq!(status.code(), Some(0), "{stdout}");
+    let (code, stdout) = crate::finish_coord(run, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stdout}");
     eprintln!("MEASURE host loss to the task running elsewhere: {moved_after:?}");
     let store = open(&url).await;
     let run = store.run_history("M").await.unwrap().remove(0);
@@ -192,44 +166,44 @@ async fn a_host_pinned_task_whose_host_stays_away_fails_after_its_retries() {
     let _pg = crate::postgres_shared();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().display().to_string();
-    let (hosts, _) = hosts_file(dir.path(), &bed, &schema("retry_pinned"));
+    let job = format!(
+        "{{run: 'echo try >> {out}/ran.txt; sleep 30', host: node1, retries: 2, retry_delay: 1s}}"
+    );
+    let (run, _) = start_job(dir.path(), &bed, "retry_pinned", &job, "H");
+    wait_for_lines(&dir.path().join("ran.txt"), 1, Duration::from_secs(30));
+    let _cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
+    let (code, stdout) = crate::finish_coord(run, Duration::from_secs(40));
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("no link to any of"), "{stdout}");
+}
+
+/// Starts a run of one step, `job` (its YAML mapping), triggered once, on the test bed's
+/// hosts with the store in schema `name`; answers the coordinator and the store's URL.
+fn start_job(
+    dir: &Path,
+    bed: &std::collections::HashMap<String, String>,
+    name: &str,
+    job: &str,
+    run_id: &str,
+) -> (std::process::Child, String) {
+    let (hosts, url) = hosts_file(dir, bed, &schema(name));
     let flow = write(
-        dir.path(),
-        "pinned.yaml",
+        dir,
+        &format!("{name}.yaml"),
         &format!(
-            "events: {{go: {{}}}}\nsteps:\n  \
-               job: {{run: 'echo try >> {out}/ran.txt; sleep 30', host: node1, retries: 2, retry_delay: 1s}}\n\
+            "events: {{go: {{}}}}\nsteps:\n  job: {job}\n\
              assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
         ),
     );
-    let mut run = crate::spawn_coord(
-        dir.path(),
-        &[
-            "run",
-            "--hosts",
-            &hosts,
-            flow.to_str().unwrap(),
-            "--run-id",
-            "H",
-        ],
-    );
-    wait_for_lines(&dir.path().join("ran.txt"), 1, Duration::from_secs(30));
-    let _cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let status = loop {
-        if let Some(status) = run.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run hung waiting for its host"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(run.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    assert_eq!(status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("no link to any of"), "{stdout}");
+    let args = [
+        "run",
+        "--hosts",
+        &hosts,
+        flow.to_str().unwrap(),
+        "--run-id",
+        run_id,
+    ];
+    (crate::spawn_coord(dir, &args), url)
 }
 
 /// Polls the run's only task in the store until `done` says yes; answers it.
@@ -260,27 +234,8 @@ async fn a_host_that_comes_back_takes_later_tasks() {
     let _pg = crate::postgres_shared();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().display().to_string();
-    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("retry_back"));
-    let flow = write(
-        dir.path(),
-        "back.yaml",
-        &format!(
-            "events: {{go: {{}}}}\nsteps:\n  \
-               job: {{run: 'hostname -I >> {out}/where.txt; sleep 3', host: node1, retries: 60, retry_delay: 1s}}\n\
-             assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
-        ),
-    );
-    let mut run = crate::spawn_coord(
-        dir.path(),
-        &[
-            "run",
-            "--hosts",
-            &hosts,
-            flow.to_str().unwrap(),
-            "--run-id",
-            "B",
-        ],
-    );
+    let job = format!("{{run: 'hostname -I >> {out}/where.txt; sleep 3', host: node1, retries: 60, retry_delay: 1s}}");
+    let (run, url) = start_job(dir.path(), &bed, "retry_back", &job, "B");
     let where_ = dir.path().join("where.txt");
     wait_for_lines(&where_, 1, Duration::from_secs(30));
     let store = open(&url).await;
@@ -309,17 +264,8 @@ async fn a_host_that_comes_back_takes_later_tasks() {
         "MEASURE link up to a task running on the host again: {:?}",
         back.elapsed()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = run.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the run hung");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(run.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    assert_eq!(status.code(), Some(0), "{stdout}");
+    let (code, stdout) = crate::finish_coord(run, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stdout}");
     let done = |t: &eventor_store::TaskRecord| t.status == TaskStatus::Success;
     let task = wait_for_task(&store, "B", done, Duration::from_secs(5)).await;
     assert!(task.attempt >= 3, "{task:?}");

@@ -5,13 +5,12 @@
 //! run is recovered, and two flows declaring the pool with different units are refused.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventor_store::{Store, StoreLocation, TaskStatus};
 
 use crate::cluster_run::schema;
-use crate::{coord, coord_binary, testbed, text, write};
+use crate::{coord, finish_coord, spawn_coord, testbed, text, write};
 
 /// A flow named `name` whose step `work` runs `tasks` tasks, each holding one unit of the
 /// shared pool `lic` (of `units`) while it runs `body` between its start and end lines.
@@ -28,33 +27,6 @@ fn pool_flow(dir: &Path, name: &str, units: u32, tasks: u32, body: &str) -> Stri
     );
     let path = write(dir, &format!("{name}.yaml"), &flow);
     path.to_str().unwrap().to_string()
-}
-
-fn spawn(dir: &Path, args: &[&str]) -> Child {
-    Command::new(coord_binary())
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for `child` (at most `within`) and answers its exit code and stdout.
-fn finish(mut child: Child, within: Duration) -> (Option<i32>, String) {
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "a coordinator hung");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    (status.code(), format!("{out}\n{err}"))
 }
 
 /// The most tasks that held the pool at once, from the `TIME ±1 TASK` lines; a task that
@@ -104,11 +76,11 @@ fn two_coordinators_never_exceed_a_shared_pool_together() {
     let store = format!("{}?schema={}", bed["EVENTOR_PG_URL"], schema("pool2"));
     let a = pool_flow(dir.path(), "pa", 2, 6, "sleep 0.3");
     let b = pool_flow(dir.path(), "pb", 2, 6, "sleep 0.3");
-    let one = spawn(dir.path(), &["run", &a, "--store", &store, "--run-id", "A"]);
-    let two = spawn(dir.path(), &["run", &b, "--store", &store, "--run-id", "B"]);
-    let (code, out) = finish(one, Duration::from_secs(60));
+    let one = spawn_coord(dir.path(), &["run", &a, "--store", &store, "--run-id", "A"]);
+    let two = spawn_coord(dir.path(), &["run", &b, "--store", &store, "--run-id", "B"]);
+    let (code, out) = finish_coord(one, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = finish(two, Duration::from_secs(60));
+    let (code, out) = finish_coord(two, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{out}");
     let (most, starts) = most_at_once(&dir.path().join("held.txt"), None);
     assert_eq!(starts, 12);
@@ -134,7 +106,7 @@ async fn a_killed_coordinator_holds_its_units_only_until_its_run_is_recovered() 
     let url = format!("{}?schema={}", bed["EVENTOR_PG_URL"], schema("poolkill"));
     let a = pool_flow(dir.path(), "ka", 2, 3, "sleep 2");
     let b = pool_flow(dir.path(), "kb", 2, 3, "sleep 0.3");
-    let mut first = spawn(dir.path(), &["run", &a, "--store", &url, "--run-id", "KA"]);
+    let mut first = spawn_coord(dir.path(), &["run", &a, "--store", &url, "--run-id", "KA"]);
     let store = Store::open(&StoreLocation::parse(&url).unwrap())
         .await
         .unwrap();
@@ -144,7 +116,7 @@ async fn a_killed_coordinator_holds_its_units_only_until_its_run_is_recovered() 
     let killed_at = now_nanos();
 
     // The dead coordinator's units stay held: the other run waits for them.
-    let second = spawn(dir.path(), &["run", &b, "--store", &url, "--run-id", "KB"]);
+    let second = spawn_coord(dir.path(), &["run", &b, "--store", &url, "--run-id", "KB"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let kb = store.run_history("KB").await.unwrap().remove(0).key;
     let tasks = store.tasks(kb).await.unwrap();
@@ -163,7 +135,7 @@ async fn a_killed_coordinator_holds_its_units_only_until_its_run_is_recovered() 
         "{}",
         text(&recovered.stderr)
     );
-    let (code, out) = finish(second, Duration::from_secs(60));
+    let (code, out) = finish_coord(second, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{out}");
     let held = dir.path().join("held.txt");
     let (most, _) = most_at_once(&held, Some(killed_at));
@@ -203,17 +175,17 @@ fn grant_throughput_of_a_shared_pool_under_contention() {
     let a = pool_flow(dir.path(), "ta", 2, tasks, "true");
     let b = pool_flow(dir.path(), "tb", 2, tasks, "true");
     let started = Instant::now();
-    let one = spawn(
+    let one = spawn_coord(
         dir.path(),
         &["run", &a, "--store", &store, "--run-id", "TA"],
     );
-    let two = spawn(
+    let two = spawn_coord(
         dir.path(),
         &["run", &b, "--store", &store, "--run-id", "TB"],
     );
-    let (code, out) = finish(one, Duration::from_secs(120));
+    let (code, out) = finish_coord(one, Duration::from_secs(120));
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = finish(two, Duration::from_secs(120));
+    let (code, out) = finish_coord(two, Duration::from_secs(120));
     assert_eq!(code, Some(0), "{out}");
     let elapsed = started.elapsed();
     let (most, starts) = most_at_once(&dir.path().join("held.txt"), None);
@@ -238,17 +210,17 @@ async fn two_coordinators_on_one_sqlite_file_share_a_pool() {
     );
     let a = pool_flow(dir.path(), "sa", 1, 4, "sleep 0.2");
     let b = pool_flow(dir.path(), "sb", 1, 4, "sleep 0.2");
-    let one = spawn(
+    let one = spawn_coord(
         dir.path(),
         &["run", &a, "--store", &store, "--run-id", "SA"],
     );
-    let two = spawn(
+    let two = spawn_coord(
         dir.path(),
         &["run", &b, "--store", &store, "--run-id", "SB"],
     );
-    let (code, out) = finish(one, Duration::from_secs(60));
+    let (code, out) = finish_coord(one, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = finish(two, Duration::from_secs(60));
+    let (code, out) = finish_coord(two, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{out}");
     let (most, starts) = most_at_once(&dir.path().join("held.txt"), None);
     assert_eq!((most, starts), (1, 8), "one unit: one task at a time");
