@@ -49,7 +49,7 @@ mod subscription;
 mod types;
 
 pub use location::{LocationError, PgLocation, StoreLocation, DEFAULT_SCHEMA};
-pub use postgres::{PgOptions, PgStore};
+pub use postgres::{PgOptions, PgStore, SchemaSetup};
 pub use run_lock::RunGuard;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub use subscription::Subscription;
@@ -75,6 +75,22 @@ impl Store {
             StoreLocation::Postgres(pg) => Ok(Store::Postgres(
                 PgStore::open(pg, PgOptions::default()).await?,
             )),
+        }
+    }
+
+    /// Opens a store whose schema the prime has prepared for this run: on Postgres only
+    /// checked, without the migration lock ([`SchemaSetup::Verify`]); otherwise as
+    /// [`open`](Self::open).
+    pub async fn open_prepared(location: &StoreLocation) -> Result<Store, StoreError> {
+        match location {
+            StoreLocation::Postgres(pg) => {
+                let options = PgOptions {
+                    schema: SchemaSetup::Verify,
+                    ..PgOptions::default()
+                };
+                Ok(Store::Postgres(PgStore::open(pg, options).await?))
+            }
+            StoreLocation::Sqlite(_) => Store::open(location).await,
         }
     }
 

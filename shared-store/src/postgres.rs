@@ -138,6 +138,20 @@ pub struct PgOptions {
     pub reconnect_for: Duration,
     /// How often a transaction that hit a serialization failure or deadlock runs again.
     pub conflict_retries: u32,
+    /// How the schema is made ready.
+    pub schema: SchemaSetup,
+}
+
+/// How a store's schema is made ready when it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaSetup {
+    /// Created if missing, migrated and pruned, under the schema's migration lock.
+    #[default]
+    Prepare,
+    /// Another process (the prime) has just prepared it: checked, without the lock, to hold
+    /// this build's newest migration, and prepared as usual only if it does not. Sixteen
+    /// agents opening the store at once no longer queue on the lock.
+    Verify,
 }
 
 impl Default for PgOptions {
@@ -148,6 +162,7 @@ impl Default for PgOptions {
             keepalives_idle: Duration::from_secs(30),
             reconnect_for: Duration::from_secs(60),
             conflict_retries: 5,
+            schema: SchemaSetup::Prepare,
         }
     }
 }
@@ -172,12 +187,16 @@ impl PgStore {
     pub async fn open(location: &PgLocation, options: PgOptions) -> Result<PgStore, StoreError> {
         let connector = Arc::new(Connector::new(location, &options));
         let store = connector.describe().to_owned();
-        let conn = connector
+        let mut conn = connector
             .diesel()
             .await
             .map_err(|e| open_error(&store, e))?;
-        let migrate_key = lock_key(connector.schema(), "");
-        let conn = migrate::prepare(conn, connector.schema(), migrate_key, &store).await?;
+        let verified = options.schema == SchemaSetup::Verify
+            && migrate::is_current(&mut conn, connector.schema()).await;
+        if !verified {
+            let migrate_key = lock_key(connector.schema(), "");
+            conn = migrate::prepare(conn, connector.schema(), migrate_key, &store).await?;
+        }
         let pool = Pool::new(connector, options.pool_size, conn);
         let shared = Shared {
             location: location.clone(),
@@ -189,6 +208,13 @@ impl PgStore {
         Ok(PgStore {
             shared: Arc::new(shared),
         })
+    }
+
+    /// The two keys of `schema`'s migration lock (`pg_advisory_lock(a, b)`), for tests that
+    /// hold it from outside.
+    #[doc(hidden)]
+    pub fn migration_lock_keys(schema: &str) -> (i32, i32) {
+        (MIGRATE_LOCK_CLASS, lock_key(schema, ""))
     }
 
     pub fn location(&self) -> &PgLocation {

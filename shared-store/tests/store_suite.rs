@@ -1247,6 +1247,49 @@ mod postgres_only {
         text
     }
 
+    /// An agent opens a store its prime prepared without queueing on the schema's
+    /// migration lock (sixteen agents used to wait for each other there); a plain open
+    /// still takes the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prepared_store_opens_without_the_migration_lock() {
+        let Some((_, _, schema)) = two_stores().await else {
+            return;
+        };
+        let url = common::pg_url().unwrap();
+        let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        let (class, key) = eventor_store::PgStore::migration_lock_keys(&schema.name);
+        holder
+            .execute("SELECT pg_advisory_lock($1, $2)", &[&class, &key])
+            .await
+            .expect("take the lock");
+        let wait = Duration::from_secs(2);
+        let prepared = tokio::time::timeout(wait, Store::open_prepared(&schema.location)).await;
+        assert!(
+            matches!(prepared, Ok(Ok(_))),
+            "open_prepared waited or failed"
+        );
+        let plain = tokio::time::timeout(wait, Store::open(&schema.location)).await;
+        assert!(plain.is_err(), "a plain open waits for the lock");
+        holder
+            .execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &key])
+            .await
+            .expect("release the lock");
+        schema.drop_now().await;
+    }
+
+    /// On a schema not prepared yet, `open_prepared` prepares it as `open` does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_prepared_prepares_a_new_schema() {
+        let Some(url) = common::pg_url() else { return };
+        let schema = PgSchema::fresh(&url);
+        let store = Store::open_prepared(&schema.location).await.expect("open");
+        started(&store, "P").await;
+        schema.drop_now().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn racing_stores_start_each_task_once() {
         let Some((first, second, schema)) = two_stores().await else {

@@ -350,7 +350,13 @@ async fn open_granted<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
 ) -> Result<Store, AgentError> {
     let location = granted_location(access)?;
-    let opened = open_store(Some(&location)).await;
+    // The prime prepared this store's schema before it started the agents.
+    let opened = Store::open_prepared(&location)
+        .await
+        .map_err(|source| AgentError::Store {
+            location: location.to_string(),
+            source,
+        });
     let answer = match &opened {
         Ok(_) => ToCoordinator::StoreReady,
         Err(e) => ToCoordinator::Error {
@@ -362,7 +368,7 @@ async fn open_granted<W: AsyncWrite + Unpin>(
         .write_frame(&answer)
         .await
         .map_err(AgentError::Welcome)?;
-    let store = opened?.expect("a location was given");
+    let store = opened?;
     tracing::info!(store = %location, "recording results in the coordinator's store");
     Ok(store)
 }

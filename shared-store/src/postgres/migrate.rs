@@ -4,8 +4,13 @@
 //!
 //! diesel's migration harness wants a synchronous connection: the async one is wrapped in
 //! diesel-async's `AsyncConnectionWrapper` and driven from a blocking thread.
+//!
+//! A store opened by an agent of a run whose prime has just prepared the schema only checks
+//! it ([`is_current`]: one query, no lock).
 
 use diesel::connection::SimpleConnection;
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
 use diesel::sql_types::{Bool, Text};
 use diesel::{QueryableByName, RunQueryDsl};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
@@ -61,6 +66,29 @@ fn locked(
     ));
     outcome?;
     Ok(unlocked?)
+}
+
+/// Whether `schema` holds this build's newest migration. Any error (no such table) is
+/// `false`: the caller then prepares the schema as usual.
+pub(super) async fn is_current(conn: &mut AsyncPgConnection, schema: &str) -> bool {
+    let Some(newest) = newest_migration() else {
+        return false;
+    };
+    let query = format!(
+        "SELECT EXISTS (SELECT 1 FROM {}.__diesel_schema_migrations WHERE version = $1) \
+         AS present",
+        quote_ident(schema)
+    );
+    let query = diesel::sql_query(query).bind::<Text, _>(newest);
+    let found = diesel_async::RunQueryDsl::get_result::<Present>(query, conn).await;
+    matches!(found, Ok(Present { present: true }))
+}
+
+/// The version of the newest embedded migration.
+fn newest_migration() -> Option<String> {
+    let migrations = MigrationSource::<Pg>::migrations(&MIGRATIONS).ok()?;
+    let versions = migrations.iter().map(|m| m.name().version().to_string());
+    versions.max()
 }
 
 #[derive(QueryableByName)]
