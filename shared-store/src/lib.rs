@@ -168,9 +168,19 @@ impl Store {
 
     /// Every trigger row of one run recovery, ordered by id (firing order).
     pub async fn triggers(&self, run: RunKey) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.triggers_after(run, 0).await
+    }
+
+    /// The triggers of one run recovery with a row id above `after`, ordered by id: what a
+    /// watcher that has seen up to `after` has not seen yet.
+    pub async fn triggers_after(
+        &self,
+        run: RunKey,
+        after: i64,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.triggers(run).await,
-            Store::Postgres(s) => s.triggers(run).await,
+            Store::Sqlite(s) => s.triggers(run, after).await,
+            Store::Postgres(s) => s.triggers(run, after).await,
         }
     }
 

@@ -313,10 +313,14 @@ impl PgStore {
         .await
     }
 
-    pub async fn triggers(&self, run: RunKey) -> Result<Vec<TriggerRecord>, StoreError> {
+    pub async fn triggers(
+        &self,
+        run: RunKey,
+        after: i64,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
         self.retry(move |conn| {
             let run = run.clone();
-            Box::pin(async move { read::triggers(conn, &run).await })
+            Box::pin(async move { read::triggers(conn, &run, after).await })
         })
         .await
     }
@@ -647,7 +651,7 @@ mod tests {
         let job = Arc::new((store.write_cx(&run), Write::Commit(batch.clone())));
         store.write_job(job.clone()).await.unwrap();
         store.write_job(job).await.expect("recognized as applied");
-        assert_eq!(store.triggers(run.clone()).await.unwrap().len(), 1);
+        assert_eq!(store.triggers(run.clone(), 0).await.unwrap().len(), 1);
         // A new write of the same changes is a duplicate: the retry was not just lucky.
         let err = store.write(Write::Commit(batch)).await.unwrap_err();
         assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");

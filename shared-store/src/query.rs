@@ -84,14 +84,15 @@ pub(crate) fn tasks_of<'a>(run: &'a RunKey) -> _ {
         ))
 }
 
-/// Every trigger of one run recovery, in firing order.
+/// The triggers of one run recovery whose row id is above `after`, in firing order.
 #[auto_type(no_type_alias)]
-pub(crate) fn triggers_of<'a>(run: &'a RunKey) -> _ {
+pub(crate) fn triggers_of<'a>(run: &'a RunKey, after: i64) -> _ {
     let run_id: &'a str = &run.run_id;
     let recovery: i32 = run.recovery;
     triggers::table
         .filter(triggers::run_id.eq(run_id))
         .filter(triggers::recovery.eq(recovery))
+        .filter(triggers::id.gt(after))
         .order(triggers::id.asc())
         .select((
             triggers::id,

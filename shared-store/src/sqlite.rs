@@ -211,8 +211,12 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn triggers(&self, run: RunKey) -> Result<Vec<TriggerRecord>, StoreError> {
-        self.call(move |conn| trigger_records(query::triggers_of(&run).load(conn)?))
+    pub async fn triggers(
+        &self,
+        run: RunKey,
+        after: i64,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.call(move |conn| trigger_records(query::triggers_of(&run, after).load(conn)?))
             .await
     }
 

@@ -281,6 +281,13 @@ async fn batch_round_trips(fx: Fixture) {
         .collect();
     assert_eq!(fired, [("start", "1", 5), ("s1", "1", 6)]);
     assert!(triggers[0].id < triggers[1].id);
+    let after = |id| store.triggers_after(run.clone(), id);
+    let newer = after(triggers[0].id).await.unwrap();
+    assert_eq!(
+        newer.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [triggers[1].id]
+    );
+    assert!(after(triggers[1].id).await.unwrap().is_empty());
 
     let tasks = store.tasks(run.clone()).await.unwrap();
     assert_eq!(

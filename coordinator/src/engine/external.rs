@@ -55,9 +55,10 @@ impl ExternalTriggers {
         store: &Store,
         run: &RunKey,
     ) -> Result<(), StoreError> {
-        let rows = store.triggers(run.clone()).await?;
-        let seen = self.seen;
-        for row in rows.into_iter().filter(|row| row.id > seen) {
+        // Only rows past the last one seen: a busy run wakes this often (every commit of
+        // an agent), and its trigger table only grows.
+        let rows = store.triggers_after(run.clone(), self.seen).await?;
+        for row in rows {
             self.seen = self.seen.max(row.id);
             let Some(&event) = self.events.get(&row.event) else {
                 tracing::warn!(event = %row.event, "a trigger of an event this flow does not have was ignored");

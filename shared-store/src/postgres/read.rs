@@ -35,8 +35,9 @@ pub(super) async fn tasks(
 pub(super) async fn triggers(
     conn: &mut AsyncPgConnection,
     run: &RunKey,
+    after: i64,
 ) -> Result<Vec<TriggerRecord>, Failure> {
-    let rows = query::triggers_of(run).load(conn).await?;
+    let rows = query::triggers_of(run, after).load(conn).await?;
     Ok(trigger_records(rows)?)
 }
 
