@@ -2,7 +2,7 @@
 //! wait in a queue), stops them on request, watches the prime's liveness, and drains when
 //! the prime says `Shutdown`, goes away, or the caller stops the agent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +53,7 @@ enum Phase {
 /// What woke the loop: the closed set of inputs it reacts to.
 enum Wake {
     Frame(Result<Option<ToAgent>, ProtocolError>),
+    TaskRan(TaskKey),
     TaskDone(TaskKey),
     WriteLost,
     Silent,
@@ -61,7 +62,11 @@ enum Wake {
 
 pub(super) struct Dispatcher<R> {
     session: Session<R>,
+    /// Every task started and not yet reported, with its stop handle.
     running: HashMap<TaskKey, Stop>,
+    /// The tasks whose work is still running: what the limit counts. A task whose command
+    /// has exited is no longer busy while its end is recorded.
+    busy: HashSet<TaskKey>,
     queue: VecDeque<Dispatch>,
     tracker: TaskTracker,
     events_tx: mpsc::Sender<TaskEvent>,
@@ -80,6 +85,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
         Dispatcher {
             session,
             running: HashMap::new(),
+            busy: HashSet::new(),
             queue: VecDeque::new(),
             tracker: TaskTracker::new(),
             events_tx,
@@ -124,7 +130,10 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
         tokio::select! {
             biased;
             _ = self.session.shutdown.cancelled(), if !self.stopped => Wake::Stop,
-            Some(TaskEvent::Finished { key }) = self.events_rx.recv() => Wake::TaskDone(key),
+            Some(event) = self.events_rx.recv() => match event {
+                TaskEvent::Ran { key } => Wake::TaskRan(key),
+                TaskEvent::Finished { key } => Wake::TaskDone(key),
+            },
             _ = self.session.write_loss.lost(), if !self.write_lost => Wake::WriteLost,
             frame = self.session.reader.read_frame::<ToAgent>(), if self.reading => Wake::Frame(frame),
             _ = sleep_until(deadline) => Wake::Silent,
@@ -139,7 +148,12 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
             }
             Wake::Frame(Ok(None)) => self.on_end_of_stream(),
             Wake::Frame(Err(error)) => self.on_read_error(error).await,
+            Wake::TaskRan(key) => {
+                self.busy.remove(&key);
+                self.fill();
+            }
             Wake::TaskDone(key) => {
+                self.busy.remove(&key);
                 self.running.remove(&key);
                 self.fill();
             }
@@ -185,7 +199,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
             let why = "the agent is shutting down and takes no new work";
             return self.finish_unstarted(dispatch.key, why.to_string());
         }
-        if self.running.len() < self.session.limit {
+        if self.busy.len() < self.session.limit {
             return self.start(dispatch);
         }
         if self.queue.len() >= MAX_QUEUED {
@@ -292,6 +306,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
     fn start(&mut self, dispatch: Dispatch) {
         let stop = Stop::default();
         self.running.insert(dispatch.key.clone(), stop.clone());
+        self.busy.insert(dispatch.key.clone());
         let run = run::run_task(
             self.session.env.clone(),
             dispatch,
@@ -303,7 +318,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
 
     /// Starts waiting tasks while there is room and the agent is serving.
     fn fill(&mut self) {
-        while matches!(self.phase, Phase::Serving) && self.running.len() < self.session.limit {
+        while matches!(self.phase, Phase::Serving) && self.busy.len() < self.session.limit {
             let Some(dispatch) = self.queue.pop_front() else {
                 return;
             };

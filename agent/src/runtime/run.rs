@@ -72,7 +72,10 @@ impl Tally {
 /// What a task tells the dispatcher.
 #[derive(Debug)]
 pub(super) enum TaskEvent {
-    /// The task's `TaskFinished` is queued: its slot is free.
+    /// The task's work is over (its command exited): its slot is free for the next one
+    /// while its end is being recorded, which may wait on the store.
+    Ran { key: TaskKey },
+    /// The task's `TaskFinished` is queued: it is over.
     Finished { key: TaskKey },
 }
 
@@ -101,7 +104,7 @@ impl Stop {
     }
 }
 
-/// Runs one dispatched task to its end, records and reports it, then frees its slot.
+/// Runs one dispatched task to its end (then frees its slot), records and reports it.
 pub(super) async fn run_task(
     env: Arc<TaskEnv>,
     dispatch: Dispatch,
@@ -126,6 +129,10 @@ pub(super) async fn run_task(
         }
         Work::Closure { step } => run_closure(&env, &key, &step, &stop).await,
     };
+    let ran = TaskEvent::Ran {
+        key: (*key).clone(),
+    };
+    let _ = events.send(ran).await;
     finish(&env, &key, end).await;
     let _ = events
         .send(TaskEvent::Finished {
