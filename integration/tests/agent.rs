@@ -397,29 +397,36 @@ async fn max_concurrent_holds_and_the_rest_wait() {
     let dir = tempfile::tempdir().unwrap();
     let mut agent = Agent::spawn(dir.path(), &["--max-concurrent", "2"]);
     agent.accept().await;
+    // The commands log their own starts and ends: the limit counts running commands (a
+    // task's slot is free once its command exits, while its end is still being recorded).
+    let log = dir.path().join("order.txt");
     let keys: Vec<TaskKey> = (1..=4).map(|n| key("nap", &n.to_string())).collect();
     for task in &keys {
-        agent.dispatch(task, shell("sleep 0.3")).await;
+        let n = &task.sequence;
+        let script = format!(
+            "echo start {n} >> {log}; sleep 0.3; echo end {n} >> {log}",
+            log = log.display()
+        );
+        agent.dispatch(task, shell(&script)).await;
+    }
+    let mut ended = 0;
+    while ended < keys.len() {
+        if let ToCoordinator::TaskFinished { status, .. } = agent.next().await.unwrap() {
+            assert_eq!(status, Outcome::Success);
+            ended += 1;
+        }
     }
 
     // Judge by the order of starts and ends, not by the clock.
-    let (mut running, mut most, mut ended) = (0, 0, 0);
-    let mut order = Vec::new();
-    while ended < keys.len() {
-        match agent.next().await.expect("agent still talking") {
-            ToCoordinator::TaskStarted { key, .. } => {
-                running += 1;
-                most = most.max(running);
-                order.push(format!("start {}", key.sequence));
-            }
-            ToCoordinator::TaskFinished { key, status, .. } => {
-                assert_eq!(status, Outcome::Success);
-                running -= 1;
-                ended += 1;
-                order.push(format!("end {}", key.sequence));
-            }
-            _ => {}
-        }
+    let order: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let (mut running, mut most) = (0i32, 0i32);
+    for line in &order {
+        running += if line.starts_with("start") { 1 } else { -1 };
+        most = most.max(running);
     }
     assert_eq!(most, 2, "{order:?}");
     let third_start = order.iter().position(|e| e == "start 3").unwrap();
