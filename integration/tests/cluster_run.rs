@@ -309,3 +309,45 @@ async fn a_closure_pinned_to_a_host_runs_there_in_the_same_program() {
     assert_eq!(result("measure"), format!("\"measure ran on {node1}\""));
     assert_eq!(result("report"), "\"report ran on the prime\"");
 }
+
+/// A host busy with a long task gets no more than its share queued behind it (its
+/// `max_concurrent` once more): the rest of a fan-out goes to the host that is free.
+#[test]
+fn a_busy_host_does_not_collect_the_work_a_free_one_can_run() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (hosts, _) = hosts_file(dir.path(), &bed, &schema("busy"));
+    let limited = std::fs::read_to_string(&hosts)
+        .unwrap()
+        .replace("}\n", ", max_concurrent: 1}\n");
+    std::fs::write(&hosts, limited).unwrap();
+    let out = dir.path().display().to_string();
+    let flow = write(
+        dir.path(),
+        "busy.yaml",
+        &format!(
+            "events: {{go: {{}}}}\nsteps:\n  \
+               job: {{run: 'if [ \"$EVENTOR_STEP_SEQUENCE\" = 1 ]; then sleep 4; fi; hostname -I >> {out}/where.txt', hosts: [node1, node2]}}\n\
+             assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go, range: [1, 20]}}]\n"
+        ),
+    );
+    let out = coord(
+        dir.path(),
+        &["run", "--hosts", &hosts, flow.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines = std::fs::read_to_string(dir.path().join("where.txt")).unwrap();
+    let mut per_host: HashMap<&str, usize> = HashMap::new();
+    for line in lines.lines() {
+        *per_host.entry(line.trim()).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = per_host.values().copied().collect();
+    counts.sort();
+    assert_eq!(counts.iter().sum::<usize>(), 20, "{per_host:?}");
+    assert!(
+        counts[0] <= 2,
+        "the busy host ran the long task and at most one more: {per_host:?}"
+    );
+}

@@ -18,9 +18,11 @@
 pub mod agent_mode;
 pub mod check;
 pub mod deploy;
+mod dispatch;
 pub mod hosts;
 pub mod link;
 pub mod local_agent;
+pub mod placement;
 pub mod reconnect;
 pub mod remote;
 pub mod store_tunnel;

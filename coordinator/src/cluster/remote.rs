@@ -3,7 +3,9 @@
 //! [`PinnedTasks`].
 //!
 //! The prime commits a task as `active` before it dispatches it (commit before act, as for
-//! local tasks). The agent records the task's end in the shared store itself and then
+//! local tasks); the [`Dispatcher`] sends it to the least busy allowed host with room, or
+//! keeps it until one has (`placement.rs`), so `active` on a cluster means "running, or
+//! next in line for a host". The agent records the task's end in the shared store itself and then
 //! reports it; those ends reach the core as `recorded` outcomes, so the prime does not write
 //! them again. When a link is lost, each of its running tasks is looked up in the store first:
 //! an end the agent recorded before the link went stands; the others fail with
@@ -15,73 +17,28 @@
 //! that may run only there fails at once, naming the loss, so a run never waits for a host
 //! that stays away. Once back, its new link takes tasks like the first one did.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventor_agent::{Outcome, TaskContext};
-use eventor_protocol::{Dispatch, TaskKey, Work};
+use eventor_protocol::{TaskKey, Work};
 use eventor_store::{RunKey, Store, StoreLocation, TaskStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::agent_mode::{agent_store, program_as_agent};
+use super::dispatch::Dispatcher;
 use super::hosts::HostsFile;
-use super::link::{connect_hosts, ConnectOptions, HostEvent, HostLink};
+use super::link::{connect_hosts, ConnectOptions, HostEvent};
 use super::reconnect::Reconnector;
 use crate::engine::core::TaskId;
 use crate::engine::events::{ExecEvent, PinnedTasks};
 use crate::log::CentralOutput;
 
-/// What a task on a host is, for the events that come back.
-struct InFlight {
-    task: TaskId,
-    host: Arc<str>,
-    /// Whether its end will be in the store when it is reported.
-    recorded: bool,
-}
-
-/// Task attempts are keyed by (step, sequence, attempt): the run and recovery are the run's.
-type Key = (String, String, i32);
-
-fn key_of(key: &TaskKey) -> Key {
-    (key.step.clone(), key.sequence.clone(), key.attempt)
-}
-
-/// A host's current link.
-struct Live {
-    link: Arc<HostLink>,
-    /// Its agent records each task's end itself.
-    records: bool,
-}
-
-impl Live {
-    fn new(link: HostLink) -> Live {
-        let records = link.records_results();
-        Live {
-            link: Arc::new(link),
-            records,
-        }
-    }
-}
-
-#[derive(Default)]
-struct Shared {
-    in_flight: HashMap<Key, InFlight>,
-    load: HashMap<Arc<str>, usize>,
-    links: HashMap<Arc<str>, Live>,
-    /// Hosts being brought back, with why they were lost.
-    away: HashMap<Arc<str>, String>,
-}
-
 /// The run's links, and the task that turns their events into executor events.
 pub struct Remote {
-    shared: Arc<Mutex<Shared>>,
+    dispatcher: Arc<Dispatcher>,
     reconnector: Arc<Reconnector>,
-    events: mpsc::Sender<ExecEvent>,
-    /// Dispatches and reports under way.
-    tracker: TaskTracker,
     forwarder: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
     run: RunKey,
@@ -115,13 +72,11 @@ impl Remote {
             &shutdown,
         )
         .await;
-        let mut links = HashMap::new();
+        let mut links = Vec::new();
         let mut failures = Vec::new();
         for result in results {
             match result {
-                Ok(link) => {
-                    links.insert(Arc::from(link.host()), Live::new(link));
-                }
+                Ok(link) => links.push(link),
                 Err(e) => failures.push(eventor_agent::util::error_chain(&e)),
             }
         }
@@ -129,10 +84,10 @@ impl Remote {
             shutdown.cancel();
             return Err(failures.join("; "));
         }
-        let shared = Arc::new(Mutex::new(Shared {
-            links,
-            ..Shared::default()
-        }));
+        let dispatcher = Arc::new(Dispatcher::new(events.clone()));
+        for link in links {
+            dispatcher.host_up(Arc::from(link.host()), link);
+        }
         let reconnector = Arc::new(Reconnector::new(
             config.hosts.clone(),
             config.connect,
@@ -140,67 +95,31 @@ impl Remote {
             shutdown.clone(),
         ));
         let forwarder = Forwarder {
-            shared: shared.clone(),
+            dispatcher: dispatcher.clone(),
             reconnector: reconnector.clone(),
-            events: events.clone(),
+            events,
             central: config.central,
             store: config.store,
             run: config.run.clone(),
         };
         let forwarder = tokio::spawn(forwarder.run(host_rx, shutdown.clone()));
         Ok(Remote {
-            shared,
+            dispatcher,
             reconnector,
-            events,
-            tracker: TaskTracker::new(),
             forwarder,
             shutdown,
             run: config.run,
         })
     }
 
-    /// The least busy of `hosts` whose link is up, or why none is.
-    fn choose(&self, hosts: &[Arc<str>]) -> Result<(Arc<str>, Arc<HostLink>, bool), String> {
-        let shared = self.shared.lock().expect("remote state lock");
-        let up = hosts
-            .iter()
-            .filter_map(|h| shared.links.get(h).map(|live| (h, live)))
-            .filter(|(_, live)| live.link.lost().is_none())
-            .min_by_key(|(h, _)| shared.load.get(*h).copied().unwrap_or(0));
-        if let Some((host, live)) = up {
-            return Ok((host.clone(), live.link.clone(), live.records));
-        }
-        let away: Vec<String> = hosts
-            .iter()
-            .filter_map(|h| shared.away.get(h).map(|why| format!("{h} lost: {why}")))
-            .collect();
-        let mut error = format!("no link to any of {hosts:?}");
-        if !away.is_empty() {
-            error += &format!(" ({}; reconnecting)", away.join("; "));
-        }
-        Err(error)
-    }
-
-    fn report(&self, event: ExecEvent) {
-        let events = self.events.clone();
-        self.tracker.spawn(async move {
-            let _ = events.send(event).await;
-        });
-    }
-
     /// Tells every agent the run is over (running tasks finish first), waits for the links
     /// to end (at most `grace` each), then stops forwarding.
     pub async fn shutdown(self, grace: Duration) {
         self.reconnector.stop().await; // no link comes back from here on
-        let links: Vec<Arc<HostLink>> = {
-            let mut shared = self.shared.lock().expect("remote state lock");
-            shared.links.drain().map(|(_, live)| live.link).collect()
-        };
-        for link in &links {
+        for link in self.dispatcher.links() {
             let _ = link.shutdown("the run is over").await;
         }
-        self.tracker.close();
-        self.tracker.wait().await; // no dispatch holds a link any more
+        let links = self.dispatcher.close().await; // no delivery holds a link any more
         for link in links {
             if let Ok(link) = Arc::try_unwrap(link) {
                 let _ = link.join(grace).await;
@@ -212,7 +131,7 @@ impl Remote {
 }
 
 impl PinnedTasks for Remote {
-    /// Dispatches a task to the least busy of `hosts`.
+    /// Sends a task to the least busy of `hosts` with room, or keeps it until one has.
     fn start(&self, task: TaskId, hosts: &[Arc<str>], work: Work, ctx: &TaskContext) {
         let key = TaskKey {
             run_id: ctx.run_id.to_string(),
@@ -221,78 +140,17 @@ impl PinnedTasks for Remote {
             recovery: ctx.recovery,
             attempt: ctx.attempt,
         };
-        let (host, link, recorded) = match self.choose(hosts) {
-            Ok(chosen) => chosen,
-            Err(error) => {
-                let outcome = Outcome::failure(error);
-                self.report(ExecEvent::Finished { task, outcome });
-                return;
-            }
-        };
-        {
-            let mut shared = self.shared.lock().expect("remote state lock");
-            *shared.load.entry(host.clone()).or_default() += 1;
-            let flight = InFlight {
-                task,
-                host: host.clone(),
-                recorded,
-            };
-            shared.in_flight.insert(key_of(&key), flight);
-        }
-        let dispatch = Dispatch {
-            key: key.clone(),
-            work,
-        };
-        let (shared, events) = (self.shared.clone(), self.events.clone());
-        self.tracker.spawn(async move {
-            if let Err(e) = link.dispatch(dispatch).await {
-                if take(&shared, &key).is_some() {
-                    let outcome = Outcome::failure(format!("cannot dispatch to {host}: {e}"));
-                    let _ = events.send(ExecEvent::Finished { task, outcome }).await;
-                }
-            }
-        });
+        self.dispatcher.submit(hosts, task, key, work);
     }
 
-    /// Sends `Cancel` for every task in flight; each agent stops its command's group and
-    /// answers with the task's end, which comes back as usual.
     fn cancel_all(&self) {
-        let keys: Vec<(Key, Arc<HostLink>)> = {
-            let shared = self.shared.lock().expect("remote state lock");
-            let flights = shared.in_flight.iter();
-            let linked = flights.filter_map(|(k, f)| Some((k, shared.links.get(&f.host)?)));
-            linked
-                .map(|(k, live)| (k.clone(), live.link.clone()))
-                .collect()
-        };
-        for ((step, sequence, attempt), link) in keys {
-            let key = TaskKey {
-                run_id: self.run.run_id.to_string(),
-                step,
-                sequence,
-                recovery: self.run.recovery,
-                attempt,
-            };
-            self.tracker.spawn(async move {
-                let _ = link.cancel(key).await;
-            });
-        }
+        self.dispatcher.cancel_all(&self.run);
     }
-}
-
-/// Removes a task from the in-flight table (and its host's load).
-fn take(shared: &Mutex<Shared>, key: &TaskKey) -> Option<InFlight> {
-    let mut shared = shared.lock().expect("remote state lock");
-    let flight = shared.in_flight.remove(&key_of(key))?;
-    if let Some(load) = shared.load.get_mut(&flight.host) {
-        *load = load.saturating_sub(1);
-    }
-    Some(flight)
 }
 
 /// Turns host events into executor events.
 struct Forwarder {
-    shared: Arc<Mutex<Shared>>,
+    dispatcher: Arc<Dispatcher>,
     reconnector: Arc<Reconnector>,
     events: mpsc::Sender<ExecEvent>,
     central: Option<CentralOutput>,
@@ -326,7 +184,7 @@ impl Forwarder {
                 error,
                 ..
             } => {
-                let Some(flight) = take(&self.shared, &key) else {
+                let Some(flight) = self.dispatcher.finished(&key) else {
                     return;
                 };
                 let success = status == eventor_protocol::Outcome::Success;
@@ -347,11 +205,7 @@ impl Forwarder {
             HostEvent::AgentError { host, key, message } => {
                 tracing::warn!(host = %host, "agent: {message}");
                 if let Some(key) = key {
-                    // The agent could not record this task's end: the prime will.
-                    let mut shared = self.shared.lock().expect("remote state lock");
-                    if let Some(flight) = shared.in_flight.get_mut(&key_of(&key)) {
-                        flight.recorded = false;
-                    }
+                    self.dispatcher.unrecorded(&key);
                 }
             }
             HostEvent::Lost { host, reason } => self.lost(&host, &reason).await,
@@ -388,19 +242,10 @@ impl Forwarder {
     /// Ends every task of a lost host: what its agent recorded stands, the rest fail.
     async fn lost(&self, host: &str, reason: &str) {
         tracing::error!(host = %host, %reason, "host lost");
-        self.bring_back(host, reason);
-        let flights: Vec<(Key, InFlight)> = {
-            let mut shared = self.shared.lock().expect("remote state lock");
-            let keys: Vec<Key> = shared
-                .in_flight
-                .iter()
-                .filter(|(_, f)| &*f.host == host)
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| shared.in_flight.remove(&k).map(|f| (k, f)))
-                .collect()
-        };
+        let (first, flights) = self.dispatcher.host_lost(host, reason);
+        if first {
+            self.bring_back(host);
+        }
         if flights.is_empty() {
             return;
         }
@@ -426,26 +271,12 @@ impl Forwarder {
         }
     }
 
-    /// Starts reconnecting `host` (unless it is already under way); its new link replaces
-    /// the lost one when it is up.
-    fn bring_back(&self, host: &str, reason: &str) {
-        let host: Arc<str> = Arc::from(host);
-        {
-            let mut shared = self.shared.lock().expect("remote state lock");
-            if shared
-                .away
-                .insert(host.clone(), reason.to_string())
-                .is_some()
-            {
-                return;
-            }
-        }
-        let shared = self.shared.clone();
-        self.reconnector.begin(host.to_string(), move |link| {
-            let mut shared = shared.lock().expect("remote state lock");
-            shared.away.remove(&host);
-            shared.links.insert(host, Live::new(link));
-        });
+    /// Starts reconnecting `host`; its new link takes tasks once it is up.
+    fn bring_back(&self, host: &str) {
+        let dispatcher = self.dispatcher.clone();
+        let name: Arc<str> = Arc::from(host);
+        self.reconnector
+            .begin(host.to_string(), move |link| dispatcher.host_up(name, link));
     }
 
     /// The run's stored tasks, read again (with a growing pause) while the store fails: an
