@@ -38,7 +38,8 @@ impl ProtocolVersion {
         self.major == Self::STORE_ACCESS.major && self.minor >= Self::STORE_ACCESS.minor
     }
 
-    /// The first minor of major 1 with [`ToCoordinator::Output`].
+    /// The first minor of major 1 with [`ToCoordinator::Output`] and
+    /// [`ToCoordinator::TaskRan`].
     pub const OUTPUT_BATCHES: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
 
     /// Whether a peer of this version knows [`ToCoordinator::Output`].
@@ -392,15 +393,21 @@ pub enum ToCoordinator {
     StoreReady,
     /// Lines of a task's output (since 1.2; an older coordinator gets one `Log` per line).
     Output(OutputBatch),
+    /// A task's work is over (its command exited, its closure returned): its slot on the
+    /// agent is free while its end is recorded; `TaskFinished` follows (since 1.2).
+    TaskRan {
+        /// The task attempt.
+        key: TaskKey,
+    },
 }
 
 impl ToCoordinator {
     /// The task this message concerns, if any.
     pub fn key(&self) -> Option<&TaskKey> {
         match self {
-            ToCoordinator::TaskStarted { key, .. } | ToCoordinator::TaskFinished { key, .. } => {
-                Some(key)
-            }
+            ToCoordinator::TaskStarted { key, .. }
+            | ToCoordinator::TaskFinished { key, .. }
+            | ToCoordinator::TaskRan { key } => Some(key),
             ToCoordinator::Log(record) => record.task.as_ref(),
             ToCoordinator::Output(batch) => Some(&batch.task),
             ToCoordinator::Error { key, .. } => key.as_ref(),

@@ -128,3 +128,19 @@ fn output_batch_is_unchanged() {
         &eventor_protocol::ToCoordinator::Output(batch),
     );
 }
+
+/// Since 1.2: a task's slot is free, its end is being recorded.
+#[test]
+fn task_ran_is_unchanged() {
+    let key = eventor_protocol::TaskKey {
+        run_id: "r1".into(),
+        step: "s1".into(),
+        sequence: "7".into(),
+        recovery: 0,
+        attempt: 1,
+    };
+    check(
+        "task_ran",
+        &eventor_protocol::ToCoordinator::TaskRan { key },
+    );
+}

@@ -133,6 +133,8 @@ pub(super) async fn run_task(
         key: (*key).clone(),
     };
     let _ = events.send(ran).await;
+    let key_ran = (*key).clone();
+    send(&env, ToCoordinator::TaskRan { key: key_ran }).await;
     finish(&env, &key, end).await;
     let _ = events
         .send(TaskEvent::Finished {

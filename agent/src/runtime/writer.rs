@@ -60,7 +60,8 @@ pub(super) struct WriterConfig {
     pub heartbeat: Option<Duration>,
     /// A flush still not done after this long means the prime stopped reading.
     pub stall_after: Option<Duration>,
-    /// The prime reads [`ToCoordinator::Output`] (1.2); else each line is a `Log`.
+    /// The prime reads 1.2's [`ToCoordinator::Output`] (else each line is a `Log`) and
+    /// [`ToCoordinator::TaskRan`] (else it is not sent).
     pub output_batches: bool,
 }
 
@@ -169,6 +170,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             return;
         }
         match item {
+            Outgoing::Message(ToCoordinator::TaskRan { .. }) if !self.config.output_batches => {}
             Outgoing::Message(message) => self.queue(&message),
             Outgoing::Output(lines) => self.queue_output(lines),
             Outgoing::Diagnostic(diagnostic) => {

@@ -26,6 +26,8 @@ pub(super) struct InFlight {
     pub host: Arc<str>,
     /// Whether its end will be in the store when it is reported.
     pub recorded: bool,
+    /// Its work is over on the host (`TaskRan`): it no longer counts against the host's room.
+    pub ran: bool,
 }
 
 /// Task attempts are keyed by (step, sequence, attempt): the run and recovery are the run's.
@@ -116,7 +118,9 @@ impl Dispatcher {
         let mut flights = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(flight) = table.in_flight.remove(&key) {
-                table.placement.end(&flight.host);
+                if !flight.ran {
+                    table.placement.end(&flight.host);
+                }
                 flights.push((key, flight));
             }
         }
@@ -152,9 +156,26 @@ impl Dispatcher {
     pub(super) fn finished(self: &Arc<Self>, key: &TaskKey) -> Option<InFlight> {
         let mut table = self.lock();
         let flight = table.in_flight.remove(&key_of(key))?;
-        table.placement.end(&flight.host);
-        self.pump(&mut table);
+        if !flight.ran {
+            table.placement.end(&flight.host);
+            self.pump(&mut table);
+        }
         Some(flight)
+    }
+
+    /// The task of `key` ran on its host (its end is being recorded there): its room goes
+    /// to the next task.
+    pub(super) fn ran(self: &Arc<Self>, key: &TaskKey) {
+        let mut table = self.lock();
+        let Some(flight) = table.in_flight.get_mut(&key_of(key)) else {
+            return;
+        };
+        if std::mem::replace(&mut flight.ran, true) {
+            return;
+        }
+        let host = flight.host.clone();
+        table.placement.end(&host);
+        self.pump(&mut table);
     }
 
     /// The agent could not record this task's end: the prime will.
@@ -237,6 +258,7 @@ impl Dispatcher {
             task,
             host: host.clone(),
             recorded,
+            ran: false,
         };
         table.in_flight.insert(key_of(&key), flight);
         let this = self.clone();

@@ -176,6 +176,8 @@ pub enum HostEvent {
         key: TaskKey,
         pid: u32,
     },
+    /// A task's work is over on the host (its slot there is free); `Finished` follows.
+    Ran { host: String, key: TaskKey },
     /// A task ended; the last event about its key.
     Finished {
         host: String,
@@ -205,6 +207,7 @@ impl HostEvent {
     pub fn host(&self) -> &str {
         match self {
             HostEvent::Started { host, .. }
+            | HostEvent::Ran { host, .. }
             | HostEvent::Finished { host, .. }
             | HostEvent::Log { host, .. }
             | HostEvent::Output { host, .. }
@@ -877,6 +880,7 @@ async fn forward(message: ToCoordinator, ctx: &Ctx) -> bool {
             HostEvent::Log { host, record }
         }
         ToCoordinator::Output(batch) => HostEvent::Output { host, batch },
+        ToCoordinator::TaskRan { key } => HostEvent::Ran { host, key },
         ToCoordinator::Error { key, message } => HostEvent::AgentError { host, key, message },
     };
     ctx.emit(event).await

@@ -177,6 +177,7 @@ impl Forwarder {
                 // commit the pid, and a pid is not worth a race with the task's real end.
                 tracing::debug!(host = %host, step = %key.step, sequence = %key.sequence, pid, "started");
             }
+            HostEvent::Ran { key, .. } => self.dispatcher.ran(&key),
             HostEvent::Finished {
                 key,
                 status,

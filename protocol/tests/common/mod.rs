@@ -3,7 +3,7 @@
 
 use eventor_protocol::{
     Accept, Dispatch, HandshakeReply, Heartbeat, Hello, Limits, LogLevel, LogRecord, Outcome,
-    ProtocolVersion, Refuse, Stream, TaskKey, ToAgent, ToCoordinator, Work,
+    OutputBatch, ProtocolVersion, Refuse, Stream, TaskKey, ToAgent, ToCoordinator, Work,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -133,7 +133,21 @@ pub fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
         heartbeat().prop_map(ToCoordinator::Heartbeat),
         (option::of(task_key()), text())
             .prop_map(|(key, message)| ToCoordinator::Error { key, message }),
+        Just(ToCoordinator::StoreReady),
+        output_batch().prop_map(ToCoordinator::Output),
+        task_key().prop_map(|key| ToCoordinator::TaskRan { key }),
     ]
+}
+
+pub fn output_batch() -> impl Strategy<Value = OutputBatch> {
+    (task_key(), stream(), any::<i64>(), text()).prop_map(|(task, stream, time, text)| {
+        OutputBatch {
+            task,
+            stream,
+            time,
+            text,
+        }
+    })
 }
 
 pub fn hello() -> impl Strategy<Value = Hello> {
