@@ -41,6 +41,8 @@ struct Shared<K, E> {
     finished: Finished<K, E>,
     threads: AtomicUsize,
     idle: AtomicUsize,
+    /// Jobs submitted whose closure has not returned yet (queued or running).
+    pending: AtomicUsize,
 }
 
 impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
@@ -55,6 +57,7 @@ impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
                 finished,
                 threads: AtomicUsize::new(0),
                 idle: AtomicUsize::new(0),
+                pending: AtomicUsize::new(0),
             }),
             max_threads: max_threads.max(1),
         }
@@ -62,7 +65,9 @@ impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
 
     /// Queues a closure; a worker sends its end.
     pub fn submit(&self, job: Job<K>) {
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
         if let Err(std_mpsc::SendError(job)) = self.jobs.send(job) {
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
             // Unreachable while the pool lives (workers never drop the receiver first), but
             // a task must never vanish without an end.
             let outcome = Outcome::failure("the closure pool has stopped".to_string());
@@ -73,6 +78,12 @@ impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
             return;
         }
         self.grow_if_needed();
+    }
+
+    /// Jobs submitted whose closure has not returned yet. It drops *before* a job's end is
+    /// sent, so whoever receives an end already sees the room it made.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::Acquire)
     }
 
     /// Starts another worker when none is idle and the limit allows.
@@ -114,6 +125,7 @@ fn work<K, E>(shared: &Shared<K, E>) {
         shared.idle.fetch_sub(1, Ordering::AcqRel);
         let Ok(job) = job else { break };
         let outcome = run(&job);
+        shared.pending.fetch_sub(1, Ordering::AcqRel);
         let Job { task, token, .. } = job;
         let _ = shared
             .events

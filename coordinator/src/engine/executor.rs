@@ -43,6 +43,13 @@ pub struct StepRuntime {
     pub timeout: Option<Duration>,
 }
 
+impl StepRuntime {
+    /// Whether its tasks run on this host's closure pool.
+    pub fn runs_in_closure_pool(&self) -> bool {
+        self.hosts.is_empty() && matches!(self.action, StepAction::Sync(_))
+    }
+}
+
 /// Runs tasks: async work on the current tokio runtime, blocking closures on a bounded pool.
 pub struct Executor {
     central: Option<CentralOutput>,
@@ -114,6 +121,11 @@ impl Executor {
                 });
             }
         }
+    }
+
+    /// Closures handed to the closure pool that have not returned yet.
+    pub fn closures_pending(&self) -> usize {
+        self.closures.pending()
     }
 
     /// Hands a pinned step's task to a host's agent.
