@@ -9,11 +9,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::task::{panic_message, with_sync_task, Outcome, SyncFn, TaskContext};
+
+/// How long a worker that ran out of jobs keeps looking before it sleeps. In a chain of
+/// closures the next job comes one store commit after the last one ended (tens of µs);
+/// a sleeping worker costs a thread wake-up per job, dearer than that on a busy or virtual
+/// machine. It yields between looks, so it takes no CPU another thread wants.
+const LINGER: Duration = Duration::from_micros(200);
 
 /// One closure to run; `K` names its task to whoever takes the end.
 pub struct Job<K> {
@@ -119,7 +126,7 @@ fn work<K, E>(shared: &Shared<K, E>) {
     loop {
         shared.idle.fetch_add(1, Ordering::AcqRel);
         let job = match shared.queue.lock() {
-            Ok(queue) => queue.recv(),
+            Ok(queue) => next_job(&queue),
             Err(_) => break, // a worker panicked while holding the lock: stop cleanly
         };
         shared.idle.fetch_sub(1, Ordering::AcqRel);
@@ -133,6 +140,21 @@ fn work<K, E>(shared: &Shared<K, E>) {
         drop(token);
     }
     shared.threads.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// The next job: looked for during [`LINGER`], then waited for.
+fn next_job<K>(queue: &std_mpsc::Receiver<Job<K>>) -> Result<Job<K>, std_mpsc::RecvError> {
+    let deadline = Instant::now() + LINGER;
+    loop {
+        match queue.try_recv() {
+            Ok(job) => return Ok(job),
+            Err(std_mpsc::TryRecvError::Disconnected) => return Err(std_mpsc::RecvError),
+            Err(std_mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                std::thread::yield_now()
+            }
+            Err(std_mpsc::TryRecvError::Empty) => return queue.recv(),
+        }
+    }
 }
 
 fn run<K>(job: &Job<K>) -> Outcome {
