@@ -77,6 +77,9 @@ impl Eventor {
 
     fn compile_step(&self, step: &StepSpec) -> Result<StepDef, EventorError> {
         let ids = |kind: &str, names: &[String]| -> Result<Vec<EventId>, EventorError> {
+            if names.is_empty() {
+                return Ok(Vec::new()); // most lists: no need to word an error's context
+            }
             let context = format!("step `{}` triggers on {kind}", step.name);
             names.iter().map(|n| self.event_id(n, &context)).collect()
         };
