@@ -2,6 +2,8 @@
 //!
 //! SQLite connections are synchronous and a store has a single writer anyway, so every call
 //! becomes a job sent to the owner thread, and the async caller awaits its reply on a oneshot.
+//! The one exception: a small write finds the connection (behind a mutex) free and runs on
+//! the caller's thread, saving the two thread wake-ups of the round trip.
 //! Clones of [`SqliteStore`] share the thread; when the last one drops, the channel closes, the
 //! thread closes the connection and exits, and the drop waits for that so the file is released.
 
