@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::builder::Eventor;
 use super::error::EventorError;
 use super::step::StepSpec;
-use crate::engine::executor::StepRuntime;
+use crate::engine::executor::{RunSettings, StepRuntime};
 use crate::engine::program::{
     AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RetryPolicy, StepDef,
     StepTriggers, Target,
@@ -76,9 +76,9 @@ impl Eventor {
     }
 
     fn compile_step(&self, step: &StepSpec) -> Result<StepDef, EventorError> {
-        let ids = |kind: &str, names: &[String]| -> Result<Vec<EventId>, EventorError> {
+        let ids = |kind: &str, names: &[String]| -> Result<Box<[EventId]>, EventorError> {
             if names.is_empty() {
-                return Ok(Vec::new()); // most lists: no need to word an error's context
+                return Ok(Box::default()); // most lists: no need to word an error's context
             }
             let context = format!("step `{}` triggers on {kind}", step.name);
             names.iter().map(|n| self.event_id(n, &context)).collect()
@@ -138,7 +138,7 @@ impl Eventor {
         step: &StepSpec,
         amounts: &[(String, u32)],
         acquiring: bool,
-    ) -> Result<Vec<(PoolId, u32)>, EventorError> {
+    ) -> Result<Box<[(PoolId, u32)]>, EventorError> {
         amounts
             .iter()
             .map(|(pool, units)| {
@@ -233,13 +233,13 @@ impl Eventor {
 /// How a step's tasks run, from its spec.
 fn runtime_of(step: &StepSpec) -> StepRuntime {
     let config = step.config();
-    StepRuntime {
+    let settings = RunSettings {
         hosts: config.hosts.iter().map(|h| Arc::from(h.as_str())).collect(),
-        action: step.action.clone(),
         env: config.env.clone().into_iter().collect(),
         cwd: config.cwd.clone(),
         timeout: config.timeout,
-    }
+    };
+    StepRuntime::new(step.action.clone(), settings)
 }
 
 /// The FNV-1a hash, fed field by field (each field ends with a separator byte).

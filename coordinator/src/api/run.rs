@@ -652,7 +652,7 @@ async fn connect_hosts(
     let mut names: Vec<String> = running
         .steps
         .iter()
-        .flat_map(|s| s.hosts.iter().map(|h| h.to_string()))
+        .flat_map(|s| s.hosts().iter().map(|h| h.to_string()))
         .collect();
     names.sort();
     names.dedup();
@@ -660,7 +660,7 @@ async fn connect_hosts(
         return Ok(None);
     }
     let remote_closures = running.steps.iter().any(|s| {
-        !s.hosts.is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
+        !s.hosts().is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
     });
     let run = RunCluster {
         cluster,

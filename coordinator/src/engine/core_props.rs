@@ -46,9 +46,9 @@ fn step_strategy(total_events: u32) -> impl Strategy<Value = StepDef> {
         .prop_map(|(success, failure, complete, max, stop, retries)| StepDef {
             name: Arc::from("step"),
             triggers: super::program::StepTriggers {
-                success,
-                failure,
-                complete,
+                success: success.into(),
+                failure: failure.into(),
+                complete: complete.into(),
                 ..Default::default()
             },
             max_concurrent: MaxConcurrent::at_most(max.unwrap_or(0)),
