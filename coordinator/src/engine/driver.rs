@@ -152,6 +152,7 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
             external: &mut *cx.external,
             interrupt: cx.interrupt,
             pools: &mut *cx.pools,
+            closures_running: cx.executor.closures_pending() > 0,
         };
         match wait_for_input(core, sources).await {
             Woke::Handled => {}
@@ -278,6 +279,8 @@ struct Sources<'a> {
     external: &'a mut ExternalTriggers,
     interrupt: &'a Interrupt,
     pools: &'a mut PoolWake,
+    /// Closures are running on the pool (their ends are worth a moment's look).
+    closures_running: bool,
 }
 
 async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
@@ -287,7 +290,14 @@ async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
         external,
         interrupt,
         pools,
+        closures_running,
     } = sources;
+    if closures_running && !interrupt.stop_token().is_cancelled() {
+        if let Some(event) = linger(events) {
+            apply_all(core, events, event);
+            return Woke::Handled;
+        }
+    }
     let pool_waiting = core.pool_waiting() > 0;
     let timer = core.next_due().map(until);
     let first = tokio::select! {
@@ -313,9 +323,34 @@ async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
             return Woke::Handled;
         }
     };
-    let Some(first) = first else {
-        return Woke::Handled;
-    };
+    if let Some(first) = first {
+        apply_all(core, events, first);
+    }
+    Woke::Handled
+}
+
+/// How long the driver looks for the end of a running closure before it sleeps. A no-op
+/// closure ends a few microseconds after it starts; a sleeping driver costs a thread
+/// wake-up per step of a chain, dearer than that on a busy or virtual machine. It yields
+/// between looks, so it takes no CPU another thread wants.
+const LINGER: Duration = Duration::from_micros(200);
+
+/// An executor event that arrives within [`LINGER`], if any.
+fn linger(events: &mut mpsc::Receiver<ExecEvent>) -> Option<ExecEvent> {
+    let deadline = std::time::Instant::now() + LINGER;
+    loop {
+        match events.try_recv() {
+            Ok(event) => return Some(event),
+            Err(mpsc::error::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now()
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Hands `first` and every event already queued behind it (up to a turn's worth) to the core.
+fn apply_all(core: &mut Core, events: &mut mpsc::Receiver<ExecEvent>, first: ExecEvent) {
     let now = now_micros();
     apply(core, first, now);
     for _ in 1..MAX_EVENTS_PER_TURN {
@@ -324,7 +359,6 @@ async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
             Err(_) => break,
         }
     }
-    Woke::Handled
 }
 
 fn apply(core: &mut Core, event: ExecEvent, now: Micros) {
