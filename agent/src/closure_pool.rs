@@ -9,11 +9,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::task::{panic_message, with_sync_task, Outcome, SyncFn, TaskContext};
+
+/// How long a worker that ran out of jobs keeps looking before it sleeps. In a chain of
+/// closures the next job comes one store commit after the last one ended (tens of µs);
+/// a sleeping worker costs a thread wake-up per job, dearer than that on a busy or virtual
+/// machine. It yields between looks, so it takes no CPU another thread wants.
+const LINGER: Duration = Duration::from_micros(200);
 
 /// One closure to run; `K` names its task to whoever takes the end.
 pub struct Job<K> {
@@ -41,6 +48,8 @@ struct Shared<K, E> {
     finished: Finished<K, E>,
     threads: AtomicUsize,
     idle: AtomicUsize,
+    /// Jobs submitted whose closure has not returned yet (queued or running).
+    pending: AtomicUsize,
 }
 
 impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
@@ -55,6 +64,7 @@ impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
                 finished,
                 threads: AtomicUsize::new(0),
                 idle: AtomicUsize::new(0),
+                pending: AtomicUsize::new(0),
             }),
             max_threads: max_threads.max(1),
         }
@@ -62,7 +72,9 @@ impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
 
     /// Queues a closure; a worker sends its end.
     pub fn submit(&self, job: Job<K>) {
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
         if let Err(std_mpsc::SendError(job)) = self.jobs.send(job) {
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
             // Unreachable while the pool lives (workers never drop the receiver first), but
             // a task must never vanish without an end.
             let outcome = Outcome::failure("the closure pool has stopped".to_string());
@@ -73,6 +85,12 @@ impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
             return;
         }
         self.grow_if_needed();
+    }
+
+    /// Jobs submitted whose closure has not returned yet. It drops *before* a job's end is
+    /// sent, so whoever receives an end already sees the room it made.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::Acquire)
     }
 
     /// Starts another worker when none is idle and the limit allows.
@@ -108,12 +126,13 @@ fn work<K, E>(shared: &Shared<K, E>) {
     loop {
         shared.idle.fetch_add(1, Ordering::AcqRel);
         let job = match shared.queue.lock() {
-            Ok(queue) => queue.recv(),
+            Ok(queue) => next_job(&queue),
             Err(_) => break, // a worker panicked while holding the lock: stop cleanly
         };
         shared.idle.fetch_sub(1, Ordering::AcqRel);
         let Ok(job) = job else { break };
         let outcome = run(&job);
+        shared.pending.fetch_sub(1, Ordering::AcqRel);
         let Job { task, token, .. } = job;
         let _ = shared
             .events
@@ -121,6 +140,21 @@ fn work<K, E>(shared: &Shared<K, E>) {
         drop(token);
     }
     shared.threads.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// The next job: looked for during [`LINGER`], then waited for.
+fn next_job<K>(queue: &std_mpsc::Receiver<Job<K>>) -> Result<Job<K>, std_mpsc::RecvError> {
+    let deadline = Instant::now() + LINGER;
+    loop {
+        match queue.try_recv() {
+            Ok(job) => return Ok(job),
+            Err(std_mpsc::TryRecvError::Disconnected) => return Err(std_mpsc::RecvError),
+            Err(std_mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                std::thread::yield_now()
+            }
+            Err(std_mpsc::TryRecvError::Empty) => return queue.recv(),
+        }
+    }
 }
 
 fn run<K>(job: &Job<K>) -> Outcome {

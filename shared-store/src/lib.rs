@@ -21,9 +21,10 @@
 //! same task.
 //!
 //! # Backends
-//! SQLite (`sqlite.rs`): one file, one writer thread, for a single coordinator. Postgres
-//! (`postgres.rs`): a schema shared by the coordinators and agents of a cluster; several runs
-//! and programs share it, each writing only its own rows. Both pass the same suite
+//! SQLite (`sqlite.rs`): one file, one connection (on a thread of its own; small writes on the
+//! caller's), for a single coordinator. Postgres (`postgres.rs`): a schema shared by the
+//! coordinators and agents of a cluster; several runs and programs share it, each writing
+//! only its own rows. Both pass the same suite
 //! (`tests/store_suite.rs`). Beyond the table API a store offers two things the engine needs
 //! when several processes share it: [`Store::lock_run`] (one coordinator per run) and
 //! [`Store::subscribe`] (wake-ups on other processes' writes; Postgres only, SQLite's never

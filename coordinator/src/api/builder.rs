@@ -12,7 +12,7 @@ use super::error::EventorError;
 use super::names;
 use super::options::EventorOptions;
 use super::running::Running;
-use super::step::Step;
+use super::step::{Step, StepSpec};
 use crate::engine::program::{EventId, StepId, Target};
 use crate::expr::Expr;
 
@@ -20,9 +20,11 @@ use crate::expr::Expr;
 pub struct Eventor {
     pub(super) options: EventorOptions,
     pub(super) events: Vec<(String, Option<Expr>)>,
-    pub(super) steps: Vec<Step>,
-    pub(super) names: HashMap<String, Target>,
-    pub(super) assocs: Vec<(String, Vec<String>, Option<Duration>)>,
+    pub(super) steps: Vec<StepSpec>,
+    /// Every event and step by name; a step's key is the name its spec and program share.
+    pub(super) names: HashMap<Arc<str>, Target>,
+    /// Targets that name a defined step or event share its name rather than copying it.
+    pub(super) assocs: Vec<(String, Vec<Arc<str>>, Option<Duration>)>,
     pub(super) pools: Vec<(String, u32)>,
     /// The pools of `pools` that are shared by every run on the store.
     pub(super) shared_pools: Vec<String>,
@@ -96,7 +98,7 @@ impl Eventor {
     ) -> Result<&mut Self, EventorError> {
         let name = name.into();
         let id = EventId(self.events.len() as u32);
-        self.claim_name(&name, Target::Event(id))?;
+        self.claim_name(Arc::from(name.as_str()), Target::Event(id))?;
         self.events.push((name, expr));
         Ok(self)
     }
@@ -117,8 +119,9 @@ impl Eventor {
 
     pub fn add_step(&mut self, step: Step) -> Result<&mut Self, EventorError> {
         let id = StepId(self.steps.len() as u32);
-        self.claim_name(&step.name, Target::Step(id))?;
-        self.steps.push(step);
+        let spec = StepSpec::new(step);
+        self.claim_name(spec.name.clone(), Target::Step(id))?;
+        self.steps.push(spec);
         Ok(self)
     }
 
@@ -134,7 +137,10 @@ impl Eventor {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let targets = targets.into_iter().map(Into::into).collect();
+        let targets = targets
+            .into_iter()
+            .map(|name| self.shared_name(name.into()))
+            .collect();
         self.assocs.push((event.into(), targets, delay));
         Ok(self)
     }
@@ -181,7 +187,7 @@ impl Eventor {
             value: sequence.clone(),
             why,
         })?;
-        match self.names.get(&event) {
+        match self.names.get(event.as_str()) {
             Some(Target::Event(_)) => {}
             _ => {
                 return Err(EventorError::UnknownEvent {
@@ -209,12 +215,20 @@ impl Eventor {
         Ok(self)
     }
 
-    fn claim_name(&mut self, name: &str, target: Target) -> Result<(), EventorError> {
-        if self.names.contains_key(name) {
+    fn claim_name(&mut self, name: Arc<str>, target: Target) -> Result<(), EventorError> {
+        if self.names.contains_key(&name) {
             return Err(EventorError::Duplicate(name.to_string()));
         }
-        self.names.insert(name.to_string(), target);
+        self.names.insert(name, target);
         Ok(())
+    }
+
+    /// `name` as the defined step or event of that name holds it, or a new copy.
+    fn shared_name(&self, name: String) -> Arc<str> {
+        match self.names.get_key_value(name.as_str()) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(name),
+        }
     }
 
     /// Releases the store and forgets the run. Further runs fail with [`EventorError::Closed`].

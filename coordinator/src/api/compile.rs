@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::builder::Eventor;
 use super::error::EventorError;
-use super::step::Step;
-use crate::engine::executor::StepRuntime;
+use super::step::StepSpec;
+use crate::engine::executor::{RunSettings, StepRuntime};
 use crate::engine::program::{
     AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RetryPolicy, StepDef,
     StepTriggers, Target,
@@ -44,21 +44,11 @@ impl Eventor {
             });
         }
         let mut runtimes = Vec::with_capacity(self.steps.len());
+        program.steps.reserve_exact(self.steps.len());
         for step in &self.steps {
             program.steps.push(self.compile_step(step)?);
             self.check_hosts(step)?;
-            runtimes.push(StepRuntime {
-                hosts: step
-                    .config
-                    .hosts
-                    .iter()
-                    .map(|h| Arc::from(h.as_str()))
-                    .collect(),
-                action: step.action.clone(),
-                env: step.config.env.clone().into_iter().collect(),
-                cwd: step.config.cwd.clone(),
-                timeout: step.config.timeout,
-            });
+            runtimes.push(runtime_of(step));
         }
         for (index, (event, targets, delay)) in self.assocs.iter().enumerate() {
             let context = format!("association {} (event `{event}`)", index + 1);
@@ -71,7 +61,7 @@ impl Eventor {
                         .copied()
                         .ok_or_else(|| EventorError::UnknownTarget {
                             context: context.clone(),
-                            name: name.clone(),
+                            name: name.to_string(),
                         })
                 })
                 .collect::<Result<_, _>>()?;
@@ -85,14 +75,18 @@ impl Eventor {
         Ok((program, runtimes))
     }
 
-    fn compile_step(&self, step: &Step) -> Result<StepDef, EventorError> {
-        let ids = |kind: &str, names: &[String]| -> Result<Vec<EventId>, EventorError> {
+    fn compile_step(&self, step: &StepSpec) -> Result<StepDef, EventorError> {
+        let ids = |kind: &str, names: &[String]| -> Result<Box<[EventId]>, EventorError> {
+            if names.is_empty() {
+                return Ok(Box::default()); // most lists: no need to word an error's context
+            }
             let context = format!("step `{}` triggers on {kind}", step.name);
             names.iter().map(|n| self.event_id(n, &context)).collect()
         };
-        let t = &step.triggers;
+        let t = step.triggers();
+        let config = step.config();
         Ok(StepDef {
-            name: Arc::from(step.name.as_str()),
+            name: step.name.clone(),
             triggers: StepTriggers {
                 ready: ids("ready", &t.ready)?,
                 active: ids("active", &t.active)?,
@@ -100,31 +94,27 @@ impl Eventor {
                 failure: ids("failure", &t.failure)?,
                 complete: ids("complete", &t.complete)?,
             },
-            max_concurrent: step.config.max_concurrent,
-            stop_on_exception: step
-                .config
+            max_concurrent: config.max_concurrent,
+            stop_on_exception: config
                 .stop_on_exception
                 .unwrap_or(self.options.config.stop_on_exception),
-            recovery: step.config.recovery,
-            acquires: self.pool_amounts(step, &step.config.acquires, true)?,
+            recovery: config.recovery,
+            acquires: self.pool_amounts(step, &config.acquires, true)?,
             releases: self.pool_amounts(
                 step,
-                step.config
-                    .releases
-                    .as_ref()
-                    .unwrap_or(&step.config.acquires),
+                config.releases.as_ref().unwrap_or(&config.acquires),
                 false,
             )?,
             retry: RetryPolicy {
-                retries: step.config.retries,
-                delay: step.config.retry_delay,
+                retries: config.retries,
+                delay: config.retry_delay,
             },
         })
     }
 
     /// A pinned step needs a hosts file that names its hosts.
-    fn check_hosts(&self, step: &Step) -> Result<(), EventorError> {
-        for host in &step.config.hosts {
+    fn check_hosts(&self, step: &StepSpec) -> Result<(), EventorError> {
+        for host in &step.config().hosts {
             let known = self
                 .options
                 .cluster
@@ -132,7 +122,7 @@ impl Eventor {
                 .map(|c| c.hosts.host(host).is_some());
             if known != Some(true) {
                 return Err(EventorError::UnknownHost {
-                    step: step.name.clone(),
+                    step: step.name.to_string(),
                     host: host.clone(),
                     hosts_file: self.options.cluster.as_ref().map(|c| c.hosts.path.clone()),
                 });
@@ -145,22 +135,22 @@ impl Eventor {
     /// be granted, so it is refused here rather than waiting forever.
     fn pool_amounts(
         &self,
-        step: &Step,
+        step: &StepSpec,
         amounts: &[(String, u32)],
         acquiring: bool,
-    ) -> Result<Vec<(PoolId, u32)>, EventorError> {
+    ) -> Result<Box<[(PoolId, u32)]>, EventorError> {
         amounts
             .iter()
             .map(|(pool, units)| {
                 let index = self.pools.iter().position(|(name, _)| name == pool);
                 let index = index.ok_or_else(|| EventorError::UnknownPool {
-                    step: step.name.clone(),
+                    step: step.name.to_string(),
                     pool: pool.clone(),
                 })?;
                 let capacity = self.pools[index].1;
                 if acquiring && *units > capacity {
                     return Err(EventorError::OverCapacity {
-                        step: step.name.clone(),
+                        step: step.name.to_string(),
                         pool: pool.clone(),
                         wanted: *units,
                         capacity,
@@ -225,7 +215,7 @@ impl Eventor {
         }
         for step in &self.steps {
             hash.text(&step.name);
-            let t = &step.triggers;
+            let t = step.triggers();
             for list in [&t.ready, &t.active, &t.success, &t.failure, &t.complete] {
                 list.iter().for_each(|e| hash.text(e));
                 hash.text("|");
@@ -238,6 +228,18 @@ impl Eventor {
         }
         hash.0
     }
+}
+
+/// How a step's tasks run, from its spec.
+fn runtime_of(step: &StepSpec) -> StepRuntime {
+    let config = step.config();
+    let settings = RunSettings {
+        hosts: config.hosts.iter().map(|h| Arc::from(h.as_str())).collect(),
+        env: config.env.clone().into_iter().collect(),
+        cwd: config.cwd.clone(),
+        timeout: config.timeout,
+    };
+    StepRuntime::new(step.action.clone(), settings)
 }
 
 /// The FNV-1a hash, fed field by field (each field ends with a separator byte).

@@ -112,7 +112,7 @@ impl Eventor {
         let location = self.store_location();
         let running = self.running.as_mut().expect("set above");
         for (event, sequence) in pending {
-            let Some(Target::Event(event)) = self.names.get(&event).copied() else {
+            let Some(Target::Event(event)) = self.names.get(event.as_str()).copied() else {
                 continue; // checked by trigger_event
             };
             running
@@ -167,7 +167,7 @@ impl Eventor {
             .steps
             .iter()
             .filter(|s| matches!(s.action, StepAction::Sync(_) | StepAction::Async(_)))
-            .map(|s| (s.name.clone(), s.action.clone()))
+            .map(|s| (s.name.to_string(), s.action.clone()))
             .collect();
         crate::cluster::agent_mode::serve_program(closures)
             .await
@@ -205,7 +205,7 @@ impl Eventor {
             .names
             .iter()
             .filter_map(|(name, target)| match target {
-                Target::Event(id) => Some((name.clone(), *id)),
+                Target::Event(id) => Some((name.to_string(), *id)),
                 Target::Step(_) => None,
             })
             .collect();
@@ -474,7 +474,7 @@ impl Eventor {
     /// that makes what succeeded earlier look new.
     fn note_previous(&self, options: &mut CoreOptions, recovery: i32, tasks: Vec<TaskRecord>) {
         for task in tasks {
-            if let Some(Target::Step(step)) = self.names.get(&task.step) {
+            if let Some(Target::Step(step)) = self.names.get(task.step.as_str()) {
                 let previous = PreviousTask {
                     status: task.status,
                     attempt: task.attempt,
@@ -526,19 +526,18 @@ impl Eventor {
 
     /// The start triggers for a run that stored none, as event ids.
     fn unstarted_ids(&self) -> Vec<(EventId, Arc<str>)> {
-        let ids =
-            self.unstarted
-                .iter()
-                .filter_map(|(event, sequence)| match self.names.get(event) {
-                    Some(Target::Event(id)) => Some((*id, sequence.clone())),
-                    _ => None,
-                });
+        let ids = self.unstarted.iter().filter_map(|(event, sequence)| {
+            match self.names.get(event.as_str()) {
+                Some(Target::Event(id)) => Some((*id, sequence.clone())),
+                _ => None,
+            }
+        });
         ids.collect()
     }
 
     fn stored_triggers(&self, rows: Vec<TriggerRecord>) -> Vec<(EventId, Arc<str>)> {
         rows.into_iter()
-            .filter_map(|row| match self.names.get(&row.event) {
+            .filter_map(|row| match self.names.get(row.event.as_str()) {
                 Some(Target::Event(id)) => Some((*id, Arc::from(row.sequence.as_str()))),
                 _ => None, // an event this version of the flow no longer has
             })
@@ -547,7 +546,7 @@ impl Eventor {
 
     fn stored_tasks(&self, rows: Vec<TaskRecord>) -> Vec<StoredTask> {
         rows.into_iter()
-            .filter_map(|row| match self.names.get(&row.step) {
+            .filter_map(|row| match self.names.get(row.step.as_str()) {
                 Some(Target::Step(step)) => Some(StoredTask {
                     step: *step,
                     sequence: Arc::from(row.sequence.as_str()),
@@ -653,7 +652,7 @@ async fn connect_hosts(
     let mut names: Vec<String> = running
         .steps
         .iter()
-        .flat_map(|s| s.hosts.iter().map(|h| h.to_string()))
+        .flat_map(|s| s.hosts().iter().map(|h| h.to_string()))
         .collect();
     names.sort();
     names.dedup();
@@ -661,7 +660,7 @@ async fn connect_hosts(
         return Ok(None);
     }
     let remote_closures = running.steps.iter().any(|s| {
-        !s.hosts.is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
+        !s.hosts().is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
     });
     let run = RunCluster {
         cluster,

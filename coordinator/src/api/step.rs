@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,7 +15,7 @@ use eventor_agent::{MaxConcurrent, StepAction, TaskContext};
 pub use eventor_store::TaskStatus;
 
 /// Per-step settings; `None` means "use the run's setting".
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepConfig {
     /// At most this many tasks of this step at once.
     pub max_concurrent: MaxConcurrent,
@@ -133,5 +134,54 @@ impl Step {
     pub fn config(mut self, config: StepConfig) -> Step {
         self.config = config;
         self
+    }
+}
+
+/// A step as the `Eventor` keeps it until a run compiles it: its name shared with the
+/// compiled program, its triggers and settings only when they are not the defaults. A plain
+/// step then costs a few words, not a whole [`Step`] (~350 bytes): a flow of a million steps
+/// is held whole for its run.
+#[derive(Clone)]
+pub(crate) struct StepSpec {
+    pub name: Arc<str>,
+    pub action: StepAction,
+    triggers: Option<Box<Triggers>>,
+    config: Option<Box<StepConfig>>,
+}
+
+/// What a step without triggers fires.
+static NO_TRIGGERS: Triggers = Triggers {
+    ready: Vec::new(),
+    active: Vec::new(),
+    success: Vec::new(),
+    failure: Vec::new(),
+    complete: Vec::new(),
+};
+
+/// The settings of a step given none.
+static DEFAULT_CONFIG: LazyLock<StepConfig> = LazyLock::new(StepConfig::default);
+
+impl StepSpec {
+    pub fn new(step: Step) -> StepSpec {
+        let Step {
+            name,
+            action,
+            triggers,
+            config,
+        } = step;
+        StepSpec {
+            name: Arc::from(name),
+            action,
+            triggers: (triggers != NO_TRIGGERS).then(|| Box::new(triggers)),
+            config: (config != *DEFAULT_CONFIG).then(|| Box::new(config)),
+        }
+    }
+
+    pub fn triggers(&self) -> &Triggers {
+        self.triggers.as_deref().unwrap_or(&NO_TRIGGERS)
+    }
+
+    pub fn config(&self) -> &StepConfig {
+        self.config.as_deref().unwrap_or(&DEFAULT_CONFIG)
     }
 }

@@ -91,8 +91,9 @@ pub struct Task {
     /// Retries used in this recovery (each failed attempt that was retried).
     pub retries: u32,
     /// Index of its still-uncommitted `TaskCreated` change, so a start in the same turn can
-    /// rewrite the row instead of adding a transition.
-    pending_create: Option<usize>,
+    /// rewrite the row instead of adding a transition (`u32`: a turn holds at most
+    /// [`TURN_CHANGES`] changes plus one task's own).
+    pending_create: Option<u32>,
 }
 
 /// Limits, gating and the recovery base, fixed for a run.
@@ -165,7 +166,9 @@ pub struct Core {
     /// Bit sets of fired events, per sequence.
     fired: HashMap<Arc<str>, Vec<u64>>,
     tasks: Vec<Task>,
-    task_index: HashMap<(StepId, Arc<str>), TaskId>,
+    /// Per sequence, each step's task: a million tasks of one sequence cost a map of 8-byte
+    /// entries, not a million copies of the sequence in a key.
+    task_index: HashMap<Arc<str>, HashMap<StepId, TaskId>>,
     queue: VecDeque<TaskId>,
     /// Tasks held back by their step's own limit, per step.
     held: HashMap<StepId, VecDeque<TaskId>>,
@@ -178,7 +181,8 @@ pub struct Core {
     /// Tasks the store refused shared units, waiting for units to come back.
     pool_wait: VecDeque<TaskId>,
     active: usize,
-    active_per_step: HashMap<StepId, usize>,
+    /// Tasks running now, per step (indexed by step id).
+    active_per_step: Vec<u32>,
     delays: BTreeSet<(Micros, AssocId, Arc<str>)>,
     /// Failed tasks waiting for their retry's due time.
     retry_timers: BTreeSet<(Micros, TaskId)>,
@@ -202,18 +206,30 @@ enum Record {
     No,
 }
 
+/// Most changes one turn collects before the core stops to let the driver commit them
+/// (and start what they started). A fan-out to a million steps is then a stream of batches,
+/// never a million rows held at once; the rest of the turn goes on at [`Core::resume`].
+pub const TURN_CHANGES: usize = 8192;
+
 /// One pending step of the worklist.
 #[derive(Debug)]
 enum Work {
     Fire(EventId, Arc<str>),
     /// Fire an event whose trigger row is already stored.
     FireRecorded(EventId, Arc<str>),
-    Activate(Target, Arc<str>),
+    /// Activate the association's targets from index `next` on, in `sequence`: one item for
+    /// all of them, not one per target.
+    Targets {
+        assoc: AssocId,
+        next: u32,
+        sequence: Arc<str>,
+    },
 }
 
 impl Core {
     pub fn new(program: Arc<Program>, options: CoreOptions) -> Core {
         let free = program.pools.iter().map(|p| p.capacity).collect();
+        let active_per_step = vec![0; program.steps.len()];
         Core {
             resource_wait: VecDeque::new(),
             free,
@@ -228,7 +244,7 @@ impl Core {
             queue: VecDeque::new(),
             held: HashMap::new(),
             active: 0,
-            active_per_step: HashMap::new(),
+            active_per_step,
             delays: BTreeSet::new(),
             retry_timers: BTreeSet::new(),
             armed: HashSet::new(),
@@ -282,8 +298,7 @@ impl Core {
 
     fn restore_task(&mut self, stored: StoredTask) -> TaskId {
         let id = TaskId(self.tasks.len() as u32);
-        self.task_index
-            .insert((stored.step, stored.sequence.clone()), id);
+        self.index_task(stored.step, &stored.sequence, id);
         self.tasks.push(Task {
             step: stored.step,
             sequence: stored.sequence.clone(),
@@ -338,9 +353,17 @@ impl Core {
         &self.tasks[id.0 as usize]
     }
 
-    #[cfg(test)]
+    /// The task of `step` in `sequence`, if it exists.
     pub fn find_task(&self, step: StepId, sequence: &str) -> Option<TaskId> {
-        self.task_index.get(&(step, Arc::from(sequence))).copied()
+        self.task_index.get(sequence)?.get(&step).copied()
+    }
+
+    fn index_task(&mut self, step: StepId, sequence: &Arc<str>, id: TaskId) {
+        let tasks = match self.task_index.get_mut(sequence) {
+            Some(tasks) => tasks,
+            None => self.task_index.entry(sequence.clone()).or_default(),
+        };
+        tasks.insert(step, id);
     }
 
     /// Applies one input at time `now`, then starts whatever may start.
@@ -361,6 +384,22 @@ impl Core {
             Input::Granted { task, granted } => self.granted(task, granted),
             Input::PoolsFreed => self.wake_pool_waiters(),
         }
+        self.drain_work();
+        self.schedule();
+    }
+
+    /// Whether the last turn stopped at [`TURN_CHANGES`] with work left: the driver commits
+    /// what it has, then calls [`Core::resume`].
+    pub fn has_more_work(&self) -> bool {
+        !self.work.is_empty()
+    }
+
+    /// Goes on with a turn that stopped at [`TURN_CHANGES`] (nothing to do otherwise).
+    pub fn resume(&mut self, now: Micros) {
+        if self.work.is_empty() {
+            return;
+        }
+        self.now = now;
         self.drain_work();
         self.schedule();
     }
@@ -441,7 +480,7 @@ impl Core {
     /// Nothing running and nothing that could start now: the run (or the loop) is over,
     /// unless delays are pending.
     pub fn is_quiescent(&self) -> bool {
-        self.active == 0 && (self.stopped || !self.can_start_front())
+        self.active == 0 && self.work.is_empty() && (self.stopped || !self.can_start_front())
     }
 
     fn can_start_front(&self) -> bool {
@@ -452,16 +491,39 @@ impl Core {
         self.program.max_concurrent.allows(self.active)
     }
 
+    /// Works through the worklist until it is empty or the turn holds [`TURN_CHANGES`].
     fn drain_work(&mut self) {
-        while let Some(work) = self.work.pop_front() {
+        while self.changes.len() < TURN_CHANGES {
+            let Some(work) = self.work.pop_front() else {
+                return;
+            };
             match work {
                 Work::Fire(event, sequence) => self.fire(event, sequence, Record::Yes),
                 Work::FireRecorded(event, sequence) => self.fire(event, sequence, Record::No),
-                Work::Activate(Target::Event(event), sequence) => {
-                    self.fire(event, sequence, Record::Yes)
-                }
-                Work::Activate(Target::Step(step), sequence) => self.create_task(step, sequence),
+                Work::Targets {
+                    assoc,
+                    next,
+                    sequence,
+                } => self.activate_next(assoc, next, sequence),
             }
+        }
+    }
+
+    /// Activates the association's target at `next`. The rest go first in line again, so
+    /// the targets still come in order and before anything they set off.
+    fn activate_next(&mut self, assoc: AssocId, next: u32, sequence: Arc<str>) {
+        let program = self.program.clone();
+        let targets = &program.assoc(assoc).targets;
+        if (next as usize) + 1 < targets.len() {
+            self.work.push_front(Work::Targets {
+                assoc,
+                next: next + 1,
+                sequence: sequence.clone(),
+            });
+        }
+        match targets[next as usize] {
+            Target::Event(event) => self.fire(event, sequence, Record::Yes),
+            Target::Step(step) => self.create_task(step, sequence),
         }
     }
 
@@ -522,11 +584,14 @@ impl Core {
     }
 
     fn activate(&mut self, assoc: AssocId, sequence: &Arc<str>) {
-        let program = self.program.clone();
-        for &target in &program.assoc(assoc).targets {
-            self.work
-                .push_back(Work::Activate(target, sequence.clone()));
+        if self.program.assoc(assoc).targets.is_empty() {
+            return;
         }
+        self.work.push_back(Work::Targets {
+            assoc,
+            next: 0,
+            sequence: sequence.clone(),
+        });
     }
 
     fn arm_delay(&mut self, assoc: AssocId, sequence: Arc<str>, due: Micros) {
@@ -600,11 +665,14 @@ impl Core {
     /// sequence in a recovery). In a recovery, the step's policy may carry the previous
     /// outcome over instead of queueing the task.
     fn create_task(&mut self, step: StepId, sequence: Arc<str>) {
-        let key = (step, sequence.clone());
-        if self.task_index.contains_key(&key) {
+        if self.find_task(step, &sequence).is_some() {
             return;
         }
-        let previous = self.options.previous.get(&key).cloned();
+        let previous = self
+            .options
+            .previous
+            .get(&(step, sequence.clone()))
+            .cloned();
         let carried = previous.as_ref().and_then(|p| self.carried_over(step, p));
         let attempt = match (&previous, carried) {
             (Some(p), Some(_)) => p.attempt, // not run again: keeps its attempt number
@@ -612,7 +680,7 @@ impl Core {
             (None, _) => 1,
         };
         let id = TaskId(self.tasks.len() as u32);
-        self.task_index.insert(key, id);
+        self.index_task(step, &sequence, id);
         self.changes.push(Change::TaskCreated {
             step: self.program.step(step).name.clone(),
             sequence: sequence.clone(),
@@ -627,7 +695,7 @@ impl Core {
             status: TaskStatus::Ready,
             attempt,
             retries: 0,
-            pending_create: Some(self.changes.len() - 1),
+            pending_create: Some((self.changes.len() - 1) as u32),
         });
         self.uncommitted.push(id);
         self.fire_status_triggers(id, TaskStatus::Ready);
@@ -767,7 +835,7 @@ impl Core {
     }
 
     fn step_full(&self, step: StepId) -> bool {
-        let running = self.active_per_step.get(&step).copied().unwrap_or(0);
+        let running = self.active_per_step[step.0 as usize] as usize;
         !self.program.step(step).max_concurrent.allows(running)
     }
 
@@ -780,19 +848,16 @@ impl Core {
     /// Counts the task against the global and per-step limits.
     fn occupy(&mut self, task: TaskId) {
         self.active += 1;
-        *self
-            .active_per_step
-            .entry(self.task(task).step)
-            .or_default() += 1;
+        let step = self.task(task).step;
+        self.active_per_step[step.0 as usize] += 1;
     }
 
     /// Frees the task's slot in the limits.
     fn vacate(&mut self, task: TaskId) {
         self.active -= 1;
         let step = self.task(task).step;
-        if let Some(running) = self.active_per_step.get_mut(&step) {
-            *running -= 1;
-        }
+        let running = &mut self.active_per_step[step.0 as usize];
+        *running = running.saturating_sub(1);
     }
 
     /// Records the (occupying) task active and has the driver start it.
@@ -814,7 +879,7 @@ impl Core {
         let record = &mut self.tasks[task.0 as usize];
         let from = std::mem::replace(&mut record.status, to);
         if let (Some(index), None, None) = (record.pending_create, &result, &error) {
-            if let Change::TaskCreated { status, .. } = &mut self.changes[index] {
+            if let Change::TaskCreated { status, .. } = &mut self.changes[index as usize] {
                 *status = to;
                 return;
             }

@@ -46,9 +46,9 @@ fn step_strategy(total_events: u32) -> impl Strategy<Value = StepDef> {
         .prop_map(|(success, failure, complete, max, stop, retries)| StepDef {
             name: Arc::from("step"),
             triggers: super::program::StepTriggers {
-                success,
-                failure,
-                complete,
+                success: success.into(),
+                failure: failure.into(),
+                complete: complete.into(),
                 ..Default::default()
             },
             max_concurrent: MaxConcurrent::at_most(max.unwrap_or(0)),
@@ -296,4 +296,53 @@ fn check_limits(core: &Core, program: &Program, running: &[TaskId]) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A fan-out bigger than one turn comes out in parts of at most `TURN_CHANGES` changes:
+/// each task is created once, and each part starts only tasks created in it or before.
+#[test]
+fn a_big_fan_out_streams_in_parts() {
+    const STEPS: u32 = 2 * super::core::TURN_CHANGES as u32 + 100;
+    let steps = (0..STEPS).map(|_| StepDef::default()).collect();
+    let targets = (0..STEPS).map(|s| Target::Step(StepId(s))).collect();
+    let program = Arc::new(build(vec![], steps, None, vec![(0, targets)]));
+    let mut core = Core::new(program, CoreOptions::default());
+    let sequence: Arc<str> = Arc::from("1");
+    let input = Input::Trigger {
+        event: EventId(0),
+        sequence,
+    };
+    core.handle(input, 1);
+    let (mut parts, mut created, mut started) = (0, HashSet::new(), 0);
+    loop {
+        let (changes, effects) = core.take_output();
+        if changes.is_empty() && effects.is_empty() && !core.has_more_work() {
+            break;
+        }
+        assert!(
+            changes.len() <= super::core::TURN_CHANGES + 1,
+            "{}",
+            changes.len()
+        );
+        for change in &changes {
+            if let Change::TaskCreated { step, .. } = change {
+                assert!(created.insert(step.clone()), "{step} created twice");
+            }
+        }
+        for effect in effects {
+            let Effect::Start(task) = effect else {
+                continue;
+            };
+            let name = core.program().step(core.task(task).step).name.clone();
+            assert!(
+                created.contains(&name),
+                "{name} started before it was committed"
+            );
+            started += 1;
+        }
+        parts += 1;
+        core.resume(3);
+    }
+    assert_eq!((created.len(), started), (STEPS as usize, STEPS as usize));
+    assert!(parts >= 3, "{parts} parts");
 }

@@ -5,6 +5,7 @@
 //! committed are all handled before the next commit, so under load many transitions share one
 //! transaction (group commit) while a lone chain still moves one step per commit, at once.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,39 @@ use eventor_agent::TaskContext;
 
 /// Most executor events folded into one turn, so one batch stays bounded.
 const MAX_EVENTS_PER_TURN: usize = 8192;
+
+/// Most closures handed to the closure pool ahead of its threads. A started closure task
+/// beyond that waits in the driver's [`Backlog`] as its id (4 bytes) rather than as a job
+/// with its context (~150 bytes): a fan-out of a million closures would otherwise queue
+/// them all at once. Plenty to keep every pool thread busy between two turns.
+const CLOSURES_AHEAD: usize = 1024;
+
+/// Closure tasks committed as started (they are `active` in the store) that wait for room
+/// in the closure pool; started in order as earlier closures return.
+#[derive(Default)]
+struct Backlog(VecDeque<super::core::TaskId>);
+
+impl Backlog {
+    /// Starts `task` now, or queues it behind the closures already waiting.
+    fn start(&mut self, core: &Core, cx: &DriverContext<'_>, task: super::core::TaskId) {
+        let runtime = &cx.steps[core.task(task).step.0 as usize];
+        let pool_full = cx.executor.closures_pending() >= CLOSURES_AHEAD;
+        if runtime.runs_in_closure_pool() && (pool_full || !self.0.is_empty()) {
+            return self.0.push_back(task);
+        }
+        start(core, cx, task);
+    }
+
+    /// Hands waiting closures to the pool while it has room.
+    fn refill(&mut self, core: &Core, cx: &DriverContext<'_>) {
+        while cx.executor.closures_pending() < CLOSURES_AHEAD {
+            let Some(task) = self.0.pop_front() else {
+                return;
+            };
+            start(core, cx, task);
+        }
+    }
+}
 
 /// How many loops a run may make. A loop acts on the delays that are due, then runs
 /// triggers and tasks until nothing is left to run except delays not yet due (the
@@ -80,13 +114,17 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
     core.handle(Input::TimerDue, now_micros());
     let mut loops_done = 1u32;
     let mut last_look = false;
+    let mut backlog = Backlog::default();
     loop {
         // A task's triggers were sent before its end was, so taking them here, after its end,
         // means none is missed when deciding whether the run is over.
         while let Ok(input) = cx.task_triggers.try_recv() {
             core.handle(input, now_micros());
         }
-        flush(core, &cx).await?;
+        // The pool's room is known after its closures' ends were taken; the backlog never
+        // waits without closures in the pool, whose ends wake the driver again.
+        backlog.refill(core, &cx);
+        flush(core, &cx, &mut backlog).await?;
         if !core.is_quiescent() {
             last_look = false;
         }
@@ -114,6 +152,7 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
             external: &mut *cx.external,
             interrupt: cx.interrupt,
             pools: &mut *cx.pools,
+            closures_running: cx.executor.closures_pending() > 0,
         };
         match wait_for_input(core, sources).await {
             Woke::Handled => {}
@@ -159,11 +198,16 @@ fn quiet_step(
 }
 
 /// Commits the core's changes, then performs its effects, until the core has none left (an
-/// answer from the store about shared units makes more).
-async fn flush(core: &mut Core, cx: &DriverContext<'_>) -> Result<(), StoreError> {
+/// answer from the store about shared units makes more, and so does the rest of a turn too
+/// big for one batch).
+async fn flush(
+    core: &mut Core,
+    cx: &DriverContext<'_>,
+    backlog: &mut Backlog,
+) -> Result<(), StoreError> {
     loop {
         let (changes, effects) = core.take_output();
-        if changes.is_empty() && effects.is_empty() {
+        if changes.is_empty() && effects.is_empty() && !core.has_more_work() {
             return Ok(());
         }
         if !changes.is_empty() {
@@ -176,10 +220,11 @@ async fn flush(core: &mut Core, cx: &DriverContext<'_>) -> Result<(), StoreError
         }
         for effect in effects {
             match effect {
-                Effect::Start(task) => start(core, cx, task),
+                Effect::Start(task) => backlog.start(core, cx, task),
                 Effect::Acquire(task) => acquire(core, cx, task).await?,
             }
         }
+        core.resume(now_micros());
     }
 }
 
@@ -234,6 +279,8 @@ struct Sources<'a> {
     external: &'a mut ExternalTriggers,
     interrupt: &'a Interrupt,
     pools: &'a mut PoolWake,
+    /// Closures are running on the pool (their ends are worth a moment's look).
+    closures_running: bool,
 }
 
 async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
@@ -243,7 +290,14 @@ async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
         external,
         interrupt,
         pools,
+        closures_running,
     } = sources;
+    if closures_running && !interrupt.stop_token().is_cancelled() {
+        if let Some(event) = linger(events) {
+            apply_all(core, events, event);
+            return Woke::Handled;
+        }
+    }
     let pool_waiting = core.pool_waiting() > 0;
     let timer = core.next_due().map(until);
     let first = tokio::select! {
@@ -269,9 +323,34 @@ async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
             return Woke::Handled;
         }
     };
-    let Some(first) = first else {
-        return Woke::Handled;
-    };
+    if let Some(first) = first {
+        apply_all(core, events, first);
+    }
+    Woke::Handled
+}
+
+/// How long the driver looks for the end of a running closure before it sleeps. A no-op
+/// closure ends a few microseconds after it starts; a sleeping driver costs a thread
+/// wake-up per step of a chain, dearer than that on a busy or virtual machine. It yields
+/// between looks, so it takes no CPU another thread wants.
+const LINGER: Duration = Duration::from_micros(200);
+
+/// An executor event that arrives within [`LINGER`], if any.
+fn linger(events: &mut mpsc::Receiver<ExecEvent>) -> Option<ExecEvent> {
+    let deadline = std::time::Instant::now() + LINGER;
+    loop {
+        match events.try_recv() {
+            Ok(event) => return Some(event),
+            Err(mpsc::error::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now()
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Hands `first` and every event already queued behind it (up to a turn's worth) to the core.
+fn apply_all(core: &mut Core, events: &mut mpsc::Receiver<ExecEvent>, first: ExecEvent) {
     let now = now_micros();
     apply(core, first, now);
     for _ in 1..MAX_EVENTS_PER_TURN {
@@ -280,7 +359,6 @@ async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
             Err(_) => break,
         }
     }
-    Woke::Handled
 }
 
 fn apply(core: &mut Core, event: ExecEvent, now: Micros) {

@@ -32,15 +32,52 @@ pub struct ExecutorConfig {
     pub kill_grace: Duration,
 }
 
-/// How one step's tasks run.
+/// How one step's tasks run: its action, and its settings only when it has any, so a plain
+/// step costs its action and one word (a run keeps one per step, a million for a big flow).
 #[derive(Debug, Clone, Default)]
 pub struct StepRuntime {
     pub action: StepAction,
+    pub settings: Option<Box<RunSettings>>,
+}
+
+/// Where and how a step's tasks run, beyond what they run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSettings {
     /// The hosts the step may run on; empty: this host.
     pub hosts: Vec<Arc<str>>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     pub timeout: Option<Duration>,
+}
+
+/// The settings of a step given none.
+static NO_SETTINGS: RunSettings = RunSettings {
+    hosts: Vec::new(),
+    env: Vec::new(),
+    cwd: None,
+    timeout: None,
+};
+
+impl StepRuntime {
+    /// A step's runtime; default `settings` are not kept.
+    pub fn new(action: StepAction, settings: RunSettings) -> StepRuntime {
+        let settings = (settings != NO_SETTINGS).then(|| Box::new(settings));
+        StepRuntime { action, settings }
+    }
+
+    pub fn settings(&self) -> &RunSettings {
+        self.settings.as_deref().unwrap_or(&NO_SETTINGS)
+    }
+
+    /// The hosts the step may run on; empty: this host.
+    pub fn hosts(&self) -> &[Arc<str>] {
+        &self.settings().hosts
+    }
+
+    /// Whether its tasks run on this host's closure pool.
+    pub fn runs_in_closure_pool(&self) -> bool {
+        self.hosts().is_empty() && matches!(self.action, StepAction::Sync(_))
+    }
 }
 
 /// Runs tasks: async work on the current tokio runtime, blocking closures on a bounded pool.
@@ -79,7 +116,7 @@ impl Executor {
 
     /// Starts `task`; its end arrives later as [`ExecEvent::Finished`].
     pub fn start(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext) {
-        if !step.hosts.is_empty() && !matches!(step.action, StepAction::Nothing) {
+        if !step.hosts().is_empty() && !matches!(step.action, StepAction::Nothing) {
             return self.start_remote(task, step, ctx);
         }
         match &step.action {
@@ -98,8 +135,8 @@ impl Executor {
                 let spec = CommandSpec {
                     command: command.clone(),
                     env: task_env(step, &ctx),
-                    cwd: step.cwd.clone(),
-                    timeout: step.timeout,
+                    cwd: step.settings().cwd.clone(),
+                    timeout: step.settings().timeout,
                     kill_grace: self.kill_grace,
                     kill_now: Some(self.kill_now.clone()),
                 };
@@ -116,6 +153,11 @@ impl Executor {
         }
     }
 
+    /// Closures handed to the closure pool that have not returned yet.
+    pub fn closures_pending(&self) -> usize {
+        self.closures.pending()
+    }
+
     /// Hands a pinned step's task to a host's agent.
     fn start_remote(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext) {
         let Some(pinned) = &self.pinned else {
@@ -126,14 +168,18 @@ impl Executor {
             StepAction::Command(command) => Work::Command {
                 command: command.clone(),
                 env: task_env(step, &ctx),
-                cwd: step.cwd.as_ref().map(|p| p.display().to_string()),
-                timeout_ms: step.timeout.map(|t| t.as_millis() as u64),
+                cwd: step
+                    .settings()
+                    .cwd
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                timeout_ms: step.settings().timeout.map(|t| t.as_millis() as u64),
             },
             _ => Work::Closure {
                 step: ctx.step.to_string(),
             },
         };
-        pinned.start(task, &step.hosts, work, &ctx);
+        pinned.start(task, step.hosts(), work, &ctx);
     }
 
     /// Runs a future that cannot panic (ours) and reports its end.
@@ -183,7 +229,8 @@ impl Executor {
 
 /// A command's environment: the step's own variables, then the task's (which win).
 fn task_env(step: &StepRuntime, ctx: &TaskContext) -> Vec<(String, String)> {
-    step.env.iter().cloned().chain(ctx.env_vars()).collect()
+    let env = step.settings().env.iter().cloned();
+    env.chain(ctx.env_vars()).collect()
 }
 
 /// Command output goes to the log, tagged with the task's step and sequence, and to the

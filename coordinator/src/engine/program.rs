@@ -68,13 +68,15 @@ pub struct EventDef {
 }
 
 /// The statuses a step can fire events on; `complete` is success and failure together.
+/// Boxed slices, not vectors: a program keeps one per status per step for its run, and a
+/// million steps make the eight bytes of each spare capacity field count.
 #[derive(Debug, Clone, Default)]
 pub struct StepTriggers {
-    pub ready: Vec<EventId>,
-    pub active: Vec<EventId>,
-    pub success: Vec<EventId>,
-    pub failure: Vec<EventId>,
-    pub complete: Vec<EventId>,
+    pub ready: Box<[EventId]>,
+    pub active: Box<[EventId]>,
+    pub success: Box<[EventId]>,
+    pub failure: Box<[EventId]>,
+    pub complete: Box<[EventId]>,
 }
 
 impl StepTriggers {
@@ -83,8 +85,8 @@ impl StepTriggers {
         match status {
             TaskStatus::Ready => (&self.ready, &[]),
             TaskStatus::Active => (&self.active, &[]),
-            TaskStatus::Success | TaskStatus::Skipped => (&self.success, &self.complete),
-            TaskStatus::Failure => (&self.failure, &self.complete),
+            TaskStatus::Success | TaskStatus::Skipped => (&self.success, &*self.complete),
+            TaskStatus::Failure => (&self.failure, &*self.complete),
         }
     }
 
@@ -162,9 +164,9 @@ pub struct StepDef {
     pub stop_on_exception: bool,
     pub recovery: RecoveryPolicy,
     /// Units taken from pools before a task starts (all or nothing).
-    pub acquires: Vec<(PoolId, u32)>,
+    pub acquires: Box<[(PoolId, u32)]>,
     /// Units given back when a task ends.
-    pub releases: Vec<(PoolId, u32)>,
+    pub releases: Box<[(PoolId, u32)]>,
     /// Further attempts after a failed one.
     pub retry: RetryPolicy,
 }
