@@ -140,6 +140,12 @@ pub struct PgOptions {
     pub conflict_retries: u32,
     /// How the schema is made ready.
     pub schema: SchemaSetup,
+    /// The server ends a session of ours whose transaction waits on it longer than this
+    /// (`idle_in_transaction_session_timeout`): a writer frozen mid-commit (a stopped
+    /// agent, a paused VM) would otherwise hold its run's commit lock, and so every other
+    /// writer of the run, for as long as it stays frozen. Our transactions send their
+    /// statements back to back, so only a frozen one is ever idle this long.
+    pub idle_in_transaction: Duration,
 }
 
 /// How a store's schema is made ready when it opens.
@@ -163,6 +169,7 @@ impl Default for PgOptions {
             reconnect_for: Duration::from_secs(60),
             conflict_retries: 5,
             schema: SchemaSetup::Prepare,
+            idle_in_transaction: Duration::from_secs(10),
         }
     }
 }
@@ -655,6 +662,32 @@ mod tests {
         // A new write of the same changes is a duplicate: the retry was not just lucky.
         let err = store.write(Write::Commit(batch)).await.unwrap_err();
         assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
+        drop_schema(store, schema).await;
+    }
+
+    /// A transaction left idle (its writer frozen) is ended by the server after
+    /// `idle_in_transaction`, so the run's commit lock it held is free again.
+    #[tokio::test]
+    async fn a_frozen_transaction_lets_go_of_the_commit_lock() {
+        let Some((store, schema)) = scratch_store().await else {
+            return;
+        };
+        let options = PgOptions {
+            idle_in_transaction: Duration::from_millis(500),
+            ..PgOptions::default()
+        };
+        let connector = Connector::new(&store.shared.location, &options);
+        let mut frozen = connector.diesel().await.unwrap();
+        let key = lock_key(&schema, "R");
+        let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK_CLASS}, {key})");
+        frozen.batch_execute(&lock).await.unwrap();
+        let run = run_key(0);
+        let wait = Duration::from_secs(10);
+        let write = store.write(Write::BeginRun(new_run(&run)));
+        let written = tokio::time::timeout(wait, write).await;
+        assert!(matches!(written, Ok(Ok(()))), "{written:?}");
+        let after = frozen.batch_execute("SELECT 1").await;
+        assert!(after.is_err(), "the frozen session was ended");
         drop_schema(store, schema).await;
     }
 

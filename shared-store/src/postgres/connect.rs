@@ -43,7 +43,11 @@ impl Connector {
             .application_name("eventor")
             .ssl_mode(tokio_postgres::config::SslMode::Disable)
             .connect_timeout(options.connect_timeout)
-            .keepalives_idle(options.keepalives_idle);
+            .keepalives_idle(options.keepalives_idle)
+            .options(format!(
+                "-c idle_in_transaction_session_timeout={}",
+                options.idle_in_transaction.as_millis().max(1)
+            ));
         if let Some(password) = pgpass::resolve(location) {
             config.password(password);
         }
