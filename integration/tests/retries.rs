@@ -270,3 +270,57 @@ async fn a_host_that_comes_back_takes_later_tasks() {
     let task = wait_for_task(&store, "B", done, Duration::from_secs(5)).await;
     assert!(task.attempt >= 3, "{task:?}");
 }
+
+/// A lost host's agent may still record its task's end (it was cut off from the prime, and
+/// got back to the store first): its end stands, instead of the prime's late write being
+/// refused and the run aborted.
+#[tokio::test]
+async fn an_end_recorded_by_a_cut_off_agent_wins_over_the_loss() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.write();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("late_end"));
+    let job = format!("{{run: 'echo started >> {out}/ran.txt; sleep 3', host: node1}}");
+    let flow = write(
+        dir.path(),
+        "late.yaml",
+        &format!(
+            "events: {{go: {{}}}}\nsteps:\n  job: {job}\n\
+             assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let run = std::process::Command::new(crate::coord_binary())
+        .args([
+            "run",
+            "--hosts",
+            &hosts,
+            flow.to_str().unwrap(),
+            "--run-id",
+            "E",
+        ])
+        .env("FAILPOINTS", "lost-before-record=sleep(10000)")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lines(&dir.path().join("ran.txt"), 1, Duration::from_secs(30));
+    // The command ends while node1 is cut off; its agent keeps trying the store. The prime
+    // sees the loss after 5 s and is held 10 s before recording it; the link is back after
+    // 7 s, so the agent records the success first.
+    let cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    drop(cut);
+    let (code, stdout) = crate::finish_coord(run, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stdout}");
+    let store = open(&url).await;
+    let run = store.run_history("E").await.unwrap().remove(0);
+    let task = store.tasks(run.key).await.unwrap().remove(0);
+    assert_eq!(
+        (task.status, task.attempt),
+        (TaskStatus::Success, 1),
+        "{task:?}"
+    );
+}

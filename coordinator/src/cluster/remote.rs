@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use eventor_agent::{Outcome, TaskContext};
 use eventor_protocol::{TaskKey, Work};
-use eventor_store::{RunKey, Store, StoreLocation, TaskStatus};
+use eventor_store::{Batch, Change, RunKey, Store, StoreError, StoreLocation, TaskStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -252,23 +252,55 @@ impl Forwarder {
         }
         let stored = self.stored_tasks().await;
         for ((step, sequence, attempt), flight) in flights {
-            let row = stored
-                .iter()
-                .find(|t| t.step == step && t.sequence == sequence && t.attempt == attempt);
-            let outcome = match row.map(|t| t.status) {
-                Some(status @ (TaskStatus::Success | TaskStatus::Failure)) => Outcome {
-                    success: status == TaskStatus::Success,
-                    result: row.and_then(|t| t.result.clone()),
-                    error: row.and_then(|t| t.error.clone()),
-                    recorded: true,
-                },
-                _ => Outcome::failure(format!("host {host} lost: {reason}")),
+            let outcome = match stored_end(&stored, &step, &sequence, attempt) {
+                Some(outcome) => outcome,
+                None => {
+                    let error = format!("host {host} lost: {reason}");
+                    self.fail_lost(&step, &sequence, attempt, error).await
+                }
             };
             self.send(ExecEvent::Finished {
                 task: flight.task,
                 outcome,
             })
             .await;
+        }
+    }
+
+    /// Records a lost host's task failed, fenced on its being still active: its agent may
+    /// still record an end (it may be alive, only cut off from us), and if it did so first,
+    /// that end stands instead of aborting the run on a fenced write.
+    async fn fail_lost(&self, step: &str, sequence: &str, attempt: i32, error: String) -> Outcome {
+        let change = Change::TaskTransition {
+            step: Arc::from(step),
+            sequence: Arc::from(sequence),
+            attempt,
+            from: TaskStatus::Active,
+            to: TaskStatus::Failure,
+            result: None,
+            error: Some(error.clone()),
+            at: eventor_store::now_micros(),
+        };
+        let batch = Batch {
+            run: self.run.clone(),
+            changes: vec![change],
+        };
+        // A test holds the prime here while a cut-off agent records its end first.
+        fail::fail_point!("lost-before-record");
+        match self.store.commit(batch).await {
+            Ok(()) => Outcome {
+                recorded: true,
+                ..Outcome::failure(error)
+            },
+            Err(StoreError::Fenced { .. }) => {
+                let stored = self.stored_tasks().await;
+                stored_end(&stored, step, sequence, attempt)
+                    .unwrap_or_else(|| Outcome::failure(error))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording a lost host's task; the run will try again");
+                Outcome::failure(error)
+            }
         }
     }
 
@@ -299,6 +331,25 @@ impl Forwarder {
     async fn send(&self, event: ExecEvent) {
         let _ = self.events.send(event).await;
     }
+}
+
+/// The end of task attempt (`step`, `sequence`, `attempt`) as stored, if it has one.
+fn stored_end(
+    stored: &[eventor_store::TaskRecord],
+    step: &str,
+    sequence: &str,
+    attempt: i32,
+) -> Option<Outcome> {
+    let row = stored
+        .iter()
+        .find(|t| &*t.step == step && &*t.sequence == sequence && t.attempt == attempt)?;
+    let ended = matches!(row.status, TaskStatus::Success | TaskStatus::Failure);
+    ended.then(|| Outcome {
+        success: row.status == TaskStatus::Success,
+        result: row.result.clone(),
+        error: row.error.clone(),
+        recorded: true,
+    })
 }
 
 /// Where pinned steps run.
