@@ -102,7 +102,9 @@ fn push_prefix(out: &mut String, time: Micros, host: &str, task: Option<&TaskKey
 
 /// The text with `\r` and `\n` escaped, and the line end.
 fn push_text(out: &mut String, text: &str) {
-    if !text.contains(['\n', '\r']) {
+    // Byte searches (word at a time), not a char pattern: this runs once per line of a flood.
+    let bytes = text.as_bytes();
+    if !bytes.contains(&b'\n') && !bytes.contains(&b'\r') {
         out.push_str(text);
     } else {
         for c in text.chars() {

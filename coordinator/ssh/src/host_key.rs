@@ -77,6 +77,7 @@ impl HostKeyCheck {
         keys.extend(rest);
         Preferred {
             key: keys.into(),
+            cipher: cipher_order(),
             ..Preferred::DEFAULT
         }
     }
@@ -237,5 +238,58 @@ impl Handler for ClientHandler {
         let _ = self.status.set(status);
         self.accepted = Some(key.clone());
         Ok(true)
+    }
+}
+
+/// AES-256-GCM first where the CPU does AES in hardware: it is then the cheapest cipher to
+/// decrypt, and a flood of task output through the link is bound by it (100 MB by
+/// `ssh -c`: 0.35 s against 0.41 s for ChaCha20-Poly1305 here). Elsewhere russh's order,
+/// ChaCha20-Poly1305 first, as OpenSSH's.
+fn cipher_order() -> std::borrow::Cow<'static, [russh::cipher::Name]> {
+    use russh::cipher::{AES_256_GCM, CHACHA20_POLY1305};
+    let default = Preferred::DEFAULT.cipher;
+    if !aes_in_hardware() {
+        return default;
+    }
+    let rest = default
+        .iter()
+        .filter(|c| **c != AES_256_GCM && **c != CHACHA20_POLY1305);
+    [AES_256_GCM, CHACHA20_POLY1305]
+        .into_iter()
+        .chain(rest.copied())
+        .collect()
+}
+
+fn aes_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("aes");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("aes");
+    #[allow(unreachable_code)]
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cipher_order_keeps_russh_s_ciphers_and_puts_aes_gcm_first_on_aes_hardware() {
+        let order = cipher_order();
+        let mut ours: Vec<&str> = order.iter().map(|c| c.as_ref()).collect();
+        let mut theirs: Vec<&str> = Preferred::DEFAULT
+            .cipher
+            .iter()
+            .map(|c| c.as_ref())
+            .collect();
+        let first = ours[0];
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs, "the same ciphers, reordered");
+        let expected = match aes_in_hardware() {
+            true => russh::cipher::AES_256_GCM.as_ref(),
+            false => russh::cipher::CHACHA20_POLY1305.as_ref(),
+        };
+        assert_eq!(first, expected);
     }
 }
