@@ -1147,11 +1147,14 @@ pub async fn connect_hosts(
     };
     let known: Vec<&HostSpec> = specs.iter().flatten().copied().collect();
     let aliases: Vec<&str> = known.iter().map(|h| h.ssh.as_str()).collect();
-    let sessions = tokio::select! {
-        s = ssh::connect_all(&config, &aliases) => s,
-        _ = shutdown.cancelled() => Vec::new(),
+    // The local agent is hashed while the hosts are connected to, not after.
+    let connected = async {
+        tokio::select! {
+            s = ssh::connect_all(&config, &aliases) => s,
+            _ = shutdown.cancelled() => Vec::new(),
+        }
     };
-    let plan = deploy_plan(&known, options).await;
+    let (sessions, plan) = tokio::join!(connected, deploy_plan(&known, options));
     let mut links = start_all(&known, sessions, options, &plan, events, shutdown).await;
     links.reverse();
     let mut out = Vec::with_capacity(names.len());
