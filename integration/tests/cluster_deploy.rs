@@ -46,7 +46,10 @@ fn run_two(dir: &Path, hosts: &Path) -> (Output, f64) {
         ])
         .args(["--trigger", "go"])
         .current_dir(dir)
-        .env("RUST_LOG", "info,eventor::cluster::deploy=debug")
+        .env(
+            "RUST_LOG",
+            "info,eventor::cluster::deploy=debug,eventor::cluster::link=debug",
+        )
         .output()
         .expect("run eventor-coord");
     (out, started.elapsed().as_secs_f64())
@@ -116,15 +119,26 @@ fn the_prime_installs_its_agent_once_and_replaces_a_corrupted_one() {
         "files untouched"
     );
     eprintln!("MEASURE second run (agents match): {took:.2}s");
-    for line in stderr.lines().filter(|l| l.contains("agent up to date")) {
-        eprintln!("MEASURE {line}");
-    }
+    let probed = stderr.lines().filter(|l| l.contains("agent up to date"));
+    assert_eq!(
+        probed.count(),
+        0,
+        "a stamped agent starts without a probe: {stderr}"
+    );
 
     std::fs::write(&paths[0], b"#!/bin/sh\necho corrupted\n").unwrap();
     let (third, _) = run_two(dir.path(), &hosts);
     let stderr = text(&third.stderr);
     assert_eq!(third.status.code(), Some(0), "{stderr}");
     assert_eq!(installs(&stderr), 1, "only the corrupted one: {stderr}");
+    let fell_back = stderr
+        .lines()
+        .filter(|l| l.contains("not started by its stamp"));
+    assert_eq!(
+        fell_back.count(),
+        1,
+        "the corrupted one is probed: {stderr}"
+    );
     assert!(
         same_bytes(&paths[0], &local),
         "the corrupted agent was replaced"

@@ -197,6 +197,26 @@ pub async fn ensure(
     })
 }
 
+/// The exit code of [`checked_start`]'s check when the stamp does not match.
+pub const NOT_VERIFIED: u32 = 97;
+
+/// `agent_command` behind a check of the agent's stamp (no hashing: `stat` and a compare),
+/// for a `deploy: auto` host with a binary to install: the agent starts in the same exec
+/// when the file is the one a probe verified, and the command exits [`NOT_VERIFIED`]
+/// otherwise. `None`: the host is probed first, as always.
+pub fn checked_start(host: &HostSpec, plan: &DeployPlan, agent_command: &str) -> Option<String> {
+    let (Deploy::Auto, Ok(local)) = (&host.deploy, &plan.local) else {
+        return None;
+    };
+    let check = r#"S=$(stat -c '%s %i %y' "$1" 2>/dev/null) && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]"#;
+    Some(format!(
+        "sh -c {} eventor-check {} {} || exit {NOT_VERIFIED}; {agent_command}",
+        shell_quote(check),
+        super::hosts::quote_path(&host.agent),
+        local.sha256,
+    ))
+}
+
 /// What the probe found on the host.
 struct Probe {
     /// `uname -sm`.

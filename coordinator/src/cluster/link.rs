@@ -261,6 +261,8 @@ pub enum LinkError {
         /// The agent's exit and last stderr lines, when there are any (they usually say
         /// why: a missing binary, a wrong flag).
         detail: String,
+        /// The command's exit code, when it exited before the handshake.
+        exit_code: Option<u32>,
         #[source]
         source: ProtocolError,
     },
@@ -352,7 +354,7 @@ pub struct HostLink {
     stop: CancellationToken,
     reader_done: CancellationToken,
     tracker: TaskTracker,
-    session: Option<Session>,
+    session: Option<Arc<Session>>,
 }
 
 impl Drop for HostLink {
@@ -409,6 +411,16 @@ impl HostLink {
         events: mpsc::Sender<HostEvent>,
         shutdown: CancellationToken,
     ) -> Result<HostLink, LinkError> {
+        Self::start_shared(Arc::new(session), config, events, shutdown).await
+    }
+
+    /// [`start`](Self::start) on a session the caller keeps too (to try again on it).
+    async fn start_shared(
+        session: Arc<Session>,
+        config: LinkConfig,
+        events: mpsc::Sender<HostEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<HostLink, LinkError> {
         config.check()?;
         let channel = tokio::select! {
             opened = open_channel(&session, &config) => opened?,
@@ -422,7 +434,7 @@ impl HostLink {
     /// The handshake and the tasks, over an open channel.
     async fn start_on(
         mut channel: Channel,
-        session: Option<Session>,
+        session: Option<Arc<Session>>,
         config: LinkConfig,
         events: mpsc::Sender<HostEvent>,
         shutdown: CancellationToken,
@@ -467,7 +479,7 @@ impl HostLink {
 
     /// Starts the reader, writer and stderr tasks of a link past its handshake.
     fn spawn(
-        session: Option<Session>,
+        session: Option<Arc<Session>>,
         config: LinkConfig,
         channel: Channel,
         early: Early,
@@ -620,7 +632,7 @@ impl HostLink {
         let end = self.end(finished, grace).await;
         self.stop.cancel();
         self.tracker.wait().await;
-        if let Some(session) = self.session.take() {
+        if let Some(session) = self.session.take().and_then(|s| Arc::try_unwrap(s).ok()) {
             let _ = tokio::time::timeout(CLOSE_WAIT, session.close()).await;
         }
         end
@@ -796,9 +808,13 @@ async fn handshake_error(
     .await;
     let status = tokio::time::timeout(EXIT_WAIT, channel.exit.wait_for(Option::is_some)).await;
     let mut detail = String::new();
+    let mut exit_code = None;
     if let Ok(Ok(status)) = status {
         if let Some(status) = status.as_ref() {
             detail.push_str(&format!(" ({})", describe_exit(status)));
+            if let Ok(ExitStatus::Code(code)) = status {
+                exit_code = Some(*code);
+            }
         }
     }
     let keep = early.0.len().saturating_sub(EARLY_STDERR);
@@ -809,6 +825,7 @@ async fn handshake_error(
     LinkError::Handshake {
         host: config.host_name.clone(),
         detail,
+        exit_code,
         source,
     }
 }
@@ -1191,8 +1208,11 @@ async fn deploy_plan(hosts: &[&HostSpec], options: &ConnectOptions) -> DeployPla
     }
 }
 
-/// Checks (and installs) the host's agent, forwards the store to a `store_via: ssh` host,
-/// then starts its link.
+/// Forwards the store to a `store_via: ssh` host, makes sure of its agent, then starts its
+/// link. An agent a probe verified before (its stamp still matches) starts straight away,
+/// in the exec that checks the stamp (one channel instead of two: at 16 hosts the hosts'
+/// `sshd`s starting programs is most of the connect time); otherwise, or when that check
+/// fails, the agent is probed (and installed) first.
 async fn deploy_and_start(
     session: Session,
     host: HostSpec,
@@ -1202,20 +1222,38 @@ async fn deploy_and_start(
     shutdown: CancellationToken,
 ) -> Result<HostLink, LinkError> {
     let name = host.name.clone();
-    let prepare = async {
-        deploy::ensure(&session, &host, &plan).await?;
-        if host.store_via == StoreVia::Ssh {
-            let store = config.store.as_ref();
-            let tunnel = store_tunnel::open(&session, &host, store, shutdown.clone()).await?;
-            config.store = Some(tunnel);
-        }
-        Ok::<_, LinkError>(())
-    };
-    tokio::select! {
-        done = prepare => done?,
-        _ = shutdown.cancelled() => return Err(LinkError::Cancelled { host: name }),
+    let cancelled = || LinkError::Cancelled { host: name.clone() };
+    let session = Arc::new(session);
+    if host.store_via == StoreVia::Ssh {
+        let store = config.store.as_ref();
+        let tunnel = tokio::select! {
+            t = store_tunnel::open(&session, &host, store, shutdown.clone()) => t?,
+            _ = shutdown.cancelled() => return Err(cancelled()),
+        };
+        config.store = Some(tunnel);
     }
-    HostLink::start(session, config, events, shutdown).await
+    if let Some(command) = deploy::checked_start(&host, &plan, &config.agent_command) {
+        let quick = LinkConfig {
+            agent_command: command,
+            ..config.clone()
+        };
+        let started =
+            HostLink::start_shared(session.clone(), quick, events.clone(), shutdown.clone());
+        match started.await {
+            // The stamp did not match (97), or the command could not even run (a login shell
+            // that is not POSIX, say): the full path below says what is wrong, if anything.
+            Err(LinkError::Handshake {
+                exit_code: Some(code),
+                ..
+            }) => tracing::debug!(host = %name, code, "agent not started by its stamp: probing it"),
+            started => return started,
+        }
+    }
+    tokio::select! {
+        done = deploy::ensure(&session, &host, &plan) => { done?; }
+        _ = shutdown.cancelled() => return Err(cancelled()),
+    }
+    HostLink::start_shared(session, config, events, shutdown).await
 }
 
 /// Starts a link on each session concurrently; results in the order of `hosts`.
