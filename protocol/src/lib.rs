@@ -73,7 +73,10 @@
 //! [`ToCoordinator::Output`] carries one read's lines ([`OutputBatch`]: the task, stream and
 //! time once, the lines joined by `\n`), so a flood costs a frame per 64 KiB instead of one
 //! [`LogRecord`] per line. The agent sends it only to a coordinator whose header says 1.2 or
-//! later; an older one gets the same lines as `Log` records, one per line.
+//! later; an older one gets the same lines as `Log` records, one per line. 1.2 also adds
+//! [`ToCoordinator::TaskRan`]: the task's command has ended and its slot on the agent is
+//! free while its end is recorded, so the coordinator can hand that host its next task
+//! without waiting for the store.
 //!
 //! The agent speaks first, because the coordinator started it and is already listening.
 //! [`Hello`] and [`HandshakeReply`] are types of their own rather than variants of the
