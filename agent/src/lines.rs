@@ -22,15 +22,6 @@ pub struct LineBatch {
 }
 
 impl LineBatch {
-    /// A batch of `lines` (none may hold a `\n`).
-    pub fn of<'a>(lines: impl IntoIterator<Item = &'a str>) -> LineBatch {
-        let mut batch = LineBatch::default();
-        for line in lines {
-            batch.push(line);
-        }
-        batch
-    }
-
     /// Appends one line.
     pub fn push(&mut self, line: &str) {
         debug_assert!(!line.contains('\n'));
@@ -177,11 +168,16 @@ mod tests {
 
     #[test]
     fn a_batch_knows_its_lines_and_the_longest() {
-        let batch = LineBatch::of(["a", "", "ccc"]);
+        let mut batch = LineBatch::default();
+        for line in ["a", "", "ccc"] {
+            batch.push(line);
+        }
         assert_eq!(batch.lines().collect::<Vec<_>>(), ["a", "", "ccc"]);
         assert_eq!((batch.len(), batch.longest()), (3, 3));
         assert_eq!(LineBatch::default().lines().count(), 0);
-        assert_eq!(LineBatch::of([""]).lines().collect::<Vec<_>>(), [""]);
+        let mut empty_line = LineBatch::default();
+        empty_line.push("");
+        assert_eq!(empty_line.lines().collect::<Vec<_>>(), [""]);
     }
 
     #[test]

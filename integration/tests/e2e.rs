@@ -143,13 +143,20 @@ pub fn skip_unless_required(why: &str) {
     eprintln!("skipped: {why}");
 }
 
-/// `eventor-coord ARGS` started in `dir`, its output piped (read it or drop it).
-pub fn spawn_coord(dir: &Path, args: &[&str]) -> std::process::Child {
-    Command::new(coord_binary())
+/// `eventor-coord ARGS` to run in `dir`, its output piped (read it or drop it).
+pub fn coord_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(coord_binary());
+    command
         .args(args)
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// [`coord_command`], started.
+pub fn spawn_coord(dir: &Path, args: &[&str]) -> std::process::Child {
+    coord_command(dir, args)
         .spawn()
         .expect("start eventor-coord")
 }

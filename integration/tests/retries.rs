@@ -186,6 +186,18 @@ fn start_job(
     job: &str,
     run_id: &str,
 ) -> (std::process::Child, String) {
+    let (mut command, url) = job_command(dir, bed, name, job, run_id);
+    (command.spawn().expect("start eventor-coord"), url)
+}
+
+/// [`start_job`]'s command, not started yet.
+fn job_command(
+    dir: &Path,
+    bed: &std::collections::HashMap<String, String>,
+    name: &str,
+    job: &str,
+    run_id: &str,
+) -> (std::process::Command, String) {
     let (hosts, url) = hosts_file(dir, bed, &schema(name));
     let flow = write(
         dir,
@@ -203,7 +215,7 @@ fn start_job(
         "--run-id",
         run_id,
     ];
-    (crate::spawn_coord(dir, &args), url)
+    (crate::coord_command(dir, &args), url)
 }
 
 /// Polls the run's only task in the store until `done` says yes; answers it.
@@ -281,29 +293,10 @@ async fn an_end_recorded_by_a_cut_off_agent_wins_over_the_loss() {
     let _pg = crate::postgres_shared();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().display().to_string();
-    let (hosts, url) = hosts_file(dir.path(), &bed, &schema("late_end"));
     let job = format!("{{run: 'echo started >> {out}/ran.txt; sleep 3', host: node1}}");
-    let flow = write(
-        dir.path(),
-        "late.yaml",
-        &format!(
-            "events: {{go: {{}}}}\nsteps:\n  job: {job}\n\
-             assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go}}]\n"
-        ),
-    );
-    let run = std::process::Command::new(crate::coord_binary())
-        .args([
-            "run",
-            "--hosts",
-            &hosts,
-            flow.to_str().unwrap(),
-            "--run-id",
-            "E",
-        ])
+    let (mut command, url) = job_command(dir.path(), &bed, "late_end", &job, "E");
+    let run = command
         .env("FAILPOINTS", "lost-before-record=sleep(10000)")
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     wait_for_lines(&dir.path().join("ran.txt"), 1, Duration::from_secs(30));
