@@ -5,6 +5,9 @@
 //! wake-up (and, on an agent, a frame) per 64 KiB instead of per line, while a single line
 //! printed alone still goes on at once. A line longer than [`MAX_LINE_BYTES`] is passed on
 //! in pieces of that size, so output without newlines cannot grow without bound.
+//!
+//! The common chunk (valid UTF-8, no `\r`, no overlong line) is already the batch's text up
+//! to its last line end: it is checked with one pass each and copied once, not line by line.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -35,6 +38,16 @@ impl LineBatch {
 
     fn push_bytes(&mut self, bytes: &[u8]) {
         self.push(&String::from_utf8_lossy(bytes));
+    }
+
+    /// Appends the lines of a block that [`plain_block`] accepted.
+    fn push_block(&mut self, block: &str, lines: usize, longest: usize) {
+        if self.lines > 0 {
+            self.text.push('\n');
+        }
+        self.text.push_str(block);
+        self.lines += lines;
+        self.longest = self.longest.max(longest);
     }
 
     /// The lines, in order.
@@ -72,16 +85,24 @@ pub struct LineCutter {
 impl LineCutter {
     /// Pushes every line `bytes` finishes into `batch` (and pieces of a long unfinished one).
     pub fn feed(&mut self, mut bytes: &[u8], batch: &mut LineBatch) {
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
-            if self.partial.is_empty() {
-                push_line(&bytes[..end], batch);
-            } else {
-                self.partial.extend_from_slice(&bytes[..end]);
-                push_line(&self.partial, batch);
-                self.partial.clear();
-            }
+        if !self.partial.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', bytes) else {
+                return self.keep(bytes, batch);
+            };
+            self.partial.extend_from_slice(&bytes[..end]);
+            push_line(&self.partial, batch);
+            self.partial.clear();
             bytes = &bytes[end + 1..];
         }
+        if let Some(last) = memchr::memrchr(b'\n', bytes) {
+            push_lines(&bytes[..last], batch);
+            bytes = &bytes[last + 1..];
+        }
+        self.keep(bytes, batch);
+    }
+
+    /// Keeps `bytes`, the start of a line, passing on whole pieces once it grows too long.
+    fn keep(&mut self, bytes: &[u8], batch: &mut LineBatch) {
         self.partial.extend_from_slice(bytes);
         if self.partial.len() >= MAX_LINE_BYTES {
             let whole = self.partial.len() / MAX_LINE_BYTES * MAX_LINE_BYTES;
@@ -99,6 +120,32 @@ impl LineCutter {
             self.partial.clear();
         }
     }
+}
+
+/// Ended lines, joined by `\n` (the last one's end not included).
+fn push_lines(block: &[u8], batch: &mut LineBatch) {
+    match plain_block(block) {
+        Some((text, lines, longest)) => batch.push_block(text, lines, longest),
+        None => block
+            .split(|&b| b == b'\n')
+            .for_each(|line| push_line(line, batch)),
+    }
+}
+
+/// The block as text with its line count and longest line, when it can travel as it is:
+/// valid UTF-8, no `\r` to drop, no line to cut.
+fn plain_block(block: &[u8]) -> Option<(&str, usize, usize)> {
+    if memchr::memchr(b'\r', block).is_some() {
+        return None;
+    }
+    let text = std::str::from_utf8(block).ok()?;
+    let (mut lines, mut longest, mut start) = (1, 0, 0);
+    for end in memchr::memchr_iter(b'\n', block) {
+        longest = longest.max(end - start);
+        (lines, start) = (lines + 1, end + 1);
+    }
+    longest = longest.max(block.len() - start);
+    (longest <= MAX_LINE_BYTES).then_some((text, lines, longest))
 }
 
 /// One ended line (its `\r` dropped), in pieces if it is too long.
@@ -178,6 +225,68 @@ mod tests {
         let mut empty_line = LineBatch::default();
         empty_line.push("");
         assert_eq!(empty_line.lines().collect::<Vec<_>>(), [""]);
+    }
+
+    /// The cutter before its plain-block path: line by line, each checked on its own.
+    fn one_by_one(input: &[u8], size: usize) -> LineBatch {
+        let (mut partial, mut batch) = (Vec::new(), LineBatch::default());
+        for mut bytes in input.chunks(size) {
+            while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+                partial.extend_from_slice(&bytes[..end]);
+                push_line(&partial, &mut batch);
+                partial.clear();
+                bytes = &bytes[end + 1..];
+            }
+            partial.extend_from_slice(bytes);
+            while partial.len() >= MAX_LINE_BYTES {
+                batch.push_bytes(&partial[..MAX_LINE_BYTES]);
+                partial.drain(..MAX_LINE_BYTES);
+            }
+        }
+        if !partial.is_empty() {
+            push_line(&partial, &mut batch);
+        }
+        batch
+    }
+
+    /// Random output (plain lines, `\r\n`, bad bytes, empty and overlong lines) cut in
+    /// random chunks gives the same batch as cutting it line by line.
+    #[test]
+    fn plain_blocks_change_nothing() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for round in 0..300 {
+            let mut input = Vec::new();
+            for _ in 0..next(60) {
+                let len = [0, 1, 80, 4000, MAX_LINE_BYTES - 1, MAX_LINE_BYTES + 5][next(6)];
+                input.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+                match next(10) {
+                    0 => input.push(b'\r'),
+                    1 => input.push(0xff),
+                    2 => input.extend("é".as_bytes()),
+                    _ => {}
+                }
+                input.push(b'\n');
+            }
+            input.extend(b"tail".iter().take(next(5)));
+            let size = [1, 3, 100, 4096, READ_BYTES][round % 5] + next(50);
+            let mut cutter = LineCutter::default();
+            let mut batch = LineBatch::default();
+            for chunk in input.chunks(size) {
+                cutter.feed(chunk, &mut batch);
+            }
+            cutter.finish(&mut batch);
+            assert_eq!(
+                batch,
+                one_by_one(&input, size),
+                "round {round}, chunks of {size}"
+            );
+        }
     }
 
     #[test]

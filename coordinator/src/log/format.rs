@@ -69,10 +69,22 @@ pub fn format_batch(out: &mut String, host: &str, batch: &OutputBatch) -> u64 {
         Some(&batch.task),
         batch.stream,
     );
-    let mut lines = 0;
-    for line in batch.lines() {
+    // Lines never hold the `\n` between them, so one search of the batch for `\r` tells
+    // whether any line needs escaping: this runs once per 64 KiB of a flood.
+    let text = batch.text.as_str();
+    let plain = memchr::memchr(b'\r', text.as_bytes()).is_none();
+    let (mut start, mut lines) = (0, 0);
+    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain([text.len()]);
+    for end in ends {
         out.push_str(&prefix);
-        push_text(out, line);
+        let line = &text[start..end];
+        if plain {
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            push_text(out, line);
+        }
+        start = end + 1;
         lines += 1;
     }
     lines

@@ -143,23 +143,31 @@ mod tests {
     #[test]
     fn a_batch_is_a_record_per_line() {
         let r = record("node2", Some(("s1", "3")), Stream::Stderr, "");
-        let batch = eventor_protocol::OutputBatch {
-            task: r.task.clone().unwrap(),
-            stream: r.stream,
-            time: r.time,
-            text: "one\n\ntwo\rthree".into(),
-        };
-        let mut text = String::new();
-        format_batch(&mut text, "node2", &batch);
-        let one_by_one: String = ["one", "", "two\rthree"]
-            .map(|t| {
-                line_of(&LogRecord {
-                    text: t.into(),
-                    ..r.clone()
+        // With a `\r` (escaped line by line) and without (written as it came).
+        for lines in [
+            &["one", "", "two\rthree"][..],
+            &["one", "", "two", ""],
+            &[""],
+        ] {
+            let batch = eventor_protocol::OutputBatch {
+                task: r.task.clone().unwrap(),
+                stream: r.stream,
+                time: r.time,
+                text: lines.join("\n"),
+            };
+            let mut text = String::new();
+            let count = format_batch(&mut text, "node2", &batch);
+            let one_by_one: String = lines
+                .iter()
+                .map(|t| {
+                    line_of(&LogRecord {
+                        text: t.to_string(),
+                        ..r.clone()
+                    })
                 })
-            })
-            .concat();
-        assert_eq!(text, one_by_one);
+                .collect();
+            assert_eq!((text, count), (one_by_one, lines.len() as u64));
+        }
     }
 
     #[test]
