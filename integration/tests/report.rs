@@ -260,6 +260,79 @@ fn check_watch(dir: &Path, store: &[&str], json_mode: bool) {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// `runs` and `status` tell a run whose prime was killed from a live one: it shows as
+/// abandoned (it showed running while its prime lived), `status --watch` ends at once, and
+/// once recovered the killed recovery stays abandoned beside the new one's outcome.
+fn check_abandoned(dir: &Path, store: &[&str]) {
+    let with = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(store);
+        coord(dir, &all)
+    };
+    let flow = slow_flow(dir, 120);
+    let mut run_args = vec!["run", flow.as_str(), "--run-id", "K"];
+    run_args.extend_from_slice(store);
+    let mut run = spawn_coord(dir, &run_args);
+    wait_for_run(dir, &flow, store, "K");
+    let outcomes = || {
+        let listed = json(&with(&["runs", &flow, "--json"]));
+        let rows = listed.as_array().unwrap().iter();
+        rows.filter(|r| r["run_id"] == "K")
+            .map(|r| {
+                (
+                    r["recovery"].as_i64().unwrap(),
+                    r["outcome"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(outcomes(), [(0, "running".to_string())]);
+    run.kill().unwrap(); // SIGKILL: nothing is stored
+    run.wait().unwrap();
+    assert_eq!(outcomes(), [(0, "abandoned".to_string())]);
+    let status = text(&with(&["status", &flow, "--run-id", "K"]).stdout);
+    assert!(
+        status.lines().next().unwrap().ends_with(": abandoned"),
+        "{status}"
+    );
+
+    let started = Instant::now();
+    let mut watch = vec![
+        "status",
+        flow.as_str(),
+        "--run-id",
+        "K",
+        "--watch",
+        "--json",
+    ];
+    watch.extend_from_slice(store);
+    let (code, out, err) = finish(spawn_coord(dir, &watch));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(r#""outcome":"abandoned""#), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the watch waited"
+    );
+
+    let flow = slow_flow(dir, 0);
+    let mut recover = vec!["run", flow.as_str(), "--mode", "recover"];
+    recover.extend_from_slice(store);
+    let out = coord(dir, &recover);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut seen = outcomes();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [(0, "abandoned".to_string()), (1, "success".to_string())]
+    );
+}
+
+#[test]
+fn a_killed_primes_run_shows_as_abandoned_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    check_abandoned(dir.path(), &[]);
+}
+
 #[test]
 fn status_watch_follows_a_run_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,6 +349,7 @@ fn runs_status_graph_and_watch_on_postgres() {
     check_demo_reports(dir.path(), &flow, &store);
     check_bad_input(dir.path(), &flow, &store, "postgres://");
     check_watch(dir.path(), &store, true);
+    check_abandoned(dir.path(), &store);
 }
 
 /// A hosts file for node1 and node2 with this build's agent and the shared store (reached

@@ -271,6 +271,18 @@ impl Store {
         }
     }
 
+    /// Whether a coordinator holds `run_id` now (see [`lock_run`](Self::lock_run)): a run
+    /// stored as running that nobody holds was abandoned (its coordinator was killed or its
+    /// machine went down). Looking never stands in a coordinator's way for long: Postgres
+    /// reads `pg_locks`; SQLite takes the lock file's shared lock for a moment, and a
+    /// coordinator taking the run retries a refusal for a while.
+    pub async fn run_held(&self, run_id: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => run_lock::FileLock::held(s.path(), run_id),
+            Store::Postgres(s) => s.run_held(run_id).await,
+        }
+    }
+
     /// Wake-ups when other store handles (other processes) write to `run`: every write after
     /// this returns wakes it. On SQLite it never yields: the engine's safety re-scan covers it.
     pub async fn subscribe(&self, run: RunKey) -> Result<Subscription, StoreError> {

@@ -340,6 +340,16 @@ impl PgStore {
         .await
     }
 
+    /// Whether some session holds the run's advisory lock: a look at `pg_locks`, which
+    /// takes nothing, so it never stands in a coordinator's way.
+    pub(crate) async fn run_held(&self, run_id: &str) -> Result<bool, StoreError> {
+        let key = lock_key(self.shared.pool.connector().schema(), run_id);
+        self.retry(move |conn| {
+            Box::pin(async move { read::advisory_held(conn, RUN_LOCK_CLASS, key).await })
+        })
+        .await
+    }
+
     /// Takes the run's advisory lock on a session of its own (see the module essay).
     pub(crate) async fn lock_run(&self, run_id: &str) -> Result<RunLock, StoreError> {
         let connector = self.shared.pool.connector().clone();

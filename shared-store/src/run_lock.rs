@@ -77,15 +77,20 @@ pub(crate) struct FileLock {
 }
 
 impl FileLock {
-    /// Locks the lock file of `run_id` next to the database at `db`, without waiting.
+    /// Locks the lock file of `run_id` next to the database at `db`. A lock held by
+    /// someone else is tried again for up to [`REFUSAL_RETRY`]: a reader's look
+    /// ([`held`](Self::held)) holds it for a moment; a coordinator holds it for good.
     pub(crate) fn acquire(db: &Path, run_id: &str) -> Result<FileLock, StoreError> {
-        // The same database reached through a symlink or another path is one lock.
-        let db = std::fs::canonicalize(db).unwrap_or_else(|_| db.to_path_buf());
-        let path = lock_path(&db, run_id);
+        let path = lock_path(&canonical(db), run_id);
+        let give_up = std::time::Instant::now() + REFUSAL_RETRY;
         loop {
             let file = open_lock_file(&path)?;
             match file.try_lock() {
                 Ok(()) => {}
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(REFUSAL_RETRY / 20);
+                    continue;
+                }
                 Err(TryLockError::WouldBlock) => {
                     return Err(StoreError::RunLocked {
                         run_id: run_id.to_owned(),
@@ -99,6 +104,30 @@ impl FileLock {
             // The previous holder removed the file between our open and our lock.
         }
     }
+
+    /// Whether a coordinator holds `run_id` of the database at `db`: its lock file exists
+    /// and its shared lock cannot be taken (it is taken, and let go, if it can).
+    pub(crate) fn held(db: &Path, run_id: &str) -> Result<bool, StoreError> {
+        let path = lock_path(&canonical(db), run_id);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(lock_error(&path, e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => Err(lock_error(&path, e)),
+        }
+    }
+}
+
+/// How long [`FileLock::acquire`] tries again a lock someone else holds.
+const REFUSAL_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The same database reached through a symlink or another path is one lock.
+fn canonical(db: &Path) -> PathBuf {
+    std::fs::canonicalize(db).unwrap_or_else(|_| db.to_path_buf())
 }
 
 impl Drop for FileLock {
@@ -181,10 +210,30 @@ mod tests {
             "run R is already being run by another coordinator"
         );
         let other = FileLock::acquire(&db, "S").unwrap();
+        assert!(FileLock::held(&db, "R").unwrap());
+        assert!(!FileLock::held(&db, "T").unwrap(), "no lock file: nobody");
         drop(first);
+        assert!(!FileLock::held(&db, "R").unwrap());
         assert!(!lock_path(&db, "R").exists(), "the holder removes its file");
         let again = FileLock::acquire(&db, "R").unwrap();
         drop((again, other));
+    }
+
+    /// A look at the lock in the very moment a coordinator takes it does not refuse it.
+    #[test]
+    fn a_look_does_not_stand_in_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let leftover = open_lock_file(&lock_path(&canonical(&db), "R")).unwrap();
+        leftover.lock_shared().unwrap(); // a reader's look, held for 30 ms
+        let looker = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            drop(leftover);
+        });
+        let taken = FileLock::acquire(&db, "R");
+        looker.join().unwrap();
+        assert!(taken.is_ok(), "{:?}", taken.err());
+        assert!(FileLock::held(&db, "R").unwrap());
     }
 
     #[test]

@@ -878,11 +878,17 @@ async fn run_lock_refuses_a_second_holder(fx: Fixture) {
         "not even twice by one store"
     );
     let other = second.lock_run("other run").await.unwrap();
+    // Any store handle sees who holds what, its own runs included.
+    for store in [first, &second] {
+        assert!(store.run_held("R").await.unwrap());
+        assert!(!store.run_held("nobody's").await.unwrap());
+    }
 
     // Dropping the guard frees the run (on Postgres once the server notices, soon after).
     drop(guard);
     let taken = eventually(|| second.lock_run("R")).await;
     taken.release().await;
+    assert!(!first.run_held("R").await.unwrap(), "released: nobody");
     let again = first
         .lock_run("R")
         .await

@@ -80,7 +80,7 @@ impl<'a> StatusJson<'a> {
             run_id: &run.key.run_id,
             flow: &run.name,
             recovery: run.key.recovery,
-            outcome: run.status.as_str(),
+            outcome: report.outcome(),
             started: timestamp_micros(run.started_at),
             ended: run.ended_at.map(timestamp_micros),
             tasks: report.tasks.iter().map(TaskJson::of).collect(),

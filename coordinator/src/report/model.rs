@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use eventor_store::{
-    now_micros, Micros, RunKey, RunRecord, Store, StoreLocation, TaskCount, TaskRecord, TaskStatus,
+    now_micros, Micros, RunKey, RunRecord, RunStatus, Store, StoreLocation, TaskCount, TaskRecord,
+    TaskStatus,
 };
 use serde::Serialize;
 
@@ -78,7 +79,7 @@ pub struct RunSummary {
     pub mode: String,
     pub host: String,
     /// The run's status as stored (`success`, `failure`, `incomplete`, `running`, or any
-    /// status a newer coordinator writes).
+    /// status a newer coordinator writes), or [`ABANDONED`].
     pub outcome: String,
     #[serde(skip)]
     pub started_at: Micros,
@@ -87,15 +88,40 @@ pub struct RunSummary {
     pub counts: Counts,
 }
 
+/// What a run stored as running shows when no coordinator holds it any more (it was killed,
+/// or its machine went down) or a later recovery of it started: it will not end by itself.
+pub const ABANDONED: &str = "abandoned";
+
+/// Whether `run`, stored as running, is no one's: a later recovery exists (`superseded`) or
+/// no coordinator holds its run id.
+async fn abandoned(store: &Store, run: &RunRecord, superseded: bool) -> Result<bool, ReportError> {
+    if run.status != RunStatus::Running {
+        return Ok(false);
+    }
+    if superseded {
+        return Ok(true);
+    }
+    let held = store
+        .run_held(&run.key.run_id)
+        .await
+        .map_err(reading(store))?;
+    Ok(!held)
+}
+
 impl RunSummary {
-    fn of(run: &RunRecord, counts: Counts) -> RunSummary {
+    fn of(run: &RunRecord, counts: Counts, abandoned: bool) -> RunSummary {
+        let outcome = if abandoned {
+            ABANDONED
+        } else {
+            run.status.as_str()
+        };
         RunSummary {
             run_id: run.key.run_id.to_string(),
             recovery: run.key.recovery,
             flow: run.name.clone(),
             mode: run.mode.as_str().to_string(),
             host: run.host.clone(),
-            outcome: run.status.as_str().to_string(),
+            outcome: outcome.to_string(),
             started_at: run.started_at,
             ended_at: run.ended_at,
             counts,
@@ -137,10 +163,19 @@ fn reading(store: &Store) -> impl Fn(eventor_store::StoreError) -> ReportError +
 pub async fn list_runs(store: &Store, flow: Option<&str>) -> Result<Vec<RunSummary>, ReportError> {
     let runs = store.runs(flow).await.map_err(reading(store))?;
     let counts = count_by_run(store.task_counts().await.map_err(reading(store))?);
-    Ok(runs
-        .iter()
-        .map(|run| RunSummary::of(run, counts.get(&run.key).copied().unwrap_or_default()))
-        .collect())
+    let mut latest: HashMap<&str, i32> = HashMap::new();
+    for run in &runs {
+        let recovery = latest.entry(&run.key.run_id).or_insert(run.key.recovery);
+        *recovery = (*recovery).max(run.key.recovery);
+    }
+    let mut summaries = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let superseded = latest[&*run.key.run_id] > run.key.recovery;
+        let abandoned = abandoned(store, run, superseded).await?;
+        let counts = counts.get(&run.key).copied().unwrap_or_default();
+        summaries.push(RunSummary::of(run, counts, abandoned));
+    }
+    Ok(summaries)
 }
 
 fn count_by_run(rows: Vec<TaskCount>) -> HashMap<RunKey, Counts> {
@@ -166,29 +201,46 @@ pub struct RunSelector {
 pub struct RunReport {
     pub run: RunRecord,
     pub tasks: Vec<TaskRecord>,
+    /// Stored as running, but no one's (see [`ABANDONED`]).
+    pub abandoned: bool,
 }
 
 /// Loads the run `selector` names and its tasks.
 pub async fn run_report(store: &Store, selector: &RunSelector) -> Result<RunReport, ReportError> {
-    let run = select_run(store, selector).await?;
+    let (run, superseded) = select_run(store, selector).await?;
     let tasks = store.tasks(run.key.clone()).await.map_err(reading(store))?;
-    Ok(RunReport { run, tasks })
+    let abandoned = abandoned(store, &run, superseded).await?;
+    Ok(RunReport {
+        run,
+        tasks,
+        abandoned,
+    })
 }
 
-async fn select_run(store: &Store, selector: &RunSelector) -> Result<RunRecord, ReportError> {
+/// The run, and whether a later recovery of it exists.
+async fn select_run(
+    store: &Store,
+    selector: &RunSelector,
+) -> Result<(RunRecord, bool), ReportError> {
     let Some(run_id) = &selector.run_id else {
         let flow = selector.flow.clone().unwrap_or_default();
         let latest = store.latest_run(&flow).await.map_err(reading(store))?;
-        return latest.ok_or_else(|| ReportError::NoRuns {
+        let latest = latest.ok_or_else(|| ReportError::NoRuns {
             flow,
             store: store.describe(),
-        });
+        })?;
+        return Ok((latest, false));
     };
     let history = store.run_history(run_id).await.map_err(reading(store))?;
+    let newest = history.last().map(|r| r.key.recovery);
     let wanted = match selector.recovery {
         Some(n) => history.into_iter().find(|r| r.key.recovery == n),
         None => history.into_iter().last(),
     };
+    let wanted = wanted.map(|run| {
+        let superseded = newest > Some(run.key.recovery);
+        (run, superseded)
+    });
     wanted.ok_or_else(|| ReportError::NoSuchRun {
         run_id: match selector.recovery {
             Some(n) => format!("{run_id} recovery {n}"),
@@ -255,7 +307,21 @@ impl RunReport {
 
     /// The run as a summary row.
     pub fn summary(&self) -> RunSummary {
-        RunSummary::of(&self.run, self.counts())
+        RunSummary::of(&self.run, self.counts(), self.abandoned)
+    }
+
+    /// The run's status as stored, or [`ABANDONED`].
+    pub fn outcome(&self) -> &'static str {
+        if self.abandoned {
+            ABANDONED
+        } else {
+            self.run.status.as_str()
+        }
+    }
+
+    /// Whether the run may still change: it is running and someone runs it.
+    pub fn is_live(&self) -> bool {
+        self.run.status == RunStatus::Running && !self.abandoned
     }
 }
 

@@ -104,7 +104,7 @@ fn header(report: &RunReport) -> String {
         run.name,
         run.mode,
         run.host,
-        run.status,
+        report.outcome(),
         timestamp(run.started_at),
         ended,
         span(run.started_at, summary.duration_end()),

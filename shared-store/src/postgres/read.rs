@@ -69,3 +69,29 @@ pub(super) async fn task_counts(conn: &mut AsyncPgConnection) -> Result<Vec<Task
     let rows = query::task_counts().load(conn).await?;
     Ok(crate::rows::task_counts(rows)?)
 }
+
+#[derive(diesel::QueryableByName)]
+struct Held {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    held: bool,
+}
+
+/// Whether a session of this database holds the two-key advisory lock `(class, key)`.
+pub(super) async fn advisory_held(
+    conn: &mut AsyncPgConnection,
+    class: i32,
+    key: i32,
+) -> Result<bool, Failure> {
+    use diesel::sql_types::Integer;
+    // The two-key form shows its keys as oids (classid, objid) with objsubid 2.
+    let found: Held = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND classid = $1::int4::oid AND objid = $2::int4::oid AND objsubid = 2) AS held",
+    )
+    .bind::<Integer, _>(class)
+    .bind::<Integer, _>(key)
+    .get_result(conn)
+    .await?;
+    Ok(found.held)
+}

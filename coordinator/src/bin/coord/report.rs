@@ -14,7 +14,7 @@ use eventor::report::svg::to_svg;
 use eventor::report::text::{runs_table, status_text};
 use eventor::report::{list_runs, open_store, run_report, ReportError, RunReport, RunSelector};
 use eventor::web::{ServeConfig, Server, WebError};
-use eventor_store::{RunStatus, Store, StoreLocation};
+use eventor_store::{Store, StoreLocation};
 
 use super::{bad, flow_store, init_logging, logdir_of, ConfigArgs, Failure};
 
@@ -227,7 +227,7 @@ async fn watch(
         ..RunSelector::default()
     };
     print_status(&report, style);
-    while report.run.status == RunStatus::Running {
+    while report.is_live() {
         match subscription.as_mut() {
             Some(sub) => {
                 let _ = tokio::time::timeout(WATCH_SAFETY, sub.next()).await;
