@@ -425,6 +425,39 @@ fn status_of_a_cluster_run_shows_its_hosts() {
             .any(|l| l.starts_with("C ") && l.contains("failure")),
         "{runs}"
     );
+    check_spread_hosts(dir.path(), &bed, &hosts, &url);
+}
+
+/// A step that may run on either host: each task's stored host is the one it ran on (its
+/// command saw that host's address in `SSH_CONNECTION`), not a guess from the pins.
+fn check_spread_hosts(dir: &Path, bed: &HashMap<String, String>, hosts: &str, url: &str) {
+    let out = dir.join("where");
+    std::fs::create_dir_all(&out).unwrap();
+    let yaml = format!(
+        "name: where\nevents: {{go: {{}}}}\nsteps:\n  \
+           w: {{run: 'echo $SSH_CONNECTION > {}/$EVENTOR_STEP_SEQUENCE; sleep 0.2', \
+                hosts: [node1, node2]}}\n\
+         assocs: [{{event: go, targets: [w]}}]\ntrigger: [{{event: go, range: [1, 6]}}]\n",
+        out.display()
+    );
+    let flow = write(dir, "where.yaml", &yaml);
+    let flow = flow.to_str().unwrap();
+    let run = coord(dir, &["run", "--hosts", hosts, flow]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let object = json(&coord(dir, &["status", flow, "--store", url, "--json"]));
+    let mut used = Vec::new();
+    for task in object["tasks"].as_array().unwrap() {
+        let sequence = task["sequence"].as_str().unwrap();
+        let seen = std::fs::read_to_string(out.join(sequence)).unwrap();
+        let address = seen.split_whitespace().nth(2).unwrap().to_string();
+        let host = task["host"].as_str().unwrap_or("none");
+        let expected = format!("EVENTOR_{}_ADDR", host.to_uppercase());
+        assert_eq!(bed.get(&expected), Some(&address), "w[{sequence}]: {task}");
+        used.push(host.to_string());
+    }
+    used.sort();
+    used.dedup();
+    assert_eq!(used, ["node1", "node2"], "both hosts took tasks");
 }
 
 /// `run`'s progress: a plain line every few seconds when stderr is not a terminal, a bar

@@ -80,6 +80,8 @@ pub(crate) enum EditKind<'a> {
     Move(Move<'a>),
     /// The process id of an active task.
     Pid(i64),
+    /// The host an active task runs on.
+    Host(&'a str),
     /// A task back to `ready` as a new attempt (its runner died, or it fails and retries).
     Retry {
         new_attempt: i32,
@@ -180,6 +182,12 @@ impl<'a> Op<'a> {
                 attempt,
                 pid,
             } => edit(step, sequence, active(*attempt), EditKind::Pid(*pid)),
+            Change::TaskHost {
+                step,
+                sequence,
+                attempt,
+                host,
+            } => edit(step, sequence, active(*attempt), EditKind::Host(host)),
             Change::TaskRetry {
                 step,
                 sequence,
@@ -235,7 +243,7 @@ impl TaskEdit<'_> {
     pub fn after(&self) -> (TaskStatus, i32) {
         match self.kind {
             EditKind::Move(to) => (to.to, self.attempt),
-            EditKind::Pid(_) => (self.from, self.attempt),
+            EditKind::Pid(_) | EditKind::Host(_) => (self.from, self.attempt),
             EditKind::Retry { new_attempt, .. } => (TaskStatus::Ready, new_attempt),
         }
     }

@@ -221,6 +221,14 @@ pub enum Change {
         attempt: i32,
         pid: i64,
     },
+    /// The cluster host an active task runs on (fenced by attempt and status `active`),
+    /// written by the agent with the task's end (a task with no host ran on the prime).
+    TaskHost {
+        step: Arc<str>,
+        sequence: Arc<str>,
+        attempt: i32,
+        host: Arc<str>,
+    },
     /// A delayed association armed in `sequence`, due at `due_at`.
     DelayArmed {
         assoc: i32,

@@ -96,6 +96,7 @@ macro_rules! suite {
                     transition_fenced_by_status,
                     transition_fenced_by_attempt,
                     task_pid_fenced_and_recorded,
+                    task_host_fenced_and_kept,
                     task_retry_starts_a_new_attempt,
                     a_task_lives_its_whole_life_in_one_batch,
                     first_failure_in_batch_order_wins,
@@ -449,6 +450,63 @@ async fn task_pid_fenced_and_recorded(fx: Fixture) {
     let tasks = store.tasks(run).await.unwrap();
     assert_eq!(tasks[0].status, TaskStatus::Active);
     assert_eq!(tasks[0].pid, Some(4242));
+}
+
+/// The host an agent writes with a task's end: fenced like a pid, kept through the end that
+/// follows it in the same batch (Postgres folds both into one row update), and not cleared
+/// by a retry (a retried task shows where it last ran).
+async fn task_host_fenced_and_kept(fx: Fixture) {
+    let store = &fx.store;
+    let run = started(store, "R").await;
+    let task = created("s1", "1", TaskStatus::Ready, 1);
+    store.commit(batch(&run, vec![task])).await.unwrap();
+    let host = |attempt, host: &str| Change::TaskHost {
+        step: "s1".into(),
+        sequence: "1".into(),
+        attempt,
+        host: host.into(),
+    };
+    let err = store
+        .commit(batch(&run, vec![host(1, "node1")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Fenced { .. }),
+        "not active: {err:?}"
+    );
+
+    let start = moved("s1", 1, TaskStatus::Ready, TaskStatus::Active);
+    store.commit(batch(&run, vec![start])).await.unwrap();
+    let end = moved("s1", 1, TaskStatus::Active, TaskStatus::Failure);
+    store
+        .commit(batch(&run, vec![host(1, "node2"), end.clone()]))
+        .await
+        .unwrap();
+    let err = store
+        .commit(batch(&run, vec![host(1, "node3"), end]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "ended: {err:?}");
+    let tasks = store.tasks(run.clone()).await.unwrap();
+    assert_eq!(
+        (tasks[0].status, tasks[0].host.as_deref()),
+        (TaskStatus::Failure, Some("node2"))
+    );
+
+    let again = Change::TaskRetry {
+        step: "s1".into(),
+        sequence: "1".into(),
+        from: TaskStatus::Failure,
+        attempt: 1,
+        new_attempt: 2,
+        at: 30,
+    };
+    store.commit(batch(&run, vec![again])).await.unwrap();
+    let tasks = store.tasks(run).await.unwrap();
+    assert_eq!(
+        (tasks[0].status, tasks[0].attempt, tasks[0].host.as_deref()),
+        (TaskStatus::Ready, 2, Some("node2"))
+    );
 }
 
 async fn delays_armed_fired_and_refired(fx: Fixture) {

@@ -1,5 +1,6 @@
 //! Recording a remote task's final status in the shared store, before the prime hears of it:
-//! one fenced `active → success|failure` transition, so a result survives the prime dying.
+//! one fenced `active → success|failure` transition, so a result survives the prime dying,
+//! with the host it ran on (the prime's name for it) just before, fenced the same way.
 //!
 //! Ends are group-committed: one recorder task commits every end that arrived while its last
 //! commit was under way in one transaction, so a burst of short tasks costs a few fsyncs, not
@@ -36,6 +37,8 @@ const MAX_GROUP: usize = 256;
 #[derive(Clone)]
 pub(super) struct Recorder {
     requests: mpsc::Sender<Request>,
+    /// This host, as the prime names it.
+    host: Arc<str>,
 }
 
 struct Request {
@@ -45,10 +48,13 @@ struct Request {
 
 impl Recorder {
     /// Starts the recorder task on the current runtime.
-    pub(super) fn start(store: Store) -> Recorder {
+    pub(super) fn start(store: Store, host: &str) -> Recorder {
         let (requests, queue) = mpsc::channel(MAX_GROUP);
         tokio::spawn(run(store, queue));
-        Recorder { requests }
+        Recorder {
+            requests,
+            host: Arc::from(host),
+        }
     }
 }
 
@@ -59,7 +65,7 @@ pub(super) async fn record(recorder: Option<&Recorder>, key: &TaskKey, end: &Tas
     };
     let (reply, answer) = oneshot::channel();
     let request = Request {
-        batch: batch(key, end),
+        batch: batch(key, end, &recorder.host),
         reply,
     };
     if recorder.requests.send(request).await.is_err() {
@@ -110,28 +116,38 @@ async fn commit_one(store: &Store, batch: Batch) -> Recorded {
     }
 }
 
-fn batch(key: &TaskKey, end: &TaskEnd) -> Batch {
+fn batch(key: &TaskKey, end: &TaskEnd, host: &Arc<str>) -> Batch {
     let to = match end.status {
         Outcome::Success => TaskStatus::Success,
         // The store has no "cancelled": like a local cancel or timeout, it is a failure
         // whose error says why.
         Outcome::Failure | Outcome::Cancelled | Outcome::TimedOut => TaskStatus::Failure,
     };
+    let step: Arc<str> = Arc::from(key.step.as_str());
+    let sequence: Arc<str> = Arc::from(key.sequence.as_str());
     Batch {
         run: RunKey {
             run_id: Arc::from(key.run_id.as_str()),
             recovery: key.recovery,
         },
-        changes: vec![Change::TaskTransition {
-            step: Arc::from(key.step.as_str()),
-            sequence: Arc::from(key.sequence.as_str()),
-            attempt: key.attempt,
-            from: TaskStatus::Active,
-            to,
-            result: end.result.clone(),
-            error: end.error.clone(),
-            at: eventor_store::now_micros(),
-        }],
+        changes: vec![
+            Change::TaskHost {
+                step: step.clone(),
+                sequence: sequence.clone(),
+                attempt: key.attempt,
+                host: host.clone(),
+            },
+            Change::TaskTransition {
+                step,
+                sequence,
+                attempt: key.attempt,
+                from: TaskStatus::Active,
+                to,
+                result: end.result.clone(),
+                error: end.error.clone(),
+                at: eventor_store::now_micros(),
+            },
+        ],
     }
 }
 

@@ -294,7 +294,7 @@ where
     let loss = Arc::new(WriteLoss::default());
     let env = Arc::new(TaskEnv {
         out,
-        store: store.map(durable::Recorder::start),
+        store: store.map(|store| durable::Recorder::start(store, &accept.host)),
         closures: options.closures,
         kill_grace: options.kill_grace,
         caps: plan.caps,

@@ -256,7 +256,8 @@ impl Forwarder {
                 Some(outcome) => outcome,
                 None => {
                     let error = format!("host {host} lost: {reason}");
-                    self.fail_lost(&step, &sequence, attempt, error).await
+                    self.fail_lost(host, (&step, &sequence, attempt), error)
+                        .await
                 }
             };
             self.send(ExecEvent::Finished {
@@ -270,10 +271,22 @@ impl Forwarder {
     /// Records a lost host's task failed, fenced on its being still active: its agent may
     /// still record an end (it may be alive, only cut off from us), and if it did so first,
     /// that end stands instead of aborting the run on a fenced write.
-    async fn fail_lost(&self, step: &str, sequence: &str, attempt: i32, error: String) -> Outcome {
-        let change = Change::TaskTransition {
-            step: Arc::from(step),
-            sequence: Arc::from(sequence),
+    async fn fail_lost(
+        &self,
+        host: &str,
+        (step, sequence, attempt): (&str, &str, i32),
+        error: String,
+    ) -> Outcome {
+        let (step, sequence): (Arc<str>, Arc<str>) = (Arc::from(step), Arc::from(sequence));
+        let ran_on = Change::TaskHost {
+            step: step.clone(),
+            sequence: sequence.clone(),
+            attempt,
+            host: Arc::from(host),
+        };
+        let failed = Change::TaskTransition {
+            step: step.clone(),
+            sequence: sequence.clone(),
             attempt,
             from: TaskStatus::Active,
             to: TaskStatus::Failure,
@@ -283,7 +296,7 @@ impl Forwarder {
         };
         let batch = Batch {
             run: self.run.clone(),
-            changes: vec![change],
+            changes: vec![ran_on, failed],
         };
         // A test holds the prime here while a cut-off agent records its end first.
         fail::fail_point!("lost-before-record");
@@ -294,7 +307,7 @@ impl Forwarder {
             },
             Err(StoreError::Fenced { .. }) => {
                 let stored = self.stored_tasks().await;
-                stored_end(&stored, step, sequence, attempt)
+                stored_end(&stored, &step, &sequence, attempt)
                     .unwrap_or_else(|| Outcome::failure(error))
             }
             Err(e) => {

@@ -192,6 +192,7 @@ impl StoreModel {
                 Ok(())
             }
             Change::TaskPid { .. }
+            | Change::TaskHost { .. }
             | Change::GrantReleased { .. }
             | Change::DelayArmed { .. }
             | Change::DelayFired { .. } => Ok(()),

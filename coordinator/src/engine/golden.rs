@@ -357,6 +357,12 @@ fn render_change(program: &Program, change: &Change) -> String {
             pid,
             ..
         } => format!("pid {step}[{sequence}] {pid}"),
+        Change::TaskHost {
+            step,
+            sequence,
+            host,
+            ..
+        } => format!("host {step}[{sequence}] {host}"),
         Change::TaskRetry {
             step,
             sequence,

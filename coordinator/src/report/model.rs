@@ -283,8 +283,9 @@ impl RunReport {
     }
 
     /// Gives the tasks without a stored host the host their step is pinned to (`pins`: step →
-    /// host). The store keeps no host for a task today, so this is where a cluster run's
-    /// hosts come from; a step pinned to several hosts shows them all (`a|b`).
+    /// host). A remote task's host is stored with its end (by its agent, or by the prime when
+    /// the host was lost), so this covers the rest: tasks still running or waiting, runs of
+    /// earlier versions; a step pinned to several hosts shows them all (`a|b`).
     pub fn fill_pinned_hosts(&mut self, pins: &HashMap<String, String>) {
         for task in self.tasks.iter_mut().filter(|t| t.host.is_none()) {
             task.host = pins.get(&task.step).cloned();

@@ -61,6 +61,8 @@ pub(super) struct TaskUpdate<'a> {
     pub outcome: Option<(Option<&'a str>, Option<&'a str>)>,
     pub updated_at: Option<Micros>,
     pub pid: Option<Option<i64>>,
+    /// Never cleared: a retried task shows where it last ran until its new attempt ends.
+    pub host: Option<&'a str>,
 }
 
 /// Where a key's row is in the plan.
@@ -209,6 +211,7 @@ impl<'a> NewTask<'a> {
                 (self.result, self.error, self.updated_at) = (to.result, to.error, to.at);
             }
             EditKind::Pid(pid) => self.pid = Some(pid),
+            EditKind::Host(host) => self.host = Some(host),
             EditKind::Retry { at, .. } => (self.pid, self.updated_at) = (None, at),
         }
     }
@@ -228,6 +231,7 @@ impl<'a> TaskUpdate<'a> {
             outcome: None,
             updated_at: None,
             pid: None,
+            host: None,
         }
     }
 
@@ -240,6 +244,7 @@ impl<'a> TaskUpdate<'a> {
                 self.updated_at = Some(to.at);
             }
             EditKind::Pid(pid) => self.pid = Some(Some(pid)),
+            EditKind::Host(host) => self.host = Some(host),
             EditKind::Retry { new_attempt, at } => {
                 self.status = Some(TaskStatus::Ready);
                 self.attempt = Some(new_attempt);

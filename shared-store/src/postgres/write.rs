@@ -310,16 +310,17 @@ impl Sql for UpdateTasks {
     const SQL: &'static str = "\
         WITH u AS (SELECT ?::text AS run_id, ?::int4 AS recovery, v.* \
             FROM unnest(?::text[], ?::text[], ?::text[], ?::int4[], ?::text[], ?::int4[], \
-                ?::bool[], ?::text[], ?::text[], ?::int8[], ?::bool[], ?::int8[]) \
+                ?::bool[], ?::text[], ?::text[], ?::int8[], ?::bool[], ?::int8[], ?::text[]) \
             WITH ORDINALITY AS v(step, sequence, expect_status, expect_attempt, status, \
-                attempt, set_outcome, result, error, updated_at, set_pid, pid, ord)), \
+                attempt, set_outcome, result, error, updated_at, set_pid, pid, host, ord)), \
         upd AS (UPDATE tasks t SET \
                 status = COALESCE(u.status, t.status), \
                 attempt = COALESCE(u.attempt, t.attempt), \
                 result = CASE WHEN u.set_outcome THEN u.result ELSE t.result END, \
                 error = CASE WHEN u.set_outcome THEN u.error ELSE t.error END, \
                 updated_at = COALESCE(u.updated_at, t.updated_at), \
-                pid = CASE WHEN u.set_pid THEN u.pid ELSE t.pid END \
+                pid = CASE WHEN u.set_pid THEN u.pid ELSE t.pid END, \
+                host = COALESCE(u.host, t.host) \
             FROM u \
             WHERE t.run_id = u.run_id AND t.recovery = u.recovery AND t.step = u.step \
                 AND t.sequence = u.sequence AND t.status = u.expect_status \
@@ -351,6 +352,7 @@ async fn update_tasks(
         .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.updated_at))
         .bind::<Array<Bool>, _>(column(rows, |r| r.pid.is_some()))
         .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.pid.flatten()))
+        .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.host))
         .load::<Refused>(conn)
         .await?;
     first_refused(refused, rows, |r| Refusal {

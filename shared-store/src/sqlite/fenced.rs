@@ -90,6 +90,22 @@ impl QueryFragment<Sqlite> for SetPid<'_> {
 
 cached_statement!(SetPid);
 
+/// `UPDATE tasks SET host` where the row is `active` at the same attempt.
+pub(super) struct SetHost<'a> {
+    pub fence: TaskFence<'a>,
+    pub host: &'a str,
+}
+
+impl QueryFragment<Sqlite> for SetHost<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("UPDATE tasks SET host = ");
+        out.push_bind_param::<Text, str>(self.host)?;
+        self.fence.push_filter(&mut out)
+    }
+}
+
+cached_statement!(SetHost);
+
 /// `UPDATE delays SET fired = TRUE` where the delay has not fired yet.
 pub(super) struct FireDelay<'a> {
     pub run: &'a RunKey,

@@ -8,7 +8,7 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use super::fenced::{FireDelay, SetPid, TaskFence, Transition};
+use super::fenced::{FireDelay, SetHost, SetPid, TaskFence, Transition};
 use crate::change::*;
 use crate::query;
 use crate::rows::run_label;
@@ -176,6 +176,7 @@ fn edit_task(conn: &mut SqliteConnection, fence: TaskFence) -> Result<(), StoreE
     let updated = match fence.edit.kind {
         EditKind::Move(moved) => Transition { fence, moved }.execute(conn)?,
         EditKind::Pid(pid) => SetPid { fence, pid }.execute(conn)?,
+        EditKind::Host(host) => SetHost { fence, host }.execute(conn)?,
         EditKind::Retry { new_attempt, at } => retry(conn, fence, new_attempt, at)?,
     };
     if updated == 0 {
