@@ -470,6 +470,7 @@ write_env() {
 write_env_host() {
   env_line "EVENTOR_NODE$1_ADDR" "$(node_addr "$1" "$2")"
   env_line "EVENTOR_NODE$1_VETH" "$([[ $2 == netns ]] && echo "$VETH_PREFIX$1")"
+  env_line "EVENTOR_NODE$1_NETNS" "$([[ $2 == netns ]] && echo "$NS_PREFIX$1")"
 }
 
 # ---------------------------------------------------------------- down

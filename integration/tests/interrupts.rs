@@ -246,3 +246,68 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
     );
     assert!(text(&recover.stderr).contains("stopping a command an earlier coordinator left"));
 }
+
+/// A prime whose machine goes silent (node1's namespace, its link cut) frees its run on
+/// Postgres within the store URL's `dead_after`: the server ends its sessions, `runs` shows
+/// the run abandoned, and a recovery from elsewhere takes it over instead of being refused
+/// for the two hours of the system's keepalive.
+#[test]
+fn a_silent_primes_run_is_freed_within_dead_after() {
+    let Some(bed) = testbed() else { return };
+    let Some(netns) = bed.get("EVENTOR_NODE1_NETNS").filter(|n| !n.is_empty()) else {
+        eprintln!("skipped: the test bed has no network namespaces");
+        return;
+    };
+    let _link = crate::TESTBED_LINK.write();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = &unique(46);
+    let flow = sleeper(dir.path(), marker, "");
+    let store = format!(
+        "{}?schema={}&dead_after=3s",
+        bed["EVENTOR_PG_URL_BRIDGE"],
+        schema("silent")
+    );
+    let coord_path = crate::coord_binary();
+    let mut prime = std::process::Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(&coord_path)
+        .args(["run", &flow, "--store", &store, "--run-id", "z"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&dir.path().join("started"));
+    let outcome = || {
+        let listed = coord(dir.path(), &["runs", &flow, "--store", &store, "--json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        rows[0]["outcome"].as_str().unwrap_or("none").to_string()
+    };
+    assert_eq!(outcome(), "running");
+
+    let cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
+    let started = Instant::now();
+    while outcome() != "abandoned" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the silent prime's run still held after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let freed = started.elapsed();
+    write(dir.path(), "done", "");
+    let recover = coord(
+        dir.path(),
+        &[
+            "run", &flow, "--store", &store, "--mode", "recover", "--run-id", "z",
+        ],
+    );
+    drop(cut);
+    let _ = prime.kill();
+    let _ = prime.wait();
+    assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
+    assert!(freed < Duration::from_secs(10), "freed after {freed:?}");
+    eprintln!("run freed {freed:?} after its prime went silent (dead_after=3s)");
+}

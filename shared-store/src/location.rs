@@ -17,6 +17,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// The schema a Postgres store uses when its URL names none. Not `public`: eventor's tables
 /// then stay out of the way of whatever else lives in the database, and `DROP SCHEMA eventor
@@ -48,9 +49,19 @@ pub struct PgLocation {
     pub user: String,
     pub database: String,
     pub schema: String,
+    /// `dead_after=…`: how long the server keeps a session of ours it hears nothing from
+    /// (see [`DEFAULT_DEAD_AFTER`]); `None`: the default.
+    pub dead_after: Option<Duration>,
     /// Only the URL's password; `PGPASSWORD` and `~/.pgpass` are consulted when connecting.
     password: Option<String>,
 }
+
+/// How long the server keeps a session of ours that went silent (its machine died, or the
+/// network between them did) before it ends it and frees its locks. Without it a dead
+/// coordinator's run lock stays held for the system's keepalive time, two hours, and every
+/// `recover` of that run is refused meanwhile. A live but cut-off coordinator loses its
+/// sessions too, and takes its lock again when it is back (if nobody else took the run).
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(30);
 
 /// Why `--store` text is not a store location. Never contains the URL's password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,8 +74,10 @@ pub enum LocationError {
     Scheme(String),
     #[error("invalid postgres url: {0}")]
     Url(String),
-    #[error("unknown postgres url parameter {0:?} (known: schema, sslmode)")]
+    #[error("unknown postgres url parameter {0:?} (known: schema, sslmode, dead_after)")]
     UnknownParameter(String),
+    #[error("invalid dead_after={0:?}: a duration from 2s to 1h, such as 30s or 2m")]
+    DeadAfter(String),
     #[error("sslmode={0} needs TLS, which eventor's postgres client does not speak")]
     Tls(String),
     #[error("invalid schema name {0:?}: it must be 1 to 63 bytes without NUL")]
@@ -129,8 +142,15 @@ impl PgLocation {
             user: user.to_owned(),
             database: database.to_owned(),
             schema: DEFAULT_SCHEMA.to_owned(),
+            dead_after: None,
             password: None,
         }
+    }
+
+    /// How long the server keeps a silent session of ours ([`DEFAULT_DEAD_AFTER`] unless
+    /// the URL says).
+    pub fn dead_after(&self) -> Duration {
+        self.dead_after.unwrap_or(DEFAULT_DEAD_AFTER)
     }
 
     /// The same location with an explicit password (it wins over `PGPASSWORD` and `.pgpass`).
@@ -182,6 +202,7 @@ impl PgLocation {
             user,
             database,
             schema: DEFAULT_SCHEMA.to_owned(),
+            dead_after: None,
             password,
         };
         location.apply_query(query)?;
@@ -197,6 +218,7 @@ impl PgLocation {
             match key.as_str() {
                 "schema" => self.schema = valid_schema(value)?,
                 "sslmode" => check_sslmode(value)?,
+                "dead_after" => self.dead_after = Some(valid_dead_after(value)?),
                 _ => return Err(LocationError::UnknownParameter(key)),
             }
         }
@@ -221,7 +243,11 @@ impl PgLocation {
             self.port,
             encode(&self.database),
             encode(&self.schema)
-        )
+        )?;
+        match self.dead_after {
+            Some(d) => write!(f, "&dead_after={}", humantime::format_duration(d)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -314,6 +340,13 @@ fn valid_schema(name: String) -> Result<String, LocationError> {
         return Err(LocationError::Schema(name));
     }
     Ok(name)
+}
+
+fn valid_dead_after(text: String) -> Result<Duration, LocationError> {
+    match humantime::parse_duration(&text) {
+        Ok(d) if (Duration::from_secs(2)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
+        _ => Err(LocationError::DeadAfter(text)),
+    }
 }
 
 fn check_sslmode(mode: String) -> Result<(), LocationError> {
@@ -518,6 +551,34 @@ mod tests {
         let long = format!("postgres://h/d?schema={}", "s".repeat(64));
         assert!(matches!(err(&long), LocationError::Schema(_)));
         assert!(StoreLocation::parse("postgres://h/d?sslmode=disable&schema=x").is_ok());
+        for bad in ["1s", "2h", "soon", ""] {
+            assert_eq!(
+                err(&format!("postgres://h/d?dead_after={bad}")),
+                LocationError::DeadAfter(bad.into())
+            );
+        }
+    }
+
+    /// `dead_after` is read, has a default, and travels in the URL (agents are told the
+    /// store as text, so they end up with the same setting).
+    #[test]
+    fn dead_after_is_read_and_shown() {
+        let pg = |t: &str| match StoreLocation::parse(t).unwrap() {
+            StoreLocation::Postgres(pg) => pg,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(pg("postgres://h/d").dead_after(), DEFAULT_DEAD_AFTER);
+        assert_eq!(
+            pg("postgres://u@h/d").to_string(),
+            "postgres://u@h:5432/d?schema=eventor"
+        );
+        let set = pg("postgres://u@h/d?dead_after=2m&schema=s");
+        assert_eq!(set.dead_after(), Duration::from_secs(120));
+        assert_eq!(
+            set.to_string(),
+            "postgres://u@h:5432/d?schema=s&dead_after=2m"
+        );
+        assert_eq!(pg(&set.to_string()), set);
     }
 
     #[test]

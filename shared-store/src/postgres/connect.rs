@@ -2,6 +2,7 @@
 //! path), and the small pool the store's operations share.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -31,6 +32,21 @@ pub(super) struct ConnectError {
     pub source: BoxError,
 }
 
+/// The server-side settings of every session: the idle-in-transaction limit, and TCP
+/// keepalives plus a user timeout on the server's end of the socket, so that a session of a
+/// machine that went silent ends after `dead_after` (half of it idle, then three probes)
+/// and frees its locks. Each is a per-session setting any role may make.
+fn session_settings(options: &PgOptions, dead_after: Duration) -> String {
+    let idle = (dead_after / 2).as_secs().max(1);
+    let probe = (dead_after / 6).as_secs().max(1);
+    format!(
+        "-c idle_in_transaction_session_timeout={} -c tcp_keepalives_idle={idle} \
+         -c tcp_keepalives_interval={probe} -c tcp_keepalives_count=3 -c tcp_user_timeout={}",
+        options.idle_in_transaction.as_millis().max(1),
+        dead_after.as_millis()
+    )
+}
+
 impl Connector {
     /// Resolves the password (URL, `PGPASSWORD`, `~/.pgpass`) once, when the store opens.
     pub fn new(location: &PgLocation, options: &PgOptions) -> Connector {
@@ -44,10 +60,7 @@ impl Connector {
             .ssl_mode(tokio_postgres::config::SslMode::Disable)
             .connect_timeout(options.connect_timeout)
             .keepalives_idle(options.keepalives_idle)
-            .options(format!(
-                "-c idle_in_transaction_session_timeout={}",
-                options.idle_in_transaction.as_millis().max(1)
-            ));
+            .options(session_settings(options, location.dead_after()));
         if let Some(password) = pgpass::resolve(location) {
             config.password(password);
         }
