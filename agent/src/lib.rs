@@ -8,7 +8,8 @@
 //! - [`command`]: one command as a task: its own process group, output read line by line,
 //!   timeouts and cancels (SIGTERM, a grace period, SIGKILL);
 //! - [`closure_pool`]: a bounded pool of threads for blocking closures;
-//! - [`runtime`]: the agent side of the protocol: handshake, dispatch, durable ends, output.
+//! - [`runtime`]: the agent side of the protocol: handshake, dispatch, durable ends, output;
+//! - [`stdio`]: the channel to the prime (stdin and stdout, pipes driven by the event loop).
 //!
 //! Dependencies point one way: this crate knows the protocol and the store, and nothing of
 //! the flow, the scheduling core or SSH.
@@ -18,6 +19,7 @@ pub mod command;
 pub mod limit;
 pub mod lines;
 pub mod runtime;
+pub mod stdio;
 pub mod task;
 pub mod util;
 

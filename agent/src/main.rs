@@ -12,7 +12,6 @@ use anyhow::Context;
 use clap::Parser;
 use eventor_agent::{self as agent, AgentOptions, AgentSummary, MaxConcurrent};
 use eventor_store::StoreLocation;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -94,34 +93,11 @@ fn main() -> ExitCode {
 async fn run(options: AgentOptions) -> anyhow::Result<AgentSummary> {
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone())?;
-    let (reader, writer) = prime_channel();
+    let (reader, writer) = agent::stdio::prime_channel();
     let summary = agent::serve(reader, writer, options, shutdown)
         .await
         .context("eventor-agent")?;
     Ok(summary)
-}
-
-type Reader = Box<dyn AsyncRead + Unpin + Send>;
-type Writer = Box<dyn AsyncWrite + Unpin + Send>;
-
-/// The channel to the prime: stdin and stdout. Pipes (what `sshd` and the prime give an
-/// agent) are read and written through the runtime's event loop; anything else through
-/// tokio's stdio, which hands every read and write to a blocking thread: under a flood of
-/// output that was a thread wake-up per 64 KiB sent.
-fn prime_channel() -> (Reader, Writer) {
-    use std::os::fd::AsFd;
-    use tokio::net::unix::pipe;
-    let stdin = std::io::stdin().as_fd().try_clone_to_owned();
-    let stdout = std::io::stdout().as_fd().try_clone_to_owned();
-    let reader: Reader = match stdin.and_then(pipe::Receiver::from_owned_fd) {
-        Ok(pipe) => Box::new(pipe),
-        Err(_) => Box::new(tokio::io::stdin()),
-    };
-    let writer: Writer = match stdout.and_then(pipe::Sender::from_owned_fd) {
-        Ok(pipe) => Box::new(pipe),
-        Err(_) => Box::new(tokio::io::stdout()),
-    };
-    (reader, writer)
 }
 
 /// SIGTERM, SIGINT and SIGHUP stop the agent cleanly: its commands' process groups are

@@ -38,8 +38,8 @@ pub async fn serve_program(closures: HashMap<String, StepAction>) -> Result<(), 
         closures,
         ..defaults
     };
-    let stdio = (tokio::io::stdin(), tokio::io::stdout());
-    eventor_agent::serve(stdio.0, stdio.1, options, CancellationToken::new())
+    let (reader, writer) = eventor_agent::stdio::prime_channel();
+    eventor_agent::serve(reader, writer, options, CancellationToken::new())
         .await
         .map(drop)
         .map_err(|e| e.to_string())
