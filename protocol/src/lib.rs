@@ -113,7 +113,9 @@
 //! - `Cancel` of a key that has finished (or never ran) is ignored; the cancelled task's own
 //!   `TaskFinished { status: Cancelled }` is its answer;
 //! - each end sends a `Heartbeat` when it has sent nothing for `heartbeat_interval_ms`;
-//!   a peer silent for several intervals may be presumed gone.
+//!   a peer silent for several intervals may be presumed gone. The prime waits at most
+//!   [`MAX_LOST_AFTER`] on a silent agent; an agent waits longer than that on a silent prime,
+//!   so that of a blip in between the prime decides first, and says why.
 //!
 //! # Torn frames and other failures
 //!
@@ -183,6 +185,9 @@
 //!
 //! [`encode_frame`] and [`decode_frame`] work on a plain buffer, for callers that manage
 //! their own I/O.
+
+/// The longest a prime waits on a silent agent before it calls the host lost.
+pub const MAX_LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 mod error;
 mod frame;

@@ -71,8 +71,8 @@
 //! # Losing the prime
 //!
 //! The prime is gone when its stream ends (cleanly or inside a frame), reading or writing
-//! fails, a write stalls for three heartbeat intervals, or no frame at all arrives for three
-//! heartbeat intervals. The agent then takes no new work, leaves queued tasks `active` in
+//! fails, or a write stalls or no frame at all arrives for three heartbeat intervals, and
+//! for at least [`AgentOptions::outwait`] (the prime's longest wait) and one more interval. The agent then takes no new work, leaves queued tasks `active` in
 //! the store (they never ran: a recovery reruns them), lets the running tasks finish,
 //! records them, and returns [`AgentEnd::PrimeLost`]: a clean end, since nothing was lost.
 //! Bytes that are not frames (or another major version) after the handshake are handled
@@ -172,6 +172,11 @@ pub struct AgentOptions {
     pub kill_grace: Duration,
     /// How long to wait for the prime's answer to the hello.
     pub handshake_timeout: Duration,
+    /// The least silence (plus one heartbeat interval) before the prime is presumed gone:
+    /// by default the longest a prime waits on a silent agent
+    /// ([`MAX_LOST_AFTER`](eventor_protocol::MAX_LOST_AFTER)). Of a blip the prime then
+    /// decides first, naming it, and a link it kept is never ended by its agent.
+    pub outwait: Duration,
 }
 
 impl Default for AgentOptions {
@@ -183,6 +188,7 @@ impl Default for AgentOptions {
             max_concurrent: MaxConcurrent::UNLIMITED,
             kill_grace: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(30),
+            outwait: eventor_protocol::MAX_LOST_AFTER,
         }
     }
 }
@@ -300,7 +306,9 @@ where
         caps: plan.caps,
         tally: tally.clone(),
     });
-    let silence = plan.heartbeat.map(|beat| beat * SILENT_INTERVALS);
+    let silence = plan
+        .heartbeat
+        .map(|beat| (beat * SILENT_INTERVALS).max(options.outwait + beat));
     let writer_config = WriterConfig {
         host: accept.host.clone(),
         heartbeat: plan.heartbeat,

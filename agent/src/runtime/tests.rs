@@ -226,9 +226,23 @@ async fn cancel_stops_an_async_closure() {
     assert_eq!(prime.end().await.expect("clean end").cancelled, 1);
 }
 
+/// With the default `outwait` the agent outwaits any prime's `lost_after` (so of a blip
+/// the prime decides first); with none, three intervals of silence do.
 #[tokio::test]
-async fn a_silent_prime_is_presumed_gone_after_three_intervals() {
+async fn a_silent_prime_is_presumed_gone_after_the_primes_longest_wait() {
     let mut prime = Prime::start(AgentOptions::default(), 100).await;
+    assert!(matches!(prime.next().await, ToCoordinator::Heartbeat(_)));
+    let waited = tokio::time::timeout(Duration::from_secs(1), &mut prime.agent).await;
+    assert!(
+        waited.is_err(),
+        "gone before the prime's longest wait: {waited:?}"
+    );
+
+    let quick = AgentOptions {
+        outwait: Duration::ZERO,
+        ..AgentOptions::default()
+    };
+    let mut prime = Prime::start(quick, 100).await;
     // The agent beats while idle...
     assert!(matches!(prime.next().await, ToCoordinator::Heartbeat(_)));
     // ...and gives up on a prime that never does.

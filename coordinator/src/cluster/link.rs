@@ -87,8 +87,9 @@ use eventor_ssh::{
 };
 use eventor_store::now_micros;
 
-/// `lost_after` may not exceed this: a dead host must not stall a run for long.
-pub const MAX_LOST_AFTER: Duration = Duration::from_secs(10);
+/// `lost_after` may not exceed this: a dead host must not stall a run for long (and agents
+/// wait longer than this on a silent prime).
+pub const MAX_LOST_AFTER: Duration = eventor_protocol::MAX_LOST_AFTER;
 /// How long the reader waits for the exit status (and the last stderr lines) after the
 /// agent's output ends, to say why it ended.
 const EXIT_WAIT: Duration = Duration::from_secs(1);
