@@ -87,6 +87,10 @@ function addHost(host) {
   document.getElementById("host").appendChild(option);
 }
 
+// A run that is over changes no more: its feeds are closed once a response has delivered
+// (each ends after a few seconds), so a finished run's page keeps no request open.
+let over = false;
+
 let logSource = null;
 function followLog() {
   if (logSource) logSource.close();
@@ -105,14 +109,26 @@ function followLog() {
     while (log.childElementCount > 2000) log.firstChild.remove();
     if (atBottom) log.scrollTop = log.scrollHeight;
   });
+  const source = logSource;
+  source.onerror = () => { if (over) source.close(); };
 }
 
 const status = new EventSource(`${base}/events`);
-status.addEventListener("status", (e) => render(JSON.parse(e.data)));
+status.addEventListener("status", (e) => {
+  const page = JSON.parse(e.data);
+  over = !page || page.summary.outcome !== "running";
+  render(page);
+});
 status.onopen = () => { document.getElementById("conn").textContent = "live"; };
 // Feeds end every few seconds by design and the browser reconnects: only a closed one is news.
 status.onerror = () => {
-  if (status.readyState === EventSource.CLOSED) document.getElementById("conn").textContent = "disconnected";
+  const conn = document.getElementById("conn");
+  if (over) {
+    status.close();
+    conn.textContent = "run over";
+  } else if (status.readyState === EventSource.CLOSED) {
+    conn.textContent = "disconnected";
+  }
 };
 document.getElementById("host").addEventListener("change", followLog);
 document.getElementById("step").addEventListener("change", followLog);
