@@ -264,7 +264,7 @@ impl Store {
     pub async fn lock_run(&self, run_id: &str) -> Result<RunGuard, StoreError> {
         match self {
             Store::Sqlite(s) => {
-                let lock = run_lock::FileLock::acquire(s.path(), run_id)?;
+                let lock = run_lock::FileLock::acquire_patiently(s.path(), run_id).await?;
                 Ok(RunGuard::file(run_id, lock))
             }
             Store::Postgres(s) => Ok(RunGuard::postgres(run_id, s.lock_run(run_id).await?)),

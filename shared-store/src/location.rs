@@ -245,7 +245,8 @@ impl PgLocation {
             encode(&self.schema)
         )?;
         match self.dead_after {
-            Some(d) => write!(f, "&dead_after={}", humantime::format_duration(d)),
+            // Whole milliseconds, no spaces: the URL can be pasted into a shell as shown.
+            Some(d) => write!(f, "&dead_after={}ms", d.as_millis()),
             None => Ok(()),
         }
     }
@@ -576,7 +577,7 @@ mod tests {
         assert_eq!(set.dead_after(), Duration::from_secs(120));
         assert_eq!(
             set.to_string(),
-            "postgres://u@h:5432/d?schema=s&dead_after=2m"
+            "postgres://u@h:5432/d?schema=s&dead_after=120000ms"
         );
         assert_eq!(pg(&set.to_string()), set);
     }

@@ -77,20 +77,28 @@ pub(crate) struct FileLock {
 }
 
 impl FileLock {
-    /// Locks the lock file of `run_id` next to the database at `db`. A lock held by
-    /// someone else is tried again for up to [`REFUSAL_RETRY`]: a reader's look
-    /// ([`held`](Self::held)) holds it for a moment; a coordinator holds it for good.
+    /// [`acquire`](Self::acquire), tried again for up to [`REFUSAL_RETRY`] while someone
+    /// else holds the lock: a reader's look ([`held`](Self::held)) holds it for a moment; a
+    /// coordinator holds it for good.
+    pub(crate) async fn acquire_patiently(db: &Path, run_id: &str) -> Result<FileLock, StoreError> {
+        let give_up = tokio::time::Instant::now() + REFUSAL_RETRY;
+        loop {
+            match Self::acquire(db, run_id) {
+                Err(StoreError::RunLocked { .. }) if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(REFUSAL_RETRY / 20).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Locks the lock file of `run_id` next to the database at `db`, without waiting.
     pub(crate) fn acquire(db: &Path, run_id: &str) -> Result<FileLock, StoreError> {
         let path = lock_path(&canonical(db), run_id);
-        let give_up = std::time::Instant::now() + REFUSAL_RETRY;
         loop {
             let file = open_lock_file(&path)?;
             match file.try_lock() {
                 Ok(()) => {}
-                Err(TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
-                    std::thread::sleep(REFUSAL_RETRY / 20);
-                    continue;
-                }
                 Err(TryLockError::WouldBlock) => {
                     return Err(StoreError::RunLocked {
                         run_id: run_id.to_owned(),
@@ -122,7 +130,7 @@ impl FileLock {
     }
 }
 
-/// How long [`FileLock::acquire`] tries again a lock someone else holds.
+/// How long [`FileLock::acquire_patiently`] tries again a lock someone else holds.
 const REFUSAL_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The same database reached through a symlink or another path is one lock.
@@ -220,8 +228,8 @@ mod tests {
     }
 
     /// A look at the lock in the very moment a coordinator takes it does not refuse it.
-    #[test]
-    fn a_look_does_not_stand_in_the_way() {
+    #[tokio::test]
+    async fn a_look_does_not_stand_in_the_way() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("store.db");
         let leftover = open_lock_file(&lock_path(&canonical(&db), "R")).unwrap();
@@ -230,7 +238,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(30));
             drop(leftover);
         });
-        let taken = FileLock::acquire(&db, "R");
+        let taken = FileLock::acquire_patiently(&db, "R").await;
         looker.join().unwrap();
         assert!(taken.is_ok(), "{:?}", taken.err());
         assert!(FileLock::held(&db, "R").unwrap());

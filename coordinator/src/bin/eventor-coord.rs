@@ -465,8 +465,8 @@ impl CoordinatorWatch {
             let Some(run_id) = self.run_id(&store).await else {
                 continue;
             };
-            if let Ok(guard) = store.lock_run(&run_id).await {
-                drop(guard);
+            // Asked, not taken: a probe that took the lock could refuse a recovery starting.
+            if let Ok(false) = store.run_held(&run_id).await {
                 gone.cancel();
                 return;
             }

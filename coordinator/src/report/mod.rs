@@ -13,4 +13,6 @@ pub mod text;
 pub mod time;
 
 pub use error::ReportError;
-pub use model::{list_runs, open_store, run_report, Counts, RunReport, RunSelector, RunSummary};
+pub use model::{
+    list_runs, open_store, own_run_report, run_report, Counts, RunReport, RunSelector, RunSummary,
+};

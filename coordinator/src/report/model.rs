@@ -92,20 +92,36 @@ pub struct RunSummary {
 /// or its machine went down) or a later recovery of it started: it will not end by itself.
 pub const ABANDONED: &str = "abandoned";
 
-/// Whether `run`, stored as running, is no one's: a later recovery exists (`superseded`) or
-/// no coordinator holds its run id.
-async fn abandoned(store: &Store, run: &RunRecord, superseded: bool) -> Result<bool, ReportError> {
+/// Whether `run`, stored as running, is no one's: a later recovery of it is running too
+/// (one coordinator per run id, and it runs the newest), or no coordinator holds its run id
+/// and the row, read again, still says running (a coordinator records its end before it
+/// lets the lock go, so a run that just ended is not taken for abandoned). When the lock
+/// cannot be asked about, the run is as stored.
+async fn abandoned(store: &Store, run: &RunRecord, superseded: bool) -> bool {
     if run.status != RunStatus::Running {
-        return Ok(false);
+        return false;
     }
     if superseded {
-        return Ok(true);
+        return true;
     }
-    let held = store
-        .run_held(&run.key.run_id)
-        .await
-        .map_err(reading(store))?;
-    Ok(!held)
+    if store.run_held(&run.key.run_id).await.unwrap_or(true) {
+        return false;
+    }
+    match store.run_history(&run.key.run_id).await {
+        Ok(history) => history
+            .iter()
+            .any(|r| r.key == run.key && r.status == RunStatus::Running),
+        Err(_) => false,
+    }
+}
+
+/// Whether a later recovery than `run`'s is stored as running.
+fn superseded<'a>(run: &RunRecord, history: impl IntoIterator<Item = &'a RunRecord>) -> bool {
+    history.into_iter().any(|r| {
+        r.key.run_id == run.key.run_id
+            && r.key.recovery > run.key.recovery
+            && r.status == RunStatus::Running
+    })
 }
 
 impl RunSummary {
@@ -163,15 +179,9 @@ fn reading(store: &Store) -> impl Fn(eventor_store::StoreError) -> ReportError +
 pub async fn list_runs(store: &Store, flow: Option<&str>) -> Result<Vec<RunSummary>, ReportError> {
     let runs = store.runs(flow).await.map_err(reading(store))?;
     let counts = count_by_run(store.task_counts().await.map_err(reading(store))?);
-    let mut latest: HashMap<&str, i32> = HashMap::new();
-    for run in &runs {
-        let recovery = latest.entry(&run.key.run_id).or_insert(run.key.recovery);
-        *recovery = (*recovery).max(run.key.recovery);
-    }
     let mut summaries = Vec::with_capacity(runs.len());
     for run in &runs {
-        let superseded = latest[&*run.key.run_id] > run.key.recovery;
-        let abandoned = abandoned(store, run, superseded).await?;
+        let abandoned = abandoned(store, run, superseded(run, &runs)).await;
         let counts = counts.get(&run.key).copied().unwrap_or_default();
         summaries.push(RunSummary::of(run, counts, abandoned));
     }
@@ -205,19 +215,37 @@ pub struct RunReport {
     pub abandoned: bool,
 }
 
-/// Loads the run `selector` names and its tasks.
+/// Loads the run `selector` names and its tasks, and whether it was abandoned.
 pub async fn run_report(store: &Store, selector: &RunSelector) -> Result<RunReport, ReportError> {
-    let (run, superseded) = select_run(store, selector).await?;
-    let tasks = store.tasks(run.key.clone()).await.map_err(reading(store))?;
-    let abandoned = abandoned(store, &run, superseded).await?;
-    Ok(RunReport {
-        run,
-        tasks,
-        abandoned,
-    })
+    let (mut report, superseded) = load_report(store, selector).await?;
+    report.abandoned = abandoned(store, &report.run, superseded).await;
+    Ok(report)
 }
 
-/// The run, and whether a later recovery of it exists.
+/// [`run_report`] for the run's own coordinator, which holds the run: not asked.
+pub async fn own_run_report(
+    store: &Store,
+    selector: &RunSelector,
+) -> Result<RunReport, ReportError> {
+    Ok(load_report(store, selector).await?.0)
+}
+
+/// The run and its tasks, and whether a later recovery of it is running.
+async fn load_report(
+    store: &Store,
+    selector: &RunSelector,
+) -> Result<(RunReport, bool), ReportError> {
+    let (run, superseded) = select_run(store, selector).await?;
+    let tasks = store.tasks(run.key.clone()).await.map_err(reading(store))?;
+    let report = RunReport {
+        run,
+        tasks,
+        abandoned: false,
+    };
+    Ok((report, superseded))
+}
+
+/// The run, and whether a later recovery of it is running.
 async fn select_run(
     store: &Store,
     selector: &RunSelector,
@@ -232,15 +260,11 @@ async fn select_run(
         return Ok((latest, false));
     };
     let history = store.run_history(run_id).await.map_err(reading(store))?;
-    let newest = history.last().map(|r| r.key.recovery);
     let wanted = match selector.recovery {
-        Some(n) => history.into_iter().find(|r| r.key.recovery == n),
-        None => history.into_iter().last(),
+        Some(n) => history.iter().find(|r| r.key.recovery == n),
+        None => history.last(),
     };
-    let wanted = wanted.map(|run| {
-        let superseded = newest > Some(run.key.recovery);
-        (run, superseded)
-    });
+    let wanted = wanted.map(|run| (run.clone(), superseded(run, &history)));
     wanted.ok_or_else(|| ReportError::NoSuchRun {
         run_id: match selector.recovery {
             Some(n) => format!("{run_id} recovery {n}"),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use eventor::flow::FlowFile;
 use eventor::report::graph::FlowGraph;
-use eventor::report::{run_report, RunSelector};
+use eventor::report::{own_run_report, RunSelector};
 use eventor_store::{Store, StoreLocation, TaskStatus};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
@@ -116,7 +116,7 @@ async fn read(store: &Store, watched: &Watched) -> Option<Snapshot> {
         run_id: Some(watched.run_id.clone()),
         ..RunSelector::default()
     };
-    let mut report = run_report(store, &selector).await.ok()?;
+    let mut report = own_run_report(store, &selector).await.ok()?;
     report.fill_pinned_hosts(&watched.pins);
     let counts = report.counts();
     let mut active = BTreeMap::new();

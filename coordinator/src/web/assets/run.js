@@ -87,8 +87,11 @@ function addHost(host) {
   document.getElementById("host").appendChild(option);
 }
 
-// A run that is over changes no more: its feeds are closed once a response has delivered
-// (each ends after a few seconds), so a finished run's page keeps no request open.
+// A run that ended for good changes no more (a recovery is a page of its own): its feeds
+// are closed once a response has delivered (each ends after a few seconds), so its page
+// keeps no request open. An incomplete run may be continued, an abandoned one may come
+// back, and a missing status may be a passing error: those pages go on following.
+const FINAL = new Set(["success", "failure", "interrupted"]);
 let over = false;
 
 let logSource = null;
@@ -116,7 +119,7 @@ function followLog() {
 const status = new EventSource(`${base}/events`);
 status.addEventListener("status", (e) => {
   const page = JSON.parse(e.data);
-  over = !page || page.summary.outcome !== "running";
+  over = Boolean(page) && FINAL.has(page.summary.outcome);
   render(page);
 });
 status.onopen = () => { document.getElementById("conn").textContent = "live"; };
