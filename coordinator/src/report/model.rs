@@ -115,13 +115,21 @@ async fn abandoned(store: &Store, run: &RunRecord, superseded: bool) -> bool {
     }
 }
 
-/// Whether a later recovery than `run`'s is stored as running.
-fn superseded<'a>(run: &RunRecord, history: impl IntoIterator<Item = &'a RunRecord>) -> bool {
-    history.into_iter().any(|r| {
-        r.key.run_id == run.key.run_id
-            && r.key.recovery > run.key.recovery
-            && r.status == RunStatus::Running
-    })
+/// The newest recovery stored as running, per run id: an older running one is superseded.
+fn newest_running(runs: &[RunRecord]) -> HashMap<&str, i32> {
+    let mut newest: HashMap<&str, i32> = HashMap::new();
+    for run in runs.iter().filter(|r| r.status == RunStatus::Running) {
+        let recovery = newest.entry(&*run.key.run_id).or_insert(run.key.recovery);
+        *recovery = (*recovery).max(run.key.recovery);
+    }
+    newest
+}
+
+/// Whether a later recovery than `run`'s is running (`newest`: from [`newest_running`]).
+fn superseded(run: &RunRecord, newest: &HashMap<&str, i32>) -> bool {
+    newest
+        .get(&*run.key.run_id)
+        .is_some_and(|&n| n > run.key.recovery)
 }
 
 impl RunSummary {
@@ -179,9 +187,10 @@ fn reading(store: &Store) -> impl Fn(eventor_store::StoreError) -> ReportError +
 pub async fn list_runs(store: &Store, flow: Option<&str>) -> Result<Vec<RunSummary>, ReportError> {
     let runs = store.runs(flow).await.map_err(reading(store))?;
     let counts = count_by_run(store.task_counts().await.map_err(reading(store))?);
+    let newest = newest_running(&runs);
     let mut summaries = Vec::with_capacity(runs.len());
     for run in &runs {
-        let abandoned = abandoned(store, run, superseded(run, &runs)).await;
+        let abandoned = abandoned(store, run, superseded(run, &newest)).await;
         let counts = counts.get(&run.key).copied().unwrap_or_default();
         summaries.push(RunSummary::of(run, counts, abandoned));
     }
@@ -264,7 +273,8 @@ async fn select_run(
         Some(n) => history.iter().find(|r| r.key.recovery == n),
         None => history.last(),
     };
-    let wanted = wanted.map(|run| (run.clone(), superseded(run, &history)));
+    let newest = newest_running(&history);
+    let wanted = wanted.map(|run| (run.clone(), superseded(run, &newest)));
     wanted.ok_or_else(|| ReportError::NoSuchRun {
         run_id: match selector.recovery {
             Some(n) => format!("{run_id} recovery {n}"),
@@ -380,4 +390,43 @@ fn step_stats(step: &str, tasks: &[&TaskRecord]) -> StepStats {
 /// The first line of a task's error, for one-line listings.
 pub fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventor_store::RunMode;
+
+    fn run(run_id: &str, recovery: i32, status: RunStatus) -> RunRecord {
+        RunRecord {
+            key: RunKey {
+                run_id: run_id.into(),
+                recovery,
+            },
+            name: "f".into(),
+            mode: RunMode::Restart,
+            status,
+            host: "h".into(),
+            program: String::new(),
+            started_at: 0,
+            ended_at: None,
+        }
+    }
+
+    /// Only a later recovery that is itself running supersedes one (a continued older
+    /// recovery beside a finished newer one is live); other run ids do not count.
+    #[test]
+    fn a_running_recovery_is_superseded_only_by_a_later_running_one() {
+        use RunStatus::*;
+        let runs = [
+            run("A", 0, Running),
+            run("A", 1, Running),
+            run("B", 0, Running),
+            run("B", 1, Success),
+            run("C", 3, Running),
+        ];
+        let newest = newest_running(&runs);
+        let shown: Vec<bool> = runs.iter().map(|r| superseded(r, &newest)).collect();
+        assert_eq!(shown, [true, false, false, false, false]);
+    }
 }
