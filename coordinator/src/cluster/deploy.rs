@@ -11,9 +11,10 @@
 //!    is all a host whose agent already matches costs. Nothing is uploaded then, and the
 //!    file is not touched (same inode, same mtime). Hashing a large binary takes a second
 //!    on a small host, so a file whose hash was once checked gets a stamp beside it,
-//!    `PATH.verified`: the hash with the file's size, inode and nanosecond mtime. While
-//!    those are unchanged the stamp's hash is answered without reading the file; any write
-//!    to the file changes its mtime and so sends the probe back to `sha256sum`.
+//!    `PATH.verified`: the hash with the file's size, inode, mtime and ctime. While those
+//!    are unchanged the stamp's hash is answered without reading the file; any write to
+//!    the file changes its ctime (which, unlike the mtime, no `cp -p` or `touch` sets
+//!    back) and so sends the probe back to `sha256sum`.
 //! 2. **Install**, only when the file is missing or its hash differs, and only when the
 //!    host's `uname -sm` is the prime's (else [`DeployError::Platform`] says what the host
 //!    runs and what to install). One channel runs
@@ -208,10 +209,13 @@ pub fn checked_start(host: &HostSpec, plan: &DeployPlan, agent_command: &str) ->
     let (Deploy::Auto, Ok(local)) = (&host.deploy, &plan.local) else {
         return None;
     };
-    let check = r#"S=$(stat -c '%s %i %y' "$1" 2>/dev/null) && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]"#;
+    let check = format!(
+        r#"{FILE_ID}
+S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]"#
+    );
     Some(format!(
         "sh -c {} eventor-check {} {} || exit {NOT_VERIFIED}; {agent_command}",
-        shell_quote(check),
+        shell_quote(&check),
         super::hosts::quote_path(&host.agent),
         local.sha256,
     ))
@@ -244,10 +248,14 @@ fn script_command(host: &HostSpec, script: &str, args: &[String]) -> String {
     words.join(" ")
 }
 
-/// Writes `$1.verified` for hash `$2` (from the file's current size, inode and mtime), by
-/// rename so a reader never sees half of it. Best effort: a host that cannot write it
-/// only hashes again next time.
-const STAMP: &str = r#"stamp() { s=$(stat -c '%s %i %y' "$1" 2>/dev/null) && printf '%s %s\n' "$2" "$s" > "$1.verified.$$" && mv -f "$1.verified.$$" "$1.verified" || rm -f "$1.verified.$$"; }"#;
+/// `file_id PATH`: what a stamp holds of the file besides its hash: size, inode, mtime and
+/// ctime (any write moves the ctime, and nothing sets it back).
+const FILE_ID: &str = r#"file_id() { stat -c '%s %i %y %z' "$1" 2>/dev/null; }"#;
+
+/// Writes `$1.verified` for hash `$2` (from the file's current [`FILE_ID`]), by rename so a
+/// reader never sees half of it. Best effort: a host that cannot write it only hashes
+/// again next time.
+const STAMP: &str = r#"stamp() { s=$(file_id "$1") && printf '%s %s\n' "$2" "$s" > "$1.verified.$$" && mv -f "$1.verified.$$" "$1.verified" || rm -f "$1.verified.$$"; }"#;
 
 /// The probe: `$1` the path, `$2` the hash wanted (empty: only whether the file is there).
 /// Prints `uname -sm`, then the hash (from a matching stamp, or computed), `present` or
@@ -255,7 +263,7 @@ const STAMP: &str = r#"stamp() { s=$(stat -c '%s %i %y' "$1" 2>/dev/null) && pri
 const PROBE: &str = r#"uname -sm
 if [ ! -f "$1" ]; then echo missing; exit 0; fi
 if [ -z "$2" ]; then echo present; exit 0; fi
-s=$(stat -c '%s %i %y' "$1" 2>/dev/null)
+s=$(file_id "$1")
 if [ -n "$s" ] && [ "$(cat "$1.verified" 2>/dev/null)" = "$2 $s" ]; then echo "$2"; exit 0; fi
 h=$(sha256sum "$1" | cut -d' ' -f1)
 echo "$h"
@@ -269,7 +277,7 @@ async fn probe(
     bound: Duration,
 ) -> Result<Probe, DeployError> {
     let args = [host.agent.clone(), wanted.unwrap_or("").to_string()];
-    let command = script_command(host, &format!("{STAMP}\n{PROBE}"), &args);
+    let command = script_command(host, &format!("{FILE_ID}\n{STAMP}\n{PROBE}"), &args);
     let run = async {
         let mut channel = session.exec(&command).await?;
         let mut out = String::new();
@@ -310,7 +318,7 @@ stamp "$1" "$3""#;
 
 async fn upload(session: &Session, host: &HostSpec, local: &LocalAgent) -> Result<(), DeployError> {
     let args = [host.agent.clone(), upload_tag(host), local.sha256.clone()];
-    let command = script_command(host, &format!("{STAMP}\n{INSTALL}"), &args);
+    let command = script_command(host, &format!("{FILE_ID}\n{STAMP}\n{INSTALL}"), &args);
     let bound = UPLOAD_BASE + Duration::from_secs(local.size / (1024 * 1024));
     let run = async {
         let mut channel = session
