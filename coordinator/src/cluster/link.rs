@@ -405,18 +405,8 @@ impl StderrSource {
 impl HostLink {
     /// Starts the agent on `session` with `config.agent_command`, shakes hands, and starts
     /// the link's tasks; events go to `events`. `shutdown` stops the link at any point,
-    /// including during the start.
+    /// including during the start. The session is shared: the caller may try again on it.
     pub async fn start(
-        session: Session,
-        config: LinkConfig,
-        events: mpsc::Sender<HostEvent>,
-        shutdown: CancellationToken,
-    ) -> Result<HostLink, LinkError> {
-        Self::start_shared(Arc::new(session), config, events, shutdown).await
-    }
-
-    /// [`start`](Self::start) on a session the caller keeps too (to try again on it).
-    async fn start_shared(
         session: Arc<Session>,
         config: LinkConfig,
         events: mpsc::Sender<HostEvent>,
@@ -1238,8 +1228,7 @@ async fn deploy_and_start(
             agent_command: command,
             ..config.clone()
         };
-        let started =
-            HostLink::start_shared(session.clone(), quick, events.clone(), shutdown.clone());
+        let started = HostLink::start(session.clone(), quick, events.clone(), shutdown.clone());
         match started.await {
             // The stamp did not match (97), or the command could not even run (a login shell
             // that is not POSIX, say): the full path below says what is wrong, if anything.
@@ -1254,7 +1243,7 @@ async fn deploy_and_start(
         done = deploy::ensure(&session, &host, &plan) => { done?; }
         _ = shutdown.cancelled() => return Err(cancelled()),
     }
-    HostLink::start_shared(session, config, events, shutdown).await
+    HostLink::start(session, config, events, shutdown).await
 }
 
 /// Starts a link on each session concurrently; results in the order of `hosts`.
