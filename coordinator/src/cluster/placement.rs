@@ -3,8 +3,10 @@
 //! Each host that is up has a capacity: twice its `max_concurrent` (the agent runs that
 //! many and has as many queued next, so it never idles for a round trip), or
 //! [`UNLIMITED_CAP`] when it has no limit. A task goes to the least loaded of its allowed
-//! hosts that has room; when none has, it waits here, in first-come order per set of allowed
-//! hosts, and goes out as soon as one of them has room again. So an agent never holds more
+//! hosts that has room; when none has, it waits here, queued by its set of allowed hosts,
+//! and goes out as soon as one of them has room again: of the tasks that could go, the one
+//! that has waited longest (so a fan-out over `[a, b]` does not hold back a later task that
+//! may run only on `a`). So an agent never holds more
 //! than its share (a fan-out of a million tasks does not overflow its queue), and a slow
 //! host does not collect work that a free one could run now.
 //!
@@ -33,7 +35,9 @@ pub struct Placement<T> {
     load: HashMap<Arc<str>, usize>,
     /// The capacity of each host that is up.
     caps: HashMap<Arc<str>, usize>,
-    waiting: HashMap<Vec<Arc<str>>, VecDeque<T>>,
+    /// Each waiting task with its ticket (the order it came in), queued by its hosts.
+    waiting: HashMap<Vec<Arc<str>>, VecDeque<(u64, T)>>,
+    next_ticket: u64,
 }
 
 impl<T> Default for Placement<T> {
@@ -42,6 +46,7 @@ impl<T> Default for Placement<T> {
             load: HashMap::new(),
             caps: HashMap::new(),
             waiting: HashMap::new(),
+            next_ticket: 0,
         }
     }
 }
@@ -65,31 +70,9 @@ impl<T> Placement<T> {
         self.caps.remove(host);
     }
 
-    fn room(&self, host: &str) -> Option<usize> {
-        let cap = *self.caps.get(host)?;
-        let load = self.load.get(host).copied().unwrap_or(0);
-        Some(cap.saturating_sub(load))
-    }
-
     /// Where a task allowed on `hosts` can go now.
     pub fn choose(&self, hosts: &[Arc<str>]) -> Place {
-        let mut up = false;
-        let mut best: Option<(&Arc<str>, usize)> = None;
-        for host in hosts {
-            let Some(room) = self.room(host) else {
-                continue;
-            };
-            up = true;
-            let load = self.load.get(host).copied().unwrap_or(0);
-            if room > 0 && best.is_none_or(|(_, least)| load < least) {
-                best = Some((host, load));
-            }
-        }
-        match (best, up) {
-            (Some((host, _)), _) => Place::On(host.clone()),
-            (None, true) => Place::Wait,
-            (None, false) => Place::Nowhere,
-        }
+        choose_in(&self.caps, &self.load, hosts)
     }
 
     /// A task went to `host`.
@@ -106,28 +89,34 @@ impl<T> Placement<T> {
 
     /// Keeps `item`, allowed on `hosts`, until one of them has room.
     pub fn wait(&mut self, hosts: &[Arc<str>], item: T) {
+        let entry = (self.next_ticket, item);
+        self.next_ticket += 1;
         match self.waiting.get_mut(hosts) {
-            Some(queue) => queue.push_back(item),
+            Some(queue) => queue.push_back(entry),
             None => {
-                self.waiting.insert(hosts.to_vec(), VecDeque::from([item]));
+                self.waiting.insert(hosts.to_vec(), VecDeque::from([entry]));
             }
         }
     }
 
-    /// The first waiting task that can go now, and where (already counted as started).
+    /// The longest-waiting task that can go now, and where (already counted as started).
     pub fn next_ready(&mut self) -> Option<(Arc<str>, T)> {
-        let mut found = None;
-        for (hosts, queue) in &self.waiting {
-            if queue.is_empty() {
+        let (caps, load) = (&self.caps, &self.load);
+        let mut best: Option<(u64, Arc<str>, &mut VecDeque<(u64, T)>)> = None;
+        for (hosts, queue) in self.waiting.iter_mut() {
+            let Some(&(ticket, _)) = queue.front() else {
+                continue;
+            };
+            if best.as_ref().is_some_and(|(first, ..)| *first < ticket) {
                 continue;
             }
-            if let Place::On(host) = self.choose(hosts) {
-                found = Some((hosts.clone(), host));
-                break;
+            if let Place::On(host) = choose_in(caps, load, hosts) {
+                best = Some((ticket, host, queue));
             }
         }
-        let (hosts, host) = found?;
-        let item = self.waiting.get_mut(&hosts)?.pop_front()?;
+        let (_, host, queue) = best?;
+        let (_, item) = queue.pop_front()?;
+        // An emptied queue stays (one per set of hosts a flow names): not worth a key copy.
         self.start(&host);
         Some((host, item))
     }
@@ -138,7 +127,7 @@ impl<T> Placement<T> {
         let mut out = Vec::new();
         for (hosts, queue) in &mut self.waiting {
             if !queue.is_empty() && !hosts.iter().any(|h| caps.contains_key(h)) {
-                out.push((hosts.clone(), queue.drain(..).collect()));
+                out.push((hosts.clone(), queue.drain(..).map(|(_, t)| t).collect()));
             }
         }
         out
@@ -146,7 +135,33 @@ impl<T> Placement<T> {
 
     /// Takes every waiting task.
     pub fn take_waiting(&mut self) -> Vec<T> {
-        self.waiting.drain().flat_map(|(_, queue)| queue).collect()
+        let queues = self.waiting.drain().flat_map(|(_, queue)| queue);
+        queues.map(|(_, t)| t).collect()
+    }
+}
+
+/// Where a task allowed on `hosts` can go, given the hosts' capacities and loads.
+fn choose_in(
+    caps: &HashMap<Arc<str>, usize>,
+    load: &HashMap<Arc<str>, usize>,
+    hosts: &[Arc<str>],
+) -> Place {
+    let mut up = false;
+    let mut best: Option<(&Arc<str>, usize)> = None;
+    for host in hosts {
+        let Some(&cap) = caps.get(host) else {
+            continue;
+        };
+        up = true;
+        let used = load.get(host).copied().unwrap_or(0);
+        if used < cap && best.is_none_or(|(_, least)| used < least) {
+            best = Some((host, used));
+        }
+    }
+    match (best, up) {
+        (Some((host, _)), _) => Place::On(host.clone()),
+        (None, true) => Place::Wait,
+        (None, false) => Place::Nowhere,
     }
 }
 
@@ -189,6 +204,27 @@ mod tests {
         p.end("a");
         assert_eq!(p.next_ready(), Some((a[0].clone(), 2)));
         assert!(p.take_waiting().is_empty());
+    }
+
+    /// Of the tasks that may go to a freed host, the one that waited longest goes: a
+    /// fan-out over `[a, b]` does not hold back a later task that may run only on `a`.
+    #[test]
+    fn the_longest_waiting_task_that_can_go_goes_first() {
+        let mut p = Placement::default();
+        let (a, ab) = (names(&["a"]), names(&["a", "b"]));
+        p.up(a[0].clone(), 1);
+        p.up(ab[1].clone(), 1);
+        p.start(&a[0]);
+        p.start(&ab[1]);
+        for (hosts, item) in [(&ab, "x1"), (&a, "y"), (&ab, "x2"), (&a, "z")] {
+            p.wait(hosts, item);
+        }
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            p.end("a");
+            order.push(p.next_ready().unwrap().1);
+        }
+        assert_eq!(order, ["x1", "y", "x2", "z"]);
     }
 
     #[test]
