@@ -29,6 +29,9 @@ pub enum Place {
     Nowhere,
 }
 
+/// Tasks waiting for the same hosts, each with its ticket.
+type Queue<T> = VecDeque<(u64, T)>;
+
 /// The hosts' load and capacity, and the tasks waiting for room.
 #[derive(Debug)]
 pub struct Placement<T> {
@@ -36,7 +39,7 @@ pub struct Placement<T> {
     /// The capacity of each host that is up.
     caps: HashMap<Arc<str>, usize>,
     /// Each waiting task with its ticket (the order it came in), queued by its hosts.
-    waiting: HashMap<Vec<Arc<str>>, VecDeque<(u64, T)>>,
+    waiting: HashMap<Vec<Arc<str>>, Queue<T>>,
     next_ticket: u64,
 }
 
@@ -102,7 +105,7 @@ impl<T> Placement<T> {
     /// The longest-waiting task that can go now, and where (already counted as started).
     pub fn next_ready(&mut self) -> Option<(Arc<str>, T)> {
         let (caps, load) = (&self.caps, &self.load);
-        let mut best: Option<(u64, Arc<str>, &mut VecDeque<(u64, T)>)> = None;
+        let mut best: Option<(u64, Arc<str>, &mut Queue<T>)> = None;
         for (hosts, queue) in self.waiting.iter_mut() {
             let Some(&(ticket, _)) = queue.front() else {
                 continue;
