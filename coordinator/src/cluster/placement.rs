@@ -209,16 +209,22 @@ mod tests {
         assert!(p.take_waiting().is_empty());
     }
 
-    /// Of the tasks that may go to a freed host, the one that waited longest goes: a
-    /// fan-out over `[a, b]` does not hold back a later task that may run only on `a`.
-    #[test]
-    fn the_longest_waiting_task_that_can_go_goes_first() {
+    /// Hosts `a` and `b`, one slot each, both taken; and the host sets `[a]` and `[a, b]`.
+    fn both_full<T>() -> (Placement<T>, Vec<Arc<str>>, Vec<Arc<str>>) {
         let mut p = Placement::default();
         let (a, ab) = (names(&["a"]), names(&["a", "b"]));
         p.up(a[0].clone(), 1);
         p.up(ab[1].clone(), 1);
         p.start(&a[0]);
         p.start(&ab[1]);
+        (p, a, ab)
+    }
+
+    /// Of the tasks that may go to a freed host, the one that waited longest goes: a
+    /// fan-out over `[a, b]` does not hold back a later task that may run only on `a`.
+    #[test]
+    fn the_longest_waiting_task_that_can_go_goes_first() {
+        let (mut p, a, ab) = both_full();
         for (hosts, item) in [(&ab, "x1"), (&a, "y"), (&ab, "x2"), (&a, "z")] {
             p.wait(hosts, item);
         }
@@ -245,12 +251,7 @@ mod tests {
 
     #[test]
     fn tasks_of_hosts_that_are_all_down_are_stranded() {
-        let mut p = Placement::default();
-        let (a, ab) = (names(&["a"]), names(&["a", "b"]));
-        p.up(a[0].clone(), 1);
-        p.up(ab[1].clone(), 1);
-        p.start(&a[0]);
-        p.start(&ab[1]);
+        let (mut p, a, ab) = both_full();
         p.wait(&a, 1);
         p.wait(&ab, 2);
         p.down("a");
