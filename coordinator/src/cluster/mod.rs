@@ -17,8 +17,11 @@
 
 pub mod agent_mode;
 pub mod check;
+pub mod core;
 pub mod deploy;
-mod dispatch;
+mod forwarder;
+#[cfg(test)]
+mod golden;
 pub mod hosts;
 pub mod link;
 pub mod local_agent;

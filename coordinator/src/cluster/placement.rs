@@ -10,7 +10,8 @@
 //! than its share (a fan-out of a million tasks does not overflow its queue), and a slow
 //! host does not collect work that a free one could run now.
 //!
-//! No IO: the cluster's `Remote` feeds it what happens and acts on its answers.
+//! No IO: the cluster's core (`core.rs`) holds it, feeds it what happens and acts on its
+//! answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -134,6 +135,11 @@ impl<T> Placement<T> {
             }
         }
         out
+    }
+
+    /// How many tasks wait.
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.values().map(VecDeque::len).sum()
     }
 
     /// Takes every waiting task.

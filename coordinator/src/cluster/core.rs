@@ -1,0 +1,479 @@
+//! The cluster's decisions as data: which host a pinned task goes to, what a lost host's
+//! tasks become, and when a task of a host that went silent may be called dead.
+//!
+//! # Why a state machine
+//!
+//! Everything the prime decides about its hosts follows from a handful of facts arriving
+//! in some order: a task was submitted, a host came up with room for so many tasks, a task
+//! ran or finished there, a host was lost, time passed, the run was cancelled. The order is
+//! where the bugs live (a host lost while a dispatch is under way, a task's end racing its
+//! host's loss, room freed by a loss going to a task that waited), and real sshd makes
+//! orders hard to force. So, as for the engine's scheduling core, the decisions are made by
+//! [`ClusterCore`], which does no IO, reads no clock and spawns nothing: the forwarder
+//! (`forwarder.rs`) feeds it [`Input`]s with the time and performs the [`Action`]s it
+//! answers. The golden scripts (`golden.rs`, `golden/*.txt`) replay inputs and compare the
+//! actions, exactly as the forwarder would see them.
+//!
+//! # The rules
+//!
+//! - **Room.** A host that is up takes at most its capacity of tasks dispatched and not yet
+//!   reported ran ([`Placement`]); a task goes to the least loaded allowed host with room,
+//!   waits when every allowed host that is up is full, and fails at once, naming why, when
+//!   none is up (a run never waits for a host that is away).
+//! - **Every submitted task ends exactly once** in an [`Action::End`] or inside an
+//!   [`Action::Settle`]; nothing else is said about it afterwards.
+//! - **A lost host's tasks are not dead yet.** Its agent may only be cut off from us and
+//!   still running them. They wait in *limbo* until they are known dead: the host came
+//!   back without them, or the *lease* has passed since the prime last heard from the host
+//!   (plus a margin for the two clocks' rates). Only then are they settled (the store is
+//!   read: an end the agent recorded stands, the rest fail), so another attempt never
+//!   starts beside one still running. A lease of zero settles them at once.
+//! - **A host is brought back** from its first loss on ([`Action::Reconnect`], once per
+//!   loss); while it is away, a task that may run only there fails at once with the reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventor_agent::Outcome;
+use eventor_protocol::TaskKey;
+
+use super::placement::{Place, Placement};
+use crate::engine::core::TaskId;
+
+/// How long a lost host's tasks may still be running, as the prime sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseRule {
+    /// How long an agent that lost its prime keeps running its tasks.
+    pub lease: Duration,
+    /// Added to the lease before a silent host's tasks are called dead: the two sides'
+    /// clocks may run at slightly different rates, and the agent needs a moment to stop.
+    pub margin: Duration,
+}
+
+/// What the forwarder tells the core.
+#[derive(Debug)]
+pub enum Input<P> {
+    /// `host` is up (at the start, or back after a loss) with room for `cap` tasks; its
+    /// agent records each task's end itself when `records`. `adopted`: the tasks an agent
+    /// that outlived its prime still runs there (re-adopted, not started again).
+    HostUp {
+        host: Arc<str>,
+        cap: usize,
+        records: bool,
+        adopted: Vec<TaskKey>,
+    },
+    /// `host`'s link is gone for `reason`; the prime last heard from it at `heard`.
+    HostLost {
+        host: Arc<str>,
+        reason: String,
+        heard: Duration,
+    },
+    /// `task` (attempt `key`) may run on any of `hosts`.
+    Submit {
+        task: TaskId,
+        hosts: Vec<Arc<str>>,
+        key: TaskKey,
+        payload: P,
+    },
+    /// A dispatch could not be handed to its host's link.
+    Undelivered { key: TaskKey, error: String },
+    /// The task's work is over on its host (its end is being recorded there).
+    Ran { key: TaskKey },
+    /// The host reported the task's end.
+    Finished { key: TaskKey, outcome: Outcome },
+    /// The agent could not record the task's end: the prime will.
+    Unrecorded { key: TaskKey },
+    /// Stop everything: waiting tasks fail, running ones are cancelled on their hosts.
+    CancelAll,
+    /// Time passed (the forwarder wakes at [`ClusterCore::next_deadline`]).
+    Tick,
+}
+
+/// What the core asks the forwarder to do.
+#[derive(Debug, PartialEq)]
+pub enum Action<P> {
+    /// Hand the task to `host`'s link.
+    Send {
+        host: Arc<str>,
+        key: TaskKey,
+        payload: P,
+    },
+    /// Ask `host`'s agent to stop the task (its end comes back as usual).
+    Cancel { host: Arc<str>, key: TaskKey },
+    /// The task is over: tell the engine.
+    End { task: TaskId, outcome: Outcome },
+    /// Start bringing `host` back.
+    Reconnect { host: Arc<str> },
+    /// These tasks of `host` are known dead: an end recorded in the store stands, the
+    /// others fail with "host NAME lost: REASON" (the prime records that, fenced).
+    Settle {
+        host: Arc<str>,
+        reason: String,
+        tasks: Vec<(TaskId, TaskKey)>,
+    },
+}
+
+/// What is known of a host.
+#[derive(Debug)]
+enum HostState {
+    Up {
+        records: bool,
+    },
+    /// Lost for this reason, being brought back.
+    Away {
+        reason: String,
+    },
+}
+
+/// A task dispatched to a host (or under way to it).
+#[derive(Debug)]
+struct InFlight {
+    task: TaskId,
+    host: Arc<str>,
+    /// Whether its end will be in the store when it is reported.
+    recorded: bool,
+    /// Its work is over on the host: it no longer counts against the host's room.
+    ran: bool,
+}
+
+/// A task of a lost host, not yet known dead.
+#[derive(Debug)]
+struct Limbo {
+    task: TaskId,
+    host: Arc<str>,
+    /// When it may be called dead.
+    deadline: Duration,
+    reason: String,
+    recorded: bool,
+}
+
+/// A task waiting for room on one of its hosts.
+#[derive(Debug)]
+struct Pending<P> {
+    task: TaskId,
+    key: TaskKey,
+    payload: P,
+}
+
+/// The cluster's table: hosts, tasks in flight, waiting and in limbo.
+#[derive(Debug)]
+pub struct ClusterCore<P> {
+    rule: LeaseRule,
+    hosts: HashMap<Arc<str>, HostState>,
+    placement: Placement<Pending<P>>,
+    in_flight: HashMap<TaskKey, InFlight>,
+    limbo: HashMap<TaskKey, Limbo>,
+    /// The core's answers to the input being handled.
+    out: Vec<Action<P>>,
+}
+
+impl<P> ClusterCore<P> {
+    pub fn new(rule: LeaseRule) -> ClusterCore<P> {
+        ClusterCore {
+            rule,
+            hosts: HashMap::new(),
+            placement: Placement::default(),
+            in_flight: HashMap::new(),
+            limbo: HashMap::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Handles `input` at monotonic time `now`; answers what to do, in order.
+    pub fn handle(&mut self, now: Duration, input: Input<P>) -> Vec<Action<P>> {
+        match input {
+            Input::HostUp {
+                host,
+                cap,
+                records,
+                adopted,
+            } => self.host_up(host, cap, records, adopted),
+            Input::HostLost {
+                host,
+                reason,
+                heard,
+            } => self.host_lost(host, reason, heard, now),
+            Input::Submit {
+                task,
+                hosts,
+                key,
+                payload,
+            } => self.submit(&hosts, Pending { task, key, payload }),
+            Input::Undelivered { key, error } => self.undelivered(&key, error),
+            Input::Ran { key } => self.ran(&key),
+            Input::Finished { key, outcome } => self.finished(&key, outcome),
+            Input::Unrecorded { key } => self.unrecorded(&key),
+            Input::CancelAll => self.cancel_all(),
+            Input::Tick => {}
+        }
+        self.settle_due(now);
+        std::mem::take(&mut self.out)
+    }
+
+    /// When the next task in limbo may be called dead (the forwarder wakes then).
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.limbo.values().map(|l| l.deadline).min()
+    }
+
+    /// Tasks dispatched and not yet ended, in limbo included (for the state line of tests).
+    pub fn counts(&self) -> Counts {
+        Counts {
+            in_flight: self.in_flight.len(),
+            waiting: self.placement.waiting_len(),
+            limbo: self.limbo.len(),
+        }
+    }
+
+    fn host_up(&mut self, host: Arc<str>, cap: usize, records: bool, adopted: Vec<TaskKey>) {
+        self.hosts.insert(host.clone(), HostState::Up { records });
+        self.placement.up(host.clone(), cap);
+        self.adopt(&host, adopted);
+        self.pump();
+    }
+
+    /// Takes back the tasks of `host` in limbo that its surviving agent still runs; the
+    /// others of that host are known dead (the host answered without them).
+    fn adopt(&mut self, host: &Arc<str>, adopted: Vec<TaskKey>) {
+        for key in adopted {
+            if let Some(limbo) = self.limbo.remove(&key).filter(|l| l.host == *host) {
+                self.placement.start(host);
+                let flight = InFlight {
+                    task: limbo.task,
+                    host: host.clone(),
+                    recorded: limbo.recorded,
+                    ran: false,
+                };
+                self.in_flight.insert(key, flight);
+            }
+        }
+        let dead = self.take_limbo(|l| l.host == *host);
+        self.settle(host.clone(), dead);
+    }
+
+    fn host_lost(&mut self, host: Arc<str>, reason: String, heard: Duration, now: Duration) {
+        self.placement.down(&host);
+        let away = HostState::Away {
+            reason: reason.clone(),
+        };
+        if !matches!(
+            self.hosts.insert(host.clone(), away),
+            Some(HostState::Away { .. })
+        ) {
+            self.out.push(Action::Reconnect { host: host.clone() });
+        }
+        let deadline = heard.min(now) + self.rule.lease + self.rule.margin;
+        let keys: Vec<TaskKey> = self.in_flight_on(&host);
+        for key in keys {
+            let Some(flight) = self.in_flight.remove(&key) else {
+                continue;
+            };
+            if !flight.ran {
+                self.placement.end(&host);
+            }
+            let limbo = Limbo {
+                task: flight.task,
+                host: host.clone(),
+                deadline,
+                reason: reason.clone(),
+                recorded: flight.recorded,
+            };
+            self.limbo.insert(key, limbo);
+        }
+        self.pump();
+    }
+
+    fn in_flight_on(&self, host: &str) -> Vec<TaskKey> {
+        let on_host = self.in_flight.iter().filter(|(_, f)| &*f.host == host);
+        let mut keys: Vec<TaskKey> = on_host.map(|(k, _)| k.clone()).collect();
+        keys.sort(); // the actions come out in one order, whatever the map's
+        keys
+    }
+
+    fn submit(&mut self, hosts: &[Arc<str>], pending: Pending<P>) {
+        match self.placement.choose(hosts) {
+            Place::On(host) => {
+                self.placement.start(&host);
+                self.send(host, pending);
+            }
+            Place::Wait => self.placement.wait(hosts, pending),
+            Place::Nowhere => {
+                let error = self.nowhere(hosts);
+                self.fail(pending.task, error);
+            }
+        }
+    }
+
+    fn undelivered(&mut self, key: &TaskKey, error: String) {
+        if let Some(flight) = self.take_flight(key) {
+            let error = format!("cannot dispatch to {}: {error}", flight.host);
+            self.fail(flight.task, error);
+        }
+    }
+
+    fn ran(&mut self, key: &TaskKey) {
+        let Some(flight) = self.in_flight.get_mut(key) else {
+            return;
+        };
+        if std::mem::replace(&mut flight.ran, true) {
+            return;
+        }
+        let host = flight.host.clone();
+        self.placement.end(&host);
+        self.pump();
+    }
+
+    fn finished(&mut self, key: &TaskKey, outcome: Outcome) {
+        if let Some(flight) = self.take_flight(key) {
+            let outcome = Outcome {
+                recorded: flight.recorded,
+                ..outcome
+            };
+            self.out.push(Action::End {
+                task: flight.task,
+                outcome,
+            });
+        }
+    }
+
+    fn unrecorded(&mut self, key: &TaskKey) {
+        if let Some(flight) = self.in_flight.get_mut(key) {
+            flight.recorded = false;
+        }
+    }
+
+    /// Takes the task of `key` off the table; room it frees goes to the next.
+    fn take_flight(&mut self, key: &TaskKey) -> Option<InFlight> {
+        let flight = self.in_flight.remove(key)?;
+        if !flight.ran {
+            self.placement.end(&flight.host);
+            self.pump();
+        }
+        Some(flight)
+    }
+
+    /// Fails every waiting task (they never reached a host) and cancels every task in
+    /// flight on its host. Tasks in limbo cannot be reached: their lease ends them.
+    fn cancel_all(&mut self) {
+        for pending in self.placement.take_waiting() {
+            let error = "stopped before it reached a host".to_string();
+            self.fail(pending.task, error);
+        }
+        let mut cancels: Vec<(Arc<str>, TaskKey)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| matches!(self.hosts.get(&f.host), Some(HostState::Up { .. })))
+            .map(|(k, f)| (f.host.clone(), k.clone()))
+            .collect();
+        cancels.sort();
+        for (host, key) in cancels {
+            self.out.push(Action::Cancel { host, key });
+        }
+    }
+
+    /// Sends the waiting tasks that can go now, and fails those no host will take.
+    fn pump(&mut self) {
+        while let Some((host, pending)) = self.placement.next_ready() {
+            self.send(host, pending);
+        }
+        for (hosts, stranded) in self.placement.stranded() {
+            let error = self.nowhere(&hosts);
+            for pending in stranded {
+                self.fail(pending.task, error.clone());
+            }
+        }
+    }
+
+    /// Hands `pending` to `host` (already counted there).
+    fn send(&mut self, host: Arc<str>, pending: Pending<P>) {
+        let Some(HostState::Up { records }) = self.hosts.get(&host) else {
+            self.placement.end(&host);
+            return self.fail(pending.task, format!("no link to {host}"));
+        };
+        let flight = InFlight {
+            task: pending.task,
+            host: host.clone(),
+            recorded: *records,
+            ran: false,
+        };
+        self.in_flight.insert(pending.key.clone(), flight);
+        self.out.push(Action::Send {
+            host,
+            key: pending.key,
+            payload: pending.payload,
+        });
+    }
+
+    fn fail(&mut self, task: TaskId, error: String) {
+        let outcome = Outcome::failure(error);
+        self.out.push(Action::End { task, outcome });
+    }
+
+    /// Settles the tasks in limbo whose deadline has come.
+    fn settle_due(&mut self, now: Duration) {
+        if self.limbo.is_empty() {
+            return;
+        }
+        let due = self.take_limbo(|l| l.deadline <= now);
+        let mut by_host: Vec<(Arc<str>, Vec<(TaskKey, Limbo)>)> = Vec::new();
+        for (key, limbo) in due {
+            match by_host.iter_mut().find(|(h, _)| *h == limbo.host) {
+                Some((_, tasks)) => tasks.push((key, limbo)),
+                None => by_host.push((limbo.host.clone(), vec![(key, limbo)])),
+            }
+        }
+        for (host, tasks) in by_host {
+            self.settle(host, tasks);
+        }
+    }
+
+    /// Takes the tasks in limbo that `which` picks, in key order.
+    fn take_limbo(&mut self, which: impl Fn(&Limbo) -> bool) -> Vec<(TaskKey, Limbo)> {
+        let mut keys: Vec<TaskKey> = self
+            .limbo
+            .iter()
+            .filter(|(_, l)| which(l))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        let taken = keys.into_iter().filter_map(|k| self.limbo.remove_entry(&k));
+        taken.collect()
+    }
+
+    fn settle(&mut self, host: Arc<str>, tasks: Vec<(TaskKey, Limbo)>) {
+        let Some((_, first)) = tasks.first() else {
+            return;
+        };
+        let reason = first.reason.clone();
+        let tasks = tasks.into_iter().map(|(k, l)| (l.task, k)).collect();
+        self.out.push(Action::Settle {
+            host,
+            reason,
+            tasks,
+        });
+    }
+
+    /// Why no host of `hosts` can take a task: the losses of those being brought back.
+    fn nowhere(&self, hosts: &[Arc<str>]) -> String {
+        let away: Vec<String> = hosts
+            .iter()
+            .filter_map(|h| match self.hosts.get(h) {
+                Some(HostState::Away { reason }) => Some(format!("{h} lost: {reason}")),
+                _ => None,
+            })
+            .collect();
+        let mut error = format!("no link to any of {hosts:?}");
+        if !away.is_empty() {
+            error += &format!(" ({}; reconnecting)", away.join("; "));
+        }
+        error
+    }
+}
+
+/// How many tasks are where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub in_flight: usize,
+    pub waiting: usize,
+    pub limbo: usize,
+}
