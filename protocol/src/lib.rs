@@ -78,6 +78,15 @@
 //! free while its end is recorded, so the coordinator can hand that host its next task
 //! without waiting for the store.
 //!
+//! **Leases (1.3).** A coordinator of 1.3 or later sends [`ToAgent::Lease`] once, right
+//! after the handshake: how long the agent keeps running its tasks after it lost its
+//! coordinator, counted from the last frame it read. When the lease runs out with no
+//! coordinator the agent stops them and records them failed; the coordinator, for its
+//! part, starts no other attempt of a lost host's task before the lease (plus a margin) has
+//! passed since it last heard from that host. Both sides measure with monotonic clocks, so
+//! at most one attempt of a task is alive at any moment. An agent without a lease (an older
+//! coordinator) lets its tasks run to their end, as before.
+//!
 //! The agent speaks first, because the coordinator started it and is already listening.
 //! [`Hello`] and [`HandshakeReply`] are types of their own rather than variants of the
 //! message enums: until the handshake ends, each side expects exactly one message of a

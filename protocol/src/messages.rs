@@ -27,7 +27,7 @@ pub struct ProtocolVersion {
 
 impl ProtocolVersion {
     /// The version this build speaks.
-    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 3 };
 
     /// The first minor of major 1 with [`HandshakeReply::AcceptWithStore`] and
     /// [`ToCoordinator::StoreReady`].
@@ -45,6 +45,14 @@ impl ProtocolVersion {
     /// Whether a peer of this version knows [`ToCoordinator::Output`].
     pub fn has_output_batches(self) -> bool {
         self.major == Self::OUTPUT_BATCHES.major && self.minor >= Self::OUTPUT_BATCHES.minor
+    }
+
+    /// The first minor of major 1 with [`ToAgent::Lease`].
+    pub const LEASES: ProtocolVersion = ProtocolVersion { major: 1, minor: 3 };
+
+    /// Whether a peer of this version knows [`ToAgent::Lease`].
+    pub fn has_leases(self) -> bool {
+        self.major == Self::LEASES.major && self.minor >= Self::LEASES.minor
     }
 
     /// The version both ends understand: our major, the lower minor. Send only what it has.
@@ -258,6 +266,14 @@ pub enum ToAgent {
     },
     /// The coordinator is alive.
     Heartbeat(Heartbeat),
+    /// How long the agent keeps running its tasks after it lost its coordinator (since
+    /// 1.3; sent once, right after the handshake). When the lease runs out with no
+    /// coordinator, the agent stops its tasks (the whole group: SIGTERM, grace, SIGKILL) and
+    /// records them failed; until then the coordinator starts no other attempt of them.
+    Lease {
+        /// The lease in milliseconds, counted from the last frame the agent read.
+        lease_ms: u64,
+    },
 }
 
 impl ToAgent {
@@ -266,7 +282,7 @@ impl ToAgent {
         match self {
             ToAgent::Dispatch(d) => Some(&d.key),
             ToAgent::Cancel { key } => Some(key),
-            ToAgent::Shutdown { .. } | ToAgent::Heartbeat(_) => None,
+            ToAgent::Shutdown { .. } | ToAgent::Heartbeat(_) | ToAgent::Lease { .. } => None,
         }
     }
 }

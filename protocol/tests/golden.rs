@@ -144,3 +144,12 @@ fn task_ran_is_unchanged() {
         &eventor_protocol::ToCoordinator::TaskRan { key },
     );
 }
+
+/// Since 1.3: how long an agent keeps its tasks running without a coordinator.
+#[test]
+fn lease_is_unchanged() {
+    check(
+        "lease",
+        &eventor_protocol::ToAgent::Lease { lease_ms: 30_000 },
+    );
+}
