@@ -27,9 +27,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::agent_mode::{agent_store, program_as_agent};
+use super::connect::{open_links, ConnectOptions};
 use super::dispatch::Dispatcher;
 use super::hosts::HostsFile;
-use super::link::{connect_hosts, ConnectOptions, HostEvent};
+use super::link::HostEvent;
 use super::reconnect::Reconnector;
 use crate::engine::core::TaskId;
 use crate::engine::events::{ExecEvent, PinnedTasks};
@@ -64,7 +65,7 @@ impl Remote {
     ) -> Result<Remote, String> {
         let shutdown = CancellationToken::new();
         let (host_tx, host_rx) = mpsc::channel(1024);
-        let results = connect_hosts(
+        let results = open_links(
             config.hosts,
             &config.names,
             &config.connect,
@@ -401,7 +402,7 @@ impl Remote {
             (run.cluster.hosts.clone(), None)
         };
         let mut connect = ConnectOptions::new(run.run.run_id.to_string(), Vec::new());
-        connect.lost_after = run.cluster.lost_after;
+        connect.settings.lost_after = run.cluster.lost_after;
         connect.store = Some(agent_store(run.location));
         connect.install = install;
         let config = RemoteConfig {
