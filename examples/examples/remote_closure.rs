@@ -5,9 +5,8 @@
 //! store. Each closure returns where it ran; the results are in the store.
 
 use std::process::Command;
-use std::time::Duration;
 
-use eventor::cluster::load_hosts;
+use eventor::cluster::{load_hosts, LinkSettings};
 use eventor::{ClusterOptions, Eventor, EventorOptions, Step, StepConfig, StoreLocation};
 
 /// Builds the flow; the prime and its agents build the same one.
@@ -66,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         run_id: args.get(2).cloned(),
         cluster: Some(ClusterOptions {
             hosts,
-            lost_after: Duration::from_secs(5),
+            lost_after: LinkSettings::default().lost_after,
         }),
         ..EventorOptions::default()
     };

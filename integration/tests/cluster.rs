@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventor::cluster::{
-    connect_hosts, load_hosts, parse_hosts, CancellationToken, ConnectOptions, Dispatch,
-    HostDefaults, HostEvent, HostLink, HostsFile, LinkEnd, LinkError, LogLevel, LogRecord, Outcome,
+    load_hosts, open_links, parse_hosts, CancellationToken, ConnectOptions, Dispatch, HostDefaults,
+    HostEvent, HostLink, HostsFile, LinkEnd, LinkError, LinkSettings, LogLevel, LogRecord, Outcome,
     Stream, TaskKey, Work,
 };
 use eventor::log::{print_log, CentralLog, LogFilter, LogLine};
@@ -515,7 +515,7 @@ impl Bed {
         let (tx, rx) = mpsc::channel(1024);
         let t = Instant::now();
         let token = CancellationToken::new();
-        let connecting = connect_hosts(&self.hosts, &names, options, tx, &token);
+        let connecting = open_links(&self.hosts, &names, options, tx, &token);
         let results = tokio::time::timeout(WAIT, connecting)
             .await
             .expect("no hang");
@@ -663,8 +663,11 @@ async fn a_host_cut_off_is_lost_within_lost_after() {
         return;
     }
     let options = ConnectOptions {
-        heartbeat: Duration::from_millis(500),
-        lost_after: Duration::from_secs(2),
+        settings: LinkSettings {
+            heartbeat: Duration::from_millis(500),
+            lost_after: Duration::from_secs(2),
+            ..LinkSettings::default()
+        },
         ..bed.options("cluster-test")
     };
     let (mut links, mut events, _) = bed.connect(&["node1"], &options).await;
@@ -764,12 +767,9 @@ async fn a_missing_agent_binary_fails_the_handshake_saying_so() {
     let (tx, _rx) = mpsc::channel(16);
     let options = bed.options("cluster-test");
     let token = CancellationToken::new();
-    let results = tokio::time::timeout(
-        WAIT,
-        connect_hosts(&bed.hosts, &names, &options, tx, &token),
-    )
-    .await
-    .expect("no hang");
+    let results = tokio::time::timeout(WAIT, open_links(&bed.hosts, &names, &options, tx, &token))
+        .await
+        .expect("no hang");
     let errors: Vec<String> = results
         .into_iter()
         .map(|r| r.map(|_| ()).unwrap_err().to_string())

@@ -48,7 +48,7 @@ fn run_two(dir: &Path, hosts: &Path) -> (Output, f64) {
         .current_dir(dir)
         .env(
             "RUST_LOG",
-            "info,eventor::cluster::deploy=debug,eventor::cluster::link=debug",
+            "info,eventor::cluster::deploy=debug,eventor::cluster::connect=debug,eventor::cluster::link=debug",
         )
         .output()
         .expect("run eventor-coord");

@@ -214,5 +214,5 @@ pub use limit::FrameLimit;
 pub use messages::{
     Accept, Dispatch, HandshakeReply, Heartbeat, Hello, Limits, LogLevel, LogRecord, Micros,
     Outcome, OutputBatch, ProtocolVersion, Refuse, StoreAccess, Stream, TaskKey, ToAgent,
-    ToCoordinator, WireMessage, Work,
+    ToCoordinator, WireMessage, Work, LEASE_STOP_GRACE,
 };

@@ -15,6 +15,11 @@ use crate::error::Role;
 /// Microseconds since the Unix epoch (the store's unit too).
 pub type Micros = i64;
 
+/// How long an agent whose lease ran out takes at most to stop its tasks: SIGTERM to each
+/// command's group, then SIGKILL this long after. A coordinator adds it to the lease before
+/// it calls a silent host's tasks dead.
+pub const LEASE_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A protocol version. Ends with the same `major` can talk; `minor` says which appended
 /// variants a peer knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

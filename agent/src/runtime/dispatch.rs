@@ -57,6 +57,8 @@ enum Wake {
     TaskDone(TaskKey),
     WriteLost,
     Silent,
+    /// The lease ran out with no coordinator.
+    LeaseOut,
     Stop,
 }
 
@@ -74,6 +76,10 @@ pub(super) struct Dispatcher<R> {
     phase: Phase,
     reading: bool,
     last_frame: Instant,
+    /// How long tasks run on without a coordinator (`ToAgent::Lease`); `None`: to their end.
+    lease: Option<Duration>,
+    /// When the lease runs out: set when the prime is lost, cleared once acted on.
+    lease_end: Option<Instant>,
     write_lost: bool,
     stopped: bool,
     broken: Option<ProtocolError>,
@@ -93,6 +99,8 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
             phase: Phase::Serving,
             reading: true,
             last_frame: Instant::now(),
+            lease: None,
+            lease_end: None,
             write_lost: false,
             stopped: false,
             broken: None,
@@ -137,6 +145,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
             _ = self.session.write_loss.lost(), if !self.write_lost => Wake::WriteLost,
             frame = self.session.reader.read_frame::<ToAgent>(), if self.reading => Wake::Frame(frame),
             _ = sleep_until(deadline) => Wake::Silent,
+            _ = sleep_until(self.lease_end) => Wake::LeaseOut,
         }
     }
 
@@ -166,6 +175,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
                 let after = self.session.silence.unwrap_or_default();
                 self.lose_prime(PrimeLoss::Silent { after });
             }
+            Wake::LeaseOut => self.on_lease_out(),
             Wake::Stop => self.on_stop(),
         }
     }
@@ -177,6 +187,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
             ToAgent::Shutdown { reason } => self.on_shutdown(reason),
             // Arriving was the point: `last_frame` is already updated.
             ToAgent::Heartbeat(_) => {}
+            ToAgent::Lease { lease_ms } => self.lease = Some(Duration::from_millis(lease_ms)),
         }
     }
 
@@ -283,24 +294,44 @@ impl<R: AsyncRead + Unpin> Dispatcher<R> {
         }
     }
 
-    /// The prime is gone: no new work; running tasks finish and record their results.
-    /// Waiting tasks never ran, so they are left `active` in the store, which is what a
-    /// recovery reruns.
+    /// The prime is gone: no new work; running tasks run on for the lease (to their end
+    /// without one) and record their results. Waiting tasks never ran, so they are left
+    /// `active` in the store, which is what a recovery reruns.
     fn lose_prime(&mut self, why: PrimeLoss) {
         self.reading = false;
         if !matches!(self.phase, Phase::Serving) {
             return;
         }
+        // Counted from the last frame read, as the prime counts from the last it read.
+        self.lease_end = self.lease.map(|lease| self.last_frame + lease);
         tracing::warn!(
             why = %why,
             running = self.running.len(),
             abandoned = self.queue.len(),
-            "the coordinator is gone: finishing the running tasks, then exiting"
+            lease = ?self.lease,
+            "the coordinator is gone: the running tasks run on for the lease, then the agent exits"
         );
         for dispatch in self.queue.drain(..) {
             tracing::warn!(task = %dispatch.key, "not started: left active in the store for recovery");
         }
         self.phase = Phase::Draining(AgentEnd::PrimeLost(why));
+    }
+
+    /// No coordinator came back within the lease: every running task is stopped (its
+    /// group: SIGTERM, then SIGKILL within the protocol's lease grace) and recorded failed,
+    /// so a coordinator that waited out the lease may start another attempt.
+    fn on_lease_out(&mut self) {
+        let Some(lease) = self.lease_end.take().and(self.lease) else {
+            return;
+        };
+        tracing::warn!(
+            running = self.running.len(),
+            "no coordinator for {}: stopping the running tasks",
+            humantime::format_duration(lease)
+        );
+        for stop in self.running.values() {
+            stop.stop(StopReason::LeaseOut(lease));
+        }
     }
 
     fn start(&mut self, dispatch: Dispatch) {

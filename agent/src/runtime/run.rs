@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use eventor_protocol::{Dispatch, LogLevel, Outcome, TaskKey, ToCoordinator, Work};
+use eventor_protocol::{
+    Dispatch, LogLevel, Outcome, TaskKey, ToCoordinator, Work, LEASE_STOP_GRACE,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
@@ -84,17 +86,29 @@ pub(super) enum TaskEvent {
 pub(super) enum StopReason {
     Cancelled(String),
     TimedOut(Duration),
+    /// The agent's lease ran out with no coordinator: the task is stopped within
+    /// [`LEASE_STOP_GRACE`], whatever the agent's own grace, since the coordinator counts on it.
+    LeaseOut(Duration),
 }
 
 /// Stops one running task; the first reason given is the one reported.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Stop {
     token: CancellationToken,
+    /// Skips what is left of the grace period (SIGKILL now).
+    kill_now: CancellationToken,
     reason: Arc<OnceLock<StopReason>>,
 }
 
 impl Stop {
     pub(super) fn stop(&self, reason: StopReason) {
+        if let StopReason::LeaseOut(_) = reason {
+            let kill_now = self.kill_now.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LEASE_STOP_GRACE).await;
+                kill_now.cancel();
+            });
+        }
         let _ = self.reason.set(reason);
         self.token.cancel();
     }
@@ -215,7 +229,7 @@ async fn run_shell(env: &TaskEnv, key: &Arc<TaskKey>, shell: Shell, stop: &Stop)
         // failure whose text merely says so.
         timeout: None,
         kill_grace: env.kill_grace,
-        kill_now: None,
+        kill_now: Some(stop.kill_now.clone()),
     };
     let gate = Arc::new(OutputGate::new(
         env.out.clone(),
@@ -272,6 +286,7 @@ fn command_end(outcome: CommandOutcome, stopped: Option<&StopReason>) -> TaskEnd
             error: None,
         },
         (false, Some(StopReason::Cancelled(why))) => TaskEnd::cancelled(why.clone()),
+        (false, Some(StopReason::LeaseOut(lease))) => TaskEnd::failure(lease_text(*lease)),
         (false, Some(StopReason::TimedOut(after))) => TaskEnd {
             status: Outcome::TimedOut,
             ..TaskEnd::failure(format!(
@@ -342,7 +357,7 @@ async fn await_closure(env: &TaskEnv, key: &TaskKey, running: Running, stop: &St
             _ = stop.token.cancelled() => {
                 handle.abort();
                 let _ = handle.await;
-                TaskEnd::cancelled(stop_text(stop.reason()))
+                stopped_end(stop.reason())
             }
         },
         Running::Blocking(mut handle) => tokio::select! {
@@ -362,8 +377,23 @@ fn stop_text(reason: Option<&StopReason>) -> String {
         Some(StopReason::TimedOut(after)) => {
             format!("timed out after {}", humantime::format_duration(*after))
         }
+        Some(StopReason::LeaseOut(lease)) => lease_text(*lease),
         None => "cancelled".to_string(),
     }
+}
+
+/// The end of a closure stopped for `reason`: a lease that ran out is a failure (nobody
+/// cancelled the task), anything else a cancel.
+fn stopped_end(reason: Option<&StopReason>) -> TaskEnd {
+    match reason {
+        Some(StopReason::LeaseOut(lease)) => TaskEnd::failure(lease_text(*lease)),
+        other => TaskEnd::cancelled(stop_text(other)),
+    }
+}
+
+/// The error of a task stopped because its agent's lease ran out.
+fn lease_text(lease: Duration) -> String {
+    format!("no coordinator for {}", humantime::format_duration(lease))
 }
 
 fn closure_end(joined: Result<StepResult, JoinError>) -> TaskEnd {

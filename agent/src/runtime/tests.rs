@@ -323,3 +323,28 @@ async fn a_store_that_will_not_open_is_reported_and_ends_the_agent() {
     let err = prime.agent.await.unwrap().unwrap_err();
     assert!(matches!(err, AgentError::Store { .. }), "{err:?}");
 }
+
+/// With a lease, an agent that lost its prime keeps its task running for the lease (counted
+/// from the last frame it read), then stops it and reports it failed, saying why.
+#[tokio::test]
+async fn a_running_task_is_stopped_when_the_lease_runs_out_without_a_prime() {
+    let mut prime = Prime::start(options_with_closures(), 5_000).await;
+    prime.send(ToAgent::Lease { lease_ms: 400 }).await;
+    let key = prime.closure("sleeps", "1").await;
+    let ToCoordinator::TaskStarted { .. } = prime.next_message().await else {
+        panic!("expected TaskStarted first");
+    };
+    // The prime hangs up: its last frame was just read.
+    let gone = std::time::Instant::now();
+    prime.writer.shutdown().await.expect("close");
+    let (status, _, error) = prime.finished(&key).await;
+    let lived = gone.elapsed();
+    assert_eq!(status, Outcome::Failure);
+    assert_eq!(error.as_deref(), Some("no coordinator for 400ms"));
+    assert!(
+        lived >= Duration::from_millis(350),
+        "stopped after {lived:?}"
+    );
+    let summary = prime.agent.await.expect("agent task").expect("clean end");
+    assert_eq!(summary.end, AgentEnd::PrimeLost(PrimeLoss::Closed));
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use eventor::api::config::{LogLevel, LoggingConfig};
-use eventor::cluster::load_hosts;
+use eventor::cluster::{load_hosts, LinkSettings};
 use eventor::flow::config::DEFAULT_SECTION;
 use eventor::flow::file::MAX_RANGE_LEN;
 use eventor::flow::{eventor_from_flow, load_config, load_flow, FlowTriggers};
@@ -282,7 +282,7 @@ fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
         .map_err(bad)?,
         cluster: hosts.map(|hosts| ClusterOptions {
             hosts,
-            lost_after: Duration::from_secs(5),
+            lost_after: LinkSettings::default().lost_after,
         }),
         run_id: args.run_id.clone(),
         recovery: args.recovery,

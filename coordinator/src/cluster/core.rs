@@ -24,10 +24,10 @@
 //!   [`Action::Settle`]; nothing else is said about it afterwards.
 //! - **A lost host's tasks are not dead yet.** Its agent may only be cut off from us and
 //!   still running them. They wait in *limbo* until they are known dead: the host came
-//!   back without them, or the *lease* has passed since the prime last heard from the host
-//!   (plus a margin for the two clocks' rates). Only then are they settled (the store is
-//!   read: an end the agent recorded stands, the rest fail), so another attempt never
-//!   starts beside one still running. A lease of zero settles them at once.
+//!   back without them, or the host's *lease* has passed since the prime gave it up (plus
+//!   a margin: see [`LeaseRule`]). Only then are they settled (the store is read: an end
+//!   the agent recorded stands, the rest fail), so another attempt never starts beside one
+//!   still running. A lease of zero settles them at once.
 //! - **A host is brought back** from its first loss on ([`Action::Reconnect`], once per
 //!   loss); while it is away, a task that may run only there fails at once with the reason.
 
@@ -41,13 +41,17 @@ use eventor_protocol::TaskKey;
 use super::placement::{Place, Placement};
 use crate::engine::core::TaskId;
 
-/// How long a lost host's tasks may still be running, as the prime sees it.
+/// Added to a host's lease before its tasks are called dead, counted from the moment the
+/// prime gave the host up.
+///
+/// Why from the loss and not from the last word heard: the agent counts its lease from
+/// the last frame *it* read, and the prime's frames may have reached it until the prime
+/// gave up (a link that failed one way only). The prime sends nothing after that, so the
+/// agent's lease cannot start later. The margin then covers the agent's stop (SIGTERM,
+/// then SIGKILL within the protocol's `LEASE_STOP_GRACE`), the frames in flight, and the
+/// two clocks' rates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LeaseRule {
-    /// How long an agent that lost its prime keeps running its tasks.
-    pub lease: Duration,
-    /// Added to the lease before a silent host's tasks are called dead: the two sides'
-    /// clocks may run at slightly different rates, and the agent needs a moment to stop.
     pub margin: Duration,
 }
 
@@ -55,20 +59,18 @@ pub struct LeaseRule {
 #[derive(Debug)]
 pub enum Input<P> {
     /// `host` is up (at the start, or back after a loss) with room for `cap` tasks; its
-    /// agent records each task's end itself when `records`. `adopted`: the tasks an agent
-    /// that outlived its prime still runs there (re-adopted, not started again).
+    /// agent records each task's end itself when `records`, and keeps running its tasks
+    /// for `lease` once it lost the prime. `adopted`: the tasks an agent that outlived its
+    /// prime still runs there (re-adopted, not started again).
     HostUp {
         host: Arc<str>,
         cap: usize,
         records: bool,
+        lease: Duration,
         adopted: Vec<TaskKey>,
     },
-    /// `host`'s link is gone for `reason`; the prime last heard from it at `heard`.
-    HostLost {
-        host: Arc<str>,
-        reason: String,
-        heard: Duration,
-    },
+    /// `host`'s link is gone for `reason`.
+    HostLost { host: Arc<str>, reason: String },
     /// `task` (attempt `key`) may run on any of `hosts`.
     Submit {
         task: TaskId,
@@ -119,6 +121,7 @@ pub enum Action<P> {
 enum HostState {
     Up {
         records: bool,
+        lease: Duration,
     },
     /// Lost for this reason, being brought back.
     Away {
@@ -187,13 +190,13 @@ impl<P> ClusterCore<P> {
                 host,
                 cap,
                 records,
+                lease,
                 adopted,
-            } => self.host_up(host, cap, records, adopted),
-            Input::HostLost {
-                host,
-                reason,
-                heard,
-            } => self.host_lost(host, reason, heard, now),
+            } => {
+                let state = HostState::Up { records, lease };
+                self.host_up(host, cap, state, adopted)
+            }
+            Input::HostLost { host, reason } => self.host_lost(host, reason, now),
             Input::Submit {
                 task,
                 hosts,
@@ -225,8 +228,8 @@ impl<P> ClusterCore<P> {
         }
     }
 
-    fn host_up(&mut self, host: Arc<str>, cap: usize, records: bool, adopted: Vec<TaskKey>) {
-        self.hosts.insert(host.clone(), HostState::Up { records });
+    fn host_up(&mut self, host: Arc<str>, cap: usize, state: HostState, adopted: Vec<TaskKey>) {
+        self.hosts.insert(host.clone(), state);
         self.placement.up(host.clone(), cap);
         self.adopt(&host, adopted);
         self.pump();
@@ -251,18 +254,18 @@ impl<P> ClusterCore<P> {
         self.settle(host.clone(), dead);
     }
 
-    fn host_lost(&mut self, host: Arc<str>, reason: String, heard: Duration, now: Duration) {
+    fn host_lost(&mut self, host: Arc<str>, reason: String, now: Duration) {
         self.placement.down(&host);
         let away = HostState::Away {
             reason: reason.clone(),
         };
-        if !matches!(
-            self.hosts.insert(host.clone(), away),
-            Some(HostState::Away { .. })
-        ) {
-            self.out.push(Action::Reconnect { host: host.clone() });
-        }
-        let deadline = heard.min(now) + self.rule.lease + self.rule.margin;
+        let lease = match self.hosts.insert(host.clone(), away) {
+            Some(HostState::Away { .. }) => return, // lost before: nothing of it in flight
+            Some(HostState::Up { lease, .. }) => lease,
+            None => Duration::ZERO,
+        };
+        self.out.push(Action::Reconnect { host: host.clone() });
+        let deadline = now + lease + self.rule.margin;
         let keys: Vec<TaskKey> = self.in_flight_on(&host);
         for key in keys {
             let Some(flight) = self.in_flight.remove(&key) else {
@@ -386,7 +389,7 @@ impl<P> ClusterCore<P> {
 
     /// Hands `pending` to `host` (already counted there).
     fn send(&mut self, host: Arc<str>, pending: Pending<P>) {
-        let Some(HostState::Up { records }) = self.hosts.get(&host) else {
+        let Some(HostState::Up { records, .. }) = self.hosts.get(&host) else {
             self.placement.end(&host);
             return self.fail(pending.task, format!("no link to {host}"));
         };

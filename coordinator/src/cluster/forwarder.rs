@@ -93,6 +93,7 @@ impl Forwarder {
             eventor_agent::MaxConcurrent::from_wire(link.accepted().limits.max_concurrent_tasks);
         let host: Arc<str> = Arc::from(link.host());
         let records = link.records_results();
+        let lease = link.lease();
         self.links().insert(host.clone(), Arc::new(link));
         let cap = super::placement::capacity(limit.get());
         let adopted = Vec::new();
@@ -100,6 +101,7 @@ impl Forwarder {
             host,
             cap,
             records,
+            lease,
             adopted,
         });
     }
@@ -199,13 +201,8 @@ impl Forwarder {
             }
             HostEvent::Lost { host, reason } => {
                 tracing::error!(host = %host, %reason, "host lost");
-                let heard = self.epoch.elapsed();
                 let host = Arc::from(host);
-                self.handle(Input::HostLost {
-                    host,
-                    reason,
-                    heard,
-                });
+                self.handle(Input::HostLost { host, reason });
             }
         }
     }

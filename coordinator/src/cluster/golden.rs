@@ -7,10 +7,11 @@
 //! transcript; `UPDATE_GOLDEN=1 cargo test` rewrites the files, and `git diff` shows exactly
 //! which decisions changed.
 //!
-//! Settings: `lease MS`, `margin MS` (both 0 when absent).
+//! Settings: `lease MS` (every host's, unless its `up` line says `lease=MS`), `margin MS`
+//! (both 0 when absent).
 //! Inputs (a task is `NAME` or `NAME#ATTEMPT`, attempt 1 by default; tasks of one name are
 //! one engine task, as a retry is):
-//! `up HOST CAP [norecord] [adopt TASK,TASK…]`, `lost HOST [heard@MS] REASON…`,
+//! `up HOST CAP [norecord] [lease=MS] [adopt TASK,TASK…]`, `lost HOST REASON…`,
 //! `submit TASK HOST,HOST…`, `undelivered TASK REASON…`, `ran TASK`,
 //! `finish TASK ok|fail [TEXT…]`, `unrecorded TASK`, `cancel`, `tick`.
 
@@ -75,7 +76,7 @@ fn hosts(list: &str) -> Vec<Arc<str>> {
 }
 
 /// One input line (after `> ` and any `@MS`) as the core's input.
-fn parse_input(words: &[&str], names: &mut Names, now: Duration) -> Input<()> {
+fn parse_input(words: &[&str], names: &mut Names, lease: Duration) -> Input<()> {
     let rest = |from: usize| words[from.min(words.len())..].join(" ");
     match words[0] {
         "up" => {
@@ -83,24 +84,19 @@ fn parse_input(words: &[&str], names: &mut Names, now: Duration) -> Input<()> {
                 Some(at) => words[at + 1].split(',').map(|t| names.key(t).1).collect(),
                 None => Vec::new(),
             };
+            let own = words.iter().find_map(|w| w.strip_prefix("lease="));
             Input::HostUp {
                 host: Arc::from(words[1]),
                 cap: words[2].parse().expect("capacity"),
                 records: !words.contains(&"norecord"),
+                lease: own.map(millis).unwrap_or(lease),
                 adopted,
             }
         }
-        "lost" => {
-            let (heard, from) = match words[2].strip_prefix("heard@") {
-                Some(ms) => (millis(ms), 3),
-                None => (now, 2),
-            };
-            Input::HostLost {
-                host: Arc::from(words[1]),
-                reason: rest(from),
-                heard,
-            }
-        }
+        "lost" => Input::HostLost {
+            host: Arc::from(words[1]),
+            reason: rest(2),
+        },
         "submit" => {
             let (task, key) = names.key(words[1]);
             let hosts = hosts(words[2]);
@@ -178,25 +174,26 @@ fn show_state(out: &mut String, core: &ClusterCore<()>) {
     out.push('\n');
 }
 
-/// The settings at the top of a script.
-fn parse_rule(header: &[&str]) -> LeaseRule {
-    let mut rule = LeaseRule::default();
+/// The settings at the top of a script: the hosts' lease and the core's rule.
+fn parse_settings(header: &[&str]) -> (Duration, LeaseRule) {
+    let (mut lease, mut rule) = (Duration::ZERO, LeaseRule::default());
     for line in header {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["lease", ms] => rule.lease = millis(ms),
+            ["lease", ms] => lease = millis(ms),
             ["margin", ms] => rule.margin = millis(ms),
             _ => {}
         }
     }
-    rule
+    (lease, rule)
 }
 
 /// Replays a script's inputs; answers the whole file as it should read.
 fn replay(text: &str) -> String {
     let (header, body) = text.split_once("----\n").expect("a ---- line");
     let header_lines: Vec<&str> = header.lines().collect();
-    let mut core = ClusterCore::new(parse_rule(&header_lines));
+    let (lease, rule) = parse_settings(&header_lines);
+    let mut core = ClusterCore::new(rule);
     let mut names = Names::default();
     let mut now = Duration::ZERO;
     let mut out = format!("{header}----\n");
@@ -215,7 +212,7 @@ fn replay(text: &str) -> String {
             now = millis(ms);
             words.remove(0);
         }
-        let input = parse_input(&words, &mut names, now);
+        let input = parse_input(&words, &mut names, lease);
         for action in core.handle(now, input) {
             show_action(&mut out, &action, &names);
         }

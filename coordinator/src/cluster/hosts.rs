@@ -6,6 +6,7 @@
 //! ```yaml
 //! store: postgres://eventor@prime:5432/eventor   # the store every node uses (or --store)
 //! ssh_config: ~/.ssh/config                       # the default
+//! lease: 30s                                      # the default (per host too)
 //! hosts:
 //!   node1: {}                                     # the name is the ssh alias
 //!   node2: {ssh: gpu-box, agent: /opt/eventor/bin/eventor-agent, max_concurrent: 8,
@@ -17,7 +18,9 @@
 //! has the prime install its agent there when it is missing or differs
 //! ([`super::deploy`]); `deploy: never` only checks that it is there. `store_via: ssh`
 //! (default `direct`) has the host's agent reach the store through the prime's SSH
-//! connection rather than over its own network.
+//! connection rather than over its own network. `lease:` (default 30 s, at least 1 s) is
+//! how long a host's agent keeps running its tasks after it lost the prime: the prime
+//! starts no other attempt of such a task before then.
 //!
 //! It is read with the same located-YAML reader as the flow file, so every error names
 //! `FILE:LINE:COL: FIELD: message`, and unknown keys, wrong types and an empty `hosts`
@@ -25,11 +28,16 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::yaml::{self, At, Entry, Node, Problem};
 
-const TOP_KEYS: &[&str] = &["store", "ssh_config", "hosts"];
+const TOP_KEYS: &[&str] = &["store", "ssh_config", "lease", "hosts"];
+/// How long a host's agent keeps its tasks running after it lost the prime, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
 const HOST_KEYS: &[&str] = &[
+    "lease",
     "ssh",
     "agent",
     "max_concurrent",
@@ -71,6 +79,11 @@ pub struct HostSpec {
     pub deploy: Deploy,
     /// How the agent reaches the store (`store_via:`).
     pub store_via: StoreVia,
+    /// `lease:` (the host's own, else the file's, else [`DEFAULT_LEASE`]): how long its
+    /// agent keeps running its tasks after it lost the prime. No other attempt of such a
+    /// task starts before the lease has passed, so a short one trades safety margin for a
+    /// quicker retry elsewhere.
+    pub lease: Duration,
     /// Line of the host's name in the file.
     pub line: usize,
 }
@@ -207,6 +220,10 @@ fn build(root: &Node, path: &Path, defaults: &HostDefaults) -> Result<HostsFile,
     }
     let fields = top.mapping(TOP_KEYS)?;
     let hosts_at = fields.required("hosts", &top)?;
+    let lease = match fields.get("lease") {
+        Some(at) => read_lease(at)?,
+        None => DEFAULT_LEASE,
+    };
     Ok(HostsFile {
         path: path.to_path_buf(),
         store: fields.get("store").map(read_store).transpose()?,
@@ -214,7 +231,7 @@ fn build(root: &Node, path: &Path, defaults: &HostDefaults) -> Result<HostsFile,
             .get("ssh_config")
             .map(|at| read_ssh_config(at, path, defaults))
             .transpose()?,
-        hosts: read_hosts(hosts_at, defaults)?,
+        hosts: read_hosts(hosts_at, defaults, lease)?,
     })
 }
 
@@ -252,15 +269,35 @@ fn expand_home(text: &str, home: Option<&Path>) -> Result<PathBuf, String> {
     Ok(home.join(rest))
 }
 
-fn read_hosts(at: &At<'_>, defaults: &HostDefaults) -> Result<Vec<HostSpec>, Problem> {
+/// A lease: a duration of at least a second (a shorter one would end tasks over a blip).
+fn read_lease(at: &At<'_>) -> Result<Duration, Problem> {
+    let lease = at.duration()?;
+    if lease < Duration::from_secs(1) {
+        return Err(at.problem("must be at least 1s"));
+    }
+    Ok(lease)
+}
+
+fn read_hosts(
+    at: &At<'_>,
+    defaults: &HostDefaults,
+    lease: Duration,
+) -> Result<Vec<HostSpec>, Problem> {
     let entries = at.entries("host")?;
     if entries.is_empty() {
         return Err(at.problem("no hosts: name at least one"));
     }
-    entries.iter().map(|e| read_host(e, defaults)).collect()
+    entries
+        .iter()
+        .map(|e| read_host(e, defaults, lease))
+        .collect()
 }
 
-fn read_host(entry: &Entry<'_>, defaults: &HostDefaults) -> Result<HostSpec, Problem> {
+fn read_host(
+    entry: &Entry<'_>,
+    defaults: &HostDefaults,
+    lease: Duration,
+) -> Result<HostSpec, Problem> {
     check_host_name(entry)?;
     let fields = entry.value.mapping(HOST_KEYS)?;
     let ssh = match fields.get("ssh") {
@@ -293,6 +330,11 @@ fn read_host(entry: &Entry<'_>, defaults: &HostDefaults) -> Result<HostSpec, Pro
             Some("ssh") => StoreVia::Ssh,
             _ => StoreVia::Direct,
         },
+        lease: fields
+            .get("lease")
+            .map(read_lease)
+            .transpose()?
+            .unwrap_or(lease),
         line: entry.key.node.line,
     })
 }
@@ -387,6 +429,22 @@ mod tests {
 
     fn parse(text: &str) -> Result<HostsFile, HostsError> {
         parse_hosts(text, Path::new("conf/cluster.yaml"), &defaults())
+    }
+
+    #[test]
+    fn a_lease_is_the_hosts_own_else_the_files_else_thirty_seconds() {
+        let file = parse("hosts:\n  a: {}\n").unwrap();
+        assert_eq!(file.host("a").unwrap().lease, DEFAULT_LEASE);
+        let file = parse("lease: 2m\nhosts:\n  a: {}\n  b: {lease: 5s}\n").unwrap();
+        assert_eq!(file.host("a").unwrap().lease, Duration::from_secs(120));
+        assert_eq!(file.host("b").unwrap().lease, Duration::from_secs(5));
+        let error = parse("hosts:\n  a: {lease: 200ms}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("conf/cluster.yaml:2:") && error.contains("at least 1s"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! again, until the host answers or the run ends.
 //!
 //! A lost link is dead for good (its tasks were ended by the loss); what comes back is a
-//! new link to the same host, made exactly as the first one was ([`connect_hosts`]: SSH,
+//! new link to the same host, made exactly as the first one was ([`open_links`]: SSH,
 //! deploy check, agent start, handshake). Nothing waits for it: while a host is away, a
 //! task that may run only there fails at once with the reason (and its retries, if any,
 //! come later and may find the host back). One attempt per host at a time; the pause
@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::connect::{open_links, ConnectOptions};
 use super::hosts::HostsFile;
-use super::link::{connect_hosts, ConnectOptions, HostEvent, HostLink};
+use super::link::{HostEvent, HostLink};
 
 /// The pause before the first attempt: a link that flapped is often back by then.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(500);
@@ -90,7 +91,7 @@ impl Attempt {
                 _ = self.stop.cancelled() => return,
             }
             let names = [host.clone()];
-            let connect = connect_hosts(
+            let connect = open_links(
                 &self.hosts,
                 &names,
                 &self.options,

@@ -27,10 +27,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::agent_mode::{agent_store, program_as_agent};
+use super::connect::{open_links, ConnectOptions};
 use super::core::LeaseRule;
 use super::forwarder::{Forwarder, ForwarderParts};
 use super::hosts::HostsFile;
-use super::link::{connect_hosts, ConnectOptions};
 use super::reconnect::Reconnector;
 use crate::engine::core::TaskId;
 use crate::engine::events::{ExecEvent, PinnedTasks};
@@ -64,7 +64,7 @@ impl Remote {
     ) -> Result<Remote, String> {
         let shutdown = CancellationToken::new();
         let (host_tx, host_rx) = mpsc::channel(1024);
-        let results = connect_hosts(
+        let results = open_links(
             config.hosts,
             &config.names,
             &config.connect,
@@ -84,6 +84,7 @@ impl Remote {
             shutdown.cancel();
             return Err(failures.join("; "));
         }
+        let rule = lease_rule(config.connect.settings.heartbeat);
         let reconnector = Arc::new(Reconnector::new(
             config.hosts.clone(),
             config.connect,
@@ -91,7 +92,7 @@ impl Remote {
             shutdown.clone(),
         ));
         let forwarder = Forwarder::new(ForwarderParts {
-            rule: LeaseRule::default(),
+            rule,
             events,
             central: config.central,
             store: config.store,
@@ -126,6 +127,14 @@ impl Remote {
         self.shutdown.cancel();
         let _ = self.forwarding.await;
     }
+}
+
+/// The margin a lost host's lease gets: the agent's stop (at most the protocol's
+/// `LEASE_STOP_GRACE`), two heartbeats for the frames in flight, and a second for the two
+/// clocks' rates.
+fn lease_rule(heartbeat: Duration) -> LeaseRule {
+    let margin = eventor_protocol::LEASE_STOP_GRACE + heartbeat * 2 + Duration::from_secs(1);
+    LeaseRule { margin }
 }
 
 impl PinnedTasks for Remote {
@@ -182,7 +191,7 @@ impl Remote {
             (run.cluster.hosts.clone(), None)
         };
         let mut connect = ConnectOptions::new(run.run.run_id.to_string(), Vec::new());
-        connect.lost_after = run.cluster.lost_after;
+        connect.settings.lost_after = run.cluster.lost_after;
         connect.store = Some(agent_store(run.location));
         connect.install = install;
         let config = RemoteConfig {

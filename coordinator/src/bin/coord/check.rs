@@ -3,12 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use eventor::cluster::check::{self, render, CheckOptions, CheckReport, FlowSummary};
-use eventor::cluster::{load_hosts, HostsFile};
+use eventor::cluster::{load_hosts, HostsFile, LinkSettings};
 use eventor::flow::{eventor_from_flow, load_flow, FlowTriggers};
 use eventor::{ClusterOptions, EventorConfig, EventorOptions};
 
@@ -98,7 +97,7 @@ fn check_options(
         store: choose_store(flag, config).map_err(bad)?,
         cluster: hosts.cloned().map(|hosts| ClusterOptions {
             hosts,
-            lost_after: Duration::from_secs(5),
+            lost_after: LinkSettings::default().lost_after,
         }),
         config: config.clone(),
         ..EventorOptions::default()

@@ -5,13 +5,15 @@
 use std::time::{Duration, Instant};
 
 use eventor_protocol::{
-    hello, Dispatch, FrameReader, FrameWriter, Hello, LogLevel, LogRecord, Outcome, Stream,
-    TaskKey, ToAgent, ToCoordinator, Work,
+    hello, Dispatch, FrameReader, FrameWriter, Heartbeat, Hello, LogLevel, LogRecord, Outcome,
+    Stream, TaskKey, ToAgent, ToCoordinator, Work,
 };
+use eventor_store::now_micros;
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::start::{Channel, StderrSource};
 use super::*;
 
 const HEARTBEAT: Duration = Duration::from_millis(100);
@@ -19,9 +21,12 @@ const LOST_AFTER: Duration = Duration::from_millis(400);
 
 fn config() -> LinkConfig {
     LinkConfig {
-        heartbeat: HEARTBEAT,
-        lost_after: LOST_AFTER,
-        handshake_timeout: Duration::from_secs(2),
+        settings: LinkSettings {
+            heartbeat: HEARTBEAT,
+            lost_after: LOST_AFTER,
+            handshake_timeout: Duration::from_secs(2),
+            ..LinkSettings::default()
+        },
         ..LinkConfig::new("node1", "eventor-agent", "run-1")
     }
 }
@@ -422,10 +427,8 @@ async fn a_slow_engine_is_not_taken_for_a_dead_agent() {
 async fn a_waiting_dispatch_is_released_when_the_link_is_lost() {
     // The engine is stuck in `dispatch` and reads no events; the agent reads nothing and
     // goes silent. The loss must free the dispatch, and `Lost` must still arrive.
-    let config = LinkConfig {
-        outbox: 1,
-        ..config()
-    };
+    let mut config = config();
+    config.settings.outbox = 1;
     let (link, mut agent, mut events) = started(config, 1).await;
     let record = LogRecord {
         time: 0,
@@ -531,12 +534,9 @@ async fn dropping_the_link_closes_the_agents_input() {
 #[test]
 fn settings_are_checked() {
     let check = |lost_after: u64| {
-        LinkConfig {
-            lost_after: Duration::from_secs(lost_after),
-            ..LinkConfig::new("n", "a", "r")
-        }
-        .check()
-        .map_err(|e| e.to_string())
+        let mut config = LinkConfig::new("n", "a", "r");
+        config.settings.lost_after = Duration::from_secs(lost_after);
+        config.check().map_err(|e| e.to_string())
     };
     assert_eq!(check(5), Ok(()));
     assert_eq!(check(10), Ok(()));
@@ -545,4 +545,15 @@ fn settings_are_checked() {
         Err("n: bad link settings: lost_after must be longer than the heartbeat (1s) and at most 10s, found 11s".into())
     );
     assert!(check(1).is_err());
+}
+
+#[test]
+fn a_polite_end_only_moves_forward() {
+    let phase = PhaseCell::default();
+    assert!(!phase.reached(Phase::Closing));
+    phase.advance(Phase::ShutdownSent);
+    phase.advance(Phase::Closing);
+    assert!(phase.reached(Phase::Closing));
+    assert!(phase.reached(Phase::ShutdownSent));
+    assert!(!phase.reached(Phase::EndedClean));
 }

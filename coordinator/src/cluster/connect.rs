@@ -1,0 +1,237 @@
+//! Many hosts at once: connect to all of them over SSH together, then per host check (and
+//! install) its agent ([`deploy`]), forward the store to a `store_via: ssh` host
+//! ([`store_tunnel`]), and start its [`HostLink`]. [`open_links`] is the one way a run
+//! (`remote.rs`) and a reconnect (`reconnect.rs`) make links, so a host that comes back
+//! gets exactly what it had the first time.
+
+use std::sync::Arc;
+
+use eventor_agent::util::error_chain;
+use eventor_agent::MaxConcurrent;
+use eventor_protocol::StoreAccess;
+use eventor_ssh::{self as ssh, ClientSettings, Session, SshConfig, SshError};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::deploy::{self, DeployPlan, LocalAgent};
+use super::hosts::{Deploy, HostSpec, HostsFile, StoreVia};
+use super::link::{HostEvent, HostLink, LinkConfig, LinkError, LinkSettings};
+use super::store_tunnel;
+
+/// What every link of a run shares; [`ConnectOptions::link_config`] makes each host's
+/// [`LinkConfig`] from it.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub run_id: String,
+    /// Arguments for every agent after its path (never a secret: see `store`).
+    pub agent_args: Vec<String>,
+    /// The store every agent records in, sent in the handshake (password included).
+    pub store: Option<StoreAccess>,
+    /// The binary installed on `deploy: auto` hosts whose agent is missing or differs
+    /// (see [`deploy`]); `None`: `eventor-agent` next to this program.
+    pub install: Option<std::path::PathBuf>,
+    /// Heartbeat, loss and handshake bounds of every link.
+    pub settings: LinkSettings,
+    /// Home, user and ssh-agent socket for SSH; `config_file` is replaced by the hosts
+    /// file's `ssh_config`.
+    pub ssh: ClientSettings,
+}
+
+impl ConnectOptions {
+    /// The default [`LinkSettings`], SSH settings from the environment.
+    pub fn new(run_id: impl Into<String>, agent_args: Vec<String>) -> ConnectOptions {
+        ConnectOptions {
+            run_id: run_id.into(),
+            agent_args,
+            store: None,
+            install: None,
+            settings: LinkSettings::default(),
+            ssh: ClientSettings::from_env(),
+        }
+    }
+
+    /// The link settings for `host`.
+    pub fn link_config(&self, host: &HostSpec) -> LinkConfig {
+        LinkConfig {
+            settings: self.settings,
+            max_concurrent_tasks: MaxConcurrent::at_most(host.max_concurrent.unwrap_or(0) as usize),
+            store: self.store.clone(),
+            lease: Some(host.lease),
+            ..LinkConfig::new(
+                &host.name,
+                host.agent_command(&self.agent_args),
+                &self.run_id,
+            )
+        }
+    }
+}
+
+/// Connects to the hosts called `names` and starts a link to each, all at once (N hosts
+/// take about one connect and one handshake). Results are in the order of `names`.
+pub async fn open_links(
+    hosts: &HostsFile,
+    names: &[String],
+    options: &ConnectOptions,
+    events: mpsc::Sender<HostEvent>,
+    shutdown: &CancellationToken,
+) -> Vec<Result<HostLink, LinkError>> {
+    let specs: Vec<Option<&HostSpec>> = names.iter().map(|n| hosts.host(n)).collect();
+    let settings = ClientSettings {
+        config_file: hosts.ssh_config.clone(),
+        ..options.ssh.clone()
+    };
+    let config = match SshConfig::load(settings) {
+        Ok(config) => config,
+        Err(e) => {
+            let e = Arc::new(e);
+            let fail = |name: &String| LinkError::SshConfig {
+                host: name.clone(),
+                source: e.clone(),
+            };
+            return names.iter().map(|n| Err(fail(n))).collect();
+        }
+    };
+    let known: Vec<&HostSpec> = specs.iter().flatten().copied().collect();
+    let aliases: Vec<&str> = known.iter().map(|h| h.ssh.as_str()).collect();
+    // The local agent is hashed while the hosts are connected to, not after.
+    let connected = async {
+        tokio::select! {
+            s = ssh::connect_all(&config, &aliases) => s,
+            _ = shutdown.cancelled() => Vec::new(),
+        }
+    };
+    let (sessions, plan) = tokio::join!(connected, deploy_plan(&known, options));
+    let mut links = start_all(&known, sessions, options, &plan, events, shutdown).await;
+    links.reverse();
+    let mut out = Vec::with_capacity(names.len());
+    for (name, spec) in names.iter().zip(&specs) {
+        let cancelled = || LinkError::Cancelled { host: name.clone() };
+        out.push(match spec {
+            None => Err(LinkError::UnknownHost { host: name.clone() }),
+            Some(_) => links.pop().unwrap_or_else(|| Err(cancelled())),
+        });
+    }
+    out
+}
+
+/// The binary to install, hashed (once per process, off the runtime's threads), when any
+/// host may need it.
+async fn deploy_plan(hosts: &[&HostSpec], options: &ConnectOptions) -> DeployPlan {
+    let auto = hosts.iter().any(|h| h.deploy == Deploy::Auto);
+    let path = options
+        .install
+        .clone()
+        .or_else(super::hosts::local_agent_binary);
+    let local = match path {
+        Some(path) if auto => tokio::task::spawn_blocking(move || LocalAgent::of(&path))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| error_chain(&e)))
+            .map(Arc::new),
+        Some(_) => Err("no host installs it".to_string()),
+        None => Err("this program's path is unknown".to_string()),
+    };
+    DeployPlan {
+        local,
+        probe_timeout: options.settings.handshake_timeout,
+    }
+}
+
+/// Forwards the store to a `store_via: ssh` host, makes sure of its agent, then starts its
+/// link. An agent a probe verified before (its stamp still matches) starts straight away,
+/// in the exec that checks the stamp (one channel instead of two: at 16 hosts the hosts'
+/// `sshd`s starting programs is most of the connect time); otherwise, or when that check
+/// fails, the agent is probed (and installed) first.
+async fn deploy_and_start(
+    session: Session,
+    host: HostSpec,
+    plan: DeployPlan,
+    mut config: LinkConfig,
+    events: mpsc::Sender<HostEvent>,
+    shutdown: CancellationToken,
+) -> Result<HostLink, LinkError> {
+    let name = host.name.clone();
+    let cancelled = || LinkError::Cancelled { host: name.clone() };
+    let session = Arc::new(session);
+    if host.store_via == StoreVia::Ssh {
+        let store = config.store.as_ref();
+        let tunnel = tokio::select! {
+            t = store_tunnel::open(&session, &host, store, shutdown.clone()) => t?,
+            _ = shutdown.cancelled() => return Err(cancelled()),
+        };
+        config.store = Some(tunnel);
+    }
+    if let Some(command) = deploy::checked_start(&host, &plan, &config.agent_command) {
+        let quick = LinkConfig {
+            agent_command: command,
+            ..config.clone()
+        };
+        let started = HostLink::start(session.clone(), quick, events.clone(), shutdown.clone());
+        match started.await {
+            // The stamp did not match (97), or the command could not even run (a login shell
+            // that is not POSIX, say): the full path below says what is wrong, if anything.
+            Err(LinkError::Handshake {
+                exit_code: Some(code),
+                ..
+            }) => tracing::debug!(host = %name, code, "agent not started by its stamp: probing it"),
+            started => return started,
+        }
+    }
+    tokio::select! {
+        done = deploy::ensure(&session, &host, &plan) => { done?; }
+        _ = shutdown.cancelled() => return Err(cancelled()),
+    }
+    HostLink::start(session, config, events, shutdown).await
+}
+
+/// Starts a link on each session concurrently; results in the order of `hosts`.
+async fn start_all(
+    hosts: &[&HostSpec],
+    sessions: Vec<Result<Session, SshError>>,
+    options: &ConnectOptions,
+    plan: &DeployPlan,
+    events: mpsc::Sender<HostEvent>,
+    shutdown: &CancellationToken,
+) -> Vec<Result<HostLink, LinkError>> {
+    let mut tasks = JoinSet::new();
+    let mut results: Vec<Option<Result<HostLink, LinkError>>> =
+        hosts.iter().map(|_| None).collect();
+    for (index, (host, session)) in hosts.iter().zip(sessions).enumerate() {
+        let host_name = host.name.clone();
+        let session = match session {
+            Ok(session) => session,
+            Err(source) => {
+                results[index] = Some(Err(LinkError::Connect {
+                    host: host_name,
+                    source: Box::new(source),
+                }));
+                continue;
+            }
+        };
+        let config = options.link_config(host);
+        let (events, shutdown) = (events.clone(), shutdown.clone());
+        let (host, plan) = ((*host).clone(), plan.clone());
+        tasks.spawn(async move {
+            let started = deploy_and_start(session, host, plan, config, events, shutdown);
+            (index, started.await)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        // A start task only fails by panicking, which the hosts' other links survive.
+        if let Ok((index, result)) = joined {
+            results[index] = Some(result);
+        }
+    }
+    hosts
+        .iter()
+        .zip(results)
+        .map(|(host, r)| {
+            r.unwrap_or_else(|| {
+                Err(LinkError::Cancelled {
+                    host: host.name.clone(),
+                })
+            })
+        })
+        .collect()
+}
