@@ -32,8 +32,8 @@
 //!
 //! # Retries
 //! A failed attempt of a step with retries left goes back to `ready` as attempt + 1 (a
-//! fenced `TaskRetry`), its units given back, and starts again once its retry's delay row is
-//! due (at once without a delay). Its `failure` and `complete` triggers, and the run's
+//! fenced `TaskRetry`), its units given back, and starts again once its retry row is due (at
+//! once without a delay). Its `failure` and `complete` triggers, and the run's
 //! failure, wait for the last attempt. An interrupted or stopped run retries nothing.
 //!
 //! # Layout
@@ -134,7 +134,7 @@ pub struct StoredState {
     pub tasks: Vec<StoredTask>,
     /// Every stored delay, fired or not.
     pub delays: Vec<StoredDelay>,
-    /// Every stored retry (a delay row of its own), fired or not.
+    /// Every stored retry, taken or not.
     pub retries: Vec<StoredRetry>,
 }
 
@@ -145,7 +145,7 @@ pub struct StoredRetry {
     pub sequence: Arc<str>,
     pub number: u32,
     pub due: Micros,
-    pub fired: bool,
+    pub taken: bool,
 }
 
 #[derive(Debug, Clone)]

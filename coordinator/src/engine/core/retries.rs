@@ -7,7 +7,7 @@ use std::sync::Arc;
 use eventor_store::{Change, Micros, TaskStatus};
 
 use super::{Core, StoredRetry, TaskId};
-use crate::engine::program::{retry_row, StepId};
+use crate::engine::program::StepId;
 
 impl Core {
     /// Notes the retries a restored task used; a ready task whose last retry is not due yet
@@ -21,7 +21,7 @@ impl Core {
         }
     }
 
-    /// Queues every task whose retry is due, marking its retry's row fired.
+    /// Queues every task whose retry is due, marking its retry's row taken.
     pub(super) fn fire_due_retries(&mut self) {
         while self
             .retry_timers
@@ -31,16 +31,19 @@ impl Core {
             let Some((_, task)) = self.retry_timers.pop_first() else {
                 break;
             };
-            self.changes.push(self.retry_fired(task));
+            self.changes.push(self.retry_taken(task));
             self.queue.push_back(task);
         }
     }
 
-    /// The change that marks `task`'s latest retry row fired.
-    pub(super) fn retry_fired(&self, task: TaskId) -> Change {
+    /// The change that marks `task`'s latest retry row taken.
+    pub(super) fn retry_taken(&self, task: TaskId) -> Change {
         let t = self.task(task);
-        let (assoc, sequence) = retry_row(t.step, &t.sequence, t.retries);
-        Change::DelayFired { assoc, sequence }
+        Change::RetryTaken {
+            step: t.step.0 as i32,
+            sequence: t.sequence.clone(),
+            number: t.retries as i32,
+        }
     }
 
     /// Whether a task that just failed gets another attempt: its step has retries left and
@@ -50,8 +53,8 @@ impl Core {
         !self.stopped && t.retries < self.program.step(t.step).retry.retries
     }
 
-    /// Puts a failed task back to `ready` as its next attempt, and arms its retry: a delay
-    /// row (fired at once when the step has no retry delay).
+    /// Puts a failed task back to `ready` as its next attempt, and schedules its retry: a
+    /// retry row (taken at once when the step has no retry delay).
     pub(super) fn retry(&mut self, task: TaskId) {
         let delay = self.program.step(self.task(task).step).retry.delay;
         let now = self.now;
@@ -59,20 +62,20 @@ impl Core {
         t.retries += 1;
         t.attempt += 1;
         t.status = TaskStatus::Ready;
-        let (step, sequence, attempt) = (t.step, t.sequence.clone(), t.attempt);
-        let (assoc, row) = retry_row(step, &sequence, t.retries);
+        let (step, sequence, attempt, number) = (t.step, t.sequence.clone(), t.attempt, t.retries);
         let due = now + delay.as_micros() as Micros;
         self.changes.push(Change::TaskRetry {
             step: self.program.step(step).name.clone(),
-            sequence,
+            sequence: sequence.clone(),
             from: TaskStatus::Failure,
             attempt: attempt - 1,
             new_attempt: attempt,
             at: now,
         });
-        self.changes.push(Change::DelayArmed {
-            assoc,
-            sequence: row,
+        self.changes.push(Change::RetryScheduled {
+            step: step.0 as i32,
+            sequence,
+            number: number as i32,
             due_at: due,
             at: now,
         });
@@ -81,7 +84,7 @@ impl Core {
     }
 }
 
-/// Per task, how many retries it used and the due time of one not yet fired.
+/// Per task, how many retries it used and the due time of one not yet taken.
 pub(super) fn retries_by_task(
     rows: Vec<StoredRetry>,
 ) -> HashMap<(StepId, Arc<str>), (u32, Option<Micros>)> {
@@ -89,7 +92,7 @@ pub(super) fn retries_by_task(
     for row in rows {
         let entry = out.entry((row.step, row.sequence)).or_default();
         entry.0 = entry.0.max(row.number);
-        if !row.fired {
+        if !row.taken {
             entry.1 = Some(row.due);
         }
     }
