@@ -1,7 +1,7 @@
 //! Steps that ride out failure (`retries:`, `retry_delay:`), end to end through
 //! `eventor-coord`: every attempt runs before the failure trigger fires, a delayed retry
-//! waits across a coordinator restart, and a task whose host is cut off mid-step finishes
-//! on the other host.
+//! waits across a coordinator restart (also when a store of the previous schema held it as a
+//! delay row), and a task whose host is cut off mid-step finishes on the other host.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -51,9 +51,131 @@ async fn a_failing_step_runs_every_attempt_before_its_failure_trigger() {
     let tasks = store.tasks(run.key.clone()).await.unwrap();
     let flaky = tasks.iter().find(|t| t.step == "flaky").unwrap();
     assert_eq!((flaky.status, flaky.attempt), (TaskStatus::Failure, 3));
-    let retries = store.delays(run.key).await.unwrap();
-    assert_eq!(retries.len(), 2, "one delay row per retry: {retries:?}");
-    assert!(retries.iter().all(|d| d.fired && d.assoc < 0));
+    let retries = store.retries(run.key.clone()).await.unwrap();
+    let seen: Vec<_> = retries
+        .iter()
+        .map(|r| (r.step, r.number, r.taken))
+        .collect();
+    assert_eq!(
+        seen,
+        [(0, 1, true), (0, 2, true)],
+        "a row per retry: {retries:?}"
+    );
+    assert!(
+        store.delays(run.key).await.unwrap().is_empty(),
+        "a retry is no delay"
+    );
+}
+
+/// A flow whose one step fails its first attempt and is retried 2 s later; the first run
+/// makes one loop, so it stops with the retry pending.
+fn pending_retry(dir: &Path) -> String {
+    let flow = write(
+        dir,
+        "later.yaml",
+        "events: {go: {}}\n\
+         steps:\n  \
+           once: {run: 'echo try >> ran.txt; test -f ok || { touch ok; exit 1; }', retries: 1, retry_delay: 2s}\n\
+         assocs: [{event: go, targets: [once]}]\n\
+         trigger: [{event: go}]\n",
+    );
+    let flow = flow.to_str().unwrap().to_owned();
+    let first = coord(dir, &["run", &flow, "--run-id", "L", "--max-loops", "1"]);
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first.stderr));
+    flow
+}
+
+/// Takes the store back to the schema before retries had rows of their own (its down
+/// migration), so it holds what that schema wrote: the pending retry as a delay row.
+fn to_previous_schema(db: &Path) {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, QueryableByName, RunQueryDsl};
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = diesel::SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    conn.batch_execute(include_str!(
+        "../../shared-store/migrations/sqlite/2027-01-01-000000_retry_rows/down.sql"
+    ))
+    .unwrap();
+    conn.batch_execute("DELETE FROM __diesel_schema_migrations WHERE version = '20270101000000'")
+        .unwrap();
+    let legacy = "SELECT count(*) AS n FROM delays \
+        WHERE assoc = -1 AND sequence LIKE '%' || char(31) || '1' AND NOT fired";
+    let found: Count = diesel::sql_query(legacy).get_result(&mut conn).unwrap();
+    assert_eq!(found.n, 1, "the pending retry is a delay row again");
+}
+
+#[tokio::test]
+async fn a_retry_stored_as_a_delay_row_runs_on_continue_after_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = pending_retry(dir.path());
+    let failed_by = Instant::now();
+    let db = dir.path().join("later.run.db");
+    to_previous_schema(&db);
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(failed_by.elapsed()));
+    let args = [
+        "run",
+        &flow,
+        "--run-id",
+        "L",
+        "--mode",
+        "continue",
+        "--max-loops",
+        "1",
+    ];
+    let due = coord(dir.path(), &args);
+    assert_eq!(due.status.code(), Some(0), "{}", text(&due.stderr));
+    assert_eq!(lines(&dir.path().join("ran.txt")), ["try", "try"]);
+    let store = open(db.to_str().unwrap()).await;
+    let run = store.run_history("L").await.unwrap().remove(0);
+    assert_eq!(run.status, RunStatus::Success);
+    let task = store.tasks(run.key.clone()).await.unwrap().remove(0);
+    assert_eq!((task.status, task.attempt), (TaskStatus::Success, 2));
+    let retries = store.retries(run.key).await.unwrap();
+    let seen: Vec<_> = retries
+        .iter()
+        .map(|r| (r.step, r.number, r.taken))
+        .collect();
+    assert_eq!(seen, [(0, 1, true)], "the moved row, taken: {retries:?}");
+}
+
+#[tokio::test]
+async fn a_retry_stored_as_a_delay_row_reruns_on_recover_after_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = pending_retry(dir.path());
+    let db = dir.path().join("later.run.db");
+    to_previous_schema(&db);
+    let args = [
+        "run",
+        &flow,
+        "--run-id",
+        "L",
+        "--mode",
+        "recover",
+        "--max-loops",
+        "1",
+    ];
+    let recovered = coord(dir.path(), &args);
+    assert_eq!(
+        recovered.status.code(),
+        Some(0),
+        "{}",
+        text(&recovered.stderr)
+    );
+    assert_eq!(lines(&dir.path().join("ran.txt")), ["try", "try"]);
+    let store = open(db.to_str().unwrap()).await;
+    let history = store.run_history("L").await.unwrap();
+    let first = store.retries(history[0].key.clone()).await.unwrap();
+    assert_eq!(
+        first.len(),
+        1,
+        "the moved row stays with its recovery: {first:?}"
+    );
+    let task = store.tasks(history[1].key.clone()).await.unwrap().remove(0);
+    assert_eq!((task.status, task.attempt), (TaskStatus::Success, 3));
 }
 
 #[tokio::test]

@@ -34,6 +34,8 @@ pub(crate) enum Op<'a> {
     EditTask(TaskEdit<'a>),
     ArmDelay(NewDelay<'a>),
     FireDelay(FiredDelay<'a>),
+    ScheduleRetry(NewRetry<'a>),
+    TakeRetry(TakenRetry<'a>),
     ReleaseGrant(GrantRelease<'a>),
 }
 
@@ -112,6 +114,24 @@ pub(crate) struct FiredDelay<'a> {
     pub change: usize,
     pub assoc: i32,
     pub sequence: &'a str,
+}
+
+pub(crate) struct NewRetry<'a> {
+    pub change: usize,
+    pub step: i32,
+    pub sequence: &'a str,
+    pub number: i32,
+    pub due_at: Micros,
+    pub taken: bool,
+    pub created_at: Micros,
+}
+
+/// A retry to mark taken: it applies only while the retry has not been taken.
+pub(crate) struct TakenRetry<'a> {
+    pub change: usize,
+    pub step: i32,
+    pub sequence: &'a str,
+    pub number: i32,
 }
 
 impl<'a> Op<'a> {
@@ -220,6 +240,31 @@ impl<'a> Op<'a> {
                 assoc: *assoc,
                 sequence,
             }),
+            Change::RetryScheduled {
+                step,
+                sequence,
+                number,
+                due_at,
+                at,
+            } => Op::ScheduleRetry(NewRetry {
+                change,
+                step: *step,
+                sequence,
+                number: *number,
+                due_at: *due_at,
+                taken: false,
+                created_at: *at,
+            }),
+            Change::RetryTaken {
+                step,
+                sequence,
+                number,
+            } => Op::TakeRetry(TakenRetry {
+                change,
+                step: *step,
+                sequence,
+                number: *number,
+            }),
             Change::GrantReleased {
                 step,
                 sequence,
@@ -284,6 +329,24 @@ impl FiredDelay<'_> {
         StoreError::DelayFenced {
             assoc: self.assoc,
             sequence: self.sequence.to_owned(),
+        }
+    }
+}
+
+impl NewRetry<'_> {
+    pub fn duplicate(&self, run: &RunKey) -> StoreError {
+        let what = format!("retry {} of", self.number);
+        duplicate(&what, self.step, self.sequence, run)
+    }
+}
+
+impl TakenRetry<'_> {
+    /// The refusal when the retry was taken already (or never scheduled).
+    pub fn fenced(&self) -> StoreError {
+        StoreError::RetryFenced {
+            step: self.step,
+            sequence: self.sequence.to_owned(),
+            number: self.number,
         }
     }
 }

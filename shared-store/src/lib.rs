@@ -1,4 +1,4 @@
-//! The durable record of eventor runs: runs, triggers, tasks and delays, behind one
+//! The durable record of eventor runs: runs, triggers, tasks, delays and retries, behind one
 //! backend-neutral API.
 //!
 //! # How it is used
@@ -13,7 +13,9 @@
 //! - one run row per `(run_id, recovery)`;
 //! - one trigger per `(run_id, event, sequence, recovery)`;
 //! - one task per `(run_id, step, sequence, recovery)`;
-//! - one delay per `(run_id, assoc, sequence, recovery)`.
+//! - one delay per `(run_id, assoc, sequence, recovery)`;
+//! - one retry per `(run_id, step, sequence, number, recovery)` (step by its number: a retry
+//!   is not an association's delay, and a delay row never stands for one).
 //!
 //! A task's status moves only through fenced updates: `UPDATE … WHERE status = from AND
 //! attempt = attempt`. If no row matched, the whole batch is rolled back and
@@ -193,7 +195,15 @@ impl Store {
         }
     }
 
-    /// Deletes every recovery of `run_id` and all its tasks, triggers and delays, in one
+    /// Every retry row of one run recovery, ordered by id.
+    pub async fn retries(&self, run: RunKey) -> Result<Vec<RetryRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.retries(run).await,
+            Store::Postgres(s) => s.retries(run).await,
+        }
+    }
+
+    /// Deletes every recovery of `run_id` and all its tasks, triggers, delays and retries, in one
     /// transaction; answers how many recoveries went (0: no such run). It takes no run lock:
     /// the caller holds it ([`Store::lock_run`]), so no coordinator is running the run.
     pub async fn delete_run(&self, run_id: &str) -> Result<u64, StoreError> {

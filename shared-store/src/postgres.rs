@@ -340,6 +340,14 @@ impl PgStore {
         .await
     }
 
+    pub async fn retries(&self, run: RunKey) -> Result<Vec<RetryRecord>, StoreError> {
+        self.retry(move |conn| {
+            let run = run.clone();
+            Box::pin(async move { read::retries(conn, &run).await })
+        })
+        .await
+    }
+
     /// Whether some session holds the run's advisory lock: a look at `pg_locks`, which
     /// takes nothing, so it never stands in a coordinator's way.
     pub(crate) async fn run_held(&self, run_id: &str) -> Result<bool, StoreError> {

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
 
 use crate::rows::run_label;
-use crate::schema::{delays, grants, pools, runs, tasks, triggers};
+use crate::schema::{delays, grants, pools, retries, runs, tasks, triggers};
 use crate::types::*;
 
 /// The columns a [`RunRow`](crate::rows::RunRow) is loaded from, in its order.
@@ -121,6 +121,26 @@ pub(crate) fn delays_of<'a>(run: &'a RunKey) -> _ {
         ))
 }
 
+/// Every retry of one run recovery, in scheduling order.
+#[auto_type(no_type_alias)]
+pub(crate) fn retries_of<'a>(run: &'a RunKey) -> _ {
+    let run_id: &'a str = &run.run_id;
+    let recovery: i32 = run.recovery;
+    retries::table
+        .filter(retries::run_id.eq(run_id))
+        .filter(retries::recovery.eq(recovery))
+        .order(retries::id.asc())
+        .select((
+            retries::id,
+            retries::step,
+            retries::sequence,
+            retries::number,
+            retries::due_at,
+            retries::taken,
+            retries::created_at,
+        ))
+}
+
 /// A new run's row: status `running`, not ended.
 #[derive(Insertable)]
 #[diesel(table_name = runs)]
@@ -166,14 +186,15 @@ pub(crate) fn set_run_status<'a>(run: &'a RunKey, status: RunStatus, at: Micros)
     dsl::update(runs::table.find(key)).set((runs::status.eq(status), runs::ended_at.eq(ended_at)))
 }
 
-/// Deletes the rows that reference the runs of `run_id` (every recovery): its tasks, triggers
-/// and delays. They go before [`delete_runs`], in the same transaction.
+/// Deletes the rows that reference the runs of `run_id` (every recovery): its tasks, triggers,
+/// delays and retries. They go before [`delete_runs`], in the same transaction.
 #[auto_type(no_type_alias)]
 pub(crate) fn delete_rows_of<'a>(run_id: &'a str) -> _ {
     (
         dsl::delete(tasks::table.filter(tasks::run_id.eq(run_id))),
         dsl::delete(triggers::table.filter(triggers::run_id.eq(run_id))),
         dsl::delete(delays::table.filter(delays::run_id.eq(run_id))),
+        dsl::delete(retries::table.filter(retries::run_id.eq(run_id))),
     )
 }
 

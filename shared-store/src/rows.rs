@@ -92,6 +92,21 @@ fn delay_record(row: DelayRow) -> DelayRecord {
     }
 }
 
+pub(crate) type RetryRow = (i64, i32, String, i32, Micros, bool, Micros);
+
+fn retry_record(row: RetryRow) -> RetryRecord {
+    let (id, step, sequence, number, due_at, taken, created_at) = row;
+    RetryRecord {
+        id,
+        step,
+        sequence,
+        number,
+        due_at,
+        taken,
+        created_at,
+    }
+}
+
 // Every read of a backend ends in one of these (fallible or not, so all end alike).
 
 /// The newest run, from the rows of [`query::latest_run`](crate::query::latest_run).
@@ -113,6 +128,10 @@ pub(crate) fn trigger_records(rows: Vec<TriggerRow>) -> Result<Vec<TriggerRecord
 
 pub(crate) fn delay_records(rows: Vec<DelayRow>) -> Result<Vec<DelayRecord>, StoreError> {
     Ok(rows.into_iter().map(delay_record).collect())
+}
+
+pub(crate) fn retry_records(rows: Vec<RetryRow>) -> Result<Vec<RetryRecord>, StoreError> {
+    Ok(rows.into_iter().map(retry_record).collect())
 }
 
 /// `R recovery 0`, as [`StoreError::NoSuchRun`] wants it.

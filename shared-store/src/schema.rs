@@ -58,6 +58,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    retries (id) {
+        id -> BigInt,
+        run_id -> Text,
+        recovery -> Integer,
+        step -> Integer,
+        sequence -> Text,
+        number -> Integer,
+        due_at -> BigInt,
+        taken -> Bool,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
     pools (name) {
         name -> Text,
         units -> Integer,

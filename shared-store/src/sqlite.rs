@@ -261,6 +261,11 @@ impl SqliteStore {
             .await
     }
 
+    pub async fn retries(&self, run: RunKey) -> Result<Vec<RetryRecord>, StoreError> {
+        self.call(move |conn| retry_records(query::retries_of(&run).load(conn)?))
+            .await
+    }
+
     /// Runs `work` on the owner thread and waits for its answer.
     async fn call<R, F>(&self, work: F) -> Result<R, StoreError>
     where

@@ -172,6 +172,19 @@ pub struct DelayRecord {
     pub created_at: Micros,
 }
 
+/// A retry row as stored: the task of step number `step` in `sequence` is retried (its
+/// `number`-th retry in the recovery) at `due_at`; `taken` once that retry started it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryRecord {
+    pub id: i64,
+    pub step: i32,
+    pub sequence: String,
+    pub number: i32,
+    pub due_at: Micros,
+    pub taken: bool,
+    pub created_at: Micros,
+}
+
 /// One state change decided by the engine. Names are shared `Arc<str>` so that a batch of a
 /// hundred thousand changes does not copy each step name a hundred thousand times.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +251,23 @@ pub enum Change {
     },
     /// A delay that became due and was acted on (fenced: it must not have fired already).
     DelayFired { assoc: i32, sequence: Arc<str> },
+    /// A failed task's retry, due at `due_at`: its `number`-th in the recovery (the task went
+    /// back to `ready` in the same batch, `TaskRetry`). `step` is the step's number, as a
+    /// delay's `assoc` is the association's. Inserting a duplicate is an error.
+    RetryScheduled {
+        step: i32,
+        sequence: Arc<str>,
+        number: i32,
+        due_at: Micros,
+        at: Micros,
+    },
+    /// A retry that became due and started its task again (fenced: it must not have been
+    /// taken already).
+    RetryTaken {
+        step: i32,
+        sequence: Arc<str>,
+        number: i32,
+    },
     /// The shared-pool units one attempt of a task holds go back (none held: nothing to do).
     /// Committed with the task's end, so units are never held by a task that ended.
     GrantReleased {
@@ -292,6 +322,12 @@ pub enum StoreError {
     },
     #[error("delay {assoc}[{sequence}] has already fired or does not exist")]
     DelayFenced { assoc: i32, sequence: String },
+    #[error("retry {number} of step {step}[{sequence}] has already been taken or does not exist")]
+    RetryFenced {
+        step: i32,
+        sequence: String,
+        number: i32,
+    },
     #[error("no run {0} in the store")]
     NoSuchRun(String),
     #[error("shared pool `{pool}` has {stored} units in the store, not {declared}: every flow that shares it must declare the same units")]

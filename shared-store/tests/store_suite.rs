@@ -102,6 +102,8 @@ macro_rules! suite {
                     first_failure_in_batch_order_wins,
                     delays_armed_fired_and_refired,
                     duplicate_delay_refused,
+                    retries_scheduled_taken_and_retaken,
+                    duplicate_retry_refused,
                     rows_need_their_run,
                     latest_run_ordering,
                     runs_listed_newest_first_with_task_counts,
@@ -123,6 +125,113 @@ macro_rules! suite {
 }
 
 suite!(sqlite => sqlite_fixture, postgres => postgres_fixture);
+
+store_suite!(
+    sqlite_previous_schema,
+    sqlite_previous_fixture,
+    [a_store_of_the_previous_schema_keeps_its_retries]
+);
+store_suite!(
+    postgres_previous_schema,
+    postgres_previous_fixture,
+    [a_store_of_the_previous_schema_keeps_its_retries]
+);
+
+/// The schema before retries had rows of their own: the store's first two migrations, as
+/// diesel would have recorded them.
+const PREVIOUS_SCHEMA: [(&str, &str, &str); 2] = [
+    (
+        "20250101000000",
+        include_str!("../migrations/sqlite/2025-01-01-000000_create_store/up.sql"),
+        include_str!("../migrations/postgres/2025-01-01-000000_create_store/up.sql"),
+    ),
+    (
+        "20261201000000",
+        include_str!("../migrations/sqlite/2026-12-01-000000_shared_pools/up.sql"),
+        include_str!("../migrations/postgres/2026-12-01-000000_shared_pools/up.sql"),
+    ),
+];
+
+/// What the previous schema held of run R: a task `ready` for its first retry, whose retry
+/// was a delay row (association `-(step + 1)` = step 0, sequence `s` + U+001F + `1`, not
+/// fired), the taken retry of step 1, and a true delay of association 0.
+fn previous_rows() -> String {
+    let mark = '\u{1f}';
+    format!(
+        "CREATE TABLE IF NOT EXISTS __diesel_schema_migrations (\
+             version VARCHAR(50) PRIMARY KEY NOT NULL, \
+             run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);\n\
+         INSERT INTO __diesel_schema_migrations (version) VALUES ('{}'), ('{}');\n\
+         INSERT INTO runs (run_id, recovery, name, mode, status, host, program, started_at) \
+             VALUES ('R', 0, 'flow', 'run', 'running', 'h', '{{}}', 1);\n\
+         INSERT INTO tasks (run_id, recovery, step, sequence, status, attempt, created_at, \
+             updated_at) VALUES ('R', 0, 'flaky', 's', 'ready', 2, 1, 2);\n\
+         INSERT INTO delays (run_id, recovery, assoc, sequence, due_at, fired, created_at) \
+             VALUES ('R', 0, -2, 's{mark}1', 3, TRUE, 1), \
+                    ('R', 0, -1, 's{mark}1', 5, FALSE, 2), \
+                    ('R', 0, 0, 's', 7, FALSE, 2);\n",
+        PREVIOUS_SCHEMA[0].0, PREVIOUS_SCHEMA[1].0
+    )
+}
+
+/// An SQLite store written by the previous schema, then opened by this build.
+async fn sqlite_previous_fixture() -> Option<(Fixture, Cleanup)> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.db");
+    let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).expect("sqlite");
+    for (_, sqlite, _) in PREVIOUS_SCHEMA {
+        conn.batch_execute(sqlite).expect("previous schema");
+    }
+    conn.batch_execute(&previous_rows()).expect("previous rows");
+    drop(conn);
+    let location = StoreLocation::Sqlite(path);
+    let store = Store::open(&location)
+        .await
+        .expect("open the previous store");
+    let fixture = Fixture {
+        store,
+        location,
+        _dir: Some(dir),
+    };
+    Some((fixture, Cleanup::Nothing))
+}
+
+/// A Postgres schema written by the previous schema, then opened by this build.
+async fn postgres_previous_fixture() -> Option<(Fixture, Cleanup)> {
+    let url = common::pg_url()?;
+    let schema = PgSchema::fresh(&url);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let driver = tokio::spawn(connection);
+    let name = &schema.name;
+    let enter = format!("CREATE SCHEMA \"{name}\"; SET search_path TO \"{name}\";");
+    client.batch_execute(&enter).await.expect("schema");
+    for (_, _, postgres) in PREVIOUS_SCHEMA {
+        client
+            .batch_execute(postgres)
+            .await
+            .expect("previous schema");
+    }
+    client
+        .batch_execute(&previous_rows())
+        .await
+        .expect("previous rows");
+    drop(client);
+    let _ = driver.await;
+    let location = schema.location.clone();
+    let store = Store::open(&location)
+        .await
+        .expect("open the previous store");
+    let fixture = Fixture {
+        store,
+        location,
+        _dir: None,
+    };
+    Some((fixture, Cleanup::DropSchema(schema)))
+}
 
 // ---- helpers -------------------------------------------------------------------------------
 
@@ -582,6 +691,116 @@ async fn duplicate_delay_refused(fx: Fixture) {
         "{err:?}"
     );
     assert_eq!(store.delays(run).await.unwrap().len(), 1);
+}
+
+fn schedule(step: i32, number: i32, due_at: Micros) -> Change {
+    Change::RetryScheduled {
+        step,
+        sequence: "1".into(),
+        number,
+        due_at,
+        at: 7,
+    }
+}
+
+fn take(step: i32, sequence: &str, number: i32) -> Change {
+    Change::RetryTaken {
+        step,
+        sequence: sequence.into(),
+        number,
+    }
+}
+
+/// `(step, sequence, number, due_at, taken)` of every retry row of `run`.
+async fn retry_rows(store: &Store, run: &RunKey) -> Vec<(i32, String, i32, Micros, bool)> {
+    let rows = store.retries(run.clone()).await.unwrap();
+    let row = |r: RetryRecord| (r.step, r.sequence, r.number, r.due_at, r.taken);
+    rows.into_iter().map(row).collect()
+}
+
+async fn retries_scheduled_taken_and_retaken(fx: Fixture) {
+    let store = &fx.store;
+    let run = started(store, "R").await;
+    let scheduled = vec![schedule(2, 1, 1_000), schedule(2, 2, 2_000)];
+    store.commit(batch(&run, scheduled)).await.unwrap();
+    store
+        .commit(batch(&run, vec![take(2, "1", 1)]))
+        .await
+        .unwrap();
+    // Scheduled and taken in one batch: the row is born taken.
+    let at_once = vec![schedule(4, 1, 3_000), take(4, "1", 1)];
+    store.commit(batch(&run, at_once)).await.unwrap();
+    assert_eq!(
+        retry_rows(store, &run).await,
+        [
+            (2, "1".into(), 1, 1_000, true),
+            (2, "1".into(), 2, 2_000, false),
+            (4, "1".into(), 1, 3_000, true),
+        ]
+    );
+    assert!(store.delays(run.clone()).await.unwrap().is_empty());
+
+    // Taking twice is refused, and takes the rest of its batch down with it.
+    let twice = vec![take(2, "1", 2), take(2, "1", 1)];
+    let err = store.commit(batch(&run, twice)).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::RetryFenced { step: 2, number: 1, sequence } if sequence == "1"),
+        "{err:?}"
+    );
+    let never = store.commit(batch(&run, vec![take(9, "1", 1)])).await;
+    assert!(
+        matches!(never, Err(StoreError::RetryFenced { step: 9, .. })),
+        "{never:?}"
+    );
+    let taken: Vec<bool> = retry_rows(store, &run).await.iter().map(|r| r.4).collect();
+    assert_eq!(taken, [true, false, true]);
+}
+
+async fn duplicate_retry_refused(fx: Fixture) {
+    let store = &fx.store;
+    let run = started(store, "R").await;
+    store
+        .commit(batch(&run, vec![schedule(3, 1, 1)]))
+        .await
+        .unwrap();
+    let err = store
+        .commit(batch(&run, vec![schedule(3, 2, 1), schedule(3, 1, 1)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Duplicate { what } if what == "retry 1 of 3[1] of run R recovery 0"),
+        "{err:?}"
+    );
+    assert_eq!(retry_rows(store, &run).await.len(), 1);
+}
+
+/// The previous schema's retry delay rows become retry rows (the delay of an association
+/// stays a delay), and the pending one is taken like any retry.
+async fn a_store_of_the_previous_schema_keeps_its_retries(fx: Fixture) {
+    let store = &fx.store;
+    let run = key("R", 0);
+    assert_eq!(
+        retry_rows(store, &run).await,
+        [(1, "s".into(), 1, 3, true), (0, "s".into(), 1, 5, false)]
+    );
+    let delays = store.delays(run.clone()).await.unwrap();
+    let delays: Vec<_> = delays
+        .iter()
+        .map(|d| (d.assoc, d.sequence.as_str()))
+        .collect();
+    assert_eq!(delays, [(0, "s")]);
+    store
+        .commit(batch(&run, vec![take(0, "s", 1)]))
+        .await
+        .unwrap();
+    let again = store.commit(batch(&run, vec![take(0, "s", 1)])).await;
+    assert!(
+        matches!(again, Err(StoreError::RetryFenced { .. })),
+        "{again:?}"
+    );
+    // Deleting the run takes its retry rows with it.
+    assert_eq!(store.delete_run("R").await.unwrap(), 1);
+    assert!(retry_rows(store, &run).await.is_empty());
 }
 
 async fn rows_need_their_run(fx: Fixture) {

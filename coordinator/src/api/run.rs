@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use eventor_agent::{StepAction, TaskContext, TriggerError, TriggerSink};
 use eventor_store::{
-    now_micros, DelayRecord, NewRun, RunGuard, RunKey, RunMode, RunRecord, RunStatus, Store,
-    StoreError, StoreLocation, TaskRecord, TriggerRecord,
+    now_micros, DelayRecord, NewRun, RetryRecord, RunGuard, RunKey, RunMode, RunRecord, RunStatus,
+    Store, StoreError, StoreLocation, TaskRecord, TriggerRecord,
 };
 use tokio::sync::mpsc;
 
@@ -26,7 +26,7 @@ use crate::engine::driver::{drive, DriverContext, Loops, PoolWake};
 use crate::engine::events::{ExecEvent, PinnedTasks};
 use crate::engine::executor::{Executor, ExecutorConfig};
 use crate::engine::external::ExternalTriggers;
-use crate::engine::program::{parse_retry_row, AssocId, EventId, Program, Target};
+use crate::engine::program::{AssocId, EventId, Program, StepId, Target};
 use crate::log::{CentralLog, CentralOutput};
 
 /// Sends the events a running task fires to the driver. Unbounded on purpose: each call
@@ -502,8 +502,8 @@ impl Eventor {
         if record.host == eventor_agent::local_host_name() {
             orphans::stop_orphans(&tasks, self.options.kill_grace).await;
         }
-        let (delays, retries) =
-            stored_delays(&program, store.delays(key.clone()).await.map_err(&err)?);
+        let delays = stored_delays(&program, store.delays(key.clone()).await.map_err(&err)?);
+        let retries = stored_retries(&program, store.retries(key.clone()).await.map_err(&err)?);
         let stored = StoredState {
             triggers: self.stored_triggers(store.triggers(key.clone()).await.map_err(&err)?),
             tasks: self.stored_tasks(tasks),
@@ -608,35 +608,31 @@ async fn run_loops(
     Ok(outcome_of(&running.core))
 }
 
-/// The stored delays of associations this flow still has, and the retries of its steps
-/// (delay rows of their own: [`parse_retry_row`]).
-fn stored_delays(
-    program: &Program,
-    rows: Vec<DelayRecord>,
-) -> (Vec<StoredDelay>, Vec<StoredRetry>) {
-    let (mut delays, mut retries) = (Vec::new(), Vec::new());
-    for row in rows {
-        if let Some((step, sequence, number)) = parse_retry_row(row.assoc, &row.sequence) {
-            if (step.0 as usize) < program.steps.len() {
-                let (due, fired) = (row.due_at, row.fired);
-                retries.push(StoredRetry {
-                    step,
-                    sequence,
-                    number,
-                    due,
-                    fired,
-                });
-            }
-        } else if (0..program.assocs.len() as i64).contains(&i64::from(row.assoc)) {
-            delays.push(StoredDelay {
-                assoc: AssocId(row.assoc as u32),
-                sequence: Arc::from(row.sequence.as_str()),
-                due: row.due_at,
-                fired: row.fired,
-            });
-        }
-    }
-    (delays, retries)
+/// The stored delays of associations this flow still has.
+fn stored_delays(program: &Program, rows: Vec<DelayRecord>) -> Vec<StoredDelay> {
+    let known = |assoc: i32| (0..program.assocs.len() as i64).contains(&i64::from(assoc));
+    let rows = rows.into_iter().filter(|row| known(row.assoc));
+    rows.map(|row| StoredDelay {
+        assoc: AssocId(row.assoc as u32),
+        sequence: Arc::from(row.sequence.as_str()),
+        due: row.due_at,
+        fired: row.fired,
+    })
+    .collect()
+}
+
+/// The stored retries of steps this flow still has.
+fn stored_retries(program: &Program, rows: Vec<RetryRecord>) -> Vec<StoredRetry> {
+    let known = |step: i32| (0..program.steps.len() as i64).contains(&i64::from(step));
+    let rows = rows.into_iter().filter(|row| known(row.step));
+    rows.map(|row| StoredRetry {
+        step: StepId(row.step as u32),
+        sequence: Arc::from(row.sequence.as_str()),
+        number: u32::try_from(row.number).unwrap_or(0),
+        due: row.due_at,
+        taken: row.taken,
+    })
+    .collect()
 }
 
 /// Connects to the hosts the flow's steps are pinned to (none: `None`), all at once.

@@ -195,7 +195,9 @@ impl StoreModel {
             | Change::TaskHost { .. }
             | Change::GrantReleased { .. }
             | Change::DelayArmed { .. }
-            | Change::DelayFired { .. } => Ok(()),
+            | Change::DelayFired { .. }
+            | Change::RetryScheduled { .. }
+            | Change::RetryTaken { .. } => Ok(()),
         }
     }
 }

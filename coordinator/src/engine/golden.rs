@@ -27,8 +27,8 @@ use eventor_agent::MaxConcurrent;
 
 use super::core::{Core, CoreOptions, Effect, Input, Outcome, PreviousTask};
 use super::program::{
-    parse_retry_row, AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RecoverAction,
-    StepDef, StepId, Target,
+    AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RecoverAction, StepDef, StepId,
+    Target,
 };
 use crate::expr::Expr;
 
@@ -320,11 +320,9 @@ fn render_output(core: &mut Core, out: &mut String) {
 }
 
 fn render_change(program: &Program, change: &Change) -> String {
-    let retry = |assoc: i32, sequence: &str| {
-        parse_retry_row(assoc, sequence).map(|(step, sequence, number)| {
-            let name = &program.step(step).name;
-            format!("retry #{number} of {name}[{sequence}]")
-        })
+    let retry = |step: i32, sequence: &str, number: i32| {
+        let name = &program.step(StepId(step as u32)).name;
+        format!("retry #{number} of {name}[{sequence}]")
     };
     match change {
         Change::Trigger {
@@ -374,19 +372,29 @@ fn render_change(program: &Program, change: &Change) -> String {
             sequence,
             due_at,
             ..
-        } => match retry(*assoc, sequence) {
-            Some(retry) => format!("arm {retry} due @{}", due_at / 1000),
-            None => format!("arm delay #{assoc}[{sequence}] due @{}", due_at / 1000),
-        },
+        } => format!("arm delay #{assoc}[{sequence}] due @{}", due_at / 1000),
+        Change::RetryScheduled {
+            step,
+            sequence,
+            number,
+            due_at,
+            ..
+        } => format!(
+            "arm {} due @{}",
+            retry(*step, sequence, *number),
+            due_at / 1000
+        ),
         Change::GrantReleased {
             step,
             sequence,
             attempt,
         } => format!("release grant of {step}[{sequence}] attempt {attempt}"),
-        Change::DelayFired { assoc, sequence } => match retry(*assoc, sequence) {
-            Some(retry) => format!("fire {retry}"),
-            None => format!("fire delay #{assoc}[{sequence}]"),
-        },
+        Change::DelayFired { assoc, sequence } => format!("fire delay #{assoc}[{sequence}]"),
+        Change::RetryTaken {
+            step,
+            sequence,
+            number,
+        } => format!("fire {}", retry(*step, sequence, *number)),
     }
 }
 

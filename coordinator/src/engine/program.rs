@@ -179,25 +179,6 @@ pub struct RetryPolicy {
     pub delay: Duration,
 }
 
-/// Separates a sequence from a retry's number in a retry's delay row. Sequences hold no
-/// control characters (`api/names.rs`), so such a row never meets an association's delay.
-const RETRY_MARK: char = '\u{1f}';
-
-/// A retry is stored as a delay row (durable like a delayed association, and counted, so a
-/// continue knows how many retries a task used): association `-(step + 1)`, sequence
-/// `SEQUENCE\u{1f}N` for the task's N-th retry.
-pub fn retry_row(step: StepId, sequence: &str, number: u32) -> (i32, Arc<str>) {
-    let assoc = -(step.0 as i32) - 1;
-    (assoc, Arc::from(format!("{sequence}{RETRY_MARK}{number}")))
-}
-
-/// The task and retry number of a retry's delay row (`None`: an association's delay).
-pub fn parse_retry_row(assoc: i32, sequence: &str) -> Option<(StepId, Arc<str>, u32)> {
-    let step = u32::try_from(-(assoc as i64) - 1).ok()?;
-    let (sequence, number) = sequence.rsplit_once(RETRY_MARK)?;
-    Some((StepId(step), Arc::from(sequence), number.parse().ok()?))
-}
-
 #[derive(Debug, Clone)]
 pub struct AssocDef {
     pub event: EventId,

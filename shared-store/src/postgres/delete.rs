@@ -55,10 +55,11 @@ async fn delete_rows(conn: &mut AsyncPgConnection, cx: &DeleteCx) -> Result<Opti
         tracing::info!(batch = %cx.batch_id, "store deletion committed before the connection dropped");
         return Ok(None);
     }
-    let (tasks, triggers, delays) = query::delete_rows_of(&cx.run_id);
+    let (tasks, triggers, delays, retries) = query::delete_rows_of(&cx.run_id);
     tasks.execute(conn).await?;
     triggers.execute(conn).await?;
     delays.execute(conn).await?;
+    retries.execute(conn).await?;
     let deleted = query::delete_runs(&cx.run_id).execute(conn).await? as u64;
     cx.counted.store(deleted, Ordering::Relaxed);
     Ok(Some(deleted))

@@ -24,7 +24,7 @@ use crate::rows::run_label;
 use crate::types::*;
 
 /// The rows one batch inserts and updates, each with the index of the change it answers for.
-/// A new task or delay carries every later change of the batch to it already applied.
+/// A new task, delay or retry carries every later change of the batch to it already applied.
 #[derive(Default)]
 pub(super) struct Plan<'a> {
     pub triggers: Vec<NewTrigger<'a>>,
@@ -33,6 +33,9 @@ pub(super) struct Plan<'a> {
     pub new_delays: Vec<NewDelay<'a>>,
     /// Delays the batch fires without having armed them: fenced on `fired = FALSE`.
     pub fired_delays: Vec<FiredDelay<'a>>,
+    pub new_retries: Vec<NewRetry<'a>>,
+    /// Retries the batch takes without having scheduled them: fenced on `taken = FALSE`.
+    pub taken_retries: Vec<TakenRetry<'a>>,
     /// Shared-pool grants the batch gives back (deleted after the rows above).
     pub released_grants: Vec<GrantRelease<'a>>,
     /// The first change that fails whatever the database holds; nothing after it is planned.
@@ -79,6 +82,7 @@ struct Planner<'a> {
     triggers: HashSet<(&'a str, &'a str)>,
     tasks: HashMap<(&'a str, &'a str), Slot>,
     delays: HashMap<(i32, &'a str), Slot>,
+    retries: HashMap<(i32, &'a str, i32), Slot>,
 }
 
 impl<'a> Plan<'a> {
@@ -99,11 +103,14 @@ impl<'a> Plan<'a> {
 /// run, and an update finds no row.
 pub(super) fn without_run(batch: &Batch) -> Option<Refusal> {
     let error = match Op::of(0, batch.changes.first()?) {
-        Op::Trigger(_) | Op::CreateTask(_) | Op::ArmDelay(_) | Op::ReleaseGrant(_) => {
-            StoreError::NoSuchRun(run_label(&batch.run))
-        }
+        Op::Trigger(_)
+        | Op::CreateTask(_)
+        | Op::ArmDelay(_)
+        | Op::ScheduleRetry(_)
+        | Op::ReleaseGrant(_) => StoreError::NoSuchRun(run_label(&batch.run)),
         Op::EditTask(edit) => edit.fenced(),
         Op::FireDelay(delay) => delay.fenced(),
+        Op::TakeRetry(retry) => retry.fenced(),
     };
     Some(Refusal { change: 0, error })
 }
@@ -116,6 +123,8 @@ impl<'a> Planner<'a> {
             Op::EditTask(edit) => self.edit_task(edit),
             Op::ArmDelay(delay) => self.arm_delay(delay, run),
             Op::FireDelay(delay) => self.fire_delay(delay),
+            Op::ScheduleRetry(retry) => self.schedule_retry(retry, run),
+            Op::TakeRetry(retry) => self.take_retry(retry),
             Op::ReleaseGrant(release) => {
                 self.plan.released_grants.push(release);
                 Ok(())
@@ -197,6 +206,40 @@ impl<'a> Planner<'a> {
                 self.delays
                     .insert(key, Slot::Updated(self.plan.fired_delays.len()));
                 self.plan.fired_delays.push(delay);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<'a> Planner<'a> {
+    fn schedule_retry(&mut self, retry: NewRetry<'a>, run: &RunKey) -> Result<(), StoreError> {
+        match self
+            .retries
+            .entry((retry.step, retry.sequence, retry.number))
+        {
+            Entry::Occupied(_) => Err(retry.duplicate(run)),
+            Entry::Vacant(slot) => {
+                slot.insert(Slot::New(self.plan.new_retries.len()));
+                self.plan.new_retries.push(retry);
+                Ok(())
+            }
+        }
+    }
+
+    fn take_retry(&mut self, retry: TakenRetry<'a>) -> Result<(), StoreError> {
+        let key = (retry.step, retry.sequence, retry.number);
+        match self.retries.get(&key).copied() {
+            Some(Slot::New(at)) if !self.plan.new_retries[at].taken => {
+                self.plan.new_retries[at].taken = true;
+                Ok(())
+            }
+            // Scheduled and taken already in this batch, or taken by an earlier change of it.
+            Some(_) => Err(retry.fenced()),
+            None => {
+                self.retries
+                    .insert(key, Slot::Updated(self.plan.taken_retries.len()));
+                self.plan.taken_retries.push(retry);
                 Ok(())
             }
         }

@@ -49,6 +49,14 @@ pub(super) async fn delays(
     Ok(delay_records(rows)?)
 }
 
+pub(super) async fn retries(
+    conn: &mut AsyncPgConnection,
+    run: &RunKey,
+) -> Result<Vec<RetryRecord>, Failure> {
+    let rows = query::retries_of(run).load(conn).await?;
+    Ok(retry_records(rows)?)
+}
+
 pub(super) async fn old_runs(
     conn: &mut AsyncPgConnection,
     name: Option<&str>,

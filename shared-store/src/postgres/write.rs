@@ -10,7 +10,9 @@ use super::plan::{self, Plan, Refusal, TaskUpdate};
 use super::retry::Failure;
 use super::stmt::{Sql, Stmt};
 use super::txn::finish;
-use crate::change::{duplicate_run, FiredDelay, NewDelay, NewTask, NewTrigger, Write};
+use crate::change::{
+    duplicate_run, FiredDelay, NewDelay, NewRetry, NewTask, NewTrigger, TakenRetry, Write,
+};
 use crate::query;
 use crate::types::*;
 
@@ -136,6 +138,8 @@ async fn commit(
     first.offer(update_tasks(conn, run, &plan.task_updates).await?);
     first.offer(insert_delays(conn, run, &plan.new_delays).await?);
     first.offer(fire_delays(conn, run, &plan.fired_delays).await?);
+    first.offer(insert_retries(conn, run, &plan.new_retries).await?);
+    first.offer(take_retries(conn, run, &plan.taken_retries).await?);
     match first.0 {
         Some(refusal) => Err(refusal.error.into()),
         None => Ok(()),
@@ -432,6 +436,89 @@ async fn fire_delays(
         .bind::<Integer, _>(run.recovery)
         .bind::<Array<Integer>, _>(column(rows, |r| r.assoc))
         .bind::<Array<Text>, _>(column(rows, |r| r.sequence))
+        .load::<Refused>(conn)
+        .await?;
+    first_refused(refused, rows, |r| Refusal {
+        change: r.change,
+        error: r.fenced(),
+    })
+}
+
+/// Inserts retries; answers the positions of those already there.
+enum InsertRetries {}
+
+impl Sql for InsertRetries {
+    const SQL: &'static str = "\
+        WITH u AS (SELECT ?::text AS run_id, ?::int4 AS recovery, v.* \
+            FROM unnest(?::int4[], ?::text[], ?::int4[], ?::int8[], ?::bool[], ?::int8[]) \
+            WITH ORDINALITY AS v(step, sequence, number, due_at, taken, created_at, ord)), \
+        ins AS (INSERT INTO retries (run_id, recovery, step, sequence, number, due_at, taken, \
+                created_at) \
+            SELECT run_id, recovery, step, sequence, number, due_at, taken, created_at \
+            FROM u ORDER BY ord \
+            ON CONFLICT (run_id, recovery, step, sequence, number) DO NOTHING \
+            RETURNING step, sequence, number) \
+        SELECT ord FROM u WHERE NOT EXISTS \
+            (SELECT 1 FROM ins WHERE ins.step = u.step AND ins.sequence = u.sequence \
+                AND ins.number = u.number) \
+        ORDER BY ord";
+}
+
+async fn insert_retries(
+    conn: &mut AsyncPgConnection,
+    run: &RunKey,
+    rows: &[NewRetry<'_>],
+) -> Result<Option<Refusal>, Failure> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let refused = Stmt::<InsertRetries>::new()
+        .bind::<Text, _>(&*run.run_id)
+        .bind::<Integer, _>(run.recovery)
+        .bind::<Array<Integer>, _>(column(rows, |r| r.step))
+        .bind::<Array<Text>, _>(column(rows, |r| r.sequence))
+        .bind::<Array<Integer>, _>(column(rows, |r| r.number))
+        .bind::<Array<BigInt>, _>(column(rows, |r| r.due_at))
+        .bind::<Array<Bool>, _>(column(rows, |r| r.taken))
+        .bind::<Array<BigInt>, _>(column(rows, |r| r.created_at))
+        .load::<Refused>(conn)
+        .await?;
+    first_refused(refused, rows, |r| Refusal {
+        change: r.change,
+        error: r.duplicate(run),
+    })
+}
+
+/// Takes retries the batch did not schedule: only one not taken yet moves. Answers the
+/// positions of those that did not.
+enum TakeRetries {}
+
+impl Sql for TakeRetries {
+    const SQL: &'static str = "\
+        WITH u AS (SELECT ?::text AS run_id, ?::int4 AS recovery, v.* \
+            FROM unnest(?::int4[], ?::text[], ?::int4[]) \
+            WITH ORDINALITY AS v(step, sequence, number, ord)), \
+        upd AS (UPDATE retries r SET taken = TRUE FROM u \
+            WHERE r.run_id = u.run_id AND r.recovery = u.recovery AND r.step = u.step \
+                AND r.sequence = u.sequence AND r.number = u.number AND r.taken = FALSE \
+            RETURNING u.ord) \
+        SELECT ord FROM u WHERE ord NOT IN (SELECT ord FROM upd) ORDER BY ord";
+}
+
+async fn take_retries(
+    conn: &mut AsyncPgConnection,
+    run: &RunKey,
+    rows: &[TakenRetry<'_>],
+) -> Result<Option<Refusal>, Failure> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let refused = Stmt::<TakeRetries>::new()
+        .bind::<Text, _>(&*run.run_id)
+        .bind::<Integer, _>(run.recovery)
+        .bind::<Array<Integer>, _>(column(rows, |r| r.step))
+        .bind::<Array<Text>, _>(column(rows, |r| r.sequence))
+        .bind::<Array<Integer>, _>(column(rows, |r| r.number))
         .load::<Refused>(conn)
         .await?;
     first_refused(refused, rows, |r| Refusal {

@@ -10,7 +10,7 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl};
 
-use crate::change::{FiredDelay, Move, TaskEdit};
+use crate::change::{FiredDelay, Move, TakenRetry, TaskEdit};
 use crate::types::RunKey;
 
 /// The task row an edit may move: one task of one run recovery, at the status and attempt
@@ -128,3 +128,28 @@ impl QueryFragment<Sqlite> for FireDelay<'_> {
 }
 
 cached_statement!(FireDelay);
+
+/// `UPDATE retries SET taken = TRUE` where the retry has not been taken yet.
+pub(super) struct TakeRetry<'a> {
+    pub run: &'a RunKey,
+    pub retry: &'a TakenRetry<'a>,
+}
+
+impl QueryFragment<Sqlite> for TakeRetry<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("UPDATE retries SET taken = TRUE WHERE run_id = ");
+        out.push_bind_param::<Text, str>(&*self.run.run_id)?;
+        out.push_sql(" AND recovery = ");
+        out.push_bind_param::<Integer, i32>(&self.run.recovery)?;
+        out.push_sql(" AND step = ");
+        out.push_bind_param::<Integer, i32>(&self.retry.step)?;
+        out.push_sql(" AND sequence = ");
+        out.push_bind_param::<Text, str>(self.retry.sequence)?;
+        out.push_sql(" AND number = ");
+        out.push_bind_param::<Integer, i32>(&self.retry.number)?;
+        out.push_sql(" AND taken = FALSE");
+        Ok(())
+    }
+}
+
+cached_statement!(TakeRetry);

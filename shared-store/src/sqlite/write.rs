@@ -8,11 +8,11 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use super::fenced::{FireDelay, SetHost, SetPid, TaskFence, Transition};
+use super::fenced::{FireDelay, SetHost, SetPid, TakeRetry, TaskFence, Transition};
 use crate::change::*;
 use crate::query;
 use crate::rows::run_label;
-use crate::schema::{delays, tasks, triggers};
+use crate::schema::{delays, retries, tasks, triggers};
 use crate::types::*;
 
 /// Applies `write` in one transaction.
@@ -46,10 +46,11 @@ pub(super) fn set_run_status(
 /// IMMEDIATE` transaction; answers how many recoveries went.
 pub(super) fn delete_run(conn: &mut SqliteConnection, run_id: &str) -> Result<u64, StoreError> {
     conn.immediate_transaction(|conn| {
-        let (tasks, triggers, delays) = query::delete_rows_of(run_id);
+        let (tasks, triggers, delays, retries) = query::delete_rows_of(run_id);
         tasks.execute(conn)?;
         triggers.execute(conn)?;
         delays.execute(conn)?;
+        retries.execute(conn)?;
         Ok(query::delete_runs(run_id).execute(conn)? as u64)
     })
 }
@@ -70,6 +71,8 @@ fn apply(conn: &mut SqliteConnection, run: &RunKey, op: Op) -> Result<(), StoreE
         Op::EditTask(edit) => edit_task(conn, TaskFence { run, edit: &edit }),
         Op::ArmDelay(delay) => arm_delay(conn, run, &delay),
         Op::FireDelay(delay) => fire_delay(conn, run, &delay),
+        Op::ScheduleRetry(retry) => schedule_retry(conn, run, &retry),
+        Op::TakeRetry(retry) => take_retry(conn, run, &retry),
         Op::ReleaseGrant(release) => {
             let (step, sequence) = (release.step, release.sequence);
             query::release_grant(run, step, sequence, release.attempt).execute(conn)?;
@@ -240,6 +243,40 @@ fn fire_delay(
     let updated = FireDelay { run, delay }.execute(conn)?;
     if updated == 0 {
         return Err(delay.fenced());
+    }
+    Ok(())
+}
+
+fn schedule_retry(
+    conn: &mut SqliteConnection,
+    run: &RunKey,
+    retry: &NewRetry,
+) -> Result<(), StoreError> {
+    diesel::insert_into(retries::table)
+        .values((
+            retries::run_id.eq(&*run.run_id),
+            retries::recovery.eq(run.recovery),
+            retries::step.eq(retry.step),
+            retries::sequence.eq(retry.sequence),
+            retries::number.eq(retry.number),
+            retries::due_at.eq(retry.due_at),
+            retries::taken.eq(retry.taken),
+            retries::created_at.eq(retry.created_at),
+        ))
+        .execute(conn)
+        .map_err(|e| insert_error(e, run, || retry.duplicate(run)))?;
+    Ok(())
+}
+
+/// Marks a retry taken; one taken already (or never scheduled) is fenced.
+fn take_retry(
+    conn: &mut SqliteConnection,
+    run: &RunKey,
+    retry: &TakenRetry,
+) -> Result<(), StoreError> {
+    let updated = TakeRetry { run, retry }.execute(conn)?;
+    if updated == 0 {
+        return Err(retry.fenced());
     }
     Ok(())
 }
