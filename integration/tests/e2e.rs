@@ -19,6 +19,7 @@ mod cluster_trust;
 mod examples;
 mod faithful;
 mod interrupts;
+mod once;
 mod postgres;
 mod recovery;
 mod report;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use eventor_store::{RunStatus, Store, StoreLocation, TaskStatus};
 
-use crate::cluster_run::{hosts_file, schema};
+use crate::cluster_run::{hosts_file_with, schema};
 use crate::{coord, testbed, text, write};
 
 async fn open(location: &str) -> Store {
@@ -245,36 +245,66 @@ fn wait_for_lines(path: &Path, n: usize, within: Duration) -> Vec<String> {
     }
 }
 
+/// One line of a command's own record: `start TIME HOST` or `end TIME`.
+fn record_times(path: &Path, what: &str) -> Vec<(f64, String)> {
+    let parse = |line: &str| {
+        let mut words = line.split_whitespace();
+        (words.next()? == what).then_some(())?;
+        let time: f64 = words.next()?.parse().ok()?;
+        Some((time, words.next().unwrap_or("").to_string()))
+    };
+    lines(path).iter().filter_map(|l| parse(l)).collect()
+}
+
+/// The retry of a task whose host was cut off starts on the other host only once the
+/// cut-off attempt is dead: its agent stopped it when its lease ran out (the command's own
+/// record has its end), and the prime waited out that lease and its margin.
 #[tokio::test]
-async fn a_task_whose_host_is_cut_off_retries_on_the_other_host() {
+async fn a_cut_off_hosts_task_is_retried_elsewhere_only_after_its_attempt_stopped() {
     let Some(bed) = testbed() else { return };
     let _link = crate::TESTBED_LINK.write();
     let _pg = crate::postgres_shared();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().display().to_string();
+    // The first attempt runs until it is stopped (its TERM trap writes its end); the retry
+    // ends at once.
     let job = format!(
-        "{{run: 'hostname -I >> {out}/where.txt; sleep 4', hosts: [node1, node2], retries: 1}}"
+        "{{run: 'echo start $(date +%s.%N) $(hostname -I) >> {out}/rec.txt; \
+          if [ -e {out}/first ]; then echo end $(date +%s.%N) >> {out}/rec.txt; exit 0; fi; \
+          touch {out}/first; trap \"echo end $(date +%s.%N) >> {out}/rec.txt; exit 143\" TERM; \
+          sleep 120 & wait', hosts: [node1, node2], retries: 1}}"
     );
     let (run, url) = start_job(dir.path(), &bed, "retry_host", &job, "M");
-    let where_ = dir.path().join("where.txt");
-    let first = wait_for_lines(&where_, 1, Duration::from_secs(30)).remove(0);
-    let (cut_host, other) = if first.trim() == bed["EVENTOR_NODE1_ADDR"] {
+    let rec = dir.path().join("rec.txt");
+    wait_for_lines(&rec, 1, Duration::from_secs(30));
+    let first_host = record_times(&rec, "start").remove(0).1;
+    let (cut_host, other) = if first_host == bed["EVENTOR_NODE1_ADDR"] {
         ("EVENTOR_NODE1_VETH", "EVENTOR_NODE2_ADDR")
     } else {
         ("EVENTOR_NODE2_VETH", "EVENTOR_NODE1_ADDR")
     };
     let _cut = crate::LinkCut::new(&bed[cut_host]);
     let cut = Instant::now();
-    let second = wait_for_lines(&where_, 2, Duration::from_secs(30)).remove(1);
+    wait_for_lines(&rec, 4, Duration::from_secs(60));
     let moved_after = cut.elapsed();
+    let starts = record_times(&rec, "start");
+    let ends = record_times(&rec, "end");
+    assert_eq!(starts.len(), 2, "{:?}", lines(&rec));
     assert_eq!(
-        second.trim(),
+        starts[1].1,
         bed[other],
-        "the retry runs on the other host"
+        "the retry runs on the other host: {:?}",
+        lines(&rec)
+    );
+    let first_end = ends[0].0;
+    assert!(
+        starts[1].0 > first_end,
+        "the retry started at {} beside the first attempt (stopped at {first_end})",
+        starts[1].0
     );
     let (code, stdout) = crate::finish_coord(run, Duration::from_secs(30));
     assert_eq!(code, Some(0), "{stdout}");
-    eprintln!("MEASURE host loss to the task running elsewhere: {moved_after:?}");
+    eprintln!("MEASURE host loss to the task running elsewhere (lease 1s): {moved_after:?}");
     let store = open(&url).await;
     let run = store.run_history("M").await.unwrap().remove(0);
     let task = store.tasks(run.key).await.unwrap().remove(0);
@@ -294,7 +324,7 @@ async fn a_host_pinned_task_whose_host_stays_away_fails_after_its_retries() {
     let (run, _) = start_job(dir.path(), &bed, "retry_pinned", &job, "H");
     wait_for_lines(&dir.path().join("ran.txt"), 1, Duration::from_secs(30));
     let _cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
-    let (code, stdout) = crate::finish_coord(run, Duration::from_secs(40));
+    let (code, stdout) = crate::finish_coord(run, Duration::from_secs(60));
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("no link to any of"), "{stdout}");
 }
@@ -320,7 +350,8 @@ fn job_command(
     job: &str,
     run_id: &str,
 ) -> (std::process::Command, String) {
-    let (hosts, url) = hosts_file(dir, bed, &schema(name));
+    // The shortest lease, so a cut-off host's task is called dead as soon as the rules allow.
+    let (hosts, url) = hosts_file_with(dir, bed, &schema(name), "lease: 1s\n");
     let flow = write(
         dir,
         &format!("{name}.yaml"),
@@ -381,7 +412,7 @@ async fn a_host_that_comes_back_takes_later_tasks() {
                 .as_deref()
                 .is_some_and(|e| e.contains("reconnecting"))
     };
-    let failed = wait_for_task(&store, "B", away, Duration::from_secs(30)).await;
+    let failed = wait_for_task(&store, "B", away, Duration::from_secs(60)).await;
     assert!(
         failed.error.as_deref().unwrap().contains("node1 lost"),
         "{failed:?}"

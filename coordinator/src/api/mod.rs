@@ -11,6 +11,7 @@ pub mod builder;
 mod compile;
 pub mod config;
 pub mod error;
+mod leftovers;
 pub mod names;
 pub mod options;
 mod orphans;

@@ -658,6 +658,11 @@ async fn connect_hosts(
     let remote_closures = running.steps.iter().any(|s| {
         !s.hosts().is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
     });
+    let program = running.core.program();
+    let fenced =
+        super::leftovers::leftover_hosts(&running.store, &running.key, program, &running.steps)
+            .await
+            .map_err(store_error(running.store.describe()))?;
     let run = RunCluster {
         cluster,
         names,
@@ -666,6 +671,7 @@ async fn connect_hosts(
         store: running.store.clone(),
         run: running.key.clone(),
         central: central.map(central_output),
+        fenced,
     };
     let (tx, rx) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
     let remote = Remote::for_run(run, tx.clone())

@@ -28,6 +28,10 @@
 //!   a margin: see [`LeaseRule`]). Only then are they settled (the store is read: an end
 //!   the agent recorded stands, the rest fail), so another attempt never starts beside one
 //!   still running. A lease of zero settles them at once.
+//! - **A host where an earlier coordinator's task may still run is fenced**: a recovery
+//!   (or a continue) that took over a run with tasks left active sends nothing to their
+//!   hosts before those hosts' leases could have run out, so it never starts a task beside
+//!   one the agent of the dead coordinator still runs. Tasks for a fenced host wait.
 //! - **A host is brought back** from its first loss on ([`Action::Reconnect`], once per
 //!   loss); while it is away, a task that may run only there fails at once with the reason.
 
@@ -50,9 +54,16 @@ use crate::engine::core::TaskId;
 /// agent's lease cannot start later. The margin then covers the agent's stop (SIGTERM,
 /// then SIGKILL within the protocol's `LEASE_STOP_GRACE`), the frames in flight, and the
 /// two clocks' rates.
+///
+/// And why a floor: an agent notices a silent prime only after its own wait (longer than
+/// any prime's, so that of a blip the prime decides first); a lease shorter than that wait
+/// runs out before the agent knows, and the agent stops its tasks only then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LeaseRule {
     pub margin: Duration,
+    /// The least time an agent's tasks may run on after its prime gave it up, whatever
+    /// its lease: how long the agent takes to notice a silent prime.
+    pub floor: Duration,
 }
 
 /// What the forwarder tells the core.
@@ -71,6 +82,9 @@ pub enum Input<P> {
     },
     /// `host`'s link is gone for `reason`.
     HostLost { host: Arc<str>, reason: String },
+    /// A task of an earlier coordinator may still run on `host` until `until` (its agent's
+    /// lease): nothing is sent there before then. Given before the host is up.
+    Fence { host: Arc<str>, until: Duration },
     /// `task` (attempt `key`) may run on any of `hosts`.
     Submit {
         task: TaskId,
@@ -167,6 +181,9 @@ pub struct ClusterCore<P> {
     placement: Placement<Pending<P>>,
     in_flight: HashMap<TaskKey, InFlight>,
     limbo: HashMap<TaskKey, Limbo>,
+    /// Hosts that take nothing before a time, with their room for afterwards (0 until the
+    /// host is up).
+    fences: HashMap<Arc<str>, (Duration, usize)>,
     /// The core's answers to the input being handled.
     out: Vec<Action<P>>,
 }
@@ -179,6 +196,7 @@ impl<P> ClusterCore<P> {
             placement: Placement::default(),
             in_flight: HashMap::new(),
             limbo: HashMap::new(),
+            fences: HashMap::new(),
             out: Vec::new(),
         }
     }
@@ -197,6 +215,9 @@ impl<P> ClusterCore<P> {
                 self.host_up(host, cap, state, adopted)
             }
             Input::HostLost { host, reason } => self.host_lost(host, reason, now),
+            Input::Fence { host, until } => {
+                self.fences.insert(host, (until, 0));
+            }
             Input::Submit {
                 task,
                 hosts,
@@ -210,13 +231,36 @@ impl<P> ClusterCore<P> {
             Input::CancelAll => self.cancel_all(),
             Input::Tick => {}
         }
+        self.lift_fences(now);
         self.settle_due(now);
         std::mem::take(&mut self.out)
     }
 
-    /// When the next task in limbo may be called dead (the forwarder wakes then).
+    /// When the next task in limbo may be called dead or the next fence lifts (the
+    /// forwarder wakes then).
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.limbo.values().map(|l| l.deadline).min()
+        let limbo = self.limbo.values().map(|l| l.deadline);
+        let fences = self.fences.values().map(|(until, _)| *until);
+        limbo.chain(fences).min()
+    }
+
+    /// Gives the fenced hosts whose time has come their room back.
+    fn lift_fences(&mut self, now: Duration) {
+        let due: Vec<Arc<str>> = self
+            .fences
+            .iter()
+            .filter(|(_, (until, _))| *until <= now)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for host in due {
+            let Some((_, cap)) = self.fences.remove(&host) else {
+                continue;
+            };
+            if matches!(self.hosts.get(&host), Some(HostState::Up { .. })) {
+                self.placement.up(host, cap);
+            }
+        }
+        self.pump();
     }
 
     /// Tasks dispatched and not yet ended, in limbo included (for the state line of tests).
@@ -230,7 +274,15 @@ impl<P> ClusterCore<P> {
 
     fn host_up(&mut self, host: Arc<str>, cap: usize, state: HostState, adopted: Vec<TaskKey>) {
         self.hosts.insert(host.clone(), state);
-        self.placement.up(host.clone(), cap);
+        // A fenced host is up with no room: its tasks wait instead of failing.
+        let room = match self.fences.get_mut(&host) {
+            Some((_, later)) => {
+                *later = cap;
+                0
+            }
+            None => cap,
+        };
+        self.placement.up(host.clone(), room);
         self.adopt(&host, adopted);
         self.pump();
     }
@@ -265,7 +317,7 @@ impl<P> ClusterCore<P> {
             None => Duration::ZERO,
         };
         self.out.push(Action::Reconnect { host: host.clone() });
-        let deadline = now + lease + self.rule.margin;
+        let deadline = now + lease.max(self.rule.floor) + self.rule.margin;
         let keys: Vec<TaskKey> = self.in_flight_on(&host);
         for key in keys {
             let Some(flight) = self.in_flight.remove(&key) else {

@@ -7,13 +7,13 @@
 //! transcript; `UPDATE_GOLDEN=1 cargo test` rewrites the files, and `git diff` shows exactly
 //! which decisions changed.
 //!
-//! Settings: `lease MS` (every host's, unless its `up` line says `lease=MS`), `margin MS`
-//! (both 0 when absent).
+//! Settings: `lease MS` (every host's, unless its `up` line says `lease=MS`), `margin MS`,
+//! `floor MS` (all 0 when absent).
 //! Inputs (a task is `NAME` or `NAME#ATTEMPT`, attempt 1 by default; tasks of one name are
 //! one engine task, as a retry is):
 //! `up HOST CAP [norecord] [lease=MS] [adopt TASK,TASK…]`, `lost HOST REASON…`,
 //! `submit TASK HOST,HOST…`, `undelivered TASK REASON…`, `ran TASK`,
-//! `finish TASK ok|fail [TEXT…]`, `unrecorded TASK`, `cancel`, `tick`.
+//! `finish TASK ok|fail [TEXT…]`, `unrecorded TASK`, `cancel`, `tick`, `fence HOST UNTIL_MS`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -131,6 +131,10 @@ fn parse_input(words: &[&str], names: &mut Names, lease: Duration) -> Input<()> 
             key: names.key(words[1]).1,
         },
         "cancel" => Input::CancelAll,
+        "fence" => Input::Fence {
+            host: Arc::from(words[1]),
+            until: millis(words[2]),
+        },
         "tick" => Input::Tick,
         other => panic!("unknown input {other:?}"),
     }
@@ -182,6 +186,7 @@ fn parse_settings(header: &[&str]) -> (Duration, LeaseRule) {
         match words.as_slice() {
             ["lease", ms] => lease = millis(ms),
             ["margin", ms] => rule.margin = millis(ms),
+            ["floor", ms] => rule.floor = millis(ms),
             _ => {}
         }
     }

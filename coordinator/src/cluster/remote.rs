@@ -53,6 +53,8 @@ pub struct RemoteConfig<'a> {
     pub central: Option<CentralOutput>,
     pub store: Store,
     pub run: RunKey,
+    /// Hosts where a task of an earlier coordinator of the run may still run.
+    pub fenced: Vec<String>,
 }
 
 impl Remote {
@@ -99,6 +101,12 @@ impl Remote {
             run: config.run,
             reconnector: reconnector.clone(),
         });
+        for host in &config.fenced {
+            let lease = config.hosts.host(host).map(|h| h.lease).unwrap_or_default();
+            let wait = rule.floor.max(lease) + rule.margin;
+            tracing::warn!(host = %host, wait = ?wait, "tasks of the run's previous coordinator may still run there: nothing goes there before their lease is out");
+            forwarder.fence(host, wait);
+        }
         for link in links {
             forwarder.host_up(link);
         }
@@ -131,10 +139,12 @@ impl Remote {
 
 /// The margin a lost host's lease gets: the agent's stop (at most the protocol's
 /// `LEASE_STOP_GRACE`), two heartbeats for the frames in flight, and a second for the two
-/// clocks' rates.
+/// clocks' rates; its floor: how long an agent waits on a silent prime (the agent's rule in
+/// `eventor_agent::runtime`, with its default wait).
 fn lease_rule(heartbeat: Duration) -> LeaseRule {
     let margin = eventor_protocol::LEASE_STOP_GRACE + heartbeat * 2 + Duration::from_secs(1);
-    LeaseRule { margin }
+    let floor = (heartbeat * 3).max(eventor_protocol::MAX_LOST_AFTER + heartbeat);
+    LeaseRule { margin, floor }
 }
 
 impl PinnedTasks for Remote {
@@ -175,6 +185,9 @@ pub struct RunCluster<'a> {
     pub store: Store,
     pub run: RunKey,
     pub central: Option<CentralOutput>,
+    /// Hosts where a task of an earlier coordinator of the run may still run (it was left
+    /// active on them): see [`RemoteConfig::fenced`].
+    pub fenced: Vec<String>,
 }
 
 impl Remote {
@@ -201,6 +214,7 @@ impl Remote {
             central: run.central,
             store: run.store,
             run: run.run,
+            fenced: run.fenced,
         };
         Remote::connect(config, events).await
     }
