@@ -24,6 +24,7 @@ mod postgres;
 mod recovery;
 mod report;
 mod retries;
+mod run_lease;
 mod shared_pools;
 mod ssh;
 mod ssh_conformance;

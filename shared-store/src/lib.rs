@@ -53,7 +53,7 @@ mod types;
 
 pub use location::{LocationError, PgLocation, StoreLocation, DEFAULT_SCHEMA};
 pub use postgres::{PgOptions, PgStore, SchemaSetup};
-pub use run_lock::RunGuard;
+pub use run_lock::{Lease, RunGuard};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub use subscription::Subscription;
 pub use types::*;

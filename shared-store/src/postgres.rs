@@ -64,8 +64,15 @@
 //! # The run lock
 //! [`Store::lock_run`](crate::Store::lock_run) takes `pg_try_advisory_lock(RUN, hash(schema, run_id))` on a session
 //! of its own, held until the guard is released or dropped (closing the session releases
-//! it). If that session drops, it reconnects and takes the lock again; should another session
-//! have taken it in between, the guard reports it lost.
+//! it). Every `dead_after / 6` it asks that session whether it still holds the lock
+//! (`pg_locks`, its own backend pid); no answer for half of `dead_after` makes the guard's
+//! [`Lease`](crate::Lease) unconfirmed. If the session drops while the lease is held (a server
+//! restart), it reconnects and takes the lock again; should another session have taken it in
+//! between, or the session have dropped while unconfirmed (the server ended it for our
+//! silence, and the run was free), the lease is lost. Writes to a run whose lock this handle
+//! took wait while its lease is unconfirmed and fail with [`StoreError::RunLost`] once it is
+//! lost, before each attempt: a prime cut off from the store writes nothing after the store
+//! freed its run.
 //!
 //! # What it leaves out
 //! - TLS: the client speaks none (`sslmode=require` is refused when parsing the URL).
@@ -97,10 +104,11 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use tokio::sync::watch;
 
 pub(crate) use listen::{Listener, RunLock};
 
@@ -111,6 +119,7 @@ use write::WriteCx;
 
 use crate::change::Write;
 use crate::location::PgLocation;
+use crate::run_lock::Lease;
 use crate::types::*;
 
 /// Advisory lock classes (the first key of the two-key form), one per use, so a run's commit
@@ -187,6 +196,9 @@ struct Shared {
     /// This handle's id in batch ids and notifications.
     origin: u64,
     next_batch: AtomicU64,
+    /// The leases of the run locks this handle took: writes to such a run wait while its
+    /// lease is unconfirmed and are refused once it is lost.
+    leases: Mutex<Vec<(String, watch::Receiver<Lease>)>>,
 }
 
 impl PgStore {
@@ -211,6 +223,7 @@ impl PgStore {
             options,
             origin: random_u64(),
             next_batch: AtomicU64::new(0),
+            leases: Mutex::new(Vec::new()),
         };
         Ok(PgStore {
             shared: Arc::new(shared),
@@ -289,7 +302,8 @@ impl PgStore {
     }
 
     async fn delete_job(&self, cx: Arc<DeleteCx>) -> Result<u64, StoreError> {
-        self.retry(move |conn| {
+        let run_id = cx.run_id.clone();
+        self.retry_leased(Some(&run_id), move |conn| {
             let cx = cx.clone();
             Box::pin(async move { delete::delete_once(conn, &cx).await })
         })
@@ -362,7 +376,38 @@ impl PgStore {
     pub(crate) async fn lock_run(&self, run_id: &str) -> Result<RunLock, StoreError> {
         let connector = self.shared.pool.connector().clone();
         let key = lock_key(connector.schema(), run_id);
-        RunLock::acquire(connector, run_id, key).await
+        let lock = RunLock::acquire(connector, run_id, key).await?;
+        self.leases().push((run_id.to_owned(), lock.lease()));
+        Ok(lock)
+    }
+
+    /// The lease of the run lock this handle took last on `run_id`, if it took one (a lease
+    /// whose guard is gone counts no more, unless it was lost).
+    fn lease_of(&self, run_id: &str) -> Option<watch::Receiver<Lease>> {
+        let mut leases = self.leases();
+        leases.retain(|(_, lease)| lease.has_changed().is_ok() || *lease.borrow() == Lease::Lost);
+        let found = leases.iter().rev().find(|(id, _)| id == run_id);
+        found.map(|(_, lease)| lease.clone())
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Vec<(String, watch::Receiver<Lease>)>> {
+        // The list stays consistent whatever panicked while holding it.
+        self.shared.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while this handle's lease on `run_id` is unconfirmed; refuses once it is lost.
+    async fn leased(&self, run_id: &str) -> Result<(), StoreError> {
+        let Some(mut lease) = self.lease_of(run_id) else {
+            return Ok(());
+        };
+        // Closed (the guard went) with the lease held or unconfirmed: no longer ours to judge.
+        let _ = lease.wait_for(|state| *state != Lease::Unconfirmed).await;
+        if *lease.borrow() == Lease::Lost {
+            return Err(StoreError::RunLost {
+                run_id: run_id.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Declares shared pools; see [`Store::declare_pools`](crate::Store::declare_pools).
@@ -380,7 +425,8 @@ impl PgStore {
         request.units.sort();
         let request = Arc::new(request);
         let at = crate::now_micros();
-        self.retry(move |conn| {
+        let run_id = request.run.run_id.clone();
+        self.retry_leased(Some(&run_id), move |conn| {
             let request = request.clone();
             Box::pin(async move { pools::grant_once(conn, &request, at).await })
         })
@@ -389,8 +435,8 @@ impl PgStore {
 
     /// See [`Store::release_run_grants`](crate::Store::release_run_grants).
     pub(crate) async fn release_run_grants(&self, run_id: String) -> Result<usize, StoreError> {
-        let job = Arc::new((run_id, self.pools_channel()));
-        self.retry(move |conn| {
+        let job = Arc::new((run_id.clone(), self.pools_channel()));
+        self.retry_leased(Some(&run_id), move |conn| {
             let job = job.clone();
             Box::pin(async move { pools::release_run_once(conn, &job.0, &job.1).await })
         })
@@ -434,7 +480,8 @@ impl PgStore {
     }
 
     async fn write_job(&self, job: Arc<(WriteCx, Write)>) -> Result<(), StoreError> {
-        self.retry(move |conn| {
+        let run_id = job.0.run.run_id.clone();
+        self.retry_leased(Some(&run_id), move |conn| {
             let job = job.clone();
             Box::pin(async move { write::write_once(conn, &job.0, &job.1).await })
         })
@@ -475,8 +522,22 @@ impl PgStore {
         &self,
         op: impl for<'c> Fn(&'c mut AsyncPgConnection) -> Attempt<'c, R>,
     ) -> Result<R, StoreError> {
+        self.retry_leased(None, op).await
+    }
+
+    /// [`retry`](Self::retry), each attempt of a write to the run `leased` made only while
+    /// this handle's lease on it (if it holds its lock) is held: a coordinator cut off from
+    /// the store writes nothing until it knows the run is still its own.
+    async fn retry_leased<R>(
+        &self,
+        leased: Option<&str>,
+        op: impl for<'c> Fn(&'c mut AsyncPgConnection) -> Attempt<'c, R>,
+    ) -> Result<R, StoreError> {
         let mut tries = Tries::new(&self.shared.options);
         loop {
+            if let Some(run_id) = leased {
+                self.leased(run_id).await?;
+            }
             let wait = match self.attempt(&op).await {
                 Ok(value) => {
                     tries.succeeded(self.describe());
@@ -706,6 +767,62 @@ mod tests {
         assert!(matches!(written, Ok(Ok(()))), "{written:?}");
         let after = frozen.batch_execute("SELECT 1").await;
         assert!(after.is_err(), "the frozen session was ended");
+        drop_schema(store, schema).await;
+    }
+
+    /// A run lock whose session ends and whose lock another handle takes before it is taken
+    /// again is lost, and its handle writes nothing more to that run (other runs still).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_run_lock_refuses_every_write_to_its_run() {
+        let Some((store, schema)) = scratch_store().await else {
+            return;
+        };
+        let run = run_key(0);
+        store.write(Write::BeginRun(new_run(&run))).await.unwrap();
+        let lock = store.lock_run("R").await.unwrap();
+        let mut lease = lock.lease();
+        assert_eq!(*lease.borrow(), Lease::Held);
+        let rival = PgStore::open(&store.shared.location, PgOptions::default())
+            .await
+            .unwrap();
+        let key = lock_key(&schema, "R");
+        let end_holder = Arc::<str>::from(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+             AND classid = ({RUN_LOCK_CLASS})::int4::oid AND objid = ({key})::int4::oid AND objsubid = 2"
+        ));
+        rival
+            .retry(move |conn| {
+                let sql = end_holder.clone();
+                Box::pin(async move { Ok(conn.batch_execute(&sql).await?) })
+            })
+            .await
+            .unwrap();
+        // The keeper waits 200 ms before it takes the lock again: the rival comes first.
+        let taken = loop {
+            match rival.lock_run("R").await {
+                Ok(taken) => break taken,
+                Err(StoreError::RunLocked { .. }) => tokio::task::yield_now().await,
+                Err(e) => panic!("{e:?}"),
+            }
+        };
+        let lost = tokio::time::timeout(
+            Duration::from_secs(10),
+            lease.wait_for(|l| *l == Lease::Lost),
+        );
+        assert!(matches!(lost.await, Ok(Ok(_))), "the lease is lost");
+        let status = Write::RunStatus(run.clone(), RunStatus::Success, 2);
+        let refused = store.write(status).await.unwrap_err();
+        assert!(matches!(refused, StoreError::RunLost { .. }), "{refused:?}");
+        assert_eq!(
+            store.run_history("R".into()).await.unwrap()[0].status,
+            RunStatus::Running
+        );
+        let other = RunKey {
+            run_id: Arc::from("S"),
+            recovery: 0,
+        };
+        store.write(Write::BeginRun(new_run(&other))).await.unwrap();
+        drop((lock, taken, rival));
         drop_schema(store, schema).await;
     }
 

@@ -2,6 +2,10 @@
 //! advisory lock on a session of its own (`postgres/listen.rs`); SQLite holds an exclusive
 //! `flock` on a lock file next to the database, `<db>.<run id>.lock`.
 //!
+//! On Postgres the lock can be lost (its session ended by the server while this process was
+//! cut off from it), so a guard tells how sure it is that it still holds the run: its
+//! [`Lease`]. A lock file cannot be lost while its process lives: its lease stays held.
+//!
 //! The lock file is removed by its holder, while still locked, when the guard goes. A process
 //! that opened the file before the removal and locks it after finds, by comparing the locked
 //! file with what the path names now, that it holds a deleted file, and starts over.
@@ -9,8 +13,23 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
+use tokio::sync::watch;
+
 use crate::postgres::RunLock;
 use crate::types::StoreError;
+
+/// How sure a run's coordinator is that it still holds the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Confirmed within the last half of `dead_after` (or a lock file).
+    Held,
+    /// Not confirmed for half of `dead_after`: the store may free the run soon, so the
+    /// coordinator should stop what it runs here and write nothing until it is held again.
+    Unconfirmed,
+    /// The lock's session ended while it was unconfirmed, or another session holds the lock
+    /// now: another coordinator may have the run. Final.
+    Lost,
+}
 
 /// Held while this process coordinates a run; a second holder of the same run id on the same
 /// store gets [`StoreError::RunLocked`]. Dropping it releases the lock.
@@ -43,8 +62,16 @@ impl RunGuard {
         &self.run_id
     }
 
-    /// Returns if the lock was lost: on Postgres, when its session dropped and another
-    /// coordinator took the lock before it could be taken again. Never returns on SQLite.
+    /// The guard's [`Lease`] now and as it changes. A lock file's stays [`Lease::Held`] (its
+    /// sender is gone: it never changes).
+    pub fn lease(&self) -> watch::Receiver<Lease> {
+        match &self.held {
+            Held::File(_) => watch::channel(Lease::Held).1,
+            Held::Postgres(lock) => lock.lease(),
+        }
+    }
+
+    /// Returns if the lock was lost ([`Lease::Lost`]). Never returns on SQLite.
     pub async fn lost(&mut self) {
         match &mut self.held {
             Held::File(_) => std::future::pending().await,

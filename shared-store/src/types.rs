@@ -346,6 +346,10 @@ pub enum StoreError {
     Closed,
     #[error("run {run_id} is already being run by another coordinator")]
     RunLocked { run_id: String },
+    /// The run's lock was lost ([`Lease::Lost`](crate::Lease)): this handle writes nothing
+    /// more to the run.
+    #[error("lost the run lock of run {run_id}: another coordinator may hold the run now")]
+    RunLost { run_id: String },
     #[error("cannot use run lock file {path}")]
     LockFile {
         path: String,

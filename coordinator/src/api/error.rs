@@ -82,6 +82,14 @@ pub enum EventorError {
     },
     #[error("max_loops must be at least 1 (or negative: no limit), found {0}")]
     BadMaxLoops(i64),
+    /// This prime lost its run lock (cut off from the store for longer than `dead_after`):
+    /// it wrote nothing more and left the run and its agents to the new coordinator.
+    #[error("run {run_id}: run taken over by another coordinator (this one lost contact with the store)")]
+    RunTakenOver {
+        run_id: String,
+        #[source]
+        source: StoreError,
+    },
     #[error(
         "run {run_id} already exists in {store}: use --mode recover to go on with it, \
              another --run-id for a new run, or --replace to drop its history and restart"
@@ -113,6 +121,7 @@ impl EventorError {
             LogdirUnwritable { .. } => ErrorKind::Input,
             UnknownHost { .. } | InsideRuntime | BadMaxLoops(_) => ErrorKind::Input,
             Store { .. } | Runtime(_) | Closed | Cluster(_) | Agent(_) | Log(_) => ErrorKind::Run,
+            RunTakenOver { .. } => ErrorKind::Run,
         }
     }
 

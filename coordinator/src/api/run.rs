@@ -17,6 +17,7 @@ use super::error::{store_error, EventorError};
 use super::options::EventorOptions;
 use super::orphans;
 use super::outcome::{outcome_of, RunOutcome};
+use super::run_lease::{run_failure, RunLease};
 use super::running::Running;
 use crate::cluster::{agent_mode, Remote, RunCluster};
 use crate::engine::core::{
@@ -86,8 +87,11 @@ impl Eventor {
             self.running = Some(self.start_run().await?);
         }
         let result = self.drive_started(loops).await;
-        if let Err(error) = &result {
-            self.record_failed_start(error).await;
+        match &result {
+            // Another coordinator has the run: nothing more is ours to write.
+            Err(EventorError::RunTakenOver { .. }) => {}
+            Err(error) => self.record_failed_start(error).await,
+            Ok(_) => {}
         }
         result
     }
@@ -133,16 +137,15 @@ impl Eventor {
             None => None,
         };
         let remote = connect_hosts(&self.options, &location, running, central.as_ref()).await?;
-        let result = run_loops(running, loops, config, central.as_ref(), remote).await;
+        let lease = RunLease::new(&running.guard, &running.interrupt);
+        let run = run_loops(running, loops, config, central.as_ref(), remote);
+        let result = lease.watch(run).await?;
         if let (Some(log), Ok(outcome)) = (central, &result) {
             if let Err(e) = log.close(&outcome.to_string()).await {
                 tracing::warn!(error = %e, "the central log could not be completed");
             }
         }
-        let outcome = result.map_err(|source| EventorError::Store {
-            store: store_name.clone(),
-            source,
-        })?;
+        let outcome = result.map_err(|source| run_failure(&store_name, source))?;
         let status = match &outcome {
             RunOutcome::Success => RunStatus::Success,
             RunOutcome::Failure { .. } => RunStatus::Failure,
@@ -153,10 +156,7 @@ impl Eventor {
             .store
             .set_run_status(running.key.clone(), status, now_micros())
             .await
-            .map_err(|source| EventorError::Store {
-                store: store_name,
-                source,
-            })?;
+            .map_err(|source| run_failure(&store_name, source))?;
         tracing::info!(run_id = %self.run_id, "Processing finished with: {outcome}");
         Ok(outcome)
     }
@@ -229,7 +229,7 @@ impl Eventor {
         Ok(Running {
             external,
             store,
-            _guard: guard,
+            guard,
             task_triggers,
             key: key.clone(),
             core,

@@ -14,8 +14,9 @@ use crate::engine::interrupt::Interrupt;
 pub(super) struct Running {
     pub(super) store: Store,
     pub(super) external: ExternalTriggers,
-    /// Held for the whole run: a second coordinator of the same run id is refused.
-    pub(super) _guard: RunGuard,
+    /// Held for the whole run: a second coordinator of the same run id is refused. Its
+    /// lease is watched while the run goes on (`run_lease.rs`).
+    pub(super) guard: RunGuard,
     pub(super) task_triggers: mpsc::UnboundedReceiver<Input>,
     pub(super) key: RunKey,
     pub(super) core: Core,

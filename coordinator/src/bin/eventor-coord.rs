@@ -328,8 +328,9 @@ fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
         RunOutcome::Success => 0,
         RunOutcome::Failure { .. } => 1,
         RunOutcome::Incomplete { .. } => 3,
-        // 128 + the signal's number, as a shell reports a process it stopped.
-        RunOutcome::Interrupted { .. } => 128 + signals.first().unwrap_or(SIGINT),
+        // 128 + the signal's number, as a shell reports a process it stopped; stopped by no
+        // signal (its prime lost contact with the store), the run failed.
+        RunOutcome::Interrupted { .. } => signals.first().map_or(1, |signal| 128 + signal),
     }))
 }
 

@@ -157,7 +157,8 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
         match wait_for_input(core, sources).await {
             Woke::Handled => {}
             Woke::ToRescan => cx.external.rescan(core, cx.store, &cx.run).await?,
-            Woke::Interrupted => cx.executor.interrupt(),
+            Woke::Interrupted if cx.interrupt.reaches_hosts() => cx.executor.interrupt(),
+            Woke::Interrupted => {}
         }
     }
 }

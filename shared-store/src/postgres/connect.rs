@@ -20,6 +20,8 @@ use crate::types::StoreError;
 pub(super) struct Connector {
     config: Config,
     schema: String,
+    /// How long the server keeps a silent session of ours (the location's `dead_after`).
+    dead_after: Duration,
     /// The location as logs and errors show it (any password masked).
     describe: String,
 }
@@ -67,12 +69,17 @@ impl Connector {
         Connector {
             config,
             schema: location.schema.clone(),
+            dead_after: location.dead_after(),
             describe: location.to_string(),
         }
     }
 
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    pub fn dead_after(&self) -> Duration {
+        self.dead_after
     }
 
     pub fn describe(&self) -> &str {

@@ -6,7 +6,9 @@
 //! Each is driven by its own task, which reconnects with backoff when the server goes away.
 //! A listener then wakes its subscriber once (commits made while it was away sent
 //! notifications nobody heard); a run lock takes its lock again, and reports it lost if
-//! another session took it meanwhile.
+//! another session took it meanwhile. A run lock also asks its session, every
+//! `dead_after / 6`, whether it still holds the lock, so a prime cut off from the server
+//! knows it within half of `dead_after` (see [`Lease`]).
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio_postgres::{AsyncMessage, Client, Connection, Notification, Socket};
 use super::connect::{ConnectError, Connector};
 use super::retry::FIRST_RECONNECT_WAIT;
 use super::RUN_LOCK_CLASS;
+use crate::run_lock::Lease;
 use crate::types::{RunKey, StoreError};
 
 /// A session's reconnect waits stop growing here: a lock or a listener should come back soon
@@ -53,11 +56,6 @@ impl Session {
             messages,
             _driver: AbortOnDrop(driver),
         })
-    }
-
-    /// Waits until the connection has ended.
-    async fn closed(&mut self) {
-        while self.messages.recv().await.is_some() {}
     }
 }
 
@@ -234,9 +232,10 @@ async fn relisten(connector: &Connector, channel: &str) -> Session {
 
 // ---- the run lock --------------------------------------------------------------------------
 
-/// A run's advisory lock, held by a session of its own for as long as this value lives.
+/// A run's advisory lock, held by a session of its own for as long as this value lives, and
+/// confirmed on that session every `dead_after / 6` (see [`Lease`]).
 pub(crate) struct RunLock {
-    lost: watch::Receiver<bool>,
+    lease: watch::Sender<Lease>,
     release: Option<oneshot::Sender<oneshot::Sender<()>>>,
     _task: AbortOnDrop,
 }
@@ -259,26 +258,31 @@ impl RunLock {
                 run_id: run_id.to_owned(),
             });
         }
-        let (lost_tx, lost) = watch::channel(false);
+        let lease = watch::Sender::new(Lease::Held);
         let (release, release_rx) = oneshot::channel();
         let keeper = Keeper {
+            contact: Contact::new(connector.dead_after(), lease.clone()),
             connector,
             run_id: run_id.to_owned(),
             key,
-            lost: lost_tx,
         };
         let task = tokio::spawn(keeper.keep(session, release_rx));
         Ok(RunLock {
-            lost,
+            lease,
             release: Some(release),
             _task: AbortOnDrop(task),
         })
     }
 
-    /// Returns if the lock was lost: the session dropped and another one took the lock
-    /// before this one could take it again.
+    /// The lease's state now and its changes.
+    pub(crate) fn lease(&self) -> watch::Receiver<Lease> {
+        self.lease.subscribe()
+    }
+
+    /// Returns if the lock was lost (see [`Lease::Lost`]).
     pub(crate) async fn lost(&mut self) {
-        if self.lost.wait_for(|lost| *lost).await.is_err() {
+        let mut lease = self.lease.subscribe();
+        if lease.wait_for(|l| *l == Lease::Lost).await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -306,20 +310,109 @@ async fn try_lock(client: &Client, key: i32) -> Result<bool, ConnectError> {
     row.try_get(0).map_err(query_error)
 }
 
+/// Whether this very session (its backend, so its session locks) holds the lock: one
+/// answer proves the session is the one that took it.
+async fn holds(client: &Client, key: i32) -> Result<bool, ConnectError> {
+    // The two-key form shows its keys as oids (classid, objid) with objsubid 2.
+    let sql = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+               AND pid = pg_backend_pid() AND classid = $1::int4::oid \
+               AND objid = $2::int4::oid AND objsubid = 2)";
+    let row = client
+        .query_one(sql, &[&RUN_LOCK_CLASS, &key])
+        .await
+        .map_err(query_error)?;
+    row.try_get(0).map_err(query_error)
+}
+
+/// When this process last knew it held the lock, and what it concludes from that.
+struct Contact {
+    /// The last answer of the lock's session (or the lock taken again).
+    confirmed: tokio::time::Instant,
+    dead_after: Duration,
+    lease: watch::Sender<Lease>,
+}
+
+impl Contact {
+    fn new(dead_after: Duration, lease: watch::Sender<Lease>) -> Contact {
+        Contact {
+            confirmed: tokio::time::Instant::now(),
+            dead_after,
+            lease,
+        }
+    }
+
+    /// How often the session is asked: six times in `dead_after`, so a lost answer or two
+    /// do not make the lease look lost.
+    fn period(&self) -> Duration {
+        self.dead_after / 6
+    }
+
+    /// Returns once the lease has gone unconfirmed for half of `dead_after` (never if it
+    /// already counts as unconfirmed).
+    async fn expired(&self) {
+        if *self.lease.borrow() != Lease::Held {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep_until(self.confirmed + self.dead_after / 2).await;
+    }
+
+    fn confirm(&mut self) {
+        self.confirmed = tokio::time::Instant::now();
+        self.set(Lease::Held);
+    }
+
+    fn unconfirmed(&self) {
+        tracing::warn!(
+            "cannot confirm the run lock with the store for {:?}",
+            self.confirmed.elapsed()
+        );
+        self.set(Lease::Unconfirmed);
+    }
+
+    fn is_unconfirmed(&self) -> bool {
+        *self.lease.borrow() == Lease::Unconfirmed
+    }
+
+    fn set(&self, state: Lease) {
+        self.lease.send_if_modified(|now| {
+            let changed = *now != state && *now != Lease::Lost;
+            if changed {
+                *now = state;
+            }
+            changed
+        });
+    }
+}
+
+/// How the lock's session ended.
+enum Ended {
+    /// The connection closed (a restart, a network error, the server gave up on us).
+    Closed,
+    /// The session answered but does not hold the lock.
+    NotHolding,
+}
+
 /// The task behind a [`RunLock`].
 struct Keeper {
     connector: Arc<Connector>,
     run_id: String,
     key: i32,
-    lost: watch::Sender<bool>,
+    contact: Contact,
 }
 
 impl Keeper {
-    /// Holds the lock until released (or the guard is dropped), taking it again after the
-    /// session drops.
-    async fn keep(self, mut session: Session, mut release: oneshot::Receiver<oneshot::Sender<()>>) {
+    /// Holds the lock until released (or the guard is dropped), confirming it on its session
+    /// and taking it again after the session drops while in contact. A session that ends
+    /// while the lease is unconfirmed was most likely ended by the server for our silence:
+    /// the run was free meanwhile, another coordinator may have taken it (and even let it
+    /// go again), so the lock is lost, not taken again.
+    async fn keep(
+        mut self,
+        mut session: Session,
+        mut release: oneshot::Receiver<oneshot::Sender<()>>,
+    ) {
         loop {
-            tokio::select! {
+            let ended = tokio::select! {
                 request = &mut release => {
                     if let Ok(done) = request {
                         self.unlock(session).await;
@@ -327,37 +420,69 @@ impl Keeper {
                     }
                     return;
                 }
-                () = session.closed() => {}
-            }
-            match self.relock().await {
-                Some(again) => session = again,
-                None => {
-                    tracing::error!(run_id = %self.run_id, "lost the run lock: another coordinator took it while the store was unreachable");
-                    let _ = self.lost.send(true);
-                    return;
+                ended = self.hold(&mut session) => ended,
+            };
+            let why = match ended {
+                Ended::NotHolding => "its session no longer holds it",
+                Ended::Closed if self.contact.is_unconfirmed() => {
+                    "its session ended while the store was unreachable"
                 }
+                Ended::Closed => match self.relock().await {
+                    Some(again) => {
+                        session = again;
+                        continue;
+                    }
+                    None => "another coordinator took it while the store was unreachable",
+                },
+            };
+            tracing::error!(run_id = %self.run_id, "lost the run lock: {why}");
+            self.contact.lease.send_replace(Lease::Lost);
+            return;
+        }
+    }
+
+    /// Confirms the lock on `session` every [`Contact::period`] until the session ends.
+    async fn hold(&mut self, session: &mut Session) -> Ended {
+        let Session {
+            client, messages, ..
+        } = session;
+        let closed = async { while messages.recv().await.is_some() {} };
+        tokio::pin!(closed);
+        loop {
+            let probe = holds(client, self.key);
+            tokio::pin!(probe);
+            loop {
+                tokio::select! {
+                    () = &mut closed => return Ended::Closed,
+                    () = self.contact.expired() => self.contact.unconfirmed(),
+                    answer = &mut probe => match answer {
+                        Ok(true) => break self.contact.confirm(),
+                        Ok(false) => return Ended::NotHolding,
+                        Err(_) => return Ended::Closed,
+                    },
+                }
+            }
+            tokio::select! {
+                () = &mut closed => return Ended::Closed,
+                () = tokio::time::sleep(self.contact.period()) => {}
             }
         }
     }
 
-    /// A new session holding the lock, or `None` if another session holds it now.
-    async fn relock(&self) -> Option<Session> {
-        let mut backoff = Backoff::new(&self.connector, "run lock");
+    /// A new session holding the lock, or `None` if another session holds it now; the
+    /// lease goes unconfirmed if that takes long.
+    async fn relock(&mut self) -> Option<Session> {
+        let relock = relock(&self.connector, self.key);
+        tokio::pin!(relock);
         loop {
-            backoff.pause().await;
-            let session = match Session::open(&self.connector).await {
-                Ok(session) => session,
-                Err(e) => {
-                    backoff.failed(e);
-                    continue;
+            tokio::select! {
+                session = &mut relock => {
+                    if session.is_some() {
+                        self.contact.confirm();
+                    }
+                    return session;
                 }
-            };
-            match try_lock(&session.client, self.key).await {
-                Ok(taken) => {
-                    backoff.done();
-                    return taken.then_some(session);
-                }
-                Err(e) => backoff.failed(e),
+                () = self.contact.expired() => self.contact.unconfirmed(),
             }
         }
     }
@@ -371,6 +496,28 @@ impl Keeper {
         {
             // Closing the session below releases it anyway.
             tracing::debug!(error = %e, "run unlock failed");
+        }
+    }
+}
+
+/// A new session holding the lock at `key`, or `None` if another session holds it now.
+async fn relock(connector: &Connector, key: i32) -> Option<Session> {
+    let mut backoff = Backoff::new(connector, "run lock");
+    loop {
+        backoff.pause().await;
+        let session = match Session::open(connector).await {
+            Ok(session) => session,
+            Err(e) => {
+                backoff.failed(e);
+                continue;
+            }
+        };
+        match try_lock(&session.client, key).await {
+            Ok(taken) => {
+                backoff.done();
+                return taken.then_some(session);
+            }
+            Err(e) => backoff.failed(e),
         }
     }
 }
