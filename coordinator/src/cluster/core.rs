@@ -102,6 +102,10 @@ pub enum Input<P> {
     Unrecorded { key: TaskKey },
     /// Stop everything: waiting tasks fail, running ones are cancelled on their hosts.
     CancelAll,
+    /// The prime lets go of every host for `reason` (it lost contact with the store): their
+    /// links are cut without a word, so each agent's lease starts, and their tasks wait in
+    /// limbo like a lost host's; no host is brought back.
+    LetGo { reason: String },
     /// Time passed (the forwarder wakes at [`ClusterCore::next_deadline`]).
     Tick,
 }
@@ -214,7 +218,22 @@ impl<P> ClusterCore<P> {
                 let state = HostState::Up { records, lease };
                 self.host_up(host, cap, state, adopted)
             }
-            Input::HostLost { host, reason } => self.host_lost(host, reason, now),
+            Input::HostLost { host, reason } => {
+                if self.host_lost(host.clone(), reason, now) {
+                    self.out.push(Action::Reconnect { host });
+                }
+            }
+            Input::LetGo { reason } => {
+                let up: Vec<Arc<str>> = self
+                    .hosts
+                    .iter()
+                    .filter(|(_, state)| matches!(state, HostState::Up { .. }))
+                    .map(|(host, _)| host.clone())
+                    .collect();
+                for host in up {
+                    self.host_lost(host, reason.clone(), now);
+                }
+            }
             Input::Fence { host, until } => {
                 self.fences.insert(host, (until, 0));
             }
@@ -306,17 +325,18 @@ impl<P> ClusterCore<P> {
         self.settle(host.clone(), dead);
     }
 
-    fn host_lost(&mut self, host: Arc<str>, reason: String, now: Duration) {
+    /// Puts `host`'s tasks in limbo; answers whether it was up (then it is to be brought
+    /// back, unless the prime let it go).
+    fn host_lost(&mut self, host: Arc<str>, reason: String, now: Duration) -> bool {
         self.placement.down(&host);
         let away = HostState::Away {
             reason: reason.clone(),
         };
         let lease = match self.hosts.insert(host.clone(), away) {
-            Some(HostState::Away { .. }) => return, // lost before: nothing of it in flight
+            Some(HostState::Away { .. }) => return false, // lost before: nothing in flight
             Some(HostState::Up { lease, .. }) => lease,
             None => Duration::ZERO,
         };
-        self.out.push(Action::Reconnect { host: host.clone() });
         let deadline = now + lease.max(self.rule.floor) + self.rule.margin;
         let keys: Vec<TaskKey> = self.in_flight_on(&host);
         for key in keys {
@@ -336,6 +356,7 @@ impl<P> ClusterCore<P> {
             self.limbo.insert(key, limbo);
         }
         self.pump();
+        true
     }
 
     fn in_flight_on(&self, host: &str) -> Vec<TaskKey> {

@@ -136,6 +136,17 @@ impl Forwarder {
         self.handle(Input::CancelAll);
     }
 
+    /// Cuts every link without a word (the prime lost contact with the store): each agent
+    /// sees its prime gone and its lease starts; no host is brought back.
+    pub(super) fn let_go(self: &Arc<Self>, reason: &str) {
+        let reason = reason.to_string();
+        self.handle(Input::LetGo { reason });
+        let reconnector = self.reconnector.clone();
+        self.tracker.spawn(async move { reconnector.stop().await });
+        // Dropped here or when the last delivery holding one ends: either cuts the link.
+        self.links().clear();
+    }
+
     /// The links there are now.
     pub(super) fn all_links(&self) -> Vec<Arc<HostLink>> {
         self.links().values().cloned().collect()

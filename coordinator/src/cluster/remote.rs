@@ -163,6 +163,10 @@ impl PinnedTasks for Remote {
     fn cancel_all(&self) {
         self.forwarder.cancel_all();
     }
+
+    fn let_go(&self, reason: &str) {
+        self.forwarder.let_go(reason);
+    }
 }
 
 /// Where pinned steps run.

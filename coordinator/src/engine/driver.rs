@@ -158,7 +158,12 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
             Woke::Handled => {}
             Woke::ToRescan => cx.external.rescan(core, cx.store, &cx.run).await?,
             Woke::Interrupted if cx.interrupt.reaches_hosts() => cx.executor.interrupt(),
-            Woke::Interrupted => {}
+            // This host only (a prime that lost contact with the store): the hosts are let
+            // go, so their agents' leases start and a recovery elsewhere can count on them.
+            Woke::Interrupted => {
+                let why = cx.interrupt.reason().unwrap_or("stopped").to_string();
+                cx.executor.let_go(&why);
+            }
         }
     }
 }

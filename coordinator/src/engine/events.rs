@@ -31,4 +31,8 @@ pub trait PinnedTasks: Send + Sync {
 
     /// Asks every host to stop the run's tasks there (each still ends in `Finished`).
     fn cancel_all(&self);
+
+    /// Lets go of every host without a word (this prime lost contact with the store): each
+    /// agent's lease starts, and its tasks end (in `Finished`) once known dead.
+    fn let_go(&self, reason: &str);
 }

@@ -219,6 +219,13 @@ impl Executor {
         }
     }
 
+    /// Lets go of the hosts: their agents' leases run (see [`PinnedTasks::let_go`]).
+    pub fn let_go(&self, reason: &str) {
+        if let Some(pinned) = &self.pinned {
+            pinned.let_go(reason);
+        }
+    }
+
     /// Stops every running task (commands get SIGTERM, then SIGKILL) and waits for them.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
