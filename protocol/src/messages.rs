@@ -12,7 +12,7 @@ use std::fmt;
 
 use crate::error::Role;
 
-/// Microseconds since the Unix epoch (the store's unit too).
+/// Microseconds since the Unix epoch (`eventor-store` re-exports it: the store's unit too).
 pub type Micros = i64;
 
 /// How long an agent whose lease ran out takes at most to stop its tasks: SIGTERM to each

@@ -141,7 +141,7 @@ pub use error::AgentError;
 
 use crate::limit::MaxConcurrent;
 use crate::task::StepAction;
-use dispatch::{Dispatcher, Session, SILENT_INTERVALS};
+use dispatch::{PrimeSession, TaskLoop, SILENT_INTERVALS};
 use run::{Tally, TaskEnv, TextCaps};
 use writer::{WriteLoss, WriterConfig};
 
@@ -315,7 +315,7 @@ where
         stall_after: silence,
         output_batches: prime.is_some_and(|v| v.has_output_batches()),
     };
-    let dispatcher = Dispatcher::new(Session {
+    let task_loop = TaskLoop::new(PrimeSession {
         reader,
         env,
         run_id: accept.run_id.clone(),
@@ -324,9 +324,9 @@ where
         write_loss: loss.clone(),
         shutdown,
     });
-    // The writer ends when the dispatcher and every task have dropped their senders.
+    // The writer ends when the task loop and every task have dropped their senders.
     let (ended, report) = tokio::join!(
-        dispatcher.run(),
+        task_loop.run(),
         writer::run(writer, items, writer_config, loss)
     );
     tracing::debug!(

@@ -37,18 +37,18 @@ impl Drop for AbortOnDrop {
 
 /// One connection, its notifications forwarded by a driver task; `messages` closes when the
 /// connection ends.
-struct Session {
+struct PgSession {
     client: Client,
     messages: mpsc::UnboundedReceiver<Notification>,
     _driver: AbortOnDrop,
 }
 
-impl Session {
-    async fn open(connector: &Connector) -> Result<Session, ConnectError> {
+impl PgSession {
+    async fn open(connector: &Connector) -> Result<PgSession, ConnectError> {
         let (client, connection) = connector.raw().await?;
         let (forward, messages) = mpsc::unbounded_channel();
         let driver = tokio::spawn(drive(connection, forward));
-        Ok(Session {
+        Ok(PgSession {
             client,
             messages,
             _driver: AbortOnDrop(driver),
@@ -186,8 +186,8 @@ impl Listener {
     }
 }
 
-async fn listen(connector: &Connector, channel: &str) -> Result<Session, ConnectError> {
-    let session = Session::open(connector).await?;
+async fn listen(connector: &Connector, channel: &str) -> Result<PgSession, ConnectError> {
+    let session = PgSession::open(connector).await?;
     // The channel name is `eventor_` and hex digits: nothing to quote.
     let sql = format!("LISTEN {channel}");
     session
@@ -203,7 +203,7 @@ async fn pump(
     channel: String,
     filter: Filter,
     wake: Arc<Notify>,
-    mut session: Session,
+    mut session: PgSession,
 ) {
     loop {
         while let Some(note) = session.messages.recv().await {
@@ -218,7 +218,7 @@ async fn pump(
 }
 
 /// A new LISTEN session, however many tries it takes (the owning task may be aborted).
-async fn relisten(connector: &Connector, channel: &str) -> Session {
+async fn relisten(connector: &Connector, channel: &str) -> PgSession {
     let mut backoff = Backoff::new(connector, "notification");
     loop {
         backoff.pause().await;
@@ -248,7 +248,7 @@ impl RunLock {
         run_id: &str,
         key: i32,
     ) -> Result<RunLock, StoreError> {
-        let session = Session::open(&connector)
+        let session = PgSession::open(&connector)
             .await
             .map_err(|e| session_error(&connector, e))?;
         let taken = try_lock(&session.client, key)
@@ -317,7 +317,11 @@ struct Keeper {
 impl Keeper {
     /// Holds the lock until released (or the guard is dropped), taking it again after the
     /// session drops.
-    async fn keep(self, mut session: Session, mut release: oneshot::Receiver<oneshot::Sender<()>>) {
+    async fn keep(
+        self,
+        mut session: PgSession,
+        mut release: oneshot::Receiver<oneshot::Sender<()>>,
+    ) {
         loop {
             tokio::select! {
                 request = &mut release => {
@@ -341,11 +345,11 @@ impl Keeper {
     }
 
     /// A new session holding the lock, or `None` if another session holds it now.
-    async fn relock(&self) -> Option<Session> {
+    async fn relock(&self) -> Option<PgSession> {
         let mut backoff = Backoff::new(&self.connector, "run lock");
         loop {
             backoff.pause().await;
-            let session = match Session::open(&self.connector).await {
+            let session = match PgSession::open(&self.connector).await {
                 Ok(session) => session,
                 Err(e) => {
                     backoff.failed(e);
@@ -362,7 +366,7 @@ impl Keeper {
         }
     }
 
-    async fn unlock(&self, session: Session) {
+    async fn unlock(&self, session: PgSession) {
         let sql = "SELECT pg_advisory_unlock($1, $2)";
         if let Err(e) = session
             .client
