@@ -53,7 +53,7 @@ pub type OutputSink =
     Arc<dyn Fn(OutputStream, LineBatch) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Why a command stopped before exiting by itself.
-enum Interrupt {
+enum StoppedBy {
     TimedOut(Duration),
     Cancelled,
 }
@@ -87,8 +87,8 @@ where
         tokio::select! {
             status = child.wait() => break Ok(status),
             _ = &mut readers, if !drained => drained = true,
-            _ = &mut deadline => break Err(Interrupt::TimedOut(spec.timeout.unwrap_or_default())),
-            _ = cancel.cancelled() => break Err(Interrupt::Cancelled),
+            _ = &mut deadline => break Err(StoppedBy::TimedOut(spec.timeout.unwrap_or_default())),
+            _ = cancel.cancelled() => break Err(StoppedBy::Cancelled),
         }
     };
     let outcome = match interrupted {
@@ -97,10 +97,10 @@ where
         Err(why) => {
             stop_group(&mut child, pid, spec.kill_grace, spec.kill_now.as_ref()).await;
             Outcome::failure(match why {
-                Interrupt::TimedOut(after) => {
+                StoppedBy::TimedOut(after) => {
                     format!("timed out after {}", humantime::format_duration(after))
                 }
-                Interrupt::Cancelled => "cancelled".to_string(),
+                StoppedBy::Cancelled => "cancelled".to_string(),
             })
         }
     };

@@ -104,8 +104,10 @@
 //! # Messages
 //!
 //! After the handshake each direction carries one closed enum: [`ToAgent`] (dispatch,
-//! cancel, shutdown, heartbeat) and [`ToCoordinator`] (task started, task finished, log
-//! record, heartbeat, error). Many tasks run at once on one channel, so every message about
+//! cancel, shutdown, heartbeat, and since 1.3 lease) and [`ToCoordinator`] (task started,
+//! task finished, log record, heartbeat, error; since 1.1 store ready; since 1.2 output and
+//! task ran). Variants are only ever appended, so an older peer's messages keep their
+//! indices. Many tasks run at once on one channel, so every message about
 //! a task carries its [`TaskKey`] (run, step, sequence, recovery, attempt); nothing relies
 //! on which message came before. A retry is a new attempt and so a new key, which keeps a
 //! late message from an old attempt from being taken for the new one.
@@ -116,8 +118,9 @@
 //! frame arrives whole or not at all. The protocol adds these promises, which the agent keeps
 //! by sending everything through one writer:
 //!
-//! - for one key, `TaskStarted` comes before any `Log` of that task, and `TaskFinished` comes
-//!   last, after the task's output has been drained;
+//! - for one key, `TaskStarted` comes before any `Output` or `Log` of that task, `TaskRan`
+//!   (1.2) after its output, and `TaskFinished` comes last, after the task's output has been
+//!   drained;
 //! - frames of different tasks interleave in any order;
 //! - `Cancel` of a key that has finished (or never ran) is ignored; the cancelled task's own
 //!   `TaskFinished { status: Cancelled }` is its answer;

@@ -12,7 +12,7 @@ use std::fmt;
 
 use crate::error::Role;
 
-/// Microseconds since the Unix epoch (the store's unit too).
+/// Microseconds since the Unix epoch (`eventor-store` re-exports it: the store's unit too).
 pub type Micros = i64;
 
 /// How long an agent whose lease ran out takes at most to stop its tasks: SIGTERM to each
@@ -264,7 +264,9 @@ pub enum ToAgent {
         /// The task attempt to stop.
         key: TaskKey,
     },
-    /// Stop every task and exit; the coordinator closes its end after this.
+    /// Take no new work, answer queued tasks as cancelled, let the running ones finish (a
+    /// coordinator that wants one stopped sends `Cancel` for it), then exit; the coordinator
+    /// closes its end after this.
     Shutdown {
         /// Why, for the agent's log.
         reason: String,
@@ -303,7 +305,8 @@ pub enum Outcome {
     Success,
     /// It ran and failed.
     Failure,
-    /// It was stopped by [`ToAgent::Cancel`] or [`ToAgent::Shutdown`].
+    /// It was stopped by [`ToAgent::Cancel`] or the agent's own stop, or answered while
+    /// still queued (a `Cancel`, or a [`ToAgent::Shutdown`]).
     Cancelled,
     /// It was stopped because its `timeout_ms` passed.
     TimedOut,

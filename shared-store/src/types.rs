@@ -4,8 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// Microseconds since the Unix epoch.
-pub type Micros = i64;
+/// Microseconds since the Unix epoch: the protocol's unit, so a time read from the store
+/// goes into a message (and back) as it is.
+pub use eventor_protocol::Micros;
 
 /// The current time in [`Micros`].
 pub fn now_micros() -> Micros {

@@ -30,8 +30,8 @@ const EVENT_CAPACITY: usize = 64;
 /// A silent prime is presumed gone after this many heartbeat intervals.
 pub(super) const SILENT_INTERVALS: u32 = 3;
 
-/// What the dispatcher is given.
-pub(super) struct Session<R> {
+/// The session with the prime the task loop serves: what it is given.
+pub(super) struct PrimeSession<R> {
     pub reader: FrameReader<R>,
     pub env: Arc<TaskEnv>,
     pub run_id: String,
@@ -62,8 +62,9 @@ enum Wake {
     Stop,
 }
 
-pub(super) struct Dispatcher<R> {
-    session: Session<R>,
+/// The agent's main loop over one session with its prime: the running and queued tasks.
+pub(super) struct TaskLoop<R> {
+    session: PrimeSession<R>,
     /// Every task started and not yet reported, with its stop handle.
     running: HashMap<TaskKey, Stop>,
     /// The tasks whose work is still running: what the limit counts. A task whose command
@@ -85,10 +86,10 @@ pub(super) struct Dispatcher<R> {
     broken: Option<ProtocolError>,
 }
 
-impl<R: AsyncRead + Unpin> Dispatcher<R> {
-    pub(super) fn new(session: Session<R>) -> Dispatcher<R> {
+impl<R: AsyncRead + Unpin> TaskLoop<R> {
+    pub(super) fn new(session: PrimeSession<R>) -> TaskLoop<R> {
         let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
-        Dispatcher {
+        TaskLoop {
             session,
             running: HashMap::new(),
             busy: HashSet::new(),

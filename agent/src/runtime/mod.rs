@@ -37,22 +37,24 @@
 //!   SIGKILL) or answers a queued one as cancelled. A blocking closure cannot be interrupted:
 //!   it runs to its end and reports what it returned.
 //! - `Shutdown` drains: no new work, queued tasks are answered as cancelled, running tasks
-//!   finish, then `serve` returns. The protocol's comment says "stop every task"; we chose
-//!   draining so that a prime that wants tasks stopped says so per task with `Cancel` (it
-//!   knows their keys) and no text in `reason` is ever parsed for meaning.
+//!   finish, then `serve` returns. A prime that wants tasks stopped says so per task with
+//!   `Cancel` (it knows their keys), so no text in `reason` is ever parsed for meaning.
 //! - `Heartbeat` only proves the prime alive, as every frame does.
+//! - `Lease` (1.3) sets how long running tasks go on once the prime is lost (see below).
 //!
 //! # Ordering
 //!
 //! One writer owns the channel; everything else hands it items over one bounded channel, so
 //! frames leave in the order they were handed over. A command's `TaskStarted` is handed
-//! over (awaited) before its output is read at all, so it precedes every `Log` of the task.
-//! `TaskFinished` is handed over only after the runner has returned, when the output readers
-//! are done, and after the record of lines dropped at the very end, so it is the last
-//! message about its key. Messages of different tasks interleave freely. Each line of
-//! output is one `Log` record: stream `Stdout` at level `Info` or `Stderr` at `Warn` (the
-//! protocol's convention), with the cluster's host name, the task's key and the time the
-//! agent read it.
+//! over (awaited) before its output is read at all, so it precedes every `Output` of the
+//! task. `TaskFinished` is handed over only after the runner has returned, when the output
+//! readers are done, and after the record of lines dropped at the very end, so it is the
+//! last message about its key. Messages of different tasks interleave freely. Each read of
+//! a command's output is one `Output` batch (protocol 1.2: the task's key, stream and read
+//! time once, the lines joined by `\n`); a prime older than 1.2 gets each line as one `Log`
+//! record instead, stream `Stdout` at level `Info` or `Stderr` at `Warn` (the protocol's
+//! convention), with the cluster's host name, the task's key and the time the agent read
+//! it.
 //!
 //! # Durable results
 //!
@@ -75,6 +77,10 @@
 //! for at least [`AgentOptions::outwait`] (the prime's longest wait) and one more interval. The agent then takes no new work, leaves queued tasks `active` in
 //! the store (they never ran: a recovery reruns them), lets the running tasks finish,
 //! records them, and returns [`AgentEnd::PrimeLost`]: a clean end, since nothing was lost.
+//! With a `Lease`, tasks still running when it runs out (counted from the last frame read)
+//! are stopped instead (their groups: SIGTERM, then SIGKILL within the protocol's
+//! `LEASE_STOP_GRACE`) and recorded failed, so a prime that waited out the lease may start
+//! another attempt.
 //! Bytes that are not frames (or another major version) after the handshake are handled
 //! the same way, then returned as [`AgentError::Stream`]. A frame that fails to decode but
 //! keeps the stream in step is answered with an `Error` and skipped.
@@ -141,7 +147,7 @@ pub use error::AgentError;
 
 use crate::limit::MaxConcurrent;
 use crate::task::StepAction;
-use dispatch::{Dispatcher, Session, SILENT_INTERVALS};
+use dispatch::{PrimeSession, TaskLoop, SILENT_INTERVALS};
 use run::{Tally, TaskEnv, TextCaps};
 use writer::{WriteLoss, WriterConfig};
 
@@ -315,7 +321,7 @@ where
         stall_after: silence,
         output_batches: prime.is_some_and(|v| v.has_output_batches()),
     };
-    let dispatcher = Dispatcher::new(Session {
+    let task_loop = TaskLoop::new(PrimeSession {
         reader,
         env,
         run_id: accept.run_id.clone(),
@@ -324,9 +330,9 @@ where
         write_loss: loss.clone(),
         shutdown,
     });
-    // The writer ends when the dispatcher and every task have dropped their senders.
+    // The writer ends when the task loop and every task have dropped their senders.
     let (ended, report) = tokio::join!(
-        dispatcher.run(),
+        task_loop.run(),
         writer::run(writer, items, writer_config, loss)
     );
     tracing::debug!(

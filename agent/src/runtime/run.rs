@@ -71,7 +71,7 @@ impl Tally {
     }
 }
 
-/// What a task tells the dispatcher.
+/// What a task tells the task loop.
 #[derive(Debug)]
 pub(super) enum TaskEvent {
     /// The task's work is over (its command exited): its slot is free for the next one

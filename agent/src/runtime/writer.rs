@@ -65,7 +65,7 @@ pub(super) struct WriterConfig {
     pub output_batches: bool,
 }
 
-/// Shared between the writer and the dispatcher: set once, when the channel is lost.
+/// Shared between the writer and the task loop: set once, when the channel is lost.
 #[derive(Debug, Default)]
 pub(super) struct WriteLoss {
     token: CancellationToken,

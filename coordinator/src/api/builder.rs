@@ -12,7 +12,7 @@ use super::error::EventorError;
 use super::names;
 use super::options::EventorOptions;
 use super::running::Running;
-use super::step::{Step, StepSpec};
+use super::step::{DefinedStep, Step};
 use crate::engine::program::{EventId, StepId, Target};
 use crate::expr::Expr;
 
@@ -20,7 +20,7 @@ use crate::expr::Expr;
 pub struct Eventor {
     pub(super) options: EventorOptions,
     pub(super) events: Vec<(String, Option<Expr>)>,
-    pub(super) steps: Vec<StepSpec>,
+    pub(super) steps: Vec<DefinedStep>,
     /// Every event and step by name; a step's key is the name its spec and program share.
     pub(super) names: HashMap<Arc<str>, Target>,
     /// Targets that name a defined step or event share its name rather than copying it.
@@ -119,7 +119,7 @@ impl Eventor {
 
     pub fn add_step(&mut self, step: Step) -> Result<&mut Self, EventorError> {
         let id = StepId(self.steps.len() as u32);
-        let spec = StepSpec::new(step);
+        let spec = DefinedStep::new(step);
         self.claim_name(spec.name.clone(), Target::Step(id))?;
         self.steps.push(spec);
         Ok(self)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::builder::Eventor;
 use super::error::EventorError;
-use super::step::StepSpec;
+use super::step::DefinedStep;
 use crate::engine::executor::{RunSettings, StepRuntime};
 use crate::engine::program::{
     AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RetryPolicy, StepDef,
@@ -75,7 +75,7 @@ impl Eventor {
         Ok((program, runtimes))
     }
 
-    fn compile_step(&self, step: &StepSpec) -> Result<StepDef, EventorError> {
+    fn compile_step(&self, step: &DefinedStep) -> Result<StepDef, EventorError> {
         let ids = |kind: &str, names: &[String]| -> Result<Box<[EventId]>, EventorError> {
             if names.is_empty() {
                 return Ok(Box::default()); // most lists: no need to word an error's context
@@ -113,7 +113,7 @@ impl Eventor {
     }
 
     /// A pinned step needs a hosts file that names its hosts.
-    fn check_hosts(&self, step: &StepSpec) -> Result<(), EventorError> {
+    fn check_hosts(&self, step: &DefinedStep) -> Result<(), EventorError> {
         for host in &step.config().hosts {
             let known = self
                 .options
@@ -135,7 +135,7 @@ impl Eventor {
     /// be granted, so it is refused here rather than waiting forever.
     fn pool_amounts(
         &self,
-        step: &StepSpec,
+        step: &DefinedStep,
         amounts: &[(String, u32)],
         acquiring: bool,
     ) -> Result<Box<[(PoolId, u32)]>, EventorError> {
@@ -231,7 +231,7 @@ impl Eventor {
 }
 
 /// How a step's tasks run, from its spec.
-fn runtime_of(step: &StepSpec) -> StepRuntime {
+fn runtime_of(step: &DefinedStep) -> StepRuntime {
     let config = step.config();
     let settings = RunSettings {
         hosts: config.hosts.iter().map(|h| Arc::from(h.as_str())).collect(),

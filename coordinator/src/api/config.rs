@@ -128,7 +128,7 @@ pub enum DbType {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggingConfig {
-    pub level: LogLevel,
+    pub level: ConsoleLevel,
     /// Where log files go; `None` lets the engine choose.
     pub logdir: Option<PathBuf>,
     /// Whether to log to the console as well.
@@ -138,16 +138,17 @@ pub struct LoggingConfig {
 impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
-            level: LogLevel::Info,
+            level: ConsoleLevel::Info,
             logdir: None,
             console: true,
         }
     }
 }
 
-/// Log levels by their Python names (`warn` and `trace` are accepted too).
+/// The console log's threshold (`LOGGING.level`), by Python's level names (`warn` and
+/// `trace` are accepted too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
+pub enum ConsoleLevel {
     Trace,
     Debug,
     Info,

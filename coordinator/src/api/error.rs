@@ -2,7 +2,11 @@
 
 use std::path::PathBuf;
 
+use eventor_agent::AgentError;
 use eventor_store::{RunMode, StoreError};
+
+use crate::cluster::ClusterError;
+use crate::log::CentralLogError;
 
 /// Why defining or running a flow failed. Messages are lowercase; causes in `source`.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +43,8 @@ pub enum EventorError {
     /// A shared pool the store holds with other units than this flow declares.
     #[error("{0}")]
     PoolMismatch(String),
-    #[error("central log: {0}")]
-    Log(String),
+    #[error("central log")]
+    Log(#[source] CentralLogError),
     #[error("step `{step}` is pinned to host `{host}`, which {}", match hosts_file {
         Some(path) => format!("{} does not name", path.display()),
         None => "needs a hosts file (--hosts)".to_string(),
@@ -50,10 +54,10 @@ pub enum EventorError {
         host: String,
         hosts_file: Option<PathBuf>,
     },
-    #[error("cannot reach the cluster: {0}")]
-    Cluster(String),
-    #[error("serving as an agent: {0}")]
-    Agent(String),
+    #[error("cannot reach the cluster")]
+    Cluster(#[source] ClusterError),
+    #[error("serving as an agent")]
+    Agent(#[source] AgentError),
     #[error("store {store}")]
     Store {
         store: String,

@@ -24,7 +24,7 @@ pub mod step;
 mod validate;
 
 pub use builder::Eventor;
-pub use config::{DatabaseConfig, DbType, EventorConfig, LogLevel, LoggingConfig};
+pub use config::{ConsoleLevel, DatabaseConfig, DbType, EventorConfig, LoggingConfig};
 pub use error::{ErrorKind, EventorError};
 pub use options::EventorOptions;
 pub use outcome::{FailedTask, RunOutcome};

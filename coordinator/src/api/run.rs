@@ -132,7 +132,7 @@ impl Eventor {
             Some(dir) => Some(
                 CentralLog::open(dir, &self.options.name, &self.run_id)
                     .await
-                    .map_err(|e| EventorError::Log(e.to_string()))?,
+                    .map_err(EventorError::Log)?,
             ),
             None => None,
         };

@@ -142,7 +142,7 @@ impl Step {
 /// step then costs a few words, not a whole [`Step`] (~350 bytes): a flow of a million steps
 /// is held whole for its run.
 #[derive(Clone)]
-pub(crate) struct StepSpec {
+pub(crate) struct DefinedStep {
     pub name: Arc<str>,
     pub action: StepAction,
     triggers: Option<Box<Triggers>>,
@@ -161,15 +161,15 @@ static NO_TRIGGERS: Triggers = Triggers {
 /// The settings of a step given none.
 static DEFAULT_CONFIG: LazyLock<StepConfig> = LazyLock::new(StepConfig::default);
 
-impl StepSpec {
-    pub fn new(step: Step) -> StepSpec {
+impl DefinedStep {
+    pub fn new(step: Step) -> DefinedStep {
         let Step {
             name,
             action,
             triggers,
             config,
         } = step;
-        StepSpec {
+        DefinedStep {
             name: Arc::from(name),
             action,
             triggers: (triggers != NO_TRIGGERS).then(|| Box::new(triggers)),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use eventor::api::config::{LogLevel, LoggingConfig};
+use eventor::api::config::{ConsoleLevel, LoggingConfig};
 use eventor::cluster::{load_hosts, LinkSettings};
 use eventor::flow::config::DEFAULT_SECTION;
 use eventor::flow::file::MAX_RANGE_LEN;
@@ -748,12 +748,12 @@ fn init_logging(level: Option<&str>, logging: &LoggingConfig) {
 }
 
 /// A config level as a tracing filter (Python's critical is tracing's error).
-fn filter_name(level: LogLevel) -> &'static str {
+fn filter_name(level: ConsoleLevel) -> &'static str {
     match level {
-        LogLevel::Trace => "trace",
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warning => "warn",
-        LogLevel::Error | LogLevel::Critical => "error",
+        ConsoleLevel::Trace => "trace",
+        ConsoleLevel::Debug => "debug",
+        ConsoleLevel::Info => "info",
+        ConsoleLevel::Warning => "warn",
+        ConsoleLevel::Error | ConsoleLevel::Critical => "error",
     }
 }

@@ -6,14 +6,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use eventor_agent::{AgentOptions, StepAction};
+use eventor_agent::{AgentError, AgentOptions, StepAction};
 use eventor_protocol::StoreAccess;
 use eventor_store::StoreLocation;
 use tokio_util::sync::CancellationToken;
 
 use super::deploy::LocalAgent;
+use super::error::ClusterError;
 use super::hosts::{Deploy, HostsFile};
-use eventor_agent::util::error_chain;
 
 /// The variable that starts a program as its own agent (set by the prime), and the one
 /// that tells it its host's name. (Its store comes in the handshake.)
@@ -30,7 +30,7 @@ pub fn agent_mode() -> bool {
 
 /// Serves a prime on stdin/stdout with `closures` (the program's closure steps by name)
 /// until it is done with this host.
-pub async fn serve_program(closures: HashMap<String, StepAction>) -> Result<(), String> {
+pub async fn serve_program(closures: HashMap<String, StepAction>) -> Result<(), AgentError> {
     let defaults = AgentOptions::default();
     let options = AgentOptions {
         host_name: std::env::var(AGENT_HOST_VAR).unwrap_or(defaults.host_name.clone()),
@@ -42,16 +42,14 @@ pub async fn serve_program(closures: HashMap<String, StepAction>) -> Result<(), 
     eventor_agent::serve(reader, writer, options, CancellationToken::new())
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
 }
 
 /// The hosts file with this very program as every host's agent, told by environment that it
 /// is one, and the program's path (the binary to install). A `deploy: auto` host gets the
 /// program installed at its per-version cache path; a `deploy: never` host must have it at
 /// the same absolute path (as the original's distributed mode did).
-pub(super) fn program_as_agent(hosts: &HostsFile) -> Result<(HostsFile, PathBuf), String> {
-    let program =
-        std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+pub(super) fn program_as_agent(hosts: &HostsFile) -> Result<(HostsFile, PathBuf), ClusterError> {
+    let program = std::env::current_exe().map_err(ClusterError::ProgramPath)?;
     let mut cached = None;
     let mut hosts = hosts.clone();
     for host in &mut hosts.hosts {
@@ -60,7 +58,7 @@ pub(super) fn program_as_agent(hosts: &HostsFile) -> Result<(HostsFile, PathBuf)
             Deploy::Auto => match &cached {
                 Some(path) => String::clone(path),
                 None => {
-                    let local = LocalAgent::of(&program).map_err(|e| error_chain(&e))?;
+                    let local = LocalAgent::of(&program)?;
                     cached.insert(local.default_remote_path()).clone()
                 }
             },

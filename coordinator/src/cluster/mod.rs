@@ -27,6 +27,7 @@ pub mod check;
 pub mod connect;
 pub mod core;
 pub mod deploy;
+mod error;
 mod forwarder;
 #[cfg(test)]
 mod golden;
@@ -40,6 +41,7 @@ pub mod store_tunnel;
 
 pub use agent_mode::agent_mode;
 pub use connect::{open_links, ConnectOptions};
+pub use error::ClusterError;
 pub use hosts::{load_hosts, parse_hosts, HostDefaults, HostSpec, HostsError, HostsFile};
 pub use link::{HostEvent, HostLink, LinkConfig, LinkEnd, LinkError, LinkSettings};
 pub use remote::{ClusterOptions, Remote, RunCluster};

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::agent_mode::{agent_store, program_as_agent};
 use super::connect::{open_links, ConnectOptions};
 use super::core::LeaseRule;
+use super::error::ClusterError;
 use super::forwarder::{Forwarder, ForwarderParts};
 use super::hosts::HostsFile;
 use super::reconnect::Reconnector;
@@ -63,7 +64,7 @@ impl Remote {
     pub async fn connect(
         config: RemoteConfig<'_>,
         events: mpsc::Sender<ExecEvent>,
-    ) -> Result<Remote, String> {
+    ) -> Result<Remote, ClusterError> {
         let shutdown = CancellationToken::new();
         let (host_tx, host_rx) = mpsc::channel(1024);
         let results = open_links(
@@ -79,12 +80,12 @@ impl Remote {
         for result in results {
             match result {
                 Ok(link) => links.push(link),
-                Err(e) => failures.push(eventor_agent::util::error_chain(&e)),
+                Err(e) => failures.push(e),
             }
         }
         if !failures.is_empty() {
             shutdown.cancel();
-            return Err(failures.join("; "));
+            return Err(ClusterError::Unreachable(failures));
         }
         let rule = lease_rule(config.connect.settings.heartbeat);
         let reconnector = Arc::new(Reconnector::new(
@@ -199,7 +200,7 @@ impl Remote {
     pub async fn for_run(
         run: RunCluster<'_>,
         events: mpsc::Sender<ExecEvent>,
-    ) -> Result<Remote, String> {
+    ) -> Result<Remote, ClusterError> {
         // The store goes to each agent in the handshake, never on its command line.
         let (hosts, install) = if run.remote_closures {
             let (hosts, program) = program_as_agent(&run.cluster.hosts)?;

@@ -266,8 +266,6 @@ async fn acquire(
     Ok(())
 }
 
-/// Waits for an executor event (then takes every other one already queued) or the next
-/// delay's due time, and hands them to the core.
 /// What ended a wait.
 #[derive(Debug, PartialEq, Eq)]
 enum Woke {
@@ -289,6 +287,9 @@ struct Sources<'a> {
     closures_running: bool,
 }
 
+/// Waits for an executor event (then takes every other one already queued), a task's
+/// trigger, the next delay's due time, freed shared units or an interrupt, and hands it to
+/// the core; a wake-up from the store's triggers is returned for the caller to re-scan.
 async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
     let Sources {
         events,

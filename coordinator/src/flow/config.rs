@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use eventor_agent::MaxConcurrent;
 
-use crate::api::config::{DatabaseConfig, DbType, EventorConfig, LogLevel, LoggingConfig};
+use crate::api::config::{ConsoleLevel, DatabaseConfig, DbType, EventorConfig, LoggingConfig};
 use crate::yaml::{self, At, FieldPath, Node, Problem, Value};
 
 /// The section read by default; `--config-tag` or `EVENTOR_CONFIG_TAG` choose another, as
@@ -458,26 +458,26 @@ fn read_logging(at: &At<'_>, warnings: &mut Warnings) -> Result<LoggingConfig, P
     Ok(logging)
 }
 
-fn read_level(at: &At<'_>) -> Result<LogLevel, Problem> {
+fn read_level(at: &At<'_>) -> Result<ConsoleLevel, Problem> {
     // Python's numbers, as the original's `logging_level: 10` wrote them.
     if let Ok(n) = at.integer() {
         return match n {
-            0..=10 => Ok(LogLevel::Debug),
-            11..=20 => Ok(LogLevel::Info),
-            21..=30 => Ok(LogLevel::Warning),
-            31..=40 => Ok(LogLevel::Error),
-            41..=50 => Ok(LogLevel::Critical),
+            0..=10 => Ok(ConsoleLevel::Debug),
+            11..=20 => Ok(ConsoleLevel::Info),
+            21..=30 => Ok(ConsoleLevel::Warning),
+            31..=40 => Ok(ConsoleLevel::Error),
+            41..=50 => Ok(ConsoleLevel::Critical),
             _ => Err(at.problem(format!("unknown level {n}; expected 10, 20, 30, 40 or 50"))),
         };
     }
     let level = at.string()?;
     match level.to_ascii_lowercase().as_str() {
-        "trace" => Ok(LogLevel::Trace),
-        "debug" => Ok(LogLevel::Debug),
-        "info" => Ok(LogLevel::Info),
-        "warning" | "warn" => Ok(LogLevel::Warning),
-        "error" => Ok(LogLevel::Error),
-        "critical" => Ok(LogLevel::Critical),
+        "trace" => Ok(ConsoleLevel::Trace),
+        "debug" => Ok(ConsoleLevel::Debug),
+        "info" => Ok(ConsoleLevel::Info),
+        "warning" | "warn" => Ok(ConsoleLevel::Warning),
+        "error" => Ok(ConsoleLevel::Error),
+        "critical" => Ok(ConsoleLevel::Critical),
         _ => Err(at.problem(format!(
             "unknown level `{}`; expected debug, info, warning, error or critical",
             level.escape_debug()
@@ -523,7 +523,7 @@ EVENTOR:
         let config = parse_config(ORIGINAL, Path::new("orig.yaml"), DEFAULT_SECTION).unwrap();
         assert_eq!(config.max_concurrent, MaxConcurrent::UNLIMITED);
         assert_eq!(config.days_to_keep, Some(5));
-        assert_eq!(config.logging.level, LogLevel::Debug);
+        assert_eq!(config.logging.level, ConsoleLevel::Debug);
         assert_eq!(
             config.logging.logdir,
             Some(PathBuf::from("/var/log/eventor"))
@@ -636,7 +636,7 @@ EVENTOR:
         assert_eq!(
             config.logging,
             LoggingConfig {
-                level: LogLevel::Warning,
+                level: ConsoleLevel::Warning,
                 logdir: Some("/var/log/etl".into()),
                 console: false,
             }
@@ -662,7 +662,7 @@ EVENTOR:
         assert!(!d.shared_db);
         assert_eq!(d.ssh_config, PathBuf::from("~/.ssh/config"));
         assert!(d.databases.is_empty() && d.default_db.is_none() && d.database().is_none());
-        assert_eq!(d.logging.level, LogLevel::Info);
+        assert_eq!(d.logging.level, ConsoleLevel::Info);
         assert!(d.logging.console && d.logging.logdir.is_none());
         for text in [
             "",

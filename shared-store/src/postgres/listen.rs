@@ -40,18 +40,18 @@ impl Drop for AbortOnDrop {
 
 /// One connection, its notifications forwarded by a driver task; `messages` closes when the
 /// connection ends.
-struct Session {
+struct PgSession {
     client: Client,
     messages: mpsc::UnboundedReceiver<Notification>,
     _driver: AbortOnDrop,
 }
 
-impl Session {
-    async fn open(connector: &Connector) -> Result<Session, ConnectError> {
+impl PgSession {
+    async fn open(connector: &Connector) -> Result<PgSession, ConnectError> {
         let (client, connection) = connector.raw().await?;
         let (forward, messages) = mpsc::unbounded_channel();
         let driver = tokio::spawn(drive(connection, forward));
-        Ok(Session {
+        Ok(PgSession {
             client,
             messages,
             _driver: AbortOnDrop(driver),
@@ -184,8 +184,8 @@ impl Listener {
     }
 }
 
-async fn listen(connector: &Connector, channel: &str) -> Result<Session, ConnectError> {
-    let session = Session::open(connector).await?;
+async fn listen(connector: &Connector, channel: &str) -> Result<PgSession, ConnectError> {
+    let session = PgSession::open(connector).await?;
     // The channel name is `eventor_` and hex digits: nothing to quote.
     let sql = format!("LISTEN {channel}");
     session
@@ -201,7 +201,7 @@ async fn pump(
     channel: String,
     filter: Filter,
     wake: Arc<Notify>,
-    mut session: Session,
+    mut session: PgSession,
 ) {
     loop {
         while let Some(note) = session.messages.recv().await {
@@ -216,7 +216,7 @@ async fn pump(
 }
 
 /// A new LISTEN session, however many tries it takes (the owning task may be aborted).
-async fn relisten(connector: &Connector, channel: &str) -> Session {
+async fn relisten(connector: &Connector, channel: &str) -> PgSession {
     let mut backoff = Backoff::new(connector, "notification");
     loop {
         backoff.pause().await;
@@ -247,7 +247,7 @@ impl RunLock {
         run_id: &str,
         key: i32,
     ) -> Result<RunLock, StoreError> {
-        let session = Session::open(&connector)
+        let session = PgSession::open(&connector)
             .await
             .map_err(|e| session_error(&connector, e))?;
         let taken = try_lock(&session.client, key)
@@ -408,7 +408,7 @@ impl Keeper {
     /// go again), so the lock is lost, not taken again.
     async fn keep(
         mut self,
-        mut session: Session,
+        mut session: PgSession,
         mut release: oneshot::Receiver<oneshot::Sender<()>>,
     ) {
         loop {
@@ -442,8 +442,8 @@ impl Keeper {
     }
 
     /// Confirms the lock on `session` every [`Contact::period`] until the session ends.
-    async fn hold(&mut self, session: &mut Session) -> Ended {
-        let Session {
+    async fn hold(&mut self, session: &mut PgSession) -> Ended {
+        let PgSession {
             client, messages, ..
         } = session;
         let closed = async { while messages.recv().await.is_some() {} };
@@ -471,7 +471,7 @@ impl Keeper {
 
     /// A new session holding the lock, or `None` if another session holds it now; the
     /// lease goes unconfirmed if that takes long.
-    async fn relock(&mut self) -> Option<Session> {
+    async fn relock(&mut self) -> Option<PgSession> {
         let relock = relock(&self.connector, self.key);
         tokio::pin!(relock);
         loop {
@@ -487,7 +487,7 @@ impl Keeper {
         }
     }
 
-    async fn unlock(&self, session: Session) {
+    async fn unlock(&self, session: PgSession) {
         let sql = "SELECT pg_advisory_unlock($1, $2)";
         if let Err(e) = session
             .client
@@ -501,11 +501,11 @@ impl Keeper {
 }
 
 /// A new session holding the lock at `key`, or `None` if another session holds it now.
-async fn relock(connector: &Connector, key: i32) -> Option<Session> {
+async fn relock(connector: &Connector, key: i32) -> Option<PgSession> {
     let mut backoff = Backoff::new(connector, "run lock");
     loop {
         backoff.pause().await;
-        let session = match Session::open(connector).await {
+        let session = match PgSession::open(connector).await {
             Ok(session) => session,
             Err(e) => {
                 backoff.failed(e);
