@@ -20,6 +20,7 @@ pub mod limit;
 pub mod lines;
 pub mod runtime;
 pub mod stdio;
+pub mod supervisor;
 pub mod task;
 pub mod util;
 
