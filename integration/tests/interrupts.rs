@@ -162,7 +162,7 @@ fn pid_in(path: &Path) -> i32 {
 #[test]
 fn after_kill_9_of_the_prime_nothing_its_command_started_runs_on() {
     let dir = tempfile::tempdir().unwrap();
-    let marker = &unique(46);
+    let marker = &unique(47);
     let d = dir.path().display();
     // One sleep stays in the command's process group, the other leaves it (`setsid`);
     // each pid file is whole before `started` appears.
