@@ -1,6 +1,7 @@
-//! Running one shell command as a task: its own process group, the task's environment,
-//! output in batches of lines to a sink, and a timeout or cancel that stops the whole group
-//! (SIGTERM, a grace period, then SIGKILL). Shared by the local executor and the agent.
+//! Running one shell command as a task: under a supervisor (see `supervisor.rs`) when the
+//! program has one, in a process group of its own, with the task's environment, output in
+//! batches of lines to a sink, and a timeout or cancel that stops the whole group (SIGTERM,
+//! a grace period, then SIGKILL). Shared by the local executor and the agent.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -70,8 +71,11 @@ where
     F: FnOnce(i64) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut child = match spawn(spec) {
-        Ok(child) => child,
+    let Started {
+        mut child,
+        supervised,
+    } = match spawn(spec) {
+        Ok(started) => started,
         Err(e) => return Outcome::failure(format!("cannot start `{}`: {e}", spec.command)),
     };
     let pid = child.id().map(i64::from).unwrap_or(-1);
@@ -95,7 +99,12 @@ where
         Ok(Ok(status)) => exit_outcome(status),
         Ok(Err(e)) => Outcome::failure(format!("cannot wait for `{}`: {e}", spec.command)),
         Err(why) => {
-            stop_group(&mut child, pid, spec.kill_grace, spec.kill_now.as_ref()).await;
+            let stop = Stop {
+                grace: spec.kill_grace,
+                kill_now: spec.kill_now.as_ref(),
+                supervised,
+            };
+            stop_group(&mut child, pid, stop).await;
             Outcome::failure(match why {
                 StoppedBy::TimedOut(after) => {
                     format!("timed out after {}", humantime::format_duration(after))
@@ -111,39 +120,71 @@ where
     outcome
 }
 
-/// Starts the command directly when it needs no shell, else (or when its first word is no
-/// program, such as the builtin `exit`) through `/bin/sh -c`.
-fn spawn(spec: &CommandSpec) -> std::io::Result<tokio::process::Child> {
-    if let Some(argv) = simple_argv(&spec.command) {
-        let mut direct = Command::new(argv[0]);
+/// A started command: the process the runner waits for (the command, or its supervisor)
+/// and whether it is a supervisor.
+struct Started {
+    child: tokio::process::Child,
+    supervised: bool,
+}
+
+/// Starts the command under a supervisor when this program has one, else directly.
+fn spawn(spec: &CommandSpec) -> std::io::Result<Started> {
+    if let Some(supervisor) = crate::supervisor::supervised(&spec.command, spec.kill_grace) {
+        let child = configure(supervisor?.into(), spec).spawn()?;
+        return Ok(Started {
+            child,
+            supervised: true,
+        });
+    }
+    let child = start_either(&spec.command, |cmd| {
+        let mut cmd = configure(cmd.into(), spec);
+        // If the runner dies without stopping it (kill -9), the command goes too, though
+        // not what it started. The signal follows the thread that forks: commands are
+        // started from the runtime's worker threads, which live as long as the runtime.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it runs
+        // in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd.stdin(Stdio::null()).spawn()
+    })?;
+    Ok(Started {
+        child,
+        supervised: false,
+    })
+}
+
+/// Starts `command` through `start`: directly when it needs no shell, else (or when its
+/// first word is no program, such as the builtin `exit`) through `/bin/sh -c`.
+pub(crate) fn start_either<T>(
+    command: &str,
+    mut start: impl FnMut(std::process::Command) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    if let Some(argv) = simple_argv(command) {
+        let mut direct = std::process::Command::new(argv[0]);
         direct.args(&argv[1..]);
-        match configure(direct, spec).spawn() {
+        match start(direct) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             started => return started,
         }
     }
-    let mut shell = Command::new("/bin/sh");
-    shell.arg("-c").arg(&spec.command);
-    configure(shell, spec).spawn()
+    let mut shell = std::process::Command::new("/bin/sh");
+    shell.arg("-c").arg(command);
+    start(shell)
 }
 
+/// The environment, directory, output pipes and process group, for a command or its
+/// supervisor (whose command inherits them).
 fn configure(mut cmd: Command, spec: &CommandSpec) -> Command {
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
-    }
-    // If the runner dies without stopping it (kill -9), the command goes too instead of
-    // running on unsupervised. SAFETY: prctl is async-signal-safe and touches no memory
-    // of the parent; it runs in the child between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
     }
     cmd
 }
@@ -197,14 +238,22 @@ async fn sleep_or_forever(limit: Option<Duration>) {
     }
 }
 
-/// SIGTERM to the command's process group, then SIGKILL if it outlives the grace period.
-async fn stop_group(
-    child: &mut tokio::process::Child,
-    pid: i64,
+/// How a started command is stopped.
+struct Stop<'a> {
+    /// How long the group gets between SIGTERM and SIGKILL.
     grace: Duration,
-    kill_now: Option<&CancellationToken>,
-) {
-    use nix::sys::signal::{killpg, Signal};
+    kill_now: Option<&'a CancellationToken>,
+    /// Whether the process is a supervisor, which sends SIGKILL itself (to the group and
+    /// to what left it) and must not get one first.
+    supervised: bool,
+}
+
+/// How long a supervisor gets past the grace to kill its tree before it is killed itself.
+const SUPERVISOR_LATE: Duration = Duration::from_secs(5);
+
+/// SIGTERM to the command's process group, then SIGKILL if it outlives the grace period.
+async fn stop_group(child: &mut tokio::process::Child, pid: i64, stop: Stop<'_>) {
+    use nix::sys::signal::{kill, killpg, Signal};
     use nix::unistd::Pid;
     if pid <= 0 {
         return;
@@ -212,19 +261,34 @@ async fn stop_group(
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
     let hurry = async {
-        match kill_now {
+        match stop.kill_now {
             Some(token) => token.cancelled().await,
             None => std::future::pending().await,
         }
     };
     let exited = tokio::select! {
-        waited = tokio::time::timeout(grace, child.wait()) => waited.is_ok(),
+        waited = tokio::time::timeout(stop.grace, child.wait()) => waited.is_ok(),
         _ = hurry => false,
     };
-    if !exited {
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = child.wait().await;
+    if exited {
+        // A supervisor exits only once its whole tree has; a group whose leader exited
+        // may still hold members.
+        if !stop.supervised {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        return;
     }
+    if stop.supervised {
+        let _ = kill(group, crate::supervisor::KILL_NOW);
+        if tokio::time::timeout(SUPERVISOR_LATE, child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait().await;
     // Children of the group that ignored SIGTERM must not outlive the task either.
     let _ = killpg(group, Signal::SIGKILL);
 }

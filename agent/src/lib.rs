@@ -7,6 +7,8 @@
 //!   ([`TaskContext`], [`current_task`]) and how it ended ([`Outcome`]);
 //! - [`command`]: one command as a task: its own process group, output read line by line,
 //!   timeouts and cancels (SIGTERM, a grace period, SIGKILL);
+//! - [`supervisor`]: a supervisor per command, so nothing a command starts outlives it or
+//!   its runner;
 //! - [`closure_pool`]: a bounded pool of threads for blocking closures;
 //! - [`runtime`]: the agent side of the protocol: handshake, dispatch, durable ends, output;
 //! - [`stdio`]: the channel to the prime (stdin and stdout, pipes driven by the event loop).
@@ -20,6 +22,7 @@ pub mod limit;
 pub mod lines;
 pub mod runtime;
 pub mod stdio;
+pub mod supervisor;
 pub mod task;
 pub mod util;
 

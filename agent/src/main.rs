@@ -71,6 +71,8 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
+    // First: a process started as a command's supervisor supervises and exits here.
+    agent::supervisor::supervise_commands();
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -30,6 +30,8 @@ const CASES: &[&str] = &[
 ];
 
 fn main() {
+    // Commands run under supervisors, as in `eventor-coord`.
+    eventor::supervise_commands();
     if let Ok(case) = std::env::var("EVENTOR_BENCH_CASE") {
         run_case(&case);
         return;

@@ -33,6 +33,7 @@ pub use crate::cluster::{agent_mode, ClusterOptions};
 pub use crate::engine::interrupt::Interrupt;
 pub use crate::engine::program::{RecoverAction, RecoveryPolicy};
 pub use crate::expr::Expr;
+pub use eventor_agent::supervisor::{supervise_commands, supervise_commands_with};
 pub use eventor_agent::util::error_chain;
 pub use eventor_agent::{current_task, MaxConcurrent, StepAction, TaskContext, TriggerError};
 pub use eventor_store::{RunMode, StoreLocation, TaskStatus};

@@ -1,6 +1,7 @@
 //! Interrupts stop a run cleanly: SIGINT and SIGTERM end a local run with nothing left
 //! running, the run recorded as interrupted and its log ended; a cluster run's remote
-//! commands stop too; after `kill -9` of the prime its commands do not run on.
+//! commands stop too; after `kill -9` of the prime its commands do not run on, nor what
+//! they started, in their process group or out of it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -140,6 +141,65 @@ fn after_kill_9_of_the_prime_its_command_does_not_run_on() {
     );
 }
 
+/// Whether `pid` still runs (a zombie has ended).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
+            Some(state != 'Z')
+        })
+        .unwrap_or(false)
+}
+
+fn pid_in(path: &Path) -> i32 {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid in {}: {text:?}", path.display()))
+}
+
+#[test]
+fn after_kill_9_of_the_prime_nothing_its_command_started_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = &unique(47);
+    let d = dir.path().display();
+    // One sleep stays in the command's process group, the other leaves it (`setsid`);
+    // each pid file is whole before `started` appears.
+    let flow = write(
+        dir.path(),
+        "scatter.yaml",
+        &format!(
+            "name: scatter\nevents: {{go: {{}}}}\nsteps:\n  nap:\n    run: |\n      \
+             sleep {marker} & echo $! > {d}/same\n      \
+             setsid sh -c 'echo $$ > {d}/apart.tmp; mv {d}/apart.tmp {d}/apart; \
+             exec sleep {marker}' &\n      \
+             while [ ! -e {d}/apart ]; do sleep 0.01; done\n      \
+             touch {d}/started\n      \
+             wait\n\
+             assocs: [{{event: go, targets: [nap]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let mut child = spawn_coord(dir.path(), &["run", flow.to_str().unwrap()]);
+    wait_for(&dir.path().join("started"));
+    let pids = [
+        pid_in(&dir.path().join("same")),
+        pid_in(&dir.path().join("apart")),
+    ];
+    assert!(pids.into_iter().all(alive), "the sleeps never ran");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.into_iter().any(alive) {
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after their prime died: {:?}",
+            pids.map(|p| (p, alive(p)))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[tokio::test]
 async fn sigint_stops_a_cluster_runs_remote_commands() {
     let Some(bed) = testbed() else { return };
@@ -193,8 +253,9 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
     let dir = tempfile::tempdir().unwrap();
     let marker = &unique(45);
     let out = dir.path().display();
-    // The shell dies with its prime (parent-death signal); the sleep it started in its
-    // group does not, until the recovery stops that group.
+    // A command's supervisor stops its whole tree when the prime dies; killed with the
+    // prime it stops nothing: the shell dies with it (parent-death signal), the sleep the
+    // shell started in the group does not, until the recovery stops that group.
     let flow = write(
         dir.path(),
         "sleeper.yaml",
@@ -216,18 +277,19 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
     // The recovery finds the group by the pid the task stored: wait until it is stored
     // (a command killed before that is beyond this mechanism; its shell still dies).
     let store = sqlite(dir.path()).await;
-    loop {
+    let supervisor = loop {
         let run = store.latest_run("sleeper").await.unwrap();
         let tasks = match run {
             Some(run) => store.tasks(run.key).await.unwrap(),
             None => Vec::new(),
         };
-        if tasks.first().is_some_and(|t| t.pid.is_some()) {
-            break;
+        if let Some(pid) = tasks.first().and_then(|t| t.pid) {
+            break pid;
         }
         assert!(Instant::now() < deadline, "the pid was never stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));

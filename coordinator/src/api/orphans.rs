@@ -1,6 +1,8 @@
-//! Commands an earlier coordinator left running: a command of a coordinator killed with
-//! SIGKILL dies with it (parent-death signal), but what it started in its process group
-//! may not. Before a recovery reruns anything, each task its run left `active` on this host
+//! Commands an earlier coordinator left running: a command's supervisor stops its whole
+//! tree when its coordinator dies, but a supervisor killed with SIGKILL too, or a command
+//! run without one (a library program that did not call `supervise_commands`), takes only
+//! the command itself along (parent-death signal), not what it started in its process
+//! group. Before a recovery reruns anything, each task its run left `active` on this host
 //! has its process group stopped (SIGTERM, the grace period, SIGKILL) when a member of that
 //! group is still running and started no earlier than the task recorded its pid, so a
 //! reused pid or group id from before is never hit.

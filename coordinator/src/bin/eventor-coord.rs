@@ -211,6 +211,8 @@ struct RunArgs {
 mod progress;
 
 fn main() -> ExitCode {
+    // First: a process started as a command's supervisor supervises and exits here.
+    eventor::supervise_commands();
     // Crash points (FAILPOINTS=name=return) exist only in a build with `failpoints`.
     let _crash_points = fail::FailScenario::setup();
     let cli = Cli::parse();

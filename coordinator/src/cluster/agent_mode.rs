@@ -23,8 +23,11 @@ const AGENT_HOST_VAR: &str = "EVENTOR_AGENT_HOST";
 /// Whether this process was started by a prime as the agent of its own closure steps on a
 /// cluster host. Call it first in `main` of a program whose closure steps are pinned to
 /// other hosts: in agent mode stdout carries the protocol, so print nothing to it, build
-/// the same flow, and call `run`, which then serves the prime's tasks.
+/// the same flow, and call `run`, which then serves the prime's tasks. It also does what
+/// [`eventor_agent::supervisor::supervise_commands`] does (which see), so the program's
+/// commands run under supervisors, here and on the hosts.
 pub fn agent_mode() -> bool {
+    eventor_agent::supervisor::supervise_commands();
     std::env::var_os(AGENT_MODE_VAR).is_some()
 }
 
