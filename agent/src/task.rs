@@ -181,12 +181,13 @@ impl TaskContext {
     }
 
     /// The task's variables as a command sees them in its environment.
-    pub fn env_vars(&self) -> [(String, String); 4] {
+    pub fn env_vars(&self) -> [(String, String); 5] {
         let p = &self.env_prefix;
         [
             (format!("{p}STEP_NAME"), self.step.to_string()),
             (format!("{p}STEP_SEQUENCE"), self.sequence.to_string()),
             (format!("{p}STEP_RECOVERY"), self.recovery.to_string()),
+            (format!("{p}STEP_ATTEMPT"), self.attempt.to_string()),
             (format!("{p}LOGGER_NAME"), self.logger_name()),
         ]
     }
@@ -225,4 +226,32 @@ pub fn with_sync_task<T>(ctx: &TaskContext, f: impl FnOnce() -> T) -> T {
 /// Runs a future with `ctx` as the current task.
 pub async fn with_async_task<F: Future>(ctx: TaskContext, fut: F) -> F::Output {
     ASYNC_TASK.scope(ctx, fut).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commands_variables_name_its_recovery_and_attempt() {
+        let ctx = TaskContext {
+            run_id: Arc::from("r"),
+            step: Arc::from("s"),
+            sequence: Arc::from("7"),
+            recovery: 2,
+            attempt: 3,
+            flow: Arc::from("f"),
+            env_prefix: Arc::from("EV_"),
+            triggers: None,
+        };
+        let vars = ctx.env_vars();
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("EV_STEP_RECOVERY"), Some("2"));
+        assert_eq!(get("EV_STEP_ATTEMPT"), Some("3"));
+        assert_eq!(get("EV_LOGGER_NAME"), Some("f.s_7"));
+    }
 }

@@ -27,9 +27,9 @@
 //! - `Dispatch` starts a task at once if fewer than the limit are running, else queues it.
 //!   The limit is the smaller of [`AgentOptions::max_concurrent`] and the prime's
 //!   `max_concurrent_tasks` (0 means the prime sets none). A command runs through the
-//!   shared runner ([`crate::command`]): its own process group, the task's
-//!   variables (`EVENTOR_STEP_NAME`, `…_SEQUENCE`, `…_RECOVERY`, `…_LOGGER_NAME`, then the
-//!   dispatch's `env`, which wins), its `cwd` and `timeout_ms`. A `Closure { step }` runs the
+//!   shared runner ([`crate::command`]): its own process group, the task's variables
+//!   (`EVENTOR_STEP_NAME`, `…_SEQUENCE`, `…_RECOVERY`, `…_ATTEMPT`, `…_LOGGER_NAME`, then
+//!   the dispatch's `env`, which wins), its `cwd` and `timeout_ms`. A `Closure { step }` runs the
 //!   program's closure of that name from [`AgentOptions::closures`] (blocking ones on the
 //!   blocking pool, with [`current_task`](crate::task::current_task) set); an unknown name is a
 //!   failed task, not a crash.

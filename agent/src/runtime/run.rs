@@ -257,7 +257,7 @@ async fn run_shell(env: &TaskEnv, key: &Arc<TaskKey>, shell: Shell, stop: &Stop)
 }
 
 /// The task's own variables, before the prime's `env` (which wins on a clash).
-fn task_vars(key: &TaskKey) -> [(String, String); 4] {
+fn task_vars(key: &TaskKey) -> [(String, String); 5] {
     task_context(key).env_vars()
 }
 
