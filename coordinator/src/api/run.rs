@@ -19,7 +19,7 @@ use super::orphans;
 use super::outcome::{outcome_of, RunOutcome};
 use super::run_lease::{run_failure, RunLease};
 use super::running::Running;
-use crate::cluster::{agent_mode, Remote, RunCluster};
+use crate::cluster::{Remote, RunCluster};
 use crate::engine::core::{
     Core, CoreOptions, Input, PreviousTask, StoredDelay, StoredRetry, StoredState, StoredTask,
 };
@@ -68,14 +68,14 @@ impl Eventor {
     /// ends with delays pending is [`RunOutcome::Incomplete`]); `max_loops < 0` keeps going,
     /// sleeping until each pending delay is due, until nothing at all is left. `0` is refused.
     ///
-    /// Started by a prime as its agent on another host ([`agent_mode`]), it serves the prime's
+    /// Started by a prime as its agent on another host ([`crate::agent_mode`]), it serves the prime's
     /// tasks on stdin/stdout instead, this program's closure steps included, and returns
     /// success when the prime is done with it.
     pub async fn run_async(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
         if self.closed {
             return Err(EventorError::Closed);
         }
-        if agent_mode() {
+        if crate::cluster::agent_mode::started_as_agent() {
             return self.serve_as_agent().await;
         }
         let loops = loops_of(max_loops)?;

@@ -28,6 +28,13 @@ const AGENT_HOST_VAR: &str = "EVENTOR_AGENT_HOST";
 /// commands run under supervisors, here and on the hosts.
 pub fn agent_mode() -> bool {
     eventor_agent::supervisor::supervise_commands();
+    started_as_agent()
+}
+
+/// Whether this process was started as an agent, without [`agent_mode`]'s other effect:
+/// for `run`, which is not first in `main` and so must never turn supervisors on (the
+/// program re-executed as a supervisor would run its flow instead).
+pub(crate) fn started_as_agent() -> bool {
     std::env::var_os(AGENT_MODE_VAR).is_some()
 }
 
