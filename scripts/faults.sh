@@ -104,7 +104,9 @@ for other in "$rec/$EVENTOR_STEP_NAME.$EVENTOR_STEP_SEQUENCE".*.start; do
   [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ] &&
     echo "alive $what $ns $(date +%s.%N) $(basename "${other%.start}")" >"$rec/$id.alive.$pid"
 done
-echo "start $what $ns $(date +%s.%N)" >"$rec/$id.start"
+# The store keeps a command's process group (its supervisor leads it), not the shell's pid.
+pgid=$(sed 's/.*) //' /proc/$$/stat | cut -d' ' -f3)
+echo "start $what $ns $(date +%s.%N) $pgid" >"$rec/$id.start"
 trap 'echo "stop $what $ns $(date +%s.%N)" >"$rec/$id.stop"; exit 143' TERM INT HUP
 sleep "$1" &
 wait $!
@@ -168,7 +170,8 @@ recover_mode() { # recover, or restart when the run was killed before storing it
   fi
 }
 
-# The records: "start|end|stop step seq recovery attempt pid netns time" and
+# The records: "start|end|stop step seq recovery attempt pid netns time" (a start adds the
+# process group, which the store keeps as the task's pid) and
 # "alive step seq recovery attempt pid netns time other-id" (one line per file).
 records() { cat "$work"/rec/* 2>/dev/null || true; }
 
@@ -295,7 +298,7 @@ $1 == "row" { task = key($2, $3); status[task, $4] = $6; attempt[task, $4] = $5;
 $1 == "last" { last = $2; next }
 { id = $2 " " $3 " r" $4 " a" $5 " pid " $6 }
 $1 == "start" { start[id] = $8 + 0; ns[id] = $7; task_of[id] = key($2, $3); rec_of[id] = $4; att_of[id] = $5
-  pid_of[id] = $6; ids[++nids] = id; next }
+  pid_of[id] = $6; pgid_of[id] = $9; ids[++nids] = id; next }
 $1 == "end" || $1 == "stop" { fin[id] = $8 + 0; how[id] = $1; next }
 $1 == "alive" { split($9, o, "."); other = o[1] " " o[2] " r" o[3] " a" o[4] " pid " o[5]
   seen_alive[other, id] = " (" id " found it alive as it started)"; pairs[++npairs] = other SUBSEP id }
@@ -320,7 +323,7 @@ END {
     split(wins[i], w, SUBSEP); t = key(w[1], w[2]); r = w[3]; found = 0
     for (j = 1; j <= nids; j++) { id = ids[j]
       if (task_of[id] == t && rec_of[id] == r && att_of[id] == attempt[t, r] && how[id] == "end" &&
-          (pid[t, r] == "-" || pid[t, r] == pid_of[id])) found = 1 }
+          (pid[t, r] == "-" || pid[t, r] == pid_of[id] || pid[t, r] == pgid_of[id])) found = 1 }
     if (!found) print "success-no-end", w[1] " " w[2] " r" r " a" attempt[t, r] " pid " pid[t, r] \
       " on " host[t, r] " is success with no recorded end"
   }
