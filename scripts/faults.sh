@@ -7,7 +7,7 @@
 # (cargo build -p eventor --bin eventor-coord -p eventor-agent).
 #
 # Usage: [FAULTS_KINDS=all|"kind ..."] scripts/faults.sh [ROUNDS]   (default 50; CI runs 3)
-#   FAULTS_KINDS unset: the kinds that hold today (HOLDING below); `all`: every kind.
+#   FAULTS_KINDS unset or `all`: every kind; or a list of kinds.
 #   FAULT=kind: every round that one kind (kept from before FAULTS_KINDS).
 #
 # Faults (one per round, drawn at random from the kinds):
@@ -53,17 +53,13 @@ agent="$PWD/target/debug/eventor-agent"
 [[ -x $coord && -x $agent ]] || { echo "faults: build the debug binaries first" >&2; exit 2; }
 
 ALL=(coordinator agent stop-agent link postgres stop-prime recovery-kill prime-link)
-# The kinds that hold today (the default, and CI's). The others break "overlap" and
-# "rerun-after-done", as the issue "once, whatever fails" expects until it is done:
-# - coordinator, recovery-kill: a recovery neither re-adopts the agents of the prime it
-#   replaces nor waits out their lease, so a host's task the dead prime left running runs on
-#   beside its new attempt, or records its success after the recovery chose to rerun it;
-# - prime-link: the server ends the cut prime's sessions after dead_after, so the recovery
-#   tried from outside gets the run lock; when the link is back the old prime goes on in its
-#   own recovery without the lock, and both run the flow to its end;
-# - stop-prime: the recovery tried during the stop is mostly refused (the kernel keeps the
-#   stopped prime's sockets alive), but not always, and then it is the case above.
-HOLDING=(agent stop-agent link postgres)
+# Every kind holds since leases (a lost host's task is called dead only after its agent's
+# lease), the recovery's fence (nothing goes to a host where the dead prime left a task
+# active before that lease is out), the prime's lease on its run (a prime cut off from the
+# store stops its commands, lets its hosts go and never writes after a takeover): before
+# them, coordinator, recovery-kill, prime-link and stop-prime broke "overlap" and
+# "rerun-after-done". FAULTS_KINDS narrows the draw, e.g. to chase one kind.
+HOLDING=("${ALL[@]}")
 case ${FAULTS_KINDS:-} in
   '') kinds=("${HOLDING[@]}") ;;
   all) kinds=("${ALL[@]}") ;;
