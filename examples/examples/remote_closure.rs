@@ -2,7 +2,10 @@
 //! the prime starts on that host as its own agent (the original's distributed mode).
 //!
 //! Usage: `remote_closure HOSTS.yaml [RUN_ID]` — the hosts file names `node1` and the shared
-//! store. Each closure returns where it ran; the results are in the store.
+//! store. Each closure returns where it ran; the results are in the store. A command step
+//! pinned to `node1` runs there under the same program, which passes on none of what the
+//! prime told it (`EVENTOR_AGENT_MODE` is unset for the command); its output is in the
+//! central log, `logs/remote_closure/RUN_ID.log`.
 
 use std::process::Command;
 
@@ -30,9 +33,17 @@ fn flow(options: EventorOptions) -> anyhow::Result<Eventor> {
         .on_success("measured");
     ev.add_step(measure)?;
     ev.add_step(
+        Step::new("inherit")
+            .command("echo \"agent mode: ${EVENTOR_AGENT_MODE-unset}\"")
+            .config(StepConfig {
+                hosts: vec!["node1".into()],
+                ..StepConfig::default()
+            }),
+    )?;
+    ev.add_step(
         Step::new("report").func(|task| Ok::<_, String>(format!("{} ran on the prime", task.step))),
     )?;
-    ev.add_assoc("start", ["measure"], None)?
+    ev.add_assoc("start", ["measure", "inherit"], None)?
         .add_assoc("measured", ["report"], None)?;
     ev.trigger_event("start", "1")?;
     Ok(ev)
@@ -63,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         name: "remote_closure".into(),
         store,
         run_id: args.get(2).cloned(),
+        logdir: Some("logs".into()),
         cluster: Some(ClusterOptions {
             hosts,
             lost_after: LinkSettings::default().lost_after,

@@ -317,6 +317,46 @@ fn a_store_the_hosts_cannot_reach_is_named_per_host() {
     assert!(said.contains("NOT READY: 0 of 2 hosts ready"), "{said}");
 }
 
+/// A store URL whose host holds shell syntax runs nothing on the hosts: the check tries to
+/// reach that (impossible) host and says so. The hosts share this file system, so a file
+/// the injected command would have made would be seen here.
+#[test]
+fn a_store_host_with_shell_syntax_runs_nothing_on_the_hosts() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let touch = format!("touch {}", marker.display());
+    let evil = format!("x$({touch});{touch};true");
+    let encoded: String = evil
+        .bytes()
+        .map(|b| match b.is_ascii_alphanumeric() || b"-._".contains(&b) {
+            true => (b as char).to_string(),
+            false => format!("%{b:02X}"),
+        })
+        .collect();
+    let cluster = Cluster {
+        store: format!("postgres://postgres@{encoded}:5432/eventor"),
+        ..Cluster::good(&bed)
+    };
+    let hosts = cluster.write(dir.path());
+    let (out, json) = check_json(dir.path(), &hosts, &[]);
+    assert_eq!(out.status.code(), Some(1), "{json:#}");
+    for name in ["node1", "node2"] {
+        let store = &host(&json, name)["store"];
+        assert_eq!(store["ok"], false, "{store:#}");
+        assert_eq!(
+            store["address"],
+            format!("{evil}:5432").as_str(),
+            "{store:#}"
+        );
+    }
+    assert!(
+        !marker.exists(),
+        "the store's host ran as a command: {json:#}"
+    );
+}
+
 #[test]
 fn resolve_only_json_has_the_documented_shape_and_connects_nowhere() {
     let Some(bed) = testbed() else { return };

@@ -289,7 +289,8 @@ async fn a_killed_prime_loses_nothing_its_agent_recorded_and_recover_skips_it() 
 }
 
 #[tokio::test]
-async fn a_closure_pinned_to_a_host_runs_there_in_the_same_program() {
+async fn a_closure_pinned_to_a_host_runs_there_in_the_same_program_and_its_commands_are_not_agents()
+{
     let Some(bed) = testbed() else { return };
     let _link = crate::TESTBED_LINK.read();
     let _pg = crate::postgres_shared();
@@ -321,6 +322,13 @@ async fn a_closure_pinned_to_a_host_runs_there_in_the_same_program() {
     let node1 = &bed["EVENTOR_NODE1_ADDR"];
     assert_eq!(result("measure"), format!("\"measure ran on {node1}\""));
     assert_eq!(result("report"), "\"report ran on the prime\"");
+    // A command the program ran as its agent did not inherit agent mode.
+    assert_eq!(result("inherit"), "0");
+    let log = std::fs::read_to_string(dir.path().join("logs/remote_closure/RC.log")).unwrap();
+    assert!(
+        log.contains(" node1 inherit[1] stdout agent mode: unset"),
+        "{log}"
+    );
 }
 
 /// A host busy with a long task gets no more than its share queued behind it (its

@@ -36,10 +36,16 @@ fn free_port() -> u16 {
 
 /// `eventor-coord serve --store STORE --logdir DIR` on a free port, once it answers.
 fn serve(dir: &Path, store: &str, logdir: &Path) -> Served {
+    serve_with(dir, store, logdir, &[])
+}
+
+/// [`serve`] with `extra` arguments.
+fn serve_with(dir: &Path, store: &str, logdir: &Path, extra: &[&str]) -> Served {
     let addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new(coord_binary())
         .args(["serve", "--store", store, "--listen", &addr, "--logdir"])
         .arg(logdir)
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -56,8 +62,13 @@ fn serve(dir: &Path, store: &str, logdir: &Path) -> Served {
 
 /// A plain HTTP/1.0 GET: the response's status line and body.
 fn http_get(addr: &str, path: &str) -> (String, String) {
+    http_get_as(addr, addr, path)
+}
+
+/// [`http_get`] naming `host` as its `Host`.
+fn http_get_as(addr: &str, host: &str, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
@@ -246,6 +257,83 @@ fn the_page_shows_runs_graph_failures_and_a_live_log_on_sqlite() {
     );
     // The slow flow has its own store (slow.run.db), served once its run has begun.
     check_live_page(dir.path(), &profile, &[], "slow.run.db");
+}
+
+/// Against DNS rebinding: a request naming another host (a page elsewhere that pointed its
+/// own name at this machine) is refused; the server's address, localhost and the names
+/// given with `--allow-host` are served.
+#[test]
+fn serve_answers_only_to_its_own_address_localhost_and_allowed_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write(dir.path(), "demo.yaml", DEMO);
+    let out = coord(
+        dir.path(),
+        &["run", flow.to_str().unwrap(), "--run-id", "D"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let logs = dir.path().join("logs");
+    let extra = ["--allow-host", "runs.example"];
+    let served = serve_with(dir.path(), "demo.run.db", &logs, &extra);
+    let port = served.addr.rsplit_once(':').unwrap().1;
+    for host in [
+        "evil.example",
+        &format!("evil.example:{port}"),
+        "runs.example.evil",
+    ] {
+        let (status, body) = http_get_as(&served.addr, host, "/api/runs");
+        assert!(status.contains(" 421 "), "{host}: {status}");
+        assert!(!body.contains("\"D\""), "{host}: {body}");
+        assert!(body.contains("--allow-host"), "{host}: {body}");
+    }
+    let localhost = format!("localhost:{port}");
+    for host in [served.addr.as_str(), &localhost, "[::1]:9", "Runs.Example"] {
+        let (status, body) = http_get_as(&served.addr, host, "/api/runs");
+        assert!(status.contains(" 200 "), "{host}: {status}");
+        assert!(body.contains("\"D\""), "{host}: {body}");
+    }
+}
+
+/// Bytes the process `pid` has read so far (`rchar` of /proc/PID/io).
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let line = io.lines().find(|l| l.starts_with("rchar:")).unwrap();
+    line["rchar:".len()..].trim().parse().unwrap()
+}
+
+/// A page tailing a run whose central log is huge reads only its end: the server reads a
+/// few MiB, not the 200 MiB before it (a sparse file: quick to make, as long to read).
+#[test]
+fn a_log_tail_reads_only_the_end_of_a_large_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write(dir.path(), "demo.yaml", DEMO);
+    let args = [
+        "run",
+        flow.to_str().unwrap(),
+        "--run-id",
+        "D",
+        "--logdir",
+        "logs",
+    ];
+    let out = coord(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let log = dir.path().join("logs/demo/D.log");
+    let file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.set_len(file.metadata().unwrap().len() + 200 * 1024 * 1024)
+        .unwrap();
+    let mut file = file;
+    writeln!(
+        file,
+        "\n2025-01-01T00:00:00.000000Z prime a[9] stdout TAIL-MARKER"
+    )
+    .unwrap();
+    drop(file);
+    let served = serve(dir.path(), "demo.run.db", &dir.path().join("logs"));
+    let before = bytes_read(served.child.id());
+    let (status, body) = http_get(&served.addr, "/api/run/D/0/log");
+    let read = bytes_read(served.child.id()) - before;
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(body.contains("stdout TAIL-MARKER"), "{body}");
+    assert!(read < 8 * 1024 * 1024, "serve read {read} bytes for a tail");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use eventor_agent::{AgentError, AgentOptions, StepAction};
 use eventor_protocol::StoreAccess;
@@ -20,12 +21,20 @@ use super::hosts::{Deploy, HostsFile};
 const AGENT_MODE_VAR: &str = "EVENTOR_AGENT_MODE";
 const AGENT_HOST_VAR: &str = "EVENTOR_AGENT_HOST";
 
+/// What the prime told this process by environment: `Some` in agent mode, with the host's
+/// name if given. Read once, by the first [`agent_mode`].
+static AGENT_MODE: OnceLock<Option<Option<String>>> = OnceLock::new();
+
 /// Whether this process was started by a prime as the agent of its own closure steps on a
 /// cluster host. Call it first in `main` of a program whose closure steps are pinned to
 /// other hosts: in agent mode stdout carries the protocol, so print nothing to it, build
 /// the same flow, and call `run`, which then serves the prime's tasks. It also does what
 /// [`eventor_agent::supervisor::supervise_commands`] does (which see), so the program's
 /// commands run under supervisors, here and on the hosts.
+///
+/// The first call takes the prime's variables out of the process environment (so it must
+/// come before any thread is started): a command step it runs, perhaps an eventor program
+/// itself, must not start as an agent too. Later calls answer the same.
 pub fn agent_mode() -> bool {
     eventor_agent::supervisor::supervise_commands();
     started_as_agent()
@@ -35,15 +44,33 @@ pub fn agent_mode() -> bool {
 /// for `run`, which is not first in `main` and so must never turn supervisors on (the
 /// program re-executed as a supervisor would run its flow instead).
 pub(crate) fn started_as_agent() -> bool {
-    std::env::var_os(AGENT_MODE_VAR).is_some()
+    told_by_prime().is_some()
+}
+
+/// The prime's variables, taken out of the environment the first time.
+fn told_by_prime() -> &'static Option<Option<String>> {
+    AGENT_MODE.get_or_init(|| {
+        let mode = std::env::var_os(AGENT_MODE_VAR);
+        let host = std::env::var(AGENT_HOST_VAR).ok();
+        for (name, present) in [
+            (AGENT_MODE_VAR, mode.is_some()),
+            (AGENT_HOST_VAR, host.is_some()),
+        ] {
+            if present {
+                std::env::remove_var(name);
+            }
+        }
+        mode.map(|_| host)
+    })
 }
 
 /// Serves a prime on stdin/stdout with `closures` (the program's closure steps by name)
 /// until it is done with this host.
 pub async fn serve_program(closures: HashMap<String, StepAction>) -> Result<(), AgentError> {
     let defaults = AgentOptions::default();
+    let host_name = told_by_prime().clone().flatten();
     let options = AgentOptions {
-        host_name: std::env::var(AGENT_HOST_VAR).unwrap_or(defaults.host_name.clone()),
+        host_name: host_name.unwrap_or(defaults.host_name.clone()),
         store: None,
         closures,
         ..defaults

@@ -38,6 +38,11 @@ const FEED_SPAN: Duration = Duration::from_secs(2);
 const RECONNECT: Duration = Duration::from_millis(1000);
 /// How many lines of a log a new tail starts with.
 const LOG_BACKLOG: usize = 500;
+/// How much of a log's end a new tail reads for those lines: a page never reads a whole
+/// log, however large.
+const BACKLOG_BYTES: u64 = 1024 * 1024;
+/// How much of a log a tail reads at once while it catches up.
+const READ_CHUNK: u64 = 256 * 1024;
 
 /// A channel's receiving end as the stream `Sse` wants.
 pub(crate) struct Feed(mpsc::Receiver<Event>);
@@ -202,13 +207,18 @@ pub(crate) async fn log_events(
 }
 
 /// Sends the file's matching lines as they are written, until the page goes away; from
-/// `resume` (a byte offset) if given, else starting with the last [`LOG_BACKLOG`] lines.
+/// `resume` (a byte offset) if given, else starting with the last [`LOG_BACKLOG`] of the
+/// lines in the log's last [`BACKLOG_BYTES`]. The file is read from where the tail is, a
+/// [`READ_CHUNK`] at a time, so a log of any size costs a tail no more memory than that.
 async fn tail(path: PathBuf, filter: LogFilter, resume: Option<u64>, tx: mpsc::Sender<Event>) {
-    let mut offset = resume.unwrap_or(0);
-    let mut first = resume.is_none();
+    let (mut offset, mut first) = match resume {
+        Some(offset) => (offset, false),
+        None => (backlog_start(&path).await, true),
+    };
     loop {
-        let lines: Vec<(String, u64)> = read_new(&path, &mut offset)
-            .await
+        let read = if first { BACKLOG_BYTES } else { READ_CHUNK };
+        let (lines, more) = read_new(&path, &mut offset, read).await;
+        let lines: Vec<(String, u64)> = lines
             .into_iter()
             .filter(|(line, _)| filter.matches(&LogLine::parse(line)))
             .collect();
@@ -224,41 +234,129 @@ async fn tail(path: PathBuf, filter: LogFilter, resume: Option<u64>, tx: mpsc::S
                 return;
             }
         }
-        if !pause(&tx, LOG_POLL).await {
+        if !more && !pause(&tx, LOG_POLL).await {
             return;
         }
     }
 }
 
-/// The complete lines written since `offset`, each with the offset after it; `offset` moves
-/// past them (a line still being written is read again next time).
-async fn read_new(path: &std::path::Path, offset: &mut u64) -> Vec<(String, u64)> {
+/// Where a new tail starts: the first whole line of the log's last [`BACKLOG_BYTES`].
+async fn backlog_start(path: &std::path::Path) -> u64 {
     let Ok(mut file) = tokio::fs::File::open(path).await else {
-        return Vec::new();
+        return 0;
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    if len <= BACKLOG_BYTES {
+        return 0;
+    }
+    // The byte before the window tells whether the window starts a line.
+    let from = len - BACKLOG_BYTES - 1;
+    let window = read_at(&mut file, from, BACKLOG_BYTES + 1).await;
+    match window.ok().and_then(|w| w.iter().position(|&b| b == b'\n')) {
+        Some(newline) => from + newline as u64 + 1,
+        None => len,
+    }
+}
+
+/// Up to `limit` bytes of `file` from `offset`.
+async fn read_at(file: &mut tokio::fs::File, offset: u64, limit: u64) -> std::io::Result<Vec<u8>> {
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes).await?;
+    Ok(bytes)
+}
+
+/// The complete lines written since `offset`, at most `limit` bytes of them, each with the
+/// offset after it; `offset` moves past them (a line still being written is read again
+/// next time). Also whether more was there to read. A `limit` holding no line end at all
+/// (no line of the central log is that long) is passed on as one line, so a tail never
+/// stops on it.
+async fn read_new(
+    path: &std::path::Path,
+    offset: &mut u64,
+    limit: u64,
+) -> (Vec<(String, u64)>, bool) {
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return (Vec::new(), false);
     };
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     if len < *offset {
         *offset = 0; // the log was replaced
     }
-    if len == *offset || file.seek(std::io::SeekFrom::Start(*offset)).await.is_err() {
-        return Vec::new();
-    }
-    let mut bytes = Vec::new();
-    if file
-        .take(len - *offset)
-        .read_to_end(&mut bytes)
-        .await
-        .is_err()
-    {
-        return Vec::new();
-    }
+    let limit = limit.min(len - *offset);
+    let more = len - *offset > limit;
+    let Ok(bytes) = read_at(&mut file, *offset, limit).await else {
+        return (Vec::new(), false);
+    };
     let Some(last) = bytes.iter().rposition(|&b| b == b'\n') else {
-        return Vec::new();
+        if !more || bytes.is_empty() {
+            return (Vec::new(), false);
+        }
+        *offset += bytes.len() as u64;
+        return (
+            vec![(String::from_utf8_lossy(&bytes).into_owned(), *offset)],
+            true,
+        );
     };
     let mut lines = Vec::new();
     for raw in bytes[..last].split(|&b| b == b'\n') {
         *offset += raw.len() as u64 + 1;
         lines.push((String::from_utf8_lossy(raw).into_owned(), *offset));
     }
-    lines
+    (lines, more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_of(dir: &tempfile::TempDir, hole: u64, tail: &str) -> PathBuf {
+        let path = dir.path().join("run.log");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(hole).unwrap();
+        drop(file);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, tail.as_bytes()).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_new_tail_starts_at_a_whole_line_near_the_end_of_a_large_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(&dir, 64 * 1024 * 1024, "\nfirst\nsecond\n");
+        let start = backlog_start(&path).await;
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(start, len - "first\nsecond\n".len() as u64);
+        let mut offset = start;
+        let (lines, more) = read_new(&path, &mut offset, BACKLOG_BYTES).await;
+        let texts: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!((texts, more), (vec!["first", "second"], false));
+        assert_eq!((lines[1].1, offset), (len, len));
+    }
+
+    #[tokio::test]
+    async fn lines_are_read_a_chunk_at_a_time_and_a_line_being_written_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(&dir, 0, "aa\nbb\ncc\nunfinished");
+        let mut offset = 0;
+        let (lines, more) = read_new(&path, &mut offset, 7).await;
+        assert_eq!(lines, vec![("aa".into(), 3), ("bb".into(), 6)]);
+        assert!(more);
+        let (lines, _) = read_new(&path, &mut offset, 7).await;
+        assert_eq!(lines, vec![("cc".into(), 9)]);
+        let (lines, more) = read_new(&path, &mut offset, 64).await;
+        assert_eq!((lines, more, offset), (Vec::new(), false, 9));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_without_any_line_end_is_passed_on_rather_than_stuck_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(&dir, 0, "0123456789\nx\n");
+        let mut offset = 0;
+        let (lines, more) = read_new(&path, &mut offset, 4).await;
+        assert_eq!((lines, more), (vec![("0123".into(), 4)], true));
+    }
 }

@@ -2,8 +2,10 @@
 //! every flow; a run's page shows its flow graph coloured by task states, a lane per host
 //! with its tasks on a time line, the failed tasks, and a live tail of the central log.
 //! `/metrics` speaks the Prometheus text format. Every asset is embedded in the binary.
+//! Only requests that name this server as their `Host` are answered ([`host`]).
 
 mod events;
+mod host;
 mod metrics;
 mod pages;
 
@@ -16,6 +18,7 @@ use axum::Router;
 use eventor_store::{Store, StoreLocation};
 use tokio_util::sync::CancellationToken;
 
+use self::host::AllowedHosts;
 use crate::report::{open_store, ReportError};
 
 /// Where `serve` reads and listens.
@@ -25,6 +28,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The central logs (and the graphs `run` saved beside them).
     pub logdir: PathBuf,
+    /// Names besides IP addresses and `localhost` that requests may give as their `Host`
+    /// (`--allow-host`); any other is refused, against DNS rebinding.
+    pub allow_hosts: Vec<String>,
 }
 
 /// Why the page could not be served.
@@ -65,6 +71,7 @@ pub(crate) struct App {
 pub struct Server {
     listener: tokio::net::TcpListener,
     app: Arc<App>,
+    allowed: Arc<AllowedHosts>,
 }
 
 impl Server {
@@ -83,7 +90,12 @@ impl Server {
             runs: tokio::sync::watch::Sender::new(String::new()),
         });
         tokio::spawn(events::watch_runs(Arc::downgrade(&app)));
-        Ok(Server { listener, app })
+        let allowed = Arc::new(AllowedHosts::new(&config.allow_hosts));
+        Ok(Server {
+            listener,
+            app,
+            allowed,
+        })
     }
 
     /// The address actually bound (port 0 picks a free one).
@@ -93,7 +105,10 @@ impl Server {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WebError> {
-        let router = router(self.app);
+        let router = router(self.app).layer(axum::middleware::from_fn_with_state(
+            self.allowed,
+            host::check_host,
+        ));
         axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await

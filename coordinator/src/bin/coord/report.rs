@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// The address to listen on; anything but a loopback address exposes the page.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// A name the page may be reached by besides its IP addresses and localhost (repeat
+    /// for more); requests naming any other host are refused, against DNS rebinding.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
     /// The central logs of the runs (default: LOGGING.logdir of --config, else ./logs).
     #[arg(long, value_name = "DIR")]
     logdir: Option<PathBuf>,
@@ -291,6 +295,7 @@ pub fn serve(args: ServeArgs, level: Option<&str>) -> Result<ExitCode, Failure> 
         store,
         listen: args.listen,
         logdir: logdir_of(args.logdir, &config),
+        allow_hosts: args.allow_hosts,
     };
     runtime()?.block_on(serve_until_signal(serve_config))
 }

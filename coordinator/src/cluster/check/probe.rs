@@ -21,6 +21,8 @@ const NOT_FOUND: u32 = 127;
 const NOT_EXECUTABLE: u32 = 126;
 /// `timeout`'s exit status when it had to stop the command.
 const TIMED_OUT: u32 = 124;
+/// bash's TCP connect to host `$1`, port `$2`.
+const TCP_CONNECT: &str = r#"exec 3<>"/dev/tcp/$1/$2""#;
 
 /// What connecting to and probing one host found.
 #[derive(Debug, Clone)]
@@ -341,11 +343,14 @@ fn store_probe_command(store: &StoreLocation, limit: Duration) -> (String, Strin
             (socket.clone(), format!("test -S {}", shell_quote(&socket)))
         }
         StoreLocation::Postgres(pg) => {
-            let connect = format!("exec 3<>/dev/tcp/{}/{}", pg.host, pg.port);
+            // The host is an argument of the inner shell, never part of its script: a URL
+            // is the user's text, and its host must not run as a command on every host.
             let command = format!(
-                "timeout {} bash -c {}",
+                "timeout {} bash -c {} eventor-store-probe {} {}",
                 limit.as_secs().max(1),
-                shell_quote(&connect)
+                shell_quote(TCP_CONNECT),
+                shell_quote(&pg.host),
+                pg.port
             );
             (host_port(&pg.host, pg.port), command)
         }
@@ -488,7 +493,17 @@ mod tests {
         assert_eq!(address, "10.1.2.3:5433");
         assert_eq!(
             command,
-            "timeout 3 bash -c 'exec 3<>/dev/tcp/10.1.2.3/5433'"
+            r#"timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' eventor-store-probe 10.1.2.3 5433"#
+        );
+    }
+
+    #[test]
+    fn a_store_host_with_shell_characters_is_one_quoted_argument() {
+        let (address, command) = probe("postgres://ev@x%24%28touch%20%2Ftmp%2Fp%29%3B%27q:5432/db");
+        assert_eq!(address, "x$(touch /tmp/p);'q:5432");
+        assert!(
+            command.ends_with(r#" eventor-store-probe 'x$(touch /tmp/p);'\''q' 5432"#),
+            "{command}"
         );
     }
 
