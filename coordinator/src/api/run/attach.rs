@@ -11,7 +11,7 @@ use super::Run;
 use crate::api::error::{store_error, EventorError};
 use crate::api::leftovers;
 use crate::api::options::EventorOptions;
-use crate::cluster::{Remote, RunCluster};
+use crate::cluster::{ClusterSettings, Remote, RunCluster};
 use crate::engine::events::ExecEvent;
 use crate::log::{CentralLog, CentralOutput};
 
@@ -58,18 +58,19 @@ impl Run {
         let fenced = leftovers::leftover_hosts(&self.store, &self.key, program, &self.steps)
             .await
             .map_err(store_error(self.store.describe()))?;
+        let run_id = &self.key.run_id;
+        let settings = ClusterSettings::for_run(cluster, run_id, &self.location, remote_closures)
+            .map_err(EventorError::Cluster)?;
         let run = RunCluster {
-            cluster,
+            settings,
             names,
-            remote_closures,
-            location: &self.location,
             store: self.store.clone(),
             run: self.key.clone(),
             central: central.map(central_output),
             fenced,
         };
         let (events, received) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
-        let remote = Remote::for_run(run, events.clone())
+        let remote = Remote::connect(run, events.clone())
             .await
             .map_err(EventorError::Cluster)?;
         Ok(Some(Attached {
