@@ -34,7 +34,7 @@ impl Run {
         let Some(dir) = &options.logdir else {
             return Ok(None);
         };
-        let log = CentralLog::open(dir, &options.name, &self.key.run_id).await;
+        let log = CentralLog::open(dir, &options.name, &self.state.run.run_id).await;
         log.map(Some).map_err(EventorError::Log)
     }
 
@@ -51,21 +51,22 @@ impl Run {
         if names.is_empty() {
             return Ok(None);
         }
-        let remote_closures = self.steps.iter().any(|s| {
+        let state = &self.state;
+        let remote_closures = state.steps.iter().any(|s| {
             !s.hosts().is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
         });
         let program = self.core.program();
-        let fenced = leftovers::leftover_hosts(&self.store, &self.key, program, &self.steps)
+        let fenced = leftovers::leftover_hosts(&state.store, &state.run, program, &state.steps)
             .await
-            .map_err(store_error(self.store.describe()))?;
-        let run_id = &self.key.run_id;
+            .map_err(store_error(state.store.describe()))?;
+        let run_id = &state.run.run_id;
         let settings = ClusterSettings::for_run(cluster, run_id, &self.location, remote_closures)
             .map_err(EventorError::Cluster)?;
         let run = RunCluster {
             settings,
             names,
-            store: self.store.clone(),
-            run: self.key.clone(),
+            store: state.store.clone(),
+            run: state.run.clone(),
             central: central.map(central_output),
             fenced,
         };
@@ -83,6 +84,7 @@ impl Run {
     /// The hosts the flow's steps are pinned to, sorted, without repeats.
     fn host_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
+            .state
             .steps
             .iter()
             .flat_map(|s| s.hosts().iter().map(|h| h.to_string()))

@@ -46,7 +46,7 @@ impl Run {
         };
         let central = self.open_log(options).await?;
         let attached = self.attach_cluster(options, central.as_ref()).await?;
-        let lease = RunLease::new(&self.guard, &self.interrupt);
+        let lease = RunLease::new(&self.guard, &self.state.interrupt);
         let result = lease
             .watch(self.drive(loops, config, central.as_ref(), attached))
             .await?;
@@ -70,18 +70,11 @@ impl Run {
         };
         let central = central.map(central_output);
         let pinned = remote.clone().map(|r| r as Arc<dyn PinnedTasks>);
-        let executor = Executor::new(tx, &self.interrupt, config, central, pinned);
+        let executor = Executor::new(tx, &self.state.interrupt, config, central, pinned);
         let cx = DriverContext {
-            store: &self.store,
-            run: self.key.clone(),
-            steps: &self.steps,
+            state: &mut self.state,
             executor: &executor,
             events: &mut rx,
-            task_triggers: &mut self.task_triggers,
-            pools: &mut self.pools,
-            external: &mut self.external,
-            task_template: &self.template,
-            interrupt: &self.interrupt,
         };
         let result = drive(&mut self.core, cx, loops).await;
         executor.shutdown().await;

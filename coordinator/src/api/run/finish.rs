@@ -16,7 +16,8 @@ impl Run {
         central: Option<CentralLog>,
         result: Result<RunOutcome, StoreError>,
     ) -> Result<RunOutcome, EventorError> {
-        let store_name = self.store.describe();
+        let (store, key) = (&self.state.store, &self.state.run);
+        let store_name = store.describe();
         if let (Some(log), Ok(outcome)) = (central, &result) {
             if let Err(e) = log.close(&outcome.to_string()).await {
                 tracing::warn!(error = %e, "the central log could not be completed");
@@ -29,11 +30,11 @@ impl Run {
             RunOutcome::Incomplete { .. } => RunStatus::Incomplete,
             RunOutcome::Interrupted { .. } => RunStatus::Interrupted,
         };
-        self.store
-            .set_run_status(self.key.clone(), status, now_micros())
+        store
+            .set_run_status(key.clone(), status, now_micros())
             .await
             .map_err(|source| run_failure(&store_name, source))?;
-        tracing::info!(run_id = %self.key.run_id, "Processing finished with: {outcome}");
+        tracing::info!(run_id = %key.run_id, "Processing finished with: {outcome}");
         Ok(outcome)
     }
 
@@ -44,11 +45,10 @@ impl Run {
         if matches!(error, EventorError::RunTakenOver { .. }) {
             return;
         }
-        let run_id = &self.key.run_id;
-        tracing::error!(run_id = %run_id, error = %crate::error_chain(error), "the run failed");
-        let failed = self
-            .store
-            .set_run_status(self.key.clone(), RunStatus::Failure, now_micros())
+        let (store, key) = (&self.state.store, &self.state.run);
+        tracing::error!(run_id = %key.run_id, error = %crate::error_chain(error), "the run failed");
+        let failed = store
+            .set_run_status(key.clone(), RunStatus::Failure, now_micros())
             .await;
         if let Err(e) = failed {
             tracing::warn!(error = %e, "cannot record the run as failed");

@@ -11,39 +11,28 @@ mod open;
 
 use std::sync::Arc;
 
-use eventor_agent::{StepAction, TaskContext};
-use eventor_store::{RunGuard, RunKey, Store, StoreLocation};
-use tokio::sync::mpsc;
+use eventor_agent::StepAction;
+use eventor_store::{RunGuard, StoreLocation};
 
 use super::builder::Eventor;
 use super::error::EventorError;
 use super::outcome::RunOutcome;
 use crate::cluster::agent_mode;
-use crate::engine::core::{Core, Input};
-use crate::engine::driver::{Loops, PoolWake};
-use crate::engine::executor::StepRuntime;
-use crate::engine::external::ExternalTriggers;
-use crate::engine::interrupt::Interrupt;
+use crate::engine::core::Core;
+use crate::engine::driver::{Loops, RunState};
 use crate::engine::program::{EventId, Target};
 
 /// A run in progress, kept by the `Eventor` between `run` calls so a second call continues
 /// it. Opened by [`Run::open`]; each call goes through [`Run::go`].
 pub(super) struct Run {
     pub(super) location: StoreLocation,
-    pub(super) store: Store,
-    pub(super) external: ExternalTriggers,
     /// Held for the whole run: a second coordinator of the same run id is refused. Its
     /// lease is watched while the run goes on (`run_lease.rs`).
     pub(super) guard: RunGuard,
-    pub(super) task_triggers: mpsc::UnboundedReceiver<Input>,
-    pub(super) key: RunKey,
     pub(super) core: Core,
-    pub(super) steps: Vec<StepRuntime>,
-    pub(super) template: TaskContext,
-    /// The run's stop from outside (the options' own, or one nobody fires).
-    pub(super) interrupt: Interrupt,
-    /// Wake-ups for tasks waiting on shared pools.
-    pub(super) pools: PoolWake,
+    /// The store, the run's key, its steps, its triggers' sources, its interrupt (the
+    /// options' own, or one nobody fires): what the driver works on.
+    pub(super) state: RunState,
 }
 
 impl Eventor {
@@ -78,7 +67,7 @@ impl Eventor {
         let loops = loops_of(max_loops)?;
         if self.running.is_none() {
             let run = Run::open(self).await?;
-            self.run_id = run.key.run_id.clone();
+            self.run_id = run.state.run.run_id.clone();
             self.running = Some(run);
         }
         let starts = self.start_triggers();

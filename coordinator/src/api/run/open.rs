@@ -14,7 +14,7 @@ use super::Run;
 use crate::api::builder::Eventor;
 use crate::api::error::{store_error, EventorError};
 use crate::engine::core::{CoreOptions, Input};
-use crate::engine::driver::PoolWake;
+use crate::engine::driver::{PoolWake, RunState};
 use crate::engine::external::ExternalTriggers;
 use crate::engine::program::{EventId, Target};
 
@@ -73,18 +73,21 @@ impl Run {
             events: event_ids,
             sender: trigger_tx,
         };
-        Ok(Run {
-            location,
-            external,
-            template: task_template(flow, &key, triggers),
+        let state = RunState {
+            task_template: task_template(flow, &key, triggers),
             store,
-            guard,
-            task_triggers,
-            key,
-            core,
+            run: key,
             steps,
+            task_triggers,
+            external,
             interrupt: flow.options.interrupt.clone().unwrap_or_default(),
             pools,
+        };
+        Ok(Run {
+            location,
+            guard,
+            core,
+            state,
         })
     }
 }
