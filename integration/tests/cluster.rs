@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventor::cluster::{
-    load_hosts, open_links, parse_hosts, CancellationToken, ConnectOptions, Dispatch, HostDefaults,
-    HostEvent, HostLink, HostsFile, LinkEnd, LinkError, LinkSettings, LogLevel, LogRecord, Outcome,
-    Stream, TaskKey, Work,
+    load_hosts, open_links, parse_hosts, CancellationToken, ClusterSettings, Dispatch,
+    HostDefaults, HostEvent, HostLink, HostsFile, LinkEnd, LinkError, LinkSettings, LogLevel,
+    LogRecord, Outcome, Stream, TaskKey, Work,
 };
 use eventor::log::{print_log, CentralLog, LogFilter, LogLine};
 use eventor_ssh::{ClientSettings, ExitStatus};
@@ -494,14 +494,14 @@ impl Bed {
         self.vars[name].clone()
     }
 
-    fn options(&self, run_id: &str) -> ConnectOptions {
-        ConnectOptions {
+    fn settings(&self, run_id: &str) -> ClusterSettings {
+        ClusterSettings {
             ssh: ClientSettings {
                 home: self.home.path().to_path_buf(),
                 agent_socket: None,
                 ..ClientSettings::from_env()
             },
-            ..ConnectOptions::new(run_id, Vec::new())
+            ..ClusterSettings::new(self.hosts.clone(), run_id)
         }
     }
 
@@ -509,13 +509,13 @@ impl Bed {
     async fn connect(
         &self,
         names: &[&str],
-        options: &ConnectOptions,
+        settings: &ClusterSettings,
     ) -> (Vec<HostLink>, mpsc::Receiver<HostEvent>, Duration) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let (tx, rx) = mpsc::channel(1024);
         let t = Instant::now();
         let token = CancellationToken::new();
-        let connecting = open_links(&self.hosts, &names, options, tx, &token);
+        let connecting = open_links(settings, &names, tx, &token);
         let results = tokio::time::timeout(WAIT, connecting)
             .await
             .expect("no hang");
@@ -580,8 +580,8 @@ async fn lost(events: &mut mpsc::Receiver<HostEvent>, host: &str) -> String {
 async fn two_hosts_run_hostname_and_shut_down_cleanly() {
     let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
-    let options = bed.options("cluster-test");
-    let (links, mut events, took) = bed.connect(&["node1", "node2"], &options).await;
+    let settings = bed.settings("cluster-test");
+    let (links, mut events, took) = bed.connect(&["node1", "node2"], &settings).await;
     eprintln!("connect + agent ready, 2 hosts at once: {took:?}");
     for link in &links {
         assert_eq!(link.accepted().run_id, "cluster-test");
@@ -662,15 +662,15 @@ async fn a_host_cut_off_is_lost_within_lost_after() {
         crate::skip_unless_required("testbed in loopback mode has no link to cut");
         return;
     }
-    let options = ConnectOptions {
-        settings: LinkSettings {
+    let settings = ClusterSettings {
+        link: LinkSettings {
             heartbeat: Duration::from_millis(500),
             lost_after: Duration::from_secs(2),
             ..LinkSettings::default()
         },
-        ..bed.options("cluster-test")
+        ..bed.settings("cluster-test")
     };
-    let (mut links, mut events, _) = bed.connect(&["node1"], &options).await;
+    let (mut links, mut events, _) = bed.connect(&["node1"], &settings).await;
     let link = links.pop().unwrap();
     // A task in flight when the host vanishes.
     link.dispatch(command(key("sleep", "1"), "sleep 30"))
@@ -725,7 +725,7 @@ fn parent_of(pid: u32) -> u32 {
 async fn a_killed_agent_is_lost_with_its_signal() {
     let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
-    let (mut links, mut events, _) = bed.connect(&["node2"], &bed.options("cluster-test")).await;
+    let (mut links, mut events, _) = bed.connect(&["node2"], &bed.settings("cluster-test")).await;
     let link = links.pop().unwrap();
     let key = key("sleep", "9");
     link.dispatch(command(key.clone(), "sleep 30"))
@@ -765,9 +765,9 @@ async fn a_missing_agent_binary_fails_the_handshake_saying_so() {
     };
     let names = vec!["node1".to_string(), "node9".to_string()];
     let (tx, _rx) = mpsc::channel(16);
-    let options = bed.options("cluster-test");
+    let settings = bed.settings("cluster-test");
     let token = CancellationToken::new();
-    let results = tokio::time::timeout(WAIT, open_links(&bed.hosts, &names, &options, tx, &token))
+    let results = tokio::time::timeout(WAIT, open_links(&settings, &names, tx, &token))
         .await
         .expect("no hang");
     let errors: Vec<String> = results
@@ -794,7 +794,7 @@ async fn a_missing_agent_binary_fails_the_handshake_saying_so() {
 async fn many_tasks_on_one_link_stream_their_output() {
     let _link = crate::TESTBED_LINK.read();
     let Some(bed) = Bed::new() else { return };
-    let (mut links, mut events, _) = bed.connect(&["node1"], &bed.options("cluster-test")).await;
+    let (mut links, mut events, _) = bed.connect(&["node1"], &bed.settings("cluster-test")).await;
     let link = links.pop().unwrap();
     let n = 20;
     for i in 0..n {

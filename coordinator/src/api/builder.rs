@@ -11,7 +11,7 @@ use eventor_store::StoreLocation;
 use super::error::EventorError;
 use super::names;
 use super::options::EventorOptions;
-use super::running::Running;
+use super::run::Run;
 use super::step::{DefinedStep, Step};
 use crate::engine::program::{EventId, StepId, Target};
 use crate::expr::Expr;
@@ -33,7 +33,7 @@ pub struct Eventor {
     /// its first commit); a run that stored its start replays that instead.
     pub(super) unstarted: Vec<(String, Arc<str>)>,
     pub(super) run_id: Arc<str>,
-    pub(super) running: Option<Running>,
+    pub(super) running: Option<Run>,
     pub(super) closed: bool,
 }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`builder`]: the `Eventor` and the define calls;
 //! - [`compile`]: names into the core's program, references checked;
-//! - [`run`]: the run modes (restart, recover, continue), loops, the run's stored end;
+//! - [`run`]: a run's lifetime: opened by its mode (restart, recover, continue), the log
+//!   and cluster attached, its loops, its stored end;
 //! - [`run_lease`]: the prime's lease on its run, watched while it runs;
 //! - [`step`], [`options`], [`config`]: what a step, a run and the config file set;
 //! - [`outcome`], [`error`]: how a run ended, and why it could not.
@@ -19,7 +20,6 @@ mod orphans;
 pub mod outcome;
 mod run;
 mod run_lease;
-mod running;
 pub mod step;
 mod validate;
 

@@ -19,34 +19,36 @@ use super::hosts::{Deploy, HostSpec, HostsFile, StoreVia};
 use super::link::{HostEvent, HostLink, LinkConfig, LinkError, LinkSettings};
 use super::store_tunnel;
 
-/// What every link of a run shares; [`ConnectOptions::link_config`] makes each host's
-/// [`LinkConfig`] from it.
+/// A run's cluster settings, built once (from the hosts file and the run's options, see
+/// [`ClusterSettings::for_run`]) and shared by its first connect and every reconnect;
+/// [`ClusterSettings::link_config`] makes each host's [`LinkConfig`] from them.
 #[derive(Debug, Clone)]
-pub struct ConnectOptions {
+pub struct ClusterSettings {
+    /// The hosts, with the agent each one starts.
+    pub hosts: HostsFile,
     pub run_id: String,
-    /// Arguments for every agent after its path (never a secret: see `store`).
-    pub agent_args: Vec<String>,
-    /// The store every agent records in, sent in the handshake (password included).
+    /// The store every agent records in, sent in the handshake (password included), never
+    /// on a command line.
     pub store: Option<StoreAccess>,
     /// The binary installed on `deploy: auto` hosts whose agent is missing or differs
     /// (see [`deploy`]); `None`: `eventor-agent` next to this program.
     pub install: Option<std::path::PathBuf>,
     /// Heartbeat, loss and handshake bounds of every link.
-    pub settings: LinkSettings,
+    pub link: LinkSettings,
     /// Home, user and ssh-agent socket for SSH; `config_file` is replaced by the hosts
     /// file's `ssh_config`.
     pub ssh: ClientSettings,
 }
 
-impl ConnectOptions {
-    /// The default [`LinkSettings`], SSH settings from the environment.
-    pub fn new(run_id: impl Into<String>, agent_args: Vec<String>) -> ConnectOptions {
-        ConnectOptions {
+impl ClusterSettings {
+    /// The default [`LinkSettings`], SSH settings from the environment, no store.
+    pub fn new(hosts: HostsFile, run_id: impl Into<String>) -> ClusterSettings {
+        ClusterSettings {
+            hosts,
             run_id: run_id.into(),
-            agent_args,
             store: None,
             install: None,
-            settings: LinkSettings::default(),
+            link: LinkSettings::default(),
             ssh: ClientSettings::from_env(),
         }
     }
@@ -54,15 +56,11 @@ impl ConnectOptions {
     /// The link settings for `host`.
     pub fn link_config(&self, host: &HostSpec) -> LinkConfig {
         LinkConfig {
-            settings: self.settings,
+            settings: self.link,
             max_concurrent_tasks: MaxConcurrent::at_most(host.max_concurrent.unwrap_or(0) as usize),
             store: self.store.clone(),
             lease: Some(host.lease),
-            ..LinkConfig::new(
-                &host.name,
-                host.agent_command(&self.agent_args),
-                &self.run_id,
-            )
+            ..LinkConfig::new(&host.name, host.agent_command(&[]), &self.run_id)
         }
     }
 }
@@ -70,18 +68,17 @@ impl ConnectOptions {
 /// Connects to the hosts called `names` and starts a link to each, all at once (N hosts
 /// take about one connect and one handshake). Results are in the order of `names`.
 pub async fn open_links(
-    hosts: &HostsFile,
+    settings: &ClusterSettings,
     names: &[String],
-    options: &ConnectOptions,
     events: mpsc::Sender<HostEvent>,
     shutdown: &CancellationToken,
 ) -> Vec<Result<HostLink, LinkError>> {
-    let specs: Vec<Option<&HostSpec>> = names.iter().map(|n| hosts.host(n)).collect();
-    let settings = ClientSettings {
-        config_file: hosts.ssh_config.clone(),
-        ..options.ssh.clone()
+    let specs: Vec<Option<&HostSpec>> = names.iter().map(|n| settings.hosts.host(n)).collect();
+    let ssh_settings = ClientSettings {
+        config_file: settings.hosts.ssh_config.clone(),
+        ..settings.ssh.clone()
     };
-    let config = match SshConfig::load(settings) {
+    let config = match SshConfig::load(ssh_settings) {
         Ok(config) => config,
         Err(e) => {
             let e = Arc::new(e);
@@ -101,8 +98,8 @@ pub async fn open_links(
             _ = shutdown.cancelled() => Vec::new(),
         }
     };
-    let (sessions, plan) = tokio::join!(connected, deploy_plan(&known, options));
-    let mut links = start_all(&known, sessions, options, &plan, events, shutdown).await;
+    let (sessions, plan) = tokio::join!(connected, deploy_plan(&known, settings));
+    let mut links = start_all(&known, sessions, settings, &plan, events, shutdown).await;
     links.reverse();
     let mut out = Vec::with_capacity(names.len());
     for (name, spec) in names.iter().zip(&specs) {
@@ -117,9 +114,9 @@ pub async fn open_links(
 
 /// The binary to install, hashed (once per process, off the runtime's threads), when any
 /// host may need it.
-async fn deploy_plan(hosts: &[&HostSpec], options: &ConnectOptions) -> DeployPlan {
+async fn deploy_plan(hosts: &[&HostSpec], settings: &ClusterSettings) -> DeployPlan {
     let auto = hosts.iter().any(|h| h.deploy == Deploy::Auto);
-    let path = options
+    let path = settings
         .install
         .clone()
         .or_else(super::hosts::local_agent_binary);
@@ -134,7 +131,7 @@ async fn deploy_plan(hosts: &[&HostSpec], options: &ConnectOptions) -> DeployPla
     };
     DeployPlan {
         local,
-        probe_timeout: options.settings.handshake_timeout,
+        probe_timeout: settings.link.handshake_timeout,
     }
 }
 
@@ -189,7 +186,7 @@ async fn deploy_and_start(
 async fn start_all(
     hosts: &[&HostSpec],
     sessions: Vec<Result<Session, SshError>>,
-    options: &ConnectOptions,
+    settings: &ClusterSettings,
     plan: &DeployPlan,
     events: mpsc::Sender<HostEvent>,
     shutdown: &CancellationToken,
@@ -209,7 +206,7 @@ async fn start_all(
                 continue;
             }
         };
-        let config = options.link_config(host);
+        let config = settings.link_config(host);
         let (events, shutdown) = (events.clone(), shutdown.clone());
         let (host, plan) = ((*host).clone(), plan.clone());
         tasks.spawn(async move {

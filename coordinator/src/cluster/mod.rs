@@ -1,5 +1,6 @@
 //! The prime's side of a cluster run: which hosts there are ([`hosts`]), one live
-//! connection to each host's agent ([`link`]), all of a run's links opened at once with
+//! connection to each host's agent ([`link`]), all of a run's links opened at once from
+//! its [`ClusterSettings`] (built once per run from the hosts file and the options), with
 //! the agent checked and the store forwarded ([`connect`]), the engine's pinned tasks
 //! dispatched over them ([`remote`]): which host, when, and what a lost host's tasks
 //! become is decided by a state machine without IO ([`core`], golden-tested), and the
@@ -40,7 +41,7 @@ pub mod remote;
 pub mod store_tunnel;
 
 pub use agent_mode::agent_mode;
-pub use connect::{open_links, ConnectOptions};
+pub use connect::{open_links, ClusterSettings};
 pub use error::ClusterError;
 pub use hosts::{load_hosts, parse_hosts, HostDefaults, HostSpec, HostsError, HostsFile};
 pub use link::{HostEvent, HostLink, LinkConfig, LinkEnd, LinkError, LinkSettings};

@@ -8,14 +8,14 @@
 //! come later and may find the host back). One attempt per host at a time; the pause
 //! between attempts doubles from [`FIRST_PAUSE`] up to [`MAX_PAUSE`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connect::{open_links, ConnectOptions};
-use super::hosts::HostsFile;
+use super::connect::{open_links, ClusterSettings};
 use super::link::{HostEvent, HostLink};
 
 /// The pause before the first attempt: a link that flapped is often back by then.
@@ -25,8 +25,8 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(8);
 
 /// Reconnects lost hosts; each new link is handed to the caller's `on_back`.
 pub struct Reconnector {
-    hosts: HostsFile,
-    options: ConnectOptions,
+    /// The run's settings, the same its first links were made with.
+    settings: Arc<ClusterSettings>,
     events: mpsc::Sender<HostEvent>,
     /// The token the new links live under (the run's), not cancelled by [`Self::stop`].
     links: CancellationToken,
@@ -37,14 +37,12 @@ pub struct Reconnector {
 
 impl Reconnector {
     pub fn new(
-        hosts: HostsFile,
-        options: ConnectOptions,
+        settings: Arc<ClusterSettings>,
         events: mpsc::Sender<HostEvent>,
         links: CancellationToken,
     ) -> Reconnector {
         Reconnector {
-            hosts,
-            options,
+            settings,
             events,
             links,
             stop: CancellationToken::new(),
@@ -56,8 +54,7 @@ impl Reconnector {
     /// caller makes sure one attempt per host runs at a time.
     pub fn begin(&self, host: String, on_back: impl FnOnce(HostLink) + Send + 'static) {
         let attempt = Attempt {
-            hosts: self.hosts.clone(),
-            options: self.options.clone(),
+            settings: self.settings.clone(),
             events: self.events.clone(),
             links: self.links.clone(),
             stop: self.stop.clone(),
@@ -75,8 +72,7 @@ impl Reconnector {
 
 /// One host's way back.
 struct Attempt {
-    hosts: HostsFile,
-    options: ConnectOptions,
+    settings: Arc<ClusterSettings>,
     events: mpsc::Sender<HostEvent>,
     links: CancellationToken,
     stop: CancellationToken,
@@ -91,13 +87,7 @@ impl Attempt {
                 _ = self.stop.cancelled() => return,
             }
             let names = [host.clone()];
-            let connect = open_links(
-                &self.hosts,
-                &names,
-                &self.options,
-                self.events.clone(),
-                &self.links,
-            );
+            let connect = open_links(&self.settings, &names, self.events.clone(), &self.links);
             let result = tokio::select! {
                 mut results = connect => results.pop(),
                 _ = self.stop.cancelled() => return,

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::agent_mode::{agent_store, program_as_agent};
-use super::connect::{open_links, ConnectOptions};
+use super::connect::{open_links, ClusterSettings};
 use super::core::LeaseRule;
 use super::error::ClusterError;
 use super::forwarder::{Forwarder, ForwarderParts};
@@ -45,16 +45,17 @@ pub struct Remote {
     shutdown: CancellationToken,
 }
 
-/// How to reach the hosts of a run.
-pub struct RemoteConfig<'a> {
-    pub hosts: &'a HostsFile,
-    /// The hosts the flow's steps name.
+/// What a run needs of the cluster: its settings, its hosts, the store its agents record in,
+/// and where their output goes.
+pub struct RunCluster {
+    pub settings: ClusterSettings,
+    /// The hosts the flow's steps are pinned to (sorted, no repeats).
     pub names: Vec<String>,
-    pub connect: ConnectOptions,
     pub central: Option<CentralOutput>,
     pub store: Store,
     pub run: RunKey,
-    /// Hosts where a task of an earlier coordinator of the run may still run.
+    /// Hosts where a task of an earlier coordinator of the run may still run (it was left
+    /// active on them): nothing goes there before their lease is out.
     pub fenced: Vec<String>,
 }
 
@@ -62,19 +63,13 @@ impl Remote {
     /// Connects to every host at once and starts forwarding their events. Any host that
     /// cannot be reached fails the whole start, naming each host and why.
     pub async fn connect(
-        config: RemoteConfig<'_>,
+        run: RunCluster,
         events: mpsc::Sender<ExecEvent>,
     ) -> Result<Remote, ClusterError> {
         let shutdown = CancellationToken::new();
         let (host_tx, host_rx) = mpsc::channel(1024);
-        let results = open_links(
-            config.hosts,
-            &config.names,
-            &config.connect,
-            host_tx.clone(),
-            &shutdown,
-        )
-        .await;
+        let settings = Arc::new(run.settings);
+        let results = open_links(&settings, &run.names, host_tx.clone(), &shutdown).await;
         let mut links = Vec::new();
         let mut failures = Vec::new();
         for result in results {
@@ -87,23 +82,26 @@ impl Remote {
             shutdown.cancel();
             return Err(ClusterError::Unreachable(failures));
         }
-        let rule = lease_rule(config.connect.settings.heartbeat);
+        let rule = lease_rule(settings.link.heartbeat);
         let reconnector = Arc::new(Reconnector::new(
-            config.hosts.clone(),
-            config.connect,
+            settings.clone(),
             host_tx,
             shutdown.clone(),
         ));
         let forwarder = Forwarder::new(ForwarderParts {
             rule,
             events,
-            central: config.central,
-            store: config.store,
-            run: config.run,
+            central: run.central,
+            store: run.store,
+            run: run.run,
             reconnector: reconnector.clone(),
         });
-        for host in &config.fenced {
-            let lease = config.hosts.host(host).map(|h| h.lease).unwrap_or_default();
+        for host in &run.fenced {
+            let lease = settings
+                .hosts
+                .host(host)
+                .map(|h| h.lease)
+                .unwrap_or_default();
             let wait = rule.floor.max(lease) + rule.margin;
             tracing::warn!(host = %host, wait = ?wait, "tasks of the run's previous coordinator may still run there: nothing goes there before their lease is out");
             forwarder.fence(host, wait);
@@ -178,49 +176,26 @@ pub struct ClusterOptions {
     pub lost_after: Duration,
 }
 
-/// What a run needs of the cluster: its hosts, the store its agents record in, and where
-/// their events go.
-pub struct RunCluster<'a> {
-    pub cluster: &'a ClusterOptions,
-    /// The hosts the flow's steps are pinned to (sorted, no repeats); empty: no cluster.
-    pub names: Vec<String>,
-    /// Whether closure steps run remotely (then the program itself is every host's agent).
-    pub remote_closures: bool,
-    pub location: &'a StoreLocation,
-    pub store: Store,
-    pub run: RunKey,
-    pub central: Option<CentralOutput>,
-    /// Hosts where a task of an earlier coordinator of the run may still run (it was left
-    /// active on them): see [`RemoteConfig::fenced`].
-    pub fenced: Vec<String>,
-}
-
-impl Remote {
-    /// Connects to the run's hosts, all at once, with the right agent on each.
-    pub async fn for_run(
-        run: RunCluster<'_>,
-        events: mpsc::Sender<ExecEvent>,
-    ) -> Result<Remote, ClusterError> {
-        // The store goes to each agent in the handshake, never on its command line.
-        let (hosts, install) = if run.remote_closures {
-            let (hosts, program) = program_as_agent(&run.cluster.hosts)?;
+impl ClusterSettings {
+    /// A run's settings from the cluster options: the run's store sent to every agent in
+    /// its handshake (never on its command line), and with remote closure steps this
+    /// program itself as every host's agent.
+    pub fn for_run(
+        cluster: &ClusterOptions,
+        run_id: &str,
+        location: &StoreLocation,
+        remote_closures: bool,
+    ) -> Result<ClusterSettings, ClusterError> {
+        let (hosts, install) = if remote_closures {
+            let (hosts, program) = program_as_agent(&cluster.hosts)?;
             (hosts, Some(program))
         } else {
-            (run.cluster.hosts.clone(), None)
+            (cluster.hosts.clone(), None)
         };
-        let mut connect = ConnectOptions::new(run.run.run_id.to_string(), Vec::new());
-        connect.settings.lost_after = run.cluster.lost_after;
-        connect.store = Some(agent_store(run.location));
-        connect.install = install;
-        let config = RemoteConfig {
-            hosts: &hosts,
-            names: run.names,
-            connect,
-            central: run.central,
-            store: run.store,
-            run: run.run,
-            fenced: run.fenced,
-        };
-        Remote::connect(config, events).await
+        let mut settings = ClusterSettings::new(hosts, run_id);
+        settings.link.lost_after = cluster.lost_after;
+        settings.store = Some(agent_store(location));
+        settings.install = install;
+        Ok(settings)
     }
 }

@@ -39,7 +39,7 @@ struct Backlog(VecDeque<super::core::TaskId>);
 impl Backlog {
     /// Starts `task` now, or queues it behind the closures already waiting.
     fn start(&mut self, core: &Core, cx: &DriverContext<'_>, task: super::core::TaskId) {
-        let runtime = &cx.steps[core.task(task).step.0 as usize];
+        let runtime = &cx.state.steps[core.task(task).step.0 as usize];
         let pool_full = cx.executor.closures_pending() >= CLOSURES_AHEAD;
         if runtime.runs_in_closure_pool() && (pool_full || !self.0.is_empty()) {
             return self.0.push_back(task);
@@ -70,23 +70,30 @@ pub enum Loops {
     AtMost(std::num::NonZeroU32),
 }
 
-/// Everything the driver needs besides the core.
-pub struct DriverContext<'a> {
-    pub store: &'a Store,
+/// A run's state as the driver works on it, besides its core: kept between `run` calls by
+/// the API's `Run`, and lent to the driver whole.
+pub struct RunState {
+    pub store: Store,
     pub run: RunKey,
-    pub steps: &'a [StepRuntime],
+    pub steps: Vec<StepRuntime>,
+    /// Triggers fired by running tasks ([`TaskContext::trigger_event`]).
+    pub task_triggers: mpsc::UnboundedReceiver<Input>,
+    /// The per-task context fields shared by every task of the run.
+    pub task_template: TaskContext,
+    /// Triggers written to the store by other programs.
+    pub external: ExternalTriggers,
+    /// A stop from outside (a signal, or the run's lease going unconfirmed).
+    pub interrupt: Interrupt,
+    /// Wake-ups for tasks waiting on shared pools.
+    pub pools: PoolWake,
+}
+
+/// Everything the driver needs besides the core: the run's state, and this call's
+/// executor with the channel its events come on.
+pub struct DriverContext<'a> {
+    pub state: &'a mut RunState,
     pub executor: &'a Executor,
     pub events: &'a mut mpsc::Receiver<ExecEvent>,
-    /// Triggers fired by running tasks ([`TaskContext::trigger_event`]).
-    pub task_triggers: &'a mut mpsc::UnboundedReceiver<Input>,
-    /// The per-task context fields shared by every task of the run.
-    pub task_template: &'a TaskContext,
-    /// Triggers written to the store by other programs.
-    pub external: &'a mut ExternalTriggers,
-    /// A stop from outside (a signal).
-    pub interrupt: &'a Interrupt,
-    /// Wake-ups for tasks waiting on shared pools.
-    pub pools: &'a mut PoolWake,
 }
 
 /// What wakes tasks waiting for shared-pool units: the store's notification that another
@@ -106,10 +113,21 @@ impl PoolWake {
     }
 }
 
+impl RunState {
+    /// Hands the core the triggers other programs stored since the last look.
+    async fn rescan(&mut self, core: &mut Core) -> Result<(), StoreError> {
+        self.external.rescan(core, &self.store, &self.run).await
+    }
+}
+
 /// Runs the core until it is done (or its loops are used up).
-pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Result<(), StoreError> {
+pub async fn drive(
+    core: &mut Core,
+    mut cx: DriverContext<'_>,
+    loops: Loops,
+) -> Result<(), StoreError> {
     // Triggers that others wrote before this run (or this continue) started.
-    cx.external.rescan(core, cx.store, &cx.run).await?;
+    cx.state.rescan(core).await?;
     // The first loop starts with the delays that came due while nothing ran.
     core.handle(Input::TimerDue, now_micros());
     let mut loops_done = 1u32;
@@ -118,7 +136,7 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
     loop {
         // A task's triggers were sent before its end was, so taking them here, after its end,
         // means none is missed when deciding whether the run is over.
-        while let Ok(input) = cx.task_triggers.try_recv() {
+        while let Ok(input) = cx.state.task_triggers.try_recv() {
             core.handle(input, now_micros());
         }
         // The pool's room is known after its closures' ends were taken; the backlog never
@@ -134,7 +152,7 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
                 // notification): the run ends only when that found nothing new to do.
                 Quiet::Done if !last_look && !core.stopped() => {
                     last_look = true;
-                    cx.external.rescan(core, cx.store, &cx.run).await?;
+                    cx.state.rescan(core).await?;
                     continue;
                 }
                 Quiet::Done => return Ok(()),
@@ -146,22 +164,14 @@ pub async fn drive(core: &mut Core, cx: DriverContext<'_>, loops: Loops) -> Resu
                 Quiet::Wait => {}
             }
         }
-        let sources = Sources {
-            events: &mut *cx.events,
-            task_triggers: &mut *cx.task_triggers,
-            external: &mut *cx.external,
-            interrupt: cx.interrupt,
-            pools: &mut *cx.pools,
-            closures_running: cx.executor.closures_pending() > 0,
-        };
-        match wait_for_input(core, sources).await {
+        match wait_for_input(core, &mut cx).await {
             Woke::Handled => {}
-            Woke::ToRescan => cx.external.rescan(core, cx.store, &cx.run).await?,
-            Woke::Interrupted if cx.interrupt.reaches_hosts() => cx.executor.interrupt(),
+            Woke::ToRescan => cx.state.rescan(core).await?,
+            Woke::Interrupted if cx.state.interrupt.reaches_hosts() => cx.executor.interrupt(),
             // This host only (a prime that lost contact with the store): the hosts are let
             // go, so their agents' leases start and a recovery elsewhere can count on them.
             Woke::Interrupted => {
-                let why = cx.interrupt.reason().unwrap_or("stopped").to_string();
+                let why = cx.state.interrupt.reason().unwrap_or("stopped").to_string();
                 cx.executor.let_go(&why);
             }
         }
@@ -218,10 +228,10 @@ async fn flush(
         }
         if !changes.is_empty() {
             let batch = Batch {
-                run: cx.run.clone(),
+                run: cx.state.run.clone(),
                 changes,
             };
-            cx.store.commit(batch).await?;
+            cx.state.store.commit(batch).await?;
             fail::fail_point!("after-commit", |_| std::process::abort());
         }
         for effect in effects {
@@ -240,11 +250,11 @@ fn start(core: &Core, cx: &DriverContext<'_>, task: super::core::TaskId) {
         step: core.program().step(record.step).name.clone(),
         sequence: record.sequence.clone(),
         attempt: record.attempt,
-        ..cx.task_template.clone()
+        ..cx.state.task_template.clone()
     };
     tracing::info!(step = %ctx.step, sequence = %ctx.sequence, "attempting to run");
     cx.executor
-        .start(task, &cx.steps[record.step.0 as usize], ctx);
+        .start(task, &cx.state.steps[record.step.0 as usize], ctx);
 }
 
 /// Asks the store for a task's shared-pool units and hands the answer to the core.
@@ -255,13 +265,13 @@ async fn acquire(
 ) -> Result<(), StoreError> {
     let record = core.task(task);
     let request = GrantRequest {
-        run: cx.run.clone(),
+        run: cx.state.run.clone(),
         step: core.program().step(record.step).name.clone(),
         sequence: record.sequence.clone(),
         attempt: record.attempt,
         units: core.shared_units(task),
     };
-    let granted = cx.store.try_grant(request).await?;
+    let granted = cx.state.store.try_grant(request).await?;
     core.handle(Input::Granted { task, granted }, now_micros());
     Ok(())
 }
@@ -276,29 +286,20 @@ enum Woke {
     Interrupted,
 }
 
-/// Where a turn's input may come from.
-struct Sources<'a> {
-    events: &'a mut mpsc::Receiver<ExecEvent>,
-    task_triggers: &'a mut mpsc::UnboundedReceiver<Input>,
-    external: &'a mut ExternalTriggers,
-    interrupt: &'a Interrupt,
-    pools: &'a mut PoolWake,
-    /// Closures are running on the pool (their ends are worth a moment's look).
-    closures_running: bool,
-}
-
 /// Waits for an executor event (then takes every other one already queued), a task's
 /// trigger, the next delay's due time, freed shared units or an interrupt, and hands it to
 /// the core; a wake-up from the store's triggers is returned for the caller to re-scan.
-async fn wait_for_input(core: &mut Core, sources: Sources<'_>) -> Woke {
-    let Sources {
-        events,
+async fn wait_for_input(core: &mut Core, cx: &mut DriverContext<'_>) -> Woke {
+    // Closures running on the pool: their ends are worth a moment's look.
+    let closures_running = cx.executor.closures_pending() > 0;
+    let events = &mut *cx.events;
+    let RunState {
         task_triggers,
         external,
         interrupt,
         pools,
-        closures_running,
-    } = sources;
+        ..
+    } = &mut *cx.state;
     if closures_running && !interrupt.stop_token().is_cancelled() {
         if let Some(event) = linger(events) {
             apply_all(core, events, event);

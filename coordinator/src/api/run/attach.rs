@@ -1,0 +1,104 @@
+//! What a run attaches before its loops: the central log, and the cluster of the hosts its
+//! steps are pinned to (with the hosts an earlier coordinator's tasks may still run on
+//! fenced, `leftovers.rs`).
+
+use std::sync::Arc;
+
+use eventor_agent::StepAction;
+use tokio::sync::mpsc;
+
+use super::Run;
+use crate::api::error::{store_error, EventorError};
+use crate::api::leftovers;
+use crate::api::options::EventorOptions;
+use crate::cluster::{ClusterSettings, Remote, RunCluster};
+use crate::engine::events::ExecEvent;
+use crate::log::{CentralLog, CentralOutput};
+
+/// Executor events queued ahead of the driver.
+pub(super) const EXEC_EVENTS: usize = 4096;
+
+/// The run's cluster, and the channel its events (and the local tasks') reach the driver on.
+pub(super) struct Attached {
+    pub(super) remote: Remote,
+    pub(super) events: mpsc::Sender<ExecEvent>,
+    pub(super) received: mpsc::Receiver<ExecEvent>,
+}
+
+impl Run {
+    /// The run's central log, when the options name a folder for it.
+    pub(super) async fn open_log(
+        &self,
+        options: &EventorOptions,
+    ) -> Result<Option<CentralLog>, EventorError> {
+        let Some(dir) = &options.logdir else {
+            return Ok(None);
+        };
+        let log = CentralLog::open(dir, &options.name, &self.state.run.run_id).await;
+        log.map(Some).map_err(EventorError::Log)
+    }
+
+    /// Connects to the hosts the flow's steps are pinned to (none: `None`), all at once.
+    pub(super) async fn attach_cluster(
+        &self,
+        options: &EventorOptions,
+        central: Option<&CentralLog>,
+    ) -> Result<Option<Attached>, EventorError> {
+        let Some(cluster) = &options.cluster else {
+            return Ok(None);
+        };
+        let names = self.host_names();
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let state = &self.state;
+        let remote_closures = state.steps.iter().any(|s| {
+            !s.hosts().is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
+        });
+        let program = self.core.program();
+        let fenced = leftovers::leftover_hosts(&state.store, &state.run, program, &state.steps)
+            .await
+            .map_err(store_error(state.store.describe()))?;
+        let run_id = &state.run.run_id;
+        let settings = ClusterSettings::for_run(cluster, run_id, &self.location, remote_closures)
+            .map_err(EventorError::Cluster)?;
+        let run = RunCluster {
+            settings,
+            names,
+            store: state.store.clone(),
+            run: state.run.clone(),
+            central: central.map(central_output),
+            fenced,
+        };
+        let (events, received) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
+        let remote = Remote::connect(run, events.clone())
+            .await
+            .map_err(EventorError::Cluster)?;
+        Ok(Some(Attached {
+            remote,
+            events,
+            received,
+        }))
+    }
+
+    /// The hosts the flow's steps are pinned to, sorted, without repeats.
+    fn host_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .state
+            .steps
+            .iter()
+            .flat_map(|s| s.hosts().iter().map(|h| h.to_string()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// The central log as this host's output goes into it.
+pub(super) fn central_output(log: &CentralLog) -> CentralOutput {
+    CentralOutput {
+        sink: log.sink(),
+        host: Arc::from(eventor_agent::local_host_name().as_str()),
+    }
+}

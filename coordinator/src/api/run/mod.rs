@@ -1,0 +1,120 @@
+//! Running a defined flow: a [`Run`] owns a run's lifetime, from its opening (`open.rs`, the
+//! run modes in `modes.rs`) through what it attaches (`attach.rs`: the central log and the
+//! cluster) and its loops (`drive.rs`) to its stored end (`finish.rs`). The `Eventor` only
+//! opens it once and hands it each `run` call.
+
+mod attach;
+mod drive;
+mod finish;
+mod modes;
+mod open;
+
+use std::sync::Arc;
+
+use eventor_agent::StepAction;
+use eventor_store::{RunGuard, StoreLocation};
+
+use super::builder::Eventor;
+use super::error::EventorError;
+use super::outcome::RunOutcome;
+use crate::engine::core::Core;
+use crate::engine::driver::{Loops, RunState};
+use crate::engine::program::{EventId, Target};
+
+/// A run in progress, kept by the `Eventor` between `run` calls so a second call continues
+/// it. Opened by [`Run::open`]; each call goes through [`Run::go`].
+pub(super) struct Run {
+    pub(super) location: StoreLocation,
+    /// Held for the whole run: a second coordinator of the same run id is refused. Its
+    /// lease is watched while the run goes on (`run_lease.rs`).
+    pub(super) guard: RunGuard,
+    pub(super) core: Core,
+    /// The store, the run's key, its steps, its triggers' sources, its interrupt (the
+    /// options' own, or one nobody fires): what the driver works on.
+    pub(super) state: RunState,
+}
+
+impl Eventor {
+    /// Runs the flow on a runtime of its own; see [`Eventor::run_async`] for `max_loops`.
+    pub fn run(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(EventorError::InsideRuntime);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(EventorError::Runtime)?;
+        runtime.block_on(self.run_async(max_loops))
+    }
+
+    /// Runs the flow on the current runtime. A *loop* acts on the delays that are due, then
+    /// runs triggers and tasks until nothing is left to run except delays not yet due.
+    /// `max_loops = N` (N ≥ 1) makes at most N loops without waiting for delays (a run that
+    /// ends with delays pending is [`RunOutcome::Incomplete`]); `max_loops < 0` keeps going,
+    /// sleeping until each pending delay is due, until nothing at all is left. `0` is refused.
+    ///
+    /// Started by a prime as its agent on another host ([`crate::agent_mode`]), it serves the prime's
+    /// tasks on stdin/stdout instead, this program's closure steps included, and returns
+    /// success when the prime is done with it.
+    pub async fn run_async(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
+        if self.closed {
+            return Err(EventorError::Closed);
+        }
+        // Not `agent_mode()`: `run` is not first in `main`, so it must not turn supervisors on.
+        if crate::cluster::agent_mode::started_as_agent() {
+            return self.serve_as_agent().await;
+        }
+        let loops = loops_of(max_loops)?;
+        if self.running.is_none() {
+            let run = Run::open(self).await?;
+            self.run_id = run.state.run.run_id.clone();
+            self.running = Some(run);
+        }
+        let starts = self.start_triggers();
+        let run = self.running.as_mut().expect("opened above");
+        run.trigger(starts);
+        let result = run.go(&self.options, loops).await;
+        if let Err(error) = &result {
+            run.record_failed(error).await;
+        }
+        result
+    }
+
+    /// The triggers queued since the last call (`trigger_event`), as event ids.
+    fn start_triggers(&mut self) -> Vec<(EventId, Arc<str>)> {
+        let queued: Vec<_> = self.triggers.drain(..).collect();
+        let ids = queued.into_iter().filter_map(|(event, sequence)| {
+            match self.names.get(event.as_str()) {
+                Some(Target::Event(id)) => Some((*id, sequence)),
+                _ => None, // checked by trigger_event
+            }
+        });
+        ids.collect()
+    }
+
+    /// Serves a prime as its agent on this host, with this program's closure steps.
+    async fn serve_as_agent(&self) -> Result<RunOutcome, EventorError> {
+        let closures = self
+            .steps
+            .iter()
+            .filter(|s| matches!(s.action, StepAction::Sync(_) | StepAction::Async(_)))
+            .map(|s| (s.name.to_string(), s.action.clone()))
+            .collect();
+        crate::cluster::agent_mode::serve_program(closures)
+            .await
+            .map_err(EventorError::Agent)?;
+        Ok(RunOutcome::Success)
+    }
+}
+
+/// `max_loops` as the driver takes it: negative is no limit, 0 is refused.
+fn loops_of(max_loops: i64) -> Result<Loops, EventorError> {
+    if max_loops < 0 {
+        return Ok(Loops::Unlimited);
+    }
+    u32::try_from(max_loops)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+        .map(Loops::AtMost)
+        .ok_or(EventorError::BadMaxLoops(max_loops))
+}
