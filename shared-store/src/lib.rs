@@ -39,6 +39,7 @@
 //! `DATABASES` config is the coordinator's business.
 
 mod change;
+mod lease;
 mod location;
 mod pgpass;
 pub use pgpass::resolve as resolve_password;
@@ -51,9 +52,10 @@ mod sqlite;
 mod subscription;
 mod types;
 
+pub use lease::Lease;
 pub use location::{LocationError, PgLocation, StoreLocation, DEFAULT_SCHEMA};
 pub use postgres::{PgOptions, PgStore, SchemaSetup};
-pub use run_lock::{Lease, RunGuard};
+pub use run_lock::RunGuard;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub use subscription::Subscription;
 pub use types::*;

@@ -118,8 +118,8 @@ use retry::{Failure, Tries};
 use write::WriteCx;
 
 use crate::change::Write;
+use crate::lease::Lease;
 use crate::location::PgLocation;
-use crate::run_lock::Lease;
 use crate::types::*;
 
 /// Advisory lock classes (the first key of the two-key form), one per use, so a run's commit

@@ -15,21 +15,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::watch;
 
+use crate::lease::Lease;
 use crate::postgres::RunLock;
 use crate::types::StoreError;
-
-/// How sure a run's coordinator is that it still holds the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lease {
-    /// Confirmed within the last half of `dead_after` (or a lock file).
-    Held,
-    /// Not confirmed for half of `dead_after`: the store may free the run soon, so the
-    /// coordinator should stop what it runs here and write nothing until it is held again.
-    Unconfirmed,
-    /// The lock's session ended while it was unconfirmed, or another session holds the lock
-    /// now: another coordinator may have the run. Final.
-    Lost,
-}
 
 /// Held while this process coordinates a run; a second holder of the same run id on the same
 /// store gets [`StoreError::RunLocked`]. Dropping it releases the lock.

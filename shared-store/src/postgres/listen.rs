@@ -22,7 +22,7 @@ use tokio_postgres::{AsyncMessage, Client, Connection, Notification, Socket};
 use super::connect::{ConnectError, Connector};
 use super::retry::FIRST_RECONNECT_WAIT;
 use super::RUN_LOCK_CLASS;
-use crate::run_lock::Lease;
+use crate::lease::Lease;
 use crate::types::{RunKey, StoreError};
 
 /// A session's reconnect waits stop growing here: a lock or a listener should come back soon

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::start::{BoxRead, BoxWrite, Early, StderrSource};
+use super::channel::{BoxRead, BoxWrite, Early, StderrSource};
 use super::{describe_exit, show, Ctx, HostEvent, Phase, EXIT_WAIT};
 
 /// Messages written in one flush at most.

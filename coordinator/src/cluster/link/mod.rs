@@ -68,6 +68,7 @@
 //! (the link's own token is a child of it, cancelled by `join` and by dropping the link).
 //! Sends on the event channel wait for the engine but are cancellable the same way.
 
+mod channel;
 mod loops;
 mod start;
 
@@ -87,7 +88,7 @@ use tokio_util::task::TaskTracker;
 
 use super::deploy::DeployError;
 use super::store_tunnel::TunnelError;
-use start::ExitWatch;
+use channel::ExitWatch;
 
 /// `lost_after` may not exceed this: a dead host must not stall a run for long (and agents
 /// wait longer than this on a silent prime).

@@ -8,12 +8,12 @@ use eventor_protocol::{
     accept, Accept, FrameLimit, FrameReader, FrameWriter, Hello, Limits, ProtocolError, ToAgent,
     ToCoordinator, Welcome,
 };
-use eventor_ssh::{ExecStderr, ExitStatus, ExitWaiter, Session};
-use tokio::io::{AsyncRead, AsyncWrite};
+use eventor_ssh::{ExitStatus, ExitWaiter, Session};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::channel::{Channel, Early, ExitWatch, StderrSource};
 use super::loops::{forward_stderr, read_loop, write_loop};
 use super::{
     describe_exit, describe_ssh_end, Ctx, HostEvent, HostLink, LinkConfig, LinkError, PhaseCell,
@@ -22,46 +22,6 @@ use super::{
 
 /// Agent stderr lines kept for the error message of a failed handshake.
 const EARLY_STDERR: usize = 8;
-/// Agent stderr lines kept from before the handshake ends (the oldest go first).
-const EARLY_LINES: usize = 256;
-
-pub(super) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-pub(super) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
-pub(super) type ExitWatch = watch::Receiver<Option<Result<ExitStatus, String>>>;
-
-/// The agent's streams, as the link uses them: boxed, so the link's tasks are the same
-/// over an SSH channel and over the in-memory pipes of the unit tests.
-pub(super) struct Channel {
-    pub(super) reader: FrameReader<BoxRead>,
-    pub(super) writer: FrameWriter<BoxWrite>,
-    pub(super) stderr: StderrSource,
-    pub(super) exit: ExitWatch,
-}
-
-/// Where the agent's stderr lines come from.
-pub(super) enum StderrSource {
-    Ssh(ExecStderr),
-    #[cfg(test)]
-    Lines(mpsc::Receiver<String>),
-}
-
-impl StderrSource {
-    pub(super) async fn next_line(&mut self) -> Option<String> {
-        match self {
-            StderrSource::Ssh(stderr) => stderr.next_line().await,
-            #[cfg(test)]
-            StderrSource::Lines(lines) => lines.recv().await,
-        }
-    }
-
-    pub(super) fn dropped_lines(&self) -> u64 {
-        match self {
-            StderrSource::Ssh(stderr) => stderr.dropped_lines(),
-            #[cfg(test)]
-            StderrSource::Lines(_) => 0,
-        }
-    }
-}
 
 impl HostLink {
     /// Starts the agent on `session` with `config.agent_command`, shakes hands, and starts
@@ -234,19 +194,6 @@ fn watch_exit(exit: ExitWaiter) -> ExitWatch {
         let _ = tx.send(Some(status));
     });
     rx
-}
-
-/// The agent's stderr lines from before the handshake ended: the last [`EARLY_LINES`].
-#[derive(Debug, Default)]
-pub(super) struct Early(pub(super) std::collections::VecDeque<String>);
-
-impl Early {
-    fn push(&mut self, line: String) {
-        if self.0.len() == EARLY_LINES {
-            self.0.pop_front();
-        }
-        self.0.push_back(line);
-    }
 }
 
 /// The coordinator's side of the handshake, collecting the agent's stderr meanwhile

@@ -13,7 +13,7 @@ use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::start::{Channel, StderrSource};
+use super::channel::{Channel, StderrSource};
 use super::*;
 
 const HEARTBEAT: Duration = Duration::from_millis(100);
