@@ -20,6 +20,8 @@ pub mod cluster;
 mod engine;
 pub mod expr;
 pub mod flow;
+#[cfg(test)]
+mod golden_files;
 pub mod log;
 pub mod report;
 pub mod web;

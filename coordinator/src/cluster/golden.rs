@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,34 +229,5 @@ fn replay(text: &str) -> String {
 
 #[test]
 fn cluster_golden_scripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster/golden");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut failures = Vec::new();
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).expect("golden dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "txt") {
-            continue;
-        }
-        count += 1;
-        let text = std::fs::read_to_string(&path).expect("read golden");
-        let actual = replay(&text);
-        if actual == text {
-            continue;
-        }
-        if update {
-            std::fs::write(&path, &actual).expect("write golden");
-        } else {
-            failures.push(format!("{}:\n{actual}", path.display()));
-        }
-    }
-    assert!(
-        count >= 5,
-        "expected at least five cluster golden scripts, found {count}"
-    );
-    assert!(
-        failures.is_empty(),
-        "golden mismatch:\n{}",
-        failures.join("\n")
-    );
+    crate::golden_files::check_golden_dir("src/cluster/golden", replay);
 }

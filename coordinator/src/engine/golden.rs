@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -400,36 +399,7 @@ fn render_change(program: &Program, change: &Change) -> String {
 
 #[test]
 fn golden_scripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine/golden");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut failures = Vec::new();
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).expect("golden dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "txt") {
-            continue;
-        }
-        count += 1;
-        let text = std::fs::read_to_string(&path).expect("read golden");
-        let actual = replay(&parse_script(&text));
-        if actual != text {
-            if update {
-                std::fs::write(&path, &actual).expect("write golden");
-            } else {
-                failures.push(format!("{}:\n{actual}", path.display()));
-            }
-        }
-    }
-    assert!(
-        count >= 5,
-        "expected the golden scripts in {}",
-        dir.display()
-    );
-    assert!(
-        failures.is_empty(),
-        "golden transcripts differ (UPDATE_GOLDEN=1 to accept):\n{}",
-        failures.join("\n")
-    );
+    crate::golden_files::check_golden_dir("src/engine/golden", |text| replay(&parse_script(text)));
 }
 
 /// A limit as a script writes it (a number; anything else: none).
