@@ -1,164 +1,33 @@
-//! Commands under a supervisor (the `eventor-agent` binary re-executed): the command's exit
-//! code and killing signal come back as if it ran directly, the pid the runner gets leads
-//! the command's group, and whatever the command leaves running, in its group or out of
-//! it (`setsid`), is stopped when it ends or is cancelled.
+//! Commands under the dedicated supervisor, `eventor-supervise`, the one a program finds
+//! next to its executable; and how a program tells one that speaks its arguments.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use eventor_agent::command::{run_command, CommandSpec, OutputSink};
-use eventor_agent::Outcome;
-use tokio_util::sync::CancellationToken;
+use eventor_agent::supervisor::dedicated_supervisor;
 
-fn supervised() {
-    eventor_agent::supervisor::supervise_commands_with(PathBuf::from(env!(
-        "CARGO_BIN_EXE_eventor-agent"
-    )));
-}
+const PROGRAM: &str = env!("CARGO_BIN_EXE_eventor-supervise");
 
-fn spec(command: &str) -> CommandSpec {
-    CommandSpec {
-        command: command.to_string(),
-        env: Vec::new(),
-        cwd: None,
-        timeout: None,
-        kill_grace: Duration::from_secs(5),
-        kill_now: None,
-    }
-}
+#[path = "supervised/cases.rs"]
+mod cases;
 
-fn no_output() -> OutputSink {
-    Arc::new(|_, _| Box::pin(async {}))
-}
-
-/// Runs `command` under a supervisor to its end; also returns the pid the runner got.
-async fn run(command: &str, cancel: CancellationToken) -> (Outcome, i64) {
-    supervised();
-    let pid = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let seen = pid.clone();
-    let started = move |p: i64| {
-        seen.store(p, std::sync::atomic::Ordering::SeqCst);
-        async {}
-    };
-    let outcome = run_command(&spec(command), cancel, started, no_output()).await;
-    (outcome, pid.load(std::sync::atomic::Ordering::SeqCst))
-}
-
-#[tokio::test]
-async fn a_supervised_commands_exit_code_comes_back_as_its_own() {
-    let (ok, _) = run("true", CancellationToken::new()).await;
-    assert!(ok.success, "{ok:?}");
-    assert_eq!(ok.result.as_deref(), Some("0"));
-    let (failed, _) = run("exit 3", CancellationToken::new()).await;
-    assert!(!failed.success);
-    assert_eq!(failed.result.as_deref(), Some("3"));
-    assert_eq!(failed.error.as_deref(), Some("exited with status 3"));
-    let (missing, _) = run("no-such-program-anywhere", CancellationToken::new()).await;
-    assert_eq!(missing.result.as_deref(), Some("127"));
-}
-
-#[tokio::test]
-async fn a_supervised_command_killed_by_a_signal_is_reported_killed_by_it() {
-    for (signal, number) in [("KILL", 9), ("SEGV", 11), ("TERM", 15)] {
-        let (outcome, _) = run(&format!("kill -{signal} $$"), CancellationToken::new()).await;
-        assert!(!outcome.success);
-        assert_eq!(
-            outcome.error.as_deref(),
-            Some(&*format!("killed by signal {number}")),
-            "{signal}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn the_runner_gets_the_pid_that_leads_the_commands_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("group");
-    let (outcome, pid) = run(
-        &format!("cut -d' ' -f5 /proc/$$/stat > {}", out.display()),
-        CancellationToken::new(),
-    )
-    .await;
-    assert!(outcome.success, "{outcome:?}");
-    let group = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(group.trim(), pid.to_string());
-}
-
-/// A command that starts a sleep in its group and one out of it (`setsid`), writes their
-/// pids to files in `dir`, then waits or, with `and_exit`, exits at once.
-fn leaves_two_sleeps(dir: &Path, and_exit: bool) -> String {
-    let d = dir.display();
-    let end = if and_exit { "exit 0" } else { "wait" };
-    format!(
-        "sleep 300 & echo $! > {d}/same.tmp; mv {d}/same.tmp {d}/same; \
-         setsid sh -c 'echo $$ > {d}/apart.tmp; mv {d}/apart.tmp {d}/apart; exec sleep 300' & \
-         while [ ! -e {d}/apart ]; do sleep 0.01; done; {end}"
-    )
-}
-
-fn pid_in(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Whether `pid` still runs (a zombie has ended).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
-            Some(state != 'Z')
-        })
-        .unwrap_or(false)
-}
-
-fn both_gone(dir: &Path) -> bool {
-    ![pid_in(&dir.join("same")), pid_in(&dir.join("apart"))]
-        .into_iter()
-        .any(alive)
-}
-
-#[tokio::test]
-async fn what_a_command_leaves_running_ends_with_it_even_out_of_its_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let (outcome, _) = run(
-        &leaves_two_sleeps(dir.path(), true),
-        CancellationToken::new(),
-    )
-    .await;
-    assert!(outcome.success, "{outcome:?}");
-    assert!(both_gone(dir.path()), "a sleep outlived its command");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "waited out the grace"
+#[test]
+fn the_dedicated_supervisor_of_this_build_is_found_in_its_directory() {
+    let dir = Path::new(PROGRAM).parent().unwrap();
+    assert_eq!(
+        dedicated_supervisor(dir).as_deref(),
+        Some(Path::new(PROGRAM))
     );
 }
 
-#[tokio::test]
-async fn a_cancelled_command_takes_what_it_started_out_of_its_group_along() {
+#[test]
+fn a_supervisor_that_speaks_other_arguments_or_none_is_passed_over() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let cancel = CancellationToken::new();
-    let command = leaves_two_sleeps(dir.path(), false);
-    let running = tokio::spawn({
-        let cancel = cancel.clone();
-        async move { run(&command, cancel).await }
-    });
-    let apart = dir.path().join("apart");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !apart.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the command never started its sleeps"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    cancel.cancel();
-    let (outcome, _) = running.await.unwrap();
-    assert_eq!(outcome.error.as_deref(), Some("cancelled"));
-    assert!(both_gone(dir.path()), "a sleep outlived the stop");
+    assert_eq!(dedicated_supervisor(dir.path()), None, "no file at all");
+    let stale = dir.path().join("eventor-supervise");
+    std::fs::write(&stale, "#!/bin/sh\necho 0\n").unwrap();
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(dedicated_supervisor(dir.path()), None, "another version");
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(dedicated_supervisor(dir.path()), None, "not executable");
 }
