@@ -136,7 +136,7 @@ fn spawn(spec: &CommandSpec) -> std::io::Result<Started> {
             supervised: true,
         });
     }
-    let child = start_either(&spec.command, |cmd| {
+    let child = crate::shell::start_either(&spec.command, |cmd| {
         let mut cmd = configure(cmd.into(), spec);
         // If the runner dies without stopping it (kill -9), the command goes too, though
         // not what it started. The signal follows the thread that forks: commands are
@@ -155,25 +155,6 @@ fn spawn(spec: &CommandSpec) -> std::io::Result<Started> {
         child,
         supervised: false,
     })
-}
-
-/// Starts `command` through `start`: directly when it needs no shell, else (or when its
-/// first word is no program, such as the builtin `exit`) through `/bin/sh -c`.
-pub(crate) fn start_either<T>(
-    command: &str,
-    mut start: impl FnMut(std::process::Command) -> std::io::Result<T>,
-) -> std::io::Result<T> {
-    if let Some(argv) = simple_argv(command) {
-        let mut direct = std::process::Command::new(argv[0]);
-        direct.args(&argv[1..]);
-        match start(direct) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            started => return started,
-        }
-    }
-    let mut shell = std::process::Command::new("/bin/sh");
-    shell.arg("-c").arg(command);
-    start(shell)
 }
 
 /// The environment, directory, output pipes and process group, for a command or its
@@ -218,17 +199,6 @@ fn forward_output(
 
 async fn read_lines(stream: impl AsyncRead + Unpin, output: OutputSink, which: OutputStream) {
     crate::lines::read_batches(stream, |batch| output(which, batch)).await;
-}
-
-/// Splits a command that needs no shell (no quotes, globs, redirections, variables) into
-/// words, so it runs without the cost of starting `/bin/sh` first.
-fn simple_argv(command: &str) -> Option<Vec<&str>> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./,:+@%".contains(c);
-    let words: Vec<&str> = command.split_ascii_whitespace().collect();
-    let simple = !words.is_empty()
-        && words.iter().all(|w| w.chars().all(plain))
-        && command.chars().all(|c| plain(c) || c == ' ');
-    simple.then_some(words)
 }
 
 async fn sleep_or_forever(limit: Option<Duration>) {
@@ -310,30 +280,5 @@ fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
         },
         (None, Some(signal)) => Outcome::failure(format!("killed by signal {signal}")),
         (None, None) => Outcome::failure("ended without a status".to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::simple_argv;
-
-    #[test]
-    fn only_plain_words_skip_the_shell() {
-        assert_eq!(simple_argv("true"), Some(vec!["true"]));
-        assert_eq!(
-            simple_argv("/bin/echo a-b c"),
-            Some(vec!["/bin/echo", "a-b", "c"])
-        );
-        for needs_shell in [
-            "echo $HOME",
-            "a > b",
-            "a | b",
-            "X=1 cmd",
-            "echo 'x y'",
-            "a; b",
-            "",
-        ] {
-            assert_eq!(simple_argv(needs_shell), None, "{needs_shell}");
-        }
     }
 }

@@ -21,6 +21,7 @@ pub mod command;
 pub mod limit;
 pub mod lines;
 pub mod runtime;
+mod shell;
 pub mod stdio;
 pub mod supervisor;
 pub mod task;

@@ -252,7 +252,7 @@ impl Watch {
         nix::sys::prctl::set_child_subreaper(true)?;
         // SAFETY: fd 0 is the lifeline the runner gave this process, owned by nothing else.
         let lifeline = unsafe { OwnedFd::from_raw_fd(0) };
-        let child = crate::command::start_either(command, |mut cmd| {
+        let child = crate::shell::start_either(command, |mut cmd| {
             cmd.stdin(Stdio::null());
             // The command gets none of this process's blocked signals, and a supervisor
             // killed with SIGKILL takes its command along (not what that started).
