@@ -11,31 +11,10 @@ use eventor_store::StoreLocation;
 use super::error::EventorError;
 use super::names;
 use super::options::EventorOptions;
-use super::run::Run;
+pub use super::state::Eventor;
 use super::step::{DefinedStep, Step};
 use crate::engine::program::{EventId, StepId, Target};
 use crate::expr::Expr;
-
-/// A flow and its run. See the crate docs for an example.
-pub struct Eventor {
-    pub(super) options: EventorOptions,
-    pub(super) events: Vec<(String, Option<Expr>)>,
-    pub(super) steps: Vec<DefinedStep>,
-    /// Every event and step by name; a step's key is the name its spec and program share.
-    pub(super) names: HashMap<Arc<str>, Target>,
-    /// Targets that name a defined step or event share its name rather than copying it.
-    pub(super) assocs: Vec<(String, Vec<Arc<str>>, Option<Duration>)>,
-    pub(super) pools: Vec<(String, u32)>,
-    /// The pools of `pools` that are shared by every run on the store.
-    pub(super) shared_pools: Vec<String>,
-    pub(super) triggers: Vec<(String, Arc<str>)>,
-    /// Start triggers for a recovery or continue of a run that stored none (it died before
-    /// its first commit); a run that stored its start replays that instead.
-    pub(super) unstarted: Vec<(String, Arc<str>)>,
-    pub(super) run_id: Arc<str>,
-    pub(super) running: Option<Run>,
-    pub(super) closed: bool,
-}
 
 impl Eventor {
     pub fn new(options: EventorOptions) -> Result<Eventor, EventorError> {

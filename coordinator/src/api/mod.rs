@@ -20,6 +20,7 @@ mod orphans;
 pub mod outcome;
 mod run;
 mod run_lease;
+mod state;
 pub mod step;
 mod validate;
 

@@ -12,27 +12,12 @@ mod open;
 use std::sync::Arc;
 
 use eventor_agent::StepAction;
-use eventor_store::{RunGuard, StoreLocation};
 
-use super::builder::Eventor;
 use super::error::EventorError;
 use super::outcome::RunOutcome;
-use crate::engine::core::Core;
-use crate::engine::driver::{Loops, RunState};
+use super::state::{Eventor, Run};
+use crate::engine::driver::Loops;
 use crate::engine::program::{EventId, Target};
-
-/// A run in progress, kept by the `Eventor` between `run` calls so a second call continues
-/// it. Opened by [`Run::open`]; each call goes through [`Run::go`].
-pub(super) struct Run {
-    pub(super) location: StoreLocation,
-    /// Held for the whole run: a second coordinator of the same run id is refused. Its
-    /// lease is watched while the run goes on (`run_lease.rs`).
-    pub(super) guard: RunGuard,
-    pub(super) core: Core,
-    /// The store, the run's key, its steps, its triggers' sources, its interrupt (the
-    /// options' own, or one nobody fires): what the driver works on.
-    pub(super) state: RunState,
-}
 
 impl Eventor {
     /// Runs the flow on a runtime of its own; see [`Eventor::run_async`] for `max_loops`.

@@ -10,9 +10,8 @@ use eventor_agent::{TaskContext, TriggerError, TriggerSink};
 use eventor_store::{now_micros, RunGuard, RunKey, RunMode, Store, StoreError, StoreLocation};
 use tokio::sync::mpsc;
 
-use super::Run;
-use crate::api::builder::Eventor;
 use crate::api::error::{store_error, EventorError};
+use crate::api::state::{Eventor, Run};
 use crate::engine::core::{CoreOptions, Input};
 use crate::engine::driver::{PoolWake, RunState};
 use crate::engine::external::ExternalTriggers;
