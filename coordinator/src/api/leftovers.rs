@@ -2,8 +2,8 @@
 //!
 //! A coordinator that died (or lost its store) leaves its tasks `active` in the store. On a
 //! cluster host such a task may still run: its agent keeps it going for its lease, waiting
-//! for a prime. A recovery or continue must not start another attempt there before that
-//! lease is out, so it fences those hosts (the cluster's core holds the rule). The tasks
+//! for a prime. A recovery or continue must not decide about them before that lease is out
+//! (their agents may still record their ends), so it waits it out first. The tasks
 //! are found as each (step, sequence)'s latest row across the run's recoveries, as the
 //! recovery itself decides them: a row left active by a recovery that a later one redid is
 //! not a leftover.
@@ -16,7 +16,7 @@ use crate::engine::executor::StepRuntime;
 use crate::engine::program::Program;
 
 /// The hosts of the steps whose latest task of the run (up to `key`'s recovery) is active.
-pub(super) async fn leftover_hosts(
+pub(crate) async fn leftover_hosts(
     store: &Store,
     key: &RunKey,
     program: &Program,

@@ -28,10 +28,6 @@
 //!   a margin: see [`LeaseRule`]). Only then are they settled (the store is read: an end
 //!   the agent recorded stands, the rest fail), so another attempt never starts beside one
 //!   still running. A lease of zero settles them at once.
-//! - **A host where an earlier coordinator's task may still run is fenced**: a recovery
-//!   (or a continue) that took over a run with tasks left active sends nothing to their
-//!   hosts before those hosts' leases could have run out, so it never starts a task beside
-//!   one the agent of the dead coordinator still runs. Tasks for a fenced host wait.
 //! - **A host is brought back** from its first loss on ([`Action::Reconnect`], once per
 //!   loss); while it is away, a task that may run only there fails at once with the reason.
 
@@ -82,9 +78,6 @@ pub enum Input<P> {
     },
     /// `host`'s link is gone for `reason`.
     HostLost { host: Arc<str>, reason: String },
-    /// A task of an earlier coordinator may still run on `host` until `until` (its agent's
-    /// lease): nothing is sent there before then. Given before the host is up.
-    Fence { host: Arc<str>, until: Duration },
     /// `task` (attempt `key`) may run on any of `hosts`.
     Submit {
         task: TaskId,
@@ -185,9 +178,6 @@ pub struct ClusterCore<P> {
     placement: Placement<Pending<P>>,
     in_flight: HashMap<TaskKey, InFlight>,
     limbo: HashMap<TaskKey, Limbo>,
-    /// Hosts that take nothing before a time, with their room for afterwards (0 until the
-    /// host is up).
-    fences: HashMap<Arc<str>, (Duration, usize)>,
     /// The core's answers to the input being handled.
     out: Vec<Action<P>>,
 }
@@ -200,7 +190,6 @@ impl<P> ClusterCore<P> {
             placement: Placement::default(),
             in_flight: HashMap::new(),
             limbo: HashMap::new(),
-            fences: HashMap::new(),
             out: Vec::new(),
         }
     }
@@ -234,9 +223,6 @@ impl<P> ClusterCore<P> {
                     self.host_lost(host, reason.clone(), now);
                 }
             }
-            Input::Fence { host, until } => {
-                self.fences.insert(host, (until, 0));
-            }
             Input::Submit {
                 task,
                 hosts,
@@ -250,39 +236,17 @@ impl<P> ClusterCore<P> {
             Input::CancelAll => self.cancel_all(),
             Input::Tick => {}
         }
-        self.lift_fences(now);
         self.settle_due(now);
         std::mem::take(&mut self.out)
     }
 
-    /// When the next task in limbo may be called dead or the next fence lifts (the
-    /// forwarder wakes then).
+    /// When the next task in limbo may be called dead (the forwarder wakes then).
     pub fn next_deadline(&self) -> Option<Duration> {
-        let limbo = self.limbo.values().map(|l| l.deadline);
-        let fences = self.fences.values().map(|(until, _)| *until);
-        limbo.chain(fences).min()
+        self.limbo.values().map(|l| l.deadline).min()
     }
 
-    /// Gives the fenced hosts whose time has come their room back.
-    fn lift_fences(&mut self, now: Duration) {
-        let due: Vec<Arc<str>> = self
-            .fences
-            .iter()
-            .filter(|(_, (until, _))| *until <= now)
-            .map(|(h, _)| h.clone())
-            .collect();
-        for host in due {
-            let Some((_, cap)) = self.fences.remove(&host) else {
-                continue;
-            };
-            if matches!(self.hosts.get(&host), Some(HostState::Up { .. })) {
-                self.placement.up(host, cap);
-            }
-        }
-        self.pump();
-    }
-
-    /// Tasks dispatched and not yet ended, in limbo included (for the state line of tests).
+    /// Tasks dispatched and not yet ended, waiting, and in limbo (for the golden scripts'
+    /// state line).
     pub fn counts(&self) -> Counts {
         Counts {
             in_flight: self.in_flight.len(),
@@ -293,15 +257,7 @@ impl<P> ClusterCore<P> {
 
     fn host_up(&mut self, host: Arc<str>, cap: usize, state: HostState, adopted: Vec<TaskKey>) {
         self.hosts.insert(host.clone(), state);
-        // A fenced host is up with no room: its tasks wait instead of failing.
-        let room = match self.fences.get_mut(&host) {
-            Some((_, later)) => {
-                *later = cap;
-                0
-            }
-            None => cap,
-        };
-        self.placement.up(host.clone(), room);
+        self.placement.up(host.clone(), cap);
         self.adopt(&host, adopted);
         self.pump();
     }

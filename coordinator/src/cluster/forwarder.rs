@@ -106,14 +106,6 @@ impl Forwarder {
         });
     }
 
-    /// Sends nothing to `host` for `wait` from now: a task of an earlier coordinator may
-    /// still run there.
-    pub(super) fn fence(self: &Arc<Self>, host: &str, wait: Duration) {
-        let until = self.epoch.elapsed() + wait;
-        let host = Arc::from(host);
-        self.handle(Input::Fence { host, until });
-    }
-
     /// A pinned task is to run on one of `hosts`.
     pub(super) fn submit(
         self: &Arc<Self>,

@@ -13,8 +13,7 @@
 //! one engine task, as a retry is):
 //! `up HOST CAP [norecord] [lease=MS] [adopt TASK,TASK…]`, `lost HOST REASON…`,
 //! `submit TASK HOST,HOST…`, `undelivered TASK REASON…`, `ran TASK`,
-//! `finish TASK ok|fail [TEXT…]`, `unrecorded TASK`, `cancel`, `tick`, `fence HOST UNTIL_MS`,
-//! `letgo REASON…`.
+//! `finish TASK ok|fail [TEXT…]`, `unrecorded TASK`, `cancel`, `tick`, `letgo REASON…`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -132,10 +131,6 @@ fn parse_input(words: &[&str], names: &mut Names, lease: Duration) -> Input<()> 
         },
         "cancel" => Input::CancelAll,
         "letgo" => Input::LetGo { reason: rest(1) },
-        "fence" => Input::Fence {
-            host: Arc::from(words[1]),
-            until: millis(words[2]),
-        },
         "tick" => Input::Tick,
         other => panic!("unknown input {other:?}"),
     }

@@ -54,9 +54,6 @@ pub struct RunCluster {
     pub central: Option<CentralOutput>,
     pub store: Store,
     pub run: RunKey,
-    /// Hosts where a task of an earlier coordinator of the run may still run (it was left
-    /// active on them): nothing goes there before their lease is out.
-    pub fenced: Vec<String>,
 }
 
 impl Remote {
@@ -96,16 +93,6 @@ impl Remote {
             run: run.run,
             reconnector: reconnector.clone(),
         });
-        for host in &run.fenced {
-            let lease = settings
-                .hosts
-                .host(host)
-                .map(|h| h.lease)
-                .unwrap_or_default();
-            let wait = rule.floor.max(lease) + rule.margin;
-            tracing::warn!(host = %host, wait = ?wait, "tasks of the run's previous coordinator may still run there: nothing goes there before their lease is out");
-            forwarder.fence(host, wait);
-        }
         for link in links {
             forwarder.host_up(link);
         }
@@ -144,6 +131,16 @@ fn lease_rule(heartbeat: Duration) -> LeaseRule {
     let margin = eventor_protocol::LEASE_STOP_GRACE + heartbeat * 2 + Duration::from_secs(1);
     let floor = (heartbeat * 3).max(eventor_protocol::MAX_LOST_AFTER + heartbeat);
     LeaseRule { margin, floor }
+}
+
+/// How long a task an earlier coordinator left running on any of `names` may still run
+/// there: its agent's lease (at least the agent's wait for a silent prime) and the margin,
+/// counted from when that coordinator was gone.
+pub fn lease_wait(hosts: &HostsFile, names: &[String]) -> Duration {
+    let rule = lease_rule(super::link::LinkSettings::default().heartbeat);
+    let lease_of = |name: &String| hosts.host(name).map(|h| h.lease).unwrap_or_default();
+    let longest = names.iter().map(lease_of).max().unwrap_or_default();
+    rule.floor.max(longest) + rule.margin
 }
 
 impl PinnedTasks for Remote {

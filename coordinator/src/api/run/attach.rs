@@ -1,6 +1,5 @@
 //! What a run attaches before its loops: the central log, and the cluster of the hosts its
-//! steps are pinned to (with the hosts an earlier coordinator's tasks may still run on
-//! fenced, `leftovers.rs`).
+//! steps are pinned to.
 
 use std::sync::Arc;
 
@@ -8,8 +7,7 @@ use eventor_agent::StepAction;
 use tokio::sync::mpsc;
 
 use super::Run;
-use crate::api::error::{store_error, EventorError};
-use crate::api::leftovers;
+use crate::api::error::EventorError;
 use crate::api::options::EventorOptions;
 use crate::cluster::{ClusterSettings, Remote, RunCluster};
 use crate::engine::events::ExecEvent;
@@ -55,10 +53,6 @@ impl Run {
         let remote_closures = state.steps.iter().any(|s| {
             !s.hosts().is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
         });
-        let program = self.core.program();
-        let fenced = leftovers::leftover_hosts(&state.store, &state.run, program, &state.steps)
-            .await
-            .map_err(store_error(state.store.describe()))?;
         let run_id = &state.run.run_id;
         let settings = ClusterSettings::for_run(cluster, run_id, &self.location, remote_closures)
             .map_err(EventorError::Cluster)?;
@@ -68,7 +62,6 @@ impl Run {
             store: state.store.clone(),
             run: state.run.clone(),
             central: central.map(central_output),
-            fenced,
         };
         let (events, received) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
         let remote = Remote::connect(run, events.clone())

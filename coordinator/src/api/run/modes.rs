@@ -11,7 +11,7 @@ use eventor_store::{
 
 use super::open::Opening;
 use crate::api::error::{store_error, EventorError};
-use crate::api::orphans;
+use crate::api::{leftovers, orphans};
 use crate::engine::core::{
     Core, CoreOptions, Input, PreviousTask, StoredDelay, StoredRetry, StoredState, StoredTask,
 };
@@ -53,6 +53,7 @@ impl Opening<'_> {
         let history = self.previous_runs().await?;
         let latest = history.last().expect("non-empty history");
         let guard = self.lock(&latest.key.run_id).await?;
+        self.wait_out_leases(&program, &latest.key).await?;
         let base = self.pick_recovery(&history)?.key.recovery;
         let mut entries = Vec::new();
         let here = eventor_agent::local_host_name();
@@ -89,6 +90,32 @@ impl Opening<'_> {
         Ok((key, core, guard))
     }
 
+    /// Waits, before anything is decided, until the tasks the run's earlier coordinator left
+    /// active on hosts cannot be running any more: their agents run them on for their lease
+    /// (that coordinator was gone when this one took the run's lock). Their ends, recorded
+    /// meanwhile by their agents, are then read like any other, so nothing is started beside
+    /// a task still running and nothing that succeeded meanwhile is run again. A stop of this
+    /// run (Ctrl-C) ends the wait.
+    async fn wait_out_leases(&self, program: &Program, key: &RunKey) -> Result<(), EventorError> {
+        let Some(cluster) = &self.flow.options.cluster else {
+            return Ok(());
+        };
+        let hosts = leftovers::leftover_hosts(self.store, key, program, self.steps)
+            .await
+            .map_err(store_error(self.store.describe()))?;
+        if hosts.is_empty() {
+            return Ok(());
+        }
+        let wait = crate::cluster::remote::lease_wait(&cluster.hosts, &hosts);
+        tracing::warn!(hosts = ?hosts, wait = ?wait, "tasks of the run's previous coordinator may still run on these hosts: waiting out their lease before deciding what to run");
+        let interrupt = self.flow.options.interrupt.clone().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = interrupt.stop_token().cancelled() => {}
+        }
+        Ok(())
+    }
+
     /// Continue: the same recovery carries on from its stored triggers, tasks and delays.
     pub(super) async fn carry_on(
         &self,
@@ -101,6 +128,7 @@ impl Opening<'_> {
         let record = self.pick_recovery(&history)?;
         let key = record.key.clone();
         let guard = self.lock(&key.run_id).await?;
+        self.wait_out_leases(&program, &key).await?;
         let tasks = store.tasks(key.clone()).await.map_err(&err)?;
         if record.host == eventor_agent::local_host_name() {
             orphans::stop_orphans(&tasks, self.flow.options.kill_grace).await;

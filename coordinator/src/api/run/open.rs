@@ -14,6 +14,7 @@ use crate::api::error::{store_error, EventorError};
 use crate::api::state::{Eventor, Run};
 use crate::engine::core::{CoreOptions, Input};
 use crate::engine::driver::{PoolWake, RunState};
+use crate::engine::executor::StepRuntime;
 use crate::engine::external::ExternalTriggers;
 use crate::engine::program::{EventId, Target};
 
@@ -27,6 +28,8 @@ const PG_POOL_RECHECK: Duration = Duration::from_secs(5);
 pub(super) struct Opening<'a> {
     pub(super) flow: &'a Eventor,
     pub(super) store: &'a Store,
+    /// The flow's steps as they run (where each may run, for the leases waited out).
+    pub(super) steps: &'a [StepRuntime],
 }
 
 impl Run {
@@ -46,6 +49,7 @@ impl Run {
         let opening = Opening {
             flow,
             store: &store,
+            steps: &steps,
         };
         opening.declare_shared_pools().await?;
         let options = CoreOptions::default();
