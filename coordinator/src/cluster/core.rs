@@ -23,9 +23,11 @@
 //! - **Every submitted task ends exactly once** in an [`Action::End`] or inside an
 //!   [`Action::Settle`]; nothing else is said about it afterwards.
 //! - **A lost host's tasks are not dead yet.** Its agent may only be cut off from us and
-//!   still running them. They wait in *limbo* until they are known dead: the host came
-//!   back without them, or the host's *lease* has passed since the prime gave it up (plus
-//!   a margin: see [`LeaseRule`]). Only then are they settled (the store is read: an end
+//!   still running them. They wait in *limbo* until the host's *lease* has passed since
+//!   the prime gave it up (plus a margin: see [`LeaseRule`]), or an agent that outlived its
+//!   prime hands them back (re-adopted). A host that comes back with a new agent proves
+//!   nothing about the old one (it may still run, cut off), so its other tasks wait on.
+//!   Only when the lease is out are they settled (the store is read: an end
 //!   the agent recorded stands, the rest fail), so another attempt never starts beside one
 //!   still running. A lease of zero settles them at once.
 //! - **A host is brought back** from its first loss on ([`Action::Reconnect`], once per
@@ -262,23 +264,26 @@ impl<P> ClusterCore<P> {
         self.pump();
     }
 
-    /// Takes back the tasks of `host` in limbo that its surviving agent still runs; the
-    /// others of that host are known dead (the host answered without them).
+    /// Takes back the tasks of `host` in limbo that its surviving agent still runs. The
+    /// others of that host stay in limbo until their lease is out: a new agent there says
+    /// nothing of whether the old one still runs them.
     fn adopt(&mut self, host: &Arc<str>, adopted: Vec<TaskKey>) {
         for key in adopted {
-            if let Some(limbo) = self.limbo.remove(&key).filter(|l| l.host == *host) {
-                self.placement.start(host);
-                let flight = InFlight {
-                    task: limbo.task,
-                    host: host.clone(),
-                    recorded: limbo.recorded,
-                    ran: false,
-                };
-                self.in_flight.insert(key, flight);
+            if self.limbo.get(&key).is_none_or(|l| l.host != *host) {
+                continue; // not this host's: its own host answers for it
             }
+            let Some(limbo) = self.limbo.remove(&key) else {
+                continue;
+            };
+            self.placement.start(host);
+            let flight = InFlight {
+                task: limbo.task,
+                host: host.clone(),
+                recorded: limbo.recorded,
+                ran: false,
+            };
+            self.in_flight.insert(key, flight);
         }
-        let dead = self.take_limbo(|l| l.host == *host);
-        self.settle(host.clone(), dead);
     }
 
     /// Puts `host`'s tasks in limbo; answers whether it was up (then it is to be brought

@@ -80,11 +80,19 @@ impl Forwarder {
     /// Hands `input` to the core and carries out its answer.
     fn handle(self: &Arc<Self>, input: Input<Work>) {
         let now = self.epoch.elapsed();
-        let actions = self.core().handle(now, input);
+        let (actions, moved) = {
+            let mut core = self.core();
+            let before = core.next_deadline();
+            let actions = core.handle(now, input);
+            (actions, core.next_deadline() != before)
+        };
         for action in actions {
             self.act(action);
         }
-        self.deadline_moved.notify_one();
+        // The run loop sleeps until the deadline it saw: wake it only when that changed.
+        if moved {
+            self.deadline_moved.notify_one();
+        }
     }
 
     /// `link`'s host is up (at the start, or back after a loss).
@@ -257,10 +265,14 @@ impl Forwarder {
                 }
             }
             Action::End { task, outcome } => {
-                let events = self.events.clone();
-                self.tracker.spawn(async move {
-                    let _ = events.send(ExecEvent::Finished { task, outcome }).await;
-                });
+                // Most ends find room at once; only a full channel costs a task that waits.
+                let end = ExecEvent::Finished { task, outcome };
+                if let Err(mpsc::error::TrySendError::Full(end)) = self.events.try_send(end) {
+                    let events = self.events.clone();
+                    self.tracker.spawn(async move {
+                        let _ = events.send(end).await;
+                    });
+                }
             }
             Action::Reconnect { host } => self.bring_back(host),
             Action::Settle {
