@@ -3,8 +3,9 @@
 # Postgres 15 and SSH hosts in network namespaces), runs every test, and tears it down.
 #
 # Usage: scripts/test.sh [extra cargo test args]
-# Needs: root (for network namespaces), a Rust toolchain; installs gcc, openssh-server and
-# PostgreSQL 15 with apt-get when they are missing.
+# Needs: root (for network namespaces), a Rust toolchain, python3; installs gcc,
+# openssh-server and PostgreSQL 15 with apt-get when they are missing (and, for the Python
+# package's tests, python3-venv, maturin and pytest: see scripts/python-test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,9 @@ export EVENTOR_REQUIRE_TESTBED=1 EVENTOR_REQUIRE_PG=1
 # One build of every crate, then every test: unit, golden, property, store suite on SQLite
 # and Postgres, protocol, SSH and end-to-end.
 cargo test --workspace --locked "$@"
+
+# The Python package (`import eventor`): built with maturin into a venv, its pytest suite.
+scripts/python-test.sh
 
 # A short fault run (the test bed to itself now): random kills, stops, link cuts and a
 # Postgres restart, each recovered and checked; `scripts/faults.sh 50` gives the figures.

@@ -12,6 +12,8 @@
 #   scripts/testbed.sh pg-restart  pg_ctl -m fast -w restart (reconnect test)
 #   scripts/testbed.sh pg-role     add the password role (below) to a running
 #       testbed that predates it, and its URLs to the env file
+#   scripts/testbed.sh pg-tls      turn TLS on in a running testbed that predates
+#       it (a reload, no restart), add the TLS-only role, and its env lines
 #
 # Then:  . "${EVENTOR_TESTBED_DIR:-/tmp/eventor-testbed}/env"
 #        ssh -F "$EVENTOR_SSH_CONFIG" node1 hostname -I
@@ -24,7 +26,12 @@
 # Traffic goes only to loopback and the test subnet 10.213.0.0/24 on evbr0.
 # Postgres trusts every role but one: evpw must log in with its SCRAM
 # password ($EVENTOR_PG_URL_PW, $EVENTOR_PG_URL_PW_BRIDGE; the password holds
-# / ? @ and : to exercise URL parsing), for the credential tests.
+# / ? @ and : to exercise URL parsing), for the credential tests. TLS is on
+# (a test CA and a server certificate for localhost, 127.0.0.1 and the bridge
+# address, in $STATE/pg/tls); evtls may log in only over TLS, with its SCRAM
+# password ($EVENTOR_PG_URL_TLS, $EVENTOR_PG_URL_TLS_BRIDGE; the CA in
+# $EVENTOR_PG_TLS_CA, another CA that signed nothing in $EVENTOR_PG_TLS_WRONG_CA).
+# Sourced (`. scripts/testbed.sh`), it only defines its functions.
 set -euo pipefail
 
 STATE=${EVENTOR_TESTBED_DIR:-/tmp/eventor-testbed}
@@ -41,6 +48,8 @@ MARKER=.eventor-testbed
 MAX_HOSTS=50
 PW_USER=evpw
 PW_PASS='ev/s3cr?et@pw:x'
+TLS_USER=evtls
+TLS_PASS='ev-tls-pw'
 
 msg() { printf 'testbed: %s\n' "$*" >&2; }
 die() { msg "error: $*"; exit 1; }
@@ -355,6 +364,8 @@ up_pg() {
   [[ $1 == netns ]] && listen="127.0.0.1,$BRIDGE_ADDR"
   init_pg
   configure_pg "$listen"
+  make_tls_files
+  configure_tls
   start_pg
   psql_q 127.0.0.1 postgres 'create database eventor' >/dev/null
   ver=$(psql_q 127.0.0.1 eventor 'show server_version')
@@ -363,7 +374,8 @@ up_pg() {
     [[ $(psql_q "$BRIDGE_ADDR" eventor 'select 1') == 1 ]] || die "select 1 via $BRIDGE_ADDR failed"
   fi
   add_pw_role
-  printf 'postgres: %s up on %s port %s (db eventor, user postgres, trust, fsync on; role %s scram), select 1 ok\n' "$ver" "$listen" "$PG_PORT" "$PW_USER"
+  add_tls_role
+  printf 'postgres: %s up on %s port %s (db eventor, user postgres, trust, fsync on; role %s scram; role %s TLS only), select 1 ok\n' "$ver" "$listen" "$PG_PORT" "$PW_USER" "$TLS_USER"
   msg "postgres up in $(since "$t0")s"
 }
 
@@ -411,6 +423,95 @@ write_env_pw() {
   env_line EVENTOR_PG_URL_PW_BRIDGE "postgres://$PW_USER:$PW_PASS@$host:$PG_PORT/eventor"
 }
 
+pg_tls_dir() { echo "$STATE/pg/tls"; }
+
+# make_tls_files: a test CA, a server certificate it signs (names: localhost,
+# 127.0.0.1 and the bridge address, all the tests connect to), and a second CA
+# that signs nothing (the "wrong CA" of the refusal test). Idempotent.
+make_tls_files() {
+  local d
+  d=$(pg_tls_dir)
+  [[ -s $d/server.pem ]] && return 0
+  mkdir -p "$d"
+  tls_ca "$d/ca" "eventor testbed CA"
+  tls_ca "$d/wrong-ca" "eventor testbed wrong CA"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$d/server.key" -subj "/CN=eventor testbed postgres" \
+    -out "$d/server.csr" 2>/dev/null || die "openssl: server key"
+  printf 'subjectAltName = DNS:localhost, IP:127.0.0.1, IP:%s\nextendedKeyUsage = serverAuth\n' "$BRIDGE_ADDR" >"$d/server.ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 3650 \
+    -sha256 -extfile "$d/server.ext" -out "$d/server.pem" 2>/dev/null || die "openssl: server certificate"
+  chown postgres:postgres "$d/server.key" "$d/server.pem"
+  chmod 600 "$d/server.key" "$d/ca.key" "$d/wrong-ca.key"
+  chmod 644 "$d/ca.pem" "$d/wrong-ca.pem" "$d/server.pem"
+  chmod 755 "$d"
+}
+
+# tls_ca BASE CN: a self-signed CA, BASE.key and BASE.pem.
+tls_ca() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 -keyout "$1.key" -out "$1.pem" \
+    -subj "/CN=$2" -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    2>/dev/null || die "openssl: $2"
+}
+
+# configure_tls: TLS on with the server certificate (takes effect on a reload).
+configure_tls() {
+  local conf
+  conf=$(pg_data)/postgresql.conf
+  grep -q "^ssl = on" "$conf" && return 0
+  printf "\n# eventor testbed TLS\nssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" \
+    "$(pg_tls_dir)/server.pem" "$(pg_tls_dir)/server.key" >>"$conf"
+}
+
+# add_tls_role: the role that may log in only over TLS (hostssl with its SCRAM
+# password; hostnossl rejected), its lines first, then a reload. Idempotent.
+add_tls_role() {
+  local hba
+  hba=$(pg_data)/pg_hba.conf
+  psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres eventor >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$TLS_USER') THEN CREATE ROLE $TLS_USER LOGIN; END IF;
+END \$\$;
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE $TLS_USER LOGIN PASSWORD '$TLS_PASS';
+GRANT ALL ON DATABASE eventor TO $TLS_USER;
+SQL
+  if ! grep -q "^hostssl all $TLS_USER " "$hba"; then
+    sed -i "1i hostssl all $TLS_USER 0.0.0.0/0 scram-sha-256" "$hba"
+    sed -i "1i hostnossl all $TLS_USER 0.0.0.0/0 reject" "$hba"
+  fi
+  psql_q 127.0.0.1 postgres 'select pg_reload_conf()' >/dev/null
+  wait_for 10 "$TLS_USER refused without TLS" tls_role_guarded
+  PGPASSWORD=$TLS_PASS psql_as_tls require 'select 1' >/dev/null || die "$TLS_USER cannot log in over TLS"
+}
+
+psql_as_tls() { PGSSLMODE=$1 psql -X -q -A -t -w -h 127.0.0.1 -p "$PG_PORT" -U "$TLS_USER" eventor -c "$2"; }
+tls_role_guarded() { ! PGPASSWORD=$TLS_PASS psql_as_tls disable 'select 1' 2>/dev/null; }
+
+# pg_tls: TLS and its role on a running testbed (a reload, not a restart), and
+# their env lines.
+pg_tls() {
+  [[ -f $(pg_data)/postmaster.pid ]] || die "postgres is not up"
+  PG_PORT=$(pg_running_port)
+  make_tls_files
+  configure_tls
+  add_tls_role
+  local f=$STATE/env
+  sed -i '/^export EVENTOR_PG_URL_TLS/d;/^export EVENTOR_PG_TLS_/d' "$f"
+  write_env_tls "$(state_mode)" >>"$f"
+  echo "postgres: TLS on, role $TLS_USER (TLS only, scram-sha-256) ready; env: EVENTOR_PG_URL_TLS, EVENTOR_PG_URL_TLS_BRIDGE, EVENTOR_PG_TLS_CA, EVENTOR_PG_TLS_WRONG_CA"
+}
+
+# write_env_tls MODE: the TLS role's URLs (no sslmode: the tests add theirs) and
+# the CA files.
+write_env_tls() {
+  local host=127.0.0.1
+  [[ $1 == netns ]] && host=$BRIDGE_ADDR
+  env_line EVENTOR_PG_URL_TLS "postgres://$TLS_USER:$TLS_PASS@127.0.0.1:$PG_PORT/eventor"
+  env_line EVENTOR_PG_URL_TLS_BRIDGE "postgres://$TLS_USER:$TLS_PASS@$host:$PG_PORT/eventor"
+  env_line EVENTOR_PG_TLS_CA "$(pg_tls_dir)/ca.pem"
+  env_line EVENTOR_PG_TLS_WRONG_CA "$(pg_tls_dir)/wrong-ca.pem"
+}
+
 stop_pg() {
   local data pid
   data=$(pg_data)
@@ -455,7 +556,7 @@ write_env() {
     env_line EVENTOR_TESTBED_MODE "$2"
     env_line EVENTOR_PG_URL "$pgurl"
     env_line EVENTOR_PG_URL_BRIDGE "$pgbr"
-    if (($3)); then write_env_pw "$2"; fi
+    if (($3)); then write_env_pw "$2"; write_env_tls "$2"; fi
     env_line EVENTOR_PG_PORT "$PG_PORT"
     env_line EVENTOR_PG_SOCKET_DIR "$( (($3)) && echo "$STATE/pg/run")"
     env_line EVENTOR_BRIDGE_ADDR "$( (($4)) && [[ $2 == netns ]] && echo "$BRIDGE_ADDR")"
@@ -649,9 +750,11 @@ main() {
     status) status ;;
     pg-restart) pg_restart ;;
     pg-role) pg_role ;;
+    pg-tls) pg_tls ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac
 }
 
-main "$@"
+# Sourced, only the functions (a throwaway Postgres of one's own uses them).
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::task::{panic_message, with_sync_task, Outcome, SyncFn, TaskContext};
+use crate::task::{end_of, panic_message, with_sync_task, SyncFn, TaskContext, TaskEnd};
 
 /// How long a worker that ran out of jobs keeps looking before it sleeps. In a chain of
 /// closures the next job comes one store commit after the last one ended (tens of µs);
@@ -33,7 +33,7 @@ pub struct Job<K> {
 
 /// Turns a finished job into the event its owner waits for (a plain function: no
 /// allocation per job).
-pub type Finished<K, E> = fn(K, Outcome) -> E;
+pub type Finished<K, E> = fn(K, TaskEnd) -> E;
 
 /// The pool; dropping it lets idle workers exit (running closures finish first).
 pub struct ClosurePool<K, E> {
@@ -77,11 +77,11 @@ impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
             self.shared.pending.fetch_sub(1, Ordering::AcqRel);
             // Unreachable while the pool lives (workers never drop the receiver first), but
             // a task must never vanish without an end.
-            let outcome = Outcome::failure("the closure pool has stopped".to_string());
+            let end = TaskEnd::failure("the closure pool has stopped");
             let _ = self
                 .shared
                 .events
-                .try_send((self.shared.finished)(job.task, outcome));
+                .try_send((self.shared.finished)(job.task, end));
             return;
         }
         self.grow_if_needed();
@@ -131,12 +131,10 @@ fn work<K, E>(shared: &Shared<K, E>) {
         };
         shared.idle.fetch_sub(1, Ordering::AcqRel);
         let Ok(job) = job else { break };
-        let outcome = run(&job);
+        let end = run(&job);
         shared.pending.fetch_sub(1, Ordering::AcqRel);
         let Job { task, token, .. } = job;
-        let _ = shared
-            .events
-            .blocking_send((shared.finished)(task, outcome));
+        let _ = shared.events.blocking_send((shared.finished)(task, end));
         drop(token);
     }
     shared.threads.fetch_sub(1, Ordering::AcqRel);
@@ -157,12 +155,12 @@ fn next_job<K>(queue: &std_mpsc::Receiver<Job<K>>) -> Result<Job<K>, std_mpsc::R
     }
 }
 
-fn run<K>(job: &Job<K>) -> Outcome {
+fn run<K>(job: &Job<K>) -> TaskEnd {
     let result = catch_unwind(AssertUnwindSafe(|| {
         with_sync_task(&job.ctx, || (job.f)(&job.ctx))
     }));
     match result {
-        Ok(result) => Outcome::from(result),
-        Err(payload) => Outcome::failure(format!("step panicked: {}", panic_message(&*payload))),
+        Ok(result) => end_of(result),
+        Err(payload) => TaskEnd::failure(format!("step panicked: {}", panic_message(&*payload))),
     }
 }

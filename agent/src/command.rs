@@ -15,10 +15,11 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::lines::{LineBatch, MAX_LINE_BYTES};
-use crate::task::Outcome;
+use crate::task::TaskEnd;
 
-/// What to run and how.
-#[derive(Debug, Clone)]
+/// What to run and how. Its `Debug` names the variables, never their values (some are
+/// secrets from the prime's environment).
+#[derive(Clone)]
 pub struct CommandSpec {
     pub command: String,
     /// The whole extra environment: the step's own variables and the task's.
@@ -29,6 +30,19 @@ pub struct CommandSpec {
     pub kill_grace: Duration,
     /// Cancelled when a stopped command should get SIGKILL at once, skipping the grace.
     pub kill_now: Option<CancellationToken>,
+}
+
+impl std::fmt::Debug for CommandSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("CommandSpec")
+            .field("command", &self.command)
+            .field("env", &names)
+            .field("cwd", &self.cwd)
+            .field("timeout", &self.timeout)
+            .field("kill_grace", &self.kill_grace)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which output a line came from.
@@ -66,7 +80,7 @@ pub async fn run_command<F, Fut>(
     cancel: CancellationToken,
     started: F,
     output: OutputSink,
-) -> Outcome
+) -> TaskEnd
 where
     F: FnOnce(i64) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -76,13 +90,17 @@ where
         supervised,
     } = match spawn(spec) {
         Ok(started) => started,
-        Err(e) => return Outcome::failure(format!("cannot start `{}`: {e}", spec.command)),
+        Err(e) => {
+            let error = format!("{}`{}`: {e}", eventor_protocol::CANNOT_START, spec.command);
+            return TaskEnd::failure(error);
+        }
     };
     let pid = child.id().map(i64::from).unwrap_or(-1);
     started(pid).await;
     // Output is read while the command runs: a pipe holds only 64 KiB, and a command
     // blocked on a full pipe never exits.
-    let readers = forward_output(&mut child, output);
+    let tail = Arc::new(std::sync::Mutex::new(StderrTail::default()));
+    let readers = forward_output(&mut child, output, tail.clone());
     tokio::pin!(readers);
     let deadline = sleep_or_forever(spec.timeout);
     tokio::pin!(deadline);
@@ -95,9 +113,9 @@ where
             _ = cancel.cancelled() => break Err(StoppedBy::Cancelled),
         }
     };
-    let outcome = match interrupted {
-        Ok(Ok(status)) => exit_outcome(status),
-        Ok(Err(e)) => Outcome::failure(format!("cannot wait for `{}`: {e}", spec.command)),
+    let end = match interrupted {
+        Ok(Ok(status)) => exit_end(status),
+        Ok(Err(e)) => TaskEnd::failure(format!("cannot wait for `{}`: {e}", spec.command)),
         Err(why) => {
             let stop = Stop {
                 grace: spec.kill_grace,
@@ -105,19 +123,21 @@ where
                 supervised,
             };
             stop_group(&mut child, pid, stop).await;
-            Outcome::failure(match why {
-                StoppedBy::TimedOut(after) => {
-                    format!("timed out after {}", humantime::format_duration(after))
-                }
-                StoppedBy::Cancelled => "cancelled".to_string(),
-            })
+            match why {
+                StoppedBy::TimedOut(after) => TaskEnd::timed_out(format!(
+                    "timed out after {}",
+                    humantime::format_duration(after)
+                )),
+                StoppedBy::Cancelled => TaskEnd::cancelled("cancelled"),
+            }
         }
     };
     // A background grandchild may keep the pipes open; do not wait on it forever.
     if !drained {
         let _ = tokio::time::timeout(Duration::from_secs(1), readers).await;
     }
-    outcome
+    let tail = std::mem::take(&mut *tail.lock().unwrap_or_else(|p| p.into_inner()));
+    tail.explain(end)
 }
 
 /// A started command: the process the runner waits for (the command, or its supervisor)
@@ -129,14 +149,16 @@ struct Started {
 
 /// Starts the command under a supervisor when this program has one, else directly.
 fn spawn(spec: &CommandSpec) -> std::io::Result<Started> {
-    if let Some(supervisor) = crate::supervisor::supervised(&spec.command, spec.kill_grace) {
+    let path = spec.env.iter().rev().find(|(k, _)| k == "PATH");
+    let command = crate::shell::remembered(&spec.command, path.map(|(_, v)| v.into()));
+    if let Some(supervisor) = crate::supervisor::supervised(&command, spec.kill_grace) {
         let child = configure(supervisor?.into(), spec).spawn()?;
         return Ok(Started {
             child,
             supervised: true,
         });
     }
-    let child = crate::shell::start_either(&spec.command, |cmd| {
+    let child = crate::shell::start_either(&command, |cmd| {
         let mut cmd = configure(cmd.into(), spec);
         // If the runner dies without stopping it (kill -9), the command goes too, though
         // not what it started. The signal follows the thread that forks: commands are
@@ -173,15 +195,13 @@ fn configure(mut cmd: Command, spec: &CommandSpec) -> Command {
 fn forward_output(
     child: &mut tokio::process::Child,
     output: OutputSink,
+    tail: Arc<std::sync::Mutex<StderrTail>>,
 ) -> impl std::future::Future<Output = ()> {
     let out = child
         .stdout
         .take()
         .map(|s| read_lines(s, output.clone(), OutputStream::Stdout));
-    let err = child
-        .stderr
-        .take()
-        .map(|s| read_lines(s, output, OutputStream::Stderr));
+    let err = child.stderr.take().map(|s| read_stderr(s, output, tail));
     async move {
         let out = async {
             if let Some(f) = out {
@@ -199,6 +219,66 @@ fn forward_output(
 
 async fn read_lines(stream: impl AsyncRead + Unpin, output: OutputSink, which: OutputStream) {
     crate::lines::read_batches(stream, |batch| output(which, batch)).await;
+}
+
+/// Stderr goes out as any output, and its last lines are kept for a failure's error.
+async fn read_stderr(
+    stream: impl AsyncRead + Unpin,
+    output: OutputSink,
+    tail: Arc<std::sync::Mutex<StderrTail>>,
+) {
+    crate::lines::read_batches(stream, |batch| {
+        tail.lock().unwrap_or_else(|p| p.into_inner()).keep(&batch);
+        output(OutputStream::Stderr, batch)
+    })
+    .await;
+}
+
+/// The last lines a command wrote on stderr, each clipped: a failed task's error carries
+/// them, so `status` and the web page say why without the log.
+#[derive(Default)]
+struct StderrTail {
+    lines: std::collections::VecDeque<String>,
+}
+
+impl StderrTail {
+    /// Lines kept.
+    const LINES: usize = 5;
+    /// Bytes kept of each.
+    const CLIP: usize = 200;
+
+    fn keep(&mut self, batch: &LineBatch) {
+        let skip = batch.len().saturating_sub(Self::LINES);
+        for line in batch.lines().skip(skip) {
+            if self.lines.len() == Self::LINES {
+                self.lines.pop_front();
+            }
+            self.lines.push_back(clip(line.trim_end(), Self::CLIP));
+        }
+    }
+
+    /// `end` with the kept lines after its error, when it failed with one.
+    fn explain(self, mut end: TaskEnd) -> TaskEnd {
+        let lines: Vec<String> = self.lines.into_iter().filter(|l| !l.is_empty()).collect();
+        if let (false, Some(error), false) = (end.succeeded(), end.error.as_mut(), lines.is_empty())
+        {
+            error.push_str("; last stderr: ");
+            error.push_str(&lines.join(" | "));
+        }
+        end
+    }
+}
+
+/// `line` cut to at most `max` bytes, at a character boundary, marked when cut.
+fn clip(line: &str, max: usize) -> String {
+    if line.len() <= max {
+        return line.to_string();
+    }
+    let mut cut = max;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &line[..cut])
 }
 
 async fn sleep_or_forever(limit: Option<Duration>) {
@@ -263,22 +343,13 @@ async fn stop_group(child: &mut tokio::process::Child, pid: i64, stop: Stop<'_>)
     let _ = killpg(group, Signal::SIGKILL);
 }
 
-fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
+fn exit_end(status: std::process::ExitStatus) -> TaskEnd {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(0), _) => Outcome {
-            success: true,
-            result: Some("0".to_string()),
-            error: None,
-            recorded: false,
-        },
-        (Some(code), _) => Outcome {
-            success: false,
-            result: Some(code.to_string()),
-            error: Some(format!("exited with status {code}")),
-            recorded: false,
-        },
-        (None, Some(signal)) => Outcome::failure(format!("killed by signal {signal}")),
-        (None, None) => Outcome::failure("ended without a status".to_string()),
+        (Some(code), _) => TaskEnd::exited(code),
+        (None, Some(signal)) => {
+            TaskEnd::failure(format!("{}{signal}", eventor_protocol::KILLED_BY_SIGNAL))
+        }
+        (None, None) => TaskEnd::failure("ended without a status"),
     }
 }

@@ -1,12 +1,13 @@
 //! The task vocabulary shared by every place a task runs: what a step does ([`StepAction`]),
 //! who a task is ([`TaskContext`], readable inside a closure with [`current_task`]), and how
-//! it ended ([`Outcome`]).
+//! it ended ([`TaskEnd`], the protocol's, made from a closure's result by [`end_of`]).
 
 use std::fmt::{self, Display};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use eventor_protocol::TaskEnd;
 use serde::Serialize;
 
 /// What a closure step returns: its result as JSON, or an error text.
@@ -77,40 +78,11 @@ fn to_step_result<R: Serialize, E: Display>(result: Result<R, E>) -> StepResult 
     }
 }
 
-/// How a task ended.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Outcome {
-    pub success: bool,
-    /// The closure's result as JSON text, or the command's exit code.
-    pub result: Option<String>,
-    pub error: Option<String>,
-    /// The end is already in the store (an agent recorded it): act on it, do not write it.
-    pub recorded: bool,
-}
-
-impl Outcome {
-    /// A failed end with `error` as its reason.
-    pub fn failure(error: String) -> Outcome {
-        Outcome {
-            success: false,
-            result: None,
-            error: Some(error),
-            recorded: false,
-        }
-    }
-}
-
-impl From<StepResult> for Outcome {
-    fn from(result: StepResult) -> Outcome {
-        match result {
-            Ok(value) => Outcome {
-                success: true,
-                result: Some(value.to_string()),
-                error: None,
-                recorded: false,
-            },
-            Err(error) => Outcome::failure(error),
-        }
+/// A closure's result as a task's end: its JSON text, or a failure with its error.
+pub fn end_of(result: StepResult) -> TaskEnd {
+    match result {
+        Ok(value) => TaskEnd::success(Some(value.to_string())),
+        Err(error) => TaskEnd::failure(error),
     }
 }
 
@@ -146,7 +118,14 @@ pub struct TaskContext {
     /// Where [`TaskContext::trigger_event`] goes: the run's driver; `None` where there is
     /// no way back to it (a task on a remote agent).
     pub triggers: Option<Arc<dyn TriggerSink>>,
+    /// Where a command of the task fires events in its run (`eventor-coord trigger`): the
+    /// run's trigger socket ([`crate::trigger_socket`]); `None` where there is none.
+    pub trigger_socket: Option<Arc<str>>,
 }
+
+/// The variable that tells a task's command where its run's trigger socket is (see
+/// [`crate::trigger_socket`]).
+pub const TRIGGER_SOCKET_VAR: &str = "EVENTOR_TRIGGER_SOCKET";
 
 /// Takes the events a running task fires in its own run.
 pub trait TriggerSink: Send + Sync + fmt::Debug {
@@ -180,15 +159,30 @@ impl TaskContext {
         format!("{}.{}_{}", self.flow, self.step, self.sequence)
     }
 
-    /// The task's variables as a command sees them in its environment.
-    pub fn env_vars(&self) -> [(String, String); 5] {
+    /// The task's variables as a command sees them in its environment: who it is, its run
+    /// and flow, and (where there is one) its way back to the run.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let p = &self.env_prefix;
+        let mut vars: Vec<(String, String)> = self.identity_vars().into();
+        vars.push((format!("{p}LOGGER_NAME"), self.logger_name()));
+        vars.push((format!("{p}FLOW"), self.flow.to_string()));
+        if let Some(socket) = &self.trigger_socket {
+            vars.push((TRIGGER_SOCKET_VAR.to_string(), socket.to_string()));
+        }
+        vars
+    }
+
+    /// The variables of [`TaskContext::env_vars`] that name this attempt of this task in
+    /// this run and no other: a process whose environment holds them all was started for
+    /// it (a recovery stops only such orphans).
+    pub fn identity_vars(&self) -> [(String, String); 5] {
         let p = &self.env_prefix;
         [
+            (format!("{p}RUN_ID"), self.run_id.to_string()),
             (format!("{p}STEP_NAME"), self.step.to_string()),
             (format!("{p}STEP_SEQUENCE"), self.sequence.to_string()),
             (format!("{p}STEP_RECOVERY"), self.recovery.to_string()),
             (format!("{p}STEP_ATTEMPT"), self.attempt.to_string()),
-            (format!("{p}LOGGER_NAME"), self.logger_name()),
         ]
     }
 }
@@ -243,6 +237,7 @@ mod tests {
             flow: Arc::from("f"),
             env_prefix: Arc::from("EV_"),
             triggers: None,
+            trigger_socket: None,
         };
         let vars = ctx.env_vars();
         let get = |name: &str| {
@@ -250,6 +245,7 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
+        assert_eq!(get("EV_RUN_ID"), Some("r"));
         assert_eq!(get("EV_STEP_RECOVERY"), Some("2"));
         assert_eq!(get("EV_STEP_ATTEMPT"), Some("3"));
         assert_eq!(get("EV_LOGGER_NAME"), Some("f.s_7"));

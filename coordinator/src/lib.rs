@@ -29,13 +29,17 @@ mod yaml;
 
 pub use crate::api::Eventor;
 pub use crate::api::{
-    EventorConfig, EventorError, EventorOptions, FailedTask, RunOutcome, Step, StepConfig, Triggers,
+    check_store_location, AssocTarget, EventorConfig, EventorError, EventorOptions, FailedTask,
+    FailureClass, FailureKind, RerunTask, RetryMatch, RetryOn, RunOutcome, Step, StepConfig,
+    Triggers,
 };
 pub use crate::cluster::{agent_mode, ClusterOptions};
 pub use crate::engine::interrupt::Interrupt;
 pub use crate::engine::program::{RecoverAction, RecoveryPolicy};
 pub use crate::expr::Expr;
+pub use crate::yaml::did_you_mean;
 pub use eventor_agent::supervisor::{supervise_commands, supervise_commands_with};
+pub use eventor_agent::trigger_socket::status as trigger_socket_status;
 pub use eventor_agent::util::error_chain;
 pub use eventor_agent::{current_task, MaxConcurrent, StepAction, TaskContext, TriggerError};
 pub use eventor_store::{RunMode, StoreLocation, TaskStatus};

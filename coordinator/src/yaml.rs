@@ -464,6 +464,19 @@ impl<'a> At<'a> {
             .ok_or_else(|| self.expected("a string"))
     }
 
+    /// A `store:` value as `--store` takes it (a URL, a path, or a `DATABASES` name of the
+    /// config): not empty, and a URL whose scheme is a store's.
+    pub(crate) fn store(&self) -> Result<String, Problem> {
+        let store = self.string()?;
+        if store.trim().is_empty() {
+            return Err(self.problem("must not be empty"));
+        }
+        if let Err(e) = eventor_store::StoreLocation::parse(&store) {
+            return Err(self.problem(e.to_string()));
+        }
+        Ok(store)
+    }
+
     /// A boolean; strings such as `"true"` or `"no"` count too, so that
     /// an expanded `$VAR` can be one.
     pub(crate) fn boolean(&self) -> Result<bool, Problem> {
@@ -601,11 +614,44 @@ impl<'a> At<'a> {
     }
 }
 
+impl At<'_> {
+    /// `env_from_prime:`: a list of environment variable names (letters, digits and `_`,
+    /// not a digit first), each once.
+    pub(crate) fn var_names(&self) -> Result<Vec<String>, Problem> {
+        let mut out: Vec<String> = Vec::new();
+        for (name, at) in self.names()? {
+            let mut chars = name.chars();
+            let first = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            if !first || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                let why = format!("invalid environment variable name `{name}`: use letters, digits and `_`, not a digit first");
+                return Err(at.problem(why));
+            }
+            if out.contains(&name) {
+                return Err(at.problem(format!("`{name}` is named twice")));
+            }
+            out.push(name);
+        }
+        Ok(out)
+    }
+}
+
 /// "unknown key", with the nearest allowed key when one is close enough
 /// to be a typo (or a longer spelling, like `hostname` for `host`), and
 /// the whole list otherwise.
 fn unknown_key(key: &str, allowed: &[&str]) -> String {
-    let lower = key.to_ascii_lowercase();
+    match nearest(key, allowed.iter().copied()) {
+        Some(a) => format!("unknown key; did you mean `{a}`?"),
+        None => format!("unknown key; expected one of: {}", allowed.join(", ")),
+    }
+}
+
+/// The known name `name` is most likely a typo of (at most two edits away, and fewer
+/// than its length, or a longer or shorter spelling of it), if any: `y` is no typo of
+/// `x`. Shared by every "did you mean": keys, events, steps and hosts.
+pub(crate) fn nearest<'k>(name: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
+    let lower = name.to_ascii_lowercase();
     let distance = |a: &str| {
         let extends = a.len() >= 3 && (lower.starts_with(a) || a.starts_with(&lower));
         if extends {
@@ -614,15 +660,18 @@ fn unknown_key(key: &str, allowed: &[&str]) -> String {
             edit_distance(&lower, a)
         }
     };
-    let nearest = allowed
-        .iter()
-        .map(|a| (distance(a), *a))
+    known
+        .into_iter()
+        .map(|a| (distance(a), a))
         .min()
-        .filter(|(d, _)| *d <= 2);
-    match nearest {
-        Some((_, a)) => format!("unknown key; did you mean `{a}`?"),
-        None => format!("unknown key; expected one of: {}", allowed.join(", ")),
-    }
+        .filter(|(d, _)| *d <= 2 && *d < name.chars().count())
+        .map(|(_, a)| a)
+}
+
+/// `"; did you mean `x`?"` when [`nearest`] finds a name, else nothing: the tail of an
+/// "unknown NAME" message.
+pub fn did_you_mean<'k>(name: &str, known: impl IntoIterator<Item = &'k str>) -> String {
+    nearest(name, known).map_or_else(String::new, |a| format!("; did you mean `{a}`?"))
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

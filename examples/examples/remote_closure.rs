@@ -78,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         cluster: Some(ClusterOptions {
             hosts,
             lost_after: LinkSettings::default().lost_after,
+            script: None,
         }),
         ..EventorOptions::default()
     };

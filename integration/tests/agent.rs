@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventor_protocol::{
-    Accept, Dispatch, FrameConfig, FrameReader, FrameWriter, Hello, Limits, LogLevel, LogRecord,
-    Outcome, ProtocolError, ProtocolVersion, Stream, TaskKey, ToAgent, ToCoordinator, Work,
+    Accept, Dispatch, EndStatus, FrameConfig, FrameReader, FrameWriter, Hello, Limits, LogLevel,
+    LogRecord, ProtocolError, ProtocolVersion, Stream, TaskKey, ToAgent, ToCoordinator, Work,
 };
 use eventor_store::{
     Batch, Change, NewRun, RunKey, RunMode, Store, StoreLocation, TaskRecord, TaskStatus,
@@ -53,6 +53,8 @@ impl Agent {
         let mut child = Command::new(agent_binary())
             .args(args)
             .env("RUST_LOG", "info")
+            // Each test's agents wait for a next prime in a den of their own.
+            .env("XDG_RUNTIME_DIR", dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(File::create(&stderr).expect("stderr file"))
@@ -179,15 +181,16 @@ fn shell(command: &str) -> Work {
 }
 
 /// The `TaskFinished` at the end of `messages`: status, exit code, result, error.
-fn finished(messages: &[ToCoordinator]) -> (Outcome, Option<i32>, Option<String>, Option<String>) {
+fn finished(
+    messages: &[ToCoordinator],
+) -> (EndStatus, Option<i32>, Option<String>, Option<String>) {
     match messages.last() {
-        Some(ToCoordinator::TaskFinished {
-            status,
-            exit_code,
-            result,
-            error,
-            ..
-        }) => (*status, *exit_code, result.clone(), error.clone()),
+        Some(ToCoordinator::TaskFinished { end, .. }) => (
+            end.status,
+            end.exit_code,
+            end.result.clone(),
+            end.error.clone(),
+        ),
         other => panic!("expected TaskFinished last, got {other:?}"),
     }
 }
@@ -284,6 +287,8 @@ async fn store_with_active_tasks(path: &Path, steps: &[&str]) -> Store {
             host: "prime".into(),
             program: "{}".into(),
             started_at: now,
+            params: Default::default(),
+            env_from_prime: Vec::new(),
         })
         .await
         .expect("begin run");
@@ -353,7 +358,7 @@ async fn agent_runs_a_command_and_reports_in_order() {
     }
     assert_eq!(
         finished(&messages),
-        (Outcome::Success, Some(0), Some("0".into()), None)
+        (EndStatus::Success, Some(0), Some("0".into()), None)
     );
 
     agent.shutdown().await;
@@ -375,7 +380,7 @@ async fn failures_carry_their_exit_code_or_reason() {
     let error = Some("exited with status 3".to_string());
     assert_eq!(
         finished(&messages),
-        (Outcome::Failure, Some(3), Some("3".into()), error)
+        (EndStatus::Failure, Some(3), Some("3".into()), error)
     );
 
     let unknown = key("nope", "1");
@@ -385,7 +390,7 @@ async fn failures_carry_their_exit_code_or_reason() {
     agent.dispatch(&unknown, closure).await;
     let messages = agent.until_finished(&unknown).await;
     let error = Some("no closure step `nope` in this program".to_string());
-    assert_eq!(finished(&messages), (Outcome::Failure, None, None, error));
+    assert_eq!(finished(&messages), (EndStatus::Failure, None, None, error));
 
     agent.shutdown().await;
     let (status, stderr) = agent.exit().await;
@@ -411,8 +416,9 @@ async fn max_concurrent_holds_and_the_rest_wait() {
     }
     let mut ended = 0;
     while ended < keys.len() {
-        if let ToCoordinator::TaskFinished { status, .. } = agent.next().await.unwrap() {
-            assert_eq!(status, Outcome::Success);
+        if let ToCoordinator::TaskFinished { end, .. } = agent.next().await.unwrap() {
+            let status = end.status;
+            assert_eq!(status, EndStatus::Success);
             ended += 1;
         }
     }
@@ -471,17 +477,23 @@ async fn waiting_tasks_are_cancelled_or_refused_without_starting() {
         "no TaskStarted for a task that never ran"
     );
     let error = Some("cancelled by the coordinator before it started".to_string());
-    assert_eq!(finished(&messages), (Outcome::Cancelled, None, None, error));
+    assert_eq!(
+        finished(&messages),
+        (EndStatus::Cancelled, None, None, error)
+    );
 
     agent.shutdown().await;
     agent.dispatch(&third, shell("echo never")).await;
     let messages = agent.until_finished(&third).await;
     let error = Some("the agent is shutting down and takes no new work".to_string());
-    assert_eq!(finished(&messages), (Outcome::Cancelled, None, None, error));
+    assert_eq!(
+        finished(&messages),
+        (EndStatus::Cancelled, None, None, error)
+    );
 
     // Shutdown drains: the running task still ends by itself.
     let messages = agent.until_finished(&first).await;
-    assert_eq!(finished(&messages).0, Outcome::Success);
+    assert_eq!(finished(&messages).0, EndStatus::Success);
     assert_eq!(agent.next().await, None);
     let (status, stderr) = agent.exit().await;
     assert!(status.success(), "{stderr}");
@@ -505,7 +517,10 @@ async fn sigterm_stops_the_running_commands_and_leaves_no_child() {
 
     let messages = agent.until_finished(&task).await;
     let error = Some("the agent was stopped".to_string());
-    assert_eq!(finished(&messages), (Outcome::Cancelled, None, None, error));
+    assert_eq!(
+        finished(&messages),
+        (EndStatus::Cancelled, None, None, error)
+    );
     assert_eq!(agent.next().await, None);
     let (status, stderr) = agent.exit().await;
     assert!(status.success(), "{stderr}");
@@ -546,7 +561,10 @@ async fn cancel_stops_the_whole_process_group() {
     agent.send(ToAgent::Cancel { key: task.clone() }).await;
     let messages = agent.until_finished(&task).await;
     let error = Some("cancelled by the coordinator".to_string());
-    assert_eq!(finished(&messages), (Outcome::Cancelled, None, None, error));
+    assert_eq!(
+        finished(&messages),
+        (EndStatus::Cancelled, None, None, error)
+    );
     assert_eq!(group_gone(pid).await, Vec::<u32>::new());
 
     // A cancel of a task that is not there is ignored.
@@ -577,7 +595,10 @@ async fn a_timeout_stops_the_command() {
     let messages = agent.until_finished(&task).await;
     let pid = started_pid(&messages);
     let error = Some("timed out after 300ms".to_string());
-    assert_eq!(finished(&messages), (Outcome::TimedOut, None, None, error));
+    assert_eq!(
+        finished(&messages),
+        (EndStatus::TimedOut, None, None, error)
+    );
     assert_eq!(group_gone(pid).await, Vec::<u32>::new());
 
     agent.shutdown().await;
@@ -625,7 +646,7 @@ async fn results_are_recorded_in_the_store_before_they_are_reported() {
             .any(|n| n.contains("another writer decided first")),
         "{notes:?}"
     );
-    assert_eq!(finished(&messages).0, Outcome::Success);
+    assert_eq!(finished(&messages).0, EndStatus::Success);
 
     agent.shutdown().await;
     let (status, stderr) = agent.exit().await;
@@ -650,7 +671,7 @@ async fn a_lost_prime_does_not_lose_the_running_task() {
     agent.close_stdin();
     let messages = agent.until_finished(&task).await;
     assert_eq!(texts(&logs(&messages, Stream::Stdout)), ["done"]);
-    assert_eq!(finished(&messages).0, Outcome::Success);
+    assert_eq!(finished(&messages).0, EndStatus::Success);
     assert_eq!(agent.next().await, None, "then the agent closes its stdout");
     let (status, stderr) = agent.exit().await;
     assert!(status.success(), "{stderr}");
@@ -687,7 +708,7 @@ async fn an_output_flood_against_a_slow_reader_costs_bounded_memory() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         match agent.next().await.expect("agent still talking") {
-            ToCoordinator::TaskFinished { status, .. } => break status,
+            ToCoordinator::TaskFinished { end, .. } => break end.status,
             message => {
                 lines += records(&message, Stream::Stdout).len() as u64;
                 let diagnostics = records(&message, Stream::Agent);
@@ -697,7 +718,7 @@ async fn an_output_flood_against_a_slow_reader_costs_bounded_memory() {
     };
     assert_eq!(
         status,
-        Outcome::Success,
+        EndStatus::Success,
         "the flood must end by itself: the command runner has to read output while the \
          command runs, or a full pipe blocks it"
     );
@@ -814,7 +835,7 @@ async fn garbage_mid_run_drains_the_running_task_then_fails() {
     };
     assert!(message.contains("not an eventor frame"), "{message}");
     let messages = agent.until_finished(&task).await;
-    assert_eq!(finished(&messages).0, Outcome::Success);
+    assert_eq!(finished(&messages).0, EndStatus::Success);
     assert_eq!(agent.next().await, None);
     let (status, stderr) = agent.exit().await;
     assert_eq!(status.code(), Some(1), "{stderr}");

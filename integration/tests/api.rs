@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventor::{
-    current_task, Eventor, EventorConfig, EventorError, EventorOptions, MaxConcurrent, RunOutcome,
-    Step, StepConfig, StoreLocation,
+    current_task, AssocTarget, Eventor, EventorConfig, EventorError, EventorOptions, FailureKind,
+    MaxConcurrent, RetryMatch, RetryOn, RunOutcome, Step, StepConfig, StoreLocation,
 };
 use eventor_store::{Store, TaskStatus};
 
@@ -91,6 +91,92 @@ fn closure_results_and_errors_are_stored_with_the_task() {
     let boom = tasks.iter().find(|t| t.step == "boom").unwrap();
     assert_eq!(boom.status, TaskStatus::Failure);
     assert_eq!(boom.error.as_deref(), Some("step panicked: kaboom"));
+}
+
+/// `StepConfig::retry_on` as the flow file's: a command exiting 75 is retried under
+/// `exit:75`, a closure's error (class `exit`, no code) is not, and a closure retried on
+/// `exit` runs again; each end's class is stored.
+#[test]
+fn retry_on_in_the_api_spends_retries_on_the_classes_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ev = Eventor::new(EventorOptions {
+        config: EventorConfig {
+            stop_on_exception: false,
+            ..EventorConfig::default()
+        },
+        ..options(&dir, "retry_on")
+    })
+    .unwrap();
+    let on = |m: Vec<RetryMatch>| StepConfig {
+        retries: 2,
+        retry_on: RetryOn(m),
+        ..StepConfig::default()
+    };
+    let mark = dir.path().join("once");
+    let command = format!("test -f {0} || {{ touch {0}; exit 75; }}", mark.display());
+    ev.add_event("go", None).unwrap();
+    ev.add_step(
+        Step::new("tool")
+            .command(command)
+            .config(on(vec![RetryMatch::ExitCode(75)])),
+    )
+    .unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counted = refused.clone();
+    ev.add_step(
+        Step::new("closure")
+            .func(move |_| -> Result<(), String> {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Err("no".into())
+            })
+            .config(on(vec![RetryMatch::ExitCode(75)])),
+    )
+    .unwrap();
+    let retried = Arc::new(AtomicUsize::new(0));
+    let counted = retried.clone();
+    ev.add_step(
+        Step::new("again")
+            .func(move |_| -> Result<(), String> {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Err("no".into())
+            })
+            .config(on(vec![RetryMatch::Kind(FailureKind::Exit)])),
+    )
+    .unwrap();
+    ev.add_assoc("go", ["tool", "closure", "again"], None)
+        .unwrap();
+    ev.trigger_event("go", "1").unwrap();
+    let run_id = ev.run_id().to_string();
+    assert!(matches!(ev.run(-1).unwrap(), RunOutcome::Failure { .. }));
+    assert_eq!(refused.load(Ordering::SeqCst), 1, "not retried");
+    assert_eq!(retried.load(Ordering::SeqCst), 3, "every retry spent");
+    let tasks = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = Store::open(&StoreLocation::Sqlite(dir.path().join("api.run.db")))
+            .await
+            .unwrap();
+        let run = store.run_history(&run_id).await.unwrap().remove(0);
+        store.tasks(run.key).await.unwrap()
+    });
+    let mut seen: Vec<_> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t.step.as_str(),
+                t.status,
+                t.attempt,
+                t.failure_class.as_deref(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("again", TaskStatus::Failure, 3, Some("exit")),
+            ("closure", TaskStatus::Failure, 1, Some("exit")),
+            ("tool", TaskStatus::Success, 2, None)
+        ]
+    );
 }
 
 /// Counts how many tasks run at once and remembers the most.
@@ -194,7 +280,7 @@ fn definition_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let mut ev = Eventor::new(options(&dir, "errors")).unwrap();
     ev.add_event("a", None).unwrap();
-    let dup = ev.add_step(Step::new("a")).err().unwrap();
+    let dup = ev.add_event("a", None).err().unwrap();
     assert_eq!(dup.to_string(), "`a` is already defined");
     let bad = ev.add_event_expr("b", "a & (").err().unwrap();
     assert!(matches!(bad, EventorError::BadExpression { .. }), "{bad}");
@@ -209,4 +295,36 @@ fn definition_errors_are_clear() {
         !dir.path().join("api.run.db").exists(),
         "nothing stored for a bad flow"
     );
+}
+
+/// A flow where event `work` and step `work` (which touches `ran`) share the name, `go`
+/// leading to `target`.
+fn same_name_flow(dir: &tempfile::TempDir, target: AssocTarget) -> Eventor {
+    let mut ev = Eventor::new(options(dir, "same_name")).unwrap();
+    ev.add_event("go", None).unwrap();
+    ev.add_event("work", None).unwrap();
+    let touch = format!("touch '{}'", dir.path().join("ran").display());
+    ev.add_step(Step::new("work").command(touch)).unwrap();
+    ev.add_assoc("go", [target], None).unwrap();
+    ev.trigger_event("go", "1").unwrap();
+    ev
+}
+
+#[test]
+fn an_event_and_a_step_may_share_a_name_and_a_target_naming_both_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = same_name_flow(&dir, "work".into());
+    let ambiguous = bare.validate().err().unwrap();
+    assert!(
+        matches!(ambiguous, EventorError::AmbiguousTarget { .. }),
+        "{ambiguous}"
+    );
+    assert_eq!(
+        ambiguous.to_string(),
+        "association 1 (event `go`): `work` is both a step and an event: write {step: work} \
+         or {event: work}"
+    );
+    let mut step = same_name_flow(&dir, AssocTarget::Step("work".into()));
+    assert_eq!(step.run(-1).unwrap(), RunOutcome::Success);
+    assert!(dir.path().join("ran").exists(), "the step ran");
 }

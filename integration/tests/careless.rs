@@ -63,7 +63,7 @@ fn bad_run_ids_flow_names_loops_and_triggers_are_refused() {
 }
 
 #[test]
-fn a_store_that_is_no_durable_file_is_refused() {
+fn a_store_that_is_no_durable_sqlite_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let flow = linear();
     let folder = dir.path().display().to_string();
@@ -83,6 +83,19 @@ fn a_store_that_is_no_durable_file_is_refused() {
         &["run", &flow, "--store", "sqlite::memory:"],
         "in-memory",
     );
+    let notdb = write(dir.path(), "notdb", "hello, not a database\n");
+    let notdb = notdb.to_str().unwrap();
+    for args in [
+        vec!["run", &flow, "--store", notdb],
+        vec!["trigger", "--store", notdb, &flow, "start"],
+        vec!["prune", &flow, "--store", notdb, "--older-than", "1d"],
+    ] {
+        refused(
+            dir.path(),
+            &args,
+            &format!("{notdb}: is not an SQLite database"),
+        );
+    }
 }
 
 #[test]
@@ -106,15 +119,28 @@ fn logs_of_an_unknown_run_are_refused_and_each_run_id_has_its_own_log() {
     assert_eq!(logs, 2, "runs `a b` and `a_b` share no log");
 }
 
+/// A log folder that cannot be written means the run could not run (exit 4), and nothing
+/// of it is stored; a store that cannot be reached, the same.
 #[test]
-fn an_unwritable_logdir_is_refused_before_the_run_is_stored() {
+fn an_unwritable_logdir_or_an_unreachable_store_could_not_run_exit_4() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "not-a-dir", "");
     let logdir = file.to_str().unwrap();
-    refused(
-        dir.path(),
-        &["run", &linear(), "--logdir", logdir],
-        "not writable",
+    let out = coord(dir.path(), &["run", &linear(), "--logdir", logdir]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not writable"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Port 9 (discard) has no Postgres behind it on this machine.
+    let store = "postgres://nobody@127.0.0.1:9/eventor";
+    let out = coord(dir.path(), &["run", &linear(), "--store", store]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("127.0.0.1:9"),
+        "{}",
+        text(&out.stderr)
     );
     assert!(
         !dir.path().join("linear.run.db").exists(),

@@ -532,3 +532,89 @@ fn under_accept_new_an_unknown_host_is_learned_then_known() {
     assert_eq!(key["status"], "known", "{key:#}");
     assert_eq!(key["file"], known.to_str().unwrap());
 }
+
+/// `url` with its password replaced by `password`.
+fn with_password(url: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, host) = rest.split_once('@').unwrap();
+    let user = userinfo.split(':').next().unwrap();
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+/// A role, a password or a database the store refuses makes `check` not ready (exit 1), with
+/// the server's own reason, for the prime and for each host (logging in through the host,
+/// as its agent would); the good login is ready.
+#[test]
+fn a_login_the_store_refuses_is_named_with_the_servers_reason() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let Some(pw) = bed
+        .get("EVENTOR_PG_URL_PW_BRIDGE")
+        .filter(|u| !u.is_empty())
+    else {
+        panic!("the test bed has no password role: run scripts/testbed.sh pg-role");
+    };
+    let bridge = &bed["EVENTOR_PG_URL_BRIDGE"];
+    let bad_role = bridge.replacen("postgres://postgres@", "postgres://nosuchrole@", 1);
+    let cases = [
+        (bad_role, "role \"nosuchrole\" does not exist"),
+        (
+            with_password(pw, "not-the-password"),
+            "password authentication failed",
+        ),
+        (
+            format!("{}_nosuchdb", bridge),
+            "database \"eventor_nosuchdb\" does not exist",
+        ),
+    ];
+    for (store, reason) in cases {
+        assert_ne!(&store, bridge, "the case changed the URL");
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster {
+            store: format!("'{store}'"),
+            ..Cluster::good(&bed)
+        };
+        let hosts = cluster.write(dir.path());
+        let (out, json) = check_json(dir.path(), &hosts, &[]);
+        assert_eq!(out.status.code(), Some(1), "{reason}: {json:#}");
+        let prime = json["store"]["error"].as_str().unwrap_or_default();
+        assert!(prime.contains(reason), "the prime, {reason}: {json:#}");
+        assert!(!prime.contains("not-the-password"), "{prime}");
+        for name in ["node1", "node2"] {
+            let store = &host(&json, name)["store"];
+            let error = store["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("the store refused its agent") && error.contains(reason),
+                "{name}, {reason}: {store:#}"
+            );
+        }
+    }
+}
+
+/// A `store_via: ssh` host is checked through its tunnel, as its agent would reach the
+/// store: ready where the store is only reachable from the prime, while a host told to reach
+/// it directly is not.
+#[test]
+fn a_store_via_ssh_host_is_checked_through_its_tunnel() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_binary().display().to_string();
+    let yaml = format!(
+        "store: '{}'\nssh_config: {}\nhosts:\n  node1: {{agent: {agent}, store_via: ssh}}\n  \
+         node2: {{agent: {agent}}}\n",
+        bed["EVENTOR_PG_URL_PW"], bed["EVENTOR_SSH_CONFIG"]
+    );
+    let hosts = write(dir.path(), "hosts.yaml", &yaml);
+    let (out, json) = check_json(dir.path(), &hosts, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "node2 cannot reach it: {json:#}"
+    );
+    assert_eq!(host(&json, "node1")["store"]["ok"], true, "{json:#}");
+    assert_eq!(host(&json, "node1")["ready"], true, "{json:#}");
+    assert_eq!(host(&json, "node2")["store"]["ok"], false, "{json:#}");
+}

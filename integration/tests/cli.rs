@@ -77,7 +77,11 @@ async fn stop_on_exception_fails_the_run_and_starts_nothing_new() {
     let flow = example_flows().join("stop_on_exception.yaml");
     let out = coord(dir.path(), &["run", flow.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("failure: s2[1] (exited with status 3)"));
+    assert!(
+        text(&out.stdout).contains("failure: s2[1] (exited with status 3; last stderr: bad input)"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let store = open_store(dir.path().join("stop_on_exception.run.db")).await;
     let run = store
@@ -96,8 +100,8 @@ async fn stop_on_exception_fails_the_run_and_starts_nothing_new() {
     assert_eq!(status("s2"), Some(TaskStatus::Failure));
     assert_eq!(
         status("s3"),
-        Some(TaskStatus::Ready),
-        "created, never started"
+        None,
+        "not created after the stop (as the original)"
     );
 }
 
@@ -431,4 +435,167 @@ fn logs_follow_sees_lines_while_the_run_goes_on() {
     assert!(follow.wait().unwrap().success());
     assert!(run.wait().unwrap().success());
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn logs_into_a_closed_pipe_end_quietly_with_exit_0() {
+    use std::io::Read;
+    let dir = tmp();
+    let flow = write(
+        dir.path(),
+        "loud.yaml",
+        "events: {go: {}}\nsteps:\n  talk: {run: 'seq 1 100000'}\n\
+         assocs: [{event: go, targets: [talk]}]\ntrigger: [{event: go}]\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let run = coord(dir.path(), &["run", flow, "--run-id", "P", "--quiet"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    // `logs | head -c 100`: the reader takes a little, then goes away.
+    let mut logs = crate::spawn_coord(dir.path(), &["logs", flow, "--run-id", "P"]);
+    let mut first = [0u8; 100];
+    logs.stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(logs.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = logs.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "logs hung on a closed pipe");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut said = String::new();
+    logs.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{said}");
+    assert_eq!(said, "", "nothing said about the pipe");
+}
+
+#[test]
+fn logs_refuses_a_step_or_host_the_run_does_not_have_naming_the_known_ones() {
+    let dir = tmp();
+    let flow = example_flows().join("linear.yaml");
+    let flow = flow.to_str().unwrap();
+    let run = coord(dir.path(), &["run", flow, "--run-id", "L"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let step = coord(dir.path(), &["logs", flow, "--step", "s9"]);
+    assert_eq!(step.status.code(), Some(2), "{}", text(&step.stderr));
+    assert!(
+        text(&step.stderr).contains(
+            "--step s9: the run has no step `s9`; did you mean `s1`? (known: s1, s2, s3)"
+        ),
+        "{}",
+        text(&step.stderr)
+    );
+    let task = coord(dir.path(), &["logs", flow, "--step", "nosuch[1]"]);
+    assert_eq!(task.status.code(), Some(2), "{}", text(&task.stderr));
+    let host = coord(dir.path(), &["logs", flow, "--host", "node9"]);
+    assert_eq!(host.status.code(), Some(2), "{}", text(&host.stderr));
+    // The prime writes its lines as `prime`, the name `status` gives it.
+    let prime = "prime";
+    assert!(
+        text(&host.stderr).contains(&format!(
+            "--host node9: the run has no host `node9` (known: {prime})"
+        )),
+        "{}",
+        text(&host.stderr)
+    );
+    let here = coord(
+        dir.path(),
+        &["logs", flow, "--host", prime, "--step", "s2[1]"],
+    );
+    assert_eq!(here.status.code(), Some(0), "{}", text(&here.stderr));
+    assert!(text(&here.stdout).contains(" s2[1] stdout two from s2"));
+}
+
+#[test]
+fn typos_of_events_steps_and_hosts_get_a_did_you_mean_in_the_users_words() {
+    let dir = tmp();
+    let flow = example_flows().join("linear.yaml");
+    let flow = flow.to_str().unwrap();
+    let run = coord(dir.path(), &["run", flow, "--trigger", "strat"]);
+    let said = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("--trigger strat: ")
+            && said.contains("has no event `strat`; did you mean `start`?"),
+        "{said}"
+    );
+    assert!(!said.contains("trigger_event"), "no internal names: {said}");
+    let trigger = coord(dir.path(), &["trigger", flow, "strat@2", "--store", "x.db"]);
+    assert_eq!(trigger.status.code(), Some(2));
+    assert!(text(&trigger.stderr).contains("did you mean `start`?"));
+    let typo = write(
+        dir.path(),
+        "typo.yaml",
+        "events: {start: {}, s1_done: {}}\nsteps:\n  s1: {run: 'true', triggers: {success: s1_dnoe}}\n",
+    );
+    let out = coord(dir.path(), &["run", typo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown event `s1_dnoe`; did you mean `s1_done`?"),
+        "{}",
+        text(&out.stderr)
+    );
+    let hosts = write(
+        dir.path(),
+        "hosts.yaml",
+        "hosts:\n  node1: {}\n  node2: {}\n",
+    );
+    let pinned = write(
+        dir.path(),
+        "pinned.yaml",
+        "events: {go: {}}\nsteps:\n  s1: {run: 'true', host: nod1}\n\
+         assocs: [{event: go, targets: [s1]}]\ntrigger: [{event: go}]\n",
+    );
+    let args = [
+        "run",
+        pinned.to_str().unwrap(),
+        "--hosts",
+        hosts.to_str().unwrap(),
+    ];
+    let out = coord(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pinned to host `nod1`, which ")
+            && text(&out.stderr).contains("does not name; did you mean `node1`?"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A recovery writes its flow's graph only for the run it recovers: none for an id that
+/// names no run (refused, exit 2), none for a fresh id it never used.
+#[test]
+fn a_recovery_leaves_no_graph_for_an_unused_run_id() {
+    let dir = tmp();
+    let flow = crate::write(
+        dir.path(),
+        "f.yaml",
+        "name: f\nevents: {go: {}}\nsteps:\n  s1: {run: 'exit 3'}\n\
+         assocs: [{event: go, targets: [s1]}]\ntrigger: [{event: go}]\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let first = coord(dir.path(), &["run", flow, "--run-id", "A"]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first.stderr));
+    let nosuch = coord(
+        dir.path(),
+        &["run", flow, "--mode", "recover", "--run-id", "nosuch"],
+    );
+    assert_eq!(nosuch.status.code(), Some(2), "{}", text(&nosuch.stderr));
+    let again = coord(dir.path(), &["run", flow, "--mode", "recover"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    let mut graphs: Vec<String> = std::fs::read_dir(dir.path().join("logs/f"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".graph.json"))
+        .collect();
+    graphs.sort();
+    assert_eq!(graphs, ["A.graph.json"]);
 }

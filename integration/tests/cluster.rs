@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventor::cluster::{
-    load_hosts, open_links, parse_hosts, CancellationToken, ClusterSettings, Dispatch,
+    load_hosts, open_links, parse_hosts, CancellationToken, ClusterSettings, Dispatch, EndStatus,
     HostDefaults, HostEvent, HostLink, HostsFile, LinkEnd, LinkError, LinkSettings, LogLevel,
-    LogRecord, Outcome, Stream, TaskKey, Work,
+    LogRecord, Stream, TaskEnd, TaskKey, Work,
 };
 use eventor::log::{print_log, CentralLog, LogFilter, LogLine};
 use eventor_ssh::{ClientSettings, ExitStatus};
@@ -633,7 +633,7 @@ async fn two_hosts_run_hostname_and_shut_down_cleanly() {
             batch.text
         );
         assert!(
-            matches!(got.last().unwrap(), HostEvent::Finished { key: k, status: Outcome::Success, exit_code: Some(0), .. } if k == key),
+            matches!(got.last().unwrap(), HostEvent::Finished { key: k, end: TaskEnd { status: EndStatus::Success, exit_code: Some(0), .. }, .. } if k == key),
             "{got:?}"
         );
     }
@@ -811,8 +811,9 @@ async fn many_tasks_on_one_link_stream_their_output() {
                 let seq = lines.entry(batch.task.sequence.clone()).or_default();
                 seq.extend(batch.lines().map(str::to_string));
             }
-            HostEvent::Finished { status, .. } => {
-                assert_eq!(status, Outcome::Success);
+            HostEvent::Finished { end, .. } => {
+                let status = end.status;
+                assert_eq!(status, EndStatus::Success);
                 finished += 1;
             }
             HostEvent::Lost { reason, .. } => panic!("lost: {reason}"),

@@ -197,6 +197,82 @@ fn a_host_of_another_architecture_is_refused() {
     assert!(!target.exists(), "nothing was uploaded");
 }
 
+/// A host whose C library is older than the agent needs (its `getconf` says glibc 2.17,
+/// shadowed on its PATH by the host's `env:`) is refused before anything is uploaded,
+/// naming what it has and what is needed.
+#[test]
+fn a_host_with_an_older_glibc_is_refused_before_the_upload() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let getconf = write(&fake, "getconf", "#!/bin/sh\necho 'glibc 2.17'\n");
+    std::fs::set_permissions(&getconf, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = dir.path().join("old/eventor-agent");
+    let node1 = format!(
+        "agent: {}, env: {{PATH: '{}:/usr/local/bin:/usr/bin:/bin'}}",
+        target.display(),
+        fake.display()
+    );
+    let node2 = format!("agent: {}", agent_binary().display());
+    let hosts = hosts_file(dir.path(), &bed, [&node1, &node2]);
+    let (out, _) = run_two(dir.path(), &hosts);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node1: has glibc 2.17, and this prime's agent needs glibc 2."),
+        "{stderr}"
+    );
+    assert!(!target.exists(), "nothing was uploaded");
+}
+
+/// An agent's directory that became group-writable after its agent was installed and
+/// stamped is refused on node1, naming the directory and its mode: neither the stamp's
+/// check starts the agent (anyone in the group could have replaced it and its stamp) nor
+/// does the probe take it (and the run cannot reach its cluster); node2's private
+/// directory is not refused.
+#[test]
+fn a_group_writable_agent_directory_is_refused_naming_it() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ["node1", "node2"].map(|n| dir.path().join(n).join("bin/eventor-agent"));
+    let fields = paths.clone().map(|p| format!("agent: {}", p.display()));
+    let hosts = hosts_file(dir.path(), &bed, [&fields[0], &fields[1]]);
+    let (first, _) = run_two(dir.path(), &hosts);
+    let stderr = text(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{stderr}");
+    let planted = paths[0].parent().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(planted), 0o700, "made private by the install");
+    std::fs::set_permissions(planted, std::fs::Permissions::from_mode(0o775)).unwrap();
+
+    let (second, _) = run_two(dir.path(), &hosts);
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    let expected = format!(
+        "node1: refusing the agent at {}: the directory {} may be written by group or \
+         others (mode 775)",
+        paths[0].display(),
+        planted.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    let fell_back: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("not started by its stamp"))
+        .collect();
+    assert_eq!(fell_back.len(), 1, "node1's stamp check refused: {stderr}");
+    assert!(fell_back[0].contains("host=node1"), "{stderr}");
+    assert_eq!(installs(&stderr), 0, "{stderr}");
+    assert!(
+        !stderr.contains("node2: refusing"),
+        "node2's stays private: {stderr}"
+    );
+}
+
 /// A store the hosts cannot reach (`127.0.0.1` on the prime, seen from inside the
 /// namespaces) through `store_via: ssh`: both hosts run their steps, their agents record
 /// the ends through the prime's SSH connections, with the password role's credentials.
@@ -267,7 +343,20 @@ async fn hosts_that_cannot_see_the_store_reach_it_over_ssh() {
 fn corrupt_in_place(path: &Path) {
     use std::io::Write;
     let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    // The last run's agent may still be on its way out (its exit is not the prime's): the
+    // file is busy until it has gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut file = loop {
+        match std::fs::OpenOptions::new().write(true).open(path) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            opened => break opened.unwrap(),
+        }
+    };
     file.write_all(b"#!/bin/sh\necho corrupted\n").unwrap();
     file.set_modified(mtime).unwrap();
 }

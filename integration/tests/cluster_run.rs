@@ -345,12 +345,18 @@ fn a_busy_host_does_not_collect_the_work_a_free_one_can_run() {
         .replace("}\n", ", max_concurrent: 1}\n");
     std::fs::write(&hosts, limited).unwrap();
     let out = dir.path().display().to_string();
+    // The long task ends once the other host ran the 18 tasks not queued behind it (or after
+    // 60 s): however slow the machine, the fan-out has gone where it could run by then.
+    let wait = format!(
+        "i=0; while [ $(cat {out}/where.txt 2>/dev/null | wc -l) -lt 18 ] && [ $i -lt 1200 ]; \
+         do sleep 0.05; i=$((i+1)); done"
+    );
     let flow = write(
         dir.path(),
         "busy.yaml",
         &format!(
             "events: {{go: {{}}}}\nsteps:\n  \
-               job: {{run: 'if [ \"$EVENTOR_STEP_SEQUENCE\" = 1 ]; then sleep 4; fi; hostname -I >> {out}/where.txt', hosts: [node1, node2]}}\n\
+               job: {{run: 'if [ \"$EVENTOR_STEP_SEQUENCE\" = 1 ]; then {wait}; fi; hostname -I >> {out}/where.txt', hosts: [node1, node2]}}\n\
              assocs: [{{event: go, targets: [job]}}]\ntrigger: [{{event: go, range: [1, 20]}}]\n"
         ),
     );
@@ -370,5 +376,144 @@ fn a_busy_host_does_not_collect_the_work_a_free_one_can_run() {
     assert!(
         counts[0] <= 2,
         "the busy host ran the long task and at most one more: {per_host:?}"
+    );
+}
+
+#[test]
+fn an_agents_lines_say_how_it_ended_in_words_not_rust_debug_text() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (hosts, _) = hosts_file(dir.path(), &bed, &schema("words"));
+    let flow = write(
+        dir.path(),
+        "words.yaml",
+        "events: {go: {}}\nsteps:\n  s1: {run: 'echo hi', host: node1}\n\
+         assocs: [{event: go, targets: [s1]}]\ntrigger: [{event: go}]\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let run = coord(
+        dir.path(),
+        &["run", "--hosts", &hosts, flow, "--run-id", "W"],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let log = coord(
+        dir.path(),
+        &["logs", flow, "--run-id", "W", "--host", "node1"],
+    );
+    let said = format!("{}{}", text(&run.stderr), text(&log.stdout));
+    let done = said.lines().find(|l| l.contains("agent done"));
+    let done = done.unwrap_or_else(|| panic!("the agent's last line:\n{said}"));
+    assert!(done.contains("end=shut down by the coordinator"), "{done}");
+    for debug in ["Shutdown {", "Some(", "PrimeLost("] {
+        assert!(!said.contains(debug), "`{debug}` in:\n{said}");
+    }
+}
+
+/// A host's `env:` reaches its commands (the step's own `env:` winning over it) and never the
+/// command line that starts its agent: seen from inside the task, through `/proc`.
+#[test]
+fn a_hosts_env_reaches_its_commands_and_no_command_line() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "{}?schema={}",
+        bed["EVENTOR_PG_URL_BRIDGE"],
+        schema("hostenv")
+    );
+    let yaml = format!(
+        "store: {store}\nssh_config: {}\nhosts:\n  node1: {{agent: {}, env: {{HOST_TOKEN: s3cr3t-value, BOTH: host}}}}\n",
+        bed["EVENTOR_SSH_CONFIG"],
+        agent_binary().display()
+    );
+    let hosts = write(dir.path(), "hosts.yaml", &yaml);
+    let out = dir.path().display();
+    // The agent's command line is its parent's parent's (the task runs under a supervisor).
+    let flow = write(
+        dir.path(),
+        "env.yaml",
+        &format!(
+            "name: env\nevents: {{go: {{}}}}\n\
+             steps:\n  s: {{run: 'echo $HOST_TOKEN $BOTH > {out}/seen; \
+             for p in $(ps -o ppid= -p $$) $(ps -o ppid= -p $(ps -o ppid= -p $$)); do tr \"\\\\0\" \" \" < /proc/$p/cmdline; echo; done > {out}/cmdlines', \
+             host: node1, env: {{BOTH: step}}}}\n\
+             assocs: [{{event: go, targets: [s]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let run = coord(
+        dir.path(),
+        &[
+            "run",
+            "--hosts",
+            hosts.to_str().unwrap(),
+            flow.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let seen = std::fs::read_to_string(dir.path().join("seen")).unwrap();
+    assert_eq!(seen.trim(), "s3cr3t-value step");
+    let cmdlines = std::fs::read_to_string(dir.path().join("cmdlines")).unwrap();
+    assert!(cmdlines.contains("eventor-agent"), "{cmdlines}");
+    assert!(!cmdlines.contains("s3cr3t-value"), "{cmdlines}");
+    assert!(
+        !text(&run.stderr).contains("s3cr3t-value"),
+        "{}",
+        text(&run.stderr)
+    );
+}
+
+/// A run that cannot start its work because a host's key is missing: exit 2 (a set-up
+/// mistake), its run stored failed with the cause (`status` shows it), and its central log
+/// ends with the cause.
+#[test]
+fn a_run_that_cannot_start_its_work_records_why() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(&bed["EVENTOR_SSH_CONFIG"]).unwrap();
+    let missing = dir.path().join("no_such_key");
+    let config = config.replace(
+        &format!("IdentityFile {}", bed["EVENTOR_SSH_KEY"]),
+        &format!("IdentityFile {}", missing.display()),
+    );
+    assert!(config.contains("no_such_key"), "{config}");
+    let config = write(dir.path(), "ssh_config", &config);
+    let store = format!("{}?schema={}", bed["EVENTOR_PG_URL_BRIDGE"], schema("why"));
+    let yaml = format!(
+        "store: {store}\nssh_config: {}\nhosts:\n  node1: {{agent: {}}}\n",
+        config.display(),
+        agent_binary().display()
+    );
+    let hosts = write(dir.path(), "hosts.yaml", &yaml);
+    let flow = write(
+        dir.path(),
+        "why.yaml",
+        "name: why\nevents: {go: {}}\nsteps:\n  s: {run: 'true', host: node1}\n\
+         assocs: [{event: go, targets: [s]}]\ntrigger: [{event: go}]\n",
+    );
+    let (hosts, flow) = (hosts.to_str().unwrap(), flow.to_str().unwrap());
+    let run = coord(
+        dir.path(),
+        &["run", "--hosts", hosts, flow, "--run-id", "Y"],
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    let status = coord(dir.path(), &["status", flow, "--hosts", hosts, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&status.stderr)));
+    assert_eq!(json["outcome"], "failure", "{json:#}");
+    let cause = json["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains("node1") && cause.contains("no_such_key"),
+        "{json:#}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("logs/why/Y.log")).unwrap();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("-- end of run Y: failure: ") && last.contains("no_such_key"),
+        "{log}"
     );
 }

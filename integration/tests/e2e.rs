@@ -9,6 +9,7 @@
 
 mod agent;
 mod api;
+mod away;
 mod careless;
 mod check;
 mod cli;
@@ -16,18 +17,27 @@ mod cluster;
 mod cluster_deploy;
 mod cluster_run;
 mod cluster_trust;
+mod divergences;
 mod examples;
 mod faithful;
 mod interrupts;
 mod once;
+mod one_store;
+mod own_run;
+mod params;
 mod postgres;
+mod postgres_tls;
+mod quarantine;
 mod recovery;
 mod report;
 mod retries;
+mod retry_on;
 mod run_lease;
 mod shared_pools;
 mod ssh;
 mod ssh_conformance;
+mod steering;
+mod tunnel;
 mod web;
 
 use std::collections::HashMap;
@@ -78,6 +88,31 @@ pub fn testbed() -> Option<HashMap<String, String>> {
     }
     eprintln!("skipped: ssh testbed not up (scripts/testbed.sh up --ssh)");
     None
+}
+
+/// Waits (at most 15 s) until the test bed's Postgres takes a TCP connection from inside
+/// `netns` at the bridge: a link another test just brought back up may still fail its first
+/// packets (its neighbour entry for the bridge is stale), which a prime started there would
+/// take for a store that cannot be reached.
+pub fn bridge_reachable_from(netns: &str) {
+    let Some(bed) = testbed() else { return };
+    let (Some(bridge), Some(port)) = (bed.get("EVENTOR_BRIDGE_ADDR"), bed.get("EVENTOR_PG_PORT"))
+    else {
+        return;
+    };
+    let probe = format!("exec 3<>/dev/tcp/{bridge}/{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let reached = Command::new("ip")
+            .args(["netns", "exec", netns, "timeout", "1", "bash", "-c", &probe])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if reached.is_ok_and(|s| s.success()) || std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// A test host's link, cut off (`ip link set VETH down`) until this is dropped, which
@@ -161,6 +196,23 @@ pub fn spawn_coord(dir: &Path, args: &[&str]) -> std::process::Child {
     coord_command(dir, args)
         .spawn()
         .expect("start eventor-coord")
+}
+
+/// `eventor-coord ARGS` started as a prime on another machine: inside the test bed's
+/// network namespace `netns`, its stderr (with `RUST_LOG=info`) in `dir/prime.err`.
+pub fn spawn_coord_in(netns: &str, dir: &Path, args: &[&str]) -> std::process::Child {
+    bridge_reachable_from(netns);
+    let stderr = std::fs::File::create(dir.join("prime.err")).expect("prime.err");
+    std::process::Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(coord_binary())
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start eventor-coord in a network namespace")
 }
 
 /// Waits for a coordinator started by [`spawn_coord`] (at most `within`: longer is a hang)

@@ -136,6 +136,12 @@ async fn restart_under_a_stored_run_id_is_refused_unless_replaced() {
         6,
         "both runs ran every step"
     );
+    let log = std::fs::read_to_string(dir.path().join("logs/chain/nightly.log")).unwrap();
+    assert_eq!(
+        log.matches("-- start of run nightly").count(),
+        1,
+        "the replaced run's log went with its history: {log}"
+    );
 }
 
 #[test]
@@ -198,7 +204,7 @@ fn the_originals_config_sample_runs_a_flow_on_sqlite_and_postgres() {
         );
         assert_eq!(out.status.code(), Some(0), "{store}: {}", text(&out.stderr));
         let stderr = text(&out.stderr);
-        assert_eq!(stderr.matches("warning: ").count(), 12, "{stderr}");
+        assert_eq!(stderr.matches("warning: ").count(), 13, "{stderr}");
         assert!(stderr.contains("EVENTOR.sleep_between_loops: has no effect here"));
     }
     assert!(
@@ -226,6 +232,8 @@ async fn day_to_keep_db_prunes_old_runs_and_prune_deletes_on_demand() {
         host: "h".into(),
         program: "{}".into(),
         started_at: eventor_store::now_micros() - 10 * 86_400_000_000,
+        params: Default::default(),
+        env_from_prime: Vec::new(),
     };
     store.begin_run(old).await.unwrap();
     let flow = chain(dir.path(), "{}");

@@ -30,13 +30,13 @@ fn sleeper(dir: &Path, marker: &str, host: &str) -> String {
 
 /// A sleep length no other test (nor an earlier run of this one) uses: `BASE.<our pid>`
 /// seconds, so its processes can be told apart from any leftovers.
-fn unique(base: u32) -> String {
+pub(crate) fn unique(base: u32) -> String {
     format!("{base}.{}", std::process::id())
 }
 
 /// Processes on this machine (test hosts share its process table) whose command line
 /// holds `marker`.
-fn running(marker: &str) -> usize {
+pub(crate) fn running(marker: &str) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -51,7 +51,7 @@ fn running(marker: &str) -> usize {
 }
 
 /// Waits (at most `limit`) until no process holds `marker`.
-fn gone_within(marker: &str, limit: Duration) -> bool {
+pub(crate) fn gone_within(marker: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while running(marker) > 0 {
         if Instant::now() > deadline {
@@ -330,16 +330,8 @@ fn a_silent_primes_run_is_freed_within_dead_after() {
         bed["EVENTOR_PG_URL_BRIDGE"],
         schema("silent")
     );
-    let coord_path = crate::coord_binary();
-    let mut prime = std::process::Command::new("ip")
-        .args(["netns", "exec", netns])
-        .arg(&coord_path)
-        .args(["run", &flow, "--store", &store, "--run-id", "z"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let run = ["run", &flow, "--store", &store, "--run-id", "z"];
+    let mut prime = crate::spawn_coord_in(netns, dir.path(), &run);
     wait_for(&dir.path().join("started"));
     let outcome = || {
         let listed = coord(dir.path(), &["runs", &flow, "--store", &store, "--json"]);

@@ -52,14 +52,17 @@ fn wait_for_record(path: &Path, starts: usize, ends: usize, within: Duration) {
 }
 
 #[tokio::test]
-async fn a_recovery_right_after_kill_9_starts_no_task_beside_the_one_still_running() {
+async fn a_recovery_that_cannot_re_adopt_waits_out_the_lease_and_starts_no_task_beside_the_one_still_running(
+) {
     let Some(bed) = testbed() else { return };
     let _link = crate::TESTBED_LINK.read();
     let _pg = crate::postgres_shared();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().display().to_string();
-    // A lease of 5 s: the dead prime's agent keeps the step running that long.
+    // A lease of 5 s: the dead prime's agent keeps the step running that long. Its den is
+    // open to others, so it refuses to listen there and nobody can re-adopt it.
     let (hosts, url) = hosts_file_with(dir.path(), &bed, &schema("once_kill"), "lease: 5s\n");
+    let hosts = unadoptable(dir.path(), &hosts);
     let flow = write(
         dir.path(),
         "once.yaml",
@@ -92,7 +95,12 @@ async fn a_recovery_right_after_kill_9_starts_no_task_beside_the_one_still_runni
     let took = started.elapsed();
     assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
     let (starts, ends) = record(&rec);
-    assert_eq!(starts.len(), 2, "{starts:?} {ends:?}");
+    assert_eq!(
+        starts.len(),
+        2,
+        "{starts:?} {ends:?}\n{}",
+        text(&recover.stderr)
+    );
     assert!(
         starts[1].0 > ends[0],
         "the recovery started the step at {} while its first attempt ran until {}",
@@ -113,4 +121,145 @@ async fn a_recovery_right_after_kill_9_starts_no_task_beside_the_one_still_runni
     );
     let rerun = store.tasks(history[1].key.clone()).await.unwrap().remove(0);
     assert_eq!(rerun.status, TaskStatus::Success, "{rerun:?}");
+}
+
+/// The hosts file with node1's agent given a den directory open to group and others (as a
+/// careless or hostile set-up would leave it): the agent must refuse to listen there.
+fn unadoptable(dir: &Path, hosts: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = dir.join("runtime");
+    std::fs::create_dir_all(runtime.join("eventor")).unwrap();
+    std::fs::set_permissions(
+        runtime.join("eventor"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(hosts).unwrap();
+    let text = text.replacen(
+        "  node1: {agent: ",
+        &format!(
+            "  node1: {{env: {{XDG_RUNTIME_DIR: {}}}, agent: ",
+            runtime.display()
+        ),
+        1,
+    );
+    write(dir, "hosts-unadoptable.yaml", &text)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A command that records its start and end in `rec.txt` and prints `line 1` … `line N`,
+/// a tenth of a second apart.
+fn counting_command(out: &str, lines: u32) -> String {
+    format!(
+        "echo start $(date +%s.%N) $(hostname -I) >> {out}/rec.txt; \
+         for i in $(seq 1 {lines}); do echo line $i; sleep 0.1; done; \
+         echo end $(date +%s.%N) >> {out}/rec.txt"
+    )
+}
+
+/// The numbers of the `line N` output lines in a central log, in file order.
+fn numbered_lines(log: &Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            line.rsplit_once(" stdout line ")
+                .map(|(_, n)| n.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_recovery_right_after_kill_9_re_adopts_the_running_command_one_start_every_line_in_order()
+{
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let (hosts, url) = hosts_file_with(dir.path(), &bed, &schema("once_adopt"), "lease: 30s\n");
+    let flow = write(
+        dir.path(),
+        "adopt.yaml",
+        &format!(
+            "name: adopt\nevents: {{go: {{}}, done: {{}}}}\n\
+             steps:\n  job: {{run: '{}', host: node1, triggers: {{success: [done]}}}}\n  \
+             after: {{run: 'echo after >> {out}/after.txt'}}\n\
+             assocs: [{{event: go, targets: [job]}}, {{event: done, targets: [after]}}]\n\
+             trigger: [{{event: go}}]\n",
+            counting_command(&out, 40)
+        ),
+    );
+    let flow = flow.to_str().unwrap();
+    let mut first = Command::new(coord_binary())
+        .args(["run", "--hosts", &hosts, flow, "--run-id", "A"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rec = dir.path().join("rec.txt");
+    let log = dir.path().join("logs/adopt/A.log");
+    wait_for_record(&rec, 1, 0, Duration::from_secs(30));
+    // Some lines reached the first prime's log; then it dies while the command runs on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while numbered_lines(&log).len() < 3 {
+        assert!(Instant::now() < deadline, "no output reached the log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let before = numbered_lines(&log).len();
+    let started = Instant::now();
+    let mut recover = Command::new(coord_binary())
+        .args([
+            "run", "--hosts", &hosts, flow, "--run-id", "A", "--mode", "recover",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while numbered_lines(&log).len() == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no re-adopted line"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let first_line = started.elapsed();
+    let status = recover.wait().unwrap();
+    let took = started.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(recover.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (starts, ends) = record(&rec);
+    assert_eq!(
+        (starts.len(), ends.len()),
+        (1, 1),
+        "one start, run to its end: {starts:?} {ends:?}"
+    );
+    assert_eq!(
+        numbered_lines(&log),
+        (1..=40).collect::<Vec<u32>>(),
+        "every line once, in order"
+    );
+    assert_eq!(
+        text(&std::fs::read(dir.path().join("after.txt")).unwrap()),
+        "after\n",
+        "its success fired"
+    );
+    eprintln!("MEASURE recover after kill -9: first re-adopted line after {first_line:?}, recovery done after {took:?}");
+    let store = Store::open(&StoreLocation::parse(&url).unwrap())
+        .await
+        .unwrap();
+    let history = store.run_history("A").await.unwrap();
+    let adopted = store.tasks(history[0].key.clone()).await.unwrap();
+    let job = adopted.iter().find(|t| t.step == "job").unwrap();
+    assert_eq!(
+        (job.status, job.attempt),
+        (TaskStatus::Success, 1),
+        "{job:?}"
+    );
 }

@@ -92,13 +92,29 @@ fn recover_or_continue_without_a_previous_run_is_bad_input() {
         let started = Instant::now();
         let out = coord(dir.path(), &["run", flow.to_str().unwrap(), "--mode", mode]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-        let expected = format!("no previous run to {mode} in sqlite:linear.run.db");
+        let expected = format!("no previous run of flow linear to {mode} in sqlite:linear.run.db");
         assert!(
             text(&out.stderr).contains(&expected),
             "{}",
             text(&out.stderr)
         );
         assert!(started.elapsed() < Duration::from_secs(10), "never a hang");
+        let args = [
+            "run",
+            flow.to_str().unwrap(),
+            "--mode",
+            mode,
+            "--run-id",
+            "nosuch",
+        ];
+        let out = coord(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let expected = format!("no run nosuch to {mode} in sqlite:linear.run.db");
+        assert!(
+            text(&out.stderr).contains(&expected),
+            "{}",
+            text(&out.stderr)
+        );
     }
 }
 

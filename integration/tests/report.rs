@@ -123,7 +123,7 @@ fn check_demo_reports(dir: &Path, flow: &str, store: &[&str]) {
     assert!(shown.contains("run D recovery 0 of flow demo"), "{shown}");
     assert!(shown.contains("failed tasks (3):"), "{shown}");
     assert!(
-        shown.contains("b[2] on prime (attempt 1): exited with status 3"),
+        shown.contains("b[2] on prime (attempt 1, exit:3): exited with status 3"),
         "{shown}"
     );
     let step_a = shown.lines().find(|l| l.starts_with("a ")).unwrap();
@@ -143,6 +143,7 @@ fn check_demo_reports(dir: &Path, flow: &str, store: &[&str]) {
     assert_eq!(b1["status"], "failure");
     assert_eq!(b1["attempt"], 1);
     assert!(b1["ended"].is_string());
+    assert_eq!(b1["failure_class"], "exit:3");
     for key in ["host", "started", "error", "result"] {
         assert!(b1.get(key).is_some(), "{key} in {b1}");
     }
@@ -416,7 +417,7 @@ fn status_of_a_cluster_run_shows_its_hosts() {
         .unwrap_or_else(|| panic!("{shown}"));
     assert!(b.contains("node2"), "{shown}");
     assert!(
-        shown.contains("b[2] on node2 (attempt 1): exited with status 1"),
+        shown.contains("b[2] on node2 (attempt 1, exit:1): exited with status 1"),
         "{shown}"
     );
     let runs = text(&coord(dir.path(), &["runs", &flow, "--store", &url]).stdout);
@@ -500,5 +501,91 @@ fn run_shows_progress_and_quiet_shows_only_the_outcome() {
     assert!(
         screen.contains("/2 tasks, 0 failed, active: prime 2"),
         "{screen}"
+    );
+}
+
+/// A failed task's error carries the last lines its command wrote on stderr (up to 5, the
+/// earlier ones dropped), on the prime and on a host alike, so `status` says why.
+#[test]
+fn status_shows_a_failed_tasks_last_stderr_lines() {
+    let Some(bed) = crate::testbed() else { return };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (hosts, url) =
+        crate::cluster_run::hosts_file(dir.path(), &bed, &crate::cluster_run::schema("tail"));
+    let fail = "for i in 1 2 3 4 5 6; do echo line $i >&2; done; \
+                echo schema mismatch at line 42 >&2; echo fine on stdout; exit 3";
+    let flow = write(
+        dir.path(),
+        "tail.yaml",
+        &format!(
+            "name: tail\nevents: {{go: {{}}}}\n\
+             steps:\n  here: {{run: '{fail}'}}\n  there: {{run: '{fail}', host: node1}}\n\
+             assocs: [{{event: go, targets: [here, there]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let flow = flow.to_str().unwrap();
+    let run = coord(
+        dir.path(),
+        &["run", "--hosts", &hosts, flow, "--run-id", "F"],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    let object = json(&coord(
+        dir.path(),
+        &["status", flow, "--store", &url, "--json"],
+    ));
+    let tasks = object["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{object:#}");
+    for task in tasks {
+        let error = task["error"].as_str().unwrap_or_default();
+        assert_eq!(
+            error,
+            "exited with status 3; last stderr: line 3 | line 4 | line 5 | line 6 | \
+             schema mismatch at line 42",
+            "{task:#}"
+        );
+    }
+    let said = text(&coord(dir.path(), &["status", flow, "--store", &url]).stdout);
+    assert!(said.contains("schema mismatch at line 42"), "{said}");
+}
+
+/// While a task holds the only unit of a pool, `status` says the next one waits for that
+/// pool (text and JSON), and the run's log said so when it began to wait.
+#[test]
+fn status_says_a_task_waits_for_a_pool_and_the_log_said_when_it_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let flow = write(
+        dir.path(),
+        "pool.yaml",
+        &format!(
+            "name: pool\nresources: {{db: 1}}\nevents: {{go: {{}}}}\n\
+             steps:\n  load: {{run: 'touch {d}/started-$EVENTOR_STEP_SEQUENCE; \
+             while [ ! -e {d}/release ]; do sleep 0.05; done', acquires: {{db: 1}}}}\n\
+             assocs: [{{event: go, targets: [load]}}]\ntrigger: [{{event: go, range: [1, 2]}}]\n"
+        ),
+    );
+    let flow = flow.to_str().unwrap();
+    let run = spawn_coord(dir.path(), &["run", flow, "--run-id", "W"]);
+    crate::wait_for(&dir.path().join("started-1"));
+    let object = json(&coord(dir.path(), &["status", flow, "--json"]));
+    let said = text(&coord(dir.path(), &["status", flow]).stdout);
+    std::fs::write(dir.path().join("release"), "").unwrap();
+    let (code, _, err) = finish(run);
+    assert_eq!(code, Some(0), "{err}");
+    let why = "pool `db` (1 wanted, 1 of 1 held by running tasks)";
+    let tasks = object["tasks"].as_array().unwrap();
+    let waiting: Vec<_> = tasks.iter().filter(|t| t["status"] == "ready").collect();
+    assert_eq!(waiting.len(), 1, "{object:#}");
+    assert_eq!(waiting[0]["waiting"], why, "{object:#}");
+    assert!(said.contains(&format!("load[2] waits for {why}")), "{said}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("waiting for the pool's units"))
+        .unwrap_or_else(|| panic!("no waiting line in:\n{err}"));
+    assert!(
+        line.contains("step=load") && line.contains("pool=db"),
+        "{line}"
     );
 }

@@ -45,6 +45,15 @@ async fn a_failing_step_runs_every_attempt_before_its_failure_trigger() {
         ["try", "try", "try", "after"],
         "three attempts, then the failure trigger"
     );
+    let said = text(&out.stderr);
+    for (failed, next) in [(1, 2), (2, 3)] {
+        let line = format!("attempt {failed} failed (exit:1); retrying (attempt {next} of 3)");
+        assert!(said.contains(&line), "no `{line}` in:\n{said}");
+    }
+    assert!(
+        !said.contains("attempt 3 failed (exit:1); retrying"),
+        "{said}"
+    );
     let db = dir.path().join("flaky.run.db");
     let store = open(db.to_str().unwrap()).await;
     let run = store.run_history("F").await.unwrap().remove(0);
@@ -343,7 +352,7 @@ fn start_job(
 }
 
 /// [`start_job`]'s command, not started yet.
-fn job_command(
+pub(crate) fn job_command(
     dir: &Path,
     bed: &std::collections::HashMap<String, String>,
     name: &str,

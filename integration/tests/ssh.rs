@@ -69,6 +69,7 @@ impl Bed {
             local_user: "root".into(),
             agent_socket: None,
             default_connect_timeout: Some(Duration::from_secs(10)),
+            max_startups: eventor_ssh::MAX_STARTUPS,
         })
         .unwrap()
     }
@@ -507,4 +508,51 @@ async fn connect_time_concurrent_vs_sequential() {
         c <= limit,
         "concurrent {c:?} slower than 1.5 x sequential {s:?} + 200 ms"
     );
+}
+
+/// Lines of node1's sshd log that record a login.
+fn node1_logins(bed: &Bed) -> usize {
+    let state = std::path::Path::new(&bed.var("EVENTOR_SSH_CONFIG"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let log = std::fs::read_to_string(state.join("nodes/node1/sshd.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("Accepted publickey"))
+        .count()
+}
+
+#[tokio::test]
+async fn hosts_behind_one_jump_host_share_one_login_to_it() {
+    // Alone on the bed: node1's log must count only this test's logins.
+    let _link = crate::TESTBED_LINK.write();
+    let Some(bed) = Bed::new() else { return };
+    let (a1, a2) = (bed.var("EVENTOR_NODE1_ADDR"), bed.var("EVENTOR_NODE2_ADDR"));
+    let mut text = bed.block("node1", &a1, &[]);
+    let aliases = ["b1", "b2", "b3", "b4"];
+    for alias in aliases {
+        text += &bed.block(alias, &a2, &[("ProxyJump", "node1")]);
+    }
+    let config = bed.config(&text);
+    let before = node1_logins(&bed);
+    let sessions = ssh::connect_all(&config, &aliases).await;
+    let sessions: Vec<_> = sessions.into_iter().map(Result::unwrap).collect();
+    for session in &sessions {
+        let out = stdout_of(session, "hostname -I").await;
+        assert!(out.split_whitespace().any(|a| a == a2), "{out}");
+    }
+    // sshd writes its log line as it accepts; give it a moment to reach the file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while node1_logins(&bed) == before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        node1_logins(&bed) - before,
+        1,
+        "four hosts through node1, one login to node1"
+    );
+    for session in sessions {
+        session.close().await;
+    }
 }

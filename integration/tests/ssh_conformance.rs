@@ -170,6 +170,7 @@ impl Local {
             local_user: self.user.clone(),
             agent_socket: self.agent.clone(),
             default_connect_timeout: None,
+            max_startups: eventor_ssh::MAX_STARTUPS,
         }
     }
 }

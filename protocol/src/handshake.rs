@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{ProtocolError, Role};
 use crate::io::{FrameReader, FrameWriter};
-use crate::messages::{Accept, HandshakeReply, Hello, Refuse, StoreAccess};
+use crate::messages::{Accept, HandshakeReply, Hello, Refuse, StoreAccess, StoreTls};
 
 /// What an accepted agent is told: the [`Accept`], and since 1.1 the store it records in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,9 @@ pub struct Welcome {
     /// The store and its password; `None` when the coordinator sent none (or could not:
     /// the agent's version predates it).
     pub store: Option<StoreAccess>,
+    /// Since 1.4, the TLS the store is reached with; `None` when none was sent (no store,
+    /// or an agent before 1.4, whose store URL still says the `sslmode`).
+    pub tls: Option<StoreTls>,
 }
 
 impl From<Accept> for Welcome {
@@ -23,6 +26,7 @@ impl From<Accept> for Welcome {
         Welcome {
             accept,
             store: None,
+            tls: None,
         }
     }
 }
@@ -49,6 +53,12 @@ where
             Some(HandshakeReply::AcceptWithStore { accept, store }) => Ok(Welcome {
                 accept,
                 store: Some(store),
+                tls: None,
+            }),
+            Some(HandshakeReply::AcceptWithStoreTls { accept, store, tls }) => Ok(Welcome {
+                accept,
+                store: Some(store),
+                tls: Some(tls),
             }),
             Some(HandshakeReply::Refuse(Refuse { reason })) => {
                 Err(ProtocolError::Refused { reason })
@@ -67,7 +77,10 @@ where
 ///
 /// `decide` returns the [`Welcome`] to send, or the reason to refuse. A store goes only to
 /// an agent of 1.1 or later ([`HandshakeReply::AcceptWithStore`]); for an older one it is
-/// left out, and the returned welcome says so (`store: None`). A refusal is sent and
+/// left out, and the returned welcome says so (`store: None`). Its TLS goes only to an
+/// agent of 1.4 or later ([`HandshakeReply::AcceptWithStoreTls`]); an older one gets the
+/// store without it (`tls: None`), and its store URL's `sslmode` then makes it refuse a
+/// mode that needs TLS rather than connect without. A refusal is sent and
 /// then returned as [`ProtocolError::Refused`]. An agent of another major version gets a
 /// refusal too (its own decoder reports the mismatch from the header) and the call returns
 /// [`ProtocolError::VersionMismatch`].
@@ -98,19 +111,30 @@ where
 
 /// The welcome as an agent of `hello`'s version can take it.
 fn welcome_for(hello: &Hello, welcome: Welcome) -> Welcome {
-    match welcome.store {
-        Some(_) if !hello.protocol.has_store_access() => welcome.accept.into(),
+    match (&welcome.store, &welcome.tls) {
+        (Some(_), _) if !hello.protocol.has_store_access() => welcome.accept.into(),
+        (Some(_), Some(_)) if !hello.protocol.has_store_tls() => Welcome {
+            tls: None,
+            ..welcome
+        },
+        // TLS without a store means nothing.
+        (None, Some(_)) => welcome.accept.into(),
         _ => welcome,
     }
 }
 
 fn reply_of(welcome: &Welcome) -> HandshakeReply {
     let accept = welcome.accept.clone();
-    match &welcome.store {
-        None => HandshakeReply::Accept(accept),
-        Some(store) => HandshakeReply::AcceptWithStore {
+    match (&welcome.store, &welcome.tls) {
+        (None, _) => HandshakeReply::Accept(accept),
+        (Some(store), None) => HandshakeReply::AcceptWithStore {
             accept,
             store: store.clone(),
+        },
+        (Some(store), Some(tls)) => HandshakeReply::AcceptWithStoreTls {
+            accept,
+            store: store.clone(),
+            tls: tls.clone(),
         },
     }
 }

@@ -52,7 +52,8 @@
 //!    |       limits}                            |
 //!    |     or HandshakeReply::Refuse {reason}   |  (then closes)
 //!    |     or HandshakeReply::AcceptWithStore   |  (1.1: Accept + StoreAccess)
-//!    | -- StoreReady (or Error, then closes) -> |  (1.1, after AcceptWithStore only)
+//!    |     or HandshakeReply::AcceptWithStoreTls|  (1.4: the same + StoreTls)
+//!    | -- StoreReady (or Error, then closes) -> |  (1.1, after AcceptWithStore[Tls] only)
 //! ```
 //!
 //! **The store (1.1).** To an agent whose hello says 1.1 or later, the coordinator may answer
@@ -68,6 +69,17 @@
 //! appending a variant to `HandshakeReply` and to `ToCoordinator` is the minor bump the
 //! rules below allow, which is why the golden files changed only in the header's minor
 //! byte (and gained `accept_with_store` and `store_ready`).
+//!
+//! **The store's TLS (1.4).** To an agent of 1.4 or later, a coordinator whose store is
+//! reached over TLS answers `HandshakeReply::AcceptWithStoreTls { accept, store, tls }`: the
+//! same two plus a [`StoreTls`] (the `sslmode` it resolved, the name the server's
+//! certificate must match, and the contents of the CA and client certificate files and the
+//! key), so certificates and keys reach an agent as its password does, never as files left
+//! on its host. Adding a field to `StoreAccess` would have been a major version; a variant
+//! appended to `HandshakeReply` is a minor one. An agent before 1.4 gets `AcceptWithStore`
+//! without the TLS; the store URL it is sent names the `sslmode`, which such an agent
+//! refuses when the mode needs TLS, so no agent connects in plain text to a store that
+//! must not be.
 //!
 //! **Output in batches (1.2).** A command's output reaches the agent a pipe read at a time;
 //! [`ToCoordinator::Output`] carries one read's lines ([`OutputBatch`]: the task, stream and
@@ -86,6 +98,16 @@
 //! passed since it last heard from that host. Both sides measure with monotonic clocks, so
 //! at most one attempt of a task is alive at any moment. An agent without a lease (an older
 //! coordinator) lets its tasks run to their end, as before.
+//!
+//! **Re-adoption (1.4).** An agent that lost its coordinator waits for the next one on a
+//! private Unix socket of its host, for the rest of its lease, holding its tasks' output.
+//! A coordinator that reaches the host again (a reconnect, a recovery, a continue) starts
+//! the agent with the run's socket name; that agent finds the survivor and only carries
+//! bytes between the channel and the socket, so the coordinator's handshake is with the
+//! survivor itself: its hello has the [`ADOPTED`] capability and its first message is
+//! [`ToCoordinator::Adopted`], the attempts it started whose ends no coordinator has read.
+//! Their held output and ends follow in order, then the session goes on as any other. The
+//! coordinator takes those attempts as running on that host and starts no other.
 //!
 //! The agent speaks first, because the coordinator started it and is already listening.
 //! [`Hello`] and [`HandshakeReply`] are types of their own rather than variants of the
@@ -106,7 +128,8 @@
 //! After the handshake each direction carries one closed enum: [`ToAgent`] (dispatch,
 //! cancel, shutdown, heartbeat, and since 1.3 lease) and [`ToCoordinator`] (task started,
 //! task finished, log record, heartbeat, error; since 1.1 store ready; since 1.2 output and
-//! task ran). Variants are only ever appended, so an older peer's messages keep their
+//! task ran; since 1.4 adopted and a task's trigger, answered by the coordinator's trigger
+//! answer). Variants are only ever appended, so an older peer's messages keep their
 //! indices. Many tasks run at once on one channel, so every message about
 //! a task carries its [`TaskKey`] (run, step, sequence, recovery, attempt); nothing relies
 //! on which message came before. A retry is a new attempt and so a new key, which keeps a
@@ -123,7 +146,7 @@
 //!   drained;
 //! - frames of different tasks interleave in any order;
 //! - `Cancel` of a key that has finished (or never ran) is ignored; the cancelled task's own
-//!   `TaskFinished { status: Cancelled }` is its answer;
+//!   `TaskFinished` with status `Cancelled` is its answer;
 //! - each end sends a `Heartbeat` when it has sent nothing for `heartbeat_interval_ms`;
 //!   a peer silent for several intervals may be presumed gone. The prime waits at most
 //!   [`MAX_LOST_AFTER`] on a silent agent; an agent waits longer than that on a silent prime,
@@ -162,6 +185,11 @@
 //!   `untagged` and internally or adjacently `tag`ged enums (all need `deserialize_any`,
 //!   which bincode refuses). And `default` on a field does not make adding it compatible:
 //!   the reader still expects its bytes.
+//! - `#[serde(skip)]` (unconditional, both ways) adds no bytes, so a field of it is no
+//!   version step: [`TaskEnd`]'s `class` is one, a prime-made end's failure class that
+//!   never crosses the wire. An agent's end is classed where it is read from its status,
+//!   exit code and error ([`TaskEnd::derived_class`]), so the ends of agents of every 1.x
+//!   are classed alike.
 //!
 //! The golden vectors in `tests/golden/` pin the bytes of a few messages, so an accidental
 //! change fails a test; an intended one regenerates them (`UPDATE_GOLDEN=1`) together with
@@ -202,6 +230,7 @@
 pub const MAX_LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 mod error;
+mod failure;
 mod frame;
 mod handshake;
 mod io;
@@ -210,12 +239,16 @@ mod messages;
 mod wire;
 
 pub use error::{ProtocolError, Role, WireCause};
+pub use failure::{
+    signal_name, FailureClass, FailureKind, UnknownClass, CANNOT_START, EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND, KILLED_BY_SIGNAL, NO_COORDINATOR,
+};
 pub use frame::{decode_frame, encode_frame, FrameConfig, FrameHeader, HEADER_LEN, MAGIC};
 pub use handshake::{accept, hello, Welcome};
 pub use io::{FrameReader, FrameWriter};
 pub use limit::FrameLimit;
 pub use messages::{
-    Accept, Dispatch, HandshakeReply, Heartbeat, Hello, Limits, LogLevel, LogRecord, Micros,
-    Outcome, OutputBatch, ProtocolVersion, Refuse, StoreAccess, Stream, TaskKey, ToAgent,
-    ToCoordinator, WireMessage, Work, LEASE_STOP_GRACE,
+    Accept, Dispatch, EndStatus, HandshakeReply, Heartbeat, Hello, Limits, LogLevel, LogRecord,
+    Micros, OutputBatch, ProtocolVersion, Refuse, StoreAccess, StoreTls, Stream, TaskEnd, TaskKey,
+    ToAgent, ToCoordinator, WireMessage, Work, ADOPTED, LEASE_STOP_GRACE,
 };

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::error::Role;
+use crate::failure::{
+    signal_name, FailureClass, CANNOT_START, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, KILLED_BY_SIGNAL,
+    NO_COORDINATOR,
+};
 
 /// Microseconds since the Unix epoch (`eventor-store` re-exports it: the store's unit too).
 pub type Micros = i64;
@@ -32,7 +36,7 @@ pub struct ProtocolVersion {
 
 impl ProtocolVersion {
     /// The version this build speaks.
-    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 3 };
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 4 };
 
     /// The first minor of major 1 with [`HandshakeReply::AcceptWithStore`] and
     /// [`ToCoordinator::StoreReady`].
@@ -58,6 +62,23 @@ impl ProtocolVersion {
     /// Whether a peer of this version knows [`ToAgent::Lease`].
     pub fn has_leases(self) -> bool {
         self.major == Self::LEASES.major && self.minor >= Self::LEASES.minor
+    }
+
+    /// The first minor of major 1 with [`ToCoordinator::Adopted`]: an agent that outlived
+    /// its prime may be re-adopted by the next one.
+    pub const ADOPTION: ProtocolVersion = ProtocolVersion { major: 1, minor: 4 };
+
+    /// Whether a peer of this version knows [`ToCoordinator::Adopted`].
+    pub fn has_adoption(self) -> bool {
+        self.major == Self::ADOPTION.major && self.minor >= Self::ADOPTION.minor
+    }
+
+    /// The first minor of major 1 with [`HandshakeReply::AcceptWithStoreTls`].
+    pub const STORE_TLS: ProtocolVersion = ProtocolVersion { major: 1, minor: 4 };
+
+    /// Whether a peer of this version knows [`HandshakeReply::AcceptWithStoreTls`].
+    pub fn has_store_tls(self) -> bool {
+        self.major == Self::STORE_TLS.major && self.minor >= Self::STORE_TLS.minor
     }
 
     /// The version both ends understand: our major, the lower minor. Send only what it has.
@@ -185,6 +206,39 @@ impl fmt::Debug for StoreAccess {
     }
 }
 
+/// How the agent reaches a Postgres store over TLS (since 1.4, in
+/// [`HandshakeReply::AcceptWithStoreTls`]): what the prime resolved from the store URL's
+/// `sslmode`, `sslrootcert`, `sslcert` and `sslkey` (or their `PGSSL*` variables and
+/// `~/.postgresql` files), the files' contents rather than their paths, so no certificate
+/// or key is ever left as a file on a host. `Debug` masks the key; nothing may log it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreTls {
+    /// libpq's word: `disable`, `allow`, `prefer`, `require`, `verify-ca` or `verify-full`.
+    pub mode: String,
+    /// The name the server's certificate must match (the store's host as the prime names
+    /// it, whatever address the agent connects to); `None`: the host connected to.
+    pub server_name: Option<String>,
+    /// The root certificates (PEM) the server's chain is checked against.
+    pub root_cert: Option<Vec<u8>>,
+    /// The client certificate chain (PEM), for a server that asks for one.
+    pub client_cert: Option<Vec<u8>>,
+    /// Its private key (PEM).
+    pub client_key: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for StoreTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let size = |pem: &Option<Vec<u8>>| pem.as_ref().map(Vec::len);
+        f.debug_struct("StoreTls")
+            .field("mode", &self.mode)
+            .field("server_name", &self.server_name)
+            .field("root_cert_bytes", &size(&self.root_cert))
+            .field("client_cert_bytes", &size(&self.client_cert))
+            .field("client_key", &self.client_key.as_ref().map(|_| "****"))
+            .finish()
+    }
+}
+
 /// The coordinator's refusal; it closes the channel after sending it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refuse {
@@ -208,14 +262,26 @@ pub enum HandshakeReply {
         /// The store and its password.
         store: StoreAccess,
     },
+    /// [`AcceptWithStore`](Self::AcceptWithStore) with the TLS the store is reached with
+    /// (since 1.4; sent only to an agent whose hello says 1.4 or later). The agent answers
+    /// as it does to `AcceptWithStore`.
+    AcceptWithStoreTls {
+        /// The welcome proper.
+        accept: Accept,
+        /// The store and its password.
+        store: StoreAccess,
+        /// How the store is reached over TLS.
+        tls: StoreTls,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
 // Coordinator to agent.
 // ---------------------------------------------------------------------------------------------
 
-/// What a task runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a task runs. Its `Debug` names a command's variables but never shows their values
+/// (some are secrets from the prime's environment).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Work {
     /// A shell command.
     Command {
@@ -233,6 +299,28 @@ pub enum Work {
         /// The step's name.
         step: String,
     },
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Command {
+                command,
+                env,
+                cwd,
+                timeout_ms,
+            } => {
+                let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
+                f.debug_struct("Command")
+                    .field("command", command)
+                    .field("env", &names)
+                    .field("cwd", cwd)
+                    .field("timeout_ms", timeout_ms)
+                    .finish()
+            }
+            Work::Closure { step } => f.debug_struct("Closure").field("step", step).finish(),
+        }
+    }
 }
 
 /// Start a task.
@@ -258,7 +346,7 @@ pub struct Heartbeat {
 pub enum ToAgent {
     /// Start a task.
     Dispatch(Dispatch),
-    /// Stop a task; the agent answers with `TaskFinished { status: Cancelled, .. }`, or with
+    /// Stop a task; the agent answers with `TaskFinished` with an end of status `Cancelled`, or with
     /// nothing if the task had already finished.
     Cancel {
         /// The task attempt to stop.
@@ -281,6 +369,24 @@ pub enum ToAgent {
         /// The lease in milliseconds, counted from the last frame the agent read.
         lease_ms: u64,
     },
+    /// The answer to the agent's [`ToCoordinator::Trigger`] `id` (since 1.4): `None` when
+    /// the run took the event, else why not.
+    TriggerAnswer {
+        /// The request answered.
+        id: u64,
+        /// Why the run did not take the event (an unknown event, a run that is over).
+        refused: Option<String>,
+    },
+    /// The answer to the agent's [`ToCoordinator::StatusAsk`] `id` (since 1.4): the run's
+    /// status as `status --json` prints it, or why it cannot be told.
+    StatusAnswer {
+        /// The request answered.
+        id: u64,
+        /// The status, one line of JSON.
+        status: Option<String>,
+        /// Why there is none.
+        refused: Option<String>,
+    },
 }
 
 impl ToAgent {
@@ -289,7 +395,11 @@ impl ToAgent {
         match self {
             ToAgent::Dispatch(d) => Some(&d.key),
             ToAgent::Cancel { key } => Some(key),
-            ToAgent::Shutdown { .. } | ToAgent::Heartbeat(_) | ToAgent::Lease { .. } => None,
+            ToAgent::Shutdown { .. }
+            | ToAgent::Heartbeat(_)
+            | ToAgent::Lease { .. }
+            | ToAgent::TriggerAnswer { .. }
+            | ToAgent::StatusAnswer { .. } => None,
         }
     }
 }
@@ -298,9 +408,9 @@ impl ToAgent {
 // Agent to coordinator.
 // ---------------------------------------------------------------------------------------------
 
-/// How a task ended.
+/// How a task ended, in one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Outcome {
+pub enum EndStatus {
     /// It ran and succeeded (exit code 0, or the closure returned `Ok`).
     Success,
     /// It ran and failed.
@@ -310,6 +420,140 @@ pub enum Outcome {
     Cancelled,
     /// It was stopped because its `timeout_ms` passed.
     TimedOut,
+}
+
+/// How a task attempt ended: the one shape of a task's end, from the command or closure
+/// that ran it through the protocol to the store's row and the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEnd {
+    /// How it ended.
+    pub status: EndStatus,
+    /// The command's exit code, if it exited (not for closures or signals).
+    pub exit_code: Option<i32>,
+    /// What the store records as the result: a closure's JSON text, or a command's exit
+    /// code in words (`"3"`).
+    pub result: Option<String>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// The failure's class when the end was made on the prime (a lost host, an interrupt),
+    /// where status, code and error cannot tell it. Never on the
+    /// wire (skipped both ways, so the bytes are those of every 1.x): an agent's end is
+    /// classed from its other fields ([`TaskEnd::failure_class`]).
+    #[serde(skip)]
+    pub class: Option<FailureClass>,
+}
+
+impl TaskEnd {
+    /// A success with `result` (a closure's JSON text).
+    pub fn success(result: Option<String>) -> TaskEnd {
+        TaskEnd {
+            status: EndStatus::Success,
+            exit_code: None,
+            result,
+            error: None,
+            class: None,
+        }
+    }
+
+    /// A failure with `error` as its reason.
+    pub fn failure(error: impl Into<String>) -> TaskEnd {
+        TaskEnd {
+            status: EndStatus::Failure,
+            exit_code: None,
+            result: None,
+            error: Some(error.into()),
+            class: None,
+        }
+    }
+
+    /// A failure made on the prime because the task's host was lost or unreachable.
+    pub fn host_lost(error: impl Into<String>) -> TaskEnd {
+        TaskEnd::failure(error).classed(FailureClass::HostLost)
+    }
+
+    /// A failure made on the prime because the run was interrupted or stopped.
+    pub fn interrupted(error: impl Into<String>) -> TaskEnd {
+        TaskEnd::failure(error).classed(FailureClass::Interrupted)
+    }
+
+    /// This end with `class` as its class.
+    pub fn classed(self, class: FailureClass) -> TaskEnd {
+        TaskEnd {
+            class: Some(class),
+            ..self
+        }
+    }
+
+    /// The class of a failed end (`None` for a success): the one it was made with, else
+    /// the one its status, exit code and error tell ([`TaskEnd::derived_class`]).
+    pub fn failure_class(&self) -> Option<FailureClass> {
+        match self.status {
+            EndStatus::Success => None,
+            _ => self.class.clone().or_else(|| self.derived_class()),
+        }
+    }
+
+    /// The class of an end that carries none of its own: derived from its status, exit code
+    /// and error as an agent of any protocol version writes them. `None` for a success.
+    pub fn derived_class(&self) -> Option<FailureClass> {
+        let end = self;
+        let error = end.error.as_deref().unwrap_or("");
+        match end.status {
+            EndStatus::Success => None,
+            EndStatus::TimedOut => Some(FailureClass::Timeout),
+            EndStatus::Cancelled => Some(FailureClass::Interrupted),
+            EndStatus::Failure => Some(match end.exit_code {
+                Some(EXIT_NOT_FOUND | EXIT_NOT_EXECUTABLE) => FailureClass::Start,
+                Some(code) => FailureClass::Exit(Some(code)),
+                None if error.starts_with(CANNOT_START) => FailureClass::Start,
+                None if error.starts_with(NO_COORDINATOR) => FailureClass::HostLost,
+                None => match error.strip_prefix(KILLED_BY_SIGNAL) {
+                    Some(number) => FailureClass::Signal(signal_name(number)),
+                    // A closure's error is its exit: it returned a failure.
+                    None => FailureClass::Exit(None),
+                },
+            }),
+        }
+    }
+
+    /// Stopped (a cancel, or the run's stop), `why` saying by what.
+    pub fn cancelled(why: impl Into<String>) -> TaskEnd {
+        TaskEnd {
+            status: EndStatus::Cancelled,
+            ..TaskEnd::failure(why)
+        }
+    }
+
+    /// Stopped because its time limit passed; `error` says after how long.
+    pub fn timed_out(error: impl Into<String>) -> TaskEnd {
+        TaskEnd {
+            status: EndStatus::TimedOut,
+            ..TaskEnd::failure(error)
+        }
+    }
+
+    /// A command that exited with `code`: a success for 0, else a failure saying the code.
+    pub fn exited(code: i32) -> TaskEnd {
+        let (status, error) = match code {
+            0 => (EndStatus::Success, None),
+            _ => (
+                EndStatus::Failure,
+                Some(format!("exited with status {code}")),
+            ),
+        };
+        TaskEnd {
+            status,
+            exit_code: Some(code),
+            result: Some(code.to_string()),
+            error,
+            class: None,
+        }
+    }
+
+    /// Whether it succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.status == EndStatus::Success
+    }
 }
 
 /// A log record's severity.
@@ -391,14 +635,9 @@ pub enum ToCoordinator {
     TaskFinished {
         /// The task attempt.
         key: TaskKey,
-        /// How it ended.
-        status: Outcome,
-        /// The command's exit code, if it exited (not for closures or signals).
-        exit_code: Option<i32>,
-        /// The closure's result (JSON text), if any.
-        result: Option<String>,
-        /// What went wrong, if anything.
-        error: Option<String>,
+        /// How it ended (its fields on the wire as they were inline before 1.5's rename:
+        /// the same bytes).
+        end: TaskEnd,
     },
     /// Output or agent logging.
     Log(LogRecord),
@@ -423,7 +662,37 @@ pub enum ToCoordinator {
         /// The task attempt.
         key: TaskKey,
     },
+    /// The agent outlived its prime and this coordinator re-adopted it (since 1.4; its
+    /// hello then has the [`ADOPTED`] capability and this is its first message after the
+    /// store's answer): the task attempts it started whose ends no coordinator has read
+    /// yet. Their held output, then their `TaskFinished`, follow in order.
+    Adopted {
+        /// The task attempts, running or ended and not yet reported.
+        tasks: Vec<TaskKey>,
+    },
+    /// A task's command fires `event` in `sequence` in its own run (since 1.4;
+    /// `eventor-coord trigger` inside a task on this host). The coordinator hands it to
+    /// the run's driver, which fires each (event, sequence) once, and answers with
+    /// [`ToAgent::TriggerAnswer`] `id`.
+    Trigger {
+        /// Names this request in the answer.
+        id: u64,
+        /// The event's name.
+        event: String,
+        /// The sequence it fires in.
+        sequence: String,
+    },
+    /// A task's command asks its run's status (since 1.4; `eventor-coord status` inside a
+    /// task on this host); answered by [`ToAgent::StatusAnswer`] `id`.
+    StatusAsk {
+        /// Names this request in the answer.
+        id: u64,
+    },
 }
+
+/// The capability in the hello of an agent that outlived its prime and is being re-adopted:
+/// [`ToCoordinator::Adopted`] follows the handshake.
+pub const ADOPTED: &str = "adopted";
 
 impl ToCoordinator {
     /// The task this message concerns, if any.
@@ -435,7 +704,11 @@ impl ToCoordinator {
             ToCoordinator::Log(record) => record.task.as_ref(),
             ToCoordinator::Output(batch) => Some(&batch.task),
             ToCoordinator::Error { key, .. } => key.as_ref(),
-            ToCoordinator::Heartbeat(_) | ToCoordinator::StoreReady => None,
+            ToCoordinator::Heartbeat(_)
+            | ToCoordinator::StoreReady
+            | ToCoordinator::Adopted { .. }
+            | ToCoordinator::Trigger { .. }
+            | ToCoordinator::StatusAsk { .. } => None,
         }
     }
 }
@@ -472,3 +745,78 @@ wire_message!(Hello, Role::Agent, "hello");
 wire_message!(HandshakeReply, Role::Coordinator, "handshake reply");
 wire_message!(ToAgent, Role::Coordinator, "coordinator message");
 wire_message!(ToCoordinator, Role::Agent, "agent message");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_s_debug_names_its_variables_and_never_shows_a_value() {
+        let work = Work::Command {
+            command: "make".into(),
+            env: vec![("DB_PASSWORD".into(), "hunter2-secret".into())],
+            cwd: None,
+            timeout_ms: None,
+        };
+        let shown = format!("{work:?}");
+        assert!(
+            shown.contains("DB_PASSWORD") && shown.contains("make"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+
+    #[test]
+    fn an_agents_end_is_classed_from_what_the_wire_carries() {
+        let cases = [
+            (TaskEnd::exited(0), None),
+            (TaskEnd::exited(3), Some("exit:3")),
+            (TaskEnd::exited(127), Some("start")),
+            (TaskEnd::exited(126), Some("start")),
+            (
+                TaskEnd::failure("killed by signal 9"),
+                Some("signal:SIGKILL"),
+            ),
+            (
+                TaskEnd::failure("killed by signal 64"),
+                Some("signal:SIG64"),
+            ),
+            (
+                TaskEnd::failure("killed by signal 15; last stderr: bye"),
+                Some("signal:SIGTERM"),
+            ),
+            (
+                TaskEnd::failure("cannot start `x`: no space"),
+                Some("start"),
+            ),
+            (
+                TaskEnd::failure("no coordinator for 30s"),
+                Some("host_lost"),
+            ),
+            (TaskEnd::failure("closure said no"), Some("exit")),
+            (TaskEnd::timed_out("timed out after 1s"), Some("timeout")),
+            (TaskEnd::cancelled("cancelled"), Some("interrupted")),
+        ];
+        for (end, want) in cases {
+            let got = end.failure_class().map(|c| c.to_string());
+            assert_eq!(got.as_deref(), want, "{end:?}");
+        }
+    }
+
+    #[test]
+    fn a_prime_made_end_keeps_the_class_it_was_made_with() {
+        assert_eq!(
+            TaskEnd::host_lost("host a lost").failure_class(),
+            Some(FailureClass::HostLost)
+        );
+        assert_eq!(
+            TaskEnd::interrupted("interrupted by SIGINT").failure_class(),
+            Some(FailureClass::Interrupted)
+        );
+    }
+}

@@ -102,6 +102,29 @@ fn accept_with_store_is_unchanged() {
     );
 }
 
+/// Since 1.4: the welcome with the store and its TLS (made-up PEM bytes and key).
+#[test]
+fn accept_with_store_tls_is_unchanged() {
+    let eventor_protocol::HandshakeReply::Accept(accept) = sample_accept() else {
+        unreachable!()
+    };
+    let store = eventor_protocol::StoreAccess {
+        location: "postgres://ev@db:5432/eventor?schema=eventor&sslmode=verify-full".into(),
+        password: Some("pw".into()),
+    };
+    let tls = eventor_protocol::StoreTls {
+        mode: "verify-full".into(),
+        server_name: Some("db".into()),
+        root_cert: Some(b"CA".to_vec()),
+        client_cert: None,
+        client_key: Some(b"K".to_vec()),
+    };
+    check(
+        "accept_with_store_tls",
+        &eventor_protocol::HandshakeReply::AcceptWithStoreTls { accept, store, tls },
+    );
+}
+
 /// Since 1.1: the agent's answer to a store it could open.
 #[test]
 fn store_ready_is_unchanged() {
@@ -151,5 +174,58 @@ fn lease_is_unchanged() {
     check(
         "lease",
         &eventor_protocol::ToAgent::Lease { lease_ms: 30_000 },
+    );
+}
+
+/// Since 1.4: a re-adopted agent's first message, the attempts it still answers for.
+#[test]
+fn adopted_is_unchanged() {
+    let key = eventor_protocol::TaskKey {
+        run_id: "run-1".into(),
+        step: "s1".into(),
+        sequence: "7".into(),
+        recovery: 0,
+        attempt: 2,
+    };
+    check(
+        "adopted",
+        &eventor_protocol::ToCoordinator::Adopted { tasks: vec![key] },
+    );
+}
+
+/// Since 1.4: a task's command fires an event in its own run, and the answer.
+#[test]
+fn trigger_and_its_answer_are_unchanged() {
+    check(
+        "trigger",
+        &eventor_protocol::ToCoordinator::Trigger {
+            id: 3,
+            event: "tick".into(),
+            sequence: "8".into(),
+        },
+    );
+    check(
+        "trigger_answer",
+        &eventor_protocol::ToAgent::TriggerAnswer {
+            id: 3,
+            refused: Some("unknown event `x`".into()),
+        },
+    );
+}
+
+/// Since 1.4: a task's command asks its run's status, and the answer.
+#[test]
+fn status_ask_and_its_answer_are_unchanged() {
+    check(
+        "status_ask",
+        &eventor_protocol::ToCoordinator::StatusAsk { id: 4 },
+    );
+    check(
+        "status_answer",
+        &eventor_protocol::ToAgent::StatusAnswer {
+            id: 4,
+            status: Some("{\"run_id\":\"r\"}".into()),
+            refused: None,
+        },
     );
 }

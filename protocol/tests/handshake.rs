@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use eventor_protocol::{
     accept, hello, Accept, FrameConfig, FrameReader, FrameWriter, Hello, ProtocolError,
-    ProtocolVersion, StoreAccess, ToAgent, ToCoordinator, Welcome,
+    ProtocolVersion, StoreAccess, StoreTls, ToAgent, ToCoordinator, Welcome,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 
@@ -219,6 +219,7 @@ async fn a_store_reaches_an_agent_that_knows_it() {
     let welcome = Welcome {
         accept: the_accept(),
         store: Some(store_access()),
+        tls: None,
     };
     let sent = welcome.clone();
     let (_, sent) = accept(&mut cr, &mut cw, PATIENCE, move |_| Ok(sent))
@@ -241,6 +242,7 @@ async fn an_older_agent_gets_a_plain_accept() {
     let welcome = Welcome {
         accept: the_accept(),
         store: Some(store_access()),
+        tls: None,
     };
     let (_, sent) = accept(&mut cr, &mut cw, PATIENCE, move |_| Ok(welcome))
         .await
@@ -249,11 +251,83 @@ async fn an_older_agent_gets_a_plain_accept() {
     assert_eq!(agent.await.unwrap().unwrap(), the_accept().into());
 }
 
+fn store_tls() -> StoreTls {
+    StoreTls {
+        mode: "verify-full".into(),
+        server_name: Some("db".into()),
+        root_cert: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+        client_cert: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+        client_key: Some(b"-----BEGIN PRIVATE KEY----- s3cr/t".to_vec()),
+    }
+}
+
+/// A 1.4 agent gets the store with its TLS.
+#[tokio::test]
+async fn the_stores_tls_reaches_an_agent_that_knows_it() {
+    let ((mut ar, mut aw), (mut cr, mut cw)) = ends(1, 1);
+    let new = Hello {
+        protocol: ProtocolVersion::STORE_TLS,
+        ..sample_hello()
+    };
+    let agent = tokio::spawn(async move { hello(&mut ar, &mut aw, &new, PATIENCE).await });
+    let welcome = Welcome {
+        accept: the_accept(),
+        store: Some(store_access()),
+        tls: Some(store_tls()),
+    };
+    let sent = welcome.clone();
+    let (_, sent) = accept(&mut cr, &mut cw, PATIENCE, move |_| Ok(sent))
+        .await
+        .unwrap();
+    assert_eq!(sent, welcome);
+    assert_eq!(agent.await.unwrap().unwrap(), welcome);
+}
+
+/// A 1.3 agent cannot read `AcceptWithStoreTls`: it gets the store without the TLS (its
+/// URL's `sslmode` is then its own to refuse), and the coordinator learns what was sent.
+#[tokio::test]
+async fn an_agent_before_tls_gets_the_store_without_it() {
+    let ((mut ar, mut aw), (mut cr, mut cw)) = ends(1, 1);
+    let old = Hello {
+        protocol: ProtocolVersion { major: 1, minor: 3 },
+        ..sample_hello()
+    };
+    let agent = tokio::spawn(async move { hello(&mut ar, &mut aw, &old, PATIENCE).await });
+    let welcome = Welcome {
+        accept: the_accept(),
+        store: Some(store_access()),
+        tls: Some(store_tls()),
+    };
+    let (_, sent) = accept(&mut cr, &mut cw, PATIENCE, move |_| Ok(welcome))
+        .await
+        .unwrap();
+    let without = Welcome {
+        accept: the_accept(),
+        store: Some(store_access()),
+        tls: None,
+    };
+    assert_eq!(sent, without);
+    assert_eq!(agent.await.unwrap().unwrap(), without);
+}
+
+#[test]
+fn debug_masks_the_client_key() {
+    let welcome = Welcome {
+        accept: the_accept(),
+        store: Some(store_access()),
+        tls: Some(store_tls()),
+    };
+    let shown = format!("{welcome:?} {welcome:#?}");
+    assert!(!shown.contains("s3cr"), "{shown}");
+    assert!(!shown.contains("PRIVATE"), "{shown}");
+}
+
 #[test]
 fn debug_masks_the_store_password() {
     let welcome = Welcome {
         accept: the_accept(),
         store: Some(store_access()),
+        tls: None,
     };
     let shown = format!("{welcome:?} {welcome:#?}");
     assert!(!shown.contains("s3cr"), "{shown}");

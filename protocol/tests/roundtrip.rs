@@ -174,7 +174,7 @@ async fn reader_and_writer_roundtrip_over_a_narrow_pipe() {
 async fn writer_queues_until_flushed_and_ends_keep_their_config() {
     let config = FrameConfig {
         limit: FrameLimit::MIN,
-        version: ProtocolVersion { major: 1, minor: 3 },
+        version: ProtocolVersion { major: 1, minor: 4 },
     };
     let mut expected = BytesMut::new();
     encode_frame(&sample_log(), &mut expected, &config).unwrap();

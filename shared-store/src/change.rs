@@ -1,4 +1,4 @@
-//! What a write does, taken apart once for every backend: the three kinds of write, and each
+//! What a write does, taken apart once for every backend: the four kinds of write, and each
 //! [`Change`] of a batch as the row it inserts or the fenced edit it makes to a row, with the
 //! errors that refuse them. SQLite applies the parts one by one; Postgres first folds each
 //! row's parts into one statement row (`postgres/plan.rs`).
@@ -13,6 +13,13 @@ pub(crate) enum Write {
     BeginRun(NewRun),
     Commit(Batch),
     RunStatus(RunKey, RunStatus, Micros),
+    Request(RunRequest),
+    /// A run's parameters replaced (as JSON).
+    RunParams(RunKey, String),
+    /// Why a run could not do its work.
+    RunCause(RunKey, String),
+    /// A host's health in a run, replacing what was there.
+    HostHealth(RunKey, HostHealthRecord),
 }
 
 impl Write {
@@ -21,7 +28,11 @@ impl Write {
         match self {
             Write::BeginRun(run) => &run.key,
             Write::Commit(batch) => &batch.run,
-            Write::RunStatus(run, ..) => run,
+            Write::RunStatus(run, ..)
+            | Write::RunParams(run, _)
+            | Write::RunCause(run, _)
+            | Write::HostHealth(run, _) => run,
+            Write::Request(request) => &request.run,
         }
     }
 }
@@ -64,6 +75,7 @@ pub(crate) struct NewTask<'a> {
     pub pid: Option<i64>,
     pub result: Option<&'a str>,
     pub error: Option<&'a str>,
+    pub failure_class: Option<&'a str>,
     pub created_at: Micros,
     pub updated_at: Micros,
 }
@@ -97,6 +109,7 @@ pub(crate) struct Move<'a> {
     pub to: TaskStatus,
     pub result: Option<&'a str>,
     pub error: Option<&'a str>,
+    pub failure_class: Option<&'a str>,
     pub at: Micros,
 }
 
@@ -175,6 +188,7 @@ impl<'a> Op<'a> {
                 pid: None,
                 result: None,
                 error: None,
+                failure_class: None,
                 created_at: *at,
                 updated_at: *at,
             }),
@@ -186,12 +200,14 @@ impl<'a> Op<'a> {
                 to,
                 result,
                 error,
+                failure_class,
                 at,
             } => {
                 let to = Move {
                     to: *to,
                     result: result.as_deref(),
                     error: error.as_deref(),
+                    failure_class: failure_class.as_deref(),
                     at: *at,
                 };
                 edit(step, sequence, (*from, *attempt), EditKind::Move(to))

@@ -29,8 +29,8 @@
 //! only its own rows. Both pass the same suite
 //! (`tests/store_suite.rs`). Beyond the table API a store offers two things the engine needs
 //! when several processes share it: [`Store::lock_run`] (one coordinator per run) and
-//! [`Store::subscribe`] (wake-ups on other processes' writes; Postgres only, SQLite's never
-//! yields).
+//! [`Store::subscribe`] (wake-ups on other processes' writes: Postgres notifies, SQLite's
+//! `data_version` is watched).
 //!
 //! # What it leaves out
 //! Times are stored as microseconds since the Unix epoch (`i64`) so every backend agrees.
@@ -50,14 +50,17 @@ mod run_lock;
 mod schema;
 mod sqlite;
 mod subscription;
+pub mod tls;
+pub mod tls_files;
 mod types;
 
 pub use lease::Lease;
 pub use location::{LocationError, PgLocation, StoreLocation, DEFAULT_SCHEMA};
-pub use postgres::{PgOptions, PgStore, SchemaSetup};
+pub use postgres::{check_login, Duplex, PgOptions, PgStore, Relay, RelayError, SchemaSetup};
 pub use run_lock::RunGuard;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
-pub use subscription::Subscription;
+pub use subscription::{Subscription, SQLITE_WATCH_EVERY};
+pub use tls::{SslMode, TlsMaterial, TlsRefusal, TlsSetupError};
 pub use types::*;
 
 use change::Write;
@@ -120,6 +123,58 @@ impl Store {
         self.write(Write::RunStatus(run, status, at)).await
     }
 
+    /// Records a request to a run recovery from outside its coordinator (a cancel); its
+    /// coordinator is woken as by a trigger. A run that is not there is
+    /// [`StoreError::NoSuchRun`].
+    pub async fn request(&self, request: RunRequest) -> Result<(), StoreError> {
+        self.write(Write::Request(request)).await
+    }
+
+    /// The requests to one run recovery with a row id above `after`, oldest first.
+    pub async fn requests_after(
+        &self,
+        run: RunKey,
+        after: i64,
+    ) -> Result<Vec<RunRequestRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.requests(run, after).await,
+            Store::Postgres(s) => s.requests(run, after).await,
+        }
+    }
+
+    /// Records why a run could not do its work (with its status set apart).
+    pub async fn set_run_cause(&self, run: RunKey, cause: &str) -> Result<(), StoreError> {
+        self.write(Write::RunCause(run, cause.to_string())).await
+    }
+
+    /// Replaces a host's health in a run (the prime, when the host's state changes). A run
+    /// that is not there is [`StoreError::NoSuchRun`].
+    pub async fn set_host_health(
+        &self,
+        run: RunKey,
+        health: HostHealthRecord,
+    ) -> Result<(), StoreError> {
+        self.write(Write::HostHealth(run, health)).await
+    }
+
+    /// Each host's health in a run recovery as its prime last wrote it, by host name.
+    pub async fn host_health(&self, run: RunKey) -> Result<Vec<HostHealthRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.host_health(run).await,
+            Store::Postgres(s) => s.host_health(run).await,
+        }
+    }
+
+    /// Replaces a run's parameters: a recovery's or continue's override is recorded.
+    pub async fn set_run_params(
+        &self,
+        run: RunKey,
+        params: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let json = crate::rows::to_json(params);
+        self.write(Write::RunParams(run, json)).await
+    }
+
     /// Applies one write in one transaction of the backend.
     async fn write(&self, write: Write) -> Result<(), StoreError> {
         match self {
@@ -160,6 +215,15 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.task_counts().await,
             Store::Postgres(s) => s.task_counts().await,
+        }
+    }
+
+    /// How many failed tasks the store holds by failure class (`exit:3`, `timeout`, …;
+    /// `None` for those stored before classes were), every run of the store.
+    pub async fn failure_class_counts(&self) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.failure_class_counts().await,
+            Store::Postgres(s) => s.failure_class_counts().await,
         }
     }
 
@@ -296,10 +360,12 @@ impl Store {
     }
 
     /// Wake-ups when other store handles (other processes) write to `run`: every write after
-    /// this returns wakes it. On SQLite it never yields: the engine's safety re-scan covers it.
+    /// this returns wakes it. On SQLite, any other process's commit to the file wakes it,
+    /// seen within [`SQLITE_WATCH_EVERY`] (`PRAGMA data_version`, on this store's own
+    /// connection).
     pub async fn subscribe(&self, run: RunKey) -> Result<Subscription, StoreError> {
         match self {
-            Store::Sqlite(_) => Ok(Subscription::never()),
+            Store::Sqlite(s) => Subscription::sqlite(s.clone()).await,
             Store::Postgres(s) => Ok(Subscription::postgres(s.subscribe(run).await?)),
         }
     }

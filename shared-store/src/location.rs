@@ -7,8 +7,9 @@
 //!   is split, so a password may hold `/`, `?`, `:` and `@` as they are (`%`-escapes work
 //!   too); an `@` in the database or a parameter must then be written `%40`. Defaults: host `localhost`, port 5432, user `postgres`, database
 //!   the user's name, schema [`DEFAULT_SCHEMA`]. A host that starts with `/` (written
-//!   `%2F…`) is a Unix socket directory. Only `sslmode=disable|allow|prefer` is accepted:
-//!   the client speaks no TLS.
+//!   `%2F…`) is a Unix socket directory (no TLS there, as in libpq). TLS: `sslmode`
+//!   (`disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`), `sslrootcert`,
+//!   `sslcert`, `sslkey` (file paths), resolved as libpq does in [`crate::tls`].
 //! - `sqlite:PATH` (also `sqlite://PATH`), or a bare path: an SQLite file.
 //!
 //! The password is kept private to the crate. [`Display`](fmt::Display) and
@@ -18,6 +19,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+use crate::tls::{SslMode, TlsMaterial};
 
 /// The schema a Postgres store uses when its URL names none. Not `public`: eventor's tables
 /// then stay out of the way of whatever else lives in the database, and `DROP SCHEMA eventor
@@ -52,6 +55,14 @@ pub struct PgLocation {
     /// `dead_after=…`: how long the server keeps a session of ours it hears nothing from
     /// (see [`DEFAULT_DEAD_AFTER`]); `None`: the default.
     pub dead_after: Option<Duration>,
+    /// The URL's `sslmode`; `None`: `PGSSLMODE`, else `prefer` ([`crate::tls`]).
+    pub sslmode: Option<SslMode>,
+    /// The URL's `sslrootcert`, `sslcert` and `sslkey`: files on this machine.
+    pub sslrootcert: Option<PathBuf>,
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
+    /// TLS already resolved elsewhere (an agent's, sent by its prime); wins over the above.
+    tls: Option<Box<TlsMaterial>>,
     /// Only the URL's password; `PGPASSWORD` and `~/.pgpass` are consulted when connecting.
     password: Option<String>,
 }
@@ -74,12 +85,16 @@ pub enum LocationError {
     Scheme(String),
     #[error("invalid postgres url: {0}")]
     Url(String),
-    #[error("unknown postgres url parameter {0:?} (known: schema, sslmode, dead_after)")]
+    #[error("unknown postgres url parameter {0:?} (known: schema, sslmode, sslrootcert, sslcert, sslkey, dead_after)")]
     UnknownParameter(String),
     #[error("invalid dead_after={0:?}: a duration from 2s to 1h, such as 30s or 2m")]
     DeadAfter(String),
-    #[error("sslmode={0} needs TLS, which eventor's postgres client does not speak")]
-    Tls(String),
+    #[error(
+        "invalid sslmode={0:?} (one of disable, allow, prefer, require, verify-ca, verify-full)"
+    )]
+    SslMode(String),
+    #[error("{0}= needs a file path")]
+    EmptyFile(&'static str),
     #[error("invalid schema name {0:?}: it must be 1 to 63 bytes without NUL")]
     Schema(String),
 }
@@ -143,7 +158,39 @@ impl PgLocation {
             database: database.to_owned(),
             schema: DEFAULT_SCHEMA.to_owned(),
             dead_after: None,
+            sslmode: None,
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
+            tls: None,
             password: None,
+        }
+    }
+
+    /// The same location with its TLS already resolved (it wins over the URL's files,
+    /// `PGSSL*` and `~/.postgresql`): how an agent uses what its prime sent.
+    pub fn with_tls(mut self, tls: TlsMaterial) -> PgLocation {
+        self.tls = Some(Box::new(tls));
+        self
+    }
+
+    /// The TLS given with [`with_tls`](Self::with_tls), if any.
+    pub(crate) fn given_tls(&self) -> Option<&TlsMaterial> {
+        self.tls.as_deref()
+    }
+
+    /// The location as an agent is told it: no password, no paths of this machine's files,
+    /// and `mode` (the one resolved here) as its `sslmode`, so that an agent too old to be
+    /// handed the TLS material refuses a mode that needs TLS rather than going without.
+    pub fn for_agents(&self, mode: SslMode) -> PgLocation {
+        PgLocation {
+            password: None,
+            sslmode: Some(mode),
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
+            tls: None,
+            ..self.clone()
         }
     }
 
@@ -201,9 +248,8 @@ impl PgLocation {
             port,
             user,
             database,
-            schema: DEFAULT_SCHEMA.to_owned(),
-            dead_after: None,
             password,
+            ..PgLocation::new("", 0, "", "")
         };
         location.apply_query(query)?;
         Ok(location)
@@ -217,7 +263,13 @@ impl PgLocation {
             let value = decode(value, "parameter value")?;
             match key.as_str() {
                 "schema" => self.schema = valid_schema(value)?,
-                "sslmode" => check_sslmode(value)?,
+                "sslmode" => {
+                    self.sslmode =
+                        Some(SslMode::parse(&value).ok_or(LocationError::SslMode(value))?)
+                }
+                "sslrootcert" => self.sslrootcert = Some(file_path(value, "sslrootcert")?),
+                "sslcert" => self.sslcert = Some(file_path(value, "sslcert")?),
+                "sslkey" => self.sslkey = Some(file_path(value, "sslkey")?),
                 "dead_after" => self.dead_after = Some(valid_dead_after(value)?),
                 _ => return Err(LocationError::UnknownParameter(key)),
             }
@@ -244,11 +296,24 @@ impl PgLocation {
             encode(&self.database),
             encode(&self.schema)
         )?;
-        match self.dead_after {
+        if let Some(d) = self.dead_after {
             // Whole milliseconds, no spaces: the URL can be pasted into a shell as shown.
-            Some(d) => write!(f, "&dead_after={}ms", d.as_millis()),
-            None => Ok(()),
+            write!(f, "&dead_after={}ms", d.as_millis())?;
         }
+        if let Some(mode) = self.sslmode {
+            write!(f, "&sslmode={mode}")?;
+        }
+        let files = [
+            ("sslrootcert", &self.sslrootcert),
+            ("sslcert", &self.sslcert),
+            ("sslkey", &self.sslkey),
+        ];
+        for (name, path) in files {
+            if let Some(path) = path {
+                write!(f, "&{name}={}", encode(&path.to_string_lossy()))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -266,6 +331,11 @@ impl fmt::Debug for PgLocation {
             .field("user", &self.user)
             .field("database", &self.database)
             .field("schema", &self.schema)
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
+            .field("sslcert", &self.sslcert)
+            .field("sslkey", &self.sslkey)
+            .field("tls", &self.tls)
             .field("password", &self.password.as_ref().map(|_| MASK))
             .finish()
     }
@@ -350,10 +420,10 @@ fn valid_dead_after(text: String) -> Result<Duration, LocationError> {
     }
 }
 
-fn check_sslmode(mode: String) -> Result<(), LocationError> {
-    match mode.as_str() {
-        "disable" | "allow" | "prefer" => Ok(()),
-        _ => Err(LocationError::Tls(mode)),
+fn file_path(text: String, name: &'static str) -> Result<PathBuf, LocationError> {
+    match text.is_empty() {
+        true => Err(LocationError::EmptyFile(name)),
+        false => Ok(PathBuf::from(text)),
     }
 }
 
@@ -474,7 +544,7 @@ mod tests {
         let bad = [
             "postgres://u:hun%ZZter2@h/d",
             "postgres://u:hunter2@h:99999/d",
-            "postgres://u:hunter2@h/d?sslmode=require",
+            "postgres://u:hunter2@h/d?sslmode=bogus",
             "postgres://u:hunter2@h/d?password=hunter2",
             "postgres://u:hunter2@h1,h2/d",
             "postgres://u:hunter2@h/d#frag",
@@ -537,8 +607,12 @@ mod tests {
         assert_eq!(err("sqlite:"), LocationError::EmptyPath);
         assert_eq!(err("mysql://h/d"), LocationError::Scheme("mysql".into()));
         assert_eq!(
-            err("postgres://h/d?sslmode=verify-full"),
-            LocationError::Tls("verify-full".into())
+            err("postgres://h/d?sslmode=sometimes"),
+            LocationError::SslMode("sometimes".into())
+        );
+        assert_eq!(
+            err("postgres://h/d?sslrootcert="),
+            LocationError::EmptyFile("sslrootcert")
         );
         assert_eq!(
             err("postgres://h/d?x=1"),
@@ -580,6 +654,62 @@ mod tests {
             "postgres://u@h:5432/d?schema=s&dead_after=120000ms"
         );
         assert_eq!(pg(&set.to_string()), set);
+    }
+
+    #[test]
+    fn sslmode_and_certificate_files_are_read_and_shown() {
+        let loc = pg(
+            "postgres://u:pw@db.example/d?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem\
+                      &sslcert=/home/u/c.crt&sslkey=/home/u/c.key",
+        );
+        assert_eq!(loc.sslmode, Some(SslMode::VerifyFull));
+        assert_eq!(
+            loc.sslrootcert.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(
+            loc.sslcert.as_deref(),
+            Some(std::path::Path::new("/home/u/c.crt"))
+        );
+        assert_eq!(
+            loc.sslkey.as_deref(),
+            Some(std::path::Path::new("/home/u/c.key"))
+        );
+        let shown = loc.to_string();
+        assert_eq!(
+            shown,
+            "postgres://u:****@db.example:5432/d?schema=eventor&sslmode=verify-full\
+             &sslrootcert=%2Fetc%2Fca.pem&sslcert=%2Fhome%2Fu%2Fc.crt&sslkey=%2Fhome%2Fu%2Fc.key"
+        );
+        assert_eq!(pg(&shown).with_password("pw"), loc, "reads back as it was");
+        for mode in [
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ] {
+            let loc = pg(&format!("postgres://h/d?sslmode={mode}"));
+            assert_eq!(loc.sslmode.map(SslMode::as_str), Some(mode));
+        }
+        assert_eq!(
+            pg("postgres://h/d").sslmode,
+            None,
+            "unset: PGSSLMODE, else prefer"
+        );
+    }
+
+    /// An agent is told the mode resolved on the prime, and none of the prime's file paths
+    /// (the files' contents travel in the session setup).
+    #[test]
+    fn agents_get_the_mode_without_paths_or_password() {
+        let loc = pg("postgres://u:pw@h/d?sslrootcert=/ca.pem&sslkey=/k&sslcert=/c");
+        let sent = loc.for_agents(SslMode::VerifyCa).to_string();
+        assert_eq!(
+            sent,
+            "postgres://u@h:5432/d?schema=eventor&sslmode=verify-ca"
+        );
     }
 
     #[test]

@@ -60,6 +60,12 @@ fn read_private(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
+/// Whether `path` is a file only its owner may read or write (libpq's rule for the password
+/// file and for a private key).
+pub(crate) fn is_private_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && is_private(&meta))
+}
+
 #[cfg(unix)]
 fn is_private(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;

@@ -62,8 +62,9 @@
 //! notifications sent while it was away are gone: a woken engine re-scans the store.
 //!
 //! # The run lock
-//! [`Store::lock_run`](crate::Store::lock_run) takes `pg_try_advisory_lock(RUN, hash(schema, run_id))` on a session
-//! of its own, held until the guard is released or dropped (closing the session releases
+//! [`Store::lock_run`](crate::Store::lock_run) takes `pg_try_advisory_lock(hash(schema, run_id))`
+//! (one 64-bit key, so unrelated runs meet only by a 64-bit collision) on a session of its
+//! own, held until the guard is released or dropped (closing the session releases
 //! it). Every `dead_after / 6` it asks that session whether it still holds the lock
 //! (`pg_locks`, its own backend pid); no answer for half of `dead_after` makes the guard's
 //! [`Lease`](crate::Lease) unconfirmed. If the session drops while the lease is held (a server
@@ -95,8 +96,10 @@ mod migrate;
 mod plan;
 mod pools;
 mod read;
+mod relay;
 mod retry;
 mod stmt;
+mod tls;
 mod txn;
 mod write;
 
@@ -111,6 +114,7 @@ use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use tokio::sync::watch;
 
 pub(crate) use listen::{Listener, RunLock};
+pub use relay::{Duplex, Relay, RelayError};
 
 use connect::{ConnectError, Connector, Pool};
 use delete::DeleteCx;
@@ -123,9 +127,9 @@ use crate::location::PgLocation;
 use crate::types::*;
 
 /// Advisory lock classes (the first key of the two-key form), one per use, so a run's commit
-/// lock, its run lock and a schema's migration lock never meet.
+/// lock and a schema's migration lock never meet. (0x4556_0002 was the run lock's, now
+/// the one-key form: [`RunLockKey`].)
 const COMMIT_LOCK_CLASS: i32 = 0x4556_0001;
-pub(crate) const RUN_LOCK_CLASS: i32 = 0x4556_0002;
 pub(crate) const MIGRATE_LOCK_CLASS: i32 = 0x4556_0003;
 
 /// One try of an operation on a pooled connection.
@@ -204,7 +208,7 @@ struct Shared {
 impl PgStore {
     /// Connects, creates the schema if missing and runs pending migrations.
     pub async fn open(location: &PgLocation, options: PgOptions) -> Result<PgStore, StoreError> {
-        let connector = Arc::new(Connector::new(location, &options));
+        let connector = Arc::new(Connector::new(location, &options)?);
         let store = connector.describe().to_owned();
         let mut conn = connector
             .diesel()
@@ -228,6 +232,11 @@ impl PgStore {
         Ok(PgStore {
             shared: Arc::new(shared),
         })
+    }
+
+    /// The LISTEN channel of one run, for tests and operators that count its listeners.
+    pub fn listen_channel(schema: &str, run_id: &str) -> String {
+        channel_name(schema, run_id)
     }
 
     /// The two keys of `schema`'s migration lock (`pg_advisory_lock(a, b)`), for tests that
@@ -326,6 +335,12 @@ impl PgStore {
             .await
     }
 
+    /// Failed tasks by failure class, over the whole schema.
+    pub async fn failure_class_counts(&self) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+        self.retry(move |conn| Box::pin(async move { read::failure_class_counts(conn).await }))
+            .await
+    }
+
     pub async fn tasks(&self, run: RunKey) -> Result<Vec<TaskRecord>, StoreError> {
         self.retry(move |conn| {
             let run = run.clone();
@@ -342,6 +357,26 @@ impl PgStore {
         self.retry(move |conn| {
             let run = run.clone();
             Box::pin(async move { read::triggers(conn, &run, after).await })
+        })
+        .await
+    }
+
+    pub async fn requests(
+        &self,
+        run: RunKey,
+        after: i64,
+    ) -> Result<Vec<RunRequestRecord>, StoreError> {
+        self.retry(move |conn| {
+            let run = run.clone();
+            Box::pin(async move { read::requests(conn, &run, after).await })
+        })
+        .await
+    }
+
+    pub async fn host_health(&self, run: RunKey) -> Result<Vec<HostHealthRecord>, StoreError> {
+        self.retry(move |conn| {
+            let run = run.clone();
+            Box::pin(async move { read::host_health(conn, &run).await })
         })
         .await
     }
@@ -365,17 +400,15 @@ impl PgStore {
     /// Whether some session holds the run's advisory lock: a look at `pg_locks`, which
     /// takes nothing, so it never stands in a coordinator's way.
     pub(crate) async fn run_held(&self, run_id: &str) -> Result<bool, StoreError> {
-        let key = lock_key(self.shared.pool.connector().schema(), run_id);
-        self.retry(move |conn| {
-            Box::pin(async move { read::advisory_held(conn, RUN_LOCK_CLASS, key).await })
-        })
-        .await
+        let key = RunLockKey::of(self.shared.pool.connector().schema(), run_id);
+        self.retry(move |conn| Box::pin(async move { read::run_lock_held(conn, key).await }))
+            .await
     }
 
     /// Takes the run's advisory lock on a session of its own (see the module essay).
     pub(crate) async fn lock_run(&self, run_id: &str) -> Result<RunLock, StoreError> {
         let connector = self.shared.pool.connector().clone();
-        let key = lock_key(connector.schema(), run_id);
+        let key = RunLockKey::of(connector.schema(), run_id);
         let lock = RunLock::acquire(connector, run_id, key).await?;
         self.leases().push((run_id.to_owned(), lock.lease()));
         Ok(lock)
@@ -611,10 +644,30 @@ fn run_hash(schema: &str, run_id: &str) -> u64 {
     })
 }
 
-/// The second key of a run's advisory locks (the first names their use).
+/// The second key of a run's commit lock and of a schema's migration lock (the first
+/// names their use). 32 bits: two runs that share one only wait for each other's commits;
+/// the run lock, where sharing would refuse a run, has the whole hash ([`RunLockKey`]).
 fn lock_key(schema: &str, run_id: &str) -> i32 {
     let hash = run_hash(schema, run_id);
     (hash ^ (hash >> 32)) as u32 as i32
+}
+
+/// The key of a run's lock, `pg_advisory_lock(bigint)`: the whole 64-bit hash of schema
+/// and run id, so two runs refuse each other only by a 64-bit collision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunLockKey(i64);
+
+impl RunLockKey {
+    fn of(schema: &str, run_id: &str) -> RunLockKey {
+        RunLockKey(run_hash(schema, run_id) as i64)
+    }
+
+    /// How `pg_locks` shows a one-key advisory lock: `classid` the key's high 32 bits,
+    /// `objid` its low 32 bits (both oids), `objsubid` 1.
+    fn in_pg_locks(self) -> (i64, i64) {
+        let key = self.0 as u64;
+        ((key >> 32) as i64, (key & 0xffff_ffff) as i64)
+    }
 }
 
 /// The key the pools' notifications carry (no run has an empty id).
@@ -622,6 +675,39 @@ fn pools_key() -> RunKey {
     RunKey {
         run_id: Arc::from(""),
         recovery: 0,
+    }
+}
+
+/// Logs in to the store at `location` as a run would (its password: the URL's, then
+/// `PGPASSWORD`, then `~/.pgpass`; its TLS as its `sslmode` says) and asks the server one
+/// trivial question, over `via` when given (a way to the server through another machine,
+/// as that machine's agent would reach it), else directly; within `limit`. The error says
+/// why not, as the server put it (a role, a password, a database, TLS).
+pub async fn check_login(
+    location: &PgLocation,
+    via: Option<Box<dyn Duplex>>,
+    limit: Duration,
+) -> Result<(), StoreError> {
+    let options = PgOptions {
+        connect_timeout: limit,
+        ..PgOptions::default()
+    };
+    let connector = Connector::new(location, &options)?;
+    // Boxed as `Send` here: the compiler cannot prove it of the nested futures for every
+    // lifetime of a caller that spawns this one.
+    let login: Pin<Box<dyn Future<Output = Result<(), ConnectError>> + Send + '_>> = match via {
+        Some(stream) => Box::pin(connector.login_over(stream, &location.host)),
+        None => Box::pin(connector.login()),
+    };
+    let failed = |source| StoreError::Open {
+        path: location.to_string(),
+        source,
+    };
+    match tokio::time::timeout(limit, login).await {
+        Ok(logged_in) => logged_in.map_err(|e| failed(e.source)),
+        Err(_) => Err(failed(
+            format!("no answer within {}", humantime::format_duration(limit)).into(),
+        )),
     }
 }
 
@@ -695,6 +781,8 @@ mod tests {
             host: "h".into(),
             program: "{}".into(),
             started_at: 1,
+            params: Default::default(),
+            env_from_prime: Vec::new(),
         }
     }
 
@@ -756,7 +844,7 @@ mod tests {
             ..PgOptions::default()
         };
         let connector = Connector::new(&store.shared.location, &options);
-        let mut frozen = connector.diesel().await.unwrap();
+        let mut frozen = connector.unwrap().diesel().await.unwrap();
         let key = lock_key(&schema, "R");
         let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK_CLASS}, {key})");
         frozen.batch_execute(&lock).await.unwrap();
@@ -767,6 +855,45 @@ mod tests {
         assert!(matches!(written, Ok(Ok(()))), "{written:?}");
         let after = frozen.batch_execute("SELECT 1").await;
         assert!(after.is_err(), "the frozen session was ended");
+        drop_schema(store, schema).await;
+    }
+
+    /// Two run ids whose 32-bit lock keys are the same (found by search: about 2^16 ids).
+    fn runs_sharing_a_32_bit_key(schema: &str) -> (String, String) {
+        let mut seen = std::collections::HashMap::new();
+        for n in 0u32.. {
+            let id = format!("r{n}");
+            if let Some(twin) = seen.insert(lock_key(schema, &id), id.clone()) {
+                return (twin, id);
+            }
+        }
+        unreachable!("2^32 ids hold a 32-bit collision")
+    }
+
+    /// The run lock keys the whole 64-bit hash: two runs that a 32-bit key would confuse
+    /// hold their locks at once, and `run_held` (reading `pg_locks`) tells them apart.
+    #[tokio::test]
+    async fn runs_sharing_a_32_bit_hash_neither_refuse_nor_hide_each_other() {
+        let Some((store, schema)) = scratch_store().await else {
+            return;
+        };
+        let (a, b) = runs_sharing_a_32_bit_key(&schema);
+        assert_ne!(RunLockKey::of(&schema, &a), RunLockKey::of(&schema, &b));
+        assert!(!store.run_held(&a).await.unwrap());
+        let lock_a = store.lock_run(&a).await.unwrap();
+        assert!(store.run_held(&a).await.unwrap(), "{a} is held");
+        assert!(!store.run_held(&b).await.unwrap(), "{b} is not held");
+        let lock_b = store.lock_run(&b).await.expect("not refused by its twin");
+        assert!(store.run_held(&b).await.unwrap(), "{b} is held");
+        let again = store.lock_run(&a).await.map(|_| "taken");
+        assert!(
+            matches!(again, Err(StoreError::RunLocked { .. })),
+            "{again:?}"
+        );
+        lock_a.release().await;
+        assert!(!store.run_held(&a).await.unwrap(), "{a} released");
+        assert!(store.run_held(&b).await.unwrap(), "{b} still held");
+        drop(lock_b);
         drop_schema(store, schema).await;
     }
 
@@ -785,10 +912,10 @@ mod tests {
         let rival = PgStore::open(&store.shared.location, PgOptions::default())
             .await
             .unwrap();
-        let key = lock_key(&schema, "R");
+        let (high, low) = RunLockKey::of(&schema, "R").in_pg_locks();
         let end_holder = Arc::<str>::from(format!(
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
-             AND classid = ({RUN_LOCK_CLASS})::int4::oid AND objid = ({key})::int4::oid AND objsubid = 2"
+             AND classid = {high}::int8::oid AND objid = {low}::int8::oid AND objsubid = 1"
         ));
         rival
             .retry(move |conn| {

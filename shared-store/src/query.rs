@@ -7,8 +7,10 @@ use diesel::helper_types;
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
 
-use crate::rows::run_label;
-use crate::schema::{delays, grants, pools, retries, runs, tasks, triggers};
+use crate::rows::{run_label, to_json};
+use crate::schema::{
+    delays, grants, host_health, pools, retries, run_requests, runs, tasks, triggers,
+};
 use crate::types::*;
 
 /// The columns a [`RunRow`](crate::rows::RunRow) is loaded from, in its order.
@@ -24,6 +26,9 @@ fn run_columns() -> _ {
         runs::program,
         runs::started_at,
         runs::ended_at,
+        runs::params,
+        runs::env_from_prime,
+        runs::cause,
     )
 }
 
@@ -81,6 +86,7 @@ pub(crate) fn tasks_of<'a>(run: &'a RunKey) -> _ {
             tasks::error,
             tasks::created_at,
             tasks::updated_at,
+            tasks::failure_class,
         ))
 }
 
@@ -153,6 +159,8 @@ pub(crate) struct NewRunRow<'a> {
     host: &'a str,
     program: &'a str,
     started_at: Micros,
+    params: String,
+    env_from_prime: String,
 }
 
 impl<'a> NewRunRow<'a> {
@@ -166,8 +174,104 @@ impl<'a> NewRunRow<'a> {
             host: &run.host,
             program: &run.program,
             started_at: run.started_at,
+            params: to_json(&run.params),
+            env_from_prime: to_json(&run.env_from_prime),
         }
     }
+}
+
+/// The requests to one run recovery whose row id is above `after`, oldest first (a
+/// [`RequestRow`](crate::rows::RequestRow)).
+#[auto_type(no_type_alias)]
+pub(crate) fn requests_of<'a>(run: &'a RunKey, after: i64) -> _ {
+    let run_id: &'a str = &run.run_id;
+    let recovery: i32 = run.recovery;
+    run_requests::table
+        .filter(run_requests::run_id.eq(run_id))
+        .filter(run_requests::recovery.eq(recovery))
+        .filter(run_requests::id.gt(after))
+        .order(run_requests::id.asc())
+        .select((
+            run_requests::id,
+            run_requests::kind,
+            run_requests::requested_by,
+            run_requests::created_at,
+        ))
+}
+
+/// Inserts a request to a run recovery.
+#[auto_type(no_type_alias)]
+pub(crate) fn insert_request<'a>(request: &'a RunRequest) -> _ {
+    let run_id: &'a str = &request.run.run_id;
+    let recovery: i32 = request.run.recovery;
+    let kind: &'static str = request.kind.as_str();
+    let by: &'a str = &request.by;
+    let at: Micros = request.at;
+    dsl::insert_into(run_requests::table).values((
+        run_requests::run_id.eq(run_id),
+        run_requests::recovery.eq(recovery),
+        run_requests::kind.eq(kind),
+        run_requests::requested_by.eq(by),
+        run_requests::created_at.eq(at),
+    ))
+}
+
+/// The health rows of one run recovery, by host (a [`HealthRow`](crate::rows::HealthRow)).
+#[auto_type(no_type_alias)]
+pub(crate) fn host_health_of<'a>(run: &'a RunKey) -> _ {
+    let run_id: &'a str = &run.run_id;
+    let recovery: i32 = run.recovery;
+    host_health::table
+        .filter(host_health::run_id.eq(run_id))
+        .filter(host_health::recovery.eq(recovery))
+        .order(host_health::host.asc())
+        .select((
+            host_health::host,
+            host_health::state,
+            host_health::until_at,
+            host_health::reason,
+            host_health::failures,
+            host_health::updated_at,
+        ))
+}
+
+/// Deletes one host's health row of a run recovery (before its new one goes in).
+#[auto_type(no_type_alias)]
+pub(crate) fn delete_host_health<'a>(run: &'a RunKey, host: &'a str) -> _ {
+    let run_id: &'a str = &run.run_id;
+    let recovery: i32 = run.recovery;
+    dsl::delete(
+        host_health::table
+            .filter(host_health::run_id.eq(run_id))
+            .filter(host_health::recovery.eq(recovery))
+            .filter(host_health::host.eq(host)),
+    )
+}
+
+/// Inserts one host's health row of a run recovery (`failures` as stored: see the migration).
+#[auto_type(no_type_alias)]
+pub(crate) fn insert_host_health<'a>(
+    run: &'a RunKey,
+    health: &'a HostHealthRecord,
+    failures: String,
+) -> _ {
+    let run_id: &'a str = &run.run_id;
+    let recovery: i32 = run.recovery;
+    let host: &'a str = &health.host;
+    let state: &'static str = health.state.as_str();
+    let until: Option<Micros> = health.until;
+    let reason: Option<&'a str> = health.reason.as_deref();
+    let at: Micros = health.updated_at;
+    dsl::insert_into(host_health::table).values((
+        host_health::run_id.eq(run_id),
+        host_health::recovery.eq(recovery),
+        host_health::host.eq(host),
+        host_health::state.eq(state),
+        host_health::until_at.eq(until),
+        host_health::reason.eq(reason),
+        host_health::failures.eq(failures),
+        host_health::updated_at.eq(at),
+    ))
 }
 
 /// Inserts `run`. What a duplicate does is the backend's choice (an error or no row).
@@ -186,11 +290,27 @@ pub(crate) fn set_run_status<'a>(run: &'a RunKey, status: RunStatus, at: Micros)
     dsl::update(runs::table.find(key)).set((runs::status.eq(status), runs::ended_at.eq(ended_at)))
 }
 
-/// Deletes the rows that reference the runs of `run_id` (every recovery): its tasks, triggers,
-/// delays and retries. They go before [`delete_runs`], in the same transaction.
+/// Records why a run could not do its work.
+#[auto_type(no_type_alias)]
+pub(crate) fn set_run_cause<'a>(run: &'a RunKey, cause: String) -> _ {
+    let key: (&'a str, i32) = (&run.run_id, run.recovery);
+    dsl::update(runs::table.find(key)).set(runs::cause.eq(cause))
+}
+
+/// Replaces a run's parameters (a recovery's or continue's `--param` overrides).
+#[auto_type(no_type_alias)]
+pub(crate) fn set_run_params<'a>(run: &'a RunKey, params: String) -> _ {
+    let key: (&'a str, i32) = (&run.run_id, run.recovery);
+    dsl::update(runs::table.find(key)).set(runs::params.eq(params))
+}
+
+/// Deletes the rows that reference the runs of `run_id` (every recovery): its hosts' health,
+/// tasks, triggers, delays, retries and requests. They go before [`delete_runs`], in the same transaction.
 #[auto_type(no_type_alias)]
 pub(crate) fn delete_rows_of<'a>(run_id: &'a str) -> _ {
     (
+        dsl::delete(host_health::table.filter(host_health::run_id.eq(run_id))),
+        dsl::delete(run_requests::table.filter(run_requests::run_id.eq(run_id))),
         dsl::delete(tasks::table.filter(tasks::run_id.eq(run_id))),
         dsl::delete(triggers::table.filter(triggers::run_id.eq(run_id))),
         dsl::delete(delays::table.filter(delays::run_id.eq(run_id))),
@@ -231,6 +351,18 @@ pub(crate) fn task_counts() -> _ {
     tasks::table
         .group_by((tasks::run_id, tasks::recovery, tasks::status))
         .select((tasks::run_id, tasks::recovery, tasks::status, count))
+}
+
+/// How many failed tasks the store holds by failure class (`None`: stored before classes
+/// were), every run of the store.
+#[auto_type(no_type_alias)]
+pub(crate) fn failure_class_counts() -> _ {
+    let count: dsl::count_star = dsl::count_star();
+    let failure: &'static str = "failure";
+    tasks::table
+        .filter(tasks::status.eq(failure))
+        .group_by(tasks::failure_class)
+        .select((tasks::failure_class, count))
 }
 
 // ---- shared pools -------------------------------------------------------------------------

@@ -16,11 +16,34 @@ pub(crate) type RunRow = (
     String,
     Micros,
     Option<Micros>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
 );
 
 fn run_record(row: RunRow) -> Result<RunRecord, StoreError> {
-    let (run_id, recovery, name, mode, status, host, program, started_at, ended_at) = row;
+    let (
+        run_id,
+        recovery,
+        name,
+        mode,
+        status,
+        host,
+        program,
+        started_at,
+        ended_at,
+        params,
+        from,
+        cause,
+    ) = row;
     Ok(RunRecord {
+        cause,
+        params: params.as_deref().map(from_json).transpose()?,
+        env_from_prime: from
+            .as_deref()
+            .map(from_json)
+            .transpose()?
+            .unwrap_or_default(),
         key: RunKey {
             run_id: Arc::from(run_id),
             recovery,
@@ -35,6 +58,16 @@ fn run_record(row: RunRow) -> Result<RunRecord, StoreError> {
     })
 }
 
+/// A JSON column's value; what does not parse is [`StoreError::Corrupt`].
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("a run's JSON column: {e}")))
+}
+
+/// A value as a JSON column holds it.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("maps and lists of strings serialize")
+}
+
 pub(crate) type TaskRow = (
     i64,
     String,
@@ -47,11 +80,24 @@ pub(crate) type TaskRow = (
     Option<String>,
     Micros,
     Micros,
+    Option<String>,
 );
 
 fn task_record(row: TaskRow) -> Result<TaskRecord, StoreError> {
-    let (id, step, sequence, status, attempt, host, pid, result, error, created_at, updated_at) =
-        row;
+    let (
+        id,
+        step,
+        sequence,
+        status,
+        attempt,
+        host,
+        pid,
+        result,
+        error,
+        created_at,
+        updated_at,
+        failure_class,
+    ) = row;
     Ok(TaskRecord {
         id,
         step,
@@ -62,6 +108,7 @@ fn task_record(row: TaskRow) -> Result<TaskRecord, StoreError> {
         pid,
         result,
         error,
+        failure_class,
         created_at,
         updated_at,
     })
@@ -76,6 +123,63 @@ fn trigger_record((id, event, sequence, created_at): TriggerRow) -> TriggerRecor
         sequence,
         created_at,
     }
+}
+
+pub(crate) type RequestRow = (i64, String, String, Micros);
+
+fn request_record((id, kind, by, created_at): RequestRow) -> RunRequestRecord {
+    RunRequestRecord {
+        id,
+        kind: RequestKind::parse(&kind),
+        by,
+        created_at,
+    }
+}
+
+pub(crate) fn request_records(rows: Vec<RequestRow>) -> Vec<RunRequestRecord> {
+    rows.into_iter().map(request_record).collect()
+}
+
+pub(crate) type HealthRow = (
+    String,
+    String,
+    Option<Micros>,
+    Option<String>,
+    String,
+    Micros,
+);
+
+/// The stored form of a host's failures: one a line, microseconds, a tab, the reason (its
+/// line breaks made spaces).
+pub(crate) fn failures_text(failures: &[(Micros, String)]) -> String {
+    let lines = failures
+        .iter()
+        .map(|(at, why)| format!("{at}\t{}", why.replace('\n', " ")));
+    lines.collect::<Vec<_>>().join("\n")
+}
+
+fn health_record(row: HealthRow) -> HostHealthRecord {
+    let (host, state, until, reason, failures, updated_at) = row;
+    let failures = failures
+        .lines()
+        .filter_map(|line| {
+            let (at, why) = line.split_once('\t')?;
+            Some((at.parse().ok()?, why.to_string()))
+        })
+        .collect();
+    HostHealthRecord {
+        host,
+        // A state this version does not know (a newer prime's) reads as away: not taking tasks.
+        state: HostState::parse(&state).unwrap_or(HostState::Away),
+        until,
+        reason,
+        failures,
+        updated_at,
+    }
+}
+
+pub(crate) fn health_records(rows: Vec<HealthRow>) -> Vec<HostHealthRecord> {
+    rows.into_iter().map(health_record).collect()
 }
 
 pub(crate) type DelayRow = (i64, i32, String, Micros, bool, Micros);

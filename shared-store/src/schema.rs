@@ -12,6 +12,9 @@ diesel::table! {
         program -> Text,
         started_at -> BigInt,
         ended_at -> Nullable<BigInt>,
+        params -> Nullable<Text>,
+        env_from_prime -> Nullable<Text>,
+        cause -> Nullable<Text>,
     }
 }
 
@@ -41,6 +44,7 @@ diesel::table! {
         error -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        failure_class -> Nullable<Text>,
     }
 }
 
@@ -88,5 +92,29 @@ diesel::table! {
         attempt -> Integer,
         units -> Integer,
         granted_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    run_requests (id) {
+        id -> BigInt,
+        run_id -> Text,
+        recovery -> Integer,
+        kind -> Text,
+        requested_by -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    host_health (run_id, recovery, host) {
+        run_id -> Text,
+        recovery -> Integer,
+        host -> Text,
+        state -> Text,
+        until_at -> Nullable<BigInt>,
+        reason -> Nullable<Text>,
+        failures -> Text,
+        updated_at -> BigInt,
     }
 }

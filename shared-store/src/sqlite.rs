@@ -200,7 +200,12 @@ impl SqliteStore {
     fn write_here(&self, write: &Write) -> Option<Result<(), StoreError>> {
         let small = match write {
             Write::Commit(batch) => batch.changes.len() <= INLINE_CHANGES,
-            Write::BeginRun(_) | Write::RunStatus(..) => true,
+            Write::BeginRun(_)
+            | Write::RunStatus(..)
+            | Write::Request(_)
+            | Write::RunParams(..)
+            | Write::RunCause(..)
+            | Write::HostHealth(..) => true,
         };
         if !small {
             return None;
@@ -242,6 +247,12 @@ impl SqliteStore {
             .await
     }
 
+    /// Failed tasks by failure class, over the whole store.
+    pub async fn failure_class_counts(&self) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+        self.call(move |conn| Ok(query::failure_class_counts().load(conn)?))
+            .await
+    }
+
     pub async fn tasks(&self, run: RunKey) -> Result<Vec<TaskRecord>, StoreError> {
         self.call(move |conn| task_records(query::tasks_of(&run).load(conn)?))
             .await
@@ -254,6 +265,30 @@ impl SqliteStore {
     ) -> Result<Vec<TriggerRecord>, StoreError> {
         self.call(move |conn| trigger_records(query::triggers_of(&run, after).load(conn)?))
             .await
+    }
+
+    pub async fn requests(
+        &self,
+        run: RunKey,
+        after: i64,
+    ) -> Result<Vec<RunRequestRecord>, StoreError> {
+        self.call(move |conn| Ok(request_records(query::requests_of(&run, after).load(conn)?)))
+            .await
+    }
+
+    pub async fn host_health(&self, run: RunKey) -> Result<Vec<HostHealthRecord>, StoreError> {
+        self.call(move |conn| Ok(health_records(query::host_health_of(&run).load(conn)?)))
+            .await
+    }
+
+    /// SQLite's count of commits this connection did not make (`PRAGMA data_version`): it
+    /// changes only when another connection (another process) commits to the file.
+    pub(crate) async fn data_version(&self) -> Result<i64, StoreError> {
+        self.call(|conn| {
+            let row = diesel::sql_query("PRAGMA data_version").get_result::<DataVersion>(conn)?;
+            Ok(row.data_version)
+        })
+        .await
     }
 
     pub async fn delays(&self, run: RunKey) -> Result<Vec<DelayRecord>, StoreError> {
@@ -334,6 +369,12 @@ fn database_url(path: &Path) -> Option<String> {
         return Some(format!("./{text}"));
     }
     Some(text.to_owned())
+}
+
+#[derive(QueryableByName)]
+struct DataVersion {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    data_version: i64,
 }
 
 #[derive(QueryableByName)]

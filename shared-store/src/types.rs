@@ -1,5 +1,6 @@
 //! The store's vocabulary: keys, records, changes and errors, shared by every backend.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -113,6 +114,11 @@ pub struct NewRun {
     /// A description of the program (the flow's definition as JSON), kept for `continue`.
     pub program: String,
     pub started_at: Micros,
+    /// The run's parameters, name to value.
+    pub params: BTreeMap<String, String>,
+    /// The names of the variables its tasks get from the prime's environment (never their
+    /// values: those are not stored).
+    pub env_from_prime: Vec<String>,
 }
 
 /// A run row as stored.
@@ -126,6 +132,13 @@ pub struct RunRecord {
     pub program: String,
     pub started_at: Micros,
     pub ended_at: Option<Micros>,
+    /// The run's parameters, name to value; `None` for a run stored before parameters were.
+    pub params: Option<BTreeMap<String, String>>,
+    /// The names of the variables its tasks got from the prime's environment.
+    pub env_from_prime: Vec<String>,
+    /// Why it could not do its work, as its coordinator saw it (`None`: it ended on its
+    /// own, or was stored before causes were).
+    pub cause: Option<String>,
 }
 
 /// A task row as stored.
@@ -141,6 +154,10 @@ pub struct TaskRecord {
     /// The closure's result as JSON text, or the command's exit code.
     pub result: Option<String>,
     pub error: Option<String>,
+    /// The class of its last failed end (`exit:3`, `timeout`, …): what
+    /// `eventor_protocol::FailureClass` writes; none for a success, a task not ended yet,
+    /// or one stored before the column.
+    pub failure_class: Option<String>,
     pub created_at: Micros,
     pub updated_at: Micros,
 }
@@ -159,6 +176,92 @@ pub struct TriggerRecord {
     pub id: i64,
     pub event: String,
     pub sequence: String,
+    pub created_at: Micros,
+}
+
+/// A request to a run from outside its coordinator (a `run_requests` row), such as
+/// `eventor-coord cancel`: its coordinator acts on it, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRequest {
+    pub run: RunKey,
+    pub kind: RequestKind,
+    /// Who asked, as people read it: `eventor-coord cancel (user@host)`.
+    pub by: String,
+    pub at: Micros,
+}
+
+/// What a [`RunRequest`] asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Stop the run as an interrupt does: nothing new starts, what runs is stopped.
+    Cancel,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Cancel => "cancel",
+        }
+    }
+
+    /// The kind stored as `text`; `None` for one this version does not know (a newer
+    /// program's), which a coordinator leaves alone.
+    pub fn parse(text: &str) -> Option<RequestKind> {
+        match text {
+            "cancel" => Some(RequestKind::Cancel),
+            _ => None,
+        }
+    }
+}
+
+/// One host's health in a run (a `host_health` row): written by the run's prime when the
+/// host's state changes, read by `eventor-coord hosts` and `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostHealthRecord {
+    pub host: String,
+    pub state: HostState,
+    /// When its quarantine ends (microseconds since the epoch); `None` unless quarantined.
+    pub until: Option<Micros>,
+    /// Why it is away or quarantined.
+    pub reason: Option<String>,
+    /// Its last host-class failures, oldest first: when, and why.
+    pub failures: Vec<(Micros, String)>,
+    pub updated_at: Micros,
+}
+
+/// Whether a host takes a run's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostState {
+    Up,
+    /// Lost or unreachable, being brought back.
+    Away,
+    /// Gets no new task until its cool-down ends.
+    Quarantined,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Up => "up",
+            HostState::Away => "away",
+            HostState::Quarantined => "quarantined",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HostState> {
+        [HostState::Up, HostState::Away, HostState::Quarantined]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// A request row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRequestRecord {
+    pub id: i64,
+    /// `None`: a kind this version does not know.
+    pub kind: Option<RequestKind>,
+    pub by: String,
     pub created_at: Micros,
 }
 
@@ -214,6 +317,9 @@ pub enum Change {
         to: TaskStatus,
         result: Option<String>,
         error: Option<String>,
+        /// The class of a failed end (`exit:3`, `timeout`: `eventor_protocol::FailureClass`
+        /// as text); none for a success or a change that is no end.
+        failure_class: Option<Arc<str>>,
         at: Micros,
     },
     /// A task goes back to `ready` as a new attempt: an active one whose runner died (with its

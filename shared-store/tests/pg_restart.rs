@@ -68,6 +68,7 @@ fn turn(run: &RunKey, i: usize) -> Batch {
             to: TaskStatus::Success,
             result: None,
             error: None,
+            failure_class: None,
             at: 2,
         },
         Change::Trigger {
@@ -134,6 +135,8 @@ async fn a_run_goes_on_through_a_server_restart() {
         host: "here".into(),
         program: "{}".into(),
         started_at: 1,
+        params: Default::default(),
+        env_from_prime: Vec::new(),
     };
     store.begin_run(new_run).await.unwrap();
     let first = Change::TaskCreated {

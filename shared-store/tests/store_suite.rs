@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,7 @@ macro_rules! suite {
                     task_pid_fenced_and_recorded,
                     task_host_fenced_and_kept,
                     task_retry_starts_a_new_attempt,
+                    a_failed_end_records_its_class_until_the_next_end,
                     a_task_lives_its_whole_life_in_one_batch,
                     first_failure_in_batch_order_wins,
                     delays_armed_fired_and_refired,
@@ -118,6 +120,9 @@ macro_rules! suite {
                     shared_pool_grants_all_or_nothing_across_handles,
                     shared_pool_grant_goes_back_with_the_task_end,
                     shared_pool_declared_once,
+                    requests_are_stored_in_order_and_wake_the_run,
+                    run_params_round_trip_and_an_override_replaces_them,
+                    host_health_is_replaced_per_host_needs_its_run_and_goes_with_it,
                 ]
             );
         )*
@@ -129,12 +134,20 @@ suite!(sqlite => sqlite_fixture, postgres => postgres_fixture);
 store_suite!(
     sqlite_previous_schema,
     sqlite_previous_fixture,
-    [a_store_of_the_previous_schema_keeps_its_retries]
+    [
+        a_store_of_the_previous_schema_keeps_its_retries,
+        a_run_of_a_schema_before_params_reads_with_none_and_takes_them,
+        a_task_of_the_previous_schema_gets_a_failure_class_after_the_migration
+    ]
 );
 store_suite!(
     postgres_previous_schema,
     postgres_previous_fixture,
-    [a_store_of_the_previous_schema_keeps_its_retries]
+    [
+        a_store_of_the_previous_schema_keeps_its_retries,
+        a_run_of_a_schema_before_params_reads_with_none_and_takes_them,
+        a_task_of_the_previous_schema_gets_a_failure_class_after_the_migration
+    ]
 );
 
 /// The schema before retries had rows of their own: the store's first two migrations, as
@@ -163,7 +176,7 @@ fn previous_rows() -> String {
              run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);\n\
          INSERT INTO __diesel_schema_migrations (version) VALUES ('{}'), ('{}');\n\
          INSERT INTO runs (run_id, recovery, name, mode, status, host, program, started_at) \
-             VALUES ('R', 0, 'flow', 'run', 'running', 'h', '{{}}', 1);\n\
+             VALUES ('R', 0, 'flow', 'restart', 'running', 'h', '{{}}', 1);\n\
          INSERT INTO tasks (run_id, recovery, step, sequence, status, attempt, created_at, \
              updated_at) VALUES ('R', 0, 'flaky', 's', 'ready', 2, 1, 2);\n\
          INSERT INTO delays (run_id, recovery, assoc, sequence, due_at, fired, created_at) \
@@ -250,6 +263,8 @@ fn new_run(key: &RunKey, name: &str, started_at: Micros) -> NewRun {
         host: "host-a".into(),
         program: r#"{"steps":[]}"#.into(),
         started_at,
+        params: Default::default(),
+        env_from_prime: Vec::new(),
     }
 }
 
@@ -294,6 +309,7 @@ fn moved(step: &str, attempt: i32, from: TaskStatus, to: TaskStatus) -> Change {
         to,
         result: None,
         error: None,
+        failure_class: None,
         at: 20,
     }
 }
@@ -380,6 +396,7 @@ async fn batch_round_trips(fx: Fixture) {
         to: TaskStatus::Success,
         result: Some("42".into()),
         error: Some("warning".into()),
+        failure_class: None,
         at: 30,
     };
     store.commit(batch(&run, vec![done])).await.unwrap();
@@ -803,6 +820,189 @@ async fn a_store_of_the_previous_schema_keeps_its_retries(fx: Fixture) {
     assert!(retry_rows(store, &run).await.is_empty());
 }
 
+/// A host's health row is replaced by the next one of that host (the others stay), is
+/// refused for a run that is not there, and is deleted with its run.
+async fn host_health_is_replaced_per_host_needs_its_run_and_goes_with_it(fx: Fixture) {
+    let store = &fx.store;
+    let run = started(store, "R").await;
+    let health = |host: &str, state, until, failures: &[(Micros, &str)]| HostHealthRecord {
+        host: host.to_string(),
+        state,
+        until,
+        reason: until.map(|_| "3 host failures within 10m".to_string()),
+        failures: failures
+            .iter()
+            .map(|(at, why)| (*at, why.to_string()))
+            .collect(),
+        updated_at: 5,
+    };
+    let lost = [(1, "lost: link cut"), (2, "lost: link\ncut again")];
+    store
+        .set_host_health(run.clone(), health("b", HostState::Up, None, &[]))
+        .await
+        .unwrap();
+    store
+        .set_host_health(run.clone(), health("a", HostState::Away, None, &lost[..1]))
+        .await
+        .unwrap();
+    let quarantined = health("a", HostState::Quarantined, Some(90), &lost);
+    store
+        .set_host_health(run.clone(), quarantined.clone())
+        .await
+        .unwrap();
+    let rows = store.host_health(run.clone()).await.unwrap();
+    let hosts: Vec<(&str, HostState)> = rows.iter().map(|h| (h.host.as_str(), h.state)).collect();
+    assert_eq!(hosts, [("a", HostState::Quarantined), ("b", HostState::Up)]);
+    assert_eq!(rows[0].until, Some(90));
+    let reasons: Vec<&str> = rows[0].failures.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(reasons, ["lost: link cut", "lost: link cut again"]);
+    let elsewhere = store.set_host_health(key("S", 0), quarantined).await;
+    assert!(
+        matches!(elsewhere, Err(StoreError::NoSuchRun(_))),
+        "{elsewhere:?}"
+    );
+    assert_eq!(store.delete_run("R").await.unwrap(), 1);
+    assert!(store.host_health(run).await.unwrap().is_empty());
+}
+
+/// A run stored before runs had parameters reads with none (not an empty set) and no
+/// variables from the prime; a continue's override then records them on its row.
+async fn a_run_of_a_schema_before_params_reads_with_none_and_takes_them(fx: Fixture) {
+    let store = &fx.store;
+    let run = store.run_history("R").await.unwrap().remove(0);
+    assert_eq!(
+        (run.params, run.env_from_prime),
+        (None, Vec::<String>::new())
+    );
+    let params = [("RUN_DATE".to_string(), "2026-12-05".to_string())].into();
+    store
+        .set_run_params(run.key.clone(), &params)
+        .await
+        .unwrap();
+    let run = store.run_history("R").await.unwrap().remove(0);
+    assert_eq!(run.params, Some(params));
+}
+
+async fn run_params_round_trip_and_an_override_replaces_them(fx: Fixture) {
+    let store = &fx.store;
+    let run = key("P", 0);
+    let mut row = new_run(&run, "flow", 1);
+    row.params = [
+        ("A".to_string(), "1".to_string()),
+        ("B".to_string(), "x y".to_string()),
+    ]
+    .into();
+    row.env_from_prime = vec!["DB_PASSWORD".to_string()];
+    store.begin_run(row.clone()).await.unwrap();
+    let stored = store.run_history("P").await.unwrap().remove(0);
+    assert_eq!(stored.params.as_ref(), Some(&row.params));
+    assert_eq!(stored.env_from_prime, ["DB_PASSWORD"]);
+    let replaced = [("A".to_string(), "2".to_string())].into();
+    store.set_run_params(run.clone(), &replaced).await.unwrap();
+    let stored = store.run_history("P").await.unwrap().remove(0);
+    assert_eq!(
+        stored.params,
+        Some(replaced),
+        "the new values replace the stored ones"
+    );
+    let missing = store
+        .set_run_params(key("nosuch", 0), &BTreeMap::new())
+        .await;
+    assert!(
+        missing.is_err(),
+        "a run that is not there is not updated: {missing:?}"
+    );
+}
+
+/// A transition of `step`'s task to `to`, with a failure class.
+fn ended(step: &str, attempt: i32, to: TaskStatus, class: Option<&str>) -> Change {
+    classed(moved(step, attempt, TaskStatus::Active, to), "1", class)
+}
+
+/// `change`, a transition, in `sequence` with `class` as its failure class.
+fn classed(mut change: Change, in_sequence: &str, class: Option<&str>) -> Change {
+    if let Change::TaskTransition {
+        sequence,
+        failure_class,
+        ..
+    } = &mut change
+    {
+        *sequence = in_sequence.into();
+        *failure_class = class.map(Arc::from);
+    }
+    change
+}
+
+/// The classes of the run's tasks, by step.
+async fn classes(store: &Store, run: &RunKey) -> Vec<(String, i32, Option<String>)> {
+    let tasks = store.tasks(run.clone()).await.unwrap();
+    tasks
+        .into_iter()
+        .map(|t| (t.step, t.attempt, t.failure_class))
+        .collect()
+}
+
+/// A failed end's class is stored with it, whether the task was created in the same batch
+/// (folded into the insert on Postgres) or before (a fenced update); it stays while the
+/// retry waits, and the next transition replaces it, as it does the error (a success has
+/// none).
+async fn a_failed_end_records_its_class_until_the_next_end(fx: Fixture) {
+    use TaskStatus::*;
+    let store = &fx.store;
+    let run = started(store, "R").await;
+    let whole_life = vec![
+        created("a", "1", Ready, 1),
+        moved("a", 1, Ready, Active),
+        ended("a", 1, Failure, Some("exit:3")),
+        created("b", "1", Active, 1),
+    ];
+    store.commit(batch(&run, whole_life)).await.unwrap();
+    let b_fails = ended("b", 1, Failure, Some("signal:SIGKILL"));
+    store.commit(batch(&run, vec![b_fails])).await.unwrap();
+    assert_eq!(
+        classes(store, &run).await,
+        [
+            ("a".into(), 1, Some("exit:3".into())),
+            ("b".into(), 1, Some("signal:SIGKILL".into()))
+        ]
+    );
+    let retried = Change::TaskRetry {
+        step: "b".into(),
+        sequence: "1".into(),
+        from: Failure,
+        attempt: 1,
+        new_attempt: 2,
+        at: 25,
+    };
+    store.commit(batch(&run, vec![retried])).await.unwrap();
+    let b = || async { classes(store, &run).await.remove(1) };
+    assert_eq!(b().await, ("b".into(), 2, Some("signal:SIGKILL".into())));
+    let b_runs_and_succeeds = vec![moved("b", 2, Ready, Active), ended("b", 2, Success, None)];
+    store
+        .commit(batch(&run, b_runs_and_succeeds))
+        .await
+        .unwrap();
+    assert_eq!(b().await, ("b".into(), 2, None));
+}
+
+/// A task stored before the column has no class, and its next end records one.
+async fn a_task_of_the_previous_schema_gets_a_failure_class_after_the_migration(fx: Fixture) {
+    use TaskStatus::*;
+    let store = &fx.store;
+    let run = key("R", 0);
+    assert_eq!(classes(store, &run).await, [("flaky".into(), 2, None)]);
+    let flaky = |from, to, class| classed(moved("flaky", 2, from, to), "s", class);
+    let changes = vec![
+        flaky(Ready, Active, None),
+        flaky(Active, Failure, Some("timeout")),
+    ];
+    store.commit(batch(&run, changes)).await.unwrap();
+    assert_eq!(
+        classes(store, &run).await,
+        [("flaky".into(), 2, Some("timeout".into()))]
+    );
+}
+
 async fn rows_need_their_run(fx: Fixture) {
     let store = &fx.store;
     let ghost = key("ghost", 0);
@@ -1056,6 +1256,7 @@ async fn a_task_lives_its_whole_life_in_one_batch(fx: Fixture) {
         to: TaskStatus::Failure,
         result: Some("1".into()),
         error: Some("exit 1".into()),
+        failure_class: None,
         at: 40,
     };
     let changes = vec![
@@ -1197,6 +1398,45 @@ async fn empty_batch_is_a_no_op(fx: Fixture) {
 }
 
 /// Begins `run` of `name` at `started_at` with one trigger, one task and one delay.
+/// A cancel request from another handle wakes the run's subscriber and is read back once,
+/// in order; a request to a run that is not there is refused; deleting the run takes its
+/// requests along.
+async fn requests_are_stored_in_order_and_wake_the_run(fx: Fixture) {
+    let mine = &fx.store;
+    let theirs = fx.open_again().await;
+    let run = started(mine, "R").await;
+    let mut wakes = mine.subscribe(run.clone()).await.unwrap();
+    let cancel = |run: &RunKey, by: &str| RunRequest {
+        run: run.clone(),
+        kind: RequestKind::Cancel,
+        by: by.to_string(),
+        at: 7,
+    };
+    theirs.request(cancel(&run, "first")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), wakes.next())
+        .await
+        .expect("a request from another handle wakes the run");
+    theirs.request(cancel(&run, "second")).await.unwrap();
+    let all = mine.requests_after(run.clone(), 0).await.unwrap();
+    let seen: Vec<_> = all
+        .iter()
+        .map(|r| (r.kind, r.by.as_str(), r.created_at))
+        .collect();
+    let cancel_kind = Some(RequestKind::Cancel);
+    assert_eq!(
+        seen,
+        [(cancel_kind, "first", 7), (cancel_kind, "second", 7)]
+    );
+    let newer = mine.requests_after(run.clone(), all[0].id).await.unwrap();
+    assert_eq!(newer.len(), 1);
+    assert_eq!(newer[0].by, "second");
+
+    let ghost = theirs.request(cancel(&key("ghost", 0), "x")).await;
+    assert!(matches!(ghost, Err(StoreError::NoSuchRun(_))), "{ghost:?}");
+    assert_eq!(mine.delete_run("R").await.unwrap(), 1);
+    assert!(mine.requests_after(run, 0).await.unwrap().is_empty());
+}
+
 async fn run_with_rows(store: &Store, run: &RunKey, name: &str, started_at: Micros) {
     store
         .begin_run(new_run(run, name, started_at))
@@ -1669,8 +1909,10 @@ mod postgres_only {
         schema.drop_now().await;
     }
 
+    /// SQLite's subscription watches the file's `data_version`: another connection's commit
+    /// wakes it within a look or two (250 ms each), its own store's commits never do.
     #[tokio::test]
-    async fn sqlite_subscriptions_never_yield() {
+    async fn sqlite_subscriptions_wake_on_another_connections_commit_only() {
         let dir = tempfile::tempdir().unwrap();
         let location = StoreLocation::Sqlite(dir.path().join("store.db"));
         let (mine, theirs) = (
@@ -1679,12 +1921,49 @@ mod postgres_only {
         );
         let run = started(&mine, "R").await;
         let mut wakes = mine.subscribe(run.clone()).await.unwrap();
+        mine.commit(batch(&run, vec![trigger("own", "1", 1)]))
+            .await
+            .unwrap();
+        let own = tokio::time::timeout(SQLITE_WATCH_EVERY * 3, wakes.next()).await;
+        assert!(own.is_err(), "its own store's writes do not wake it");
         theirs
             .commit(batch(&run, vec![trigger("e", "1", 1)]))
             .await
             .unwrap();
-        let woken = tokio::time::timeout(Duration::from_millis(200), wakes.next()).await;
-        assert!(woken.is_err());
+        tokio::time::timeout(SQLITE_WATCH_EVERY * 8, wakes.next())
+            .await
+            .expect("another connection's commit wakes it");
+    }
+
+    /// A subscription made under one runtime waits under the next (the API runs each `run`
+    /// call on a fresh runtime, and a run's watch lives across them).
+    #[test]
+    fn an_sqlite_subscription_outlives_the_runtime_it_was_made_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("store.db"));
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let (mine, theirs, run, mut wakes) = runtime().block_on(async {
+            let mine = Store::open(&location).await.unwrap();
+            let theirs = Store::open(&location).await.unwrap();
+            let run = started(&mine, "R").await;
+            let wakes = mine.subscribe(run.clone()).await.unwrap();
+            (mine, theirs, run, wakes)
+        });
+        runtime().block_on(async {
+            theirs
+                .commit(batch(&run, vec![trigger("e", "1", 1)]))
+                .await
+                .unwrap();
+            tokio::time::timeout(SQLITE_WATCH_EVERY * 8, wakes.next())
+                .await
+                .expect("another connection's commit wakes it under the new runtime");
+        });
+        drop(mine);
     }
 
     #[tokio::test]

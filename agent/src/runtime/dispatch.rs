@@ -6,18 +6,23 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventor_protocol::{Dispatch, FrameReader, ProtocolError, TaskKey, ToAgent, ToCoordinator};
-use tokio::io::AsyncRead;
+use eventor_protocol::{
+    Dispatch, FrameReader, FrameWriter, Hello, ProtocolError, TaskKey, ToAgent, ToCoordinator,
+    LEASE_STOP_GRACE,
+};
+use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::durable::TaskEnd;
+use super::adopt::Den;
 use super::run::{self, Stop, StopReason, TaskEnv, TaskEvent};
-use super::writer::{Outgoing, WriteLoss};
+use super::triggers::PrimeTriggers;
+use super::writer::{Outgoing, Resumed, WriteLoss};
 use super::{AgentEnd, PrimeLoss};
 use crate::util::{error_chain, sleep_until};
+use eventor_protocol::TaskEnd;
 
 /// Dispatches beyond this many waiting ones are answered at once instead of queued: the
 /// prime should not send more than the limit it was given, and a runaway one must not make
@@ -31,8 +36,8 @@ const EVENT_CAPACITY: usize = 64;
 pub(super) const SILENT_INTERVALS: u32 = 3;
 
 /// The session with the prime the task loop serves: what it is given.
-pub(super) struct PrimeSession<R> {
-    pub reader: FrameReader<R>,
+pub(super) struct PrimeSession {
+    pub reader: FrameReader<crate::stdio::Reader>,
     pub env: Arc<TaskEnv>,
     pub run_id: String,
     /// Tasks running at once.
@@ -41,6 +46,15 @@ pub(super) struct PrimeSession<R> {
     pub silence: Option<Duration>,
     pub write_loss: Arc<WriteLoss>,
     pub shutdown: CancellationToken,
+    /// Where the next prime finds this agent once this one is gone; `None`: it cannot.
+    pub den: Option<Den>,
+    /// The hello a re-adopting prime gets (with the `adopted` capability).
+    pub hello: Hello,
+    pub handshake_timeout: Duration,
+    /// The events this host's commands fire, on their way to the prime.
+    pub triggers: Arc<PrimeTriggers>,
+    /// Where those commands reach the agent; served while the loop runs.
+    pub trigger_socket: Option<crate::trigger_socket::TriggerSocket>,
 }
 
 /// Where the loop is.
@@ -59,12 +73,16 @@ enum Wake {
     Silent,
     /// The lease ran out with no coordinator.
     LeaseOut,
+    /// A prime came for the agent (through its bridge).
+    Adopt(std::io::Result<UnixStream>),
+    /// Nobody came for what the agent held: it may end.
+    LingerOut,
     Stop,
 }
 
 /// The agent's main loop over one session with its prime: the running and queued tasks.
-pub(super) struct TaskLoop<R> {
-    session: PrimeSession<R>,
+pub(super) struct TaskLoop {
+    session: PrimeSession,
     /// Every task started and not yet reported, with its stop handle.
     running: HashMap<TaskKey, Stop>,
     /// The tasks whose work is still running: what the limit counts. A task whose command
@@ -81,13 +99,15 @@ pub(super) struct TaskLoop<R> {
     lease: Option<Duration>,
     /// When the lease runs out: set when the prime is lost, cleared once acted on.
     lease_end: Option<Instant>,
+    /// Until when an agent without a prime waits to hand what it holds to the next one.
+    linger_until: Option<Instant>,
     write_lost: bool,
     stopped: bool,
     broken: Option<ProtocolError>,
 }
 
-impl<R: AsyncRead + Unpin> TaskLoop<R> {
-    pub(super) fn new(session: PrimeSession<R>) -> TaskLoop<R> {
+impl TaskLoop {
+    pub(super) fn new(session: PrimeSession) -> TaskLoop {
         let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
         TaskLoop {
             session,
@@ -102,6 +122,7 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
             last_frame: Instant::now(),
             lease: None,
             lease_end: None,
+            linger_until: None,
             write_lost: false,
             stopped: false,
             broken: None,
@@ -115,6 +136,9 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
             let wake = self.next_wake().await;
             self.handle(wake).await;
         }
+        // No command asks any more, and none waits for an answer that cannot come.
+        self.session.trigger_socket = None;
+        self.session.triggers.prime_lost();
         self.tracker.close();
         self.tracker.wait().await;
         match (self.broken, self.phase) {
@@ -126,7 +150,19 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
     }
 
     fn drained(&self) -> bool {
-        matches!(self.phase, Phase::Draining(_)) && self.running.is_empty()
+        matches!(self.phase, Phase::Draining(_))
+            && self.running.is_empty()
+            && self.linger_until.is_none()
+    }
+
+    /// Whether a prime may take this agent over now: it can be found, and it was not told
+    /// to stop or shut down.
+    fn adoptable(&self) -> bool {
+        let open = matches!(
+            self.phase,
+            Phase::Serving | Phase::Draining(AgentEnd::PrimeLost(_))
+        );
+        self.session.den.is_some() && open && !self.stopped
     }
 
     async fn next_wake(&mut self) -> Wake {
@@ -136,6 +172,9 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
             .silence
             .filter(|_| watch_silence)
             .map(|silence| self.last_frame + silence);
+        let linger = self.linger_until.filter(|_| self.running.is_empty());
+        let adoptable = self.adoptable();
+        let den = self.session.den.as_ref();
         tokio::select! {
             biased;
             _ = self.session.shutdown.cancelled(), if !self.stopped => Wake::Stop,
@@ -147,6 +186,8 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
             frame = self.session.reader.read_frame::<ToAgent>(), if self.reading => Wake::Frame(frame),
             _ = sleep_until(deadline) => Wake::Silent,
             _ = sleep_until(self.lease_end) => Wake::LeaseOut,
+            stream = async { den.expect("adoptable").accept().await }, if adoptable => Wake::Adopt(stream),
+            _ = sleep_until(linger), if linger.is_some() => Wake::LingerOut,
         }
     }
 
@@ -156,7 +197,7 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
                 self.last_frame = Instant::now();
                 self.on_message(message).await;
             }
-            Wake::Frame(Ok(None)) => self.on_end_of_stream(),
+            Wake::Frame(Ok(None)) => self.on_end_of_stream().await,
             Wake::Frame(Err(error)) => self.on_read_error(error).await,
             Wake::TaskRan(key) => {
                 self.busy.remove(&key);
@@ -170,13 +211,21 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
             Wake::WriteLost => {
                 self.write_lost = true;
                 let message = self.session.write_loss.reason();
-                self.lose_prime(PrimeLoss::WriteFailed { message });
+                self.lose_prime(PrimeLoss::WriteFailed { message }).await;
             }
             Wake::Silent => {
                 let after = self.session.silence.unwrap_or_default();
-                self.lose_prime(PrimeLoss::Silent { after });
+                self.lose_prime(PrimeLoss::Silent { after }).await;
             }
             Wake::LeaseOut => self.on_lease_out(),
+            Wake::Adopt(Ok(stream)) => self.on_adopt(stream).await,
+            Wake::Adopt(Err(error)) => {
+                tracing::warn!(error = %error, "accepting a coordinator failed");
+            }
+            Wake::LingerOut => {
+                tracing::warn!("no coordinator came for the tasks' held ends and output");
+                self.linger_until = None;
+            }
             Wake::Stop => self.on_stop(),
         }
     }
@@ -189,6 +238,12 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
             // Arriving was the point: `last_frame` is already updated.
             ToAgent::Heartbeat(_) => {}
             ToAgent::Lease { lease_ms } => self.lease = Some(Duration::from_millis(lease_ms)),
+            ToAgent::TriggerAnswer { id, refused } => self.session.triggers.answer(id, refused),
+            ToAgent::StatusAnswer {
+                id,
+                status,
+                refused,
+            } => self.session.triggers.answer_status(id, status, refused),
         }
     }
 
@@ -261,10 +316,10 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
         }
     }
 
-    fn on_end_of_stream(&mut self) {
+    async fn on_end_of_stream(&mut self) {
         self.reading = false;
         // After `Shutdown` the prime closing its end is the expected goodbye.
-        self.lose_prime(PrimeLoss::Closed);
+        self.lose_prime(PrimeLoss::Closed).await;
     }
 
     async fn on_read_error(&mut self, error: ProtocolError) {
@@ -272,11 +327,12 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
         match error {
             ProtocolError::TornFrame { .. } => {
                 self.reading = false;
-                self.lose_prime(PrimeLoss::Torn { message: text });
+                self.lose_prime(PrimeLoss::Torn { message: text }).await;
             }
             ProtocolError::Io(_) => {
                 self.reading = false;
-                self.lose_prime(PrimeLoss::ReadFailed { message: text });
+                self.lose_prime(PrimeLoss::ReadFailed { message: text })
+                    .await;
             }
             // One frame lost, the stream still in step: say so and go on.
             error if !error.is_fatal() => {
@@ -289,7 +345,7 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
                 self.report_error(None, format!("the agent cannot read on: {text}"))
                     .await;
                 self.reading = false;
-                self.lose_prime(PrimeLoss::Garbled { message: text });
+                self.lose_prime(PrimeLoss::Garbled { message: text }).await;
                 self.broken = Some(error);
             }
         }
@@ -298,18 +354,31 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
     /// The prime is gone: no new work; running tasks run on for the lease (to their end
     /// without one) and record their results. Waiting tasks never ran, so they are left
     /// `active` in the store, which is what a recovery reruns.
-    fn lose_prime(&mut self, why: PrimeLoss) {
+    async fn lose_prime(&mut self, why: PrimeLoss) {
         self.reading = false;
         if !matches!(self.phase, Phase::Serving) {
             return;
         }
+        // A next prime may come within the lease: nothing more to this one, what comes now is
+        // held for the next. (Without a lease nobody will come: the agent writes on, in case
+        // the prime only closed its end.)
+        if self.session.den.is_some() && self.lease.is_some() {
+            let _ = self.session.env.out.send(Outgoing::Hold).await;
+        }
+        self.session.triggers.prime_lost();
         // Counted from the last frame read, as the prime counts from the last it read.
         self.lease_end = self.lease.map(|lease| self.last_frame + lease);
+        // Ends and output of running tasks wait for a prime as long as one may come.
+        let holds = self.session.den.is_some() && !self.running.is_empty();
+        self.linger_until = self
+            .lease_end
+            .filter(|_| holds)
+            .map(|end| end + LEASE_STOP_GRACE);
         tracing::warn!(
             why = %why,
             running = self.running.len(),
             abandoned = self.queue.len(),
-            lease = ?self.lease,
+            lease = %super::describe_period(self.lease),
             "the coordinator is gone: the running tasks run on for the lease, then the agent exits"
         );
         for dispatch in self.queue.drain(..) {
@@ -333,6 +402,68 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
         for stop in self.running.values() {
             stop.stop(StopReason::LeaseOut(lease));
         }
+    }
+
+    /// A prime came through the den: the handshake as the agent it already is (with the
+    /// `adopted` capability), then the writer hands it `Adopted` and what was held, and the
+    /// loop serves it. A prime of another run, or a failed handshake, is turned away.
+    async fn on_adopt(&mut self, stream: UnixStream) {
+        let (read, write) = stream.into_split();
+        let mut reader = FrameReader::new(Box::new(read) as crate::stdio::Reader);
+        let mut writer = FrameWriter::new(Box::new(write) as crate::stdio::Writer);
+        let timeout = self.session.handshake_timeout;
+        let welcome = match eventor_protocol::hello(
+            &mut reader,
+            &mut writer,
+            &self.session.hello,
+            timeout,
+        )
+        .await
+        {
+            Ok(welcome) => welcome,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "a coordinator's re-adoption failed");
+                return;
+            }
+        };
+        if welcome.accept.run_id != self.session.run_id {
+            tracing::warn!(run = %welcome.accept.run_id, "a coordinator of another run came: turned away");
+            return;
+        }
+        // The store is already open: the one this agent records in stays.
+        if welcome.store.is_some() {
+            if let Err(error) = writer.write_frame(&ToCoordinator::StoreReady).await {
+                tracing::warn!(error = %error_chain(&error), "a coordinator's re-adoption failed");
+                return;
+            }
+        }
+        if matches!(self.phase, Phase::Serving) {
+            self.lose_prime(PrimeLoss::Replaced).await;
+        }
+        let loss = Arc::new(WriteLoss::default());
+        let resumed = Resumed {
+            sink: writer,
+            loss: loss.clone(),
+        };
+        if self
+            .session
+            .env
+            .out
+            .send(Outgoing::Resume(resumed))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tracing::info!(running = self.running.len(), "re-adopted by a coordinator");
+        self.session.reader = reader;
+        self.session.write_loss = loss;
+        self.write_lost = false;
+        self.reading = true;
+        self.last_frame = Instant::now();
+        self.lease_end = None;
+        self.linger_until = None;
+        self.phase = Phase::Serving;
     }
 
     fn start(&mut self, dispatch: Dispatch) {
@@ -373,8 +504,11 @@ impl<R: AsyncRead + Unpin> TaskLoop<R> {
         });
     }
 
-    async fn report_error(&self, key: Option<TaskKey>, message: String) {
+    /// (`&mut`: the loop holds a reader that need not be `Sync`, and the future must be
+    /// `Send`.)
+    async fn report_error(&mut self, key: Option<TaskKey>, message: String) {
         let error = ToCoordinator::Error { key, message };
-        let _ = self.session.env.out.send(Outgoing::Message(error)).await;
+        let out = self.session.env.out.clone();
+        let _ = out.send(Outgoing::Message(error)).await;
     }
 }

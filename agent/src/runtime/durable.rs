@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use eventor_protocol::{Outcome, TaskKey};
+use eventor_protocol::{EndStatus, TaskEnd, TaskKey};
 use eventor_store::{Batch, Change, RunKey, Store, StoreError, TaskStatus};
 
 use crate::util::error_chain;
@@ -117,65 +117,42 @@ async fn commit_one(store: &Store, batch: Batch) -> Recorded {
 }
 
 fn batch(key: &TaskKey, end: &TaskEnd, host: &Arc<str>) -> Batch {
-    let to = match end.status {
-        Outcome::Success => TaskStatus::Success,
-        // The store has no "cancelled": like a local cancel or timeout, it is a failure
-        // whose error says why.
-        Outcome::Failure | Outcome::Cancelled | Outcome::TimedOut => TaskStatus::Failure,
-    };
-    let step: Arc<str> = Arc::from(key.step.as_str());
-    let sequence: Arc<str> = Arc::from(key.sequence.as_str());
     Batch {
         run: RunKey {
             run_id: Arc::from(key.run_id.as_str()),
             recovery: key.recovery,
         },
-        changes: vec![
-            Change::TaskHost {
-                step: step.clone(),
-                sequence: sequence.clone(),
-                attempt: key.attempt,
-                host: host.clone(),
-            },
-            Change::TaskTransition {
-                step,
-                sequence,
-                attempt: key.attempt,
-                from: TaskStatus::Active,
-                to,
-                result: end.result.clone(),
-                error: end.error.clone(),
-                at: eventor_store::now_micros(),
-            },
-        ],
+        changes: end_changes(host, key, end).into(),
     }
 }
 
-/// How a task ended, before it is recorded and reported.
-#[derive(Debug, Clone)]
-pub(super) struct TaskEnd {
-    pub status: Outcome,
-    pub exit_code: Option<i32>,
-    /// What the store records as the result: a closure's JSON, or a command's exit code (as
-    /// the local executor records it).
-    pub result: Option<String>,
-    pub error: Option<String>,
-}
-
-impl TaskEnd {
-    pub(super) fn failure(error: String) -> TaskEnd {
-        TaskEnd {
-            status: Outcome::Failure,
-            exit_code: None,
-            result: None,
-            error: Some(error),
-        }
-    }
-
-    pub(super) fn cancelled(why: String) -> TaskEnd {
-        TaskEnd {
-            status: Outcome::Cancelled,
-            ..TaskEnd::failure(why)
-        }
-    }
+/// The store changes that end the remote attempt `key` with `end`: where it ran, and its
+/// transition from active, both fenced on its attempt. The one way a remote end is stored,
+/// by its agent or (a lost host's task) by the prime.
+pub fn end_changes(host: &str, key: &TaskKey, end: &TaskEnd) -> [Change; 2] {
+    let to = match end.status {
+        EndStatus::Success => TaskStatus::Success,
+        // The store has no "cancelled": like a local cancel or timeout, it is a failure
+        // whose error says why.
+        EndStatus::Failure | EndStatus::Cancelled | EndStatus::TimedOut => TaskStatus::Failure,
+    };
+    let (step, sequence): (Arc<str>, Arc<str>) = (Arc::from(&*key.step), Arc::from(&*key.sequence));
+    let ran_on = Change::TaskHost {
+        step: step.clone(),
+        sequence: sequence.clone(),
+        attempt: key.attempt,
+        host: Arc::from(host),
+    };
+    let ended = Change::TaskTransition {
+        step,
+        sequence,
+        attempt: key.attempt,
+        from: TaskStatus::Active,
+        to,
+        result: end.result.clone(),
+        error: end.error.clone(),
+        failure_class: end.failure_class().map(|c| c.to_string().into()),
+        at: eventor_store::now_micros(),
+    };
+    [ran_on, ended]
 }

@@ -38,6 +38,10 @@ pub enum AgentError {
     #[error("the channel from the coordinator is broken")]
     Stream(#[source] ProtocolError),
 
+    /// Carrying bytes between the coordinator and a surviving agent of the run failed.
+    #[error("bridging the coordinator to the surviving agent failed")]
+    Bridge(#[source] std::io::Error),
+
     /// The shutdown token fired before the coordinator accepted the agent.
     #[error("stopped before the coordinator accepted the agent")]
     StoppedBeforeAccept,

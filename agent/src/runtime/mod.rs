@@ -17,7 +17,11 @@
 //! **The store comes over the channel.** A prime of protocol 1.1 sends `AcceptWithStore`
 //! instead: the same welcome plus the store's location and password
 //! ([`StoreAccess`](eventor_protocol::StoreAccess)), so credentials never appear on the
-//! agent's command line, in its environment or in a log. The agent then opens that store
+//! agent's command line, in its environment or in a log; a prime of 1.4 sends
+//! `AcceptWithStoreTls`, the same plus the store's TLS
+//! ([`StoreTls`](eventor_protocol::StoreTls): the mode, the name the certificate must
+//! match, the CA and client certificate and key as their contents, never files on the
+//! host), which wins over the host's own `PGSSL*` and `~/.postgresql`. The agent then opens that store
 //! (it replaces one given in [`AgentOptions::store`]) *before it reads any work*: on success
 //! it sends `StoreReady`; on failure it sends an `Error` without a key saying why and ends
 //! `serve` with [`AgentError::Store`], so an agent that cannot record results says so and
@@ -28,7 +32,8 @@
 //!   The limit is the smaller of [`AgentOptions::max_concurrent`] and the prime's
 //!   `max_concurrent_tasks` (0 means the prime sets none). A command runs through the
 //!   shared runner ([`crate::command`]): its own process group, the task's variables
-//!   (`EVENTOR_STEP_NAME`, `…_SEQUENCE`, `…_RECOVERY`, `…_ATTEMPT`, `…_LOGGER_NAME`, then
+//!   (`EVENTOR_RUN_ID`, `…_STEP_NAME`, `…_SEQUENCE`, `…_RECOVERY`, `…_ATTEMPT`,
+//!   `…_LOGGER_NAME`, then
 //!   the dispatch's `env`, which wins), its `cwd` and `timeout_ms`. A `Closure { step }` runs the
 //!   program's closure of that name from [`AgentOptions::closures`] (blocking ones on the
 //!   blocking pool, with [`current_task`](crate::task::current_task) set); an unknown name is a
@@ -81,6 +86,26 @@
 //! are stopped instead (their groups: SIGTERM, then SIGKILL within the protocol's
 //! `LEASE_STOP_GRACE`) and recorded failed, so a prime that waited out the lease may start
 //! another attempt.
+//!
+//! # Re-adoption (1.4)
+//!
+//! A prime of 1.4 or later makes the agent findable: it listens on a Unix socket named for
+//! the run and the host ([`adopt::socket_name`]) in a private directory
+//! ([`AgentOptions::den`], 0700, ours, else refused with a warning). Once the prime is lost,
+//! the writer stops writing to it and holds every frame for the next one (in memory, then a
+//! spill file, up to 64 MiB; past that output lines are dropped and counted, starts and ends
+//! never), and an agent that was running tasks then stays for its lease and the stop's
+//! grace even after they ended, so a prime that comes within that time gets everything. A
+//! prime reaching the host again starts an agent with that socket's name
+//! ([`adopt::RESUME_VAR`]); that agent finds the survivor and only carries bytes
+//! ([`adopt::bridge`]). The survivor shakes hands as itself (its hello has the `adopted`
+//! capability; a prime of another run is turned away; the store it has stays), sends
+//! `Adopted` with the attempts whose ends no prime has read, then what it held, in order,
+//! and serves on: the lease wait is over, the new prime's cancels and dispatches apply. A
+//! prime that comes while the old one still seems alive takes over (the old session is
+//! dropped as `Replaced`): only a login as this user reaches the socket, and only a prime
+//! that gave the host up starts a bridge.
+//!
 //! Bytes that are not frames (or another major version) after the handshake are handled
 //! the same way, then returned as [`AgentError::Stream`]. A frame that fails to decode but
 //! keeps the stream in step is answered with an `Error` and skipped.
@@ -109,7 +134,7 @@
 //! # What it leaves out
 //!
 //! - A remote closure cannot fire events (`TaskContext::trigger_event` says the run is
-//!   over): the protocol has no message for it yet.
+//!   over); a remote command can, through the agent's trigger socket (`triggers.rs`).
 //! - Output is not shared fairly between tasks: one flooding task can make another's lines
 //!   drop too.
 //! - The flow's name is not on the wire, so `EVENTOR_LOGGER_NAME` and a closure's
@@ -117,13 +142,17 @@
 //! - Background children that a command leaves behind when it exits by itself are not
 //!   killed (as in a local run); nor can anything be done for the commands of an agent that
 //!   is itself killed with SIGKILL.
-//! - No reconnect: a lost prime ends the agent; the next prime starts a new one.
+//! - An agent whose den is unusable (see below) cannot be re-adopted: a lost prime then
+//!   ends it once its tasks have, as before 1.4.
 
+pub mod adopt;
 mod dispatch;
 mod durable;
 mod error;
+mod held;
 mod output;
 mod run;
+mod triggers;
 mod writer;
 
 #[cfg(test)]
@@ -136,13 +165,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventor_protocol::{
-    Accept, FrameLimit, FrameReader, FrameWriter, Hello, StoreAccess, ToCoordinator, Welcome,
+    Accept, FrameLimit, FrameReader, FrameWriter, Hello, StoreAccess, StoreTls, ToCoordinator,
+    Welcome,
 };
-use eventor_store::{Store, StoreLocation};
+use eventor_store::{LocationError, SslMode, Store, StoreLocation, TlsMaterial};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use durable::end_changes;
 pub use error::AgentError;
 
 use crate::limit::MaxConcurrent;
@@ -183,6 +214,9 @@ pub struct AgentOptions {
     /// ([`MAX_LOST_AFTER`](eventor_protocol::MAX_LOST_AFTER)). Of a blip the prime then
     /// decides first, naming it, and a link it kept is never ended by its agent.
     pub outwait: Duration,
+    /// The private directory where, once its prime is gone, the agent waits for the next
+    /// one (see [`adopt`]); `None`: it cannot be re-adopted.
+    pub den: Option<std::path::PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -195,6 +229,7 @@ impl Default for AgentOptions {
             kill_grace: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(30),
             outwait: eventor_protocol::MAX_LOST_AFTER,
+            den: adopt::default_den(),
         }
     }
 }
@@ -217,6 +252,25 @@ pub enum AgentEnd {
     PrimeLost(PrimeLoss),
 }
 
+/// How a channel ended, in words (the agent's last log line says it).
+impl fmt::Display for AgentEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentEnd::Shutdown { reason } => write!(f, "shut down by the coordinator: {reason}"),
+            AgentEnd::Stopped => f.write_str("stopped"),
+            AgentEnd::PrimeLost(loss) => write!(f, "lost the coordinator: {loss}"),
+        }
+    }
+}
+
+/// A period that may be none (a heartbeat, a lease), as a log line shows it: `30s` or `none`.
+pub(crate) fn describe_period(period: Option<Duration>) -> String {
+    period.map_or_else(
+        || "none".to_string(),
+        |p| humantime::format_duration(p).to_string(),
+    )
+}
+
 /// How the agent knew the prime was gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrimeLoss {
@@ -232,6 +286,8 @@ pub enum PrimeLoss {
     Silent { after: Duration },
     /// Its stream went out of step (not frames, another version, an oversized frame).
     Garbled { message: String },
+    /// Another coordinator re-adopted the agent.
+    Replaced,
 }
 
 impl fmt::Display for PrimeLoss {
@@ -247,6 +303,7 @@ impl fmt::Display for PrimeLoss {
                 humantime::format_duration(*after)
             ),
             PrimeLoss::Garbled { message } => write!(f, "unreadable stream: {message}"),
+            PrimeLoss::Replaced => f.write_str("another coordinator re-adopted the agent"),
         }
     }
 }
@@ -278,30 +335,40 @@ pub async fn serve<R, W>(
     shutdown: CancellationToken,
 ) -> Result<AgentSummary, AgentError>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     // Before the hello: an agent that cannot record results must not take work.
     let own = open_store(options.store.as_ref()).await?;
-    let mut reader = FrameReader::new(reader);
-    let mut writer = FrameWriter::new(writer);
+    let mut reader = FrameReader::new(Box::new(reader) as crate::stdio::Reader);
+    let mut writer = FrameWriter::new(Box::new(writer) as crate::stdio::Writer);
     let welcome = handshake(&mut reader, &mut writer, &options, &shutdown).await?;
     let store = match &welcome.store {
-        Some(access) => Some(open_granted(access, &mut writer).await?),
+        Some(access) => Some(open_granted(access, welcome.tls.as_ref(), &mut writer).await?),
         None => own,
     };
     let accept = welcome.accept;
     let prime = reader.peer_version();
     let plan = Plan::new(&accept, &options);
+    // No `host`: the prime that reads this line adds it.
     tracing::info!(
         run_id = %accept.run_id,
-        host = %accept.host,
         limit = plan.limit,
-        heartbeat = ?plan.heartbeat,
+        heartbeat = %describe_period(plan.heartbeat),
         "accepted by the coordinator"
     );
 
+    let den = match (prime.filter(|v| v.has_adoption()), &options.den) {
+        (Some(_), Some(dir)) => listen_for_adoption(dir, &accept).await,
+        _ => None,
+    };
+    let adoption_hello = hello_of(&options, store.is_some(), true);
     let (out, items) = mpsc::channel(OUTBOUND_CAPACITY);
+    let triggers = Arc::new(triggers::PrimeTriggers::new(out.clone()));
+    let trigger_socket = match (prime.filter(|v| v.has_adoption()), &options.den) {
+        (Some(_), Some(dir)) => open_trigger_socket(dir, &accept, triggers.clone()).await,
+        _ => None,
+    };
     let tally = Arc::new(Tally::default());
     let loss = Arc::new(WriteLoss::default());
     let env = Arc::new(TaskEnv {
@@ -311,6 +378,9 @@ where
         kill_grace: options.kill_grace,
         caps: plan.caps,
         tally: tally.clone(),
+        trigger_socket: trigger_socket
+            .as_ref()
+            .map(|socket| Arc::from(socket.path().to_string_lossy().as_ref())),
     });
     let silence = plan
         .heartbeat
@@ -320,6 +390,7 @@ where
         heartbeat: plan.heartbeat,
         stall_after: silence,
         output_batches: prime.is_some_and(|v| v.has_output_batches()),
+        spill: den.as_ref().map(adopt::Den::spill_path),
     };
     let task_loop = TaskLoop::new(PrimeSession {
         reader,
@@ -329,6 +400,11 @@ where
         silence,
         write_loss: loss.clone(),
         shutdown,
+        den,
+        hello: adoption_hello,
+        handshake_timeout: options.handshake_timeout,
+        triggers,
+        trigger_socket,
     });
     // The writer ends when the task loop and every task have dropped their senders.
     let (ended, report) = tokio::join!(
@@ -361,9 +437,10 @@ async fn open_store(location: Option<&StoreLocation>) -> Result<Option<Store>, A
 /// without a key, after which the agent ends).
 async fn open_granted<W: AsyncWrite + Unpin>(
     access: &StoreAccess,
+    tls: Option<&StoreTls>,
     writer: &mut FrameWriter<W>,
 ) -> Result<Store, AgentError> {
-    let location = granted_location(access)?;
+    let location = granted_location(access, tls)?;
     // The prime prepared this store's schema before it started the agents.
     let opened = Store::open_prepared(&location)
         .await
@@ -387,14 +464,33 @@ async fn open_granted<W: AsyncWrite + Unpin>(
     Ok(store)
 }
 
-/// The sent location with its password, which wins over the host's own sources.
-fn granted_location(access: &StoreAccess) -> Result<StoreLocation, AgentError> {
+/// The sent location with its password and TLS, which win over the host's own sources.
+fn granted_location(
+    access: &StoreAccess,
+    tls: Option<&StoreTls>,
+) -> Result<StoreLocation, AgentError> {
     let location = StoreLocation::parse(&access.location).map_err(AgentError::StoreLocation)?;
-    Ok(match (location, &access.password) {
-        (StoreLocation::Postgres(pg), Some(password)) => {
-            StoreLocation::Postgres(pg.with_password(password))
-        }
-        (location, _) => location,
+    let StoreLocation::Postgres(mut pg) = location else {
+        return Ok(location);
+    };
+    if let Some(password) = &access.password {
+        pg = pg.with_password(password);
+    }
+    if let Some(tls) = tls {
+        pg = pg.with_tls(tls_material(tls).map_err(AgentError::StoreLocation)?);
+    }
+    Ok(StoreLocation::Postgres(pg))
+}
+
+/// The TLS as the prime resolved it, in the store's terms.
+pub fn tls_material(tls: &StoreTls) -> Result<TlsMaterial, LocationError> {
+    let mode = SslMode::parse(&tls.mode).ok_or_else(|| LocationError::SslMode(tls.mode.clone()))?;
+    Ok(TlsMaterial {
+        mode,
+        server_name: tls.server_name.clone(),
+        root_cert: tls.root_cert.clone(),
+        client_cert: tls.client_cert.clone(),
+        client_key: tls.client_key.clone(),
     })
 }
 
@@ -408,17 +504,59 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
-    if options.store.is_some() {
-        capabilities.push(RECORDS_RESULTS.to_string());
-    }
-    let hello = Hello::new(env!("CARGO_PKG_VERSION"), &options.host_name, capabilities);
+    let hello = hello_of(options, options.store.is_some(), false);
     let timeout = options.handshake_timeout;
     tokio::select! {
         accepted = eventor_protocol::hello(reader, writer, &hello, timeout) => {
             accepted.map_err(AgentError::Handshake)
         }
         _ = shutdown.cancelled() => Err(AgentError::StoppedBeforeAccept),
+    }
+}
+
+/// The agent's hello: what it can do, whether it records ends, whether it is re-adopted.
+fn hello_of(options: &AgentOptions, records: bool, adopted: bool) -> Hello {
+    let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    if records {
+        capabilities.push(RECORDS_RESULTS.to_string());
+    }
+    if adopted {
+        capabilities.push(eventor_protocol::ADOPTED.to_string());
+    }
+    Hello::new(env!("CARGO_PKG_VERSION"), &options.host_name, capabilities)
+}
+
+/// The den where the next prime finds this agent, if it can have one here (a warning says
+/// why not: the agent then cannot be re-adopted, and its tasks end with their lease).
+async fn listen_for_adoption(dir: &std::path::Path, accept: &Accept) -> Option<adopt::Den> {
+    let name = adopt::socket_name(&accept.run_id, &accept.host);
+    match adopt::Den::listen(dir, &name).await {
+        Ok(den) => Some(den),
+        Err(error) => {
+            tracing::warn!(error = %error, "this agent cannot be re-adopted by another coordinator");
+            None
+        }
+    }
+}
+
+/// The agent's trigger socket, where its tasks' commands fire events in their run (a
+/// warning says why there is none).
+async fn open_trigger_socket(
+    dir: &std::path::Path,
+    accept: &Accept,
+    triggers: Arc<triggers::PrimeTriggers>,
+) -> Option<crate::trigger_socket::TriggerSocket> {
+    let name = format!("t-{}", adopt::socket_name(&accept.run_id, &accept.host));
+    let opened = match adopt::private_dir(dir) {
+        Ok(()) => crate::trigger_socket::TriggerSocket::open(dir, &name, triggers).await,
+        Err(error) => Err(error),
+    };
+    match opened {
+        Ok(socket) => Some(socket),
+        Err(error) => {
+            tracing::warn!(error = %error, "no trigger socket: commands here cannot fire their run's events");
+            None
+        }
     }
 }
 

@@ -10,19 +10,18 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use eventor_protocol::{
-    Dispatch, LogLevel, Outcome, TaskKey, ToCoordinator, Work, LEASE_STOP_GRACE,
+    Dispatch, EndStatus, LogLevel, TaskEnd, TaskKey, ToCoordinator, Work, LEASE_STOP_GRACE,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
-use super::durable::{self, Recorded, Recorder, TaskEnd};
+use super::durable::{self, Recorded, Recorder};
 use super::output::{clip, OutputGate};
 use super::writer::{dropped_text, Diagnostic, Outgoing};
 use crate::command::{run_command, CommandSpec};
 use crate::task::{
-    join_error_text, with_async_task, with_sync_task, Outcome as CommandOutcome, StepAction,
-    StepResult, TaskContext,
+    end_of, join_error_text, with_async_task, with_sync_task, StepAction, StepResult, TaskContext,
 };
 
 /// The prefix of the task variables the agent sets itself (the prime's `env` may override
@@ -37,6 +36,8 @@ pub(super) struct TaskEnv {
     pub kill_grace: Duration,
     pub caps: TextCaps,
     pub tally: Arc<Tally>,
+    /// This agent's trigger socket, for its tasks' commands to fire events in their run.
+    pub trigger_socket: Option<Arc<str>>,
 }
 
 /// How long texts may be on the wire, derived from the prime's frame cap.
@@ -60,12 +61,12 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    fn count(&self, status: Outcome) {
+    fn count(&self, status: EndStatus) {
         let counter = match status {
-            Outcome::Success => &self.succeeded,
-            Outcome::Failure => &self.failed,
-            Outcome::Cancelled => &self.cancelled,
-            Outcome::TimedOut => &self.timed_out,
+            EndStatus::Success => &self.succeeded,
+            EndStatus::Failure => &self.failed,
+            EndStatus::Cancelled => &self.cancelled,
+            EndStatus::TimedOut => &self.timed_out,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -206,10 +207,11 @@ fn finished_message(key: &TaskKey, end: TaskEnd, cap: usize) -> ToCoordinator {
     }
     ToCoordinator::TaskFinished {
         key: key.clone(),
-        status: end.status,
-        exit_code: end.exit_code,
-        result,
-        error,
+        end: TaskEnd {
+            result,
+            error,
+            ..end
+        },
     }
 }
 
@@ -223,7 +225,10 @@ struct Shell {
 async fn run_shell(env: &TaskEnv, key: &Arc<TaskKey>, shell: Shell, stop: &Stop) -> TaskEnd {
     let spec = CommandSpec {
         command: shell.command,
-        env: task_vars(key).into_iter().chain(shell.vars).collect(),
+        env: task_vars(key, env.trigger_socket.clone())
+            .into_iter()
+            .chain(shell.vars)
+            .collect(),
         cwd: shell.cwd,
         // The agent keeps the clock itself, so it can report `TimedOut` rather than a
         // failure whose text merely says so.
@@ -248,17 +253,21 @@ async fn run_shell(env: &TaskEnv, key: &Arc<TaskKey>, shell: Shell, stop: &Stop)
         let _ = out.send(Outgoing::Message(message)).await;
     };
     let run = run_command(&spec, stop.token.clone(), started, gate.sink());
-    let outcome = within(shell.timeout, stop, run).await;
+    let end = within(shell.timeout, stop, run).await;
     let dropped = gate.take_pending();
     if dropped > 0 {
         diagnose(env, Some(key), LogLevel::Warn, dropped_text(dropped)).await;
     }
-    command_end(outcome, stop.reason())
+    command_end(end, stop.reason())
 }
 
 /// The task's own variables, before the prime's `env` (which wins on a clash).
-fn task_vars(key: &TaskKey) -> [(String, String); 5] {
-    task_context(key).env_vars()
+fn task_vars(key: &TaskKey, trigger_socket: Option<Arc<str>>) -> Vec<(String, String)> {
+    let context = TaskContext {
+        trigger_socket,
+        ..task_context(key)
+    };
+    context.env_vars()
 }
 
 /// Runs `work`, stopping it (as timed out) once `limit` passes.
@@ -276,30 +285,16 @@ async fn within<T>(limit: Option<Duration>, stop: &Stop, work: impl Future<Outpu
     }
 }
 
-fn command_end(outcome: CommandOutcome, stopped: Option<&StopReason>) -> TaskEnd {
-    let exit_code = outcome.result.as_deref().and_then(|r| r.parse().ok());
-    match (outcome.success, stopped) {
-        (true, _) => TaskEnd {
-            status: Outcome::Success,
-            exit_code,
-            result: outcome.result,
-            error: None,
-        },
+/// A command's end, or (the agent stopped it) the end its stop's reason gives.
+fn command_end(end: TaskEnd, stopped: Option<&StopReason>) -> TaskEnd {
+    match (end.succeeded(), stopped) {
+        (true, _) | (false, None) => end,
         (false, Some(StopReason::Cancelled(why))) => TaskEnd::cancelled(why.clone()),
         (false, Some(StopReason::LeaseOut(lease))) => TaskEnd::failure(lease_text(*lease)),
-        (false, Some(StopReason::TimedOut(after))) => TaskEnd {
-            status: Outcome::TimedOut,
-            ..TaskEnd::failure(format!(
-                "timed out after {}",
-                humantime::format_duration(*after)
-            ))
-        },
-        (false, None) => TaskEnd {
-            status: Outcome::Failure,
-            exit_code,
-            result: outcome.result,
-            error: outcome.error,
-        },
+        (false, Some(StopReason::TimedOut(after))) => TaskEnd::timed_out(format!(
+            "timed out after {}",
+            humantime::format_duration(*after)
+        )),
     }
 }
 
@@ -393,18 +388,13 @@ fn stopped_end(reason: Option<&StopReason>) -> TaskEnd {
 
 /// The error of a task stopped because its agent's lease ran out.
 fn lease_text(lease: Duration) -> String {
-    format!("no coordinator for {}", humantime::format_duration(lease))
+    let lease = humantime::format_duration(lease);
+    format!("{}{lease}", eventor_protocol::NO_COORDINATOR)
 }
 
 fn closure_end(joined: Result<StepResult, JoinError>) -> TaskEnd {
     match joined {
-        Ok(Ok(value)) => TaskEnd {
-            status: Outcome::Success,
-            exit_code: None,
-            result: Some(value.to_string()),
-            error: None,
-        },
-        Ok(Err(error)) => TaskEnd::failure(error),
+        Ok(result) => end_of(result),
         Err(error) => TaskEnd::failure(join_error_text(error)),
     }
 }
@@ -421,6 +411,7 @@ fn task_context(key: &TaskKey) -> TaskContext {
         env_prefix: Arc::from(ENV_PREFIX),
         // Triggers from a remote task have no way back to the prime (yet).
         triggers: None,
+        trigger_socket: None,
     }
 }
 

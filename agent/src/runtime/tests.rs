@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use eventor_protocol::{
-    Accept, Dispatch, FrameReader, FrameWriter, Limits, Outcome, StoreAccess, TaskKey, ToAgent,
+    Accept, Dispatch, EndStatus, FrameReader, FrameWriter, Limits, StoreAccess, TaskKey, ToAgent,
     ToCoordinator, Welcome, Work,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
@@ -53,7 +53,11 @@ impl Prime {
             },
         };
         let timeout = Duration::from_secs(5);
-        let welcome = Welcome { accept, store };
+        let welcome = Welcome {
+            accept,
+            store,
+            tls: None,
+        };
         eventor_protocol::accept(&mut reader, &mut writer, timeout, |_| Ok(welcome))
             .await
             .expect("handshake");
@@ -98,18 +102,11 @@ impl Prime {
         }
     }
 
-    async fn finished(&mut self, of: &TaskKey) -> (Outcome, Option<String>, Option<String>) {
+    async fn finished(&mut self, of: &TaskKey) -> (EndStatus, Option<String>, Option<String>) {
         loop {
-            if let ToCoordinator::TaskFinished {
-                key,
-                status,
-                result,
-                error,
-                ..
-            } = self.next_message().await
-            {
+            if let ToCoordinator::TaskFinished { key, end } = self.next_message().await {
                 if key == *of {
-                    return (status, result, error);
+                    return (end.status, end.result, end.error);
                 }
             }
         }
@@ -171,6 +168,15 @@ fn options_with_closures() -> AgentOptions {
             .into_iter()
             .map(|(name, action)| (name.to_string(), action))
             .collect(),
+        ..no_den()
+    }
+}
+
+/// The default options, without a den: these agents cannot be re-adopted, and leave
+/// nothing in the home directory.
+fn no_den() -> AgentOptions {
+    AgentOptions {
+        den: None,
         ..AgentOptions::default()
     }
 }
@@ -179,18 +185,18 @@ fn options_with_closures() -> AgentOptions {
 async fn closures_run_with_their_task_context_and_failures_are_task_failures() {
     let mut prime = Prime::start(options_with_closures(), 5_000).await;
     let cases = [
-        ("sync", Outcome::Success, Some("\"sync:7\""), None),
-        ("async", Outcome::Success, Some("\"async:7\""), None),
-        ("fails", Outcome::Failure, None, Some("no luck")),
+        ("sync", EndStatus::Success, Some("\"sync:7\""), None),
+        ("async", EndStatus::Success, Some("\"async:7\""), None),
+        ("fails", EndStatus::Failure, None, Some("no luck")),
         (
             "boom",
-            Outcome::Failure,
+            EndStatus::Failure,
             None,
             Some("step panicked: kaboom"),
         ),
         (
             "nope",
-            Outcome::Failure,
+            EndStatus::Failure,
             None,
             Some("no closure step `nope` in this program"),
         ),
@@ -221,7 +227,7 @@ async fn cancel_stops_an_async_closure() {
     assert_eq!((started, pid), (key.clone(), std::process::id()));
     prime.send(ToAgent::Cancel { key: key.clone() }).await;
     let (status, _, error) = prime.finished(&key).await;
-    assert_eq!(status, Outcome::Cancelled);
+    assert_eq!(status, EndStatus::Cancelled);
     assert_eq!(error.as_deref(), Some("cancelled by the coordinator"));
     assert_eq!(prime.end().await.expect("clean end").cancelled, 1);
 }
@@ -230,7 +236,7 @@ async fn cancel_stops_an_async_closure() {
 /// the prime decides first); with none, three intervals of silence do.
 #[tokio::test]
 async fn a_silent_prime_is_presumed_gone_after_the_primes_longest_wait() {
-    let mut prime = Prime::start(AgentOptions::default(), 100).await;
+    let mut prime = Prime::start(no_den(), 100).await;
     assert!(matches!(prime.next().await, ToCoordinator::Heartbeat(_)));
     let waited = tokio::time::timeout(Duration::from_secs(1), &mut prime.agent).await;
     assert!(
@@ -240,7 +246,7 @@ async fn a_silent_prime_is_presumed_gone_after_the_primes_longest_wait() {
 
     let quick = AgentOptions {
         outwait: Duration::ZERO,
-        ..AgentOptions::default()
+        ..no_den()
     };
     let mut prime = Prime::start(quick, 100).await;
     // The agent beats while idle...
@@ -279,7 +285,7 @@ async fn a_frame_that_does_not_decode_is_answered_and_skipped() {
         "{message}"
     );
     let key = prime.closure("sync", "2").await;
-    assert_eq!(prime.finished(&key).await.0, Outcome::Success);
+    assert_eq!(prime.finished(&key).await.0, EndStatus::Success);
     prime.end().await.expect("clean end");
 }
 
@@ -291,7 +297,7 @@ async fn a_store_sent_in_the_welcome_is_opened_and_announced() {
         location: format!("sqlite:{}", file.display()),
         password: None,
     };
-    let mut prime = Prime::start_with(AgentOptions::default(), 0, Some(store)).await;
+    let mut prime = Prime::start_with(no_den(), 0, Some(store)).await;
     assert_eq!(prime.next().await, ToCoordinator::StoreReady);
     prime
         .send(ToAgent::Shutdown {
@@ -312,7 +318,7 @@ async fn a_store_that_will_not_open_is_reported_and_ends_the_agent() {
         location: "sqlite:/nonexistent-eventor-dir/x/runs.db".into(),
         password: Some("never-shown".into()),
     };
-    let mut prime = Prime::start_with(AgentOptions::default(), 0, Some(store)).await;
+    let mut prime = Prime::start_with(no_den(), 0, Some(store)).await;
     match prime.next().await {
         ToCoordinator::Error { key: None, message } => {
             assert!(message.contains("cannot open the store"), "{message}");
@@ -339,7 +345,7 @@ async fn a_running_task_is_stopped_when_the_lease_runs_out_without_a_prime() {
     prime.writer.shutdown().await.expect("close");
     let (status, _, error) = prime.finished(&key).await;
     let lived = gone.elapsed();
-    assert_eq!(status, Outcome::Failure);
+    assert_eq!(status, EndStatus::Failure);
     assert_eq!(error.as_deref(), Some("no coordinator for 400ms"));
     assert!(
         lived >= Duration::from_millis(350),
@@ -347,4 +353,108 @@ async fn a_running_task_is_stopped_when_the_lease_runs_out_without_a_prime() {
     );
     let summary = prime.agent.await.expect("agent task").expect("clean end");
     assert_eq!(summary.end, AgentEnd::PrimeLost(PrimeLoss::Closed));
+}
+
+#[tokio::test]
+async fn an_agent_that_lost_its_prime_is_re_adopted_through_its_den_and_answers_for_its_task() {
+    let den = tempfile::tempdir().unwrap();
+    let dir = den.path().join("den");
+    let options = AgentOptions {
+        den: Some(dir.clone()),
+        ..options_with_closures()
+    };
+    let mut prime = Prime::start(options, 5_000).await;
+    prime.send(ToAgent::Lease { lease_ms: 20_000 }).await;
+    let key = prime.closure("sleeps", "1").await;
+    let ToCoordinator::TaskStarted { .. } = prime.next_message().await else {
+        panic!("expected TaskStarted first");
+    };
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "the den is private");
+    let Prime {
+        reader,
+        writer,
+        agent,
+    } = prime;
+    drop((reader, writer)); // the prime is gone, without a word
+
+    let socket = dir.join(super::adopt::socket_name("run", "node-1"));
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .expect("the survivor listens");
+    let (read, write) = stream.into_split();
+    let (mut reader, mut writer) = (FrameReader::new(read), FrameWriter::new(write));
+    let accept = Accept {
+        run_id: "run".into(),
+        host: "node-1".into(),
+        heartbeat_interval_ms: 5_000,
+        limits: Limits {
+            max_frame_bytes: 1 << 24,
+            max_concurrent_tasks: 8,
+        },
+    };
+    let mut adopted_hello = false;
+    eventor_protocol::accept(&mut reader, &mut writer, Duration::from_secs(5), |hello| {
+        adopted_hello = hello
+            .capabilities
+            .iter()
+            .any(|c| c == eventor_protocol::ADOPTED);
+        Ok(Welcome {
+            accept,
+            store: None,
+            tls: None,
+        })
+    })
+    .await
+    .expect("handshake with the survivor");
+    assert!(adopted_hello, "the survivor says it is re-adopted");
+    let first =
+        tokio::time::timeout(Duration::from_secs(5), reader.read_frame::<ToCoordinator>()).await;
+    assert_eq!(
+        first.unwrap().unwrap(),
+        Some(ToCoordinator::Adopted {
+            tasks: vec![key.clone()]
+        }),
+        "the task it still runs comes first"
+    );
+    writer
+        .write_frame(&ToAgent::Cancel { key: key.clone() })
+        .await
+        .unwrap();
+    loop {
+        let frame = tokio::time::timeout(
+            Duration::from_secs(10),
+            reader.read_frame::<ToCoordinator>(),
+        );
+        match frame.await.unwrap().unwrap() {
+            Some(ToCoordinator::TaskFinished { key: ended, end }) if ended == key => {
+                assert_eq!(
+                    end.status,
+                    EndStatus::Cancelled,
+                    "the new prime's cancel stopped it"
+                );
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("the survivor closed before the task's end"),
+        }
+    }
+    writer
+        .write_frame(&ToAgent::Shutdown {
+            reason: "done".into(),
+        })
+        .await
+        .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(summary.end, AgentEnd::Shutdown { .. }),
+        "{:?}",
+        summary.end
+    );
+    assert!(!socket.exists(), "the socket goes with the agent");
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventor_agent::command::{run_command, CommandSpec, OutputSink};
-use eventor_agent::Outcome;
+use eventor_agent::TaskEnd;
 use tokio_util::sync::CancellationToken;
 
 fn supervised() {
@@ -31,7 +31,7 @@ fn no_output() -> OutputSink {
 }
 
 /// Runs `command` under a supervisor to its end; also returns the pid the runner got.
-async fn run(command: &str, cancel: CancellationToken) -> (Outcome, i64) {
+async fn run(command: &str, cancel: CancellationToken) -> (TaskEnd, i64) {
     supervised();
     let pid = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let seen = pid.clone();
@@ -46,10 +46,10 @@ async fn run(command: &str, cancel: CancellationToken) -> (Outcome, i64) {
 #[tokio::test]
 async fn a_supervised_commands_exit_code_comes_back_as_its_own() {
     let (ok, _) = run("true", CancellationToken::new()).await;
-    assert!(ok.success, "{ok:?}");
+    assert!(ok.succeeded(), "{ok:?}");
     assert_eq!(ok.result.as_deref(), Some("0"));
     let (failed, _) = run("exit 3", CancellationToken::new()).await;
-    assert!(!failed.success);
+    assert!(!failed.succeeded());
     assert_eq!(failed.result.as_deref(), Some("3"));
     assert_eq!(failed.error.as_deref(), Some("exited with status 3"));
     let (missing, _) = run("no-such-program-anywhere", CancellationToken::new()).await;
@@ -60,7 +60,7 @@ async fn a_supervised_commands_exit_code_comes_back_as_its_own() {
 async fn a_supervised_command_killed_by_a_signal_is_reported_killed_by_it() {
     for (signal, number) in [("KILL", 9), ("SEGV", 11), ("TERM", 15)] {
         let (outcome, _) = run(&format!("kill -{signal} $$"), CancellationToken::new()).await;
-        assert!(!outcome.success);
+        assert!(!outcome.succeeded());
         assert_eq!(
             outcome.error.as_deref(),
             Some(&*format!("killed by signal {number}")),
@@ -78,7 +78,7 @@ async fn the_runner_gets_the_pid_that_leads_the_commands_group() {
         CancellationToken::new(),
     )
     .await;
-    assert!(outcome.success, "{outcome:?}");
+    assert!(outcome.succeeded(), "{outcome:?}");
     let group = std::fs::read_to_string(&out).unwrap();
     assert_eq!(group.trim(), pid.to_string());
 }
@@ -129,7 +129,7 @@ async fn what_a_command_leaves_running_ends_with_it_even_out_of_its_group() {
         CancellationToken::new(),
     )
     .await;
-    assert!(outcome.success, "{outcome:?}");
+    assert!(outcome.succeeded(), "{outcome:?}");
     assert!(both_gone(dir.path()), "a sleep outlived its command");
     assert!(
         started.elapsed() < Duration::from_secs(5),

@@ -12,8 +12,9 @@ use super::error::EventorError;
 use super::names;
 use super::options::EventorOptions;
 pub use super::state::Eventor;
+use super::state::{FlowNames, TargetKind};
 use super::step::{DefinedStep, Step};
-use crate::engine::program::{EventId, StepId, Target};
+use crate::engine::program::{EventId, StepId};
 use crate::expr::Expr;
 
 impl Eventor {
@@ -36,16 +37,39 @@ impl Eventor {
             options,
             events: Vec::new(),
             steps: Vec::new(),
-            names: HashMap::new(),
+            names: FlowNames::default(),
             assocs: Vec::new(),
             pools: Vec::new(),
             shared_pools: Vec::new(),
             triggers: Vec::new(),
             unstarted: Vec::new(),
             run_id,
+            params: Default::default(),
             running: None,
             closed: false,
         })
+    }
+
+    /// Declares a run parameter, seen by every task as an environment variable: its value
+    /// is given with [`EventorOptions::params`](super::EventorOptions::params), else kept
+    /// from the run's stored values (recover, continue), else `default`; with no default it
+    /// is required.
+    pub fn declare_param(
+        &mut self,
+        name: &str,
+        default: Option<&str>,
+    ) -> Result<&mut Self, EventorError> {
+        super::params::check_param_name(name).map_err(|why| EventorError::BadName {
+            what: "parameter",
+            value: name.to_string(),
+            why,
+        })?;
+        if self.params.contains_key(name) {
+            return Err(EventorError::Duplicate(name.to_string()));
+        }
+        self.params
+            .insert(name.to_string(), default.map(str::to_string));
+        Ok(self)
     }
 
     /// Stops the run from outside when `interrupt` fires (see [`EventorOptions::interrupt`]).
@@ -56,6 +80,12 @@ impl Eventor {
     /// The run's id (given in the options, or generated).
     pub fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    /// Whether a run was opened (its mode found it, or a fresh one was stored): from then
+    /// on [`Self::run_id`] is the id of a stored run.
+    pub fn has_opened(&self) -> bool {
+        self.running.is_some()
     }
 
     pub fn name(&self) -> &str {
@@ -77,7 +107,7 @@ impl Eventor {
     ) -> Result<&mut Self, EventorError> {
         let name = name.into();
         let id = EventId(self.events.len() as u32);
-        self.claim_name(Arc::from(name.as_str()), Target::Event(id))?;
+        claim_name(&mut self.names.events, Arc::from(name.as_str()), id)?;
         self.events.push((name, expr));
         Ok(self)
     }
@@ -99,13 +129,14 @@ impl Eventor {
     pub fn add_step(&mut self, step: Step) -> Result<&mut Self, EventorError> {
         let id = StepId(self.steps.len() as u32);
         let spec = DefinedStep::new(step);
-        self.claim_name(spec.name.clone(), Target::Step(id))?;
+        claim_name(&mut self.names.steps, spec.name.clone(), id)?;
         self.steps.push(spec);
         Ok(self)
     }
 
     /// When `event` fires in a sequence, activates each target (a step or an event) in it,
-    /// after `delay` if given.
+    /// after `delay` if given. A target is a name (`"s1"`), or [`AssocTarget::Step`] or
+    /// [`AssocTarget::Event`] for a name that is both.
     pub fn add_assoc<I, S>(
         &mut self,
         event: impl Into<String>,
@@ -114,11 +145,18 @@ impl Eventor {
     ) -> Result<&mut Self, EventorError>
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: Into<AssocTarget>,
     {
         let targets = targets
             .into_iter()
-            .map(|name| self.shared_name(name.into()))
+            .map(|target| {
+                let (kind, name) = match target.into() {
+                    AssocTarget::Named(name) => (TargetKind::Either, name),
+                    AssocTarget::Step(name) => (TargetKind::Step, name),
+                    AssocTarget::Event(name) => (TargetKind::Event, name),
+                };
+                (kind, self.shared_name(name))
+            })
             .collect();
         self.assocs.push((event.into(), targets, delay));
         Ok(self)
@@ -166,14 +204,11 @@ impl Eventor {
             value: sequence.clone(),
             why,
         })?;
-        match self.names.get(event.as_str()) {
-            Some(Target::Event(_)) => {}
-            _ => {
-                return Err(EventorError::UnknownEvent {
-                    context: "trigger_event".into(),
-                    name: event,
-                })
-            }
+        if self.names.event(&event).is_none() {
+            return Err(EventorError::UnknownEvent {
+                context: "trigger_event".into(),
+                name: event,
+            });
         }
         self.triggers.push((event, Arc::from(sequence.as_str())));
         Ok(self)
@@ -194,26 +229,70 @@ impl Eventor {
         Ok(self)
     }
 
-    fn claim_name(&mut self, name: Arc<str>, target: Target) -> Result<(), EventorError> {
-        if self.names.contains_key(&name) {
-            return Err(EventorError::Duplicate(name.to_string()));
-        }
-        self.names.insert(name, target);
-        Ok(())
-    }
-
     /// `name` as the defined step or event of that name holds it, or a new copy.
     fn shared_name(&self, name: String) -> Arc<str> {
-        match self.names.get_key_value(name.as_str()) {
-            Some((shared, _)) => shared.clone(),
-            None => Arc::from(name),
-        }
+        self.names.shared(&name).unwrap_or_else(|| Arc::from(name))
     }
 
     /// Releases the store and forgets the run. Further runs fail with [`EventorError::Closed`].
     pub fn close(&mut self) {
         self.running = None;
         self.closed = true;
+    }
+}
+
+/// Defines `name` in one namespace (events, or steps), where it must be new.
+fn claim_name<Id>(
+    names: &mut HashMap<Arc<str>, Id>,
+    name: Arc<str>,
+    id: Id,
+) -> Result<(), EventorError> {
+    if names.contains_key(&name) {
+        return Err(EventorError::Duplicate(name.to_string()));
+    }
+    names.insert(name, id);
+    Ok(())
+}
+
+/// What an association activates: a step or an event, by name. A bare name (from `&str` or
+/// `String`) is whichever the flow defines; a name defined as both a step and an event must
+/// say which, as the flow file's `{step: NAME}` and `{event: NAME}` do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssocTarget {
+    Named(String),
+    Step(String),
+    Event(String),
+}
+
+impl AssocTarget {
+    pub fn name(&self) -> &str {
+        match self {
+            AssocTarget::Named(name) | AssocTarget::Step(name) | AssocTarget::Event(name) => name,
+        }
+    }
+}
+
+impl From<&str> for AssocTarget {
+    fn from(name: &str) -> Self {
+        AssocTarget::Named(name.to_string())
+    }
+}
+
+impl From<String> for AssocTarget {
+    fn from(name: String) -> Self {
+        AssocTarget::Named(name)
+    }
+}
+
+impl From<&String> for AssocTarget {
+    fn from(name: &String) -> Self {
+        AssocTarget::Named(name.clone())
+    }
+}
+
+impl From<&AssocTarget> for AssocTarget {
+    fn from(target: &AssocTarget) -> Self {
+        target.clone()
     }
 }
 

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use super::builder::Eventor;
 use super::error::EventorError;
+use super::state::TargetKind;
 use super::step::DefinedStep;
 use crate::engine::executor::{RunSettings, StepRuntime};
+use crate::engine::prime_env::PrimeEnv;
 use crate::engine::program::{
     AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RetryPolicy, StepDef,
     StepTriggers, Target,
@@ -48,22 +50,14 @@ impl Eventor {
         for step in &self.steps {
             program.steps.push(self.compile_step(step)?);
             self.check_hosts(step)?;
-            runtimes.push(runtime_of(step));
+            runtimes.push(runtime_of(step)?);
         }
         for (index, (event, targets, delay)) in self.assocs.iter().enumerate() {
             let context = format!("association {} (event `{event}`)", index + 1);
             let event = self.event_id(event, &context)?;
             let targets = targets
                 .iter()
-                .map(|name| {
-                    self.names
-                        .get(name)
-                        .copied()
-                        .ok_or_else(|| EventorError::UnknownTarget {
-                            context: context.clone(),
-                            name: name.to_string(),
-                        })
-                })
+                .map(|(kind, name)| self.target_id(*kind, name, &context))
                 .collect::<Result<_, _>>()?;
             program.assocs.push(AssocDef {
                 event,
@@ -108,6 +102,7 @@ impl Eventor {
             retry: RetryPolicy {
                 retries: config.retries,
                 delay: config.retry_delay,
+                on: config.retry_on.clone(),
             },
         })
     }
@@ -121,10 +116,13 @@ impl Eventor {
                 .as_ref()
                 .map(|c| c.hosts.host(host).is_some());
             if known != Some(true) {
+                let hosts = self.options.cluster.as_ref().map(|c| &c.hosts);
+                let names = hosts.iter().flat_map(|h| h.hosts.iter());
                 return Err(EventorError::UnknownHost {
                     step: step.name.to_string(),
                     host: host.clone(),
-                    hosts_file: self.options.cluster.as_ref().map(|c| c.hosts.path.clone()),
+                    hosts_file: hosts.map(|h| h.path.clone()),
+                    near: crate::yaml::did_you_mean(host, names.map(|h| h.name.as_str())),
                 });
             }
         }
@@ -162,13 +160,45 @@ impl Eventor {
     }
 
     fn event_id(&self, name: &str, context: &str) -> Result<EventId, EventorError> {
-        match self.names.get(name) {
-            Some(Target::Event(id)) => Ok(*id),
-            _ => Err(EventorError::UnknownEvent {
+        self.names
+            .event(name)
+            .ok_or_else(|| EventorError::UnknownEvent {
                 context: context.to_string(),
                 name: name.to_string(),
-            }),
-        }
+            })
+    }
+
+    /// An association's target: the step or event it names; a bare name that is both must
+    /// say which.
+    fn target_id(
+        &self,
+        kind: TargetKind,
+        name: &str,
+        context: &str,
+    ) -> Result<Target, EventorError> {
+        let step = self.names.step(name).map(Target::Step);
+        let event = self.names.event(name).map(Target::Event);
+        let found = match kind {
+            TargetKind::Either if step.is_some() && event.is_some() => {
+                return Err(EventorError::AmbiguousTarget {
+                    context: context.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            TargetKind::Either => step.or(event),
+            TargetKind::Step => step,
+            TargetKind::Event => event,
+        };
+        let what = match kind {
+            TargetKind::Either => "step or event",
+            TargetKind::Step => "step",
+            TargetKind::Event => "event",
+        };
+        found.ok_or_else(|| EventorError::UnknownTarget {
+            context: context.to_string(),
+            what,
+            name: name.to_string(),
+        })
     }
 
     fn resolve_expr(&self, event: &str, expr: &Expr) -> Result<Cond, EventorError> {
@@ -223,23 +253,34 @@ impl Eventor {
         }
         for (event, targets, delay) in &self.assocs {
             hash.text(event);
-            targets.iter().for_each(|t| hash.text(t));
+            for (kind, name) in targets {
+                // A bare name hashes as it always did, so older runs keep their fingerprint.
+                match kind {
+                    TargetKind::Either => {}
+                    TargetKind::Step => hash.text("step:"),
+                    TargetKind::Event => hash.text("event:"),
+                }
+                hash.text(name);
+            }
             hash.text(&delay.map(|d| d.as_micros().to_string()).unwrap_or_default());
         }
         hash.0
     }
 }
 
-/// How a step's tasks run, from its spec.
-fn runtime_of(step: &DefinedStep) -> StepRuntime {
+/// How a step's tasks run, from its spec; its `env_from_prime` is read here, so a variable
+/// the prime lacks stops the run before anything is stored.
+fn runtime_of(step: &DefinedStep) -> Result<StepRuntime, EventorError> {
     let config = step.config();
+    let whose = format!("step {}", step.name);
     let settings = RunSettings {
         hosts: config.hosts.iter().map(|h| Arc::from(h.as_str())).collect(),
         env: config.env.clone().into_iter().collect(),
+        from_prime: PrimeEnv::read(&config.env_from_prime, &whose)?,
         cwd: config.cwd.clone(),
         timeout: config.timeout,
     };
-    StepRuntime::new(step.action.clone(), settings)
+    Ok(StepRuntime::new(step.action.clone(), settings))
 }
 
 /// The FNV-1a hash, fed field by field (each field ends with a separator byte).

@@ -27,11 +27,21 @@ pub struct EventorConfig {
     pub warnings: Vec<String>,
     /// The ssh client config, as written (`~` is not expanded here).
     pub ssh_config: PathBuf,
-    /// Named stores, in file order.
-    pub databases: Vec<(String, DatabaseConfig)>,
+    /// Named stores, in file order; an entry that cannot be used says why only when a run
+    /// selects it (the original's files keep entries for other programs and drivers).
+    pub databases: Vec<(String, DatabaseEntry)>,
     /// Which `databases` entry to use; `None` means the default SQLite file.
     pub default_db: Option<String>,
     pub logging: LoggingConfig,
+    /// The original's `task_construct` as the file gave it: how the Python package runs a
+    /// Python step (`process`, `thread`, `invoke`); the engine itself does not read it.
+    pub task_construct: Option<String>,
+    /// The original's `sequence_arg_name`: the keyword argument a Python step's function
+    /// gets its task's sequence in (`None` in the file: none). For the Python package.
+    pub sequence_arg_name: Option<String>,
+    /// The original's `pass_logger_to_task`: a Python step's function gets its task's
+    /// logger as `logger`. For the Python package.
+    pub pass_logger_to_task: bool,
 }
 
 impl Default for EventorConfig {
@@ -47,20 +57,34 @@ impl Default for EventorConfig {
             databases: Vec::new(),
             default_db: None,
             logging: LoggingConfig::default(),
+            task_construct: None,
+            sequence_arg_name: None,
+            pass_logger_to_task: false,
         }
     }
 }
 
 impl EventorConfig {
-    /// The store named by `default_db`, if any.
-    pub fn database(&self) -> Option<&DatabaseConfig> {
-        let name = self.default_db.as_deref()?;
-        self.databases
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, db)| db)
+    /// The store named by `default_db`, if any: usable, or why not.
+    pub fn database(&self) -> Option<Result<&DatabaseConfig, &UnusableDatabase>> {
+        self.database_named(self.default_db.as_deref()?)
+    }
+
+    /// The `DATABASES` entry called `name`, if any: usable, or why not.
+    pub fn database_named(&self, name: &str) -> Option<Result<&DatabaseConfig, &UnusableDatabase>> {
+        let (_, entry) = self.databases.iter().find(|(n, _)| n == name)?;
+        Some(entry.as_ref())
     }
 }
+
+/// One `DATABASES` entry as the file gave it: a store, or why it cannot be one.
+pub type DatabaseEntry = Result<DatabaseConfig, UnusableDatabase>;
+
+/// Why a `DATABASES` entry cannot be used, as `FILE:LINE:COL: FIELD: message`; told when a
+/// run selects the entry, not when the file loads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnusableDatabase(pub String);
 
 /// One `DATABASES` entry.
 #[derive(Clone, PartialEq, Eq)]

@@ -17,8 +17,17 @@ pub enum EventorError {
     BadExpression { event: String, message: String },
     #[error("{context}: unknown event `{name}`")]
     UnknownEvent { context: String, name: String },
-    #[error("{context}: unknown step or event `{name}`")]
-    UnknownTarget { context: String, name: String },
+    #[error("{context}: unknown {what} `{name}`")]
+    UnknownTarget {
+        context: String,
+        /// `step or event`, `step` or `event`: what the target said it is.
+        what: &'static str,
+        name: String,
+    },
+    #[error(
+        "{context}: `{name}` is both a step and an event: write {{step: {name}}} or {{event: {name}}}"
+    )]
+    AmbiguousTarget { context: String, name: String },
     #[error("resource pool `{0}` is defined twice")]
     DuplicatePool(String),
     #[error("step `{step}`: unknown resource pool `{pool}`")]
@@ -30,8 +39,17 @@ pub enum EventorError {
         wanted: u32,
         capacity: u32,
     },
-    #[error("no previous run to {mode} in {store}")]
-    NoPreviousRun { mode: RunMode, store: String },
+    #[error("no {} to {mode} in {store}", match run_id {
+        Some(id) => format!("run {id}"),
+        None => format!("previous run of flow {flow}"),
+    })]
+    NoPreviousRun {
+        mode: RunMode,
+        flow: String,
+        /// The run asked for (`--run-id`), if any; else the flow's latest was looked for.
+        run_id: Option<String>,
+        store: String,
+    },
     #[error("run {run_id} has no recovery {recovery} in {store}")]
     NoSuchRecovery {
         run_id: String,
@@ -45,7 +63,7 @@ pub enum EventorError {
     PoolMismatch(String),
     #[error("central log")]
     Log(#[source] CentralLogError),
-    #[error("step `{step}` is pinned to host `{host}`, which {}", match hosts_file {
+    #[error("step `{step}` is pinned to host `{host}`, which {}{near}", match hosts_file {
         Some(path) => format!("{} does not name", path.display()),
         None => "needs a hosts file (--hosts)".to_string(),
     })]
@@ -53,6 +71,8 @@ pub enum EventorError {
         step: String,
         host: String,
         hosts_file: Option<PathBuf>,
+        /// "; did you mean `node1`?" for a host of the file close to `host`, else empty.
+        near: String,
     },
     #[error("cannot reach the cluster")]
     Cluster(#[source] ClusterError),
@@ -99,6 +119,18 @@ pub enum EventorError {
              another --run-id for a new run, or --replace to drop its history and restart"
     )]
     RunExists { run_id: String, store: String },
+    #[error("unknown parameter `{name}` (the flow's parameters: {known}){hint}")]
+    UnknownParam {
+        name: String,
+        /// The declared names, joined, or `none`.
+        known: String,
+        /// `; did you mean …?`, or nothing.
+        hint: String,
+    },
+    #[error("parameter `{name}` is required and has no value (pass --param {name}=VALUE)")]
+    MissingParam { name: String },
+    #[error(transparent)]
+    MissingPrimeVar(#[from] crate::engine::prime_env::MissingPrimeVar),
 }
 
 /// Whose the error is: the user's input (exit 2), or the run's (exit 1).
@@ -108,6 +140,9 @@ pub enum ErrorKind {
     Input,
     /// The store, the runtime, the cluster or the log failed while running.
     Run,
+    /// The run could not start its work: its store cannot be reached (or opened), or its
+    /// log folder cannot be written. Exit status 4, apart from a failed flow's 1.
+    CannotRun,
 }
 
 impl EventorError {
@@ -118,12 +153,16 @@ impl EventorError {
             Duplicate(_) | BadExpression { .. } | UnknownEvent { .. } | UnknownTarget { .. } => {
                 ErrorKind::Input
             }
+            AmbiguousTarget { .. } => ErrorKind::Input,
             DuplicatePool(_) | UnknownPool { .. } | OverCapacity { .. } => ErrorKind::Input,
             NoPreviousRun { .. } | NoSuchRecovery { .. } | RunLocked(_) => ErrorKind::Input,
             PoolMismatch(_) => ErrorKind::Input,
             RunExists { .. } | BadName { .. } | BadStore { .. } => ErrorKind::Input,
-            LogdirUnwritable { .. } => ErrorKind::Input,
+            LogdirUnwritable { .. } => ErrorKind::CannotRun,
+            Store { source, .. } if unreachable(source) => ErrorKind::CannotRun,
+            UnknownParam { .. } | MissingParam { .. } | MissingPrimeVar(_) => ErrorKind::Input,
             UnknownHost { .. } | InsideRuntime | BadMaxLoops(_) => ErrorKind::Input,
+            Cluster(e) if e.is_set_up() => ErrorKind::Input,
             Store { .. } | Runtime(_) | Closed | Cluster(_) | Agent(_) | Log(_) => ErrorKind::Run,
             RunTakenOver { .. } => ErrorKind::Run,
         }
@@ -133,6 +172,14 @@ impl EventorError {
     pub fn is_input_error(&self) -> bool {
         self.kind() == ErrorKind::Input
     }
+}
+
+/// A store that cannot be reached or opened: nothing of the run could be done there.
+fn unreachable(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Open { .. } | StoreError::Unavailable { .. } | StoreError::Migrate { .. }
+    )
 }
 
 /// Wraps a store failure with the store's name.

@@ -13,20 +13,27 @@ pub mod builder;
 mod compile;
 pub mod config;
 pub mod error;
+pub mod fire;
 mod leftovers;
 pub mod names;
 pub mod options;
 mod orphans;
 pub mod outcome;
+pub mod params;
 mod run;
 mod run_lease;
 mod state;
+pub mod status;
 pub mod step;
 mod validate;
 
-pub use builder::Eventor;
-pub use config::{ConsoleLevel, DatabaseConfig, DbType, EventorConfig, LoggingConfig};
+pub use builder::{AssocTarget, Eventor};
+pub use config::{
+    ConsoleLevel, DatabaseConfig, DatabaseEntry, DbType, EventorConfig, LoggingConfig,
+    UnusableDatabase,
+};
 pub use error::{ErrorKind, EventorError};
-pub use options::EventorOptions;
+pub use options::{EventorOptions, RerunTask};
 pub use outcome::{FailedTask, RunOutcome};
-pub use step::{Step, StepConfig, Triggers};
+pub use run::check_store_location;
+pub use step::{FailureClass, FailureKind, RetryMatch, RetryOn, Step, StepConfig, Triggers};

@@ -40,6 +40,21 @@ pub struct EventorOptions {
     /// Most threads running blocking closure steps at once; more ready closures wait for a
     /// thread (a bounded pool keeps a fan-out of 100,000 closures from starting thousands).
     pub closure_threads: usize,
+    /// With [`RunMode::Recover`]: tasks run again although they succeeded (`--rerun`), what
+    /// their success triggered following as usual.
+    pub rerun: Vec<RerunTask>,
+    /// The run's parameter values given by the user (`--param NAME=VALUE`): each must be
+    /// declared ([`Eventor::declare_param`](super::Eventor::declare_param)); they replace a
+    /// recovery's or continue's stored values.
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+/// A task a recovery runs again whatever it did before: a step in one sequence, or in every
+/// sequence (`sequence: None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RerunTask {
+    pub step: String,
+    pub sequence: Option<String>,
 }
 
 impl Default for EventorOptions {
@@ -57,6 +72,8 @@ impl Default for EventorOptions {
             cluster: None,
             interrupt: None,
             closure_threads: 64,
+            rerun: Vec::new(),
+            params: Default::default(),
         }
     }
 }

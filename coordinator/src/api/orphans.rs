@@ -4,12 +4,16 @@
 //! the command itself along (parent-death signal), not what it started in its process
 //! group. Before a recovery reruns anything, each task its run left `active` on this host
 //! has its process group stopped (SIGTERM, the grace period, SIGKILL) when a member of that
-//! group is still running and started no earlier than the task recorded its pid, so a
-//! reused pid or group id from before is never hit.
+//! group is still running that is that task's: it started no earlier than the task
+//! recorded its pid, and its environment (`/proc/PID/environ`) holds the task's own
+//! variables, run id, step, sequence, recovery and attempt
+//! ([`TaskContext::identity_vars`]). So a reused pid or group id, whether from before or
+//! from another run's command started since, is never hit.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use eventor_store::{Micros, TaskRecord, TaskStatus};
+use eventor_agent::TaskContext;
+use eventor_store::{Micros, RunKey, TaskRecord, TaskStatus};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
@@ -18,8 +22,14 @@ const SAME_PROCESS_WITHIN: Duration = Duration::from_secs(5);
 /// Clock ticks per second of /proc/PID/stat's start time (USER_HZ: 100 on every Linux ABI).
 const TICKS_PER_SECOND: u64 = 100;
 
-/// Stops the groups of `tasks` that are still running here; returns how many it stopped.
-pub(super) async fn stop_orphans(tasks: &[TaskRecord], grace: Duration) -> usize {
+/// Stops the groups of `run`'s `tasks` that are still running here; returns how many it
+/// stopped. `env_prefix` is the prefix of the tasks' variables.
+pub(super) async fn stop_orphans(
+    run: &RunKey,
+    env_prefix: &str,
+    tasks: &[TaskRecord],
+    grace: Duration,
+) -> usize {
     let mut stopped = 0;
     for task in tasks
         .iter()
@@ -32,7 +42,8 @@ pub(super) async fn stop_orphans(tasks: &[TaskRecord], grace: Duration) -> usize
         else {
             continue;
         };
-        if !group_alive_since(pid, task.updated_at) {
+        let mark = task_mark(run, env_prefix, task);
+        if !group_alive_as(pid, task.updated_at, &mark) {
             continue;
         }
         tracing::warn!(step = %task.step, sequence = %task.sequence, pid,
@@ -43,9 +54,25 @@ pub(super) async fn stop_orphans(tasks: &[TaskRecord], grace: Duration) -> usize
     stopped
 }
 
-/// Whether a process of group `pgid` runs that started after its task recorded the pid
-/// (`at`, less a margin for the commit), i.e. belongs to that task's command.
-fn group_alive_since(pgid: i32, at: Micros) -> bool {
+/// The variables `task`'s command was started with that name it alone.
+fn task_mark(run: &RunKey, env_prefix: &str, task: &TaskRecord) -> [(String, String); 5] {
+    let context = TaskContext {
+        run_id: run.run_id.clone(),
+        step: task.step.as_str().into(),
+        sequence: task.sequence.as_str().into(),
+        recovery: run.recovery,
+        attempt: task.attempt,
+        flow: "".into(),
+        env_prefix: env_prefix.into(),
+        triggers: None,
+        trigger_socket: None,
+    };
+    context.identity_vars()
+}
+
+/// Whether a process of group `pgid` runs that is the task's: started after its task
+/// recorded the pid (`at`, less a margin for the commit) and holding its `mark`.
+fn group_alive_as(pgid: i32, at: Micros, mark: &[(String, String)]) -> bool {
     let recorded = UNIX_EPOCH + Duration::from_micros(at.max(0) as u64);
     let since = recorded
         .checked_sub(SAME_PROCESS_WITHIN)
@@ -58,15 +85,36 @@ fn group_alive_since(pgid: i32, at: Micros) -> bool {
     };
     entries
         .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|stat| group_and_start(&stat, boot))
-        .any(|(group, started)| group == pgid && started >= since)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .any(|e| {
+            let dir = e.path();
+            let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+                return false;
+            };
+            let in_time = group_and_start(&stat, boot)
+                .is_some_and(|(group, started)| group == pgid && started >= since);
+            // Read only for the group's members; another user's is unreadable: not ours.
+            in_time && std::fs::read(dir.join("environ")).is_ok_and(|env| environ_holds(&env, mark))
+        })
+}
+
+/// Whether `environ` (NUL-separated `NAME=VALUE`s) holds every variable of `mark` with
+/// exactly its value.
+fn environ_holds(environ: &[u8], mark: &[(String, String)]) -> bool {
+    mark.iter().all(|(name, value)| {
+        environ.split(|&b| b == 0).any(|entry| {
+            entry.len() == name.len() + 1 + value.len()
+                && entry.starts_with(name.as_bytes())
+                && entry[name.len()] == b'='
+                && entry.ends_with(value.as_bytes())
+        })
+    })
 }
 
 /// A process's group and start time from its /proc/PID/stat line.
 fn group_and_start(stat: &str, boot: SystemTime) -> Option<(i32, SystemTime)> {
     // The command name is in parentheses and may hold spaces: count fields after it.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
     let group: i32 = fields.get(2)?.parse().ok()?;
     let ticks: u64 = fields.get(19)?.parse().ok()?;
     Some((
@@ -94,4 +142,90 @@ async fn stop_group(pid: i32, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = killpg(group, Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Child, Command};
+    use std::sync::Arc;
+
+    fn run(run_id: &str) -> RunKey {
+        RunKey {
+            run_id: Arc::from(run_id),
+            recovery: 1,
+        }
+    }
+
+    /// The task `s[7]`, attempt 2, recorded `active` here with `pid` just now.
+    fn active_task(pid: u32) -> TaskRecord {
+        TaskRecord {
+            id: 1,
+            step: "s".into(),
+            sequence: "7".into(),
+            status: TaskStatus::Active,
+            attempt: 2,
+            host: None,
+            pid: Some(i64::from(pid)),
+            failure_class: None,
+            result: None,
+            error: None,
+            created_at: eventor_store::now_micros(),
+            updated_at: eventor_store::now_micros(),
+        }
+    }
+
+    /// `sleep 30` leading a process group of its own, with `vars` in its environment.
+    fn sleeper(vars: &[(String, String)]) -> Child {
+        let mut command = Command::new("sleep");
+        command
+            .arg("30")
+            .process_group(0)
+            .envs(vars.iter().cloned());
+        command.spawn().unwrap()
+    }
+
+    /// A pid reused by a process of no task (a `sleep` without the variables), or by the
+    /// same step's command of another run or attempt, is left alone, though it started
+    /// after the task recorded its pid.
+    #[tokio::test]
+    async fn a_process_that_is_not_the_tasks_own_is_never_signalled() {
+        let key = run("r1");
+        let task = active_task(0);
+        let other_run = task_mark(&run("r2"), "EVENTOR_", &task);
+        let mut other_attempt = task_mark(&key, "EVENTOR_", &task);
+        other_attempt[4].1 = "1".into();
+        let strangers = [sleeper(&[]), sleeper(&other_run), sleeper(&other_attempt)];
+        for mut stranger in strangers {
+            let task = active_task(stranger.id());
+            let grace = Duration::from_millis(100);
+            assert_eq!(stop_orphans(&key, "EVENTOR_", &[task], grace).await, 0);
+            assert!(stranger.try_wait().unwrap().is_none(), "still running");
+            stranger.kill().unwrap();
+            stranger.wait().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_tasks_own_group_is_stopped() {
+        let key = run("r1");
+        let mut own = sleeper(&task_mark(&key, "EV_", &active_task(0)));
+        let task = active_task(own.id());
+        let grace = Duration::from_millis(100);
+        assert_eq!(stop_orphans(&key, "EV_", &[task], grace).await, 1);
+        assert_eq!(own.wait().unwrap().signal(), Some(Signal::SIGTERM as i32));
+    }
+
+    #[test]
+    fn an_environment_holds_a_mark_only_with_every_value_exact() {
+        let mark = [
+            ("A_X".to_string(), "1".to_string()),
+            ("A_Y".into(), "".into()),
+        ];
+        assert!(environ_holds(b"PATH=/bin\0A_Y=\0A_X=1\0", &mark));
+        assert!(!environ_holds(b"A_X=10\0A_Y=\0", &mark));
+        assert!(!environ_holds(b"A_X=1\0", &mark));
+        assert!(!environ_holds(b"XA_X=1\0A_Y=\0", &mark));
+    }
 }

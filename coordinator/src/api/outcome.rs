@@ -19,8 +19,10 @@ pub enum RunOutcome {
         outstanding: usize,
         next_due: Option<SystemTime>,
     },
-    /// Stopped from outside (a signal); the tasks it stopped failed saying so.
+    /// Stopped from outside (a signal, a cancel); the tasks it stopped failed saying so.
     Interrupted {
+        /// Why, as a phrase: `interrupted by SIGINT`, `cancelled by eventor-coord cancel
+        /// (user@host)`.
         reason: String,
     },
 }
@@ -60,7 +62,7 @@ impl std::fmt::Display for RunOutcome {
                 }
                 Ok(())
             }
-            RunOutcome::Interrupted { reason } => write!(f, "interrupted by {reason}"),
+            RunOutcome::Interrupted { reason } => write!(f, "{reason}"),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The prime's lease on its run, watched while the run goes on: a prime that cannot confirm
-//! its run lock (Postgres: for half of `dead_after`) stops its own commands and starts
-//! nothing new; one that lost the lock (another coordinator may have the run) ends at once,
-//! writing nothing more. Its agents are left alone either way: their own leases run.
+//! its run lock (Postgres: for half of `dead_after`) stops its own commands and lets go of
+//! its hosts (their agents' leases start), and starts nothing new (its writes wait); when
+//! the lock is confirmed again it goes on, bringing its hosts back (re-adopting their
+//! agents). One that lost the lock (another coordinator may have the run) ends at once,
+//! writing nothing more, and leaves its agents to the new one.
 //!
 //! The store refuses writes to a run whose lease is unconfirmed or lost (they wait, or fail
 //! with [`StoreError::RunLost`]), so nothing this prime does after the loss reaches the
@@ -34,9 +36,9 @@ impl RunLease {
         }
     }
 
-    /// Runs `run` (the run's loops) under the lease: unconfirmed stops this host's commands
-    /// (their tasks fail "interrupted by lost contact with the store"), lost drops `run`
-    /// where it is and returns [`EventorError::RunTakenOver`].
+    /// Runs `run` (the run's loops) under the lease: unconfirmed cuts this host off (its
+    /// commands' tasks fail "interrupted by lost contact with the store"), held again ends
+    /// the cut, lost drops `run` where it is and returns [`EventorError::RunTakenOver`].
     pub(super) async fn watch<T>(
         mut self,
         run: impl Future<Output = T>,
@@ -45,11 +47,13 @@ impl RunLease {
         let mut watching = true;
         loop {
             let state = *self.lease.borrow_and_update();
-            if state != Lease::Held {
-                self.interrupt.stop_here(LOST_CONTACT);
-            }
-            if state == Lease::Lost {
-                return Err(self.taken_over());
+            match state {
+                Lease::Held => self.interrupt.back_here(),
+                Lease::Unconfirmed => self.interrupt.cut_here(LOST_CONTACT),
+                Lease::Lost => {
+                    self.interrupt.cut_here(LOST_CONTACT);
+                    return Err(self.taken_over());
+                }
             }
             tokio::select! {
                 done = &mut run => return self.unless_lost(done),
@@ -99,9 +103,10 @@ pub(super) fn run_failure(store: &str, source: StoreError) -> EventorError {
 mod tests {
     use super::*;
 
-    /// A lease that goes unconfirmed stops this host only; lost, it ends the run at once.
+    /// A lease that goes unconfirmed cuts this host off until it is held again, without
+    /// stopping the run; lost, it ends the run at once.
     #[tokio::test]
-    async fn an_unconfirmed_lease_stops_here_and_a_lost_one_ends_the_run() {
+    async fn an_unconfirmed_lease_cuts_here_until_held_again_and_a_lost_one_ends_the_run() {
         let (lease, watched) = watch::channel(Lease::Held);
         let interrupt = Interrupt::new();
         let watcher = RunLease {
@@ -109,21 +114,19 @@ mod tests {
             lease: watched,
             interrupt: interrupt.clone(),
         };
-        let stopped = interrupt.stop_token().clone();
-        let run = async move {
-            stopped.cancelled().await;
-            std::future::pending::<()>().await
-        };
-        let watching = tokio::spawn(watcher.watch(run));
+        let mut here = interrupt.watch_here();
+        let watching = tokio::spawn(watcher.watch(std::future::pending::<()>()));
+        let within = std::time::Duration::from_secs(5);
         lease.send_replace(Lease::Unconfirmed);
-        tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            interrupt.stop_token().cancelled(),
-        )
-        .await
-        .expect("this host's commands are stopped");
-        assert_eq!(interrupt.reason(), Some(LOST_CONTACT));
-        assert!(!interrupt.reaches_hosts(), "the agents' tasks run on");
+        let cut = tokio::time::timeout(within, here.wait_for(Option::is_some)).await;
+        assert_eq!(cut.unwrap().unwrap().as_deref(), Some(LOST_CONTACT));
+        lease.send_replace(Lease::Held);
+        let back = tokio::time::timeout(within, here.wait_for(Option::is_none)).await;
+        assert!(
+            back.unwrap().is_ok(),
+            "the cut is over when the lock is held again"
+        );
+        assert!(interrupt.reason().is_none(), "the run was never stopped");
         lease.send_replace(Lease::Lost);
         let ended = watching.await.unwrap();
         assert!(

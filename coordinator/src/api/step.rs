@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use crate::engine::program::RecoveryPolicy;
+pub use crate::engine::program::{RecoveryPolicy, RetryMatch, RetryOn};
 use eventor_agent::{MaxConcurrent, StepAction, TaskContext};
+pub use eventor_protocol::{FailureClass, FailureKind};
 pub use eventor_store::TaskStatus;
 
 /// Per-step settings; `None` means "use the run's setting".
@@ -23,6 +24,9 @@ pub struct StepConfig {
     pub stop_on_exception: Option<bool>,
     /// Extra environment for command steps.
     pub env: BTreeMap<String, String>,
+    /// Variables copied from the prime's environment into the step's tasks, here and on
+    /// hosts (secrets: never stored, logged or shown; a name the prime lacks is refused).
+    pub env_from_prime: Vec<String>,
     /// A command still running after this long is stopped and fails.
     pub timeout: Option<Duration>,
     /// The working directory of command steps.
@@ -43,6 +47,9 @@ pub struct StepConfig {
     /// How long after a failed attempt its retry starts (durable: a retry due while no
     /// coordinator runs happens on the next continue).
     pub retry_delay: Duration,
+    /// The failures `retries` are spent on (`RetryOn(vec![RetryMatch::Kind(FailureKind::Timeout)])`);
+    /// empty: every class. A failure of another class fails the task at once.
+    pub retry_on: RetryOn,
 }
 
 /// The events a step fires per status of its tasks.

@@ -3,7 +3,7 @@
 //! Exit status: 0 the flow succeeded, 1 it failed, 2 bad input (a file or a flag),
 //! 3 incomplete (loops used up or delays pending; run again with `--mode continue`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use eventor::api::config::{ConsoleLevel, LoggingConfig};
 use eventor::cluster::{load_hosts, LinkSettings};
 use eventor::flow::config::DEFAULT_SECTION;
 use eventor::flow::file::MAX_RANGE_LEN;
-use eventor::flow::{eventor_from_flow, load_config, load_flow, FlowTriggers};
+use eventor::flow::{eventor_from_flow, load_config, load_flow, FlowFile, FlowTriggers};
 use eventor::EventorConfig;
 use eventor::{ClusterOptions, EventorOptions, RunMode, RunOutcome, StoreLocation};
 
@@ -46,8 +46,13 @@ enum Command {
     /// --follow keep printing new lines until the run ends, like `tail -f`.
     Logs(LogsArgs),
     /// Fire events in a run from outside it: a running coordinator acts on them at once
-    /// (Postgres notifies it; otherwise within 30 s), a stopped run on its next continue.
+    /// (Postgres notifies it; on SQLite within 250 ms), a stopped run on its next continue.
     Trigger(TriggerArgs),
+    /// Stop a running run from any terminal or machine that reaches its store, as Ctrl-C on
+    /// its prime would: nothing new starts, its commands are stopped, it is stored
+    /// interrupted and its coordinator exits 130 (exit 0 requested, 1 the run is not running,
+    /// 2 no such run).
+    Cancel(cancel_command::CancelArgs),
     /// Delete a flow's runs whose newest recovery started longer ago than --older-than, with
     /// everything stored of them; a run another coordinator is running is never touched.
     Prune(PruneArgs),
@@ -60,6 +65,10 @@ enum Command {
     /// Show a run (default: the flow's latest): outcome, times, each step's tasks by status,
     /// hosts and durations, and the failed tasks with their errors; --watch follows it.
     Status(report_command::StatusArgs),
+    /// List each host of a run (default: the flow's latest) with its health: up, away, or
+    /// quarantined until when and why, and its last failures (--hosts FILE adds the file's
+    /// hosts the run never said a word of).
+    Hosts(report_command::HostsArgs),
     /// Print the flow as a graph (dot, mermaid or svg); with --run-id, steps are coloured by
     /// the states of that run's tasks.
     Graph(report_command::GraphArgs),
@@ -74,6 +83,16 @@ mod report_command;
 #[path = "coord/check.rs"]
 mod check_command;
 
+#[path = "coord/cancel.rs"]
+mod cancel_command;
+
+#[path = "coord/plan.rs"]
+mod plan;
+
+#[path = "coord/logs.rs"]
+mod logs_command;
+use logs_command::LogsArgs;
+
 #[derive(Args)]
 struct PruneArgs {
     /// The flow file whose runs to prune (its name picks them, and its default store).
@@ -81,36 +100,8 @@ struct PruneArgs {
     /// How old a run must be to go, e.g. 30d, 12h.
     #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
     older_than: Duration,
-    /// The store, as for `run` (default: <flow name>.run.db here).
-    #[arg(long, value_name = "STORE")]
-    store: Option<String>,
     #[command(flatten)]
-    config: ConfigArgs,
-}
-
-#[derive(Args)]
-struct LogsArgs {
-    /// The flow file of the run (its name picks the log directory).
-    flow: PathBuf,
-    /// The run whose log to print (default: the newest log of the flow).
-    #[arg(long, value_name = "ID")]
-    run_id: Option<String>,
-    /// Keep printing lines as they are written, until the run ends.
-    #[arg(long, short = 'f')]
-    follow: bool,
-    /// Only lines of this host.
-    #[arg(long, value_name = "HOST")]
-    host: Option<String>,
-    /// Only lines of this step (`s1`) or task (`s1[3]`).
-    #[arg(long, value_name = "STEP")]
-    step: Option<String>,
-    /// The log directory (default: LOGGING.logdir of --config, else ./logs).
-    #[arg(long, value_name = "DIR")]
-    logdir: Option<PathBuf>,
-    /// The run's store, as for `run` (default: <flow name>.run.db here): with --follow, to
-    /// notice a coordinator that went away without ending the log.
-    #[arg(long, value_name = "STORE")]
-    store: Option<String>,
+    store: StoreArgs,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -143,14 +134,14 @@ impl ConfigArgs {
 
 #[derive(Args)]
 struct TriggerArgs {
-    /// The flow file of the run (to check the event names and find its store).
+    /// The flow file of the run (to check the event names and find its store). Inside a
+    /// task leave it out (and the store and run id): the events go to the task's own run.
     flow: PathBuf,
     /// EVENT, EVENT@SEQ or EVENT@FROM..TO (sequence 1 by default).
-    #[arg(required = true, value_name = "EVENT[@SEQ|@FROM..TO]")]
+    #[arg(value_name = "EVENT[@SEQ|@FROM..TO]")]
     events: Vec<String>,
-    /// The store, as for `run` (default: <flow name>.run.db here).
-    #[arg(long, value_name = "STORE")]
-    store: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The run to trigger in (default: the latest run of the flow).
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
@@ -163,7 +154,8 @@ struct RunArgs {
     /// The flow file (YAML): events, steps, assocs, trigger.
     flow: PathBuf,
     /// The store: postgres://user@host:port/db?schema=NAME, sqlite:PATH, a file path, or the
-    /// name of a DATABASES entry of --config. Default: <flow name>.run.db here.
+    /// name of a DATABASES entry of --config. Default: the flow file's `store:`, the hosts
+    /// file's `store:`, the config's default_db, else <flow name>.run.db here.
     #[arg(long, value_name = "STORE")]
     store: Option<String>,
     /// The run's id; generated (and printed) when not given.
@@ -191,7 +183,7 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     logdir: Option<PathBuf>,
     /// The cluster's hosts file: steps with `host:`/`hosts:` run there, through an agent
-    /// started over SSH; its `store:` is the default store.
+    /// started over SSH; its `store:` is the store unless --store or the flow names one.
     #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
     /// With --mode restart and a --run-id the store already holds: drop that run's stored
@@ -205,10 +197,31 @@ struct RunArgs {
     /// --log-level says otherwise).
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// With --mode recover: run STEP (in sequence SEQ, else in every sequence) again although
+    /// it succeeded; what its success triggers follows as usual. Repeatable.
+    #[arg(long, value_name = "STEP[@SEQ]")]
+    rerun: Vec<String>,
+    /// Print the plan and exit 0, touching no store (none is created, nothing written): the
+    /// start triggers expanded ("start triggers (N):", one EVENT[SEQ] a line), then under
+    /// --mode recover the run it recovers and each task stored before as `skip` or `rerun`
+    /// with its stored status (the store is only read), then "steps (N, in the order the
+    /// start triggers reach them):", one a line with its host (`prime`, a host, `any of
+    /// A,B`) and pools (`NAME:UNITS`, `-` for none), those not reached last, said so.
+    #[arg(long)]
+    dry_run: bool,
+    /// Set the flow's parameter NAME (declared under `params:`) for this run; repeatable.
+    /// Every task sees it as an environment variable. Recover and continue keep the run's
+    /// stored values unless given here (the new value is then stored).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
 }
 
 #[path = "coord/progress.rs"]
 mod progress;
+
+#[path = "coord/store.rs"]
+mod store_choice;
+use store_choice::{StoreArgs, StoreSources};
 
 fn main() -> ExitCode {
     // First: a process started as a command's supervisor supervises and exits here.
@@ -220,35 +233,52 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args, level),
         Command::Trigger(args) => trigger(args, level),
-        Command::Logs(args) => logs(args, level),
+        Command::Logs(args) => logs_command::logs(args, level),
+        Command::Cancel(args) => cancel_command::cancel(args, level),
         Command::Prune(args) => prune(args, level),
         Command::Check(args) => check_command::check(args, level),
         Command::Runs(args) => report_command::runs(args, level),
         Command::Status(args) => report_command::status(args, level),
+        Command::Hosts(args) => report_command::hosts(args, level),
         Command::Graph(args) => report_command::graph(args, level),
         Command::Serve(args) => report_command::serve(args, level),
     };
     match result {
         Ok(code) => code,
         Err(Failure::BadInput(e)) => {
-            eprintln!("eventor-coord: error: {e:#}");
+            say(format_args!("eventor-coord: error: {e:#}"));
             ExitCode::from(2)
         }
         Err(Failure::Run(e)) => {
-            eprintln!("eventor-coord: error: {e:#}");
+            say(format_args!("eventor-coord: error: {e:#}"));
             ExitCode::from(1)
+        }
+        Err(Failure::CannotRun(e)) => {
+            say(format_args!("eventor-coord: error: {e:#}"));
+            ExitCode::from(4)
         }
     }
 }
 
-/// Why a command failed: bad input (exit status 2) or a failure while running (1).
+/// Why a command failed: bad input (exit status 2), a failure while running (1), or a run
+/// that could not start its work (4: its store unreachable, its log folder unwritable).
 enum Failure {
     BadInput(anyhow::Error),
     Run(anyhow::Error),
+    CannotRun(anyhow::Error),
 }
 
 fn bad<E: Into<anyhow::Error>>(e: E) -> Failure {
     Failure::BadInput(e.into())
+}
+
+/// `--param NAME=VALUE` flags as a map (a later one of a name wins).
+fn parse_params(flags: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let split = |flag: &String| match flag.split_once('=') {
+        Some((name, value)) => Ok((name.to_string(), value.to_string())),
+        None => anyhow::bail!("--param {flag}: expected NAME=VALUE"),
+    };
+    flags.iter().map(split).collect()
 }
 
 fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
@@ -269,22 +299,44 @@ fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
         let pairs = args
             .triggers
             .iter()
-            .map(|t| parse_trigger(t))
+            .map(|t| parse_flow_trigger(&flow, t))
             .collect::<anyhow::Result<Vec<_>>>()
             .map_err(bad)?;
         FlowTriggers::Given(pairs.into_iter().flatten().collect())
     };
+    let rerun = parse_reruns(&flow, &args.rerun, mode).map_err(bad)?;
+    let sources = StoreSources {
+        flag: args.store.as_deref(),
+        flow: Some(&flow),
+        hosts: hosts.as_ref(),
+    };
+    let params = parse_params(&args.params).map_err(bad)?;
+    if mode == RunMode::Restart {
+        // Refused before anything is written (the graph, the store); a recovery's or
+        // continue's stored values are known only once its store is open.
+        eventor::api::params::resolve(&flow.params, &params, None).map_err(bad)?;
+    } else {
+        eventor::api::params::check_given(&flow.params, &params).map_err(bad)?;
+    }
+    if args.dry_run {
+        let chosen = sources.for_flow(&config, &flow.name)?;
+        return plan::dry_run(&plan::Planned {
+            flow: &flow,
+            mode,
+            triggers: &triggers,
+            rerun: &rerun,
+            store: &chosen,
+            run_id: args.run_id.as_deref(),
+            recovery: args.recovery,
+        });
+    }
     let options = EventorOptions {
-        store: choose_store(
-            args.store
-                .as_deref()
-                .or(hosts.as_ref().and_then(|h| h.store.as_deref())),
-            &config,
-        )
-        .map_err(bad)?,
+        params,
+        store: sources.named(&config).map_err(bad)?,
         cluster: hosts.map(|hosts| ClusterOptions {
             hosts,
             lost_after: LinkSettings::default().lost_after,
+            script: None,
         }),
         run_id: args.run_id.clone(),
         recovery: args.recovery,
@@ -292,47 +344,61 @@ fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
         run_mode: mode,
         replace_history: args.replace,
         config: config.clone(),
+        rerun,
         ..EventorOptions::default()
     };
     let mut eventor = eventor_from_flow(&flow, options, triggers)
         .with_context(|| format!("{}", args.flow.display()))
         .map_err(bad)?;
-    // The flow's graph beside the run's log, for `serve`.
+    // The flow's graph beside the run's log, for `serve`: a fresh run's id is known now; a
+    // recovery's or continue's only once its run is found (no graph for an id never used).
     let logdir = logdir_of(args.logdir.clone(), &config);
-    report_command::save_graph(&flow, &logdir, eventor.run_id());
+    let fresh = mode == RunMode::Restart;
+    if fresh {
+        report_command::save_graph(&flow, &logdir, eventor.run_id());
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
     let interrupt = eventor::Interrupt::new();
     let signals = runtime.block_on(Signals::listen(interrupt.clone()))?;
-    eventor.set_interrupt(interrupt);
+    eventor.set_interrupt(interrupt.clone());
     let location = eventor.store_location();
     let watched = progress::Watched::of(&flow, location, eventor.run_id(), args.quiet);
     let shown = progress::Progress::start(&runtime, watched);
     let outcome = runtime.block_on(eventor.run_async(args.max_loops));
     shown.finish(&runtime);
-    let outcome = outcome.map_err(|e| {
-        if e.is_input_error() {
-            Failure::BadInput(e.into())
-        } else {
-            Failure::Run(e.into())
-        }
+    match (fresh, eventor.has_opened()) {
+        (false, true) => report_command::save_graph(&flow, &logdir, eventor.run_id()),
+        (true, false) => report_command::forget_graph(&flow, &logdir, eventor.run_id()),
+        _ => {}
+    }
+    let cancelled = interrupt.cancelled();
+    let outcome = outcome.map_err(|e| match e.kind() {
+        eventor::api::ErrorKind::Input => Failure::BadInput(e.into()),
+        eventor::api::ErrorKind::Run => Failure::Run(e.into()),
+        eventor::api::ErrorKind::CannotRun => Failure::CannotRun(e.into()),
     })?;
     if !args.quiet {
-        eprintln!(
+        say(format_args!(
             "eventor-coord: flow {} run {} in {}: {outcome}",
             eventor.name(),
             eventor.run_id(),
             describe(&eventor.store_location())
-        );
+        ));
     }
     eventor.close();
-    println!("{outcome}");
+    print_out(&format!("{outcome}\n"));
     Ok(ExitCode::from(match outcome {
         RunOutcome::Success => 0,
         RunOutcome::Failure { .. } => 1,
         RunOutcome::Incomplete { .. } => 3,
-        // 128 + the signal's number, as a shell reports a process it stopped; stopped by no
-        // signal (its prime lost contact with the store), the run failed.
-        RunOutcome::Interrupted { .. } => signals.first().map_or(1, |signal| 128 + signal),
+        // 128 + the signal's number, as a shell reports a process it stopped; a cancel
+        // through the store as SIGINT; stopped otherwise (its prime lost contact with the
+        // store), the run failed.
+        RunOutcome::Interrupted { .. } => match signals.first() {
+            Some(signal) => 128 + signal,
+            None if cancelled => 128 + SIGINT,
+            None => 1,
+        },
     }))
 }
 
@@ -383,195 +449,94 @@ fn logdir_of(flag: Option<PathBuf>, config: &EventorConfig) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("logs"))
 }
 
-fn logs(args: LogsArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
-    use eventor::log::{log_path, print_log, print_log_until, LogFilter};
-    let flow = load_flow(&args.flow).map_err(bad)?;
-    let config = args.config.load()?;
-    init_logging(level, &config.logging);
-    let logdir = logdir_of(args.logdir, &config);
-    let path = match &args.run_id {
-        // Without --follow (which waits for a log that is not there yet), no log is no run.
-        Some(run_id) if !args.follow && !log_path(&logdir, &flow.name, run_id).exists() => {
-            return Err(bad(anyhow::anyhow!(
-                "no log of run {run_id} of flow {} in {}",
-                flow.name,
-                logdir.display()
-            )));
-        }
-        Some(run_id) => log_path(&logdir, &flow.name, run_id),
-        None => newest_log(&log_path(&logdir, &flow.name, "x")).ok_or_else(|| {
-            bad(anyhow::anyhow!(
-                "no log of flow {} in {}",
-                flow.name,
-                logdir.display()
-            ))
-        })?,
-    };
-    let filter = LogFilter {
-        host: args.host,
-        step: args.step,
-    };
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
-    if !args.follow {
-        let printed = runtime.block_on(print_log(&path, &filter, false, std::io::stdout().lock()));
-        printed.map_err(|e| Failure::Run(e.into()))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let location = flow_store(args.store.as_deref(), &config, &flow.name)?;
-    let gone = tokio_util::sync::CancellationToken::new();
-    let watch = watch_coordinator(location, flow.name.clone(), args.run_id, path.clone());
-    runtime.spawn(watch.run(gone.clone()));
-    let out = std::io::stdout().lock();
-    let printed = runtime.block_on(print_log_until(&path, &filter, Some(gone.clone()), out));
-    let summary = printed.map_err(|e| Failure::Run(e.into()))?;
-    if summary.outcome.is_none() && gone.is_cancelled() {
-        eprintln!("eventor-coord: the run's coordinator is gone without ending its log");
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Who a follower watches: the run's coordinator, through the run's lock in its store.
-fn watch_coordinator(
-    location: StoreLocation,
-    flow: String,
-    run_id: Option<String>,
-    log: PathBuf,
-) -> CoordinatorWatch {
-    CoordinatorWatch {
-        location,
-        flow,
-        run_id,
-        log,
-    }
-}
-
-struct CoordinatorWatch {
-    location: StoreLocation,
-    flow: String,
-    run_id: Option<String>,
-    log: PathBuf,
-}
-
-impl CoordinatorWatch {
-    /// Cancels `gone` once the log exists (its coordinator took the run's lock before
-    /// writing it) and the lock is free again: the coordinator died without an end marker.
-    async fn run(self, gone: tokio_util::sync::CancellationToken) {
-        let Ok(store) = eventor_store::Store::open(&self.location).await else {
-            return; // no store to ask: follow until the end marker, as before
-        };
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if !self.log.exists() {
-                continue;
-            }
-            let Some(run_id) = self.run_id(&store).await else {
-                continue;
-            };
-            // Asked, not taken: a probe that took the lock could refuse a recovery starting.
-            if let Ok(false) = store.run_held(&run_id).await {
-                gone.cancel();
-                return;
-            }
-        }
-    }
-
-    async fn run_id(&self, store: &eventor_store::Store) -> Option<String> {
-        if let Some(id) = &self.run_id {
-            return Some(id.clone());
-        }
-        let latest = store.latest_run(&self.flow).await.ok()??;
-        Some(latest.key.run_id.to_string())
-    }
-}
-
-/// The most recently written `.log` file in the directory of `sample`.
-fn newest_log(sample: &std::path::Path) -> Option<PathBuf> {
-    let dir = sample.parent()?;
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .map(|e| e.path())
-}
-
 fn prune(args: PruneArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
     let flow = load_flow(&args.flow).map_err(bad)?;
     let config = args.config.load()?;
     init_logging(level, &config.logging);
-    let location = flow_store(args.store.as_deref(), &config, &flow.name)?;
+    let (chosen, _) = args.store.for_flow(&flow, &config)?;
+    let location = &chosen.location;
+    eventor::check_store_location(location).map_err(bad)?;
     let age = i64::try_from(args.older_than.as_micros()).unwrap_or(i64::MAX);
     let cutoff = eventor_store::now_micros().saturating_sub(age);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
     let pruned = runtime.block_on(async {
-        let store = eventor_store::Store::open(&location).await?;
-        store.prune(Some(&flow.name), cutoff).await
-    });
-    let pruned =
-        pruned.map_err(|e| Failure::Run(anyhow::Error::new(e).context(location.to_string())))?;
-    for run_id in &pruned {
-        println!("{run_id}");
-    }
-    eprintln!(
+        let store = chosen.open_existing().await?;
+        let pruned = store.prune(Some(&flow.name), cutoff).await;
+        pruned.map_err(|e| Failure::Run(anyhow::Error::new(e).context(location.to_string())))
+    })?;
+    let lines: String = pruned.iter().map(|id| format!("{id}\n")).collect();
+    let code = print_out(&lines);
+    say(format_args!(
         "eventor-coord: pruned {} run(s) of flow {} in {location}",
         pruned.len(),
         flow.name
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The store a command on a flow uses: `--store`, the config's `default_db`, or the flow's
-/// default SQLite file here.
-fn flow_store(
-    flag: Option<&str>,
-    config: &EventorConfig,
-    flow: &str,
-) -> Result<StoreLocation, Failure> {
-    let chosen = choose_store(flag, config).map_err(bad)?;
-    Ok(chosen.unwrap_or_else(|| StoreLocation::Sqlite(PathBuf::from(format!("{flow}.run.db")))))
+    ));
+    Ok(code)
 }
 
 fn trigger(args: TriggerArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
+    if let Some(socket) = own_run_socket(&args) {
+        return trigger_own_run(&socket, &args);
+    }
+    if args.events.is_empty() {
+        return Err(bad(anyhow::anyhow!(
+            "name at least one EVENT[@SEQ|@FROM..TO] after the flow file"
+        )));
+    }
     let flow = load_flow(&args.flow).map_err(bad)?;
     let config = args.config.load()?;
     init_logging(level, &config.logging);
     let mut wanted = Vec::new();
     for text in &args.events {
-        let pairs = parse_trigger(text).map_err(bad)?;
-        if let Some((event, _)) = pairs.first() {
-            if !flow.events.iter().any(|e| &e.name == event) {
-                return Err(bad(anyhow::anyhow!(
-                    "{}: the flow has no event `{event}`",
-                    args.flow.display()
-                )));
-            }
-        }
-        wanted.extend(pairs);
+        wanted.extend(parse_flow_trigger(&flow, text).map_err(bad)?);
     }
-    let location = flow_store(args.store.as_deref(), &config, &flow.name)?;
+    let (chosen, _) = args.store.for_flow(&flow, &config)?;
+    eventor::check_store_location(&chosen.location).map_err(bad)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
     runtime.block_on(write_triggers(
-        &location,
+        &chosen,
         &flow.name,
         args.run_id.as_deref(),
         wanted,
     ))
 }
 
+/// Inside a task (its run's trigger socket in the environment) with no flow file, store or
+/// run id given: the socket, and every positional word is an event.
+fn own_run_socket(args: &TriggerArgs) -> Option<PathBuf> {
+    let socket = std::env::var_os(eventor_agent::trigger_socket::TRIGGER_SOCKET_VAR)?;
+    let named_elsewhere = (args.store.store.is_some() || args.store.hosts.is_some())
+        || args.run_id.is_some()
+        || args.flow.is_file();
+    (!named_elsewhere).then(|| PathBuf::from(socket))
+}
+
+/// Fires the events in the task's own run, through its trigger socket: exit 0 once the run
+/// took every one, 2 naming those it refused (an unknown event, say).
+fn trigger_own_run(socket: &Path, args: &TriggerArgs) -> Result<ExitCode, Failure> {
+    let words: Vec<String> = std::iter::once(args.flow.to_string_lossy().into_owned())
+        .chain(args.events.clone())
+        .collect();
+    match eventor_agent::trigger_socket::fire_words(socket, &words) {
+        Ok(taken) => {
+            let lines: String = taken.iter().map(|line| format!("{line}\n")).collect();
+            Ok(print_out(&lines))
+        }
+        Err(error) if error.exit_code() == 2 => Err(bad(error)),
+        Err(error) => Err(Failure::Run(error.into())),
+    }
+}
+
 /// Records the triggers in the run's latest recovery; ones already fired are reported, not
 /// written again.
 async fn write_triggers(
-    location: &StoreLocation,
+    chosen: &store_choice::Chosen,
     flow: &str,
     run_id: Option<&str>,
     wanted: Vec<(String, String)>,
 ) -> Result<ExitCode, Failure> {
-    use eventor_store::{now_micros, Batch, Change, Store};
-    use std::sync::Arc;
-    let store = Store::open(location)
-        .await
-        .map_err(|e| Failure::Run(anyhow::Error::new(e).context(location.to_string())))?;
+    let location = &chosen.location;
+    let store = chosen.open_existing().await?;
     let run_id = match run_id {
         Some(id) => id.to_string(),
         None => match store
@@ -590,48 +555,51 @@ async fn write_triggers(
     let Some(run) = history.last() else {
         return Err(bad(anyhow::anyhow!("no run {run_id} in {location}")));
     };
-    let fired = store
-        .triggers(run.key.clone())
+    let fired = eventor::api::fire::record_triggers(&store, run, wanted)
         .await
         .map_err(|e| Failure::Run(e.into()))?;
-    let mut changes = Vec::new();
-    let mut report = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (event, sequence) in wanted {
-        // The same trigger twice in one call is one trigger (a duplicate would abort the batch).
-        if !seen.insert((event.clone(), sequence.clone())) {
-            continue;
-        }
-        if fired
-            .iter()
-            .any(|t| t.event == event && t.sequence == sequence)
-        {
-            report.push(format!("{event}[{sequence}] already fired in run {run_id}"));
-            continue;
-        }
-        report.push(format!(
-            "triggered {event}[{sequence}] in run {run_id} recovery {}",
-            run.key.recovery
-        ));
-        changes.push(Change::Trigger {
-            event: Arc::from(event.as_str()),
-            sequence: Arc::from(sequence.as_str()),
-            at: now_micros(),
-        });
-    }
-    let batch = Batch {
-        run: run.key.clone(),
-        changes,
-    };
-    store
-        .commit(batch)
-        .await
-        .map_err(|e| Failure::Run(e.into()))?;
+    let report = fired.into_iter().map(|f| match f.already {
+        true => format!("{}[{}] already fired in run {run_id}", f.event, f.sequence),
+        false => format!(
+            "triggered {}[{}] in run {run_id} recovery {}",
+            f.event, f.sequence, run.key.recovery
+        ),
+    });
     // Only now is it true: the triggers are in the store.
-    for line in report {
-        println!("{line}");
+    let lines: String = report.map(|line| format!("{line}\n")).collect();
+    Ok(print_out(&lines))
+}
+
+/// `--rerun STEP[@SEQ]`s, each naming a step of the flow ("did you mean" otherwise), and only
+/// with `--mode recover`.
+fn parse_reruns(
+    flow: &FlowFile,
+    texts: &[String],
+    mode: RunMode,
+) -> anyhow::Result<Vec<eventor::RerunTask>> {
+    if !texts.is_empty() && mode != RunMode::Recover {
+        anyhow::bail!("--rerun needs --mode recover (it reruns tasks a recovery would skip)");
     }
-    Ok(ExitCode::SUCCESS)
+    let names = || flow.steps.iter().map(|s| s.name.as_str());
+    let parse = |text: &String| {
+        let (step, sequence) = match text.split_once('@') {
+            Some((step, sequence)) => (step, Some(sequence.to_string())),
+            None => (text.as_str(), None),
+        };
+        if sequence.as_deref() == Some("") {
+            anyhow::bail!("--rerun {text}: a sequence after `@`, or none at all");
+        }
+        if !names().any(|name| name == step) {
+            let near = eventor::did_you_mean(step, names());
+            let path = flow.path.display();
+            anyhow::bail!("--rerun {text}: {path} has no step `{step}`{near}");
+        }
+        Ok(eventor::RerunTask {
+            step: step.to_string(),
+            sequence,
+        })
+    };
+    texts.iter().map(parse).collect()
 }
 
 fn parse_mode(text: &str) -> anyhow::Result<RunMode> {
@@ -645,84 +613,53 @@ fn parse_mode(text: &str) -> anyhow::Result<RunMode> {
     }
 }
 
+/// [`parse_trigger`] of an event the flow declares; an unknown one is refused with the
+/// nearest declared name ("did you mean").
+fn parse_flow_trigger(flow: &FlowFile, text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let pairs = parse_trigger(text)?;
+    if let Some((event, _)) = pairs.first() {
+        let names = || flow.events.iter().map(|e| e.name.as_str());
+        if !names().any(|name| name == event) {
+            let near = eventor::did_you_mean(event, names());
+            let path = flow.path.display();
+            anyhow::bail!("--trigger {text}: {path} has no event `{event}`{near}");
+        }
+    }
+    Ok(pairs)
+}
+
 /// `EVENT`, `EVENT@SEQ` or `EVENT@FROM..TO` into (event, sequence) pairs.
 fn parse_trigger(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let (event, sequences) = match text.split_once('@') {
-        None => (text, vec!["1".to_string()]),
-        Some((event, spec)) => (
-            event,
-            parse_sequences(spec).with_context(|| format!("--trigger {text}"))?,
-        ),
-    };
-    anyhow::ensure!(
-        !event.is_empty(),
-        "--trigger {text}: the event name is empty"
-    );
-    for sequence in &sequences {
+    let pairs = eventor_agent::trigger_socket::parse_spec(text, MAX_RANGE_LEN)
+        .map_err(|why| anyhow::anyhow!("--trigger {text}: {why}"))?;
+    for (_, sequence) in &pairs {
         eventor::api::names::check_sequence(sequence)
             .map_err(|why| anyhow::anyhow!("--trigger {text}: sequence {sequence:?} {why}"))?;
     }
-    Ok(sequences
-        .into_iter()
-        .map(|s| (event.to_string(), s))
-        .collect())
+    Ok(pairs)
 }
 
-fn parse_sequences(spec: &str) -> anyhow::Result<Vec<String>> {
-    let Some((from, to)) = spec.split_once("..") else {
-        anyhow::ensure!(!spec.is_empty(), "the sequence is empty");
-        return Ok(vec![spec.to_string()]);
-    };
-    let from: u64 = from
-        .parse()
-        .with_context(|| format!("range start {from:?} is not a number"))?;
-    let to: u64 = to
-        .parse()
-        .with_context(|| format!("range end {to:?} is not a number"))?;
-    anyhow::ensure!(from <= to, "range {from}..{to} is empty (start after end)");
-    anyhow::ensure!(
-        to - from < MAX_RANGE_LEN,
-        "range {from}..{to} is too long (at most {MAX_RANGE_LEN} sequences)"
-    );
-    Ok((from..=to).map(|n| n.to_string()).collect())
-}
-
-/// `--store` as a `DATABASES` name of the config, a URL or a path; without it, the config's
-/// `default_db`; without that, the flow's default SQLite file.
-fn choose_store(
-    flag: Option<&str>,
-    config: &EventorConfig,
-) -> anyhow::Result<Option<StoreLocation>> {
-    let named = |name: &str| {
-        let entry = config.databases.iter().find(|(n, _)| n == name);
-        entry.map(|(_, db)| db)
-    };
-    let entry = match flag {
-        Some(text) => match named(text) {
-            Some(db) => db,
-            None => return parse_store(text).map(Some),
-        },
-        None => match config.database() {
-            Some(db) => db,
-            None => return Ok(None),
-        },
-    };
-    let location = entry
-        .location()
-        .map_err(|e| anyhow::anyhow!("DATABASES entry: {e}"))?;
-    Ok(Some(location))
-}
-
-fn parse_store(text: &str) -> anyhow::Result<StoreLocation> {
-    StoreLocation::parse(text).with_context(|| format!("--store {}", masked(text)))
-}
-
-/// The text of a store URL with any password replaced, for error messages.
-fn masked(text: &str) -> String {
-    match StoreLocation::parse(text) {
-        Ok(location) => location.to_string(),
-        Err(_) => text.split('@').next_back().unwrap_or(text).to_string(),
+/// Prints a command's result on stdout. A reader that went away (`| head`) is not an
+/// error: what it wanted was printed, so the command ends quietly with exit 0.
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            say(format_args!(
+                "eventor-coord: error: writing the output: {e}"
+            ));
+            ExitCode::from(1)
+        }
     }
+}
+
+/// A line on stderr; a closed stderr (`2>&1 | head`) is no reason to panic.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 fn describe(location: &StoreLocation) -> String {

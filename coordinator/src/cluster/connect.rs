@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use eventor_agent::util::error_chain;
 use eventor_agent::MaxConcurrent;
-use eventor_protocol::StoreAccess;
+use eventor_protocol::{StoreAccess, StoreTls};
 use eventor_ssh::{self as ssh, ClientSettings, Session, SshConfig, SshError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deploy::{self, DeployPlan, LocalAgent};
 use super::hosts::{Deploy, HostSpec, HostsFile, StoreVia};
-use super::link::{HostEvent, HostLink, LinkConfig, LinkError, LinkSettings};
+use super::link::{EnvLines, HostEvent, HostLink, LinkConfig, LinkError, LinkSettings};
 use super::store_tunnel;
 
 /// A run's cluster settings, built once (from the hosts file and the run's options, see
@@ -30,6 +30,9 @@ pub struct ClusterSettings {
     /// The store every agent records in, sent in the handshake (password included), never
     /// on a command line.
     pub store: Option<StoreAccess>,
+    /// The TLS the agents reach `store` with, sent with it (certificates and key as their
+    /// contents, never as files on the hosts).
+    pub store_tls: Option<StoreTls>,
     /// The binary installed on `deploy: auto` hosts whose agent is missing or differs
     /// (see [`deploy`]); `None`: `eventor-agent` next to this program.
     pub install: Option<std::path::PathBuf>,
@@ -38,6 +41,9 @@ pub struct ClusterSettings {
     /// Home, user and ssh-agent socket for SSH; `config_file` is replaced by the hosts
     /// file's `ssh_config`.
     pub ssh: ClientSettings,
+    /// Look for an agent of this run that outlived its prime and re-adopt it rather than
+    /// start another (a reconnect, a recovery, a continue); a fresh run does not.
+    pub adopt: bool,
 }
 
 impl ClusterSettings {
@@ -47,20 +53,35 @@ impl ClusterSettings {
             hosts,
             run_id: run_id.into(),
             store: None,
+            store_tls: None,
             install: None,
             link: LinkSettings::default(),
             ssh: ClientSettings::from_env(),
+            adopt: false,
         }
     }
 
     /// The link settings for `host`.
     pub fn link_config(&self, host: &HostSpec) -> LinkConfig {
+        let command = if self.adopt {
+            // The survivor's socket name (not a secret: the socket's directory is private).
+            let name = eventor_agent::adopt::socket_name(&self.run_id, &host.name);
+            let mut host = host.clone();
+            host.launch
+                .push((eventor_agent::adopt::RESUME_VAR.to_string(), name));
+            host.agent_command(&[])
+        } else {
+            host.agent_command(&[])
+        };
         LinkConfig {
             settings: self.link,
             max_concurrent_tasks: MaxConcurrent::at_most(host.max_concurrent.unwrap_or(0) as usize),
             store: self.store.clone(),
+            store_tls: self.store_tls.clone(),
             lease: Some(host.lease),
-            ..LinkConfig::new(&host.name, host.agent_command(&[]), &self.run_id)
+            same_version: host.deploy == Deploy::Auto,
+            env_lines: EnvLines(host.env_lines()),
+            ..LinkConfig::new(&host.name, command, &self.run_id)
         }
     }
 }
@@ -76,6 +97,7 @@ pub async fn open_links(
     let specs: Vec<Option<&HostSpec>> = names.iter().map(|n| settings.hosts.host(n)).collect();
     let ssh_settings = ClientSettings {
         config_file: settings.hosts.ssh_config.clone(),
+        max_startups: settings.hosts.max_startups,
         ..settings.ssh.clone()
     };
     let config = match SshConfig::load(ssh_settings) {
@@ -152,12 +174,14 @@ async fn deploy_and_start(
     let cancelled = || LinkError::Cancelled { host: name.clone() };
     let session = Arc::new(session);
     if host.store_via == StoreVia::Ssh {
-        let store = config.store.as_ref();
+        let (store, tls) = (config.store.as_ref(), config.store_tls.as_ref());
         let tunnel = tokio::select! {
-            t = store_tunnel::open(&session, &host, store, shutdown.clone()) => t?,
+            t = store_tunnel::open(&session, &host, store, tls, shutdown.clone()) => t?,
             _ = shutdown.cancelled() => return Err(cancelled()),
         };
         config.store = Some(tunnel);
+        // The prime speaks TLS to the store for the tunnel: nothing of it goes to the host.
+        config.store_tls = None;
     }
     if let Some(command) = deploy::checked_start(&host, &plan, &config.agent_command) {
         let quick = LinkConfig {

@@ -32,15 +32,24 @@
 //!   still running. A lease of zero settles them at once.
 //! - **A host is brought back** from its first loss on ([`Action::Reconnect`], once per
 //!   loss); while it is away, a task that may run only there fails at once with the reason.
+//! - **A misbehaving host is quarantined** ([`super::quarantine`]): after its rule's count of
+//!   host-class failures (its link lost, its agent failing to start, a task of class
+//!   `start`) within its window, no new task is sent to it until its cool-down ends (twice
+//!   as long if it fails again right after). A task that may run elsewhere goes there; one
+//!   that may run only on quarantined hosts waits for the end of the cool-down when its
+//!   step would retry a host failure ([`Input::Submit`]'s `may_wait`), and otherwise fails
+//!   at once naming the quarantine and when it ends. Each change of a host's health is
+//!   reported ([`Action::Health`]) for the store and the reports.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventor_agent::Outcome;
-use eventor_protocol::TaskKey;
+use eventor_agent::TaskEnd;
+use eventor_protocol::{FailureClass, TaskKey};
 
 use super::placement::{Place, Placement};
+use super::quarantine::{human, Failure, Health, QuarantineRules};
 use crate::engine::core::TaskId;
 
 /// Added to a host's lease before its tasks are called dead, counted from the moment the
@@ -80,27 +89,36 @@ pub enum Input<P> {
     },
     /// `host`'s link is gone for `reason`.
     HostLost { host: Arc<str>, reason: String },
-    /// `task` (attempt `key`) may run on any of `hosts`.
+    /// `task` (attempt `key`) may run on any of `hosts`. `may_wait`: its step would retry
+    /// a host failure, so while its only hosts are quarantined it waits for the cool-down
+    /// rather than failing.
     Submit {
         task: TaskId,
         hosts: Vec<Arc<str>>,
         key: TaskKey,
         payload: P,
+        may_wait: bool,
     },
+    /// `host`'s agent could not be started while it was being brought back (a host-class
+    /// failure that changes no link).
+    AgentFailed { host: Arc<str>, reason: String },
     /// A dispatch could not be handed to its host's link.
     Undelivered { key: TaskKey, error: String },
     /// The task's work is over on its host (its end is being recorded there).
     Ran { key: TaskKey },
     /// The host reported the task's end.
-    Finished { key: TaskKey, outcome: Outcome },
+    Finished { key: TaskKey, end: TaskEnd },
     /// The agent could not record the task's end: the prime will.
     Unrecorded { key: TaskKey },
     /// Stop everything: waiting tasks fail, running ones are cancelled on their hosts.
     CancelAll,
     /// The prime lets go of every host for `reason` (it lost contact with the store): their
     /// links are cut without a word, so each agent's lease starts, and their tasks wait in
-    /// limbo like a lost host's; no host is brought back.
+    /// limbo like a lost host's; no host is brought back until [`Input::BringBack`].
     LetGo { reason: String },
+    /// The prime has its store again: the hosts it let go are brought back (a host back
+    /// within its lease re-adopts its agent, and with it the tasks in limbo there).
+    BringBack,
     /// Time passed (the forwarder wakes at [`ClusterCore::next_deadline`]).
     Tick,
 }
@@ -116,16 +134,45 @@ pub enum Action<P> {
     },
     /// Ask `host`'s agent to stop the task (its end comes back as usual).
     Cancel { host: Arc<str>, key: TaskKey },
-    /// The task is over: tell the engine.
-    End { task: TaskId, outcome: Outcome },
+    /// The task is over: tell the engine (`recorded`: its end is in the store already).
+    End {
+        task: TaskId,
+        end: TaskEnd,
+        recorded: bool,
+    },
     /// Start bringing `host` back.
     Reconnect { host: Arc<str> },
+    /// `host`'s health changed (up, away, quarantined, released, or a new failure).
+    Health { host: Arc<str>, health: HostHealth },
     /// These tasks of `host` are known dead: an end recorded in the store stands, the
     /// others fail with "host NAME lost: REASON" (the prime records that, fenced).
     Settle {
         host: Arc<str>,
         reason: String,
         tasks: Vec<(TaskId, TaskKey)>,
+    },
+}
+
+/// A host's health as the reports show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostHealth {
+    pub state: HealthState,
+    /// Its last host-class failures, oldest first.
+    pub failures: Vec<Failure>,
+}
+
+/// Whether a host takes tasks, and if not why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthState {
+    Up,
+    /// Lost (or unreachable at the start), being brought back.
+    Away {
+        reason: String,
+    },
+    /// No new task goes there before `until` (the core's time).
+    Quarantined {
+        until: Duration,
+        reason: String,
     },
 }
 
@@ -170,6 +217,7 @@ struct Pending<P> {
     task: TaskId,
     key: TaskKey,
     payload: P,
+    may_wait: bool,
 }
 
 /// The cluster's table: hosts, tasks in flight, waiting and in limbo.
@@ -180,24 +228,43 @@ pub struct ClusterCore<P> {
     placement: Placement<Pending<P>>,
     in_flight: HashMap<TaskKey, InFlight>,
     limbo: HashMap<TaskKey, Limbo>,
+    /// Hosts let go ([`Input::LetGo`]) and not brought back yet, in name order.
+    let_go: std::collections::BTreeSet<Arc<str>>,
+    quarantine: QuarantineRules,
+    /// Each host's failures and quarantine.
+    health: HashMap<Arc<str>, Health>,
+    /// The capacity of each host that is up, quarantined or not.
+    caps: HashMap<Arc<str>, usize>,
+    /// Tasks whose only hosts are quarantined, waiting for a cool-down to end, in order.
+    held: Vec<(Vec<Arc<str>>, Pending<P>)>,
+    /// The time of the input being handled.
+    now: Duration,
     /// The core's answers to the input being handled.
     out: Vec<Action<P>>,
 }
 
 impl<P> ClusterCore<P> {
-    pub fn new(rule: LeaseRule) -> ClusterCore<P> {
+    pub fn new(rule: LeaseRule, quarantine: QuarantineRules) -> ClusterCore<P> {
         ClusterCore {
             rule,
             hosts: HashMap::new(),
             placement: Placement::default(),
             in_flight: HashMap::new(),
             limbo: HashMap::new(),
+            let_go: Default::default(),
+            quarantine,
+            health: HashMap::new(),
+            caps: HashMap::new(),
+            held: Vec::new(),
+            now: Duration::ZERO,
             out: Vec::new(),
         }
     }
 
     /// Handles `input` at monotonic time `now`; answers what to do, in order.
     pub fn handle(&mut self, now: Duration, input: Input<P>) -> Vec<Action<P>> {
+        self.now = now;
+        self.lift_due(now);
         match input {
             Input::HostUp {
                 host,
@@ -210,19 +277,30 @@ impl<P> ClusterCore<P> {
                 self.host_up(host, cap, state, adopted)
             }
             Input::HostLost { host, reason } => {
-                if self.host_lost(host.clone(), reason, now) {
-                    self.out.push(Action::Reconnect { host });
+                if self.host_lost(host.clone(), reason.clone(), now) {
+                    self.out.push(Action::Reconnect { host: host.clone() });
+                    self.host_failed(&host, &format!("lost: {reason}"));
                 }
             }
+            Input::AgentFailed { host, reason } => self.host_failed(&host, &reason),
             Input::LetGo { reason } => {
-                let up: Vec<Arc<str>> = self
+                let mut up: Vec<Arc<str>> = self
                     .hosts
                     .iter()
                     .filter(|(_, state)| matches!(state, HostState::Up { .. }))
                     .map(|(host, _)| host.clone())
                     .collect();
+                up.sort(); // the actions come out in one order, whatever the map's
                 for host in up {
-                    self.host_lost(host, reason.clone(), now);
+                    self.host_lost(host.clone(), reason.clone(), now);
+                    self.report_health(&host);
+                }
+                // Every host, up or already away: the attempts to bring any back stop too.
+                self.let_go.extend(self.hosts.keys().cloned());
+            }
+            Input::BringBack => {
+                for host in std::mem::take(&mut self.let_go) {
+                    self.out.push(Action::Reconnect { host });
                 }
             }
             Input::Submit {
@@ -230,10 +308,19 @@ impl<P> ClusterCore<P> {
                 hosts,
                 key,
                 payload,
-            } => self.submit(&hosts, Pending { task, key, payload }),
+                may_wait,
+            } => {
+                let pending = Pending {
+                    task,
+                    key,
+                    payload,
+                    may_wait,
+                };
+                self.submit(hosts, pending)
+            }
             Input::Undelivered { key, error } => self.undelivered(&key, error),
             Input::Ran { key } => self.ran(&key),
-            Input::Finished { key, outcome } => self.finished(&key, outcome),
+            Input::Finished { key, end } => self.finished(&key, end),
             Input::Unrecorded { key } => self.unrecorded(&key),
             Input::CancelAll => self.cancel_all(),
             Input::Tick => {}
@@ -242,9 +329,15 @@ impl<P> ClusterCore<P> {
         std::mem::take(&mut self.out)
     }
 
-    /// When the next task in limbo may be called dead (the forwarder wakes then).
+    /// When the next task in limbo may be called dead, or the next quarantine ends (the
+    /// forwarder wakes then).
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.limbo.values().map(|l| l.deadline).min()
+        let limbo = self.limbo.values().map(|l| l.deadline);
+        let quarantines = self
+            .health
+            .values()
+            .filter_map(|h| Some(h.quarantine()?.until));
+        limbo.chain(quarantines).min()
     }
 
     /// Tasks dispatched and not yet ended, waiting, and in limbo (for the golden scripts'
@@ -252,16 +345,84 @@ impl<P> ClusterCore<P> {
     pub fn counts(&self) -> Counts {
         Counts {
             in_flight: self.in_flight.len(),
-            waiting: self.placement.waiting_len(),
+            waiting: self.placement.waiting_len() + self.held.len(),
             limbo: self.limbo.len(),
         }
     }
 
     fn host_up(&mut self, host: Arc<str>, cap: usize, state: HostState, adopted: Vec<TaskKey>) {
         self.hosts.insert(host.clone(), state);
-        self.placement.up(host.clone(), cap);
+        self.caps.insert(host.clone(), cap);
+        if !self.quarantined(&host) {
+            self.placement.up(host.clone(), cap);
+        }
+        self.report_health(&host);
         self.adopt(&host, adopted);
         self.pump();
+    }
+
+    fn quarantined(&self, host: &str) -> bool {
+        self.health
+            .get(host)
+            .is_some_and(|h| h.quarantine().is_some())
+    }
+
+    /// A host-class failure of `host`: counted, and the host quarantined when its rule
+    /// says so (its waiting tasks then go elsewhere, wait for the cool-down, or fail).
+    fn host_failed(&mut self, host: &Arc<str>, reason: &str) {
+        let rule = self.quarantine.of(host);
+        let health = self.health.entry(host.clone()).or_default();
+        if health.fail(&rule, self.now, reason).is_some() {
+            self.placement.down(host);
+            self.pump();
+        }
+        self.report_health(host);
+    }
+
+    /// Ends the quarantines whose time has come: those hosts take tasks again (when up),
+    /// and the tasks held for them are placed again.
+    fn lift_due(&mut self, now: Duration) {
+        let mut lifted: Vec<Arc<str>> = self
+            .health
+            .iter_mut()
+            .filter_map(|(host, health)| health.lift_due(now).then(|| host.clone()))
+            .collect();
+        if lifted.is_empty() {
+            return;
+        }
+        lifted.sort();
+        for host in &lifted {
+            let up = matches!(self.hosts.get(host), Some(HostState::Up { .. }));
+            if let (true, Some(cap)) = (up, self.caps.get(host)) {
+                self.placement.up(host.clone(), *cap);
+            }
+            self.report_health(host);
+        }
+        for (hosts, pending) in std::mem::take(&mut self.held) {
+            self.submit(hosts, pending);
+        }
+        self.pump();
+    }
+
+    /// Tells the forwarder `host`'s health now.
+    fn report_health(&mut self, host: &Arc<str>) {
+        let health = self.health.get(host);
+        let state = match (health.and_then(Health::quarantine), self.hosts.get(host)) {
+            (Some(q), _) => HealthState::Quarantined {
+                until: q.until,
+                reason: q.reason.clone(),
+            },
+            (None, Some(HostState::Away { reason })) => HealthState::Away {
+                reason: reason.clone(),
+            },
+            (None, _) => HealthState::Up,
+        };
+        let failures = health.map_or(Vec::new(), |h| h.last_failures().cloned().collect());
+        let health = HostHealth { state, failures };
+        self.out.push(Action::Health {
+            host: host.clone(),
+            health,
+        });
     }
 
     /// Takes back the tasks of `host` in limbo that its surviving agent still runs. The
@@ -327,18 +488,26 @@ impl<P> ClusterCore<P> {
         keys
     }
 
-    fn submit(&mut self, hosts: &[Arc<str>], pending: Pending<P>) {
-        match self.placement.choose(hosts) {
+    fn submit(&mut self, hosts: Vec<Arc<str>>, pending: Pending<P>) {
+        match self.placement.choose(&hosts) {
             Place::On(host) => {
                 self.placement.start(&host);
                 self.send(host, pending);
             }
-            Place::Wait => self.placement.wait(hosts, pending),
-            Place::Nowhere => {
-                let error = self.nowhere(hosts);
-                self.fail(pending.task, error);
-            }
+            Place::Wait => self.placement.wait(&hosts, pending),
+            Place::Nowhere => self.unplaceable(hosts, pending),
         }
+    }
+
+    /// A task none of whose hosts takes tasks now: held for the end of a cool-down when it
+    /// may wait and one of its hosts is quarantined, else failed naming why.
+    fn unplaceable(&mut self, hosts: Vec<Arc<str>>, pending: Pending<P>) {
+        if pending.may_wait && hosts.iter().any(|h| self.quarantined(h)) {
+            self.held.push((hosts, pending));
+            return;
+        }
+        let error = self.nowhere(&hosts);
+        self.fail(pending.task, error);
     }
 
     fn undelivered(&mut self, key: &TaskKey, error: String) {
@@ -360,15 +529,18 @@ impl<P> ClusterCore<P> {
         self.pump();
     }
 
-    fn finished(&mut self, key: &TaskKey, outcome: Outcome) {
+    fn finished(&mut self, key: &TaskKey, end: TaskEnd) {
+        // Counted before the task's room is freed: a host it quarantines gets no task there.
+        let host = self.in_flight.get(key).map(|f| f.host.clone());
+        if let (Some(host), Some(FailureClass::Start)) = (host, end.failure_class()) {
+            let error = end.error.as_deref().unwrap_or("could not start");
+            self.host_failed(&host, &format!("a task could not start: {error}"));
+        }
         if let Some(flight) = self.take_flight(key) {
-            let outcome = Outcome {
-                recorded: flight.recorded,
-                ..outcome
-            };
             self.out.push(Action::End {
                 task: flight.task,
-                outcome,
+                end,
+                recorded: flight.recorded,
             });
         }
     }
@@ -392,9 +564,10 @@ impl<P> ClusterCore<P> {
     /// Fails every waiting task (they never reached a host) and cancels every task in
     /// flight on its host. Tasks in limbo cannot be reached: their lease ends them.
     fn cancel_all(&mut self) {
-        for pending in self.placement.take_waiting() {
-            let error = "stopped before it reached a host".to_string();
-            self.fail(pending.task, error);
+        let held = std::mem::take(&mut self.held).into_iter().map(|(_, p)| p);
+        for pending in self.placement.take_waiting().into_iter().chain(held) {
+            let end = TaskEnd::interrupted("stopped before it reached a host");
+            self.end_unsent(pending.task, end);
         }
         let mut cancels: Vec<(Arc<str>, TaskKey)> = self
             .in_flight
@@ -414,9 +587,8 @@ impl<P> ClusterCore<P> {
             self.send(host, pending);
         }
         for (hosts, stranded) in self.placement.stranded() {
-            let error = self.nowhere(&hosts);
             for pending in stranded {
-                self.fail(pending.task, error.clone());
+                self.unplaceable(hosts.clone(), pending);
             }
         }
     }
@@ -441,9 +613,17 @@ impl<P> ClusterCore<P> {
         });
     }
 
+    /// Fails a task no host took (or whose host is gone): a host-class failure.
     fn fail(&mut self, task: TaskId, error: String) {
-        let outcome = Outcome::failure(error);
-        self.out.push(Action::End { task, outcome });
+        self.end_unsent(task, TaskEnd::host_lost(error));
+    }
+
+    fn end_unsent(&mut self, task: TaskId, end: TaskEnd) {
+        self.out.push(Action::End {
+            task,
+            end,
+            recorded: false,
+        });
     }
 
     /// Settles the tasks in limbo whose deadline has come.
@@ -490,8 +670,21 @@ impl<P> ClusterCore<P> {
         });
     }
 
-    /// Why no host of `hosts` can take a task: the losses of those being brought back.
+    /// Why no host of `hosts` can take a task: the quarantines of those quarantined (with
+    /// when they end), the losses of those being brought back.
     fn nowhere(&self, hosts: &[Arc<str>]) -> String {
+        let quarantined: Vec<String> = hosts
+            .iter()
+            .filter_map(|h| {
+                let q = self.health.get(h)?.quarantine()?;
+                let left = human(q.until.saturating_sub(self.now));
+                Some(format!("{h} quarantined, ends in {left}: {}", q.reason))
+            })
+            .collect();
+        if !quarantined.is_empty() {
+            let list = hosts.join(", ");
+            return format!("no host of {list} takes tasks ({})", quarantined.join("; "));
+        }
         let away: Vec<String> = hosts
             .iter()
             .filter_map(|h| match self.hosts.get(h) {
@@ -499,7 +692,7 @@ impl<P> ClusterCore<P> {
                 _ => None,
             })
             .collect();
-        let mut error = format!("no link to any of {hosts:?}");
+        let mut error = format!("no link to any of {}", hosts.join(", "));
         if !away.is_empty() {
             error += &format!(" ({}; reconnecting)", away.join("; "));
         }

@@ -9,17 +9,26 @@
 //!
 //! 1. **Probe**: `uname -sm`, then the file's SHA-256 (or `missing`). One round trip; this
 //!    is all a host whose agent already matches costs. Nothing is uploaded then, and the
-//!    file is not touched (same inode, same mtime). Hashing a large binary takes a second
-//!    on a small host, so a file whose hash was once checked gets a stamp beside it,
-//!    `PATH.verified`: the hash with the file's size, inode, mtime and ctime. While those
-//!    are unchanged the stamp's hash is answered without reading the file; any write to
-//!    the file changes its ctime (which, unlike the mtime, no `cp -p` or `touch` sets
-//!    back) and so sends the probe back to `sha256sum`.
+//!    file is not touched (same inode, same mtime). First the agent's directory, the file
+//!    and (through a symlink) the directory of the file it names must be the login user's
+//!    (or root's) and writable by nobody else: else the answer is `unsafe: WHY` and the
+//!    host is refused ([`DeployError::Unsafe`], naming the path and what is wrong), since
+//!    anyone who can write there can replace the agent and its stamp. Hashing a large
+//!    binary takes a second on a small host, so a file whose hash was once checked gets a
+//!    stamp beside it, `PATH.verified`: the hash with the file's device, inode, size, mtime
+//!    and ctime, all of the file a symlink names (`stat -L`, as `sha256sum` reads it), taken
+//!    before hashing and written only if they are the same after it (else the answer is
+//!    `changed`, which matches no hash). While those are unchanged the stamp's hash is
+//!    answered without reading the file; any write to the file changes its ctime (which,
+//!    unlike the mtime, no `cp -p` or `touch` sets back) and so sends the probe back to
+//!    `sha256sum`.
 //! 2. **Install**, only when the file is missing or its hash differs, and only when the
 //!    host's `uname -sm` is the prime's (else [`DeployError::Platform`] says what the host
-//!    runs and what to install). One channel runs
-//!    `mkdir -p DIR; cat > PATH.upload.TAG; sha256sum …; chmod 755 …; mv -f … PATH`, then
-//!    writes the stamp:
+//!    runs and what to install) and its glibc (`getconf GNU_LIBC_VERSION`) is at least the
+//!    newest `GLIBC_2.x` the agent's binary names (else [`DeployError::Libc`] says both). One channel runs `mkdir -p -m 700 DIR` (the directory
+//!    checked as the probe checks it), `cat > PATH.upload.TAG; chmod 755 …; sha256sum …;
+//!    mv -f … PATH`, then writes the stamp (with the identity of the file hashed, its ctime
+//!    read after the rename):
 //!    the prime streams the binary into its stdin, the host checks the hash of what
 //!    arrived, and the rename puts it in place atomically. `TAG` is unique per prime
 //!    process, host and attempt, so concurrent runs (or two hosts sharing a home
@@ -40,7 +49,7 @@ use std::time::{Duration, Instant};
 use eventor_ssh::{ExitStatus, Session, SshError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::hosts::{shell_quote, Deploy, HostSpec};
+use super::hosts::{shell_quote, Deploy, HostSpec, ENV_IN};
 pub use super::local_agent::LocalAgent;
 
 /// The fixed part of an upload's bound; a second per MiB is added.
@@ -80,6 +89,25 @@ pub enum DeployError {
         what: &'static str,
         after: Duration,
     },
+    #[error("{host}: refusing the agent at {path}: {why}")]
+    Unsafe {
+        host: String,
+        path: String,
+        /// Which file or directory, and what is wrong with it (its owner, or who may
+        /// write it).
+        why: String,
+    },
+    #[error(
+        "{host}: has {theirs}, and this prime's agent needs {needed}: install eventor-agent \
+         {} built for it (or a static build) on it, name it with `agent:` and set \
+         `deploy: never`",
+        env!("CARGO_PKG_VERSION")
+    )]
+    Libc {
+        host: String,
+        theirs: String,
+        needed: String,
+    },
     #[error("{host}: checking the agent at {path} failed: {detail}")]
     Probe {
         host: String,
@@ -92,6 +120,13 @@ pub enum DeployError {
         env!("CARGO_PKG_VERSION")
     )]
     Missing { host: String, path: String },
+    #[error(
+        "{host}: no Python interpreter at {path} (the host's `python:`, else the prime's \
+         sys.executable)"
+    )]
+    NoInterpreter { host: String, path: String },
+    #[error("{host}: no script at {path}: a Python program's remote steps need it at the same path there")]
+    NoScript { host: String, path: String },
     #[error("{host}: no agent at {path}, and this prime has none to install: {reason}")]
     NothingToInstall {
         host: String,
@@ -157,7 +192,14 @@ pub async fn ensure(
     let (host_name, path) = (host.name.clone(), host.agent.clone());
     let local = match (&host.deploy, &plan.local, &probe.sha256) {
         (Deploy::Never, _, Some(_)) | (Deploy::Auto, Err(_), Some(_)) => {
-            return Ok(Deployed::Present)
+            script_present(session, host, plan.probe_timeout).await?;
+            return Ok(Deployed::Present);
+        }
+        (Deploy::Never, _, None) if !host.agent_args.is_empty() => {
+            return Err(DeployError::NoInterpreter {
+                host: host_name,
+                path,
+            })
         }
         (Deploy::Never, _, None) => {
             return Err(DeployError::Missing {
@@ -188,9 +230,12 @@ pub async fn ensure(
             ours,
         });
     }
+    check_libc(host, &probe, local)?;
     upload(session, host, local).await?;
     let took = started.elapsed();
-    tracing::info!(host = %host.name, path = %host.agent, bytes = local.size, took = ?took,
+    // Whole milliseconds: a log line, not a benchmark.
+    let shown = humantime::format_duration(Duration::from_millis(took.as_millis() as u64));
+    tracing::info!(host = %host.name, path = %host.agent, bytes = local.size, took = %shown,
         "agent installed");
     Ok(Deployed::Installed {
         bytes: local.size,
@@ -203,15 +248,17 @@ pub const NOT_VERIFIED: u32 = 97;
 
 /// `agent_command` behind a check of the agent's stamp (no hashing: `stat` and a compare),
 /// for a `deploy: auto` host with a binary to install: the agent starts in the same exec
-/// when the file is the one a probe verified, and the command exits [`NOT_VERIFIED`]
-/// otherwise. `None`: the host is probed first, as always.
+/// when the file is the one a probe verified and it and its directory are still safe
+/// (a stamp in a directory others can write proves nothing), and the command exits
+/// [`NOT_VERIFIED`] otherwise. `None`: the host is probed first, as always.
 pub fn checked_start(host: &HostSpec, plan: &DeployPlan, agent_command: &str) -> Option<String> {
     let (Deploy::Auto, Ok(local)) = (&host.deploy, &plan.local) else {
         return None;
     };
     let check = format!(
         r#"{FILE_ID}
-S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]"#
+{GUARD}
+guard_agent "$1" >/dev/null && S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]"#
     );
     Some(format!(
         "sh -c {} eventor-check {} {} || exit {NOT_VERIFIED}; {agent_command}",
@@ -225,49 +272,64 @@ S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]"#
 struct Probe {
     /// `uname -sm`.
     platform: String,
+    /// The host's glibc (`getconf GNU_LIBC_VERSION`: `glibc 2.36`); `None`: it said none.
+    glibc: Option<(u32, u32)>,
     /// The file's hash (`present` when none was wanted); `None`: no such file.
     sha256: Option<String>,
 }
 
-/// `env K=V… sh -c SCRIPT NAME ARGS…`: the script under the host's `env:`; each argument
-/// quoted (a leading `~/` left for the remote shell to expand).
-fn script_command(host: &HostSpec, script: &str, args: &[String]) -> String {
-    let mut words = Vec::new();
-    if !host.env.is_empty() {
-        words.push("env".to_string());
-        words.extend(
-            host.env
-                .iter()
-                .map(|(k, v)| format!("{k}={}", shell_quote(v))),
-        );
-    }
-    words.extend(["sh", "-c"].map(String::from));
+/// `sh -c SCRIPT NAME ARGS…`, each argument quoted (a leading `~/` left for the remote
+/// shell to expand). The host's `env:` is its tasks' alone: never on a command line.
+fn script_command(script: &str, args: &[String]) -> String {
+    let mut words: Vec<String> = ["sh", "-c"].map(String::from).into();
     words.push(shell_quote(script));
     words.push("eventor-deploy".into());
     words.extend(args.iter().map(|a| super::hosts::quote_path(a)));
     words.join(" ")
 }
 
-/// `file_id PATH`: what a stamp holds of the file besides its hash: size, inode, mtime and
-/// ctime (any write moves the ctime, and nothing sets it back).
-const FILE_ID: &str = r#"file_id() { stat -c '%s %i %y %z' "$1" 2>/dev/null; }"#;
+/// `file_id PATH`: what a stamp holds of the file besides its hash: device, inode, size,
+/// mtime, then `|` and the ctime (any write moves the ctime, and nothing sets it back; a
+/// rename may, so the part before `|` tells the same file). Of the file a symlink names,
+/// as `sha256sum` reads it.
+const FILE_ID: &str = r#"file_id() { stat -L -c '%d %i %s %y|%z' "$1" 2>/dev/null; }"#;
 
-/// Writes `$1.verified` for hash `$2` (from the file's current [`FILE_ID`]), by rename so a
-/// reader never sees half of it. Best effort: a host that cannot write it only hashes
-/// again next time.
-const STAMP: &str = r#"stamp() { s=$(file_id "$1") && printf '%s %s\n' "$2" "$s" > "$1.verified.$$" && mv -f "$1.verified.$$" "$1.verified" || rm -f "$1.verified.$$"; }"#;
+/// `guard PATH WHAT` prints `unsafe: WHY` and fails when PATH is not owned by the login
+/// user (or root) or may be written by group or others; `guard_agent PATH` guards the
+/// agent's directory and, when the file is there, the file and the directory of what it
+/// names through a symlink.
+const GUARD: &str = r#"guard() {
+  o=$(stat -L -c '%u %a' "$1" 2>/dev/null) || { echo "unsafe: cannot stat the $2 $1"; return 1; }
+  u=${o% *}; m=${o#* }; me=$(id -u)
+  if [ "$u" != "$me" ] && [ "$u" != 0 ]; then echo "unsafe: the $2 $1 is owned by uid $u, not by the login user (uid $me) or root"; return 1; fi
+  if [ $((0$m & 022)) -ne 0 ]; then echo "unsafe: the $2 $1 may be written by group or others (mode $m)"; return 1; fi
+}
+guard_agent() {
+  guard "$(dirname "$1")" directory || return 1
+  if [ ! -e "$1" ]; then return 0; fi
+  guard "$1" file || return 1
+  r=$(readlink -f "$1") && guard "$(dirname "$r")" directory
+}"#;
+
+/// `stamp PATH HASH ID` writes `PATH.verified`, by rename so a reader never sees half of
+/// it. Best effort: a host that cannot write it only hashes again next time.
+const STAMP: &str = r#"stamp() { printf '%s %s\n' "$2" "$3" > "$1.verified.$$" && mv -f "$1.verified.$$" "$1.verified" || rm -f "$1.verified.$$"; }"#;
 
 /// The probe: `$1` the path, `$2` the hash wanted (empty: only whether the file is there).
-/// Prints `uname -sm`, then the hash (from a matching stamp, or computed), `present` or
-/// `missing`.
+/// Prints `uname -sm`, the C library (`getconf GNU_LIBC_VERSION`, or `unknown`), then
+/// `unsafe: WHY` (see [`GUARD`]), the hash (from a matching stamp, or computed), `changed`
+/// (written while it was hashed), `present` or `missing`.
 const PROBE: &str = r#"uname -sm
+getconf GNU_LIBC_VERSION 2>/dev/null || echo unknown
+if [ -d "$(dirname "$1")" ]; then guard_agent "$1" || exit 0; fi
 if [ ! -f "$1" ]; then echo missing; exit 0; fi
 if [ -z "$2" ]; then echo present; exit 0; fi
 s=$(file_id "$1")
 if [ -n "$s" ] && [ "$(cat "$1.verified" 2>/dev/null)" = "$2 $s" ]; then echo "$2"; exit 0; fi
 h=$(sha256sum "$1" | cut -d' ' -f1)
+if [ "$(file_id "$1")" != "$s" ]; then echo changed; exit 0; fi
 echo "$h"
-if [ "$h" = "$2" ]; then stamp "$1" "$2"; fi
+if [ "$h" = "$2" ]; then stamp "$1" "$2" "$s"; fi
 exit 0"#;
 
 async fn probe(
@@ -277,9 +339,11 @@ async fn probe(
     bound: Duration,
 ) -> Result<Probe, DeployError> {
     let args = [host.agent.clone(), wanted.unwrap_or("").to_string()];
-    let command = script_command(host, &format!("{FILE_ID}\n{STAMP}\n{PROBE}"), &args);
+    let script = format!("{ENV_IN}\n{FILE_ID}\n{GUARD}\n{STAMP}\n{PROBE}");
+    let command = script_command(&script, &args);
     let run = async {
         let mut channel = session.exec(&command).await?;
+        let _ = send_env(&mut channel.stdin, host).await;
         let mut out = String::new();
         let _ = channel.stdout.read_to_string(&mut out).await;
         let status = channel.exit.wait().await?;
@@ -291,34 +355,104 @@ async fn probe(
     };
     let mut lines = out.lines();
     let platform = lines.next().unwrap_or("").trim().to_string();
+    let glibc = lines.next().and_then(glibc_version);
     let found = lines.next().unwrap_or("").trim();
     if !status.success() || platform.is_empty() || found.is_empty() {
         let detail = format!("{} (output: {:?})", describe(&status), out.trim());
         return Err(probe_error(host, detail));
     }
+    if let Some(why) = found.strip_prefix("unsafe: ") {
+        return Err(DeployError::Unsafe {
+            host: host.name.clone(),
+            path: host.agent.clone(),
+            why: why.to_string(),
+        });
+    }
     let sha256 = match found {
         "missing" => None,
         line => Some(line.to_string()),
     };
-    Ok(Probe { platform, sha256 })
+    Ok(Probe {
+        platform,
+        glibc,
+        sha256,
+    })
+}
+
+/// `2.36` of `glibc 2.36` (as `getconf GNU_LIBC_VERSION` says it), or of `GLIBC_2.36`.
+fn glibc_version(text: &str) -> Option<(u32, u32)> {
+    let text = text.trim();
+    let version = text
+        .strip_prefix("glibc ")
+        .or_else(|| text.strip_prefix("GLIBC_"))?;
+    let (major, minor) = version.split_once('.')?;
+    let minor: String = minor.chars().take_while(char::is_ascii_digit).collect();
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// The newest glibc symbol version the binary at `path` asks for (`GLIBC_2.34`, read from
+/// its bytes as the loader's version needs name them), or `None` (no glibc: static).
+fn glibc_needed(path: &Path) -> std::io::Result<Option<(u32, u32)>> {
+    let bytes = std::fs::read(path)?;
+    let marker = b"GLIBC_2.";
+    let mut newest = None;
+    let mut from = 0;
+    // Every `G`, then the whole marker: one pass over the bytes.
+    while let Some(found) = bytes[from..].iter().position(|b| *b == b'G') {
+        let at = from + found;
+        from = at + 1;
+        if !bytes[at..].starts_with(marker) {
+            continue;
+        }
+        let tail = &bytes[at..(at + 16).min(bytes.len())];
+        let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
+        let version = std::str::from_utf8(&tail[..end])
+            .ok()
+            .and_then(glibc_version);
+        newest = newest.max(version);
+    }
+    Ok(newest)
+}
+
+/// Refuses a host whose glibc is older than the agent needs, before any upload; a host that
+/// says nothing of its C library is tried (the agent's start says what is wrong, if it is).
+fn check_libc(host: &HostSpec, probe: &Probe, local: &LocalAgent) -> Result<(), DeployError> {
+    let (Some(theirs), Ok(Some(needed))) = (probe.glibc, glibc_needed(&local.path)) else {
+        return Ok(());
+    };
+    if theirs >= needed {
+        return Ok(());
+    }
+    Err(DeployError::Libc {
+        host: host.name.clone(),
+        theirs: format!("glibc {}.{}", theirs.0, theirs.1),
+        needed: format!("glibc {}.{}", needed.0, needed.1),
+    })
 }
 
 /// The install script: `$1` the final path, `$2` the unique tag, `$3` the expected hash.
+/// The stamp is written only when the file in place is the one hashed (same device,
+/// inode, size and mtime: nothing replaced it since).
 const INSTALL: &str = r#"set -e
 t="$1.upload.$2"
-mkdir -p "$(dirname "$1")"
+mkdir -p -m 700 "$(dirname "$1")"
+guard_agent "$1" >&2 || exit 4
 trap 'rm -f "$t"' EXIT
 cat > "$t"
+chmod 755 "$t"
+s=$(file_id "$t")
 h=$(sha256sum "$t" | cut -d' ' -f1)
 if [ "$h" != "$3" ]; then echo "the uploaded file has sha256 $h, expected $3" >&2; exit 3; fi
-chmod 755 "$t"
+if [ "$(file_id "$t")" != "$s" ]; then echo "the uploaded file changed while it was hashed" >&2; exit 3; fi
 mv -f "$t" "$1"
 trap - EXIT
-stamp "$1" "$3""#;
+a=$(file_id "$1")
+if [ "${a%|*}" = "${s%|*}" ]; then stamp "$1" "$3" "$a"; fi"#;
 
 async fn upload(session: &Session, host: &HostSpec, local: &LocalAgent) -> Result<(), DeployError> {
     let args = [host.agent.clone(), upload_tag(host), local.sha256.clone()];
-    let command = script_command(host, &format!("{FILE_ID}\n{STAMP}\n{INSTALL}"), &args);
+    let script = format!("{FILE_ID}\n{GUARD}\n{STAMP}\n{INSTALL}");
+    let command = script_command(&script, &args);
     let bound = UPLOAD_BASE + Duration::from_secs(local.size / (1024 * 1024));
     let run = async {
         let mut channel = session
@@ -357,6 +491,13 @@ async fn upload(session: &Session, host: &HostSpec, local: &LocalAgent) -> Resul
     }
 }
 
+/// The host's `env:` on a probe's stdin ([`ENV_IN`]), then its end.
+async fn send_env(stdin: &mut eventor_ssh::ExecStdin, host: &HostSpec) -> std::io::Result<()> {
+    stdin.write_all(host.env_lines().as_bytes()).await?;
+    stdin.flush().await?;
+    stdin.shutdown().await
+}
+
 async fn send_file(path: &Path, stdin: &mut eventor_ssh::ExecStdin) -> std::io::Result<()> {
     let mut file = tokio::fs::File::open(path).await?;
     let mut buf = vec![0u8; CHUNK];
@@ -382,7 +523,7 @@ fn upload_tag(host: &HostSpec) -> String {
     format!("{}.{}.{n}.{nanos}", host.name, std::process::id())
 }
 
-fn describe(status: &ExitStatus) -> String {
+pub(super) fn describe(status: &ExitStatus) -> String {
     match status {
         ExitStatus::Code(code) => format!("exit status {code}"),
         ExitStatus::Signal { name, .. } => format!("killed by signal {name}"),
@@ -395,6 +536,33 @@ fn exec_error(host: &HostSpec, source: SshError) -> DeployError {
         path: host.agent.clone(),
         source: Box::new(source),
     }
+}
+
+/// An interpreter's agent (a Python program's): its script must be readable on the host.
+async fn script_present(
+    session: &Session,
+    host: &HostSpec,
+    bound: Duration,
+) -> Result<(), DeployError> {
+    let Some(script) = host.agent_args.first() else {
+        return Ok(());
+    };
+    let command = format!("test -r {}", shell_quote(script));
+    let run = async {
+        let channel = session.exec(&command).await?;
+        channel.exit.wait().await
+    };
+    let status = match tokio::time::timeout(bound, run).await {
+        Ok(result) => result.map_err(|e| exec_error(host, e))?,
+        Err(_) => return Err(timeout(host, "checking the script", bound)),
+    };
+    if status.success() {
+        return Ok(());
+    }
+    Err(DeployError::NoScript {
+        host: host.name.clone(),
+        path: script.clone(),
+    })
 }
 
 fn probe_error(host: &HostSpec, detail: String) -> DeployError {
@@ -416,6 +584,23 @@ fn timeout(host: &HostSpec, what: &'static str, after: Duration) -> DeployError 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The versions read as getconf and the binary's version needs write them; this
+    /// prime's own agent needs some glibc 2.x, none newer than the machine it runs on.
+    #[test]
+    fn glibc_versions_read_as_getconf_and_the_binary_write_them() {
+        assert_eq!(glibc_version("glibc 2.36\n"), Some((2, 36)));
+        assert_eq!(glibc_version("GLIBC_2.34"), Some((2, 34)));
+        assert_eq!(glibc_version("unknown"), None);
+        let this = std::env::current_exe().unwrap();
+        let needed = glibc_needed(&this).unwrap().expect("a glibc build");
+        let here = std::process::Command::new("getconf")
+            .arg("GNU_LIBC_VERSION")
+            .output()
+            .unwrap();
+        let here = glibc_version(&String::from_utf8_lossy(&here.stdout)).unwrap();
+        assert!(needed.0 == 2 && needed <= here, "{needed:?} {here:?}");
+    }
 
     #[test]
     fn the_default_path_names_the_version_and_the_hash() {
@@ -444,6 +629,177 @@ mod tests {
         );
         assert_eq!(agent.size, 3);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Output, Stdio};
+
+    /// Runs `script` here as a host would (`sh -c SCRIPT eventor-deploy ARGS…`), with
+    /// `bin` first in `PATH` when given and `stdin` as its input.
+    fn run_here(script: &str, args: &[&str], bin: Option<&Path>, stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(script)
+            .arg("eventor-deploy")
+            .args(args);
+        if let Some(bin) = bin {
+            let path = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{path}", bin.display()));
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// The probe's answer after `uname -sm` and the C library (which it checks are there).
+    fn probe_here(path: &Path, wanted: &str, bin: Option<&Path>) -> String {
+        let script = format!("{FILE_ID}\n{GUARD}\n{STAMP}\n{PROBE}");
+        let out = run_here(&script, &[path.to_str().unwrap(), wanted], bin, b"");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let glibc = text.lines().nth(1).and_then(glibc_version);
+        assert!(glibc.is_some_and(|v| v.0 == 2), "{text}");
+        text.lines().nth(2).unwrap_or("").to_string()
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn sha256(bytes: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// A `sha256sum` that appends to the file it hashes, then says it has `hash`.
+    fn writing_sha256sum(dir: &Path, hash: &str) -> std::path::PathBuf {
+        let bin = dir.join("fakebin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let fake = bin.join("sha256sum");
+        let script = format!("#!/bin/sh\nprintf x >> \"$1\"\necho \"{hash}  $1\"\n");
+        std::fs::write(&fake, script).unwrap();
+        chmod(&fake, 0o755);
+        bin
+    }
+
+    #[test]
+    fn an_agent_or_directory_others_may_write_is_refused_naming_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("bin");
+        std::fs::create_dir(&dir).unwrap();
+        let agent = dir.join("eventor-agent");
+        std::fs::write(&agent, b"abc").unwrap();
+        chmod(&agent, 0o755);
+        let abc = sha256(b"abc");
+
+        chmod(&dir, 0o775);
+        let said = probe_here(&agent, &abc, None);
+        let expected = format!(
+            "unsafe: the directory {} may be written by group or others (mode 775)",
+            dir.display()
+        );
+        assert_eq!(said, expected);
+        assert_eq!(probe_here(&dir.join("missing"), &abc, None), expected);
+        chmod(&dir, 0o700);
+        chmod(&agent, 0o757);
+        let said = probe_here(&agent, &abc, None);
+        let expected = format!(
+            "unsafe: the file {} may be written by group or others (mode 757)",
+            agent.display()
+        );
+        assert_eq!(said, expected);
+        chmod(&agent, 0o755);
+        assert_eq!(probe_here(&agent, &abc, None), abc);
+
+        // Through a symlink, the directory of the file it names counts too.
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        chmod(&open, 0o777);
+        std::fs::write(open.join("real"), b"abc").unwrap();
+        chmod(&open.join("real"), 0o755);
+        let link = dir.join("linked");
+        std::os::unix::fs::symlink(open.join("real"), &link).unwrap();
+        let said = probe_here(&link, &abc, None);
+        assert!(said.starts_with("unsafe: the directory"), "{said}");
+        assert!(
+            said.ends_with("open may be written by group or others (mode 777)"),
+            "{said}"
+        );
+
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&agent, Some(54321), None).unwrap();
+            let said = probe_here(&agent, &abc, None);
+            let expected = format!(
+                "unsafe: the file {} is owned by uid 54321, not by the login user (uid 0) or root",
+                agent.display()
+            );
+            assert_eq!(said, expected);
+        }
+    }
+
+    /// The stamp holds the identity of the file a symlink names (`stat -L`), so a rewrite
+    /// of that file is hashed again rather than answered from the stamp.
+    #[test]
+    fn a_stamp_through_a_symlink_is_of_the_file_hashed() {
+        let root = tempfile::tempdir().unwrap();
+        let (real, link) = (root.path().join("real"), root.path().join("agent"));
+        std::fs::write(&real, b"abc").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let abc = sha256(b"abc");
+        assert_eq!(probe_here(&link, &abc, None), abc);
+        assert!(root.path().join("agent.verified").exists(), "stamped");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&real, b"xyz").unwrap();
+        assert_eq!(probe_here(&link, &abc, None), sha256(b"xyz"));
+    }
+
+    #[test]
+    fn a_file_written_while_it_is_hashed_is_neither_matched_nor_stamped() {
+        let root = tempfile::tempdir().unwrap();
+        let agent = root.path().join("agent");
+        std::fs::write(&agent, b"abc").unwrap();
+        let abc = sha256(b"abc");
+        let bin = writing_sha256sum(root.path(), &abc);
+        assert_eq!(probe_here(&agent, &abc, Some(&bin)), "changed");
+        assert!(!root.path().join("agent.verified").exists(), "no stamp");
+    }
+
+    #[test]
+    fn an_install_makes_a_private_directory_and_a_stamp_the_probe_believes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache/eventor");
+        let agent = dir.join("eventor-agent");
+        let script = format!("{FILE_ID}\n{GUARD}\n{STAMP}\n{INSTALL}");
+        let abc = sha256(b"abc");
+        let args = [agent.to_str().unwrap(), "t1", &abc];
+        let out = run_here(&script, &args, None, b"abc");
+        assert!(out.status.success(), "{out:?}");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&agent), 0o755);
+        // Answered from the stamp: a sha256sum that would write the file is never run.
+        let bin = writing_sha256sum(root.path(), &abc);
+        assert_eq!(probe_here(&agent, &abc, Some(&bin)), abc);
+
+        chmod(&dir, 0o770);
+        let again = [agent.to_str().unwrap(), "t2", &abc];
+        let out = run_here(&script, &again, None, b"abc");
+        assert_eq!(out.status.code(), Some(4), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("may be written by group or others (mode 770)"),
+            "{stderr}"
+        );
     }
 
     #[test]

@@ -18,6 +18,17 @@ pub enum ClusterError {
     /// The program to install on `deploy: auto` hosts could not be read.
     #[error(transparent)]
     Program(#[from] LocalAgentError),
+    /// The store's TLS files could not be read to hand them to the agents.
+    #[error("cannot set up the store's TLS for the agents")]
+    StoreTls(#[source] eventor_store::TlsSetupError),
+}
+
+impl ClusterError {
+    /// Whether a host's set-up is wrong (an unknown host, a key, a host key, a refused
+    /// login): the user's input to fix, exit 2.
+    pub fn is_set_up(&self) -> bool {
+        matches!(self, ClusterError::Unreachable(failures) if failures.iter().any(LinkError::is_set_up))
+    }
 }
 
 /// Each host's error with its causes, as one line.

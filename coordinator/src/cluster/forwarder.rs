@@ -6,21 +6,26 @@
 //! the core answers: a dispatch or a cancel on a link, a task's end to the engine's driver,
 //! a host brought back, a lost host's tasks settled against the store. It wakes at the
 //! core's next deadline, so a task in limbo is settled when its lease runs out even while
-//! no host says anything.
+//! no host says anything (and a quarantine ends on time). Each change of a host's health
+//! goes to the store's `host_health` table, the latest per host, one write at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use eventor_agent::Outcome;
-use eventor_protocol::{Dispatch, TaskKey, Work};
-use eventor_store::{Batch, Change, RunKey, Store, StoreError, TaskRecord, TaskStatus};
+use eventor_agent::trigger_socket::Fire;
+use eventor_agent::{end_changes, TaskEnd, TriggerError};
+use eventor_protocol::{Dispatch, EndStatus, TaskKey, Work};
+use eventor_store::{
+    Batch, HostHealthRecord, HostState, Micros, RunKey, Store, StoreError, TaskRecord, TaskStatus,
+};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::core::{Action, ClusterCore, Input, LeaseRule};
+use super::core::{Action, ClusterCore, HealthState, HostHealth, Input, LeaseRule};
 use super::link::{HostEvent, HostLink};
+use super::quarantine::{human, QuarantineRules};
 use super::reconnect::Reconnector;
 use crate::engine::core::TaskId;
 use crate::engine::events::ExecEvent;
@@ -32,6 +37,12 @@ pub(super) struct Forwarder {
     links: Mutex<HashMap<Arc<str>, Arc<HostLink>>>,
     /// The core's clock starts here (monotonic).
     epoch: Instant,
+    /// The same moment on the wall clock, in microseconds: the core's times as stored.
+    wall_epoch: Micros,
+    /// Each host's health not yet written to the store (only the latest counts).
+    unwritten_health: Mutex<HashMap<Arc<str>, HostHealthRecord>>,
+    /// Held while a health row is written, so that the rows go one at a time.
+    health_writer: tokio::sync::Mutex<()>,
     /// Rung when the core's next deadline may have moved earlier.
     deadline_moved: Notify,
     events: mpsc::Sender<ExecEvent>,
@@ -39,6 +50,9 @@ pub(super) struct Forwarder {
     store: Store,
     run: RunKey,
     reconnector: Arc<Reconnector>,
+    /// Where the hosts' commands' events and status requests go: the run's side of its
+    /// trigger socket.
+    run_socket: Option<Arc<dyn Fire>>,
     /// Deliveries, cancels, settlements and reports under way.
     tracker: TaskTracker,
 }
@@ -46,25 +60,31 @@ pub(super) struct Forwarder {
 /// What the forwarder needs besides the core.
 pub(super) struct ForwarderParts {
     pub rule: LeaseRule,
+    pub quarantine: QuarantineRules,
     pub events: mpsc::Sender<ExecEvent>,
     pub central: Option<CentralOutput>,
     pub store: Store,
     pub run: RunKey,
     pub reconnector: Arc<Reconnector>,
+    pub run_socket: Option<Arc<dyn Fire>>,
 }
 
 impl Forwarder {
     pub(super) fn new(parts: ForwarderParts) -> Arc<Forwarder> {
         Arc::new(Forwarder {
-            core: Mutex::new(ClusterCore::new(parts.rule)),
+            core: Mutex::new(ClusterCore::new(parts.rule, parts.quarantine)),
             links: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            wall_epoch: eventor_store::now_micros(),
+            unwritten_health: Mutex::new(HashMap::new()),
+            health_writer: tokio::sync::Mutex::new(()),
             deadline_moved: Notify::new(),
             events: parts.events,
             central: parts.central,
             store: parts.store,
             run: parts.run,
             reconnector: parts.reconnector,
+            run_socket: parts.run_socket,
             tracker: TaskTracker::new(),
         })
     }
@@ -102,9 +122,12 @@ impl Forwarder {
         let host: Arc<str> = Arc::from(link.host());
         let records = link.records_results();
         let lease = link.lease();
+        let adopted = link.adopted().to_vec();
+        if !adopted.is_empty() {
+            tracing::info!(host = %host, tasks = adopted.len(), "re-adopted the agent that outlived its prime, with its tasks");
+        }
         self.links().insert(host.clone(), Arc::new(link));
         let cap = super::placement::capacity(limit.get());
-        let adopted = Vec::new();
         self.handle(Input::HostUp {
             host,
             cap,
@@ -114,13 +137,21 @@ impl Forwarder {
         });
     }
 
-    /// A pinned task is to run on one of `hosts`.
+    /// `host` could not be reached at the start: away, as if lost, and brought back in
+    /// the background.
+    pub(super) fn host_away(self: &Arc<Self>, host: String, reason: String) {
+        let host = Arc::from(host);
+        self.handle(Input::HostLost { host, reason });
+    }
+
+    /// A pinned task is to run on one of `hosts` (`may_wait`: for a quarantine to end).
     pub(super) fn submit(
         self: &Arc<Self>,
         task: TaskId,
         hosts: &[Arc<str>],
         key: TaskKey,
         work: Work,
+        may_wait: bool,
     ) {
         let hosts = hosts.to_vec();
         let payload = work;
@@ -129,7 +160,14 @@ impl Forwarder {
             hosts,
             key,
             payload,
+            may_wait,
         });
+    }
+
+    /// `host`'s agent could not be started while it was being brought back.
+    pub(super) fn agent_failed(self: &Arc<Self>, host: &str, reason: String) {
+        let host = Arc::from(host);
+        self.handle(Input::AgentFailed { host, reason });
     }
 
     pub(super) fn cancel_all(self: &Arc<Self>) {
@@ -137,14 +175,20 @@ impl Forwarder {
     }
 
     /// Cuts every link without a word (the prime lost contact with the store): each agent
-    /// sees its prime gone and its lease starts; no host is brought back.
+    /// sees its prime gone and its lease starts; no host is brought back until
+    /// [`Self::bring_back`].
     pub(super) fn let_go(self: &Arc<Self>, reason: &str) {
         let reason = reason.to_string();
         self.handle(Input::LetGo { reason });
-        let reconnector = self.reconnector.clone();
-        self.tracker.spawn(async move { reconnector.stop().await });
+        self.reconnector.cancel_attempts();
         // Dropped here or when the last delivery holding one ends: either cuts the link.
         self.links().clear();
+    }
+
+    /// The prime has its store again: the hosts it let go are brought back (re-adopting an
+    /// agent still within its lease).
+    pub(super) fn bring_back_let_go(self: &Arc<Self>) {
+        self.handle(Input::BringBack);
     }
 
     /// The links there are now.
@@ -194,24 +238,16 @@ impl Forwarder {
                 tracing::debug!(host = %host, step = %key.step, sequence = %key.sequence, pid, "started");
             }
             HostEvent::Ran { key, .. } => self.handle(Input::Ran { key }),
-            HostEvent::Finished {
-                key,
-                status,
-                result,
-                error,
-                ..
-            } => {
-                let success = status == eventor_protocol::Outcome::Success;
-                let outcome = Outcome {
-                    success,
-                    result,
-                    error,
-                    recorded: false,
-                };
-                self.handle(Input::Finished { key, outcome });
-            }
+            HostEvent::Finished { key, end, .. } => self.handle(Input::Finished { key, end }),
             HostEvent::Log { host, record } => self.log(&host, record).await,
             HostEvent::Output { host, batch } => self.output(host, batch).await,
+            HostEvent::Trigger {
+                host,
+                id,
+                event,
+                sequence,
+            } => self.trigger(&host, id, event, sequence).await,
+            HostEvent::StatusAsk { host, id } => self.status(&host, id).await,
             HostEvent::AgentError { host, key, message } => {
                 tracing::warn!(host = %host, "agent: {message}");
                 if let Some(key) = key {
@@ -236,11 +272,35 @@ impl Forwarder {
                 stream = ?record.stream,
                 "{}", record.text
             ),
-            None => tracing::info!(host = %host, "agent: {}", record.text),
+            None => agent_said(host, &record),
         }
         if let Some(central) = &self.central {
             // Waiting here holds the link's reader back, and so the agent: backpressure.
             central.sink.record(record).await;
+        }
+    }
+
+    /// A host's command fires an event in the run: handed to the driver, then answered.
+    async fn trigger(&self, host: &str, id: u64, event: String, sequence: String) {
+        let taken = match &self.run_socket {
+            Some(run) => run.fire(event, sequence).await,
+            None => Err(TriggerError::RunOver.to_string()),
+        };
+        let link = self.links().get(host).cloned();
+        if let Some(link) = link {
+            let _ = link.answer_trigger(id, taken.err()).await;
+        }
+    }
+
+    /// A host's command asks the run's status.
+    async fn status(&self, host: &str, id: u64) {
+        let status = match &self.run_socket {
+            Some(run) => run.status().await,
+            None => Err(TriggerError::RunOver.to_string()),
+        };
+        let link = self.links().get(host).cloned();
+        if let Some(link) = link {
+            let _ = link.answer_status(id, status).await;
         }
     }
 
@@ -264,9 +324,17 @@ impl Forwarder {
                     });
                 }
             }
-            Action::End { task, outcome } => {
+            Action::End {
+                task,
+                end,
+                recorded,
+            } => {
                 // Most ends find room at once; only a full channel costs a task that waits.
-                let end = ExecEvent::Finished { task, outcome };
+                let end = ExecEvent::Finished {
+                    task,
+                    end,
+                    recorded,
+                };
                 if let Err(mpsc::error::TrySendError::Full(end)) = self.events.try_send(end) {
                     let events = self.events.clone();
                     self.tracker.spawn(async move {
@@ -275,6 +343,7 @@ impl Forwarder {
                 }
             }
             Action::Reconnect { host } => self.bring_back(host),
+            Action::Health { host, health } => self.health(host, health),
             Action::Settle {
                 host,
                 reason,
@@ -308,11 +377,66 @@ impl Forwarder {
         });
     }
 
-    /// Starts reconnecting `host`; its new link takes tasks once it is up.
+    /// Starts reconnecting `host`; its new link takes tasks once it is up, and each attempt
+    /// whose agent would not start counts against the host.
     fn bring_back(self: &Arc<Self>, host: Arc<str>) {
-        let this = self.clone();
+        let (this, failed) = (self.clone(), self.clone());
+        let on_failed = move |host: &str, reason: String| failed.agent_failed(host, reason);
         self.reconnector
-            .begin(host.to_string(), move |link| this.host_up(link));
+            .begin(host.to_string(), move |link| this.host_up(link), on_failed);
+    }
+
+    /// A host's health changed: said in the log, and written to the store (the latest
+    /// state of each host, in order, so a slow write never leaves an older state last).
+    fn health(self: &Arc<Self>, host: Arc<str>, health: HostHealth) {
+        if let HealthState::Quarantined { until, reason } = &health.state {
+            let left = until.saturating_sub(self.epoch.elapsed());
+            tracing::warn!(host = %host, ends_in = %human(left), "host quarantined: {reason}");
+        }
+        let record = self.health_record(&host, health);
+        self.unwritten_health
+            .lock()
+            .expect("health lock")
+            .insert(host.clone(), record);
+        let this = self.clone();
+        self.tracker.spawn(async move {
+            let _one_at_a_time = this.health_writer.lock().await;
+            let record = this
+                .unwritten_health
+                .lock()
+                .expect("health lock")
+                .remove(&host);
+            let Some(record) = record else {
+                return; // an earlier write took the latest already
+            };
+            if let Err(e) = this.store.set_host_health(this.run.clone(), record).await {
+                tracing::warn!(host = %host, error = %e, "recording the host's health");
+            }
+        });
+    }
+
+    /// The core's time `at` on the wall clock.
+    fn wall(&self, at: Duration) -> Micros {
+        self.wall_epoch + at.as_micros() as Micros
+    }
+
+    fn health_record(&self, host: &str, health: HostHealth) -> HostHealthRecord {
+        let (state, until, reason) = match health.state {
+            HealthState::Up => (HostState::Up, None, None),
+            HealthState::Away { reason } => (HostState::Away, None, Some(reason)),
+            HealthState::Quarantined { until, reason } => {
+                (HostState::Quarantined, Some(self.wall(until)), Some(reason))
+            }
+        };
+        let failures = health.failures.into_iter();
+        HostHealthRecord {
+            host: host.to_string(),
+            state,
+            until,
+            reason,
+            failures: failures.map(|f| (self.wall(f.at), f.reason)).collect(),
+            updated_at: eventor_store::now_micros(),
+        }
     }
 
     /// Ends the tasks of a lost host that are known dead: what its agent recorded stands,
@@ -320,60 +444,46 @@ impl Forwarder {
     async fn settle(&self, host: &str, reason: &str, tasks: Vec<(TaskId, TaskKey)>) {
         let stored = self.stored_tasks().await;
         for (task, key) in tasks {
-            let outcome = match stored_end(&stored, &key) {
-                Some(outcome) => outcome,
+            let (end, recorded) = match stored_end(&stored, &key) {
+                Some(end) => (end, true),
                 None => {
                     let error = format!("host {host} lost: {reason}");
                     self.fail_lost(host, &key, error).await
                 }
             };
-            let _ = self
-                .events
-                .send(ExecEvent::Finished { task, outcome })
-                .await;
+            let end = ExecEvent::Finished {
+                task,
+                end,
+                recorded,
+            };
+            let _ = self.events.send(end).await;
         }
     }
 
     /// Records a lost host's task failed, fenced on its being still active: its agent may
     /// still record an end (it may be alive, only cut off from us), and if it did so first,
     /// that end stands instead of aborting the run on a fenced write.
-    async fn fail_lost(&self, host: &str, key: &TaskKey, error: String) -> Outcome {
-        let (step, sequence): (Arc<str>, Arc<str>) =
-            (Arc::from(&*key.step), Arc::from(&*key.sequence));
-        let ran_on = Change::TaskHost {
-            step: step.clone(),
-            sequence: sequence.clone(),
-            attempt: key.attempt,
-            host: Arc::from(host),
-        };
-        let failed = Change::TaskTransition {
-            step,
-            sequence,
-            attempt: key.attempt,
-            from: TaskStatus::Active,
-            to: TaskStatus::Failure,
-            result: None,
-            error: Some(error.clone()),
-            at: eventor_store::now_micros(),
-        };
+    /// The end, and whether it is in the store.
+    async fn fail_lost(&self, host: &str, key: &TaskKey, error: String) -> (TaskEnd, bool) {
+        let failed = TaskEnd::host_lost(error);
         let batch = Batch {
             run: self.run.clone(),
-            changes: vec![ran_on, failed],
+            changes: end_changes(host, key, &failed).into(),
         };
         // A test holds the prime here while a cut-off agent records its end first.
         fail::fail_point!("lost-before-record");
         match self.store.commit(batch).await {
-            Ok(()) => Outcome {
-                recorded: true,
-                ..Outcome::failure(error)
-            },
+            Ok(()) => (failed, true),
             Err(StoreError::Fenced { .. }) => {
                 let stored = self.stored_tasks().await;
-                stored_end(&stored, key).unwrap_or_else(|| Outcome::failure(error))
+                match stored_end(&stored, key) {
+                    Some(end) => (end, true),
+                    None => (failed, false),
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recording a lost host's task; the run will try again");
-                Outcome::failure(error)
+                (failed, false)
             }
         }
     }
@@ -396,15 +506,33 @@ impl Forwarder {
 }
 
 /// The end of the task attempt `key` as stored, if it has one.
-fn stored_end(stored: &[TaskRecord], key: &TaskKey) -> Option<Outcome> {
+fn stored_end(stored: &[TaskRecord], key: &TaskKey) -> Option<TaskEnd> {
     let row = stored.iter().find(|t| {
         *t.step == *key.step && *t.sequence == *key.sequence && t.attempt == key.attempt
     })?;
     let ended = matches!(row.status, TaskStatus::Success | TaskStatus::Failure);
-    ended.then(|| Outcome {
-        success: row.status == TaskStatus::Success,
+    let status = match row.status {
+        TaskStatus::Success => EndStatus::Success,
+        _ => EndStatus::Failure,
+    };
+    ended.then(|| TaskEnd {
+        status,
+        exit_code: None,
         result: row.result.clone(),
         error: row.error.clone(),
-        recorded: true,
+        class: row.failure_class.as_deref().and_then(|c| c.parse().ok()),
     })
+}
+
+/// An agent's own line on the prime's console, at its level, once (its host as a field).
+fn agent_said(host: &str, record: &eventor_protocol::LogRecord) {
+    use eventor_protocol::LogLevel;
+    let text = &record.text;
+    match record.level {
+        LogLevel::Error => tracing::error!(host = %host, "agent: {text}"),
+        LogLevel::Warn => tracing::warn!(host = %host, "agent: {text}"),
+        LogLevel::Info => tracing::info!(host = %host, "agent: {text}"),
+        LogLevel::Debug => tracing::debug!(host = %host, "agent: {text}"),
+        LogLevel::Trace => tracing::trace!(host = %host, "agent: {text}"),
+    }
 }

@@ -8,22 +8,26 @@
 //! which decisions changed.
 //!
 //! Settings: `lease MS` (every host's, unless its `up` line says `lease=MS`), `margin MS`,
-//! `floor MS` (all 0 when absent).
+//! `floor MS` (all 0 when absent), `quarantine FAILURES WITHIN_MS COOLDOWN_MS` (every
+//! host's; 3, 10 min, 5 min when absent).
 //! Inputs (a task is `NAME` or `NAME#ATTEMPT`, attempt 1 by default; tasks of one name are
 //! one engine task, as a retry is):
 //! `up HOST CAP [norecord] [lease=MS] [adopt TASK,TASK…]`, `lost HOST REASON…`,
-//! `submit TASK HOST,HOST…`, `undelivered TASK REASON…`, `ran TASK`,
-//! `finish TASK ok|fail [TEXT…]`, `unrecorded TASK`, `cancel`, `tick`, `letgo REASON…`.
+//! `submit TASK HOST,HOST… [wait]` (`wait`: its step would retry a host failure),
+//! `undelivered TASK REASON…`, `ran TASK`, `finish TASK ok|fail [TEXT…]` (`fail cannot
+//! start …` is a start failure), `unrecorded TASK`, `cancel`, `tick`, `letgo REASON…`,
+//! `agentfail HOST REASON…`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventor_agent::Outcome;
+use eventor_agent::TaskEnd;
 use eventor_protocol::TaskKey;
 
-use super::core::{Action, ClusterCore, Input, LeaseRule};
+use super::core::{Action, ClusterCore, HealthState, Input, LeaseRule};
+use super::quarantine::{QuarantineRule, QuarantineRules};
 use crate::engine::core::TaskId;
 
 /// The engine tasks a script names, by name and by id.
@@ -104,6 +108,7 @@ fn parse_input(words: &[&str], names: &mut Names, lease: Duration) -> Input<()> 
                 hosts,
                 key,
                 payload: (),
+                may_wait: words.get(3) == Some(&"wait"),
             }
         }
         "undelivered" => Input::Undelivered {
@@ -115,22 +120,22 @@ fn parse_input(words: &[&str], names: &mut Names, lease: Duration) -> Input<()> 
         },
         "finish" => {
             let key = names.key(words[1]).1;
-            let outcome = match words[2] {
-                "ok" => Outcome {
-                    success: true,
-                    result: Some("0".into()),
-                    error: None,
-                    recorded: false,
-                },
-                _ => Outcome::failure(rest(3)),
+            let end = match words[2] {
+                "ok" => TaskEnd::exited(0),
+                _ => TaskEnd::failure(rest(3)),
             };
-            Input::Finished { key, outcome }
+            Input::Finished { key, end }
         }
         "unrecorded" => Input::Unrecorded {
             key: names.key(words[1]).1,
         },
+        "agentfail" => Input::AgentFailed {
+            host: Arc::from(words[1]),
+            reason: rest(2),
+        },
         "cancel" => Input::CancelAll,
         "letgo" => Input::LetGo { reason: rest(1) },
+        "back" => Input::BringBack,
         "tick" => Input::Tick,
         other => panic!("unknown input {other:?}"),
     }
@@ -140,16 +145,34 @@ fn show_action(out: &mut String, action: &Action<()>, names: &Names) {
     let _ = match action {
         Action::Send { host, key, .. } => writeln!(out, "  ! send {} -> {host}", label(key)),
         Action::Cancel { host, key } => writeln!(out, "  ! cancel {} on {host}", label(key)),
-        Action::End { task, outcome } => {
-            let how = match (&outcome.error, outcome.success) {
+        Action::End {
+            task,
+            end,
+            recorded,
+        } => {
+            let how = match (&end.error, end.succeeded()) {
                 (_, true) => "ok".to_string(),
                 (Some(error), false) => format!("failed: {error}"),
                 (None, false) => "failed".to_string(),
             };
-            let recorded = if outcome.recorded { " (recorded)" } else { "" };
+            let recorded = if *recorded { " (recorded)" } else { "" };
             writeln!(out, "  ! end {} {how}{recorded}", names.of(*task))
         }
         Action::Reconnect { host } => writeln!(out, "  ! reconnect {host}"),
+        Action::Health { host, health } => {
+            let state = match &health.state {
+                HealthState::Up => "up".to_string(),
+                HealthState::Away { reason } => format!("away ({reason})"),
+                HealthState::Quarantined { until, reason } => {
+                    format!("quarantined until @{} ({reason})", until.as_millis())
+                }
+            };
+            let failures = match health.failures.len() {
+                0 => String::new(),
+                n => format!(" [failures: {n}]"),
+            };
+            writeln!(out, "  ! health {host} {state}{failures}")
+        }
         Action::Settle {
             host,
             reason,
@@ -174,27 +197,35 @@ fn show_state(out: &mut String, core: &ClusterCore<()>) {
     out.push('\n');
 }
 
-/// The settings at the top of a script: the hosts' lease and the core's rule.
-fn parse_settings(header: &[&str]) -> (Duration, LeaseRule) {
+/// The settings at the top of a script: the hosts' lease and the core's rules.
+fn parse_settings(header: &[&str]) -> (Duration, LeaseRule, QuarantineRules) {
     let (mut lease, mut rule) = (Duration::ZERO, LeaseRule::default());
+    let mut quarantine = QuarantineRules::default();
     for line in header {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["lease", ms] => lease = millis(ms),
             ["margin", ms] => rule.margin = millis(ms),
             ["floor", ms] => rule.floor = millis(ms),
+            ["quarantine", failures, within, cooldown] => {
+                quarantine.default = QuarantineRule {
+                    failures: failures.parse().expect("failures"),
+                    within: millis(within),
+                    cooldown: millis(cooldown),
+                }
+            }
             _ => {}
         }
     }
-    (lease, rule)
+    (lease, rule, quarantine)
 }
 
 /// Replays a script's inputs; answers the whole file as it should read.
 fn replay(text: &str) -> String {
     let (header, body) = text.split_once("----\n").expect("a ---- line");
     let header_lines: Vec<&str> = header.lines().collect();
-    let (lease, rule) = parse_settings(&header_lines);
-    let mut core = ClusterCore::new(rule);
+    let (lease, rule, quarantine) = parse_settings(&header_lines);
+    let mut core = ClusterCore::new(rule, quarantine);
     let mut names = Names::default();
     let mut now = Duration::ZERO;
     let mut out = format!("{header}----\n");

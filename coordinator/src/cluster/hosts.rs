@@ -7,6 +7,9 @@
 //! store: postgres://eventor@prime:5432/eventor   # the store every node uses (or --store)
 //! ssh_config: ~/.ssh/config                       # the default
 //! lease: 30s                                      # the default (per host too)
+//! max_startups: 10                                # logins set up at once (the default)
+//! env_from_prime: [DB_PASSWORD]                   # copied into every host's tasks
+//! quarantine: {failures: 3, within: 10m, cooldown: 5m}   # the default (per host too)
 //! hosts:
 //!   node1: {}                                     # the name is the ssh alias
 //!   node2: {ssh: gpu-box, agent: /opt/eventor/bin/eventor-agent, max_concurrent: 8,
@@ -20,7 +23,12 @@
 //! (default `direct`) has the host's agent reach the store through the prime's SSH
 //! connection rather than over its own network. `lease:` (default 30 s, at least 1 s) is
 //! how long a host's agent keeps running its tasks after it lost the prime: the prime
-//! starts no other attempt of such a task before then.
+//! starts no other attempt of such a task before then. `max_startups:` (default 10) is how
+//! many SSH logins are set up at once; the rest wait in order (a bastion's sshd refuses
+//! beyond 10 by default). `quarantine:` says when a misbehaving host gets no new task
+//! ([`super::quarantine`]): after `failures` host-class failures within `within`, for
+//! `cooldown` (doubled when it fails again right after); a host's own fields override the
+//! file's one by one.
 //!
 //! It is read with the same located-YAML reader as the flow file, so every error names
 //! `FILE:LINE:COL: FIELD: message`, and unknown keys, wrong types and an empty `hosts`
@@ -30,9 +38,19 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::quarantine::QuarantineRule;
 use crate::yaml::{self, At, Entry, Node, Problem};
 
-const TOP_KEYS: &[&str] = &["store", "ssh_config", "lease", "hosts"];
+const TOP_KEYS: &[&str] = &[
+    "store",
+    "ssh_config",
+    "lease",
+    "max_startups",
+    "env_from_prime",
+    "quarantine",
+    "hosts",
+];
+const QUARANTINE_KEYS: &[&str] = &["failures", "within", "cooldown"];
 /// How long a host's agent keeps its tasks running after it lost the prime, by default.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
@@ -44,6 +62,8 @@ const HOST_KEYS: &[&str] = &[
     "env",
     "deploy",
     "store_via",
+    "python",
+    "quarantine",
 ];
 pub use super::local_agent::AGENT_BINARY;
 
@@ -57,8 +77,13 @@ pub struct HostsFile {
     /// `ssh_config:` with `~` expanded and a relative path taken from the hosts file's
     /// directory; `None` means OpenSSH's default, `~/.ssh/config` when it exists.
     pub ssh_config: Option<PathBuf>,
+    /// `max_startups:`, the SSH logins set up at once.
+    pub max_startups: usize,
     /// In the order of the file; never empty.
     pub hosts: Vec<HostSpec>,
+    /// `env_from_prime:`: variables copied from the prime's environment into every task on
+    /// a host, through the session (never on the agent's command line, never stored).
+    pub env_from_prime: Vec<String>,
 }
 
 /// One entry of `hosts:`.
@@ -73,8 +98,19 @@ pub struct HostSpec {
     pub agent: String,
     /// Most tasks at once on this host; `None` leaves it to the flow's limits.
     pub max_concurrent: Option<u32>,
-    /// Variables set for the agent (and so for every task it runs), in file order.
+    /// Variables of the agent and so of every task it runs, in file order (`env:`): written
+    /// on the agent's stdin before the protocol starts ([`ENV_IN`]), never on a command
+    /// line.
     pub env: Vec<(String, String)>,
+    /// The Python interpreter that runs a Python program as its own agent here (`python:`,
+    /// an absolute path); `None`: the prime's own interpreter's path.
+    pub python: Option<String>,
+    /// Arguments after `agent` on its command line: a Python program's script, when the
+    /// agent is the interpreter running it.
+    pub agent_args: Vec<String>,
+    /// Variables of the agent process itself: the prime's markers (agent mode, the run to
+    /// resume), which are no secret; on its command line.
+    pub launch: Vec<(String, String)>,
     /// Whether the prime installs its agent at `agent` (`deploy:`).
     pub deploy: Deploy,
     /// How the agent reaches the store (`store_via:`).
@@ -84,6 +120,9 @@ pub struct HostSpec {
     /// task starts before the lease has passed, so a short one trades safety margin for a
     /// quicker retry elsewhere.
     pub lease: Duration,
+    /// `quarantine:` (the host's own fields, else the file's, else the defaults): when the
+    /// host gets no new task, and for how long.
+    pub quarantine: QuarantineRule,
     /// Line of the host's name in the file.
     pub line: usize,
 }
@@ -123,23 +162,49 @@ impl HostsFile {
 
 impl HostSpec {
     /// The remote shell command that starts this host's agent with `args`:
-    /// `exec env K=V … AGENT ARGS…`, every word quoted for a POSIX shell. `exec` makes the
+    /// `exec env K=V … AGENT ARGS…` (the [`launch`](Self::launch) markers only), every word
+    /// quoted for a POSIX shell; with an `env:`, the agent is started by a shell that first
+    /// reads it from stdin ([`ENV_IN`], [`env_lines`](Self::env_lines)). `exec` makes the
     /// agent the channel's process, so its exit status and signals are the channel's.
     pub fn agent_command(&self, args: &[String]) -> String {
         let mut words = vec!["exec".to_string()];
-        if !self.env.is_empty() {
+        if !self.launch.is_empty() {
             words.push("env".into());
             words.extend(
-                self.env
+                self.launch
                     .iter()
                     .map(|(k, v)| format!("{k}={}", shell_quote(v))),
             );
         }
+        if !self.env.is_empty() {
+            let script = format!(r#"{ENV_IN}; exec "$0" "$@""#);
+            words.extend(["sh".into(), "-c".into(), shell_quote(&script)]);
+        }
         words.push(quote_path(&self.agent));
-        words.extend(args.iter().map(|a| shell_quote(a)));
+        words.extend(self.agent_args.iter().chain(args).map(|a| shell_quote(a)));
         words.join(" ")
     }
+
+    /// The host's `env:` as [`ENV_IN`] reads it: `NAME=VALUE` lines and an empty one (a
+    /// value holding a newline stays out: it would end the list early); empty without any.
+    pub fn env_lines(&self) -> String {
+        if self.env.is_empty() {
+            return String::new();
+        }
+        let mut text = String::new();
+        for (name, value) in self.env.iter().filter(|(_, v)| !v.contains('\n')) {
+            text.push_str(&format!("{name}={value}\n"));
+        }
+        text.push('\n');
+        text
+    }
 }
+
+/// Reads `NAME=VALUE` lines from stdin up to an empty one (or its end) and exports them: how
+/// a host's `env:` reaches the agent (and a deploy probe) with no value on a command line.
+/// A shell's `read` takes stdin a byte at a time, so what follows (the protocol) is left
+/// for the agent.
+pub const ENV_IN: &str = r#"while IFS= read -r l && [ -n "$l" ]; do export "$l"; done"#;
 
 /// Quotes `word` for a POSIX shell, leaving plainly safe words as they are.
 pub fn shell_quote(word: &str) -> String {
@@ -224,23 +289,27 @@ fn build(root: &Node, path: &Path, defaults: &HostDefaults) -> Result<HostsFile,
         Some(at) => read_lease(at)?,
         None => DEFAULT_LEASE,
     };
+    let quarantine = match fields.get("quarantine") {
+        Some(at) => read_quarantine(at, QuarantineRule::default())?,
+        None => QuarantineRule::default(),
+    };
+    let file_wide = FileWide { lease, quarantine };
     Ok(HostsFile {
         path: path.to_path_buf(),
-        store: fields.get("store").map(read_store).transpose()?,
+        store: fields.get("store").map(At::store).transpose()?,
         ssh_config: fields
             .get("ssh_config")
             .map(|at| read_ssh_config(at, path, defaults))
             .transpose()?,
-        hosts: read_hosts(hosts_at, defaults, lease)?,
+        max_startups: match fields.get("max_startups") {
+            Some(at) => at.count()? as usize,
+            None => eventor_ssh::MAX_STARTUPS,
+        },
+        hosts: read_hosts(hosts_at, defaults, &file_wide)?,
+        env_from_prime: fields
+            .get("env_from_prime")
+            .map_or(Ok(Vec::new()), At::var_names)?,
     })
-}
-
-fn read_store(at: &At<'_>) -> Result<String, Problem> {
-    let store = at.string()?;
-    if store.trim().is_empty() {
-        return Err(at.problem("must not be empty"));
-    }
-    Ok(store)
 }
 
 fn read_ssh_config(at: &At<'_>, file: &Path, defaults: &HostDefaults) -> Result<PathBuf, Problem> {
@@ -278,10 +347,38 @@ fn read_lease(at: &At<'_>) -> Result<Duration, Problem> {
     Ok(lease)
 }
 
+/// `quarantine:`: the fields given replace those of `base` (the file's, or the defaults).
+fn read_quarantine(at: &At<'_>, base: QuarantineRule) -> Result<QuarantineRule, Problem> {
+    let fields = at.mapping(QUARANTINE_KEYS)?;
+    let positive = |key: &str| -> Result<Option<Duration>, Problem> {
+        let Some(at) = fields.get(key) else {
+            return Ok(None);
+        };
+        match at.duration()? {
+            d if d.is_zero() => Err(at.problem("must be more than zero")),
+            d => Ok(Some(d)),
+        }
+    };
+    Ok(QuarantineRule {
+        failures: match fields.get("failures") {
+            Some(at) => at.count()?,
+            None => base.failures,
+        },
+        within: positive("within")?.unwrap_or(base.within),
+        cooldown: positive("cooldown")?.unwrap_or(base.cooldown),
+    })
+}
+
+/// What the file says for every host, unless the host says otherwise.
+struct FileWide {
+    lease: Duration,
+    quarantine: QuarantineRule,
+}
+
 fn read_hosts(
     at: &At<'_>,
     defaults: &HostDefaults,
-    lease: Duration,
+    file_wide: &FileWide,
 ) -> Result<Vec<HostSpec>, Problem> {
     let entries = at.entries("host")?;
     if entries.is_empty() {
@@ -289,14 +386,14 @@ fn read_hosts(
     }
     entries
         .iter()
-        .map(|e| read_host(e, defaults, lease))
+        .map(|e| read_host(e, defaults, file_wide))
         .collect()
 }
 
 fn read_host(
     entry: &Entry<'_>,
     defaults: &HostDefaults,
-    lease: Duration,
+    file_wide: &FileWide,
 ) -> Result<HostSpec, Problem> {
     check_host_name(entry)?;
     let fields = entry.value.mapping(HOST_KEYS)?;
@@ -322,6 +419,9 @@ fn read_host(
             .map(read_env)
             .transpose()?
             .unwrap_or_default(),
+        python: fields.get("python").map(read_python).transpose()?,
+        agent_args: Vec::new(),
+        launch: Vec::new(),
         deploy: match read_choice(fields.get("deploy"), &["auto", "never"])? {
             Some("never") => Deploy::Never,
             _ => Deploy::Auto,
@@ -334,7 +434,11 @@ fn read_host(
             .get("lease")
             .map(read_lease)
             .transpose()?
-            .unwrap_or(lease),
+            .unwrap_or(file_wide.lease),
+        quarantine: match fields.get("quarantine") {
+            Some(at) => read_quarantine(at, file_wide.quarantine)?,
+            None => file_wide.quarantine,
+        },
         line: entry.key.node.line,
     })
 }
@@ -375,6 +479,15 @@ fn read_word(at: &At<'_>) -> Result<String, Problem> {
         return Err(at.problem("must not contain spaces or control characters"));
     }
     Ok(word)
+}
+
+/// `python:`: an interpreter's absolute path (the host runs it without a shell's search).
+fn read_python(at: &At<'_>) -> Result<String, Problem> {
+    let path = read_word(at)?;
+    if !path.starts_with('/') {
+        return Err(at.problem(format!("must be an absolute path, not `{path}`")));
+    }
+    Ok(path)
 }
 
 /// Variables go on the agent's command line (`env NAME=value`), so names are shell
@@ -448,6 +561,33 @@ mod tests {
     }
 
     #[test]
+    fn a_quarantine_field_is_the_hosts_own_else_the_files_else_the_default() {
+        let file = parse(
+            "quarantine: {failures: 2, cooldown: 1m}\nhosts:\n  a: {}\n  b: {quarantine: {cooldown: 3s}}\n",
+        )
+        .unwrap();
+        let a = file.host("a").unwrap().quarantine;
+        assert_eq!(
+            (a.failures, a.within, a.cooldown),
+            (2, Duration::from_secs(600), Duration::from_secs(60))
+        );
+        let b = file.host("b").unwrap().quarantine;
+        assert_eq!((b.failures, b.cooldown), (2, Duration::from_secs(3)));
+        for (bad, field) in [
+            ("hosts:\n  a: {quarantine: {cooldown: 0s}}\n", "cooldown"),
+            ("hosts:\n  a: {quarantine: {failures: 0}}\n", "failures"),
+            ("quarantine: {within: soon}\nhosts:\n  a: {}\n", "within"),
+            ("quarantine: {after: 3}\nhosts:\n  a: {}\n", "after"),
+        ] {
+            let error = parse(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("conf/cluster.yaml:") && error.contains(field),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn reads_the_documented_example() {
         let text = "store: postgres://eventor@prime:5432/eventor
 ssh_config: ~/.ssh/config
@@ -494,17 +634,49 @@ hosts:
     }
 
     #[test]
-    fn agent_command_quotes_for_the_shell() {
+    fn agent_command_quotes_for_the_shell_and_holds_no_env_value() {
         let file =
             parse("hosts:\n  a: {agent: ~/bin/eventor agent, env: {P: \"it's\", Q: plain}}\n");
         assert!(file.is_err(), "spaces in agent are refused");
-        let file =
+        let mut file =
             parse("hosts:\n  a: {agent: ~/bin/eventor-agent, env: {P: \"it's\", Q: plain}}\n")
                 .unwrap();
         let args = ["--store".to_string(), "postgres://x y".to_string()];
+        let command = file.hosts[0].agent_command(&args);
+        assert!(!command.contains("it'"), "no env value: {command}");
+        assert!(
+            command.ends_with(r#"exec "$0" "$@"' ~/bin/eventor-agent --store 'postgres://x y'"#),
+            "{command}"
+        );
+        assert_eq!(file.hosts[0].env_lines(), "P=it's\nQ=plain\n\n");
+        file.hosts[0].env.clear();
+        file.hosts[0].launch.push(("M".into(), "it's".into()));
         assert_eq!(
-            file.hosts[0].agent_command(&args),
-            r"exec env P='it'\''s' Q=plain ~/bin/eventor-agent --store 'postgres://x y'"
+            file.hosts[0].agent_command(&[]),
+            r"exec env M='it'\''s' ~/bin/eventor-agent"
+        );
+    }
+
+    #[test]
+    fn python_is_an_absolute_interpreter_path_or_a_problem() {
+        let file = parse("hosts:\n  a: {python: /opt/py/bin/python3}\n  b: {}\n").unwrap();
+        assert_eq!(file.hosts[0].python.as_deref(), Some("/opt/py/bin/python3"));
+        assert_eq!(file.hosts[1].python, None);
+        let err = parse("hosts:\n  a: {python: python3}\n").unwrap_err();
+        assert!(err.to_string().contains("absolute path"), "{err}");
+        assert!(parse("hosts:\n  a: {python: ''}\n").is_err());
+    }
+
+    #[test]
+    fn env_from_prime_is_a_list_of_variable_names() {
+        let file =
+            parse("env_from_prime: [DB_PASSWORD, API_TOKEN]\nhosts:\n  node1: {}\n").unwrap();
+        assert_eq!(file.env_from_prime, ["DB_PASSWORD", "API_TOKEN"]);
+        let err = parse("env_from_prime: [DB-PASSWORD]\nhosts:\n  node1: {}\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("env_from_prime[0]: invalid environment variable name `DB-PASSWORD`"),
+            "{err}"
         );
     }
 

@@ -16,8 +16,8 @@
 //!                                     agent (eventor-agent over an ssh exec channel)
 //!                                                             │
 //!   Forwarder ◀── HostEvent (Started, Ran, Finished, Log, Output, Lost, AgentError) ──┘
-//!     │ ▲ Input (host up/lost, submit, ran, finished, cancel, tick)
-//!     ▼ │ Action (send, cancel, end, reconnect, settle)
+//!     │ ▲ Input (host up/lost, agent failed, submit, ran, finished, cancel, tick)
+//!     ▼ │ Action (send, cancel, end, reconnect, settle, health ──▶ store's host_health)
 //!   ClusterCore (no IO)
 //!     └─ end ──▶ ExecEvent ──▶ engine driver
 //!                 └─ Log ──▶ CentralLog ──▶ <logdir>/<flow>/<run_id>.log ──▶ `logs --follow`
@@ -36,11 +36,13 @@ pub mod hosts;
 pub mod link;
 pub mod local_agent;
 pub mod placement;
+pub mod quarantine;
 pub mod reconnect;
 pub mod remote;
 pub mod store_tunnel;
+pub mod survivors;
 
-pub use agent_mode::agent_mode;
+pub use agent_mode::{agent_mode, ScriptAgent};
 pub use connect::{open_links, ClusterSettings};
 pub use error::ClusterError;
 pub use hosts::{load_hosts, parse_hosts, HostDefaults, HostSpec, HostsError, HostsFile};
@@ -49,6 +51,8 @@ pub use remote::{ClusterOptions, Remote, RunCluster};
 
 /// The protocol types that appear in this module's API, so a caller needs no direct
 /// dependency on `eventor-protocol`.
-pub use eventor_protocol::{Dispatch, LogLevel, LogRecord, Outcome, Stream, TaskKey, Work};
+pub use eventor_protocol::{
+    Dispatch, EndStatus, LogLevel, LogRecord, Stream, TaskEnd, TaskKey, Work,
+};
 /// The token that stops links (and everything else of a run) at once.
 pub use tokio_util::sync::CancellationToken;

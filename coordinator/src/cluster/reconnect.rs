@@ -30,8 +30,9 @@ pub struct Reconnector {
     events: mpsc::Sender<HostEvent>,
     /// The token the new links live under (the run's), not cancelled by [`Self::stop`].
     links: CancellationToken,
-    /// Ends every attempt under way.
-    stop: CancellationToken,
+    /// Ends every attempt under way (a child of `links`, so the run's end ends them too);
+    /// replaced after [`Reconnector::cancel_attempts`].
+    stop: std::sync::Mutex<CancellationToken>,
     tracker: TaskTracker,
 }
 
@@ -41,30 +42,53 @@ impl Reconnector {
         events: mpsc::Sender<HostEvent>,
         links: CancellationToken,
     ) -> Reconnector {
+        // A host back within its lease may still have the agent that lost us: re-adopt it.
+        let settings = Arc::new(ClusterSettings {
+            adopt: true,
+            ..ClusterSettings::clone(&settings)
+        });
         Reconnector {
             settings,
             events,
+            stop: std::sync::Mutex::new(links.child_token()),
             links,
-            stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }
     }
 
-    /// Starts bringing `host` back; `on_back` receives the new link once it is up. The
-    /// caller makes sure one attempt per host runs at a time.
-    pub fn begin(&self, host: String, on_back: impl FnOnce(HostLink) + Send + 'static) {
+    /// Starts bringing `host` back; `on_back` receives the new link once it is up, and
+    /// `on_failed` the host and error of each attempt that failed for another reason than
+    /// the network (its agent would not start). The caller makes sure one attempt per host
+    /// runs at a time.
+    pub fn begin(
+        &self,
+        host: String,
+        on_back: impl FnOnce(HostLink) + Send + 'static,
+        on_failed: impl Fn(&str, String) + Send + 'static,
+    ) {
         let attempt = Attempt {
             settings: self.settings.clone(),
             events: self.events.clone(),
             links: self.links.clone(),
-            stop: self.stop.clone(),
+            stop: self.stop_token(),
         };
-        self.tracker.spawn(attempt.run(host, on_back));
+        self.tracker.spawn(attempt.run(host, on_back, on_failed));
+    }
+
+    fn stop_token(&self) -> CancellationToken {
+        self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Ends the attempts under way; later ones may begin (the prime let go of its hosts
+    /// and will bring them back).
+    pub fn cancel_attempts(&self) {
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *stop, self.links.child_token()).cancel();
     }
 
     /// Ends every attempt under way and waits for them.
     pub async fn stop(&self) {
-        self.stop.cancel();
+        self.stop_token().cancel();
         self.tracker.close();
         self.tracker.wait().await;
     }
@@ -79,7 +103,12 @@ struct Attempt {
 }
 
 impl Attempt {
-    async fn run(self, host: String, on_back: impl FnOnce(HostLink)) {
+    async fn run(
+        self,
+        host: String,
+        on_back: impl FnOnce(HostLink),
+        on_failed: impl Fn(&str, String),
+    ) {
         let mut pause = FIRST_PAUSE;
         for attempt in 1.. {
             tokio::select! {
@@ -100,7 +129,10 @@ impl Attempt {
                 Some(Err(e)) => {
                     pause = (pause * 2).min(MAX_PAUSE);
                     let error = eventor_agent::util::error_chain(&e);
-                    tracing::warn!(host = %host, attempt, next_in = ?pause, "host still away: {error}");
+                    tracing::warn!(host = %host, attempt, next_in = %humantime::format_duration(pause), "host still away: {error}");
+                    if !e.is_network() {
+                        on_failed(&host, format!("not brought back: {error}"));
+                    }
                 }
                 None => return,
             }

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 
 use eventor_agent::MaxConcurrent;
 
-use super::core::{Core, CoreOptions, Effect, Input, Outcome, TaskId};
+use super::core::{Core, CoreOptions, Effect, Input, TaskEnd, TaskId};
 use super::program::{AssocDef, Cond, EventDef, EventId, Program, StepDef, StepId, Target};
 
 const PLAIN_EVENTS: u32 = 5;
@@ -56,6 +56,7 @@ fn step_strategy(total_events: u32) -> impl Strategy<Value = StepDef> {
             retry: super::program::RetryPolicy {
                 retries,
                 delay: std::time::Duration::ZERO,
+                on: Default::default(),
             },
             ..StepDef::default()
         })
@@ -237,8 +238,12 @@ proptest! {
                 model.apply(change).map_err(TestCaseError::fail)?;
             }
             for effect in effects {
-                let Effect::Start(task) = effect else {
-                    return Err(TestCaseError::fail("no shared pools here: nothing to acquire"));
+                let task = match effect {
+                    Effect::Start(task) => task,
+                    Effect::Waits { .. } => continue,
+                    Effect::Acquire(_) => {
+                        return Err(TestCaseError::fail("no shared pools here: nothing to acquire"))
+                    }
                 };
                 let attempt = core.task(task).attempt;
                 prop_assert!(started.insert((task, attempt)), "task {task:?} started twice");
@@ -260,7 +265,8 @@ proptest! {
                 Step::Finish(_, _) if running.is_empty() => continue,
                 Step::Finish(i, ok) => {
                     let task = running.remove(i % running.len());
-                    Input::TaskFinished { task, outcome: Outcome { success: ok, ..Outcome::default() } }
+                    let end = if ok { TaskEnd::success(None) } else { TaskEnd { error: None, ..TaskEnd::failure("") } };
+                    Input::TaskFinished { task, end, recorded: false }
                 }
             };
             feed(&mut core, input, &mut running)?;

@@ -21,6 +21,7 @@ use super::external::ExternalTriggers;
 use super::interrupt::Interrupt;
 use eventor_agent::util::sleep_until;
 use eventor_agent::TaskContext;
+use eventor_protocol::FailureClass;
 
 /// Most executor events folded into one turn, so one batch stays bounded.
 const MAX_EVENTS_PER_TURN: usize = 8192;
@@ -86,6 +87,9 @@ pub struct RunState {
     pub interrupt: Interrupt,
     /// Wake-ups for tasks waiting on shared pools.
     pub pools: PoolWake,
+    /// What every task's environment gets: the run's parameters, the hosts' variables from
+    /// the prime.
+    pub run_env: Arc<super::executor::RunEnv>,
 }
 
 /// Everything the driver needs besides the core: the run's state, and this call's
@@ -114,9 +118,13 @@ impl PoolWake {
 }
 
 impl RunState {
-    /// Hands the core the triggers other programs stored since the last look.
+    /// Hands the core the triggers other programs stored since the last look, and acts on
+    /// their requests (a cancel stops the run).
     async fn rescan(&mut self, core: &mut Core) -> Result<(), StoreError> {
-        self.external.rescan(core, &self.store, &self.run).await
+        let interrupt = &self.interrupt;
+        self.external
+            .rescan(core, &self.store, &self.run, interrupt)
+            .await
     }
 }
 
@@ -167,13 +175,7 @@ pub async fn drive(
         match wait_for_input(core, &mut cx).await {
             Woke::Handled => {}
             Woke::ToRescan => cx.state.rescan(core).await?,
-            Woke::Interrupted if cx.state.interrupt.reaches_hosts() => cx.executor.interrupt(),
-            // This host only (a prime that lost contact with the store): the hosts are let
-            // go, so their agents' leases start and a recovery elsewhere can count on them.
-            Woke::Interrupted => {
-                let why = cx.state.interrupt.reason().unwrap_or("stopped").to_string();
-                cx.executor.let_go(&why);
-            }
+            Woke::Interrupted => cx.executor.interrupt(),
         }
     }
 }
@@ -238,6 +240,11 @@ async fn flush(
             match effect {
                 Effect::Start(task) => backlog.start(core, cx, task),
                 Effect::Acquire(task) => acquire(core, cx, task).await?,
+                Effect::Waits { task, pool } => {
+                    let t = core.task(task);
+                    let step = &core.program().step(t.step).name;
+                    tracing::info!(step = %step, sequence = %t.sequence, pool = %pool, "waiting for the pool's units");
+                }
             }
         }
         core.resume(now_micros());
@@ -253,8 +260,12 @@ fn start(core: &Core, cx: &DriverContext<'_>, task: super::core::TaskId) {
         ..cx.state.task_template.clone()
     };
     tracing::info!(step = %ctx.step, sequence = %ctx.sequence, "attempting to run");
-    cx.executor
-        .start(task, &cx.state.steps[record.step.0 as usize], ctx);
+    // Retries left that a host failure would spend: a pinned task may wait out a quarantine.
+    let retry = &core.program().step(record.step).retry;
+    let may_wait = record.attempt as u32 <= retry.retries
+        && retry.on.covers(&eventor_protocol::FailureClass::HostLost);
+    let step = &cx.state.steps[record.step.0 as usize];
+    cx.executor.start(task, step, ctx, may_wait);
 }
 
 /// Asks the store for a task's shared-pool units and hands the answer to the core.
@@ -312,7 +323,7 @@ async fn wait_for_input(core: &mut Core, cx: &mut DriverContext<'_>) -> Woke {
         // The interrupt first: the ends of the tasks it stops must find the core told.
         biased;
         _ = interrupt.stop_token().cancelled(), if core.interrupted().is_none() => {
-            let reason = Arc::from(interrupt.reason().unwrap_or("an interrupt"));
+            let reason = Arc::from(interrupt.reason().unwrap_or("interrupted"));
             core.handle(Input::Interrupted { reason }, now_micros());
             return Woke::Interrupted;
         }
@@ -372,28 +383,68 @@ fn apply_all(core: &mut Core, events: &mut mpsc::Receiver<ExecEvent>, first: Exe
 fn apply(core: &mut Core, event: ExecEvent, now: Micros) {
     let input = match event {
         ExecEvent::Started { task, pid } => Input::TaskPid { task, pid },
-        ExecEvent::Finished { task, mut outcome } => {
+        ExecEvent::Finished {
+            task,
+            mut end,
+            recorded,
+        } => {
             // Whatever a task running at an interrupt died of, the interrupt is why.
-            if let Some(reason) = core.interrupted().filter(|_| !outcome.success) {
-                outcome.error = Some(format!("interrupted by {reason}"));
+            if let Some(reason) = core.interrupted().filter(|_| !end.succeeded()) {
+                end.error = Some(reason.to_string());
+                end = end.classed(eventor_protocol::FailureClass::Interrupted);
             }
-            log_finish(core, task, &outcome);
-            Input::TaskFinished { task, outcome }
+            log_finish(core, task, &end);
+            let (attempt, class) = (core.task(task).attempt, end.failure_class());
+            core.handle(
+                Input::TaskFinished {
+                    task,
+                    end,
+                    recorded,
+                },
+                now,
+            );
+            return log_retry(core, task, attempt, class);
         }
     };
     core.handle(input, now);
 }
 
-fn log_finish(core: &Core, task: super::core::TaskId, outcome: &super::core::Outcome) {
+/// Says so when the core gave a failed task another attempt: "attempt 1 failed (exit:3);
+/// retrying (attempt 2 of 3)", with the retry delay when there is one.
+fn log_retry(core: &Core, task: super::core::TaskId, attempt: i32, class: Option<FailureClass>) {
+    let record = core.task(task);
+    if record.attempt <= attempt {
+        return;
+    }
+    let step = core.program().step(record.step);
+    let of = step.retry.retries + 1;
+    let class = class.map(|c| format!(" ({c})")).unwrap_or_default();
+    let after = match step.retry.delay.is_zero() {
+        true => String::new(),
+        false => format!(" in {}", humantime::format_duration(step.retry.delay)),
+    };
+    tracing::warn!(step = %step.name, sequence = %record.sequence,
+        "attempt {attempt} failed{class}; retrying (attempt {} of {of}){after}", record.attempt);
+}
+
+fn log_finish(core: &Core, task: super::core::TaskId, end: &super::core::TaskEnd) {
     let record = core.task(task);
     let step: &Arc<str> = &core.program().step(record.step).name;
-    match &outcome.error {
+    match &end.error {
         None => {
             tracing::info!(step = %step, sequence = %record.sequence, "completed with status success")
         }
         Some(error) => {
             tracing::warn!(step = %step, sequence = %record.sequence, %error, "completed with status failure")
         }
+    }
+    let Some(class) = end.failure_class() else {
+        return;
+    };
+    if let Some(retry_on) = core.refused_by_retry_on(task, &class) {
+        let attempt = record.attempt;
+        tracing::warn!(step = %step, sequence = %record.sequence,
+            "attempt {attempt} failed ({class}), not retried: retry_on is {retry_on}");
     }
 }
 

@@ -5,7 +5,7 @@
 //! group; pinned steps go to the cluster through [`PinnedTasks`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -14,13 +14,14 @@ use tokio_util::task::TaskTracker;
 
 use eventor_agent::closure_pool::{ClosurePool, Job};
 use eventor_agent::command::{run_command, CommandSpec, LineBatch, OutputSink, OutputStream};
-use eventor_agent::task::{join_error_text, with_async_task, StepAction, StepResult};
+use eventor_agent::task::{end_of, join_error_text, with_async_task, StepAction, StepResult};
 use eventor_agent::TaskContext;
-use eventor_protocol::{OutputBatch, Stream, TaskKey, Work};
+use eventor_protocol::{FailureClass, OutputBatch, Stream, TaskKey, Work};
 
-use super::core::{Outcome, TaskId};
+use super::core::{TaskEnd, TaskId};
 use super::events::{ExecEvent, PinnedTasks};
 use super::interrupt::Interrupt;
+use super::prime_env::PrimeEnv;
 use crate::log::CentralOutput;
 
 /// How the executor runs things (a config struct, not loose parameters).
@@ -45,7 +46,11 @@ pub struct StepRuntime {
 pub struct RunSettings {
     /// The hosts the step may run on; empty: this host.
     pub hosts: Vec<Arc<str>>,
+    /// The step's `env:`, its values' `${NAME}` expanded from the run's parameters when the
+    /// run opens.
     pub env: Vec<(String, String)>,
+    /// The step's `env_from_prime`, read from the prime's environment.
+    pub from_prime: PrimeEnv,
     pub cwd: Option<PathBuf>,
     pub timeout: Option<Duration>,
 }
@@ -54,9 +59,19 @@ pub struct RunSettings {
 static NO_SETTINGS: RunSettings = RunSettings {
     hosts: Vec::new(),
     env: Vec::new(),
+    from_prime: PrimeEnv::new(),
     cwd: None,
     timeout: None,
 };
+
+/// What every task of a run gets in its environment beyond its step's own.
+#[derive(Debug, Default)]
+pub struct RunEnv {
+    /// The run's parameters, by name.
+    pub params: Vec<(String, String)>,
+    /// The hosts file's `env_from_prime`: for every task on a host.
+    pub hosts_from_prime: PrimeEnv,
+}
 
 impl StepRuntime {
     /// A step's runtime; default `settings` are not kept.
@@ -87,9 +102,18 @@ pub struct Executor {
     events: mpsc::Sender<ExecEvent>,
     tracker: TaskTracker,
     closures: ClosurePool<TaskId, ExecEvent>,
-    cancel: CancellationToken,
+    /// Stops this host's commands: a child of the interrupt's stop, replaced by a fresh
+    /// one each time this host is cut off ([`Interrupt::cut_here`]).
+    cancel: Arc<Mutex<CancellationToken>>,
+    stop: CancellationToken,
     kill_now: CancellationToken,
     kill_grace: Duration,
+    /// Carries out the interrupt's cuts; ends with the executor.
+    cuts: tokio::task::JoinHandle<()>,
+    /// Why this host was last cut off: the error of the commands the cut stopped.
+    cut_why: Arc<Mutex<Option<Arc<str>>>>,
+    /// The run's parameters and the hosts' variables from the prime.
+    run_env: Arc<RunEnv>,
 }
 
 impl Executor {
@@ -101,29 +125,55 @@ impl Executor {
         config: ExecutorConfig,
         central: Option<CentralOutput>,
         pinned: Option<Arc<dyn PinnedTasks>>,
+        run_env: Arc<RunEnv>,
     ) -> Executor {
+        let stop = interrupt.stop_token().clone();
+        let cancel = Arc::new(Mutex::new(stop.child_token()));
+        let cut_why = Arc::new(Mutex::new(None));
+        let cuts = tokio::spawn(carry_out_cuts(
+            interrupt.watch_here(),
+            Cut {
+                cancel: cancel.clone(),
+                why: cut_why.clone(),
+                stop: stop.clone(),
+            },
+            pinned.clone(),
+        ));
         Executor {
             central,
             pinned,
             closures: ClosurePool::new(config.closure_threads, events.clone(), ExecEvent::finished),
             events,
             tracker: TaskTracker::new(),
-            cancel: interrupt.stop_token().child_token(),
+            cancel,
+            stop,
             kill_now: interrupt.hurry_token().clone(),
             kill_grace: config.kill_grace,
+            cuts,
+            cut_why,
+            run_env,
         }
     }
 
-    /// Starts `task`; its end arrives later as [`ExecEvent::Finished`].
-    pub fn start(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext) {
+    /// The token that stops a command started now.
+    fn command_cancel(&self) -> CancellationToken {
+        self.cancel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Starts `task`; its end arrives later as [`ExecEvent::Finished`]. `may_wait`: its
+    /// step would retry a host failure (a pinned task then waits out a quarantine).
+    pub fn start(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext, may_wait: bool) {
         if !step.hosts().is_empty() && !matches!(step.action, StepAction::Nothing) {
-            return self.start_remote(task, step, ctx);
+            return self.start_remote(task, step, ctx, may_wait);
         }
         match &step.action {
             StepAction::Nothing => self.spawn(task, async { Ok(serde_json::Value::Null) }),
             StepAction::Async(f) => {
                 let fut = with_async_task(ctx.clone(), f(ctx));
-                self.spawn_guarded(task, async move { Outcome::from(fut.await) })
+                self.spawn_guarded(task, async move { end_of(fut.await) })
             }
             StepAction::Sync(f) => self.closures.submit(Job {
                 task,
@@ -134,20 +184,22 @@ impl Executor {
             StepAction::Command(command) => {
                 let spec = CommandSpec {
                     command: command.clone(),
-                    env: task_env(step, &ctx),
+                    env: task_env(&self.run_env, step, &ctx),
                     cwd: step.settings().cwd.clone(),
                     timeout: step.settings().timeout,
                     kill_grace: self.kill_grace,
                     kill_now: Some(self.kill_now.clone()),
                 };
                 let events = self.events.clone();
-                let cancel = self.cancel.clone();
+                let cancel = self.command_cancel();
                 let started = move |pid| async move {
                     let _ = events.send(ExecEvent::Started { task, pid }).await;
                 };
                 let output = log_output(ctx, self.central.clone());
+                let (stop, why) = (self.stop.clone(), self.cut_why.clone());
                 self.spawn_guarded(task, async move {
-                    run_command(&spec, cancel, started, output).await
+                    let end = run_command(&spec, cancel.clone(), started, output).await;
+                    cut_end(end, &cancel, &stop, &why)
                 });
             }
         }
@@ -159,15 +211,20 @@ impl Executor {
     }
 
     /// Hands a pinned step's task to a host's agent.
-    fn start_remote(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext) {
+    fn start_remote(&self, task: TaskId, step: &StepRuntime, ctx: TaskContext, may_wait: bool) {
         let Some(pinned) = &self.pinned else {
             let error = "the step is pinned to other hosts, but the run has no hosts";
             return self.spawn(task, std::future::ready(Err(error.to_string())));
         };
+        // The prime's trigger socket is of no use on another host.
+        let ctx = TaskContext {
+            trigger_socket: None,
+            ..ctx
+        };
         let work = match &step.action {
             StepAction::Command(command) => Work::Command {
                 command: command.clone(),
-                env: task_env(step, &ctx),
+                env: remote_env(&self.run_env, step, &ctx),
                 cwd: step
                     .settings()
                     .cwd
@@ -179,7 +236,7 @@ impl Executor {
                 step: ctx.step.to_string(),
             },
         };
-        pinned.start(task, step.hosts(), work, &ctx);
+        pinned.start(task, step.hosts(), work, &ctx, may_wait);
     }
 
     /// Runs a future that cannot panic (ours) and reports its end.
@@ -190,8 +247,9 @@ impl Executor {
     ) {
         let events = self.events.clone();
         self.tracker.spawn(async move {
-            let outcome = Outcome::from(fut.await);
-            let _ = events.send(ExecEvent::Finished { task, outcome }).await;
+            let _ = events
+                .send(ExecEvent::finished(task, end_of(fut.await)))
+                .await;
         });
     }
 
@@ -201,14 +259,14 @@ impl Executor {
     fn spawn_guarded(
         &self,
         task: TaskId,
-        runner: impl std::future::Future<Output = Outcome> + Send + 'static,
+        runner: impl std::future::Future<Output = TaskEnd> + Send + 'static,
     ) {
         let events = self.events.clone();
         self.tracker.spawn(async move {
-            let outcome = tokio::spawn(runner)
+            let end = tokio::spawn(runner)
                 .await
-                .unwrap_or_else(|e| Outcome::failure(join_error_text(e)));
-            let _ = events.send(ExecEvent::Finished { task, outcome }).await;
+                .unwrap_or_else(|e| TaskEnd::failure(join_error_text(e)));
+            let _ = events.send(ExecEvent::finished(task, end)).await;
         });
     }
 
@@ -219,25 +277,93 @@ impl Executor {
         }
     }
 
-    /// Lets go of the hosts: their agents' leases run (see [`PinnedTasks::let_go`]).
-    pub fn let_go(&self, reason: &str) {
-        if let Some(pinned) = &self.pinned {
-            pinned.let_go(reason);
-        }
-    }
-
     /// Stops every running task (commands get SIGTERM, then SIGKILL) and waits for them.
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
+        self.cuts.abort();
+        self.command_cancel().cancel();
         self.tracker.close();
         self.tracker.wait().await;
     }
 }
 
-/// A command's environment: the step's own variables, then the task's (which win).
-fn task_env(step: &StepRuntime, ctx: &TaskContext) -> Vec<(String, String)> {
-    let env = step.settings().env.iter().cloned();
-    env.chain(ctx.env_vars()).collect()
+/// Carries out the interrupt's cuts of this host: cut, this host's commands are stopped
+/// (their token is cancelled and a fresh one made for later commands) and the hosts let go;
+/// back, the hosts are brought back.
+async fn carry_out_cuts(
+    mut here: tokio::sync::watch::Receiver<Option<Arc<str>>>,
+    cut: Cut,
+    pinned: Option<Arc<dyn PinnedTasks>>,
+) {
+    while here.changed().await.is_ok() {
+        let why = here.borrow_and_update().clone();
+        match why {
+            Some(why) => {
+                *cut.why.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                let fresh = cut.stop.child_token();
+                let mut current = cut.cancel.lock().unwrap_or_else(|p| p.into_inner());
+                std::mem::replace(&mut *current, fresh).cancel();
+                drop(current);
+                if let Some(pinned) = &pinned {
+                    pinned.let_go(&why);
+                }
+            }
+            None => {
+                if let Some(pinned) = &pinned {
+                    pinned.bring_back();
+                }
+            }
+        }
+    }
+}
+
+/// What a cut of this host works on.
+struct Cut {
+    /// The token of this host's commands, replaced at each cut.
+    cancel: Arc<Mutex<CancellationToken>>,
+    /// Why this host was last cut off.
+    why: Arc<Mutex<Option<Arc<str>>>>,
+    /// The run's stop: a fresh token is its child.
+    stop: CancellationToken,
+}
+
+/// A command's end, its error saying the cut stopped it when it did (a stop of the run
+/// says so itself, at the driver).
+fn cut_end(
+    mut end: TaskEnd,
+    cancel: &CancellationToken,
+    stop: &CancellationToken,
+    why: &Mutex<Option<Arc<str>>>,
+) -> TaskEnd {
+    if !end.succeeded() && cancel.is_cancelled() && !stop.is_cancelled() {
+        if let Some(why) = why.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            end.error = Some(format!("interrupted by {why}"));
+            end = end.classed(FailureClass::Interrupted);
+        }
+    }
+    end
+}
+
+/// A command's environment: the run's parameters, the step's own variables, those it takes
+/// from the prime, then the task's (which win).
+fn task_env(run: &RunEnv, step: &StepRuntime, ctx: &TaskContext) -> Vec<(String, String)> {
+    let settings = step.settings();
+    let params = run.params.iter().cloned();
+    let env = params.chain(settings.env.iter().cloned());
+    env.chain(settings.from_prime.vars())
+        .chain(ctx.env_vars())
+        .collect()
+}
+
+/// A host's command's environment: [`task_env`] with the hosts file's variables from the
+/// prime before the task's own (they reach the agent inside the session's `Dispatch`).
+fn remote_env(run: &RunEnv, step: &StepRuntime, ctx: &TaskContext) -> Vec<(String, String)> {
+    let settings = step.settings();
+    let params = run.params.iter().cloned();
+    let env = params.chain(settings.env.iter().cloned());
+    env.chain(run.hosts_from_prime.vars())
+        .chain(settings.from_prime.vars())
+        .chain(ctx.env_vars())
+        .collect()
 }
 
 /// Command output goes to the log, tagged with the task's step and sequence, and to the

@@ -8,8 +8,9 @@
 //!
 //! Program lines: `event NAME [= EXPR]`, `pool NAME CAPACITY`,
 //! `step NAME [status=ev,ev …] [max=N] [stop=false] [acquires=pool:n,…] [releases=pool:n|-]
-//! [recovery=rerun] [recover_failure=skip|rerun] [retries=N] [retry_delay=MS]`, `assoc EVENT -> TARGET … [after MS]`,
-//! `max_concurrent N`, `previous STEP[SEQ] STATUS ATTEMPT` (the recovery being recovered from).
+//! [recovery=rerun] [recover_failure=skip|rerun] [recover_ready=skip|rerun] [retries=N] [retry_delay=MS]`, `assoc EVENT -> TARGET … [after MS]`,
+//! `max_concurrent N`, `previous STEP[SEQ] STATUS ATTEMPT` (the recovery being recovered from),
+//! `rerun STEP[SEQ]` or `rerun STEP` (`--rerun`: run again whatever it did before).
 //! Inputs: `trigger EVENT SEQ`, `finish STEP[SEQ] ok|fail [TEXT]`, `pid STEP[SEQ] N`,
 //! `timer`, `granted|refused STEP[SEQ]` (the store's answer for shared units), `freed`
 //! (shared units came back), each optionally preceded by `@MS` (the clock, in milliseconds).
@@ -24,16 +25,17 @@ use eventor_store::Change;
 
 use eventor_agent::MaxConcurrent;
 
-use super::core::{Core, CoreOptions, Effect, Input, Outcome, PreviousTask};
+use super::core::{Core, CoreOptions, Effect, Input, PreviousTask, Reruns, TaskEnd};
 use super::program::{
-    AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RecoverAction, StepDef, StepId,
-    Target,
+    AssocDef, Cond, EventDef, EventId, PoolDef, PoolId, Program, RecoverAction, RetryMatch,
+    RetryOn, StepDef, StepId, Target,
 };
 use crate::expr::Expr;
 
 struct Script {
     program: Program,
     previous: HashMap<(StepId, Arc<str>), PreviousTask>,
+    rerun: Reruns,
     header: Vec<String>,
     body: Vec<String>,
 }
@@ -43,6 +45,7 @@ fn parse_script(text: &str) -> Script {
     let mut header = Vec::new();
     let mut program = Program::default();
     let mut previous = HashMap::new();
+    let mut rerun = Reruns::default();
     let mut names: HashMap<String, Target> = HashMap::new();
     let mut pending_exprs = Vec::new();
     for line in lines.by_ref() {
@@ -88,6 +91,19 @@ fn parse_script(text: &str) -> Script {
                 };
                 previous.insert((*step, Arc::from(sequence)), task);
             }
+            Some("rerun") => {
+                let (step, sequence) = match words[1].split_once('[') {
+                    Some(_) => {
+                        let (step, sequence) = split_key(words[1]);
+                        (step, Some(Arc::from(sequence)))
+                    }
+                    None => (words[1], None),
+                };
+                let Some(Target::Step(step)) = names.get(step) else {
+                    panic!("rerun: unknown step {step}")
+                };
+                rerun.insert((*step, sequence));
+            }
             Some("assoc") => program.assocs.push(parse_assoc(&words, &names)),
             Some("max_concurrent") => program.max_concurrent = limit(words[1]),
             Some(other) => panic!("unknown program line {other:?}"),
@@ -101,6 +117,7 @@ fn parse_script(text: &str) -> Script {
     Script {
         program,
         previous,
+        rerun,
         header,
         body: lines.map(str::to_string).collect(),
     }
@@ -135,7 +152,14 @@ fn parse_step(words: &[&str], names: &HashMap<String, Target>, pools: &[PoolDef]
             "releases" => releases = Some(amounts(value, pools).into()),
             "recovery" => def.recovery.success = RecoverAction::Rerun,
             "recover_failure" => def.recovery.failure = action(value),
+            "recover_ready" => def.recovery.ready = action(value),
             "retries" => def.retry.retries = value.parse().expect("retries"),
+            "retry_on" => {
+                let on = value
+                    .split(',')
+                    .map(|w| RetryMatch::parse(w).expect("retry_on"));
+                def.retry.on = RetryOn(on.collect());
+            }
             "retry_delay" => {
                 def.retry.delay = Duration::from_millis(value.parse().expect("retry_delay MS"))
             }
@@ -201,6 +225,7 @@ fn replay(script: &Script) -> String {
         program.clone(),
         CoreOptions {
             previous: script.previous.clone(),
+            rerun: script.rerun.clone(),
         },
     );
     let mut out = script.header.join("\n");
@@ -246,13 +271,26 @@ fn apply_input(core: &mut Core, program: &Program, input: &str) {
             let task = find(core, program, words[1]);
             let success = words[2] == "ok";
             let text = (words.len() > 3).then(|| words[3..].join(" "));
-            let outcome = Outcome {
-                success,
-                result: if success { text.clone() } else { None },
-                error: if success { None } else { text },
-                recorded: false,
+            let mut end = match (success, text) {
+                (true, text) => TaskEnd::success(text),
+                (false, text) => TaskEnd {
+                    error: text,
+                    ..TaskEnd::failure("")
+                },
             };
-            core.handle(Input::TaskFinished { task, outcome }, now);
+            // `fail:CLASS` fails with that class (`fail:exit:3`, `fail:timeout`).
+            if let Some(class) = words[2].strip_prefix("fail:") {
+                end = end.classed(class.parse().expect("a failure class"));
+            }
+            let recorded = false;
+            core.handle(
+                Input::TaskFinished {
+                    task,
+                    end,
+                    recorded,
+                },
+                now,
+            );
         }
         "pid" => {
             let task = find(core, program, words[1]);
@@ -291,6 +329,11 @@ fn render_output(core: &mut Core, out: &mut String) {
             Effect::Start(task) => {
                 let t = core.task(task);
                 format!("start {}[{}]", core.program().step(t.step).name, t.sequence)
+            }
+            Effect::Waits { task, pool } => {
+                let t = core.task(task);
+                let step = &core.program().step(t.step).name;
+                format!("{step}[{}] waits for pool {pool}", t.sequence)
             }
             Effect::Acquire(task) => {
                 let t = core.task(task);

@@ -8,6 +8,7 @@ pub mod events;
 pub mod executor;
 pub mod external;
 pub mod interrupt;
+pub mod prime_env;
 pub mod program;
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use eventor_agent::MaxConcurrent;
 use std::time::Duration;
 
+use eventor_protocol::{FailureClass, FailureKind};
 use eventor_store::TaskStatus;
 
 /// Index of an event in [`Program::events`].
@@ -171,12 +172,69 @@ pub struct StepDef {
     pub retry: RetryPolicy,
 }
 
-/// How a step's failed attempts are retried: `retries` further attempts (a failure, a
-/// timeout or a lost host each use one), each `delay` after the attempt before it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a step's failed attempts are retried: `retries` further attempts, each `delay` after
+/// the attempt before it ended, spent only on the failures `on` names (by default every
+/// class: a failure, a timeout or a lost host each use one).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RetryPolicy {
     pub retries: u32,
     pub delay: Duration,
+    pub on: RetryOn,
+}
+
+/// The failures a step's retries are spent on (`retry_on:`); empty means every class.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetryOn(pub Vec<RetryMatch>);
+
+/// One entry of `retry_on`: a kind of failure (`exit`: any non-zero exit), or one exit code
+/// (`exit:75`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryMatch {
+    Kind(FailureKind),
+    ExitCode(i32),
+}
+
+impl RetryOn {
+    /// Whether a failure of `class` is retried (every class when the list is empty).
+    pub fn covers(&self, class: &FailureClass) -> bool {
+        self.0.is_empty()
+            || self.0.iter().any(|m| match (m, class) {
+                (RetryMatch::ExitCode(want), FailureClass::Exit(Some(code))) => want == code,
+                (RetryMatch::ExitCode(_), _) => false,
+                (RetryMatch::Kind(kind), class) => *kind == class.kind(),
+            })
+    }
+}
+
+impl std::fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words: Vec<String> = self.0.iter().map(RetryMatch::to_string).collect();
+        write!(f, "[{}]", words.join(", "))
+    }
+}
+
+impl RetryMatch {
+    /// The words `retry_on` accepts, for a "did you mean".
+    pub fn words() -> Vec<&'static str> {
+        FailureKind::ALL.iter().map(|k| k.as_str()).collect()
+    }
+
+    /// `exit`, `exit:75`, `timeout`, …; `None` for anything else.
+    pub fn parse(word: &str) -> Option<RetryMatch> {
+        match word.strip_prefix("exit:") {
+            Some(code) => code.parse().ok().map(RetryMatch::ExitCode),
+            None => FailureKind::parse(word).map(RetryMatch::Kind),
+        }
+    }
+}
+
+impl std::fmt::Display for RetryMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryMatch::Kind(kind) => f.write_str(kind.as_str()),
+            RetryMatch::ExitCode(code) => write!(f, "exit:{code}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

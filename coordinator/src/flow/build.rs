@@ -15,6 +15,9 @@ pub fn eventor_from_flow(
 ) -> Result<Eventor, EventorError> {
     apply_flow_config(flow, &mut options);
     let mut eventor = Eventor::new(options)?;
+    for (name, default) in &flow.params {
+        eventor.declare_param(name, default.as_deref())?;
+    }
     for (pool, capacity) in &flow.resources {
         if flow.shared_resources.contains(pool) {
             eventor.add_shared_resource_pool(pool, *capacity)?;
@@ -84,6 +87,7 @@ fn step_from_spec(spec: &StepSpec) -> Step {
         max_concurrent: spec.max_concurrent,
         stop_on_exception: spec.stop_on_exception,
         env: spec.env.iter().cloned().collect(),
+        env_from_prime: spec.env_from_prime.clone(),
         timeout: spec.timeout,
         cwd: spec.cwd.as_ref().map(PathBuf::from),
         recovery: spec.recovery,
@@ -92,5 +96,6 @@ fn step_from_spec(spec: &StepSpec) -> Step {
         releases: spec.releases.clone(),
         retries: spec.retries,
         retry_delay: spec.retry_delay,
+        retry_on: spec.retry_on.clone(),
     })
 }

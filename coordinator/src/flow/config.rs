@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 use eventor_agent::MaxConcurrent;
 
-use crate::api::config::{ConsoleLevel, DatabaseConfig, DbType, EventorConfig, LoggingConfig};
+use crate::api::config::{
+    ConsoleLevel, DatabaseConfig, DatabaseEntry, DbType, EventorConfig, LoggingConfig,
+    UnusableDatabase,
+};
 use crate::yaml::{self, At, FieldPath, Node, Problem, Value};
 
 /// The section read by default; `--config-tag` or `EVENTOR_CONFIG_TAG` choose another, as
@@ -67,11 +70,13 @@ const EVENTOR_KEYS: &[&str] = &[
     "ssh_port",
     "workdir",
 ];
-/// Both this project's keys and the original's (`dialect`, `username`, `drivername`).
+/// Both this project's keys and the original's (`dialect`, `username`, `drivername`,
+/// `query`).
 const DATABASE_KEYS: &[&str] = &[
     "dbtype",
     "dialect",
     "drivername",
+    "query",
     "file",
     "host",
     "port",
@@ -81,6 +86,9 @@ const DATABASE_KEYS: &[&str] = &[
     "database",
     "schema",
 ];
+/// The original's keys of a `DATABASES` entry that it passed on to its database layer
+/// (SQLAlchemy's driver and its options); the stores' drivers are built in here.
+const DRIVER_KEYS: &[&str] = &["drivername", "query"];
 /// Keys that only mean something for a server database.
 const SERVER_KEYS: &[&str] = &["host", "port", "user", "username", "password", "schema"];
 /// Python's logging settings the original read; loaded, with a warning, but not honoured.
@@ -125,7 +133,11 @@ pub fn parse_config_with_env(
 ) -> Result<EventorConfig, ConfigError> {
     let convert = |p| ConfigError::from_problem(path, p);
     let root = yaml::parse_document(text).map_err(convert)?;
-    let (mut config, warnings) = read_root(&root, section, env).map_err(convert)?;
+    let reader = Reader {
+        env,
+        locate: &|p| convert(p).to_string(),
+    };
+    let (mut config, warnings) = reader.read_root(&root, section).map_err(convert)?;
     config.warnings = warnings
         .into_iter()
         .map(|p| convert(p).to_string())
@@ -194,6 +206,16 @@ pub(crate) fn read_max_concurrent(at: &At<'_>) -> Result<MaxConcurrent, Problem>
 }
 
 /// An `envvar_prefix` value. Shared with the flow file's `config:` section.
+/// A keyword argument's name, or none: null, empty, or `None` as the original's sample
+/// writes it.
+fn read_argument_name(at: &At<'_>) -> Result<Option<String>, Problem> {
+    if at.node.is_null() {
+        return Ok(None);
+    }
+    let name = at.string()?;
+    Ok((!name.is_empty() && name != "None").then_some(name))
+}
+
 pub(crate) fn read_prefix(at: &At<'_>) -> Result<String, Problem> {
     let prefix = at.string()?;
     check_envvar_prefix(&prefix).map_err(|m| at.problem(m))?;
@@ -218,22 +240,122 @@ fn check_envvar_prefix(prefix: &str) -> Result<(), String> {
 /// Warnings about keys that load but do nothing, located like errors.
 type Warnings = Vec<Problem>;
 
-fn read_root(
-    root: &Node,
-    name: &str,
+/// What reading a section needs besides its nodes: the variables, and how a problem held
+/// back in a `DATABASES` entry is told (located in the file) when a run selects the entry.
+struct Reader<'e> {
+    env: &'e dyn Fn(&str) -> Option<String>,
+    locate: &'e dyn Fn(Problem) -> String,
+}
+
+impl Reader<'_> {
+    fn read_root(&self, root: &Node, name: &str) -> Result<(EventorConfig, Warnings), Problem> {
+        // Other programs' sections are none of our business: only look for ours.
+        let sections = At::root(root).entries("section")?;
+        let Some(section) = sections.into_iter().find(|e| e.name == name) else {
+            return Ok((EventorConfig::default(), Vec::new()));
+        };
+        let mut expanded = section.value.node.clone();
+        expand_section(&mut expanded, &section.value.field, self.env)?;
+        let at = At::new(&expanded, section.value.field);
+        let mut warnings = Vec::new();
+        let config = self.read_eventor(&at, &mut warnings)?;
+        Ok((config, warnings))
+    }
+
+    fn read_eventor(&self, at: &At<'_>, warnings: &mut Warnings) -> Result<EventorConfig, Problem> {
+        let f = at.mapping(EVENTOR_KEYS)?;
+        let mut config = EventorConfig::default();
+        for (key, why) in IGNORED_KEYS {
+            if let Some(at) = f.get(key) {
+                warnings.push(at.problem(format!("has no effect here: {why}")));
+            }
+        }
+        // Kept for the Python package (the warnings above stand for everything else).
+        if let Some(at) = f.get("task_construct") {
+            config.task_construct = Some(at.string()?);
+        }
+        if let Some(at) = f.get("sequence_arg_name") {
+            config.sequence_arg_name = read_argument_name(at)?;
+        }
+        if let Some(at) = f.get("pass_logger_to_task") {
+            config.pass_logger_to_task = at.boolean()?;
+        }
+        if let Some(at) = f.get("day_to_keep_db") {
+            config.days_to_keep = Some(read_days(at)?);
+        }
+        if let Some(at) = f.get("max_concurrent") {
+            config.max_concurrent = read_max_concurrent(at)?;
+        }
+        if let Some(at) = f.get("stop_on_exception") {
+            config.stop_on_exception = at.boolean()?;
+        }
+        if let Some(at) = f.get("envvar_prefix") {
+            config.envvar_prefix = read_prefix(at)?;
+        }
+        if let Some(at) = f.get("shared_db") {
+            config.shared_db = at.boolean()?;
+            if !config.shared_db {
+                let why = "runs always share the store, kept apart by run id";
+                warnings.push(at.problem(format!("`false` has no effect here: {why}")));
+            }
+        }
+        if let Some(at) = f.get("ssh_config") {
+            config.ssh_config = PathBuf::from(non_empty(at)?);
+        }
+        if let Some(at) = f.get("DATABASES") {
+            config.databases = self.read_databases(at, warnings)?;
+        }
+        if let Some(at) = f.get("default_db") {
+            config.default_db = Some(read_default_db(at, &config.databases)?);
+        }
+        if let Some(at) = f.get("LOGGING") {
+            config.logging = read_logging(at, warnings)?;
+        }
+        if let Some(at) = f.get("logdir") {
+            // The section's own `logdir` (the original's); LOGGING's wins when both are set.
+            let dir = PathBuf::from(non_empty(at)?);
+            config.logging.logdir.get_or_insert(dir);
+        }
+        Ok(config)
+    }
+
+    /// Each entry read on its own: one this project cannot use (another driver's options, an
+    /// in-memory database, a variable set only where that entry is used) keeps its problem
+    /// for the run that selects it, so that it stops no other run.
+    fn read_databases(
+        &self,
+        at: &At<'_>,
+        warnings: &mut Warnings,
+    ) -> Result<Vec<(String, DatabaseEntry)>, Problem> {
+        let mut out = Vec::new();
+        for entry in at.entries("database")? {
+            let mut node = entry.value.node.clone();
+            let read = expand_tree(&mut node, &entry.value.field, self.env)
+                .and_then(|()| read_database(&At::new(&node, entry.value.field.clone()), warnings))
+                .map_err(|p| UnusableDatabase((self.locate)(p)));
+            out.push((entry.name, read));
+        }
+        Ok(out)
+    }
+}
+
+/// Expands variables in every string value of a section but its `DATABASES` entries, which
+/// [`Reader::read_databases`] expands each on its own.
+fn expand_section(
+    node: &mut Node,
+    field: &FieldPath,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(EventorConfig, Warnings), Problem> {
-    // Other programs' sections are none of our business: only look for ours.
-    let sections = At::root(root).entries("section")?;
-    let Some(section) = sections.into_iter().find(|e| e.name == name) else {
-        return Ok((EventorConfig::default(), Vec::new()));
+) -> Result<(), Problem> {
+    let Value::Map(pairs) = &mut node.value else {
+        return expand_tree(node, field, env);
     };
-    let mut expanded = section.value.node.clone();
-    expand_tree(&mut expanded, &section.value.field, env)?;
-    let at = At::new(&expanded, section.value.field);
-    let mut warnings = Vec::new();
-    let config = read_eventor(&at, &mut warnings)?;
-    Ok((config, warnings))
+    for (key, value) in pairs.iter_mut() {
+        let name = key.scalar_text().unwrap_or_default();
+        if name != "DATABASES" {
+            expand_tree(value, &field.key(&name), env)?;
+        }
+    }
+    Ok(())
 }
 
 /// Expands variables in every string value (keys stay as written).
@@ -263,53 +385,6 @@ fn expand_tree(
     Ok(())
 }
 
-fn read_eventor(at: &At<'_>, warnings: &mut Warnings) -> Result<EventorConfig, Problem> {
-    let f = at.mapping(EVENTOR_KEYS)?;
-    let mut config = EventorConfig::default();
-    for (key, why) in IGNORED_KEYS {
-        if let Some(at) = f.get(key) {
-            warnings.push(at.problem(format!("has no effect here: {why}")));
-        }
-    }
-    if let Some(at) = f.get("day_to_keep_db") {
-        config.days_to_keep = Some(read_days(at)?);
-    }
-    if let Some(at) = f.get("max_concurrent") {
-        config.max_concurrent = read_max_concurrent(at)?;
-    }
-    if let Some(at) = f.get("stop_on_exception") {
-        config.stop_on_exception = at.boolean()?;
-    }
-    if let Some(at) = f.get("envvar_prefix") {
-        config.envvar_prefix = read_prefix(at)?;
-    }
-    if let Some(at) = f.get("shared_db") {
-        config.shared_db = at.boolean()?;
-        if !config.shared_db {
-            let why = "runs always share the store, kept apart by run id";
-            warnings.push(at.problem(format!("`false` has no effect here: {why}")));
-        }
-    }
-    if let Some(at) = f.get("ssh_config") {
-        config.ssh_config = PathBuf::from(non_empty(at)?);
-    }
-    if let Some(at) = f.get("DATABASES") {
-        config.databases = read_databases(at)?;
-    }
-    if let Some(at) = f.get("default_db") {
-        config.default_db = Some(read_default_db(at, &config.databases)?);
-    }
-    if let Some(at) = f.get("LOGGING") {
-        config.logging = read_logging(at, warnings)?;
-    }
-    if let Some(at) = f.get("logdir") {
-        // The section's own `logdir` (the original's); LOGGING's wins when both are set.
-        let dir = PathBuf::from(non_empty(at)?);
-        config.logging.logdir.get_or_insert(dir);
-    }
-    Ok(config)
-}
-
 fn read_days(at: &At<'_>) -> Result<u32, Problem> {
     let n = at.integer()?;
     u32::try_from(n)
@@ -326,17 +401,14 @@ fn non_empty(at: &At<'_>) -> Result<String, Problem> {
     Ok(text)
 }
 
-fn read_databases(at: &At<'_>) -> Result<Vec<(String, DatabaseConfig)>, Problem> {
-    let mut out = Vec::new();
-    for entry in at.entries("database")? {
-        let db = read_database(&entry.value)?;
-        out.push((entry.name, db));
-    }
-    Ok(out)
-}
-
-fn read_database(at: &At<'_>) -> Result<DatabaseConfig, Problem> {
+fn read_database(at: &At<'_>, warnings: &mut Warnings) -> Result<DatabaseConfig, Problem> {
     let f = at.mapping(DATABASE_KEYS)?;
+    for key in DRIVER_KEYS {
+        if let Some(at) = f.get(key) {
+            let why = "the stores' drivers are built in; driver options are not passed on";
+            warnings.push(at.problem(format!("has no effect here: {why}")));
+        }
+    }
     let kind = one_of(&f, at, ["dbtype", "dialect"])?;
     let dbtype = read_dbtype(kind)?;
     check_keys_fit(&f, dbtype)?;
@@ -350,6 +422,13 @@ fn read_database(at: &At<'_>) -> Result<DatabaseConfig, Problem> {
         DbType::Sqlite => (string("file")?.or(string("database")?), None),
         DbType::Postgresql => (None, string("database")?),
     };
+    if dbtype == DbType::Sqlite && file.is_none() {
+        // The original's SQLite without a file is in memory, seen by one process only.
+        return Err(at.problem(
+            "an SQLite entry needs `file` (or `database`): an in-memory database cannot be a \
+             store, which the tasks, agents and `status` read from other processes",
+        ));
+    }
     Ok(DatabaseConfig {
         dbtype,
         file,
@@ -413,7 +492,7 @@ fn read_port(at: &At<'_>) -> Result<u16, Problem> {
         .ok_or_else(|| at.problem(format!("must be a port between 1 and 65535, found {n}")))
 }
 
-fn read_default_db(at: &At<'_>, databases: &[(String, DatabaseConfig)]) -> Result<String, Problem> {
+fn read_default_db(at: &At<'_>, databases: &[(String, DatabaseEntry)]) -> Result<String, Problem> {
     let name = at.string()?;
     if databases.iter().any(|(n, _)| *n == name) {
         return Ok(name);
@@ -523,15 +602,19 @@ EVENTOR:
         let config = parse_config(ORIGINAL, Path::new("orig.yaml"), DEFAULT_SECTION).unwrap();
         assert_eq!(config.max_concurrent, MaxConcurrent::UNLIMITED);
         assert_eq!(config.days_to_keep, Some(5));
+        assert_eq!(config.task_construct.as_deref(), Some("process"));
+        assert_eq!(config.sequence_arg_name, None);
+        assert!(!config.pass_logger_to_task);
         assert_eq!(config.logging.level, ConsoleLevel::Debug);
         assert_eq!(
             config.logging.logdir,
             Some(PathBuf::from("/var/log/eventor"))
         );
         let (name, sqlite) = &config.databases[0];
+        let sqlite = sqlite.as_ref().unwrap();
         assert_eq!((name.as_str(), sqlite.dbtype), ("sqfile1", DbType::Sqlite));
         assert_eq!(sqlite.file.as_deref(), Some("/tmp/runly.db"));
-        let (_, pg) = &config.databases[1];
+        let pg = config.database_named("pgdb1").unwrap().unwrap();
         assert_eq!(pg.dbtype, DbType::Postgresql);
         assert_eq!(pg.user.as_deref(), Some("pgusername"));
         assert_eq!(
@@ -551,6 +634,7 @@ EVENTOR:
             "EVENTOR.remote_method",
             "EVENTOR.pass_logger_to_task",
             "EVENTOR.shared_db",
+            "EVENTOR.DATABASES.pgdb1.drivername",
             "EVENTOR.LOGGING.level_formats",
             "EVENTOR.LOGGING.consolidate",
             "EVENTOR.LOGGING.file_prefix",
@@ -566,6 +650,18 @@ EVENTOR:
         }
         assert_eq!(warned.len(), expected.len(), "{:?}", config.warnings);
         assert!(config.warnings[0].starts_with("orig.yaml:3:12: EVENTOR.debug: has no effect"));
+    }
+
+    #[test]
+    fn the_python_packages_settings_are_kept() {
+        let text = "EVENTOR: {task_construct: invoke, sequence_arg_name: seq, pass_logger_to_task: true}\n";
+        let config = parse_config(text, Path::new("c.yaml"), DEFAULT_SECTION).unwrap();
+        assert_eq!(config.task_construct.as_deref(), Some("invoke"));
+        assert_eq!(config.sequence_arg_name.as_deref(), Some("seq"));
+        assert!(config.pass_logger_to_task);
+        let none = "EVENTOR: {sequence_arg_name: }\n";
+        let config = parse_config(none, Path::new("c.yaml"), DEFAULT_SECTION).unwrap();
+        assert_eq!(config.sequence_arg_name, None);
     }
 
     #[test]
@@ -621,11 +717,11 @@ EVENTOR:
         assert_eq!(config.envvar_prefix, "ETL_");
         assert!(config.shared_db);
         assert_eq!(config.ssh_config, PathBuf::from("/etc/etl/ssh_config"));
-        let local = &config.databases[0];
-        assert_eq!(local.0, "local");
-        assert_eq!(local.1.dbtype, DbType::Sqlite);
-        assert_eq!(local.1.file.as_deref(), Some("/data/runs.db"));
-        let pg = config.database().unwrap();
+        assert_eq!(config.databases[0].0, "local");
+        let local = config.database_named("local").unwrap().unwrap();
+        assert_eq!(local.dbtype, DbType::Sqlite);
+        assert_eq!(local.file.as_deref(), Some("/data/runs.db"));
+        let pg = config.database().unwrap().unwrap();
         assert_eq!(pg.dbtype, DbType::Postgresql);
         assert_eq!(pg.host.as_deref(), Some("db.example"));
         assert_eq!(pg.port, Some(5433));
@@ -721,15 +817,6 @@ EVENTOR:
              utc, atTime",
         ),
         (
-            "EVENTOR:\n  DATABASES:\n    pg: {dbtype: postgresql, hostname: h}\n",
-            "eventor.yaml:3:30: EVENTOR.DATABASES.pg.hostname: unknown key; did you mean `host`?",
-        ),
-        (
-            "EVENTOR:\n  DATABASES:\n    pg: {dbtype: postgresql, password: $PGPASS}\n",
-            "eventor.yaml:3:40: EVENTOR.DATABASES.pg.password: undefined environment variable \
-             `PGPASS`",
-        ),
-        (
             "EVENTOR:\n  ssh_config: ${HOME_DIR}/.ssh/config\n",
             "eventor.yaml:2:15: EVENTOR.ssh_config: undefined environment variable `HOME_DIR`",
         ),
@@ -747,30 +834,13 @@ EVENTOR:
              and `_`, not starting with a digit",
         ),
         (
-            "EVENTOR:\n  DATABASES:\n    x: {dbtype: mysql}\n",
-            "eventor.yaml:3:17: EVENTOR.DATABASES.x.dbtype: unknown database type `mysql`; \
-             expected `sqlite` or `postgresql`",
-        ),
-        (
-            "EVENTOR:\n  DATABASES:\n    x: {file: a.db}\n",
-            "eventor.yaml:3:8: EVENTOR.DATABASES.x: missing `dbtype` (or `dialect`)",
-        ),
-        (
-            "EVENTOR:\n  DATABASES:\n    x: {dbtype: sqlite, host: h}\n",
-            "eventor.yaml:3:31: EVENTOR.DATABASES.x.host: not used by sqlite databases",
-        ),
-        (
-            "EVENTOR:\n  DATABASES:\n    x: {dbtype: postgresql, port: 70000}\n",
-            "eventor.yaml:3:35: EVENTOR.DATABASES.x.port: must be a port between 1 and 65535, \
-             found 70000",
-        ),
-        (
-            "EVENTOR:\n  DATABASES:\n    a: {dbtype: sqlite}\n    a: {dbtype: sqlite}\n",
+            "EVENTOR:\n  DATABASES:\n    a: {dbtype: sqlite, file: a.db}\n    a: {dbtype: \
+             sqlite}\n",
             "eventor.yaml:4:5: EVENTOR.DATABASES.a: duplicate database `a` (first defined at \
              line 3)",
         ),
         (
-            "EVENTOR:\n  DATABASES: {a: {dbtype: sqlite}}\n  default_db: b\n",
+            "EVENTOR:\n  DATABASES: {a: {dbtype: mysql}}\n  default_db: b\n",
             "eventor.yaml:3:15: EVENTOR.default_db: unknown database `b`; DATABASES has: a",
         ),
         (
@@ -799,6 +869,113 @@ EVENTOR:
             "eventor.yaml:2:20: yaml: unclosed bracket '['",
         ),
     ];
+
+    /// Entries that cannot be used, each with why, told when a run selects it (by name as
+    /// here, or as `default_db`); the file loads meanwhile.
+    const UNUSABLE_ENTRIES: &[(&str, &str)] = &[
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {dbtype: postgresql, hostname: h}\n",
+            "eventor.yaml:3:29: EVENTOR.DATABASES.x.hostname: unknown key; did you mean `host`?",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {dbtype: postgresql, password: $PGPASS}\n",
+            "eventor.yaml:3:39: EVENTOR.DATABASES.x.password: undefined environment variable \
+             `PGPASS`",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {dbtype: mysql}\n",
+            "eventor.yaml:3:17: EVENTOR.DATABASES.x.dbtype: unknown database type `mysql`; \
+             expected `sqlite` or `postgresql`",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {file: a.db}\n",
+            "eventor.yaml:3:8: EVENTOR.DATABASES.x: missing `dbtype` (or `dialect`)",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {dbtype: sqlite, file: a.db, host: h}\n",
+            "eventor.yaml:3:43: EVENTOR.DATABASES.x.host: not used by sqlite databases",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {dbtype: postgresql, port: 70000}\n",
+            "eventor.yaml:3:35: EVENTOR.DATABASES.x.port: must be a port between 1 and 65535, \
+             found 70000",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: {dialect: sqlite, query: {cache: shared}}\n",
+            "eventor.yaml:3:8: EVENTOR.DATABASES.x: an SQLite entry needs `file` (or \
+             `database`): an in-memory database cannot be a store, which the tasks, agents and \
+             `status` read from other processes",
+        ),
+        (
+            "EVENTOR:\n  DATABASES:\n    x: [sqlite]\n",
+            "eventor.yaml:3:8: EVENTOR.DATABASES.x: expected a mapping, found a list",
+        ),
+    ];
+
+    #[test]
+    fn an_unusable_entry_loads_and_says_why_with_file_line_and_field_once_selected() {
+        let mismatches: Vec<String> = UNUSABLE_ENTRIES
+            .iter()
+            .filter_map(|(text, want)| {
+                let config = parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+                let got = config.database_named("x").expect(text).expect_err(text);
+                let selected = parse(&format!("{text}  default_db: x\n")).unwrap();
+                assert_eq!(selected.database(), Some(Err(got)), "{text:?}");
+                (got.0 != *want).then(|| format!("{text:?}\n  got: {got}\n want: {want}"))
+            })
+            .collect();
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+
+    /// The original's example config keeps an in-memory SQLite entry with driver options
+    /// beside the file the run uses.
+    const RUNLY: &str = r#"
+EVENTOR:
+    max_concurrent: -1
+    DATABASES:
+        default: {dialect: sqlite, database: runly.db}
+        memory:
+            dialect: sqlite
+            query: {cache: shared}
+        pg: {dialect: postgresql, drivername: psycopg2, host: db.example}
+        secret: {dialect: postgresql, password: $UNSET_HERE}
+    default_db: default
+"#;
+
+    #[test]
+    fn the_originals_driver_options_warn_and_an_unused_entry_stops_nothing() {
+        let config = parse(RUNLY).unwrap();
+        let store = config.database().unwrap().unwrap();
+        assert_eq!(store.file.as_deref(), Some("runly.db"));
+        let warned: Vec<&str> = config
+            .warnings
+            .iter()
+            .map(|w| w.split(": ").nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                "EVENTOR.DATABASES.memory.query",
+                "EVENTOR.DATABASES.pg.drivername"
+            ],
+            "{:?}",
+            config.warnings
+        );
+        assert!(
+            config.warnings[0].starts_with(
+                "eventor.yaml:8:20: EVENTOR.DATABASES.memory.query: has no effect here"
+            ),
+            "{:?}",
+            config.warnings
+        );
+        assert!(config.database_named("memory").unwrap().is_err());
+        assert!(config.database_named("pg").unwrap().is_ok());
+        let secret = config.database_named("secret").unwrap().unwrap_err();
+        assert!(
+            secret.0.contains("DATABASES.secret.password: undefined"),
+            "{secret}"
+        );
+    }
 
     #[test]
     fn reports_errors_with_file_line_and_field() {

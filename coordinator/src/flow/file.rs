@@ -11,17 +11,19 @@ use super::config;
 use eventor_agent::MaxConcurrent;
 
 use crate::api::names::check_flow_name;
+use crate::api::params::{check_param_name, references};
 use crate::api::step::Triggers;
-use crate::engine::program::{RecoverAction, RecoveryPolicy};
+use crate::api::AssocTarget;
+use crate::engine::program::{RecoverAction, RecoveryPolicy, RetryMatch, RetryOn};
 use crate::expr::{self, Expr};
-use crate::yaml::{self, At, Entry, Node, Problem};
-use std::collections::HashMap;
+use crate::yaml::{self, At, Entry, Node, Problem, Value};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The most sequences one `range` may expand to; keeps a typo such as
 /// `[1, 1000000000]` from exhausting memory.
-pub const MAX_RANGE_LEN: u64 = 100_000;
+pub const MAX_RANGE_LEN: u64 = eventor_agent::trigger_socket::MAX_RANGE;
 
 const TOP_KEYS: &[&str] = &[
     "name",
@@ -31,6 +33,8 @@ const TOP_KEYS: &[&str] = &[
     "steps",
     "assocs",
     "trigger",
+    "store",
+    "params",
 ];
 const CONFIG_KEYS: &[&str] = &["max_concurrent", "stop_on_exception", "envvar_prefix"];
 const EVENT_KEYS: &[&str] = &["expr"];
@@ -38,6 +42,7 @@ const POOL_KEYS: &[&str] = &["units", "shared"];
 const STEP_KEYS: &[&str] = &[
     "run",
     "env",
+    "env_from_prime",
     "cwd",
     "timeout",
     "max_concurrent",
@@ -50,10 +55,13 @@ const STEP_KEYS: &[&str] = &[
     "hosts",
     "retries",
     "retry_delay",
+    "retry_on",
 ];
 const STATUS_KEYS: &[&str] = &["ready", "active", "success", "failure", "complete"];
 const RECOVERY_KEYS: &[&str] = &["ready", "active", "success", "failure", "complete"];
 const ASSOC_KEYS: &[&str] = &["event", "targets", "delay"];
+/// The keys of a target that says which kind of name it is.
+const TARGET_KEYS: &[&str] = &["step", "event"];
 const TRIGGER_KEYS: &[&str] = &["event", "sequence", "range"];
 
 /// A loaded and checked flow file. Lists keep the order of the file.
@@ -73,6 +81,12 @@ pub struct FlowFile {
     pub assocs: Vec<AssocSpec>,
     /// The `trigger:` list: which events to fire at start, in which sequences.
     pub triggers: Vec<TriggerSpec>,
+    /// `store:`, the flow's store as `--store` takes it (a URL, a path or a `DATABASES`
+    /// name of the config); `--store` overrides it, and it overrides a hosts file's.
+    pub store: Option<String>,
+    /// `params:`: the run's parameters, name → default (`~`: required), given with
+    /// `--param NAME=VALUE` and seen by every task as environment variables.
+    pub params: BTreeMap<String, Option<String>>,
 }
 
 /// The flow's own EVENTOR settings; `None` leaves the global config's value.
@@ -98,7 +112,10 @@ pub struct StepSpec {
     pub name: String,
     /// Shell command; `None` is a step that does nothing and succeeds.
     pub run: Option<String>,
+    /// `env:`, whose values may name parameters as `${NAME}`.
     pub env: Vec<(String, String)>,
+    /// `env_from_prime:`: variables copied from the prime's environment into its tasks.
+    pub env_from_prime: Vec<String>,
     pub cwd: Option<String>,
     pub timeout: Option<Duration>,
     pub max_concurrent: MaxConcurrent,
@@ -114,6 +131,8 @@ pub struct StepSpec {
     pub retries: u32,
     /// `retry_delay:` (default 0).
     pub retry_delay: Duration,
+    /// `retry_on:` (default: every class).
+    pub retry_on: RetryOn,
     /// Line of the step's name in the file.
     pub line: usize,
 }
@@ -121,8 +140,9 @@ pub struct StepSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssocSpec {
     pub event: String,
-    /// Steps and events, in the order written.
-    pub targets: Vec<String>,
+    /// Steps and events, in the order written: a bare name, or `{step: NAME}` or
+    /// `{event: NAME}` for a name that is both.
+    pub targets: Vec<AssocTarget>,
     pub delay: Option<Duration>,
     pub line: usize,
 }
@@ -161,17 +181,39 @@ fn build(root: &Node, path: &Path) -> Result<FlowFile, Problem> {
     let top = top.mapping(TOP_KEYS)?;
     let names = Names::collect(&top)?;
     let (resources, shared_resources) = read_resources(&top)?;
+    let params = top.get("params").map_or(Ok(BTreeMap::new()), read_params)?;
+    let steps = read_steps(&top, &names, &resources, &params)?;
     Ok(FlowFile {
         shared_resources,
         path: path.to_path_buf(),
         name: read_name(&top, path)?,
         config: read_flow_config(&top)?,
         events: read_events(&top, &names)?,
-        steps: read_steps(&top, &names, &resources)?,
+        steps,
         resources,
         assocs: read_assocs(&top, &names)?,
         triggers: read_triggers(&top, &names)?,
+        store: top.get("store").map(At::store).transpose()?,
+        params,
     })
+}
+
+/// A flow's parameters: name → default (`None`: required).
+type Params = BTreeMap<String, Option<String>>;
+
+/// `params:`: NAME → default string, or `~` for a required parameter.
+fn read_params(at: &At<'_>) -> Result<Params, Problem> {
+    let mut out = BTreeMap::new();
+    for entry in at.entries("parameter")? {
+        check_param_name(&entry.name).map_err(|why| entry.key.problem(why))?;
+        let default = if entry.value.node.is_null() {
+            None
+        } else {
+            Some(entry.value.string()?)
+        };
+        out.insert(entry.name, default);
+    }
+    Ok(out)
 }
 
 fn read_name(top: &yaml::Fields<'_>, path: &Path) -> Result<String, Problem> {
@@ -219,14 +261,8 @@ impl Names {
         let events = named_lines(&section_entries(top, "events", "event")?, "event")?;
         let step_entries = section_entries(top, "steps", "step")?;
         let steps = named_lines(&step_entries, "step")?;
-        // Assoc targets name steps and events alike, so one name cannot be both.
-        let clash = step_entries
-            .iter()
-            .find_map(|e| events.get(&e.name).map(|line| (e, line)));
-        if let Some((step, line)) = clash {
-            let message = format!("`{}` is both an event (line {line}) and a step", step.name);
-            return Err(step.key.problem(message));
-        }
+        // An event and a step may share a name (the original's flows do); an association
+        // target that names both says which (`read_target`).
         Ok(Names { events, steps })
     }
 
@@ -245,8 +281,18 @@ impl Names {
         } else if self.is_step(name) {
             Err(at.problem(format!("`{name}` is a step, not an event")))
         } else {
-            Err(at.problem(format!("unknown event `{name}`")))
+            Err(at.problem(format!("unknown event `{name}`{}", self.near_event(name))))
         }
+    }
+
+    /// "; did you mean `e`?" for an unknown event name close to a declared one.
+    fn near_event(&self, name: &str) -> String {
+        yaml::did_you_mean(name, self.events.keys().map(String::as_str))
+    }
+
+    /// "; did you mean `s`?" for an unknown step name close to a declared one.
+    fn near_step(&self, name: &str) -> String {
+        yaml::did_you_mean(name, self.steps.keys().map(String::as_str))
     }
 }
 
@@ -320,8 +366,21 @@ fn read_expr(at: &At<'_>, names: &Names) -> Result<Expr, Problem> {
     let text = at.string()?;
     let in_text = |e: expr::ExprError| at.problem(format!("{} at column {}", e.message, e.column));
     let expr = Expr::parse(&text).map_err(in_text)?;
-    expr.check_names(&|name| names.is_event(name))
-        .map_err(in_text)?;
+    // The first unknown name, kept for its "did you mean".
+    let unknown = std::cell::RefCell::new(None);
+    let known = |name: &str| {
+        let known = names.is_event(name);
+        if !known {
+            unknown.borrow_mut().get_or_insert_with(|| name.to_string());
+        }
+        known
+    };
+    expr.check_names(&known).map_err(|e| {
+        let near = unknown.borrow().as_deref().map(|n| names.near_event(n));
+        let mut problem = in_text(e);
+        problem.message.push_str(&near.unwrap_or_default());
+        problem
+    })?;
     Ok(expr)
 }
 
@@ -329,15 +388,20 @@ fn read_steps(
     top: &yaml::Fields<'_>,
     names: &Names,
     pools: &[(String, u32)],
+    params: &Params,
 ) -> Result<Vec<StepSpec>, Problem> {
     let entries = section_entries(top, "steps", "step")?;
-    entries.iter().map(|e| read_step(e, names, pools)).collect()
+    entries
+        .iter()
+        .map(|e| read_step(e, names, pools, params))
+        .collect()
 }
 
 fn read_step(
     entry: &Entry<'_>,
     names: &Names,
     pools: &[(String, u32)],
+    params: &Params,
 ) -> Result<StepSpec, Problem> {
     let f = entry.value.mapping(STEP_KEYS)?;
     let string = |key| f.get(key).map(At::string).transpose();
@@ -345,7 +409,12 @@ fn read_step(
     Ok(StepSpec {
         name: entry.name.clone(),
         run: string("run")?,
-        env: f.get("env").map_or(Ok(Vec::new()), read_env)?,
+        env: f
+            .get("env")
+            .map_or(Ok(Vec::new()), |at| read_env(at, &entry.name, params))?,
+        env_from_prime: f
+            .get("env_from_prime")
+            .map_or(Ok(Vec::new()), At::var_names)?,
         cwd: string("cwd")?,
         timeout: f.get("timeout").map(read_timeout).transpose()?,
         max_concurrent: f
@@ -375,6 +444,11 @@ fn read_step(
             .map(At::duration)
             .transpose()?
             .unwrap_or_default(),
+        retry_on: f
+            .get("retry_on")
+            .map(read_retry_on)
+            .transpose()?
+            .unwrap_or_default(),
         line: entry.key.node.line,
     })
 }
@@ -386,7 +460,32 @@ fn read_retries(at: &At<'_>) -> Result<u32, Problem> {
         .map_err(|_| at.problem(format!("must be between 0 and {}, found {n}", u32::MAX)))
 }
 
-fn read_env(at: &At<'_>) -> Result<Vec<(String, String)>, Problem> {
+/// `retry_on:`: failure classes (`exit`, `"exit:75"`, `signal`, `timeout`, `host_lost`,
+/// `start`, `store`, `interrupted`), a list or one of them.
+fn read_retry_on(at: &At<'_>) -> Result<RetryOn, Problem> {
+    let mut on = Vec::new();
+    for (word, item) in at.names()? {
+        let Some(one) = RetryMatch::parse(&word) else {
+            let words = RetryMatch::words();
+            let near = yaml::did_you_mean(&word, words.iter().copied());
+            let known = words.join(", ");
+            let message =
+                format!("unknown failure class `{word}`{near} (known: {known}, exit:CODE)");
+            return Err(item.problem(message));
+        };
+        if !on.contains(&one) {
+            on.push(one);
+        }
+    }
+    if on.is_empty() {
+        return Err(at.problem("must list at least one failure class"));
+    }
+    Ok(RetryOn(on))
+}
+
+/// `env:`; a `${NAME}` in a value must name a parameter (else the error names the step and
+/// the variable).
+fn read_env(at: &At<'_>, step: &str, params: &Params) -> Result<Vec<(String, String)>, Problem> {
     let mut out = Vec::new();
     for entry in at.entries("variable")? {
         let bad_name = entry.name.is_empty() || entry.name.contains(['=', '\0']);
@@ -397,6 +496,22 @@ fn read_env(at: &At<'_>) -> Result<Vec<(String, String)>, Problem> {
         let value = entry.value.string()?;
         if value.contains('\0') {
             return Err(entry.value.problem("must not contain a NUL character"));
+        }
+        let unknown = references(&value)
+            .into_iter()
+            .find(|n| !params.contains_key(*n));
+        if let Some(name) = unknown {
+            let known: Vec<&str> = params.keys().map(String::as_str).collect();
+            let known = if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            };
+            let why = format!(
+                "step `{step}` variable `{}`: `${{{name}}}` names no parameter (the flow's parameters: {known})",
+                entry.name
+            );
+            return Err(entry.value.problem(why));
         }
         out.push((entry.name, value));
     }
@@ -540,13 +655,7 @@ fn read_assoc(item: &At<'_>, names: &Names) -> Result<AssocSpec, Problem> {
     let event = event_at.string()?;
     names.check_event(&event, event_at)?;
     let targets_at = f.required("targets", item)?;
-    let mut targets = Vec::new();
-    for (name, at) in targets_at.names()? {
-        if !names.is_event(&name) && !names.is_step(&name) {
-            return Err(at.problem(format!("unknown step or event `{name}`")));
-        }
-        targets.push(name);
-    }
+    let targets = read_targets(targets_at, names)?;
     if targets.is_empty() {
         return Err(targets_at.problem("must name at least one step or event"));
     }
@@ -556,6 +665,57 @@ fn read_assoc(item: &At<'_>, names: &Names) -> Result<AssocSpec, Problem> {
         delay: f.get("delay").map(At::duration).transpose()?,
         line: item.node.line,
     })
+}
+
+/// An association's `targets`: one target or a list of them.
+fn read_targets(at: &At<'_>, names: &Names) -> Result<Vec<AssocTarget>, Problem> {
+    if matches!(at.node.value, Value::Map(_)) || at.node.scalar_text().is_some() {
+        return Ok(vec![read_target(at, names)?]);
+    }
+    at.items()?
+        .iter()
+        .map(|item| read_target(item, names))
+        .collect()
+}
+
+/// One target: a name that is a step or an event (not both), or `{step: NAME}` or
+/// `{event: NAME}`.
+fn read_target(at: &At<'_>, names: &Names) -> Result<AssocTarget, Problem> {
+    if matches!(at.node.value, Value::Map(_)) {
+        let f = at.mapping(TARGET_KEYS)?;
+        return match (f.get("step"), f.get("event")) {
+            (Some(step), None) => {
+                let name = step.string()?;
+                if !names.is_step(&name) {
+                    let near = names.near_step(&name);
+                    return Err(step.problem(format!("unknown step `{name}`{near}")));
+                }
+                Ok(AssocTarget::Step(name))
+            }
+            (None, Some(event)) => {
+                let name = event.string()?;
+                if !names.is_event(&name) {
+                    let near = names.near_event(&name);
+                    return Err(event.problem(format!("unknown event `{name}`{near}")));
+                }
+                Ok(AssocTarget::Event(name))
+            }
+            (Some(_), Some(event)) => Err(event.problem("give `step` or `event`, not both")),
+            (None, None) => Err(at.problem("missing `step` or `event`")),
+        };
+    }
+    let name = at.string()?;
+    match (names.is_step(&name), names.is_event(&name)) {
+        (true, true) => Err(at.problem(format!(
+            "`{name}` is both a step and an event: write {{step: {name}}} or {{event: {name}}}"
+        ))),
+        (false, false) => {
+            let known = names.steps.keys().chain(names.events.keys());
+            let near = yaml::did_you_mean(&name, known.map(String::as_str));
+            Err(at.problem(format!("unknown step or event `{name}`{near}")))
+        }
+        _ => Ok(AssocTarget::Named(name)),
+    }
 }
 
 fn read_triggers(top: &yaml::Fields<'_>, names: &Names) -> Result<Vec<TriggerSpec>, Problem> {
@@ -694,6 +854,19 @@ trigger:
     }
 
     #[test]
+    fn reads_retry_on_as_kinds_and_exit_codes() {
+        let yaml = "steps:\n  s: {retries: 3, retry_on: [exit:75, timeout, host_lost, \"exit:75\"]}\n  t: {}\n";
+        let flow = parse(yaml).unwrap();
+        let want = RetryOn(vec![
+            RetryMatch::ExitCode(75),
+            RetryMatch::Kind(eventor_protocol::FailureKind::Timeout),
+            RetryMatch::Kind(eventor_protocol::FailureKind::HostLost),
+        ]);
+        assert_eq!(flow.steps[0].retry_on, want);
+        assert_eq!(flow.steps[1].retry_on, RetryOn::default());
+    }
+
+    #[test]
     fn reads_step_fields() {
         let flow = parse(EXAMPLE).unwrap();
         let s2 = &flow.steps[1];
@@ -764,6 +937,31 @@ trigger:
     }
 
     #[test]
+    fn a_flow_may_name_its_store() {
+        let flow = parse("store: postgres://eventor@db/eventor?schema=nightly\n").unwrap();
+        let store = flow.store.as_deref();
+        assert_eq!(store, Some("postgres://eventor@db/eventor?schema=nightly"));
+        assert_eq!(parse("events: {e: {}}\n").unwrap().store, None);
+    }
+
+    #[test]
+    fn reads_parameters_with_defaults_and_required_ones() {
+        let flow = parse(
+            "params: {RUN_DATE: ~, REGION: eu}\n\
+             steps:\n  s1: {run: x, env: {DAY: '${RUN_DATE}'}, env_from_prime: DB_PASSWORD}\n",
+        )
+        .unwrap();
+        let expected: BTreeMap<String, Option<String>> = [
+            ("REGION".into(), Some("eu".into())),
+            ("RUN_DATE".into(), None),
+        ]
+        .into();
+        assert_eq!(flow.params, expected);
+        assert_eq!(flow.steps[0].env_from_prime, ["DB_PASSWORD"]);
+        assert!(parse("events: {e: {}}\n").unwrap().params.is_empty());
+    }
+
+    #[test]
     fn durations() {
         let cases = [
             ("500ms", Duration::from_millis(500)),
@@ -791,6 +989,23 @@ trigger:
         ),
         ("steps:\n  s1: a: b\n", "flow.yaml:2:8: yaml: mapping values are not allowed in this context"),
         ("", "flow.yaml:1:1: top level: the flow file is empty"),
+        // parameters: names, and `${NAME}` in a step's env
+        (
+            "params:\n  RUN_DATE: ~\n  run-day: x\n",
+            "flow.yaml:3:3: params.run-day: invalid parameter name `run-day`: letters, digits and `_`, not starting with a digit",
+        ),
+        (
+            "params:\n  EVENTOR_DAY: x\n",
+            "flow.yaml:2:3: params.EVENTOR_DAY: invalid parameter name `EVENTOR_DAY`: `EVENTOR_` names are the run's own variables",
+        ),
+        (
+            "params: {RUN_DATE: ~}\nsteps:\n  s1: {run: x, env: {DAY: 'd=${RUN_DAY}'}}\n",
+            "flow.yaml:3:27: steps.s1.env.DAY: step `s1` variable `DAY`: `${RUN_DAY}` names no parameter (the flow's parameters: RUN_DATE)",
+        ),
+        (
+            "steps:\n  s1: {run: x, env_from_prime: [DB_PASSWORD, 9X]}\n",
+            "flow.yaml:2:46: steps.s1.env_from_prime[1]: invalid environment variable name `9X`: use letters, digits and `_`, not a digit first",
+        ),
         // unknown keys, at every level
         ("stepz: {}\n", "flow.yaml:1:1: stepz: unknown key; did you mean `steps`?"),
         (
@@ -799,9 +1014,9 @@ trigger:
         ),
         (
             "steps:\n  s1:\n    bogus: 1\n",
-            "flow.yaml:3:5: steps.s1.bogus: unknown key; expected one of: run, env, cwd, timeout, \
+            "flow.yaml:3:5: steps.s1.bogus: unknown key; expected one of: run, env, env_from_prime, cwd, timeout, \
              max_concurrent, stop_on_exception, triggers, acquires, releases, recovery, host, hosts, \
-             retries, retry_delay",
+             retries, retry_delay, retry_on",
         ),
         (
             "events: {e: {}}\nsteps:\n  s1: {triggers: {sucess: [e]}}\n",
@@ -810,6 +1025,17 @@ trigger:
         (
             "steps:\n  s1: {recovery: {succes: skip}}\n",
             "flow.yaml:2:19: steps.s1.recovery.succes: unknown key; did you mean `success`?",
+        ),
+        (
+            "steps:\n  s1: {retries: 2, retry_on: [timeout, exit, hostlost]}\n",
+            "flow.yaml:2:46: steps.s1.retry_on[2]: unknown failure class `hostlost`; did you mean \
+             `host_lost`? (known: exit, signal, timeout, host_lost, start, store, interrupted, \
+             exit:CODE)",
+        ),
+        (
+            "steps:\n  s1: {retry_on: 'exit:x'}\n",
+            "flow.yaml:2:18: steps.s1.retry_on: unknown failure class `exit:x`; did you mean \
+             `exit`? (known: exit, signal, timeout, host_lost, start, store, interrupted, exit:CODE)",
         ),
         (
             "config: {max_concurent: 3}\n",
@@ -885,8 +1111,26 @@ trigger:
             "flow.yaml:2:16: steps.s1.run: duplicate key `run` (first defined at line 2)",
         ),
         (
-            "events:\n  x: {}\nsteps:\n  x: {}\n",
-            "flow.yaml:4:3: steps.x: `x` is both an event (line 2) and a step",
+            "events: {x: {}}\nsteps: {x: {}}\nassocs:\n  - {event: x, targets: [x]}\n",
+            "flow.yaml:4:26: assocs[0].targets[0]: `x` is both a step and an event: write \
+             {step: x} or {event: x}",
+        ),
+        (
+            "events: {x: {}}\nsteps: {x: {}}\nassocs:\n  - {event: x, targets: [{step: y}]}\n",
+            "flow.yaml:4:33: assocs[0].targets[0].step: unknown step `y`",
+        ),
+        (
+            "events: {e: {}}\nsteps: {s: {}}\nassocs:\n  - {event: e, targets: [{event: s}]}\n",
+            "flow.yaml:4:34: assocs[0].targets[0].event: unknown event `s`",
+        ),
+        (
+            "events: {x: {}}\nsteps: {x: {}}\nassocs:\n  - {event: x, targets: [{step: x, event: \
+             x}]}\n",
+            "flow.yaml:4:43: assocs[0].targets[0].event: give `step` or `event`, not both",
+        ),
+        (
+            "events: {x: {}}\nsteps: {x: {}}\nassocs:\n  - {event: x, targets: [{stp: x}]}\n",
+            "flow.yaml:4:27: assocs[0].targets[0].stp: unknown key; did you mean `step`?",
         ),
         (
             "events:\n  bad name: {}\n",
@@ -909,7 +1153,7 @@ trigger:
         // assocs
         (
             "events: {e: {}}\nsteps: {s1: {}}\nassocs:\n  - {event: e, targets: [s1]}\n  - {event: e, targets: [s1, s9]}\n",
-            "flow.yaml:5:30: assocs[1].targets[1]: unknown step or event `s9`",
+            "flow.yaml:5:30: assocs[1].targets[1]: unknown step or event `s9`; did you mean `s1`?",
         ),
         (
             "events: {e: {}}\nsteps: {s1: {}}\nassocs:\n  - {event: nope, targets: [s1]}\n",
@@ -947,6 +1191,33 @@ trigger:
         (
             "events: {a: {}}\ntrigger:\n  - {sequence: 2}\n",
             "flow.yaml:3:5: trigger[0]: missing `event`",
+        ),
+        // "did you mean" for names as for keys
+        (
+            "events: {start: {}}\ntrigger: [{event: strat}]\n",
+            "flow.yaml:2:19: trigger[0].event: unknown event `strat`; did you mean `start`?",
+        ),
+        (
+            "events: {s1_done: {}}\nsteps:\n  s1: {triggers: {success: s1_dne}}\n",
+            "flow.yaml:3:28: steps.s1.triggers.success: unknown event `s1_dne`; did you mean \
+             `s1_done`?",
+        ),
+        (
+            "events: {load_done: {}, both: {expr: \"load_dnoe | load_done\"}}\n",
+            "flow.yaml:1:38: events.both.expr: unknown event `load_dnoe` at column 1; did you \
+             mean `load_done`?",
+        ),
+        (
+            "events: {e: {}}\nsteps: {extract: {}}\nassocs:\n  - {event: e, targets: [{step: extrct}]}\n",
+            "flow.yaml:4:33: assocs[0].targets[0].step: unknown step `extrct`; did you mean \
+             `extract`?",
+        ),
+        // store
+        ("store: ''\n", "flow.yaml:1:8: store: must not be empty"),
+        (
+            "store: mysql://db/x\n",
+            "flow.yaml:1:8: store: unsupported store scheme mysql:// (use postgres://, \
+             sqlite:PATH or a file path)",
         ),
         // durations
         (
@@ -1012,6 +1283,25 @@ trigger:
             "flow.yaml:2:14: steps.s1.env.A=B: invalid environment variable name `A=B`",
         ),
     ];
+
+    #[test]
+    fn an_event_and_a_step_may_share_a_name_and_targets_say_which() {
+        let text = "events: {go: {}, s1: {}}\nsteps: {s1: {triggers: {success: [s1]}}, s2: {}}\n\
+                    assocs:\n  - {event: go, targets: [{step: s1}, {event: s1}]}\n  \
+                    - {event: s1, targets: s2}\n";
+        let flow = parse_flow(text, Path::new("flow.yaml")).unwrap();
+        let targets: Vec<&[AssocTarget]> = flow.assocs.iter().map(|a| &a.targets[..]).collect();
+        assert_eq!(
+            targets,
+            [
+                &[
+                    AssocTarget::Step("s1".into()),
+                    AssocTarget::Event("s1".into())
+                ][..],
+                &[AssocTarget::Named("s2".into())][..],
+            ]
+        );
+    }
 
     #[test]
     fn reports_errors_with_file_line_column_and_field() {

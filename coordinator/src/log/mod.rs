@@ -43,13 +43,20 @@
 
 mod format;
 mod reader;
+mod task_log;
 mod writer;
 
 use std::path::PathBuf;
 
 pub use format::{format_batch, format_record, log_path, LogLine};
-pub use reader::{print_log, print_log_until, LogFilter, PrintSummary};
+pub use reader::{log_names, print_log, print_log_until, LogFilter, LogNames, PrintSummary};
+pub use task_log::task_log;
+pub(crate) use task_log::TaskLogs;
 pub use writer::{CentralLog, CentralLogConfig, CentralOutput, LogSink, LogTotals};
+
+/// The host name of the prime's own tasks in the console and the central log, as `status`,
+/// `runs` and the web page name it.
+pub const PRIME: &str = "prime";
 
 /// Each line of `batch` as an event of the `eventor::output` target (the console's view of
 /// task output; a subscriber that does not show it costs a check per batch).

@@ -41,6 +41,54 @@ impl LogFilter {
     }
 }
 
+/// The hosts and steps a central log's records name, to check a filter against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogNames {
+    pub hosts: std::collections::BTreeSet<String>,
+    pub steps: std::collections::BTreeSet<String>,
+}
+
+/// The names of every record of the log at `path`; a log that is not there names none.
+pub fn log_names(path: &Path) -> Result<LogNames, CentralLogError> {
+    use std::io::BufRead;
+    let mut names = LogNames::default();
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+        Err(source) => {
+            return Err(CentralLogError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut reader = std::io::BufReader::with_capacity(FILE_BUFFER, file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line);
+        let read = read.map_err(|source| CentralLogError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if read == 0 {
+            return Ok(names);
+        }
+        let text = String::from_utf8_lossy(&line);
+        let parsed = LogLine::parse(text.trim_end_matches('\n'));
+        if let LogLine::Record { host, .. } = parsed {
+            if !names.hosts.contains(host) {
+                names.hosts.insert(host.to_string());
+            }
+        }
+        if let Some(step) = parsed.step() {
+            if !names.steps.contains(step) {
+                names.steps.insert(step.to_string());
+            }
+        }
+    }
+}
+
 /// How [`print_log`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrintSummary {

@@ -72,6 +72,16 @@ impl LogSink {
         self.tx.send(Entry::Record(record)).await.is_ok()
     }
 
+    /// Queues `record` from a thread that is not the runtime's (a closure step's), waiting
+    /// while the channel is full; on a runtime thread, where it must not block, only when
+    /// there is room. `false` when it was not queued.
+    pub fn record_blocking(&self, record: LogRecord) -> bool {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return self.tx.try_send(Entry::Record(record)).is_ok();
+        }
+        self.tx.blocking_send(Entry::Record(record)).is_ok()
+    }
+
     /// Queues the lines of `batch` from `host`, waiting for room and for their bytes'
     /// share of the budget. `false` once the log is closed.
     pub async fn output(&self, host: Arc<str>, batch: OutputBatch) -> bool {
@@ -155,6 +165,18 @@ impl CentralLog {
     /// See [`LogSink::record`].
     pub async fn record(&self, record: LogRecord) -> bool {
         self.sink.record(record).await
+    }
+
+    /// Writes everything queued so far and stops the writer without an end marker: the run
+    /// goes on, and opens its log again (a recovery's re-adopted output came first). Every
+    /// other sink must be gone.
+    pub async fn release(self) -> Result<LogTotals, CentralLogError> {
+        let gone = CentralLogError::WriterGone {
+            path: self.path.clone(),
+        };
+        drop(self.sink);
+        let written = self.writer.await.map_err(|_| gone)??;
+        Ok(LogTotals { written })
     }
 
     /// Writes everything queued so far and the end marker

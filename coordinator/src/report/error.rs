@@ -16,6 +16,8 @@ pub enum ReportError {
     },
     #[error("no run of flow {flow} in {store}")]
     NoRuns { flow: String, store: String },
+    #[error("no run of any flow in {store}")]
+    Empty { store: String },
     #[error("no run {run_id} in {store}")]
     NoSuchRun { run_id: String, store: String },
     #[error("reading store {store}")]
@@ -41,6 +43,7 @@ impl ReportError {
             ReportError::NoStore { .. }
                 | ReportError::Open { .. }
                 | ReportError::NoRuns { .. }
+                | ReportError::Empty { .. }
                 | ReportError::NoSuchRun { .. }
         )
     }

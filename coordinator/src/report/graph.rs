@@ -10,7 +10,24 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Counts, RunReport};
 use super::ReportError;
+use crate::api::AssocTarget;
 use crate::flow::FlowFile;
+
+/// A node by kind and name: an event and a step may share a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key<'a> {
+    Event(&'a str),
+    Step(&'a str),
+}
+
+impl<'a> Key<'a> {
+    fn of(node: &'a Node) -> Key<'a> {
+        match node.kind {
+            NodeKind::Event | NodeKind::Expr => Key::Event(&node.name),
+            NodeKind::Step => Key::Step(&node.name),
+        }
+    }
+}
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,15 +120,15 @@ impl FlowGraph {
     }
 
     fn add_edges(&mut self, flow: &FlowFile) {
-        let index: HashMap<String, usize> = self
+        let index: HashMap<Key<'_>, usize> = self
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
+            .map(|(i, n)| (Key::of(n), i))
             .collect();
         let mut edges = Vec::new();
-        let mut link = |from: &str, to: &str, label: Option<String>, dashed: bool| {
-            if let (Some(&from), Some(&to)) = (index.get(from), index.get(to)) {
+        let mut link = |from: Key<'_>, to: Key<'_>, label: Option<String>, dashed: bool| {
+            if let (Some(&from), Some(&to)) = (index.get(&from), index.get(&to)) {
                 edges.push(Edge {
                     from,
                     to,
@@ -122,7 +139,7 @@ impl FlowGraph {
         };
         for event in &flow.events {
             for operand in event.expr.iter().flat_map(|e| e.events()) {
-                link(operand, &event.name, None, true);
+                link(Key::Event(operand), Key::Event(&event.name), None, true);
             }
         }
         for assoc in &flow.assocs {
@@ -130,7 +147,16 @@ impl FlowGraph {
                 .delay
                 .map(|d| humantime::format_duration(d).to_string());
             for target in &assoc.targets {
-                link(&assoc.event, target, delay.clone(), false);
+                let to = match target {
+                    AssocTarget::Step(name) => Key::Step(name),
+                    AssocTarget::Event(name) => Key::Event(name),
+                    // A bare name is a step or an event, not both (the file was checked).
+                    AssocTarget::Named(name) if index.contains_key(&Key::Step(name)) => {
+                        Key::Step(name)
+                    }
+                    AssocTarget::Named(name) => Key::Event(name),
+                };
+                link(Key::Event(&assoc.event), to, delay.clone(), false);
             }
         }
         for step in &flow.steps {
@@ -144,7 +170,8 @@ impl FlowGraph {
             ];
             for (status, events) in fired {
                 for event in events {
-                    link(&step.name, event, Some(status.to_string()), false);
+                    let label = Some(status.to_string());
+                    link(Key::Step(&step.name), Key::Event(event), label, false);
                 }
             }
         }
@@ -169,7 +196,10 @@ impl FlowGraph {
             std::fs::create_dir_all(dir).map_err(failed)?;
         }
         let text = serde_json::to_string(self).unwrap_or_default();
-        std::fs::write(&path, text).map_err(failed)
+        // Written aside, then renamed: `serve` never reads half a graph.
+        let aside = path.with_extension("graph.json.tmp");
+        std::fs::write(&aside, text).map_err(failed)?;
+        std::fs::rename(&aside, &path).map_err(failed)
     }
 }
 
@@ -220,7 +250,8 @@ fn node_label(node: &Node, states: &StepStates) -> String {
     if let Some(detail) = &node.detail {
         let _ = write!(label, "\n{detail}");
     }
-    if let Some(counts) = states.get(&node.name) {
+    let counts = (node.kind == NodeKind::Step).then(|| states.get(&node.name));
+    if let Some(counts) = counts.flatten() {
         let _ = write!(label, "\n{}/{} done", counts.done(), counts.total());
         if counts.failure > 0 {
             let _ = write!(label, ", {} failed", counts.failure);

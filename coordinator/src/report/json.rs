@@ -1,6 +1,8 @@
 //! The JSON shapes of `runs --json` and `status --json` (and of the web page's data).
 
-use eventor_store::TaskRecord;
+use std::collections::BTreeMap;
+
+use eventor_store::{HostHealthRecord, TaskRecord};
 use serde::Serialize;
 
 use super::model::{RunReport, RunSummary, StepStats};
@@ -39,7 +41,13 @@ pub struct TaskJson<'a> {
     pub started: String,
     pub ended: Option<String>,
     pub error: Option<&'a str>,
+    /// The class of its failed end (`exit:3`, `timeout`, …); none for a success or an
+    /// end stored before classes were.
+    pub failure_class: Option<&'a str>,
     pub result: Option<&'a str>,
+    /// What it waits for, when it waits (`status` with its flow says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<&'a str>,
 }
 
 impl<'a> TaskJson<'a> {
@@ -56,7 +64,45 @@ impl<'a> TaskJson<'a> {
                 .is_final()
                 .then(|| timestamp_micros(task.updated_at)),
             error: task.error.as_deref(),
+            failure_class: task.failure_class.as_deref(),
             result: task.result.as_deref(),
+            waiting: None,
+        }
+    }
+}
+
+/// A host's health in a run, as `status --json` and `hosts --json` print it.
+#[derive(Debug, Serialize)]
+pub struct HostJson<'a> {
+    pub host: &'a str,
+    /// `up`, `away` or `quarantined`.
+    pub state: &'static str,
+    /// When its quarantine ends (RFC 3339).
+    pub until: Option<String>,
+    /// Why it is away or quarantined.
+    pub reason: Option<&'a str>,
+    /// Its last host-class failures, oldest first.
+    pub failures: Vec<HostFailureJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostFailureJson<'a> {
+    pub at: String,
+    pub reason: &'a str,
+}
+
+impl<'a> HostJson<'a> {
+    pub fn of(health: &'a HostHealthRecord) -> HostJson<'a> {
+        let failures = health.failures.iter().map(|(at, reason)| HostFailureJson {
+            at: timestamp_micros(*at),
+            reason,
+        });
+        HostJson {
+            host: &health.host,
+            state: health.state.as_str(),
+            until: health.until.map(timestamp_micros),
+            reason: health.reason.as_deref(),
+            failures: failures.collect(),
         }
     }
 }
@@ -71,6 +117,18 @@ pub struct StatusJson<'a> {
     pub started: String,
     pub ended: Option<String>,
     pub tasks: Vec<TaskJson<'a>>,
+    /// Delays not yet fired: work still to come.
+    pub pending_delays: usize,
+    /// Who cancelled the run (`eventor-coord cancel (user@host)`), if anyone did.
+    pub cancelled_by: Option<&'a str>,
+    /// Why the run could not do its work, if that is how it ended.
+    pub cause: Option<&'a str>,
+    /// The run's parameters, name to value.
+    pub params: BTreeMap<&'a str, &'a str>,
+    /// The names of the variables its tasks got from the prime (never their values).
+    pub env_from_prime: &'a [String],
+    /// Each host's health (cluster runs): up, away, quarantined until when and why.
+    pub hosts: Vec<HostJson<'a>>,
 }
 
 impl<'a> StatusJson<'a> {
@@ -83,7 +141,26 @@ impl<'a> StatusJson<'a> {
             outcome: report.outcome(),
             started: timestamp_micros(run.started_at),
             ended: run.ended_at.map(timestamp_micros),
-            tasks: report.tasks.iter().map(TaskJson::of).collect(),
+            tasks: report
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, task)| TaskJson {
+                    waiting: report.waiting.get(&i).map(String::as_str),
+                    ..TaskJson::of(task)
+                })
+                .collect(),
+            pending_delays: report.pending_delays,
+            cancelled_by: report.cancelled_by.as_deref(),
+            cause: run.cause.as_deref(),
+            params: run
+                .params
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            env_from_prime: &run.env_from_prime,
+            hosts: report.hosts.iter().map(HostJson::of).collect(),
         }
     }
 }
@@ -95,7 +172,8 @@ pub struct RunPageJson<'a> {
     pub summary: RunJson<'a>,
     pub steps: Vec<StepStats>,
     pub graph_svg: String,
-    /// `[step, sequence, status, host, created µs, updated µs, attempt, error]`, at most
+    /// `[step, sequence, status, host, created µs, updated µs, attempt, error,
+    /// failure class]`, at most
     /// [`TIMELINE_LIMIT`] of the newest.
     pub timeline: Vec<TimelineRow<'a>>,
     pub timeline_cut: usize,
@@ -120,6 +198,7 @@ pub fn timeline(report: &RunReport) -> (Vec<TimelineRow<'_>>, usize) {
                 t.updated_at,
                 t.attempt,
                 t.error.as_deref(),
+                t.failure_class.as_deref(),
             )
         })
         .collect();
@@ -134,5 +213,6 @@ pub type TimelineRow<'a> = (
     i64,
     i64,
     i32,
+    Option<&'a str>,
     Option<&'a str>,
 );

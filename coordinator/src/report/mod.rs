@@ -11,6 +11,7 @@ pub mod model;
 pub mod svg;
 pub mod text;
 pub mod time;
+pub mod waiting;
 
 pub use error::ReportError;
 pub use model::{

@@ -1,15 +1,16 @@
 //! Runs and tasks loaded from the store and summed up: the rows of `runs`, the data of
 //! `status`, per-step statistics. Shared by the command line and the web page.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use eventor_store::{
-    now_micros, Micros, RunKey, RunRecord, RunStatus, Store, StoreLocation, TaskCount, TaskRecord,
-    TaskStatus,
+    now_micros, HostHealthRecord, Micros, RetryRecord, RunKey, RunRecord, RunStatus, Store,
+    StoreLocation, TaskCount, TaskRecord, TaskStatus,
 };
 use serde::Serialize;
 
+use super::waiting::WaitRules;
 use super::ReportError;
 
 /// Tasks by status.
@@ -86,6 +87,10 @@ pub struct RunSummary {
     #[serde(skip)]
     pub ended_at: Option<Micros>,
     pub counts: Counts,
+    /// The run's parameters (none for a run stored before there were any).
+    pub params: BTreeMap<String, String>,
+    /// The names of the variables its tasks got from the prime (never their values).
+    pub env_from_prime: Vec<String>,
 }
 
 /// What a run stored as running shows when no coordinator holds it any more (it was killed,
@@ -149,6 +154,8 @@ impl RunSummary {
             started_at: run.started_at,
             ended_at: run.ended_at,
             counts,
+            params: run.params.clone().unwrap_or_default(),
+            env_from_prime: run.env_from_prime.clone(),
         }
     }
 
@@ -222,6 +229,17 @@ pub struct RunReport {
     pub tasks: Vec<TaskRecord>,
     /// Stored as running, but no one's (see [`ABANDONED`]).
     pub abandoned: bool,
+    /// Delays of the recovery not yet fired: work still to come.
+    pub pending_delays: usize,
+    /// The recovery's retries, taken or not.
+    pub retries: Vec<RetryRecord>,
+    /// What the waiting tasks wait for, by index in `tasks` (see [`Self::explain_waiting`]).
+    pub waiting: HashMap<usize, String>,
+    /// Who cancelled the run (`eventor-coord cancel (user@host)`), from its first cancel
+    /// request.
+    pub cancelled_by: Option<String>,
+    /// Each host's health as the run's prime last wrote it (cluster runs), by name.
+    pub hosts: Vec<HostHealthRecord>,
 }
 
 /// Loads the run `selector` names and its tasks, and whether it was abandoned.
@@ -246,10 +264,34 @@ async fn load_report(
 ) -> Result<(RunReport, bool), ReportError> {
     let (run, superseded) = select_run(store, selector).await?;
     let tasks = store.tasks(run.key.clone()).await.map_err(reading(store))?;
+    let delays = store
+        .delays(run.key.clone())
+        .await
+        .map_err(reading(store))?;
+    let retries = store
+        .retries(run.key.clone())
+        .await
+        .map_err(reading(store))?;
+    let requests = store
+        .requests_after(run.key.clone(), 0)
+        .await
+        .map_err(reading(store))?;
+    let cancel = requests
+        .into_iter()
+        .find(|r| r.kind == Some(eventor_store::RequestKind::Cancel));
+    let hosts = store
+        .host_health(run.key.clone())
+        .await
+        .map_err(reading(store))?;
     let report = RunReport {
         run,
         tasks,
         abandoned: false,
+        pending_delays: delays.iter().filter(|d| !d.fired).count(),
+        retries,
+        waiting: HashMap::new(),
+        cancelled_by: cancel.map(|r| r.by),
+        hosts,
     };
     Ok((report, superseded))
 }
@@ -321,9 +363,23 @@ impl RunReport {
     /// the host was lost), so this covers the rest: tasks still running or waiting, runs of
     /// earlier versions; a step pinned to several hosts shows them all (`a|b`).
     pub fn fill_pinned_hosts(&mut self, pins: &HashMap<String, String>) {
-        for task in self.tasks.iter_mut().filter(|t| t.host.is_none()) {
+        // A host is stored with an attempt's end: an active task's stored host, if any, is
+        // an earlier attempt's (a retry may run elsewhere), so it shows where it may run.
+        let unknown = |t: &TaskRecord| t.host.is_none() || t.status == TaskStatus::Active;
+        for task in self.tasks.iter_mut().filter(|t| unknown(t)) {
             task.host = pins.get(&task.step).cloned();
         }
+    }
+
+    /// Says what each waiting task waits for, by the flow's `rules`.
+    pub fn explain_waiting(&mut self, rules: &WaitRules) {
+        self.waiting = rules.explain(&self.tasks, &self.retries);
+    }
+
+    /// The tasks that wait, in creation order, with what for.
+    pub fn waiting(&self) -> impl Iterator<Item = (&TaskRecord, &str)> {
+        let tasks = self.tasks.iter().enumerate();
+        tasks.filter_map(|(i, t)| Some((t, self.waiting.get(&i)?.as_str())))
     }
 
     /// The tasks that failed, in creation order.
@@ -410,7 +466,46 @@ mod tests {
             program: String::new(),
             started_at: 0,
             ended_at: None,
+            params: None,
+            env_from_prime: Vec::new(),
+            cause: None,
         }
+    }
+
+    /// A retried task running again shows where it may run, not the host of its failed
+    /// attempt (stored with that end); an ended task keeps its own.
+    #[test]
+    fn an_active_retry_shows_its_pins_not_its_last_attempts_host() {
+        let task = |status, host: &str| TaskRecord {
+            id: 0,
+            step: "w".into(),
+            sequence: "1".into(),
+            status,
+            attempt: 2,
+            host: Some(host.into()),
+            pid: None,
+            result: None,
+            error: None,
+            failure_class: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let mut report = RunReport {
+            run: run("A", 0, RunStatus::Running),
+            tasks: vec![
+                task(TaskStatus::Active, "node1"),
+                task(TaskStatus::Failure, "node1"),
+            ],
+            abandoned: false,
+            pending_delays: 0,
+            retries: Vec::new(),
+            waiting: HashMap::new(),
+            cancelled_by: None,
+            hosts: Vec::new(),
+        };
+        report.fill_pinned_hosts(&HashMap::from([("w".into(), "node1|node2".into())]));
+        let hosts: Vec<_> = report.tasks.iter().map(|t| t.host.as_deref()).collect();
+        assert_eq!(hosts, [Some("node1|node2"), Some("node1")]);
     }
 
     /// Only a later recovery that is itself running supersedes one (a continued older

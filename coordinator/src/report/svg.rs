@@ -106,7 +106,10 @@ fn draw_node(
     node: &super::graph::Node,
     states: &StepStates,
 ) {
-    let counts = states.get(&node.name);
+    // Only a step has tasks; an event of the same name has none.
+    let counts = states
+        .get(&node.name)
+        .filter(|_| node.kind == NodeKind::Step);
     let state = match node.kind {
         NodeKind::Step => counts.map_or("none", |c| c.state()),
         _ => "event",

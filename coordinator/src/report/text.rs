@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use eventor_store::Micros;
+use eventor_store::{HostHealthRecord, HostState, Micros};
 
 use super::model::{first_line, RunReport, RunSummary, StepStats};
 use super::time::{span, timestamp};
@@ -50,12 +50,26 @@ impl Table {
 
 /// The `runs` table, one row per run recovery.
 pub fn runs_table(runs: &[RunSummary]) -> String {
-    let mut table = Table::new(&[
+    table_of_runs(runs, false)
+}
+
+/// [`runs_table`] of runs of several flows: the flow first.
+pub fn runs_table_of_flows(runs: &[RunSummary]) -> String {
+    table_of_runs(runs, true)
+}
+
+fn table_of_runs(runs: &[RunSummary], flows: bool) -> String {
+    let columns = [
         "RUN", "RECOVERY", "MODE", "STARTED", "ENDED", "DURATION", "OUTCOME", "READY", "ACTIVE",
         "SUCCESS", "FAILURE", "SKIPPED",
-    ]);
+    ];
+    let flow_column = flows.then_some("FLOW");
+    let columns: Vec<&str> = flow_column.into_iter().chain(columns).collect();
+    let mut table = Table::new(&columns);
     for run in runs {
-        let mut row = vec![
+        let flow = flows.then(|| run.flow.clone());
+        let mut row: Vec<String> = flow.into_iter().collect();
+        row.extend([
             run.run_id.clone(),
             run.recovery.to_string(),
             run.mode.clone(),
@@ -63,29 +77,57 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
             run.ended_at.map(timestamp).unwrap_or_else(|| "-".into()),
             span(run.started_at, run.duration_end()),
             run.outcome.clone(),
-        ];
+        ]);
         row.extend(run.counts.pairs().iter().map(|(_, n)| n.to_string()));
         table.push(row);
     }
     table.render()
 }
 
-/// The whole `status` text: header, the step table, the failed tasks.
+/// How many waiting tasks `status` lists (the rest are counted).
+const WAITING_SHOWN: usize = 10;
+
+/// The whole `status` text: header, the step table, the waiting and the failed tasks.
 pub fn status_text(report: &RunReport) -> String {
     let mut out = header(report);
     out.push('\n');
     out.push_str(&steps_table(&report.steps()));
+    let waiting: Vec<_> = report.waiting().collect();
+    if !waiting.is_empty() {
+        let _ = writeln!(out, "\nwaiting tasks ({}):", waiting.len());
+        for (task, why) in waiting.iter().take(WAITING_SHOWN) {
+            let _ = writeln!(out, "  {}[{}] waits for {why}", task.step, task.sequence);
+        }
+        if waiting.len() > WAITING_SHOWN {
+            let _ = writeln!(out, "  … and {} more", waiting.len() - WAITING_SHOWN);
+        }
+    }
+    let unhealthy: Vec<&HostHealthRecord> = report
+        .hosts
+        .iter()
+        .filter(|h| h.state != HostState::Up)
+        .collect();
+    if !unhealthy.is_empty() {
+        let _ = writeln!(out, "\nhosts not taking tasks ({}):", unhealthy.len());
+        for health in unhealthy {
+            let _ = writeln!(out, "  {} {}", health.host, health_words(health));
+        }
+    }
     let failed: Vec<_> = report.failed().collect();
     if !failed.is_empty() {
         let _ = writeln!(out, "\nfailed tasks ({}):", failed.len());
         for task in failed {
             let _ = writeln!(
                 out,
-                "  {}[{}] on {} (attempt {}): {}",
+                "  {}[{}] on {} (attempt {}{}): {}",
                 task.step,
                 task.sequence,
                 task.host.as_deref().unwrap_or("prime"),
                 task.attempt,
+                task.failure_class
+                    .as_deref()
+                    .map(|c| format!(", {c}"))
+                    .unwrap_or_default(),
                 first_line(task.error.as_deref().unwrap_or("(no error recorded)"))
             );
         }
@@ -93,12 +135,75 @@ pub fn status_text(report: &RunReport) -> String {
     out
 }
 
+/// A host's state in words: `up`, `away: REASON`, `quarantined until T: REASON`.
+pub fn health_words(health: &HostHealthRecord) -> String {
+    let reason = health.reason.as_deref().map(first_line).unwrap_or_default();
+    match (health.state, health.until) {
+        (HostState::Quarantined, Some(until)) => {
+            format!("quarantined until {}: {reason}", timestamp(until))
+        }
+        (HostState::Up, _) => "up".to_string(),
+        (state, _) => format!("{}: {reason}", state.as_str()),
+    }
+}
+
+/// What `eventor-coord hosts` prints: each host of `names` (the hosts file's, in its order)
+/// and of the run, with its health and its last failures.
+pub fn hosts_text(report: &RunReport, names: &[String]) -> String {
+    let mut out = run_line(report);
+    let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+    for health in &report.hosts {
+        if !all.contains(&health.host.as_str()) {
+            all.push(&health.host);
+        }
+    }
+    out.push('\n');
+    if all.is_empty() {
+        out.push_str("no hosts: the run stored no host's health (it used none, or is older)\n");
+    }
+    for host in all {
+        let Some(health) = report.hosts.iter().find(|h| h.host == host) else {
+            let _ = writeln!(
+                out,
+                "{host}: no word from the run (not used, or not reached yet)"
+            );
+            continue;
+        };
+        let _ = writeln!(out, "{host}: {}", health_words(health));
+        for (at, why) in &health.failures {
+            let _ = writeln!(out, "  failed {}: {}", timestamp(*at), first_line(why));
+        }
+    }
+    out
+}
+
 fn header(report: &RunReport) -> String {
+    let mut out = run_line(report);
+    let run = &report.run;
+    if let Some(params) = run.params.as_ref().filter(|p| !p.is_empty()) {
+        let pairs: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "params: {}", pairs.join("  "));
+    }
+    if !run.env_from_prime.is_empty() {
+        let _ = writeln!(out, "env from the prime: {}", run.env_from_prime.join(", "));
+    }
+    if let Some(cause) = &run.cause {
+        let _ = writeln!(out, "cause: {cause}");
+    }
+    out
+}
+
+/// The run's first two lines: who, where, how it ended, when.
+fn run_line(report: &RunReport) -> String {
     let run = &report.run;
     let summary = report.summary();
     let ended = run.ended_at.map(timestamp).unwrap_or_else(|| "-".into());
+    let cancelled = match &report.cancelled_by {
+        Some(by) => format!(" (cancelled by {by})"),
+        None => String::new(),
+    };
     format!(
-        "run {} recovery {} of flow {} ({}, on {}): {}\nstarted {}  ended {}  duration {}  tasks {}\n",
+        "run {} recovery {} of flow {} ({}, on {}): {}{cancelled}\nstarted {}  ended {}  duration {}  tasks {}\n",
         run.key.run_id,
         run.key.recovery,
         run.name,

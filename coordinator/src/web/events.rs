@@ -54,12 +54,18 @@ impl futures_core::Stream for Feed {
     }
 }
 
-/// A feed response whose events `produce` sends; it ends after [`FEED_SPAN`].
-fn feed<F, Fut>(produce: F) -> Response
+/// A feed response whose events `produce` sends; it ends after [`FEED_SPAN`]. Beyond the
+/// server's `--max-feeds` open at once, 503 with a `Retry-After`.
+fn feed<F, Fut>(app: &App, produce: F) -> Response
 where
     F: FnOnce(mpsc::Sender<Event>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let Ok(room) = app.feeds.clone().try_acquire_owned() else {
+        let busy = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        let text = "too many live feeds open (--max-feeds): try again shortly\n";
+        return (busy, [("retry-after", "2")], text).into_response();
+    };
     let (tx, rx) = mpsc::channel(64);
     let retry = Event::default().retry(RECONNECT).comment("reconnect");
     let producing = produce(tx.clone());
@@ -67,6 +73,7 @@ where
         if tx.send(retry).await.is_ok() {
             let _ = tokio::time::timeout(FEED_SPAN, producing).await;
         }
+        drop(room);
     });
     Sse::new(Feed(rx))
         .keep_alive(KeepAlive::default())
@@ -85,7 +92,8 @@ async fn pause(tx: &mpsc::Sender<Event>, wait: Duration) -> bool {
 /// pages share one reader ([`watch_runs`]).
 pub(crate) async fn runs_events(State(app): State<Arc<App>>) -> Response {
     let mut runs = app.runs.subscribe();
-    feed(|tx| async move {
+    let shared = app.clone();
+    feed(&shared, |tx| async move {
         loop {
             let mut text = runs.borrow_and_update().clone();
             if text.is_empty() {
@@ -138,9 +146,10 @@ pub(crate) async fn run_events(
         run_id: Arc::from(run_id.as_str()),
         recovery,
     };
-    feed(|tx| async move {
+    let shared = app.clone();
+    feed(&shared, |tx| async move {
         let mut subscription = match &app.store {
-            Store::Postgres(_) => app.store.subscribe(key).await.ok(),
+            Store::Postgres(_) => Some(run_changes(&app, key)),
             Store::Sqlite(_) => None,
         };
         let mut last = String::new();
@@ -153,9 +162,9 @@ pub(crate) async fn run_events(
             }
             last = text;
             let woken = match subscription.as_mut() {
-                Some(sub) => tokio::select! {
+                Some(changes) => tokio::select! {
                     _ = tx.closed() => false,
-                    _ = sub.next() => true,
+                    changed = changes.changed() => changed.is_ok(),
                     _ = tokio::time::sleep(SAFETY_REREAD) => true,
                 },
                 None => pause(&tx, REREAD).await,
@@ -165,6 +174,72 @@ pub(crate) async fn run_events(
             }
         }
     })
+}
+
+/// How long a run's shared listener outlives its last page (feeds reconnect every
+/// [`FEED_SPAN`], so it must outlast the gap between two of them).
+const LISTENER_LINGER: Duration = Duration::from_secs(10);
+
+/// A counter of `key`'s writes, from the one listener the pages following that run share:
+/// however many pages follow a run, the store holds one listening session for it.
+pub(crate) fn run_changes(app: &Arc<App>, key: RunKey) -> tokio::sync::watch::Receiver<u64> {
+    let mut watchers = app.run_watchers.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(changes) = watchers.get(&key) {
+        return changes.subscribe();
+    }
+    let (changes, seen) = tokio::sync::watch::channel(0);
+    watchers.insert(key.clone(), changes.clone());
+    tokio::spawn(listen_for(Arc::downgrade(app), key, changes));
+    seen
+}
+
+/// The shared listener of one run: counts its notifications until no page has followed it
+/// for [`LISTENER_LINGER`] (or the store cannot listen: the pages re-read on their own).
+async fn listen_for(
+    app: std::sync::Weak<App>,
+    key: RunKey,
+    changes: tokio::sync::watch::Sender<u64>,
+) {
+    let subscribed = match app.upgrade() {
+        Some(app) => app.store.subscribe(key.clone()).await.ok(),
+        None => None,
+    };
+    let Some(mut subscription) = subscribed else {
+        // Dropped with the map's copy: the pages' feeds end and their next ones try again.
+        if let Some(app) = app.upgrade() {
+            let mut watchers = app.run_watchers.lock().unwrap_or_else(|p| p.into_inner());
+            watchers.remove(&key);
+        }
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = subscription.next() => changes.send_modify(|n| *n += 1),
+            _ = tokio::time::sleep(LISTENER_LINGER) => {
+                if unwatched(&app, &key, &changes) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Forgets the run's listener when no page follows it (checked under the map's lock, so a
+/// page that just joined keeps it); whether it was forgotten.
+fn unwatched(
+    app: &std::sync::Weak<App>,
+    key: &RunKey,
+    changes: &tokio::sync::watch::Sender<u64>,
+) -> bool {
+    let Some(app) = app.upgrade() else {
+        return true;
+    };
+    let mut watchers = app.run_watchers.lock().unwrap_or_else(|p| p.into_inner());
+    if changes.receiver_count() > 0 {
+        return false;
+    }
+    watchers.remove(key);
+    true
 }
 
 /// The filter of a log tail: `?host=node1&step=s1`.
@@ -203,7 +278,7 @@ pub(crate) async fn log_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let path = log_path(&app.logdir, &flow, &run_id);
-    feed(move |tx| tail(path, filter, resume, tx))
+    feed(&app, move |tx| tail(path, filter, resume, tx))
 }
 
 /// Sends the file's matching lines as they are written, until the page goes away; from

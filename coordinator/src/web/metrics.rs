@@ -1,5 +1,6 @@
 //! `/metrics`: the store in the Prometheus text format — run recoveries by outcome, tasks by
-//! status, and the active tasks of running runs per host.
+//! status, failed tasks by the kind of their failure, the active tasks of running runs
+//! per host, and the hosts of running runs that are quarantined.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -8,7 +9,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use eventor_store::{RunStatus, TaskStatus};
+use eventor_protocol::{FailureClass, FailureKind};
+use eventor_store::{HostState, RunStatus, TaskStatus};
 
 use super::App;
 use crate::report::list_runs;
@@ -49,6 +51,8 @@ async fn render(app: &App) -> Result<String, Box<dyn std::error::Error>> {
             }
         }
     }
+    let quarantined = quarantined_hosts(app, &runs).await?;
+    let failed = failed_by_kind(app.store.failure_class_counts().await?);
     let mut out = String::new();
     family(
         &mut out,
@@ -66,12 +70,68 @@ async fn render(app: &App) -> Result<String, Box<dyn std::error::Error>> {
     );
     family(
         &mut out,
+        "eventor_failed_tasks",
+        "Failed tasks in the store by the kind of their failure (unknown: stored before kinds were).",
+        "class",
+        &failed,
+    );
+    family(
+        &mut out,
         "eventor_active_tasks",
         "Active tasks of running runs by host.",
         "host",
         &hosts,
     );
+    family(
+        &mut out,
+        "eventor_host_quarantined",
+        "Hosts of running runs by whether a run has them quarantined now (1) or not (0).",
+        "host",
+        &quarantined,
+    );
     Ok(out)
+}
+
+/// Each host a running run has a health row of: 1 when one of them has it quarantined
+/// until later than now, else 0.
+async fn quarantined_hosts(
+    app: &App,
+    runs: &[crate::report::RunSummary],
+) -> Result<BTreeMap<String, u64>, Box<dyn std::error::Error>> {
+    let now = eventor_store::now_micros();
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    let running = runs
+        .iter()
+        .filter(|r| r.outcome == RunStatus::Running.as_str());
+    for run in running {
+        let key = eventor_store::RunKey {
+            run_id: run.run_id.as_str().into(),
+            recovery: run.recovery,
+        };
+        for health in app.store.host_health(key).await? {
+            let now_in = health.state == HostState::Quarantined
+                && health.until.is_some_and(|until| until > now);
+            let value = out.entry(health.host).or_default();
+            *value = (*value).max(u64::from(now_in));
+        }
+    }
+    Ok(out)
+}
+
+/// Failed tasks by kind (`exit`, `timeout`, …: an exit code or a signal is no label of its
+/// own, so the family stays small), every kind listed.
+fn failed_by_kind(counts: Vec<(Option<String>, i64)>) -> BTreeMap<&'static str, u64> {
+    let mut out: BTreeMap<&'static str, u64> =
+        FailureKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
+    for (class, n) in counts {
+        let parsed = class.as_deref().map(str::parse::<FailureClass>);
+        let kind = match parsed {
+            Some(Ok(class)) => class.kind().as_str(),
+            _ => "unknown",
+        };
+        *out.entry(kind).or_default() += n.max(0) as u64;
+    }
+    out
 }
 
 fn family<K: AsRef<str>>(

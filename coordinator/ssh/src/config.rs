@@ -112,6 +112,8 @@ struct Inner {
     path: PathBuf,
     settings: ClientSettings,
     warnings: Vec<String>,
+    /// Logins being set up at once (see `jumps.rs`).
+    startups: Arc<tokio::sync::Semaphore>,
 }
 
 impl SshConfig {
@@ -148,17 +150,24 @@ impl SshConfig {
         let mut every_setting = Vec::new();
         all_settings(&items, &mut every_setting);
         interpret(&every_setting, path, &settings)?;
+        let startups = Arc::new(tokio::sync::Semaphore::new(settings.max_startups.max(1)));
         let inner = Arc::new(Inner {
             items,
             path: path.to_path_buf(),
             settings,
             warnings: Vec::new(),
+            startups,
         });
         Ok(SshConfig { inner })
     }
 
     pub fn settings(&self) -> &ClientSettings {
         &self.inner.settings
+    }
+
+    /// The logins being set up at once, at most `max_startups`.
+    pub(crate) fn startups(&self) -> &tokio::sync::Semaphore {
+        &self.inner.startups
     }
 
     /// Problems with the file as a whole (per-host ones are in [`HostConfig::warnings`]).
@@ -627,6 +636,7 @@ mod tests {
             local_user: "ev".into(),
             agent_socket: Some(PathBuf::from("/run/agent.sock")),
             default_connect_timeout: Some(Duration::from_secs(30)),
+            max_startups: crate::MAX_STARTUPS,
         }
     }
 

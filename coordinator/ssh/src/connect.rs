@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::forward::ForwardedStream;
 use russh::client::Handle;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
@@ -18,6 +19,7 @@ use super::config::{HostConfig, SshConfig};
 use super::error::{HandshakeError, SshError};
 use super::exec::{self, ExecChannel};
 use super::host_key::{ClientHandler, HostKeyCheck, HostKeyStatus};
+use super::jumps::Jumps;
 
 /// Longest ProxyJump chain followed; deeper means a loop in ssh_config.
 const MAX_JUMP_DEPTH: usize = 8;
@@ -28,8 +30,9 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 pub struct Session {
     host: HostConfig,
     handle: Handle<ClientHandler>,
-    /// The jump host's session carrying this one's tunnel; dropped after `handle`.
-    jump: Option<Box<Session>>,
+    /// The jump host's session carrying this one's tunnel (shared by every host behind
+    /// it); dropped after `handle`.
+    jump: Option<Arc<Session>>,
     /// How the host key was accepted (`None` only if russh never asked, which it always does).
     host_key: Option<HostKeyStatus>,
     /// The key that logged in, as [`authenticate`] names it.
@@ -89,8 +92,64 @@ impl Session {
                 host: self.host.alias.clone(),
                 source: Box::new(source),
             })?;
-        let connections = self.forwards.register(port);
+        let connections = self.forwards.register(super::forward::Endpoint::Port(port));
         Ok(super::RemoteForward { port, connections })
+    }
+
+    /// Asks the server to listen on the Unix socket `path` on its side (OpenSSH's
+    /// streamlocal forward: the socket is the login user's, made with sshd's
+    /// `StreamLocalBindMask`, 0177 by default) and to hand each connection there to us.
+    /// The socket's directory must exist; a file already at `path` is refused by the
+    /// server unless its `StreamLocalBindUnlink` says otherwise.
+    pub async fn forward_remote_socket(
+        &self,
+        path: &str,
+    ) -> Result<super::SocketForward, SshError> {
+        self.handle
+            .streamlocal_forward(path)
+            .await
+            .map_err(|source| SshError::Forward {
+                host: self.host.alias.clone(),
+                source: Box::new(source),
+            })?;
+        let endpoint = super::forward::Endpoint::Socket(path.to_string());
+        let connections = self.forwards.register(endpoint);
+        Ok(super::SocketForward {
+            path: path.to_string(),
+            connections,
+        })
+    }
+
+    /// A connection the server makes for us to `host:port`, as a program on it would
+    /// (OpenSSH's `direct-tcpip`, what `ssh -L` uses).
+    pub async fn connect_tcp(&self, host: &str, port: u16) -> Result<ForwardedStream, SshError> {
+        let open = self
+            .handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0);
+        let target = format!("{host}:{port}");
+        Ok(open
+            .await
+            .map_err(|e| self.connect_error(target, e))?
+            .into_stream())
+    }
+
+    /// A connection the server makes for us to the Unix socket `path` on its side
+    /// (OpenSSH's `direct-streamlocal`).
+    pub async fn connect_socket(&self, path: &str) -> Result<ForwardedStream, SshError> {
+        let open = self.handle.channel_open_direct_streamlocal(path);
+        let target = path.to_string();
+        Ok(open
+            .await
+            .map_err(|e| self.connect_error(target, e))?
+            .into_stream())
+    }
+
+    fn connect_error(&self, target: String, source: russh::Error) -> SshError {
+        SshError::ConnectFor {
+            host: self.host.alias.clone(),
+            target,
+            source: Box::new(source),
+        }
     }
 
     /// Whether the connection has ended (server gone, keepalives unanswered, closed).
@@ -103,7 +162,8 @@ impl Session {
     pub async fn close(self) {
         let bye = russh::Disconnect::ByApplication;
         let _ = self.handle.disconnect(bye, "", "en").await;
-        if let Some(jump) = self.jump {
+        // The last host behind a jump host says goodbye to it.
+        if let Some(jump) = self.jump.and_then(|jump| Arc::into_inner(jump)) {
             Box::pin(jump.close()).await;
         }
     }
@@ -111,8 +171,23 @@ impl Session {
 
 /// Connects to and logs in on `alias`, as resolved by `config`.
 pub async fn connect(config: &SshConfig, alias: &str) -> Result<Session, SshError> {
+    connect_sharing(config, alias, &Arc::default()).await
+}
+
+/// [`connect`], sharing the jump connections of `jumps` with the hosts connected with it.
+async fn connect_sharing(
+    config: &SshConfig,
+    alias: &str,
+    jumps: &Arc<Jumps<Session>>,
+) -> Result<Session, SshError> {
     let host = config.resolve(alias)?;
-    connect_host(config, host, 0).await
+    connect_host(config, host, 0, jumps).await
+}
+
+impl super::jumps::Connection for Session {
+    fn is_closed(&self) -> bool {
+        Session::is_closed(self)
+    }
 }
 
 /// Connects to every alias at once; the results are in the order of `aliases`.
@@ -124,9 +199,12 @@ pub async fn connect_all<S: AsRef<str>>(
     // A JoinSet aborts the connections still running if this future is dropped.
     let mut tasks = JoinSet::new();
     let mut ids = HashMap::new();
+    // Hosts behind one jump host share one connection to it.
+    let jumps = Arc::new(Jumps::default());
     for (index, alias) in aliases.iter().enumerate() {
         let (config, alias) = (config.clone(), alias.as_ref().to_string());
-        let task = tasks.spawn(async move { connect(&config, &alias).await });
+        let jumps = jumps.clone();
+        let task = tasks.spawn(async move { connect_sharing(&config, &alias, &jumps).await });
         ids.insert(task.id(), index);
     }
     let mut results: Vec<Option<Result<Session, SshError>>> =
@@ -149,9 +227,15 @@ pub async fn connect_all<S: AsRef<str>>(
 type SessionFuture<'a> = Pin<Box<dyn Future<Output = Result<Session, SshError>> + Send + 'a>>;
 
 /// Direct, or through the last ProxyJump hop (itself reached through the earlier hops).
-fn connect_host(config: &SshConfig, host: HostConfig, depth: usize) -> SessionFuture<'_> {
+fn connect_host<'a>(
+    config: &'a SshConfig,
+    host: HostConfig,
+    depth: usize,
+    jumps: &'a Arc<Jumps<Session>>,
+) -> SessionFuture<'a> {
     Box::pin(async move {
         let Some((last, earlier)) = host.proxy_jump.split_last() else {
+            let _setting_up = startup(config).await;
             let tcp = tcp_connect(&host).await?;
             return login(host, tcp, None).await;
         };
@@ -168,16 +252,48 @@ fn connect_host(config: &SshConfig, host: HostConfig, depth: usize) -> SessionFu
         if !earlier.is_empty() {
             jump_host.proxy_jump = earlier.to_vec();
         }
-        let jump = connect_host(config, jump_host, depth + 1)
+        let jump = shared_jump(config, jump_host, depth, jumps)
             .await
-            .map_err(|e| SshError::Jump {
+            .map_err(|source| SshError::Jump {
                 host: host.alias.clone(),
                 jump: last.to_string(),
-                source: Box::new(e),
+                source,
             })?;
+        let _setting_up = startup(config).await;
         let tunnel = open_tunnel(&host, &jump).await?;
-        login(host, tunnel, Some(Box::new(jump))).await
+        login(host, tunnel, Some(jump)).await
     })
+}
+
+/// The connection to a jump host: the one already open to it (by user, address, port and
+/// chain), or a new one, shared from then on.
+async fn shared_jump(
+    config: &SshConfig,
+    jump_host: HostConfig,
+    depth: usize,
+    jumps: &Arc<Jumps<Session>>,
+) -> Result<Arc<Session>, Arc<SshError>> {
+    let key = format!(
+        "{}@{}:{} via {:?}",
+        jump_host.user, jump_host.host_name, jump_host.port, jump_host.proxy_jump
+    );
+    let slot = jumps.slot(key);
+    let mut slot = slot.lock().await;
+    if let Some(reused) = slot.reuse() {
+        return reused;
+    }
+    let made = connect_host(config, jump_host, depth + 1, jumps)
+        .await
+        .map(Arc::new)
+        .map_err(Arc::new);
+    slot.keep(&made);
+    made
+}
+
+/// A place among the logins being set up (held until this one is done).
+async fn startup(config: &SshConfig) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    // Never closed; a closed one would only mean no pacing.
+    config.startups().acquire().await.ok()
 }
 
 /// A direct-tcpip channel from the jump host to the target, used as the target's socket.
@@ -267,7 +383,7 @@ async fn tcp_to(addr: SocketAddr, keep_alive: bool) -> std::io::Result<TcpStream
 async fn login<S>(
     host: HostConfig,
     stream: S,
-    jump: Option<Box<Session>>,
+    jump: Option<Arc<Session>>,
 ) -> Result<Session, SshError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -134,8 +134,9 @@ pub enum SshError {
     Jump {
         host: String,
         jump: String,
+        /// Shared: the hosts behind one jump host fail with its one cause.
         #[source]
-        source: Box<SshError>,
+        source: std::sync::Arc<SshError>,
     },
     #[error("{host}: opening a tunnel to {target} through {jump}")]
     Tunnel {
@@ -170,6 +171,13 @@ pub enum SshError {
     },
     #[error("{host}: connection lost before `{command}` exited")]
     ConnectionLost { host: String, command: String },
+    #[error("{host}: asking the server to connect to {target} for us (is AllowTcpForwarding on?)")]
+    ConnectFor {
+        host: String,
+        target: String,
+        #[source]
+        source: Box<russh::Error>,
+    },
     #[error("{host}: `{command}` ended without an exit status")]
     NoExitStatus { host: String, command: String },
     #[error("{host}: connect task failed")]
@@ -178,6 +186,48 @@ pub enum SshError {
         #[source]
         source: tokio::task::JoinError,
     },
+}
+
+impl SshError {
+    /// Whether the host could not be reached for a network reason (refused, timed out,
+    /// unreachable, lost during the handshake), as opposed to a mistake in the set-up (the
+    /// config, a key, a host key, a refused login) that trying again will not mend.
+    pub fn is_network(&self) -> bool {
+        match self {
+            SshError::Resolve { .. }
+            | SshError::NoAddress { .. }
+            | SshError::Connect { .. }
+            | SshError::ConnectTimeout { .. }
+            | SshError::Handshake { .. }
+            | SshError::LoginTimeout { .. }
+            | SshError::Tunnel { .. }
+            | SshError::ConnectionLost { .. } => true,
+            SshError::Jump { source, .. } => source.is_network(),
+            _ => false,
+        }
+    }
+
+    /// Whether the set-up is wrong: the ssh config, a key, the host key, the login. The
+    /// user must fix it; trying again changes nothing.
+    pub fn is_set_up(&self) -> bool {
+        match self {
+            SshError::Jump { source, .. } => source.is_set_up(),
+            SshError::ConfigRead { .. }
+            | SshError::ConfigParse { .. }
+            | SshError::IncludeDepth { .. }
+            | SshError::ConfigMatch { .. }
+            | SshError::ConfigValue { .. }
+            | SshError::HostKeyUnknown { .. }
+            | SshError::HostKeyChanged { .. }
+            | SshError::HostKeyRevoked { .. }
+            | SshError::HostCertificate { .. }
+            | SshError::KnownHostsRead { .. }
+            | SshError::NoIdentity { .. }
+            | SshError::Auth { .. }
+            | SshError::JumpDepth { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// What russh's handshake hands back: its own error, or our refusal of the host key.

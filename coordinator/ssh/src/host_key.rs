@@ -207,9 +207,26 @@ impl Handler for ClientHandler {
         reply: russh::client::ChannelOpenHandle,
         _session: &mut russh::client::Session,
     ) -> Result<(), HandshakeError> {
-        if self.forwards.wants(connected_port) {
+        let endpoint = super::forward::Endpoint::Port(connected_port);
+        if self.forwards.wants(&endpoint) {
             reply.accept().await;
-            self.forwards.deliver(connected_port, channel);
+            self.forwards.deliver(&endpoint, channel);
+        }
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        socket_path: &str,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), HandshakeError> {
+        // Dropping `reply` refuses a connection nobody asked for.
+        let endpoint = super::forward::Endpoint::Socket(socket_path.to_string());
+        if self.forwards.wants(&endpoint) {
+            reply.accept().await;
+            self.forwards.deliver(&endpoint, channel);
         }
         Ok(())
     }

@@ -104,6 +104,7 @@ mod error;
 mod exec;
 mod forward;
 mod host_key;
+mod jumps;
 pub mod known_hosts;
 mod settings;
 mod tokens;
@@ -112,5 +113,6 @@ pub use config::{ClientSettings, HostConfig, JumpHost, SshConfig, StrictHostKeyC
 pub use connect::{connect, connect_all, Session};
 pub use error::SshError;
 pub use exec::{ExecChannel, ExecStderr, ExecStdin, ExecStdout, ExitStatus, ExitWaiter};
-pub use forward::{ForwardedStream, RemoteForward};
+pub use forward::{ForwardedStream, RemoteForward, SocketForward};
 pub use host_key::HostKeyStatus;
+pub use settings::MAX_STARTUPS;

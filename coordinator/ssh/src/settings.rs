@@ -18,7 +18,13 @@ pub struct ClientSettings {
     /// Used when ssh_config sets no `ConnectTimeout`, so a dead host cannot hang the
     /// coordinator for the kernel's TCP timeout (about two minutes).
     pub default_connect_timeout: Option<Duration>,
+    /// At most this many logins are set up at once (TCP, handshake, authentication); the
+    /// rest wait in order. OpenSSH's sshd starts refusing at 10 (`MaxStartups 10:30:100`).
+    pub max_startups: usize,
 }
+
+/// The default [`ClientSettings::max_startups`].
+pub const MAX_STARTUPS: usize = 10;
 
 impl ClientSettings {
     /// Home, user and agent socket from the process environment; a 30 s default timeout.
@@ -36,6 +42,7 @@ impl ClientSettings {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             default_connect_timeout: Some(Duration::from_secs(30)),
+            max_startups: MAX_STARTUPS,
         }
     }
 }

@@ -2,8 +2,8 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use eventor_protocol::{
-    Accept, Dispatch, HandshakeReply, Heartbeat, Hello, Limits, LogLevel, LogRecord, Outcome,
-    OutputBatch, ProtocolVersion, Refuse, Stream, TaskKey, ToAgent, ToCoordinator, Work,
+    Accept, Dispatch, EndStatus, HandshakeReply, Heartbeat, Hello, Limits, LogLevel, LogRecord,
+    OutputBatch, ProtocolVersion, Refuse, Stream, TaskEnd, TaskKey, ToAgent, ToCoordinator, Work,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -63,12 +63,12 @@ pub fn to_agent() -> impl Strategy<Value = ToAgent> {
     ]
 }
 
-pub fn outcome() -> impl Strategy<Value = Outcome> {
+pub fn end_status() -> impl Strategy<Value = EndStatus> {
     prop_oneof![
-        Just(Outcome::Success),
-        Just(Outcome::Failure),
-        Just(Outcome::Cancelled),
-        Just(Outcome::TimedOut),
+        Just(EndStatus::Success),
+        Just(EndStatus::Failure),
+        Just(EndStatus::Cancelled),
+        Just(EndStatus::TimedOut),
     ]
 }
 
@@ -112,7 +112,7 @@ pub fn log_record() -> impl Strategy<Value = LogRecord> {
 pub fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
     let finished = (
         task_key(),
-        outcome(),
+        end_status(),
         option::of(any::<i32>()),
         option::of(text()),
         option::of(text()),
@@ -120,10 +120,13 @@ pub fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
         .prop_map(
             |(key, status, exit_code, result, error)| ToCoordinator::TaskFinished {
                 key,
-                status,
-                exit_code,
-                result,
-                error,
+                end: TaskEnd {
+                    status,
+                    exit_code,
+                    result,
+                    error,
+                    class: None,
+                },
             },
         );
     prop_oneof![
@@ -240,10 +243,13 @@ pub fn sample_log() -> ToCoordinator {
 pub fn sample_finished() -> ToCoordinator {
     ToCoordinator::TaskFinished {
         key: sample_key(),
-        status: Outcome::Failure,
-        exit_code: Some(2),
-        result: None,
-        error: Some("exit status 2".into()),
+        end: TaskEnd {
+            status: EndStatus::Failure,
+            exit_code: Some(2),
+            result: None,
+            error: Some("exit status 2".into()),
+            class: None,
+        },
     }
 }
 

@@ -1,24 +1,33 @@
-//! Connections to the server: how one is made (password, no TLS, the schema on its search
-//! path), and the small pool the store's operations share.
+//! Connections to the server: how one is made (password, TLS as the `sslmode` says, the
+//! schema on its search path), and the small pool the store's operations share.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::config::SslMode as WireMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
+use tokio_postgres::{Client, Config, Connection, Socket};
 
 use super::retry::BoxError;
+use super::tls::{refusal_of, requires_tls, PgStream, PgTls};
 use super::PgOptions;
 use crate::location::PgLocation;
 use crate::pgpass;
+use crate::tls::SslMode;
+use crate::tls_files as tls_setup;
 use crate::types::StoreError;
+
+/// A connection as [`Connector::raw`] makes it, plain or TLS.
+pub(super) type RawConnection = Connection<Socket, PgStream>;
 
 /// Everything needed to open another connection to one store.
 pub(super) struct Connector {
     config: Config,
+    tls: PgTls,
+    /// The `sslmode` resolved (for `allow`'s second try and for the errors).
+    mode: SslMode,
     schema: String,
     /// How long the server keeps a silent session of ours (the location's `dead_after`).
     dead_after: Duration,
@@ -50,8 +59,20 @@ fn session_settings(options: &PgOptions, dead_after: Duration) -> String {
 }
 
 impl Connector {
-    /// Resolves the password (URL, `PGPASSWORD`, `~/.pgpass`) once, when the store opens.
-    pub fn new(location: &PgLocation, options: &PgOptions) -> Connector {
+    /// Resolves the password (URL, `PGPASSWORD`, `~/.pgpass`) and the TLS (`sslmode` and
+    /// its files, [`crate::tls`]) once, when the store opens.
+    pub fn new(location: &PgLocation, options: &PgOptions) -> Result<Connector, StoreError> {
+        let setup_error = |source: crate::tls::TlsSetupError| StoreError::Open {
+            path: location.to_string(),
+            source: Box::new(source),
+        };
+        let material = tls_setup::resolve(location).map_err(setup_error)?;
+        let tls = PgTls::new(&material).map_err(setup_error)?;
+        // As libpq: no TLS over a Unix socket, whatever the mode.
+        let mode = match location.host.starts_with('/') {
+            true => SslMode::Disable,
+            false => material.mode,
+        };
         let mut config = Config::new();
         config
             .host(&location.host)
@@ -59,19 +80,21 @@ impl Connector {
             .user(&location.user)
             .dbname(&location.database)
             .application_name("eventor")
-            .ssl_mode(tokio_postgres::config::SslMode::Disable)
+            .ssl_mode(first_try(mode))
             .connect_timeout(options.connect_timeout)
             .keepalives_idle(options.keepalives_idle)
             .options(session_settings(options, location.dead_after()));
         if let Some(password) = pgpass::resolve(location) {
             config.password(password);
         }
-        Connector {
+        Ok(Connector {
             config,
+            tls,
+            mode,
             schema: location.schema.clone(),
             dead_after: location.dead_after(),
             describe: location.to_string(),
-        }
+        })
     }
 
     pub fn schema(&self) -> &str {
@@ -86,10 +109,49 @@ impl Connector {
         &self.describe
     }
 
-    /// A plain tokio-postgres connection, for LISTEN and the run lock; the caller drives
-    /// `Connection` (it carries the notifications).
-    pub async fn raw(&self) -> Result<(Client, Connection<Socket, NoTlsStream>), ConnectError> {
-        self.config.connect(NoTls).await.map_err(connect_error)
+    /// A tokio-postgres connection, for LISTEN and the run lock; the caller drives
+    /// `Connection` (it carries the notifications). Every connection of the store is made
+    /// here, so each has the store's TLS.
+    pub async fn raw(&self) -> Result<(Client, RawConnection), ConnectError> {
+        match self.config.connect(self.tls.clone()).await {
+            // `allow`: plain text first, TLS when the server wants it.
+            Err(e) if self.mode == SslMode::Allow && requires_tls(&e) => {
+                let mut config = self.config.clone();
+                config.ssl_mode(WireMode::Require);
+                let connected = config.connect(self.tls.clone()).await;
+                connected.map_err(|e| connect_error(e, self.mode))
+            }
+            connected => connected.map_err(|e| connect_error(e, self.mode)),
+        }
+    }
+
+    /// A login as the store's connections make it, and one trivial question.
+    pub async fn login(&self) -> Result<(), ConnectError> {
+        let (client, connection) = self.raw().await?;
+        let driven = tokio::spawn(connection);
+        let asked = client.simple_query("SELECT 1").await;
+        drop(client);
+        let _ = driven.await;
+        asked.map(|_| ()).map_err(|e| connect_error(e, self.mode))
+    }
+
+    /// A login over `stream` (a way to the server through another machine: an SSH
+    /// channel), TLS negotiated on it as the mode says; the session is closed at once.
+    pub async fn login_over<S>(&self, stream: S, host: &str) -> Result<(), ConnectError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let tls = self.tls.connector_for::<S>(host).map_err(transient)?;
+        let (client, connection) = self
+            .config
+            .connect_raw(stream, tls)
+            .await
+            .map_err(|e| connect_error(e, self.mode))?;
+        let driven = tokio::spawn(connection);
+        let asked = client.simple_query("SELECT 1").await;
+        drop(client);
+        let _ = driven.await;
+        asked.map(|_| ()).map_err(|e| connect_error(e, self.mode))
     }
 
     /// A diesel connection whose search path is the store's schema.
@@ -104,7 +166,25 @@ impl Connector {
     }
 }
 
-fn connect_error(e: tokio_postgres::Error) -> ConnectError {
+/// How the first try of a connection in `mode` goes on the wire (`verify-*` are `Require`
+/// there: the certificate check is the connector's).
+fn first_try(mode: SslMode) -> WireMode {
+    match mode {
+        SslMode::Disable | SslMode::Allow => WireMode::Disable,
+        SslMode::Prefer => WireMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => WireMode::Require,
+    }
+}
+
+/// A TLS refusal is told as such and is fatal (trying again cannot change a certificate or
+/// the server's rules); otherwise as the server said.
+fn connect_error(e: tokio_postgres::Error, mode: SslMode) -> ConnectError {
+    if let Some(refusal) = refusal_of(&e, mode) {
+        return ConnectError {
+            fatal: true,
+            source: Box::new(refusal),
+        };
+    }
     let fatal = e.code().is_some_and(is_fatal);
     ConnectError {
         fatal,

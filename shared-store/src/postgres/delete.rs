@@ -55,7 +55,9 @@ async fn delete_rows(conn: &mut AsyncPgConnection, cx: &DeleteCx) -> Result<Opti
         tracing::info!(batch = %cx.batch_id, "store deletion committed before the connection dropped");
         return Ok(None);
     }
-    let (tasks, triggers, delays, retries) = query::delete_rows_of(&cx.run_id);
+    let (health, requests, tasks, triggers, delays, retries) = query::delete_rows_of(&cx.run_id);
+    health.execute(conn).await?;
+    requests.execute(conn).await?;
     tasks.execute(conn).await?;
     triggers.execute(conn).await?;
     delays.execute(conn).await?;

@@ -16,12 +16,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{AsyncMessage, Client, Connection, Notification, Socket};
+use tokio_postgres::{AsyncMessage, Client, Notification};
 
-use super::connect::{ConnectError, Connector};
+use super::connect::{ConnectError, Connector, RawConnection};
 use super::retry::FIRST_RECONNECT_WAIT;
-use super::RUN_LOCK_CLASS;
+use super::RunLockKey;
 use crate::lease::Lease;
 use crate::types::{RunKey, StoreError};
 
@@ -60,10 +59,7 @@ impl PgSession {
 }
 
 /// Polls the connection (which runs the client's queries) and forwards its notifications.
-async fn drive(
-    mut connection: Connection<Socket, NoTlsStream>,
-    forward: mpsc::UnboundedSender<Notification>,
-) {
+async fn drive(mut connection: RawConnection, forward: mpsc::UnboundedSender<Notification>) {
     while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
         match message {
             Ok(AsyncMessage::Notification(note)) => {
@@ -245,7 +241,7 @@ impl RunLock {
     pub(super) async fn acquire(
         connector: Arc<Connector>,
         run_id: &str,
-        key: i32,
+        key: RunLockKey,
     ) -> Result<RunLock, StoreError> {
         let session = PgSession::open(&connector)
             .await
@@ -299,12 +295,9 @@ impl RunLock {
     }
 }
 
-async fn try_lock(client: &Client, key: i32) -> Result<bool, ConnectError> {
+async fn try_lock(client: &Client, key: RunLockKey) -> Result<bool, ConnectError> {
     let row = client
-        .query_one(
-            "SELECT pg_try_advisory_lock($1, $2)",
-            &[&RUN_LOCK_CLASS, &key],
-        )
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key.0])
         .await
         .map_err(query_error)?;
     row.try_get(0).map_err(query_error)
@@ -312,13 +305,13 @@ async fn try_lock(client: &Client, key: i32) -> Result<bool, ConnectError> {
 
 /// Whether this very session (its backend, so its session locks) holds the lock: one
 /// answer proves the session is the one that took it.
-async fn holds(client: &Client, key: i32) -> Result<bool, ConnectError> {
-    // The two-key form shows its keys as oids (classid, objid) with objsubid 2.
+async fn holds(client: &Client, key: RunLockKey) -> Result<bool, ConnectError> {
     let sql = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
-               AND pid = pg_backend_pid() AND classid = $1::int4::oid \
-               AND objid = $2::int4::oid AND objsubid = 2)";
+               AND pid = pg_backend_pid() AND classid = $1::int8::oid \
+               AND objid = $2::int8::oid AND objsubid = 1)";
+    let (high, low) = key.in_pg_locks();
     let row = client
-        .query_one(sql, &[&RUN_LOCK_CLASS, &key])
+        .query_one(sql, &[&high, &low])
         .await
         .map_err(query_error)?;
     row.try_get(0).map_err(query_error)
@@ -396,7 +389,7 @@ enum Ended {
 struct Keeper {
     connector: Arc<Connector>,
     run_id: String,
-    key: i32,
+    key: RunLockKey,
     contact: Contact,
 }
 
@@ -488,12 +481,8 @@ impl Keeper {
     }
 
     async fn unlock(&self, session: PgSession) {
-        let sql = "SELECT pg_advisory_unlock($1, $2)";
-        if let Err(e) = session
-            .client
-            .execute(sql, &[&RUN_LOCK_CLASS, &self.key])
-            .await
-        {
+        let sql = "SELECT pg_advisory_unlock($1)";
+        if let Err(e) = session.client.execute(sql, &[&self.key.0]).await {
             // Closing the session below releases it anyway.
             tracing::debug!(error = %e, "run unlock failed");
         }
@@ -501,7 +490,7 @@ impl Keeper {
 }
 
 /// A new session holding the lock at `key`, or `None` if another session holds it now.
-async fn relock(connector: &Connector, key: i32) -> Option<PgSession> {
+async fn relock(connector: &Connector, key: RunLockKey) -> Option<PgSession> {
     let mut backoff = Backoff::new(connector, "run lock");
     loop {
         backoff.pause().await;

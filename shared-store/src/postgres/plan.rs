@@ -60,8 +60,8 @@ pub(super) struct TaskUpdate<'a> {
     now: (TaskStatus, i32),
     pub status: Option<TaskStatus>,
     pub attempt: Option<i32>,
-    /// Result and error, set together by a transition.
-    pub outcome: Option<(Option<&'a str>, Option<&'a str>)>,
+    /// Result, error and failure class, set together by a transition.
+    pub outcome: Option<(Option<&'a str>, Option<&'a str>, Option<&'a str>)>,
     pub updated_at: Option<Micros>,
     pub pid: Option<Option<i64>>,
     /// Never cleared: a retried task shows where it last ran until its new attempt ends.
@@ -252,6 +252,7 @@ impl<'a> NewTask<'a> {
         match edit.kind {
             EditKind::Move(to) => {
                 (self.result, self.error, self.updated_at) = (to.result, to.error, to.at);
+                self.failure_class = to.failure_class;
             }
             EditKind::Pid(pid) => self.pid = Some(pid),
             EditKind::Host(host) => self.host = Some(host),
@@ -283,7 +284,7 @@ impl<'a> TaskUpdate<'a> {
         match edit.kind {
             EditKind::Move(to) => {
                 self.status = Some(to.to);
-                self.outcome = Some((to.result, to.error));
+                self.outcome = Some((to.result, to.error, to.failure_class));
                 self.updated_at = Some(to.at);
             }
             EditKind::Pid(pid) => self.pid = Some(Some(pid)),
@@ -339,6 +340,7 @@ mod tests {
             to,
             result: Some(format!("r{at}")),
             error: None,
+            failure_class: None,
             at,
         }
     }
@@ -412,7 +414,7 @@ mod tests {
         assert_eq!((update.change, update.expect), (0, (Ready, 2)));
         assert_eq!((update.status, update.attempt), (Some(Ready), Some(3)));
         assert_eq!((update.pid, update.updated_at), (Some(None), Some(9)));
-        assert_eq!(update.outcome, Some((Some("r2"), None)));
+        assert_eq!(update.outcome, Some((Some("r2"), None, None)));
         assert!(matches!(
             update.fenced(),
             StoreError::Fenced {

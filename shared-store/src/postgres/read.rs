@@ -4,6 +4,7 @@
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::retry::Failure;
+use super::RunLockKey;
 use crate::query;
 use crate::rows::*;
 use crate::types::*;
@@ -39,6 +40,23 @@ pub(super) async fn triggers(
 ) -> Result<Vec<TriggerRecord>, Failure> {
     let rows = query::triggers_of(run, after).load(conn).await?;
     Ok(trigger_records(rows)?)
+}
+
+pub(super) async fn requests(
+    conn: &mut AsyncPgConnection,
+    run: &RunKey,
+    after: i64,
+) -> Result<Vec<RunRequestRecord>, Failure> {
+    let rows = query::requests_of(run, after).load(conn).await?;
+    Ok(request_records(rows))
+}
+
+pub(super) async fn host_health(
+    conn: &mut AsyncPgConnection,
+    run: &RunKey,
+) -> Result<Vec<HostHealthRecord>, Failure> {
+    let rows = query::host_health_of(run).load(conn).await?;
+    Ok(health_records(rows))
 }
 
 pub(super) async fn delays(
@@ -78,27 +96,32 @@ pub(super) async fn task_counts(conn: &mut AsyncPgConnection) -> Result<Vec<Task
     Ok(crate::rows::task_counts(rows)?)
 }
 
+pub(super) async fn failure_class_counts(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<(Option<String>, i64)>, Failure> {
+    Ok(query::failure_class_counts().load(conn).await?)
+}
+
 #[derive(diesel::QueryableByName)]
 struct Held {
     #[diesel(sql_type = diesel::sql_types::Bool)]
     held: bool,
 }
 
-/// Whether a session of this database holds the two-key advisory lock `(class, key)`.
-pub(super) async fn advisory_held(
+/// Whether a session of this database holds the run lock `key`.
+pub(super) async fn run_lock_held(
     conn: &mut AsyncPgConnection,
-    class: i32,
-    key: i32,
+    key: RunLockKey,
 ) -> Result<bool, Failure> {
-    use diesel::sql_types::Integer;
-    // The two-key form shows its keys as oids (classid, objid) with objsubid 2.
+    use diesel::sql_types::BigInt;
+    let (high, low) = key.in_pg_locks();
     let found: Held = diesel::sql_query(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
          AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND classid = $1::int4::oid AND objid = $2::int4::oid AND objsubid = 2) AS held",
+         AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 1) AS held",
     )
-    .bind::<Integer, _>(class)
-    .bind::<Integer, _>(key)
+    .bind::<BigInt, _>(high)
+    .bind::<BigInt, _>(low)
     .get_result(conn)
     .await?;
     Ok(found.held)

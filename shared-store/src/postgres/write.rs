@@ -93,6 +93,22 @@ async fn prologue_then(
             release_grants(conn, batch, &cx.pools).await?;
         }
         Write::RunStatus(run, status, at) => set_run_status(conn, run, *status, *at).await?,
+        Write::Request(request) => insert_request(conn, request, prologue.run_exists).await?,
+        Write::RunCause(run, cause) => {
+            let updated = query::set_run_cause(run, cause.clone())
+                .execute(conn)
+                .await?;
+            query::run_updated(updated, run)?
+        }
+        Write::HostHealth(run, health) => {
+            set_host_health(conn, run, health, prologue.run_exists).await?
+        }
+        Write::RunParams(run, params) => {
+            let updated = query::set_run_params(run, params.clone())
+                .execute(conn)
+                .await?;
+            query::run_updated(updated, run)?
+        }
     }
     Ok(true)
 }
@@ -104,6 +120,39 @@ async fn begin_run(conn: &mut AsyncPgConnection, run: &NewRun) -> Result<(), Fai
     if insert.execute(conn).await? == 0 {
         return Err(duplicate_run(&run.key).into());
     }
+    Ok(())
+}
+
+/// Inserts a request to a run (its notification is the prologue's, on the run's channel).
+async fn insert_request(
+    conn: &mut AsyncPgConnection,
+    request: &RunRequest,
+    run_exists: bool,
+) -> Result<(), Failure> {
+    if !run_exists {
+        return Err(StoreError::NoSuchRun(crate::rows::run_label(&request.run)).into());
+    }
+    query::insert_request(request).execute(conn).await?;
+    Ok(())
+}
+
+/// Replaces a host's health row of a run (under the run's lock, as every write to it).
+async fn set_host_health(
+    conn: &mut AsyncPgConnection,
+    run: &RunKey,
+    health: &HostHealthRecord,
+    run_exists: bool,
+) -> Result<(), Failure> {
+    if !run_exists {
+        return Err(StoreError::NoSuchRun(crate::rows::run_label(run)).into());
+    }
+    query::delete_host_health(run, &health.host)
+        .execute(conn)
+        .await?;
+    let failures = crate::rows::failures_text(&health.failures);
+    query::insert_host_health(run, health, failures)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -262,13 +311,13 @@ impl Sql for InsertTasks {
     const SQL: &'static str = "\
         WITH u AS (SELECT ?::text AS run_id, ?::int4 AS recovery, v.* \
             FROM unnest(?::text[], ?::text[], ?::text[], ?::int4[], ?::text[], ?::int8[], \
-                ?::text[], ?::text[], ?::int8[], ?::int8[]) \
+                ?::text[], ?::text[], ?::text[], ?::int8[], ?::int8[]) \
             WITH ORDINALITY AS v(step, sequence, status, attempt, host, pid, result, error, \
-                created_at, updated_at, ord)), \
+                failure_class, created_at, updated_at, ord)), \
         ins AS (INSERT INTO tasks (run_id, recovery, step, sequence, status, attempt, host, \
-                pid, result, error, created_at, updated_at) \
+                pid, result, error, failure_class, created_at, updated_at) \
             SELECT run_id, recovery, step, sequence, status, attempt, host, pid, result, \
-                error, created_at, updated_at FROM u ORDER BY ord \
+                error, failure_class, created_at, updated_at FROM u ORDER BY ord \
             ON CONFLICT (run_id, recovery, step, sequence) DO NOTHING \
             RETURNING step, sequence) \
         SELECT ord FROM u WHERE NOT EXISTS \
@@ -295,6 +344,7 @@ async fn insert_tasks(
         .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.pid))
         .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.result))
         .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.error))
+        .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.failure_class))
         .bind::<Array<BigInt>, _>(column(rows, |r| r.created_at))
         .bind::<Array<BigInt>, _>(column(rows, |r| r.updated_at))
         .load::<Refused>(conn)
@@ -314,14 +364,18 @@ impl Sql for UpdateTasks {
     const SQL: &'static str = "\
         WITH u AS (SELECT ?::text AS run_id, ?::int4 AS recovery, v.* \
             FROM unnest(?::text[], ?::text[], ?::text[], ?::int4[], ?::text[], ?::int4[], \
-                ?::bool[], ?::text[], ?::text[], ?::int8[], ?::bool[], ?::int8[], ?::text[]) \
+                ?::bool[], ?::text[], ?::text[], ?::text[], ?::int8[], ?::bool[], ?::int8[], \
+                ?::text[]) \
             WITH ORDINALITY AS v(step, sequence, expect_status, expect_attempt, status, \
-                attempt, set_outcome, result, error, updated_at, set_pid, pid, host, ord)), \
+                attempt, set_outcome, result, error, failure_class, updated_at, set_pid, pid, \
+                host, ord)), \
         upd AS (UPDATE tasks t SET \
                 status = COALESCE(u.status, t.status), \
                 attempt = COALESCE(u.attempt, t.attempt), \
                 result = CASE WHEN u.set_outcome THEN u.result ELSE t.result END, \
                 error = CASE WHEN u.set_outcome THEN u.error ELSE t.error END, \
+                failure_class = CASE WHEN u.set_outcome THEN u.failure_class \
+                    ELSE t.failure_class END, \
                 updated_at = COALESCE(u.updated_at, t.updated_at), \
                 pid = CASE WHEN u.set_pid THEN u.pid ELSE t.pid END, \
                 host = COALESCE(u.host, t.host) \
@@ -353,6 +407,7 @@ async fn update_tasks(
         .bind::<Array<Bool>, _>(column(rows, |r| r.outcome.is_some()))
         .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.outcome.and_then(|o| o.0)))
         .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.outcome.and_then(|o| o.1)))
+        .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.outcome.and_then(|o| o.2)))
         .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.updated_at))
         .bind::<Array<Bool>, _>(column(rows, |r| r.pid.is_some()))
         .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.pid.flatten()))

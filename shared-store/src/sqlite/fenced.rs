@@ -51,7 +51,7 @@ macro_rules! cached_statement {
     };
 }
 
-/// `UPDATE tasks SET status, result, error, updated_at` as the move says, where the row is
+/// `UPDATE tasks SET status, result, error, failure_class, updated_at` as the move says, where the row is
 /// still at the status and attempt the edit expects.
 pub(super) struct Transition<'a> {
     pub fence: TaskFence<'a>,
@@ -66,6 +66,8 @@ impl QueryFragment<Sqlite> for Transition<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&self.moved.result)?;
         out.push_sql(", error = ");
         out.push_bind_param::<Nullable<Text>, _>(&self.moved.error)?;
+        out.push_sql(", failure_class = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.moved.failure_class)?;
         out.push_sql(", updated_at = ");
         out.push_bind_param::<BigInt, i64>(&self.moved.at)?;
         self.fence.push_filter(&mut out)

@@ -21,7 +21,54 @@ pub(super) fn write(conn: &mut SqliteConnection, write: &Write) -> Result<(), St
         Write::BeginRun(run) => begin_run(conn, run),
         Write::Commit(batch) => commit(conn, batch),
         Write::RunStatus(run, status, at) => set_run_status(conn, run, *status, *at),
+        Write::Request(request) => insert_request(conn, request),
+        Write::RunCause(run, cause) => {
+            let updated = query::set_run_cause(run, cause.clone()).execute(conn)?;
+            query::run_updated(updated, run)
+        }
+        Write::HostHealth(run, health) => set_host_health(conn, run, health),
+        Write::RunParams(run, params) => {
+            let updated = query::set_run_params(run, params.clone()).execute(conn)?;
+            query::run_updated(updated, run)
+        }
     }
+}
+
+/// Inserts a request to a run; a run that is not there is [`StoreError::NoSuchRun`].
+fn insert_request(conn: &mut SqliteConnection, request: &RunRequest) -> Result<(), StoreError> {
+    conn.immediate_transaction(|conn| {
+        let exists = query::run_history(&request.run.run_id)
+            .load::<crate::rows::RunRow>(conn)?
+            .iter()
+            .any(|row| row.1 == request.run.recovery);
+        if !exists {
+            return Err(StoreError::NoSuchRun(crate::rows::run_label(&request.run)));
+        }
+        query::insert_request(request).execute(conn)?;
+        Ok(())
+    })
+}
+
+/// Replaces a host's health row of a run; a run that is not there is
+/// [`StoreError::NoSuchRun`].
+fn set_host_health(
+    conn: &mut SqliteConnection,
+    run: &RunKey,
+    health: &HostHealthRecord,
+) -> Result<(), StoreError> {
+    conn.immediate_transaction(|conn| {
+        let exists = query::run_history(&run.run_id)
+            .load::<crate::rows::RunRow>(conn)?
+            .iter()
+            .any(|row| row.1 == run.recovery);
+        if !exists {
+            return Err(StoreError::NoSuchRun(crate::rows::run_label(run)));
+        }
+        query::delete_host_health(run, &health.host).execute(conn)?;
+        let failures = crate::rows::failures_text(&health.failures);
+        query::insert_host_health(run, health, failures).execute(conn)?;
+        Ok(())
+    })
 }
 
 /// Inserts a run row, status `running`.
@@ -46,7 +93,9 @@ pub(super) fn set_run_status(
 /// IMMEDIATE` transaction; answers how many recoveries went.
 pub(super) fn delete_run(conn: &mut SqliteConnection, run_id: &str) -> Result<u64, StoreError> {
     conn.immediate_transaction(|conn| {
-        let (tasks, triggers, delays, retries) = query::delete_rows_of(run_id);
+        let (health, requests, tasks, triggers, delays, retries) = query::delete_rows_of(run_id);
+        health.execute(conn)?;
+        requests.execute(conn)?;
         tasks.execute(conn)?;
         triggers.execute(conn)?;
         delays.execute(conn)?;

@@ -11,6 +11,7 @@ use crate::api::error::EventorError;
 use crate::api::options::EventorOptions;
 use crate::cluster::{ClusterSettings, Remote, RunCluster};
 use crate::engine::events::ExecEvent;
+use crate::engine::executor::StepRuntime;
 use crate::log::{CentralLog, CentralOutput};
 
 /// Executor events queued ahead of the driver.
@@ -50,18 +51,21 @@ impl Run {
             return Ok(None);
         }
         let state = &self.state;
-        let remote_closures = state.steps.iter().any(|s| {
-            !s.hosts().is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
-        });
+        let remote_closures = remote_closures(&state.steps);
         let run_id = &state.run.run_id;
-        let settings = ClusterSettings::for_run(cluster, run_id, &self.location, remote_closures)
-            .map_err(EventorError::Cluster)?;
+        let mut settings =
+            ClusterSettings::for_run(cluster, run_id, &self.location, remote_closures)
+                .map_err(EventorError::Cluster)?;
+        // A recovery or continue may find agents of the run that outlived its last prime.
+        settings.adopt = options.run_mode != eventor_store::RunMode::Restart;
         let run = RunCluster {
             settings,
             names,
             store: state.store.clone(),
             run: state.run.clone(),
             central: central.map(central_output),
+            run_socket: self.run_socket.clone(),
+            root: self.root.child_token(),
         };
         let (events, received) = mpsc::channel::<ExecEvent>(EXEC_EVENTS);
         let remote = Remote::connect(run, events.clone())
@@ -88,10 +92,17 @@ impl Run {
     }
 }
 
+/// Whether any closure step is pinned to a host (the program then is its own agent there).
+pub(super) fn remote_closures(steps: &[StepRuntime]) -> bool {
+    steps.iter().any(|s| {
+        !s.hosts().is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
+    })
+}
+
 /// The central log as this host's output goes into it.
 pub(super) fn central_output(log: &CentralLog) -> CentralOutput {
     CentralOutput {
         sink: log.sink(),
-        host: Arc::from(eventor_agent::local_host_name().as_str()),
+        host: Arc::from(crate::log::PRIME),
     }
 }

@@ -19,7 +19,7 @@ use crate::engine::driver::{drive, DriverContext, Loops};
 use crate::engine::events::{ExecEvent, PinnedTasks};
 use crate::engine::executor::{Executor, ExecutorConfig};
 use crate::engine::program::EventId;
-use crate::log::CentralLog;
+use crate::log::{CentralLog, TaskLogs};
 
 /// How long each agent gets to finish its tasks once told the run is over.
 const HOSTS_GRACE: Duration = Duration::from_secs(10);
@@ -45,7 +45,17 @@ impl Run {
             kill_grace: options.kill_grace,
         };
         let central = self.open_log(options).await?;
-        let attached = self.attach_cluster(options, central.as_ref()).await?;
+        let attached = match self.attach_cluster(options, central.as_ref()).await {
+            Ok(attached) => attached,
+            // The log ends with why nothing ran (its run row gets the same cause).
+            Err(error) => {
+                if let Some(log) = central {
+                    let end = format!("failure: {}", crate::error_chain(&error));
+                    super::finish::close_log(log, &end).await;
+                }
+                return Err(error);
+            }
+        };
         let lease = RunLease::new(&self.guard, &self.state.interrupt);
         let result = lease
             .watch(self.drive(loops, config, central.as_ref(), attached))
@@ -69,8 +79,12 @@ impl Run {
             }
         };
         let central = central.map(central_output);
+        let _task_logs = central
+            .clone()
+            .map(|c| TaskLogs::open(&self.state.run.run_id, c));
         let pinned = remote.clone().map(|r| r as Arc<dyn PinnedTasks>);
-        let executor = Executor::new(tx, &self.state.interrupt, config, central, pinned);
+        let run_env = self.state.run_env.clone();
+        let executor = Executor::new(tx, &self.state.interrupt, config, central, pinned, run_env);
         let cx = DriverContext {
             state: &mut self.state,
             executor: &executor,
@@ -79,8 +93,12 @@ impl Run {
         let result = drive(&mut self.core, cx, loops).await;
         executor.shutdown().await;
         drop(executor);
-        if let Some(remote) = remote.and_then(|r| Arc::try_unwrap(r).ok()) {
-            remote.shutdown(HOSTS_GRACE).await;
+        match remote.map(Arc::try_unwrap) {
+            Some(Ok(remote)) => remote.shutdown(HOSTS_GRACE).await,
+            Some(Err(_)) => {
+                tracing::warn!("the cluster is still held at the run's end: its links end without their agents' last lines")
+            }
+            None => {}
         }
         result?;
         Ok(outcome_of(&self.core))

@@ -18,10 +18,12 @@ impl Run {
     ) -> Result<RunOutcome, EventorError> {
         let (store, key) = (&self.state.store, &self.state.run);
         let store_name = store.describe();
-        if let (Some(log), Ok(outcome)) = (central, &result) {
-            if let Err(e) = log.close(&outcome.to_string()).await {
-                tracing::warn!(error = %e, "the central log could not be completed");
-            }
+        if let Some(log) = central {
+            let end = match &result {
+                Ok(outcome) => outcome.to_string(),
+                Err(e) => format!("failure: {}", crate::error_chain(e)),
+            };
+            close_log(log, &end).await;
         }
         let outcome = result.map_err(|source| run_failure(&store_name, source))?;
         let status = match &outcome {
@@ -39,19 +41,33 @@ impl Run {
     }
 
     /// A run that fails after its row was written (no hosts, no log) is recorded as failed,
-    /// with the reason in the log, rather than left `running` forever; a run another
-    /// coordinator took over is not ours to write any more.
+    /// with its cause on its row and in the log, rather than left `running` forever; a run
+    /// another coordinator took over is not ours to write any more.
     pub(super) async fn record_failed(&self, error: &EventorError) {
         if matches!(error, EventorError::RunTakenOver { .. }) {
             return;
         }
         let (store, key) = (&self.state.store, &self.state.run);
-        tracing::error!(run_id = %key.run_id, error = %crate::error_chain(error), "the run failed");
-        let failed = store
-            .set_run_status(key.clone(), RunStatus::Failure, now_micros())
-            .await;
+        let cause = crate::error_chain(error);
+        tracing::error!(run_id = %key.run_id, error = %cause, "the run failed");
+        let caused = store.set_run_cause(key.clone(), &cause).await;
+        let failed = match caused {
+            Ok(()) => {
+                store
+                    .set_run_status(key.clone(), RunStatus::Failure, now_micros())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = failed {
             tracing::warn!(error = %e, "cannot record the run as failed");
         }
+    }
+}
+
+/// Ends the central log with `end` (`-- end of run ID: END`).
+pub(super) async fn close_log(log: CentralLog, end: &str) {
+    if let Err(e) = log.close(end).await {
+        tracing::warn!(error = %e, "the central log could not be completed");
     }
 }

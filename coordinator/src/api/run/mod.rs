@@ -9,6 +9,8 @@ mod finish;
 mod modes;
 mod open;
 
+pub use open::check_store_location;
+
 use std::sync::Arc;
 
 use eventor_agent::StepAction;
@@ -17,7 +19,7 @@ use super::error::EventorError;
 use super::outcome::RunOutcome;
 use super::state::{Eventor, Run};
 use crate::engine::driver::Loops;
-use crate::engine::program::{EventId, Target};
+use crate::engine::program::EventId;
 
 impl Eventor {
     /// Runs the flow on a runtime of its own; see [`Eventor::run_async`] for `max_loops`.
@@ -69,10 +71,8 @@ impl Eventor {
     fn start_triggers(&mut self) -> Vec<(EventId, Arc<str>)> {
         let queued: Vec<_> = self.triggers.drain(..).collect();
         let ids = queued.into_iter().filter_map(|(event, sequence)| {
-            match self.names.get(event.as_str()) {
-                Some(Target::Event(id)) => Some((*id, sequence)),
-                _ => None, // checked by trigger_event
-            }
+            // checked by trigger_event
+            self.names.event(&event).map(|id| (id, sequence))
         });
         ids.collect()
     }

@@ -2,6 +2,7 @@
 //! same recovery carried on (continue); each takes the run's lock and writes (or marks) its
 //! row, and builds the core from what the store kept.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use eventor_store::{
@@ -11,14 +12,21 @@ use eventor_store::{
 
 use super::open::Opening;
 use crate::api::error::{store_error, EventorError};
+use crate::api::params;
 use crate::api::{leftovers, orphans};
+use crate::cluster::survivors::drain_survivors;
+use crate::cluster::ClusterSettings;
 use crate::engine::core::{
-    Core, CoreOptions, Input, PreviousTask, StoredDelay, StoredRetry, StoredState, StoredTask,
+    Core, CoreOptions, Input, PreviousTask, Reruns, StoredDelay, StoredRetry, StoredState,
+    StoredTask,
 };
-use crate::engine::program::{AssocId, EventId, Program, StepId, Target};
+use crate::engine::program::{AssocId, EventId, Program, StepId};
+use crate::log::CentralLog;
 
-/// What a mode opens: the run's key, its core and its lock.
-pub(super) type Opened = (RunKey, Core, RunGuard);
+/// What a mode opens: the run's key, its core and its lock, the last request to the run's
+/// recovery stored before this coordinator took it (passed over: it was for an earlier
+/// coordinator; 0 for a new recovery), and its parameters' values.
+pub(super) type Opened = (RunKey, Core, RunGuard, i64, BTreeMap<String, String>);
 
 impl Opening<'_> {
     /// A new run: recovery 0 of a new run id.
@@ -31,14 +39,15 @@ impl Opening<'_> {
             run_id: self.flow.run_id.clone(),
             recovery: 0,
         };
+        let params = self.params(None)?;
         let guard = self.lock(&key.run_id).await?;
         self.clear_history(&key.run_id).await?;
         self.store
-            .begin_run(self.new_run_row(&key))
+            .begin_run(self.new_run_row(&key, &params))
             .await
             .map_err(store_error(self.store.describe()))?;
         fail::fail_point!("after-run-row", |_| std::process::abort());
-        Ok((key, Core::new(program, options), guard))
+        Ok((key, Core::new(program, options), guard, 0, params))
     }
 
     /// Recover: a new recovery whose tasks skip or rerun by their outcome as of the base
@@ -52,15 +61,18 @@ impl Opening<'_> {
         let err = store_error(store.describe());
         let history = self.previous_runs().await?;
         let latest = history.last().expect("non-empty history");
+        options.rerun = self.rerun_ids()?;
+        let params = self.params(latest.params.as_ref())?;
         let guard = self.lock(&latest.key.run_id).await?;
-        self.wait_out_leases(&program, &latest.key).await?;
+        self.settle_leftovers(&program, &latest.key).await?;
         let base = self.pick_recovery(&history)?.key.recovery;
         let mut entries = Vec::new();
         let here = eventor_agent::local_host_name();
         for record in history.iter().filter(|r| r.key.recovery <= base) {
             let tasks = store.tasks(record.key.clone()).await.map_err(&err)?;
             if record.host == here {
-                orphans::stop_orphans(&tasks, flow.options.kill_grace).await;
+                let prefix = &flow.options.config.envvar_prefix;
+                orphans::stop_orphans(&record.key, prefix, &tasks, flow.options.kill_grace).await;
             }
             self.note_previous(&mut options, record.key.recovery, tasks);
             let triggers = store.triggers(record.key.clone()).await.map_err(&err)?;
@@ -79,7 +91,7 @@ impl Opening<'_> {
         };
         fail::fail_point!("before-recovery-row", |_| std::process::abort());
         store
-            .begin_run(self.new_run_row(&key))
+            .begin_run(self.new_run_row(&key, &params))
             .await
             .map_err(&err)?;
         fail::fail_point!("after-recovery-row", |_| std::process::abort());
@@ -87,16 +99,18 @@ impl Opening<'_> {
         for (event, sequence) in entries {
             core.handle(Input::Trigger { event, sequence }, now_micros());
         }
-        Ok((key, core, guard))
+        Ok((key, core, guard, 0, params))
     }
 
-    /// Waits, before anything is decided, until the tasks the run's earlier coordinator left
-    /// active on hosts cannot be running any more: their agents run them on for their lease
-    /// (that coordinator was gone when this one took the run's lock). Their ends, recorded
-    /// meanwhile by their agents, are then read like any other, so nothing is started beside
-    /// a task still running and nothing that succeeded meanwhile is run again. A stop of this
+    /// Before anything is decided: the tasks the run's earlier coordinator left active on
+    /// hosts may still run there (their agents run them on for their lease; that
+    /// coordinator was gone when this one took the run's lock). Their surviving agents are
+    /// re-adopted and followed until those tasks end, their output going into the central
+    /// log ([`crate::cluster::survivors`]); on a host where none answers, the lease is
+    /// waited out. Their ends are then read like any other, so nothing is started beside a
+    /// task still running and nothing that succeeded meanwhile is run again. A stop of this
     /// run (Ctrl-C) ends the wait.
-    async fn wait_out_leases(&self, program: &Program, key: &RunKey) -> Result<(), EventorError> {
+    async fn settle_leftovers(&self, program: &Program, key: &RunKey) -> Result<(), EventorError> {
         let Some(cluster) = &self.flow.options.cluster else {
             return Ok(());
         };
@@ -106,14 +120,48 @@ impl Opening<'_> {
         if hosts.is_empty() {
             return Ok(());
         }
-        let wait = crate::cluster::remote::lease_wait(&cluster.hosts, &hosts);
-        tracing::warn!(hosts = ?hosts, wait = ?wait, "tasks of the run's previous coordinator may still run on these hosts: waiting out their lease before deciding what to run");
-        let interrupt = self.flow.options.interrupt.clone().unwrap_or_default();
+        let remote_closures = super::attach::remote_closures(self.steps);
+        let settings =
+            ClusterSettings::for_run(cluster, &key.run_id, self.location, remote_closures)
+                .map_err(EventorError::Cluster)?;
+        let stop = self.interrupt.stop_token();
+        let log = self.open_log(&key.run_id).await?;
+        let central = log.as_ref().map(super::attach::central_output);
+        let drained = drain_survivors(
+            &settings,
+            &hosts,
+            central.as_ref(),
+            self.store,
+            stop,
+            self.root,
+        )
+        .await;
+        drop(central);
+        if let Some(log) = log {
+            log.release().await.map_err(EventorError::Log)?;
+        }
+        if drained.not_found.is_empty() || stop.is_cancelled() {
+            return Ok(());
+        }
+        let wait = crate::cluster::remote::lease_wait(&cluster.hosts, &drained.not_found);
+        let hosts = drained.not_found.join(", ");
+        let wait_text = humantime::format_duration(wait);
+        tracing::warn!(%hosts, wait = %wait_text, "tasks of the run's previous coordinator may still run on these hosts: waiting out their lease before deciding what to run");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = interrupt.stop_token().cancelled() => {}
+            _ = stop.cancelled() => {}
         }
         Ok(())
+    }
+
+    /// The run's central log, when the options name a folder for it.
+    async fn open_log(&self, run_id: &str) -> Result<Option<CentralLog>, EventorError> {
+        let options = &self.flow.options;
+        let Some(dir) = &options.logdir else {
+            return Ok(None);
+        };
+        let log = CentralLog::open(dir, &options.name, run_id).await;
+        log.map(Some).map_err(EventorError::Log)
     }
 
     /// Continue: the same recovery carries on from its stored triggers, tasks and delays.
@@ -127,11 +175,19 @@ impl Opening<'_> {
         let history = self.previous_runs().await?;
         let record = self.pick_recovery(&history)?;
         let key = record.key.clone();
+        let params = self.params(record.params.as_ref())?;
         let guard = self.lock(&key.run_id).await?;
-        self.wait_out_leases(&program, &key).await?;
+        // Taken with the lock: a request stored from now on is for this coordinator.
+        let earlier = store.requests_after(key.clone(), 0).await.map_err(&err)?;
+        let requests_seen = earlier.iter().map(|r| r.id).max().unwrap_or(0);
+        self.settle_leftovers(&program, &key).await?;
         let tasks = store.tasks(key.clone()).await.map_err(&err)?;
         if record.host == eventor_agent::local_host_name() {
-            orphans::stop_orphans(&tasks, self.flow.options.kill_grace).await;
+            let (prefix, grace) = (
+                &self.flow.options.config.envvar_prefix,
+                self.flow.options.kill_grace,
+            );
+            orphans::stop_orphans(&key, prefix, &tasks, grace).await;
         }
         let delays = stored_delays(&program, store.delays(key.clone()).await.map_err(&err)?);
         let retries = stored_retries(&program, store.retries(key.clone()).await.map_err(&err)?);
@@ -145,6 +201,12 @@ impl Opening<'_> {
             .set_run_status(key.clone(), RunStatus::Running, now_micros())
             .await
             .map_err(&err)?;
+        if record.params.as_ref() != Some(&params) {
+            store
+                .set_run_params(key.clone(), &params)
+                .await
+                .map_err(&err)?;
+        }
         let unstarted = stored.triggers.is_empty();
         let mut core = Core::restore(program, options, stored, now_micros());
         if unstarted {
@@ -152,10 +214,19 @@ impl Opening<'_> {
                 core.handle(Input::Trigger { event, sequence }, now_micros());
             }
         }
-        Ok((key, core, guard))
+        Ok((key, core, guard, requests_seen, params))
     }
 
-    fn new_run_row(&self, key: &RunKey) -> NewRun {
+    /// The run's parameter values: the user's, else those `stored` by the run's earlier
+    /// recovery, else the flow's defaults.
+    fn params(
+        &self,
+        stored: Option<&BTreeMap<String, String>>,
+    ) -> Result<BTreeMap<String, String>, EventorError> {
+        params::resolve(&self.flow.params, &self.flow.options.params, stored)
+    }
+
+    fn new_run_row(&self, key: &RunKey, params: &BTreeMap<String, String>) -> NewRun {
         let options = &self.flow.options;
         NewRun {
             key: key.clone(),
@@ -164,6 +235,8 @@ impl Opening<'_> {
             host: eventor_agent::local_host_name(),
             program: self.flow.describe_program(),
             started_at: now_micros(),
+            params: params.clone(),
+            env_from_prime: self.flow.env_from_prime_names(),
         }
     }
 
@@ -182,12 +255,31 @@ impl Opening<'_> {
             });
         }
         let dropped = store.delete_run(run_id).await.map_err(&err)?;
+        self.drop_old_log(run_id);
         tracing::info!(
             run_id,
             recoveries = dropped,
             "replaced the run's stored history"
         );
         Ok(())
+    }
+
+    /// The replaced run's central log and graph go with its history: the new run's log
+    /// starts anew rather than after the old one's lines.
+    fn drop_old_log(&self, run_id: &str) {
+        let options = &self.flow.options;
+        let Some(dir) = &options.logdir else {
+            return;
+        };
+        let log = crate::log::log_path(dir, &options.name, run_id);
+        for path in [log.with_extension("graph.json"), log] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove the replaced run's log");
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The recoveries of the run to recover or continue: the given run id, or the latest run
@@ -197,6 +289,8 @@ impl Opening<'_> {
         let err = store_error(store.describe());
         let no_run = || EventorError::NoPreviousRun {
             mode: options.run_mode,
+            flow: options.name.clone(),
+            run_id: options.run_id.clone(),
             store: store.describe(),
         };
         let run_id = match &options.run_id {
@@ -244,50 +338,65 @@ impl Opening<'_> {
     /// that makes what succeeded earlier look new.
     fn note_previous(&self, options: &mut CoreOptions, recovery: i32, tasks: Vec<TaskRecord>) {
         for task in tasks {
-            if let Some(Target::Step(step)) = self.flow.names.get(task.step.as_str()) {
+            if let Some(step) = self.flow.names.step(&task.step) {
                 let previous = PreviousTask {
                     status: task.status,
                     attempt: task.attempt,
                     recovery,
                 };
                 let sequence = Arc::from(task.sequence.as_str());
-                options.previous.insert((*step, sequence), previous);
+                options.previous.insert((step, sequence), previous);
             }
         }
+    }
+
+    /// The tasks `--rerun` names, as step ids; a step the flow does not have is input.
+    fn rerun_ids(&self) -> Result<Reruns, EventorError> {
+        let rerun = &self.flow.options.rerun;
+        let ids =
+            rerun.iter().map(|task| {
+                let step = self.flow.names.step(&task.step).ok_or_else(|| {
+                    EventorError::UnknownTarget {
+                        context: "--rerun".into(),
+                        what: "step",
+                        name: task.step.clone(),
+                    }
+                })?;
+                Ok((step, task.sequence.as_deref().map(Arc::from)))
+            });
+        ids.collect()
     }
 
     /// The start triggers for a run that stored none, as event ids.
     fn unstarted_ids(&self) -> Vec<(EventId, Arc<str>)> {
         let names = &self.flow.names;
-        let ids = self.flow.unstarted.iter().filter_map(|(event, sequence)| {
-            match names.get(event.as_str()) {
-                Some(Target::Event(id)) => Some((*id, sequence.clone())),
-                _ => None,
-            }
-        });
+        let ids =
+            self.flow.unstarted.iter().filter_map(|(event, sequence)| {
+                names.event(event).map(|id| (id, sequence.clone()))
+            });
         ids.collect()
     }
 
     fn stored_triggers(&self, rows: Vec<TriggerRecord>) -> Vec<(EventId, Arc<str>)> {
         rows.into_iter()
-            .filter_map(|row| match self.flow.names.get(row.event.as_str()) {
-                Some(Target::Event(id)) => Some((*id, Arc::from(row.sequence.as_str()))),
-                _ => None, // an event this version of the flow no longer has
+            .filter_map(|row| {
+                // None: an event this version of the flow no longer has
+                let id = self.flow.names.event(&row.event)?;
+                Some((id, Arc::from(row.sequence.as_str())))
             })
             .collect()
     }
 
     fn stored_tasks(&self, rows: Vec<TaskRecord>) -> Vec<StoredTask> {
         rows.into_iter()
-            .filter_map(|row| match self.flow.names.get(row.step.as_str()) {
-                Some(Target::Step(step)) => Some(StoredTask {
-                    step: *step,
+            .filter_map(|row| {
+                Some(StoredTask {
+                    step: self.flow.names.step(&row.step)?,
                     sequence: Arc::from(row.sequence.as_str()),
                     status: row.status,
                     attempt: row.attempt,
                     error: row.error,
-                }),
-                _ => None,
+                })
             })
             .collect()
     }

@@ -2,21 +2,29 @@
 //! and its lock taken by its mode (`modes.rs`), earlier grants given back, old runs pruned,
 //! and the context every task of it shares.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventor_agent::trigger_socket::{Answer, Fire, StatusAnswer, ToDriver, TriggerSocket};
+
+use crate::report::json::StatusJson;
+use crate::report::{own_run_report, RunSelector};
 use eventor_agent::{TaskContext, TriggerError, TriggerSink};
 use eventor_store::{now_micros, RunGuard, RunKey, RunMode, Store, StoreError, StoreLocation};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::error::{store_error, EventorError};
+use crate::api::params;
 use crate::api::state::{Eventor, Run};
 use crate::engine::core::{CoreOptions, Input};
 use crate::engine::driver::{PoolWake, RunState};
-use crate::engine::executor::StepRuntime;
+use crate::engine::executor::{RunEnv, StepRuntime};
 use crate::engine::external::ExternalTriggers;
-use crate::engine::program::{EventId, Target};
+use crate::engine::interrupt::Interrupt;
+use crate::engine::prime_env::PrimeEnv;
+use crate::engine::program::EventId;
 
 /// How often a task waiting on a shared pool asks again on SQLite, which cannot notify.
 const SQLITE_POOL_RECHECK: Duration = Duration::from_millis(250);
@@ -30,6 +38,12 @@ pub(super) struct Opening<'a> {
     pub(super) store: &'a Store,
     /// The flow's steps as they run (where each may run, for the leases waited out).
     pub(super) steps: &'a [StepRuntime],
+    /// Where the store is, as agents are told it (a recovery re-adopts them).
+    pub(super) location: &'a StoreLocation,
+    /// The run's one interrupt (the options' own, or one nobody fires).
+    pub(super) interrupt: &'a Interrupt,
+    /// The run's cancellation root: every link and attempt it starts lives under it.
+    pub(super) root: &'a CancellationToken,
 }
 
 impl Run {
@@ -39,27 +53,39 @@ impl Run {
         if let Some(dir) = &flow.options.logdir {
             check_logdir(&dir.join(&flow.options.name))?;
         }
-        let (program, steps) = flow.compile()?;
+        let (program, mut steps) = flow.compile()?;
+        params::check_given(&flow.params, &flow.options.params)?;
+        if flow.options.run_mode == RunMode::Restart {
+            // A new run has no stored values: a missing one is refused before the store is made.
+            params::resolve(&flow.params, &flow.options.params, None)?;
+        }
+        let hosts_from_prime = hosts_from_prime(flow)?;
         let program = Arc::new(program);
         let location = flow.store_location();
-        check_sqlite_path(&location)?;
+        check_store_location(&location)?;
         let store = Store::open(&location)
             .await
             .map_err(store_error(location.to_string()))?;
+        let interrupt = flow.options.interrupt.clone().unwrap_or_default();
+        let root = CancellationToken::new();
         let opening = Opening {
             flow,
             store: &store,
             steps: &steps,
+            location: &location,
+            interrupt: &interrupt,
+            root: &root,
         };
         opening.declare_shared_pools().await?;
         let options = CoreOptions::default();
-        let (key, core, guard) = match flow.options.run_mode {
+        let (key, core, guard, requests_seen, params) = match flow.options.run_mode {
             RunMode::Restart => opening.fresh(program, options).await?,
             RunMode::Recover => opening.recover(program, options).await?,
             RunMode::Continue => opening.carry_on(program, options).await?,
         };
         let pools = opening.pool_wake(&key).await?;
         opening.prune_old_runs().await?;
+        expand_step_env(&mut steps, &params);
         tracing::info!(
             run_id = %key.run_id,
             recovery = key.recovery,
@@ -69,28 +95,51 @@ impl Run {
         );
         let (trigger_tx, task_triggers) = mpsc::unbounded_channel();
         let event_ids = Arc::new(event_ids(flow));
-        let external = ExternalTriggers::new(&store, key.clone(), event_ids.clone())
+        let external = ExternalTriggers::new(&store, key.clone(), event_ids.clone(), requests_seen)
             .await
             .map_err(store_error(store.describe()))?;
         let triggers = TaskTriggers {
             events: event_ids,
             sender: trigger_tx,
         };
+        let mut template = task_template(flow, &key, triggers);
+        let run_socket: Option<Arc<dyn Fire>> = template.triggers.clone().map(|sink| {
+            Arc::new(RunSocket {
+                driver: ToDriver(sink),
+                store: store.clone(),
+                run: key.clone(),
+            }) as Arc<dyn Fire>
+        });
+        let trigger_socket = match &run_socket {
+            Some(run) => trigger_socket(&key.run_id, run.clone()).await,
+            None => None,
+        };
+        template.trigger_socket = trigger_socket
+            .as_ref()
+            .map(|socket| Arc::from(socket.path().to_string_lossy().as_ref()));
         let state = RunState {
-            task_template: task_template(flow, &key, triggers),
+            task_template: template,
             store,
             run: key,
             steps,
             task_triggers,
             external,
-            interrupt: flow.options.interrupt.clone().unwrap_or_default(),
+            interrupt,
             pools,
+            run_env: Arc::new(RunEnv {
+                params: params.into_iter().collect(),
+                hosts_from_prime,
+            }),
         };
         Ok(Run {
             location,
+            _ends_with_run: root.clone().drop_guard(),
+            root,
             guard,
             core,
             state,
+            _trigger_socket: trigger_socket,
+            run_socket,
         })
     }
 }
@@ -193,12 +242,48 @@ impl TriggerSink for TaskTriggers {
 }
 
 /// The flow's events by name.
+impl Eventor {
+    /// The names of every variable the run's tasks get from the prime's environment (the
+    /// hosts file's and the steps'), sorted: what the run's row keeps of them.
+    pub(crate) fn env_from_prime_names(&self) -> Vec<String> {
+        let hosts = self.options.cluster.iter();
+        let hosts = hosts.flat_map(|c| c.hosts.env_from_prime.iter().cloned());
+        let steps = self.steps.iter();
+        let steps = steps.flat_map(|s| s.config().env_from_prime.iter().cloned());
+        let names: std::collections::BTreeSet<String> = hosts.chain(steps).collect();
+        names.into_iter().collect()
+    }
+}
+
+/// The hosts file's `env_from_prime`, read from this process's environment (none without
+/// a cluster): a variable missing here stops the run before anything is stored.
+fn hosts_from_prime(flow: &Eventor) -> Result<PrimeEnv, EventorError> {
+    let Some(cluster) = &flow.options.cluster else {
+        return Ok(PrimeEnv::new());
+    };
+    Ok(PrimeEnv::read(
+        &cluster.hosts.env_from_prime,
+        "the hosts file",
+    )?)
+}
+
+/// Each step's `env:` values with `${NAME}` of a parameter replaced by its value.
+fn expand_step_env(steps: &mut [StepRuntime], params: &BTreeMap<String, String>) {
+    for step in steps {
+        let Some(settings) = step.settings.as_mut() else {
+            continue;
+        };
+        for (_, value) in &mut settings.env {
+            if value.contains("${") {
+                *value = params::expand(value, params);
+            }
+        }
+    }
+}
+
 fn event_ids(flow: &Eventor) -> HashMap<String, EventId> {
-    let events = flow.names.iter().filter_map(|(name, target)| match target {
-        Target::Event(id) => Some((name.to_string(), *id)),
-        Target::Step(_) => None,
-    });
-    events.collect()
+    let events = flow.names.events.iter();
+    events.map(|(name, id)| (name.to_string(), *id)).collect()
 }
 
 /// The context fields every task of the run shares.
@@ -212,12 +297,61 @@ fn task_template(flow: &Eventor, key: &RunKey, triggers: TaskTriggers) -> TaskCo
         flow: Arc::from(flow.options.name.as_str()),
         env_prefix: Arc::from(flow.options.config.envvar_prefix.as_str()),
         triggers: Some(Arc::new(triggers)),
+        trigger_socket: None,
+    }
+}
+
+/// The run's side of its trigger socket: events to the driver, the status from the store.
+struct RunSocket {
+    driver: ToDriver,
+    store: Store,
+    run: RunKey,
+}
+
+impl Fire for RunSocket {
+    fn fire(&self, event: String, sequence: String) -> Answer {
+        self.driver.fire(event, sequence)
+    }
+
+    fn status(&self) -> StatusAnswer {
+        let (store, run) = (self.store.clone(), self.run.clone());
+        Box::pin(async move {
+            let selector = RunSelector {
+                flow: None,
+                run_id: Some(run.run_id.to_string()),
+                recovery: Some(run.recovery),
+            };
+            // This coordinator holds the run: it is not asked whether anybody does.
+            let report = own_run_report(&store, &selector)
+                .await
+                .map_err(|e| e.to_string())?;
+            serde_json::to_string(&StatusJson::of(&report)).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The run's trigger socket, where its tasks' commands fire events in it and ask its
+/// status (`run` its side); none (with a warning) where the den cannot be had.
+async fn trigger_socket(run_id: &str, run: Arc<dyn Fire>) -> Option<TriggerSocket> {
+    let here = eventor_agent::local_host_name();
+    let name = format!("t-{}", eventor_agent::adopt::socket_name(run_id, &here));
+    let opened = match eventor_agent::adopt::private_den() {
+        Ok(dir) => TriggerSocket::open(&dir, &name, run).await,
+        Err(error) => Err(error),
+    };
+    match opened {
+        Ok(socket) => Some(socket),
+        Err(error) => {
+            tracing::warn!(%error, "no trigger socket: the run's commands cannot fire its events");
+            None
+        }
     }
 }
 
 /// An SQLite store must be a durable file in an existing directory: a directory, a missing
-/// directory or `:memory:` is the user's mistake (exit 2), found before anything is stored.
-fn check_sqlite_path(location: &StoreLocation) -> Result<(), EventorError> {
+/// directory, `:memory:` or a file that is not an SQLite database is the user's mistake
+/// (exit 2), found before anything is stored.
+pub fn check_store_location(location: &StoreLocation) -> Result<(), EventorError> {
     let StoreLocation::Sqlite(path) = location else {
         return Ok(());
     };
@@ -235,7 +369,29 @@ fn check_sqlite_path(location: &StoreLocation) -> Result<(), EventorError> {
     if parent.is_some_and(|dir| !dir.is_dir()) {
         return Err(refuse("its directory does not exist"));
     }
+    if !holds_sqlite_or_nothing(path) {
+        return Err(refuse(
+            "is not an SQLite database (its first bytes are not SQLite's header)",
+        ));
+    }
     Ok(())
+}
+
+/// Every SQLite database file begins with these 16 bytes.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Whether `path` is missing, empty (SQLite makes a new database of both) or begins with
+/// SQLite's header. A file that cannot be read is let through: opening it says why.
+fn holds_sqlite_or_nothing(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        return true;
+    };
+    let mut head = Vec::with_capacity(SQLITE_HEADER.len());
+    match file.take(SQLITE_HEADER.len() as u64).read_to_end(&mut head) {
+        Ok(_) => head.is_empty() || head == SQLITE_HEADER,
+        Err(_) => true,
+    }
 }
 
 /// The central log's folder must be writable before the run starts (exit 2 otherwise).
@@ -249,4 +405,40 @@ fn check_logdir(dir: &std::path::Path) -> Result<(), EventorError> {
     std::fs::write(&probe, b"").map_err(refuse)?;
     let _ = std::fs::remove_file(probe);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(path: &std::path::Path) -> Result<(), EventorError> {
+        check_store_location(&StoreLocation::Sqlite(path.to_path_buf()))
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_sqlite_database_is_the_users_mistake_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let notdb = dir.path().join("notdb");
+        std::fs::write(&notdb, "hello, not a database\n").unwrap();
+        let error = checked(&notdb).unwrap_err();
+        assert!(error.is_input_error(), "{error}");
+        let message = error.to_string();
+        assert!(message.contains(&notdb.display().to_string()), "{message}");
+        assert!(message.contains("not an SQLite database"), "{message}");
+        std::fs::write(&notdb, "SQLite").unwrap();
+        assert!(checked(&notdb).is_err(), "a header cut short");
+    }
+
+    #[test]
+    fn a_missing_an_empty_or_an_sqlite_file_may_be_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        checked(&path).unwrap();
+        std::fs::write(&path, "").unwrap();
+        checked(&path).unwrap();
+        let mut db = SQLITE_HEADER.to_vec();
+        db.extend([0u8; 84]);
+        std::fs::write(&path, db).unwrap();
+        checked(&path).unwrap();
+    }
 }

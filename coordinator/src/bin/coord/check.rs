@@ -11,7 +11,7 @@ use eventor::cluster::{load_hosts, HostsFile, LinkSettings};
 use eventor::flow::{eventor_from_flow, load_flow, FlowTriggers};
 use eventor::{ClusterOptions, EventorConfig, EventorOptions};
 
-use super::{bad, choose_store, init_logging, ConfigArgs, Failure};
+use super::{bad, init_logging, ConfigArgs, Failure, StoreSources};
 
 /// `check FLOW.yaml [--hosts FILE] [--store STORE] [--json] [--resolve-only]`.
 #[derive(Args)]
@@ -22,8 +22,8 @@ pub(crate) struct CheckArgs {
     /// checked.
     #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
-    /// The store, as for `run` (default: the hosts file's `store:`, the config's default,
-    /// else <flow name>.run.db here).
+    /// The store, as for `run` (default: the flow file's `store:`, the hosts file's, the
+    /// config's default_db, else <flow name>.run.db here).
     #[arg(long, value_name = "STORE")]
     store: Option<String>,
     /// Print the findings as one JSON document on stdout (the flow summary goes to stderr).
@@ -89,15 +89,17 @@ fn check_options(
     hosts: Option<&HostsFile>,
     config: &EventorConfig,
 ) -> Result<CheckOptions, Failure> {
-    let flag = args
-        .store
-        .as_deref()
-        .or(hosts.and_then(|h| h.store.as_deref()));
+    let sources = StoreSources {
+        flag: args.store.as_deref(),
+        flow: Some(flow),
+        hosts,
+    };
     let options = EventorOptions {
-        store: choose_store(flag, config).map_err(bad)?,
+        store: sources.named(config).map_err(bad)?,
         cluster: hosts.cloned().map(|hosts| ClusterOptions {
             hosts,
             lost_after: LinkSettings::default().lost_after,
+            script: None,
         }),
         config: config.clone(),
         ..EventorOptions::default()
@@ -111,10 +113,12 @@ fn check_options(
 
 fn print(output: &Output, header: &str, report: &CheckReport) {
     match output {
-        Output::Text => print!("{header}\n{}", render::text(report)),
+        Output::Text => {
+            super::print_out(&format!("{header}\n{}", render::text(report)));
+        }
         Output::Json => {
-            eprintln!("{header}");
-            println!("{}", render::json(report));
+            super::say(format_args!("{header}"));
+            super::print_out(&format!("{}\n", render::json(report)));
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `runs`, `status`, `graph` and `serve`: the commands that show what runs did (read only).
+//! `runs`, `status`, `hosts`, `graph` and `serve`: the commands that show what runs did
+//! (read only).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -9,14 +10,16 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use eventor::flow::{load_flow, FlowFile};
 use eventor::report::graph::{states_of, to_dot, to_mermaid, FlowGraph, StepStates};
-use eventor::report::json::{RunJson, StatusJson};
+use eventor::report::json::{HostJson, RunJson, StatusJson};
 use eventor::report::svg::to_svg;
-use eventor::report::text::{runs_table, status_text};
-use eventor::report::{list_runs, open_store, run_report, ReportError, RunReport, RunSelector};
+use eventor::report::text::{hosts_text, runs_table, runs_table_of_flows, status_text};
+use eventor::report::waiting::WaitRules;
+use eventor::report::{list_runs, run_report, ReportError, RunReport, RunSelector};
 use eventor::web::{ServeConfig, Server, WebError};
-use eventor_store::{Store, StoreLocation};
+use eventor_store::Store;
 
-use super::{bad, flow_store, init_logging, logdir_of, ConfigArgs, Failure};
+use super::store_choice::Chosen;
+use super::{bad, init_logging, logdir_of, ConfigArgs, Failure, StoreArgs, StoreSources};
 
 /// How often `status --watch` re-reads an SQLite store (Postgres notifies instead).
 const WATCH_REREAD: Duration = Duration::from_secs(1);
@@ -25,11 +28,11 @@ const WATCH_SAFETY: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
 pub struct RunsArgs {
-    /// The flow file whose runs to list (its name picks them, and its default store).
-    flow: PathBuf,
-    /// The store, as for `run` (default: <flow name>.run.db here).
-    #[arg(long, value_name = "STORE")]
-    store: Option<String>,
+    /// The flow file whose runs to list (its name picks them, and its default store);
+    /// without it, every flow's runs in the store that --store, --hosts or the config names.
+    flow: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// One JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -40,22 +43,39 @@ pub struct RunsArgs {
 #[derive(Args)]
 pub struct StatusArgs {
     /// The flow file of the run (its name picks the latest run, and its default store).
-    flow: PathBuf,
+    /// Inside a task leave it out: the task's own run answers (as JSON).
+    flow: Option<PathBuf>,
     /// The run to show (default: the flow's latest run).
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
     /// Which recovery of the run (default: its latest).
     #[arg(long, value_name = "N")]
     recovery: Option<i32>,
-    /// The store, as for `run` (default: <flow name>.run.db here).
-    #[arg(long, value_name = "STORE")]
-    store: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// One JSON object instead of tables.
     #[arg(long)]
     json: bool,
     /// Redraw as the run goes on, until it ends.
     #[arg(long)]
     watch: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Args)]
+pub struct HostsArgs {
+    /// The flow file of the run (its name picks the latest run, and its default store).
+    flow: PathBuf,
+    /// The run to show (default: the flow's latest run).
+    #[arg(long, value_name = "ID")]
+    run_id: Option<String>,
+    /// `--hosts FILE` also lists the hosts of that file the run never said a word of.
+    #[command(flatten)]
+    store: StoreArgs,
+    /// One JSON array instead of lines.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -77,9 +97,9 @@ pub struct GraphArgs {
     /// Colour the steps by the states of this run's tasks.
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
-    /// The store of --run-id, as for `run` (default: <flow name>.run.db here).
-    #[arg(long, value_name = "STORE")]
-    store: Option<String>,
+    /// The store of --run-id.
+    #[command(flatten)]
+    store: StoreArgs,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -97,6 +117,15 @@ pub struct ServeArgs {
     /// for more); requests naming any other host are refused, against DNS rebinding.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
+    /// Take events for running runs: `POST /api/runs/{run_id}/trigger` with
+    /// `Authorization: Bearer <token>`, the token being the first line of this file (mode
+    /// 0600). Without it the server only reads.
+    #[arg(long, value_name = "TOKEN_FILE")]
+    triggers: Option<PathBuf>,
+    /// Live feeds (the pages' updates and log tails) open at once; one more is answered 503
+    /// with Retry-After (each feed holds a task, and a run's on Postgres a store session).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    max_feeds: u16,
     /// The central logs of the runs (default: LOGGING.logdir of --config, else ./logs).
     #[arg(long, value_name = "DIR")]
     logdir: Option<PathBuf>,
@@ -104,59 +133,98 @@ pub struct ServeArgs {
     config: ConfigArgs,
 }
 
+/// The run `selector` names, read from the chosen store (never created).
+fn stored_report(chosen: &Chosen, selector: &RunSelector) -> Result<RunReport, Failure> {
+    runtime()?.block_on(async {
+        let store = chosen.open_existing().await?;
+        run_report(&store, selector)
+            .await
+            .map_err(|e| chosen.failure(e))
+    })
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))
 }
 
-/// A report's error as the binary classes it (exit 2 for what the user named wrong).
-fn failure(e: ReportError) -> Failure {
-    if e.is_input_error() {
-        Failure::BadInput(e.into())
-    } else {
-        Failure::Run(e.into())
-    }
-}
-
-/// The flow file and its store.
+/// The flow file and its store (never created: a read finds it or says where it looked).
 fn flow_and_store(
     flow: &Path,
-    store: Option<&str>,
+    store: &StoreArgs,
     config: &ConfigArgs,
     level: Option<&str>,
-) -> Result<(FlowFile, StoreLocation), Failure> {
+) -> Result<(FlowFile, Chosen), Failure> {
     let flow = load_flow(flow).map_err(bad)?;
     let config = config.load()?;
     init_logging(level, &config.logging);
-    let location = flow_store(store, &config, &flow.name)?;
-    Ok((flow, location))
+    let (chosen, _) = store.for_flow(&flow, &config)?;
+    Ok((flow, chosen))
+}
+
+/// The store `runs` without a flow lists: one that --store, --hosts or the config names.
+fn named_store(
+    store: &StoreArgs,
+    config: &ConfigArgs,
+    level: Option<&str>,
+) -> Result<Chosen, Failure> {
+    let hosts = store.hosts_file()?;
+    let config = config.load()?;
+    init_logging(level, &config.logging);
+    let sources = StoreSources {
+        flag: store.store.as_deref(),
+        flow: None,
+        hosts: hosts.as_ref(),
+    };
+    match sources.named(&config).map_err(bad)? {
+        Some(location) => Ok(Chosen {
+            location,
+            looked: None,
+        }),
+        None => Err(bad(anyhow::anyhow!(
+            "runs without a flow file lists every flow's runs of a store: {}",
+            sources.looked()
+        ))),
+    }
 }
 
 pub fn runs(args: RunsArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
-    let (flow, location) = flow_and_store(&args.flow, args.store.as_deref(), &args.config, level)?;
+    let (flow, chosen) = match &args.flow {
+        Some(path) => {
+            let (flow, chosen) = flow_and_store(path, &args.store, &args.config, level)?;
+            (Some(flow.name), chosen)
+        }
+        None => (None, named_store(&args.store, &args.config, level)?),
+    };
     let runs = runtime()?.block_on(async {
-        let store = open_store(&location).await?;
-        list_runs(&store, Some(&flow.name)).await
-    });
-    let runs = runs.map_err(failure)?;
+        let store = chosen.open_existing().await?;
+        list_runs(&store, flow.as_deref())
+            .await
+            .map_err(|e| chosen.failure(e))
+    })?;
     if args.json {
         let rows: Vec<RunJson> = runs.iter().map(RunJson::of).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        );
-    } else if runs.is_empty() {
-        return Err(failure(ReportError::NoRuns {
-            flow: flow.name,
-            store: location.to_string(),
-        }));
-    } else {
-        print!("{}", runs_table(&runs));
+        let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
+        return Ok(super::print_out(&format!("{text}\n")));
     }
-    Ok(ExitCode::SUCCESS)
+    if runs.is_empty() {
+        let store = chosen.location.to_string();
+        return Err(chosen.failure(match flow {
+            Some(flow) => ReportError::NoRuns { flow, store },
+            None => ReportError::Empty { store },
+        }));
+    }
+    let table = match flow {
+        Some(_) => runs_table(&runs),
+        None => runs_table_of_flows(&runs),
+    };
+    Ok(super::print_out(&table))
 }
 
 pub fn status(args: StatusArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
-    let (flow, location) = flow_and_store(&args.flow, args.store.as_deref(), &args.config, level)?;
+    let Some(flow_path) = &args.flow else {
+        return own_run_status();
+    };
+    let (flow, chosen) = flow_and_store(flow_path, &args.store, &args.config, level)?;
     let selector = RunSelector {
         flow: Some(flow.name.clone()),
         run_id: args.run_id.clone(),
@@ -167,16 +235,60 @@ pub fn status(args: StatusArgs, level: Option<&str>) -> Result<ExitCode, Failure
         watch: args.watch,
     };
     runtime()?.block_on(async {
-        let store = open_store(&location).await.map_err(failure)?;
+        let store = chosen.open_existing().await?;
         let pins = FlowGraph::of_flow(&flow).pins();
+        let rules = WaitRules::of_flow(&flow);
+        let failure = |e| chosen.failure(e);
         let mut report = run_report(&store, &selector).await.map_err(failure)?;
         report.fill_pinned_hosts(&pins);
+        report.explain_waiting(&rules);
         if !style.watch {
             print_status(&report, style);
             return Ok(ExitCode::SUCCESS);
         }
-        watch(&store, report, style, &pins).await
+        watch(&store, report, style, (&pins, &rules), &chosen).await
     })
+}
+
+/// `hosts`: each host of a run with its health (up, away, quarantined until when and why)
+/// and its last failures, as the run's prime last stored them.
+pub fn hosts(args: HostsArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
+    let (flow, chosen) = flow_and_store(&args.flow, &args.store, &args.config, level)?;
+    let names = match args.store.hosts_file()? {
+        Some(file) => file.names(),
+        None => Vec::new(),
+    };
+    let selector = RunSelector {
+        flow: Some(flow.name.clone()),
+        run_id: args.run_id.clone(),
+        recovery: None,
+    };
+    let report = stored_report(&chosen, &selector)?;
+    if args.json {
+        let rows: Vec<HostJson> = report.hosts.iter().map(HostJson::of).collect();
+        let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
+        return Ok(super::print_out(&format!("{text}\n")));
+    }
+    Ok(super::print_out(&hosts_text(&report, &names)))
+}
+
+/// `status` with no flow inside a task: its own run's status, as JSON, from its coordinator
+/// through the task's trigger socket.
+fn own_run_status() -> Result<ExitCode, Failure> {
+    use eventor_agent::trigger_socket::{status, TRIGGER_SOCKET_VAR};
+    let Some(socket) = std::env::var_os(TRIGGER_SOCKET_VAR) else {
+        return Err(bad(anyhow::anyhow!(
+            "name the flow file (only a task's own run needs none)"
+        )));
+    };
+    let answer = status(std::path::Path::new(&socket))
+        .map_err(|e| Failure::Run(anyhow::Error::new(e).context("cannot reach the task's run")))?;
+    match answer {
+        Ok(json) => Ok(super::print_out(&format!("{json}\n"))),
+        Err(why) => Err(Failure::Run(anyhow::anyhow!(
+            "the run cannot say its status: {why}"
+        ))),
+    }
 }
 
 /// How `status` prints.
@@ -214,7 +326,8 @@ async fn watch(
     store: &Store,
     mut report: RunReport,
     style: Style,
-    pins: &std::collections::HashMap<String, String>,
+    (pins, rules): (&std::collections::HashMap<String, String>, &WaitRules),
+    chosen: &Chosen,
 ) -> Result<ExitCode, Failure> {
     let mut subscription = match store {
         Store::Postgres(_) => Some(
@@ -238,8 +351,11 @@ async fn watch(
             }
             None => tokio::time::sleep(WATCH_REREAD).await,
         }
-        let mut next = run_report(store, &selector).await.map_err(failure)?;
+        let mut next = run_report(store, &selector)
+            .await
+            .map_err(|e| chosen.failure(e))?;
         next.fill_pinned_hosts(pins);
+        next.explain_waiting(rules);
         if next.run != report.run || next.tasks != report.tasks {
             print_status(&next, style);
         }
@@ -249,7 +365,7 @@ async fn watch(
 }
 
 pub fn graph(args: GraphArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
-    let (flow, location) = flow_and_store(&args.flow, args.store.as_deref(), &args.config, level)?;
+    let (flow, chosen) = flow_and_store(&args.flow, &args.store, &args.config, level)?;
     let states: StepStates = match &args.run_id {
         None => StepStates::new(),
         Some(run_id) => {
@@ -258,11 +374,8 @@ pub fn graph(args: GraphArgs, level: Option<&str>) -> Result<ExitCode, Failure> 
                 run_id: Some(run_id.clone()),
                 recovery: None,
             };
-            let report = runtime()?.block_on(async {
-                let store = open_store(&location).await?;
-                run_report(&store, &selector).await
-            });
-            states_of(&report.map_err(failure)?)
+            let report = stored_report(&chosen, &selector)?;
+            states_of(&report)
         }
     };
     let graph = FlowGraph::of_flow(&flow);
@@ -271,8 +384,14 @@ pub fn graph(args: GraphArgs, level: Option<&str>) -> Result<ExitCode, Failure> 
         GraphFormat::Mermaid => to_mermaid(&graph, &states),
         GraphFormat::Svg => to_svg(&graph, &states),
     };
-    print!("{text}");
-    Ok(ExitCode::SUCCESS)
+    Ok(super::print_out(&text))
+}
+
+/// Removes the graph saved for a run that never opened.
+pub fn forget_graph(flow: &FlowFile, logdir: &Path, run_id: &str) {
+    let _ = std::fs::remove_file(eventor::report::graph::saved_path(
+        logdir, &flow.name, run_id,
+    ));
 }
 
 /// Saves the flow's graph beside the run's log for `serve`; a failure is only a warning.
@@ -285,7 +404,12 @@ pub fn save_graph(flow: &FlowFile, logdir: &Path, run_id: &str) {
 pub fn serve(args: ServeArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
     let config = args.config.load()?;
     init_logging(level, &config.logging);
-    let store = super::choose_store(args.store.as_deref(), &config).map_err(bad)?;
+    let sources = StoreSources {
+        flag: args.store.as_deref(),
+        flow: None,
+        hosts: None,
+    };
+    let store = sources.named(&config).map_err(bad)?;
     let Some(store) = store else {
         return Err(bad(anyhow::anyhow!(
             "serve needs a store: pass --store (a URL, a path, or a DATABASES name of --config)"
@@ -296,6 +420,8 @@ pub fn serve(args: ServeArgs, level: Option<&str>) -> Result<ExitCode, Failure> 
         listen: args.listen,
         logdir: logdir_of(args.logdir, &config),
         allow_hosts: args.allow_hosts,
+        triggers: args.triggers,
+        max_feeds: usize::from(args.max_feeds),
     };
     runtime()?.block_on(serve_until_signal(serve_config))
 }

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventor_agent::util::error_chain;
 use eventor_ssh::{self as ssh, HostKeyStatus, Session, SshConfig, SshError};
-use eventor_store::StoreLocation;
+use eventor_store::{PgLocation, StoreLocation};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::task::JoinSet;
 
 use super::{CheckOptions, HostCheck};
-use crate::cluster::hosts::{shell_quote, HostSpec};
+use crate::cluster::hosts::{shell_quote, HostSpec, StoreVia};
+use crate::cluster::store_tunnel;
 
 /// Output kept from a probe command (they print a line or two).
 const MAX_OUTPUT: u64 = 16 * 1024;
@@ -136,7 +137,7 @@ async fn probe_session(
     let limit = options.probe_timeout;
     let (agent, store, clock) = tokio::join!(
         agent(&session, spec, limit),
-        host_store(&session, &spec.name, &options.store, limit),
+        host_store(&session, spec, &options.store, limit),
         clock_offset(&session, limit),
     );
     let probe = HostProbe {
@@ -222,7 +223,17 @@ struct Ran {
 
 /// Runs `command` on the host, bounded by `limit`.
 async fn run(session: &Session, command: &str, limit: Duration) -> Result<Ran, String> {
-    let ran = tokio::time::timeout(limit, run_unbounded(session, command)).await;
+    run_with(session, command, "", limit).await
+}
+
+/// [`run`] with `input` on the command's stdin (then its end).
+async fn run_with(
+    session: &Session,
+    command: &str,
+    input: &str,
+    limit: Duration,
+) -> Result<Ran, String> {
+    let ran = tokio::time::timeout(limit, run_unbounded(session, command, input)).await;
     match ran {
         Ok(result) => result.map_err(|e| error_chain(&e)),
         Err(_) => Err(format!(
@@ -232,8 +243,12 @@ async fn run(session: &Session, command: &str, limit: Duration) -> Result<Ran, S
     }
 }
 
-async fn run_unbounded(session: &Session, command: &str) -> Result<Ran, SshError> {
+async fn run_unbounded(session: &Session, command: &str, input: &str) -> Result<Ran, SshError> {
     let mut channel = session.exec(command).await?;
+    // A command that reads its stdin (the agent's env, see `HostSpec::env_lines`) gets
+    // `input`, then its end, rather than waiting for more.
+    let _ = channel.stdin.write_all(input.as_bytes()).await;
+    let _ = channel.stdin.shutdown().await;
     let mut stdout = Vec::new();
     // A read error is the connection ending, which the exit status reports below.
     let _ = (&mut channel.stdout)
@@ -255,8 +270,9 @@ async fn run_unbounded(session: &Session, command: &str) -> Result<Ran, SshError
 /// The agent's version (run as a run would start it, with its env) and the OS.
 async fn agent(session: &Session, spec: &HostSpec, limit: Duration) -> Result<AgentFound, String> {
     let version_command = spec.agent_command(&["--version".to_string()]);
+    let env = spec.env_lines();
     let (version, os) = tokio::join!(
-        run(session, &version_command, limit),
+        run_with(session, &version_command, &env, limit),
         run(session, "uname -sm", limit),
     );
     // The command carries the host's env, which may hold secrets: name it by the agent.
@@ -301,13 +317,23 @@ fn describe(ran: &Ran) -> String {
     }
 }
 
-/// Whether the host reaches the store where its agent will be told it is.
+/// Whether the host's agent would get into the store: for Postgres, a login through the
+/// host (an SSH channel the host's server connects for us, as its agent would connect:
+/// to the store's address, its socket, or its `store_via: ssh` tunnel) with the
+/// password and TLS its agent would be given; where the host's server does not connect
+/// for us, only whether the host reaches the store's address.
 async fn host_store(
     session: &Session,
-    host: &str,
+    spec: &HostSpec,
     store: &StoreLocation,
     limit: Duration,
 ) -> StoreReach {
+    if let StoreLocation::Postgres(pg) = store {
+        if let Some(reach) = host_login(session, spec, pg, limit).await {
+            return reach;
+        }
+    }
+    let host = spec.name.as_str();
     let (address, command) = store_probe_command(store, limit);
     let error = match run(session, &command, limit + Duration::from_secs(1)).await {
         Ok(ran) if ran.code == Some(0) => None,
@@ -319,6 +345,85 @@ async fn host_store(
         Err(e) => Some(format!("{host}: checking the store: {e}")),
     };
     StoreReach { address, error }
+}
+
+/// The login through the host; `None` when its server would not connect for us.
+async fn host_login(
+    session: &Session,
+    spec: &HostSpec,
+    pg: &PgLocation,
+    limit: Duration,
+) -> Option<StoreReach> {
+    let host = spec.name.as_str();
+    if spec.store_via == StoreVia::Ssh {
+        return Some(tunnel_login(session, spec, pg, limit).await);
+    }
+    let (address, stream) = match pg.host.starts_with('/') {
+        true => {
+            let socket = format!("{}/.s.PGSQL.{}", pg.host, pg.port);
+            (socket.clone(), session.connect_socket(&socket).await)
+        }
+        false => (
+            host_port(&pg.host, pg.port),
+            session.connect_tcp(&pg.host, pg.port).await,
+        ),
+    };
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!(host, error = %error_chain(&e), "no login through the host: probing its way to the store only");
+            return None;
+        }
+    };
+    let login = eventor_store::check_login(pg, Some(Box::new(stream)), limit).await;
+    let error = login
+        .err()
+        .map(|e| format!("{host}: the store refused its agent: {}", error_chain(&e)));
+    Some(StoreReach { address, error })
+}
+
+/// The login a `store_via: ssh` host's agent would make: through a tunnel opened as the
+/// run opens it, in plain text to its socket (the prime speaks TLS to the store).
+async fn tunnel_login(
+    session: &Session,
+    spec: &HostSpec,
+    pg: &PgLocation,
+    limit: Duration,
+) -> StoreReach {
+    let host = spec.name.as_str();
+    let address = "the prime's ssh connection (store_via: ssh)".to_string();
+    let failed = |why: String| StoreReach {
+        address: address.clone(),
+        error: Some(format!("{host}: {why}")),
+    };
+    let location = StoreLocation::Postgres(pg.clone());
+    let (access, tls) = match crate::cluster::agent_mode::agent_store(&location) {
+        Ok(found) => found,
+        Err(e) => return failed(error_chain(&e)),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_tunnel = stop.clone().drop_guard();
+    let opened = store_tunnel::open(session, spec, Some(&access), tls.as_ref(), stop).await;
+    let tunneled = match opened.map(|a| (StoreLocation::parse(&a.location), a.password)) {
+        Ok((Ok(StoreLocation::Postgres(pg)), password)) => match password {
+            Some(password) => pg.with_password(&password),
+            None => pg,
+        },
+        Ok(_) => return failed("the tunnel's location is not Postgres".into()),
+        Err(e) => return failed(error_chain(&e)),
+    };
+    let socket = format!("{}/.s.PGSQL.{}", tunneled.host, tunneled.port);
+    let stream = match session.connect_socket(&socket).await {
+        Ok(stream) => stream,
+        Err(e) => return failed(error_chain(&e)),
+    };
+    match eventor_store::check_login(&tunneled, Some(Box::new(stream)), limit).await {
+        Ok(()) => StoreReach {
+            address,
+            error: None,
+        },
+        Err(e) => failed(format!("the store refused its agent: {}", error_chain(&e))),
+    }
 }
 
 fn unreachable_reason(host: &str, store: &StoreLocation, address: &str, ran: &Ran) -> String {
@@ -386,23 +491,15 @@ fn sqlite_dir(path: &Path) -> PathBuf {
 /// The prime's own way to the store: a TCP connect, the socket, or the directory.
 pub(super) async fn prime_store(store: &StoreLocation, limit: Duration) -> StoreReach {
     match store {
-        StoreLocation::Postgres(pg) if pg.host.starts_with('/') => {
-            let socket = PathBuf::from(format!("{}/.s.PGSQL.{}", pg.host, pg.port));
-            let error = (!socket.exists()).then(|| format!("no socket {}", socket.display()));
-            let address = socket.display().to_string();
-            StoreReach { address, error }
-        }
+        // A login as the run will make it: the server's own word on the role, its password,
+        // the database and TLS.
         StoreLocation::Postgres(pg) => {
-            let address = host_port(&pg.host, pg.port);
-            let connect = tokio::net::TcpStream::connect((pg.host.as_str(), pg.port));
-            let error = match tokio::time::timeout(limit, connect).await {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(format!("cannot reach the store at {address}: {e}")),
-                Err(_) => Some(format!(
-                    "no answer from the store at {address} within {}",
-                    humantime::format_duration(limit)
-                )),
+            let address = match pg.host.starts_with('/') {
+                true => format!("{}/.s.PGSQL.{}", pg.host, pg.port),
+                false => host_port(&pg.host, pg.port),
             };
+            let login = eventor_store::check_login(pg, None, limit).await;
+            let error = login.err().map(|e| error_chain(&e));
             StoreReach { address, error }
         }
         StoreLocation::Sqlite(path) => {

@@ -70,20 +70,7 @@ async fn forward(message: ToCoordinator, ctx: &Ctx) -> bool {
         // A late `StoreReady` (it is read during the start) only proves life as well.
         ToCoordinator::Heartbeat(_) | ToCoordinator::StoreReady => return true,
         ToCoordinator::TaskStarted { key, pid } => HostEvent::Started { host, key, pid },
-        ToCoordinator::TaskFinished {
-            key,
-            status,
-            exit_code,
-            result,
-            error,
-        } => HostEvent::Finished {
-            host,
-            key,
-            status,
-            exit_code,
-            result,
-            error,
-        },
+        ToCoordinator::TaskFinished { key, end } => HostEvent::Finished { host, key, end },
         ToCoordinator::Log(mut record) => {
             // The link, not the agent, knows which host this is.
             record.host.clone_from(&host);
@@ -92,6 +79,23 @@ async fn forward(message: ToCoordinator, ctx: &Ctx) -> bool {
         ToCoordinator::Output(batch) => HostEvent::Output { host, batch },
         ToCoordinator::TaskRan { key } => HostEvent::Ran { host, key },
         ToCoordinator::Error { key, message } => HostEvent::AgentError { host, key, message },
+        ToCoordinator::Trigger {
+            id,
+            event,
+            sequence,
+        } => HostEvent::Trigger {
+            host,
+            id,
+            event,
+            sequence,
+        },
+        ToCoordinator::StatusAsk { id } => HostEvent::StatusAsk { host, id },
+        // Read during the start when it belongs there; anywhere else it is out of place.
+        ToCoordinator::Adopted { .. } => HostEvent::AgentError {
+            host,
+            key: None,
+            message: "an adoption report after the start: ignored".to_string(),
+        },
     };
     ctx.emit(event).await
 }
@@ -245,13 +249,31 @@ pub(super) async fn forward_stderr(
 
 fn stderr_event(ctx: &Ctx, text: String) -> HostEvent {
     let host = ctx.host();
+    let (level, text) = agent_line(text);
     let record = LogRecord {
         time: now_micros(),
-        level: LogLevel::Warn,
+        level,
         host: host.clone(),
         task: None,
         stream: Stream::Agent,
         text,
     };
     HostEvent::Log { host, record }
+}
+
+/// An agent's stderr line as its level and text: the agent writes `LEVEL message fields`
+/// (no time: the prime stamps the line); anything else (a panic, a shell's complaint) is a
+/// warning as it stands.
+pub(super) fn agent_line(line: String) -> (LogLevel, String) {
+    let trimmed = line.trim_start();
+    let (word, rest) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
+    let level = match word {
+        "ERROR" => LogLevel::Error,
+        "WARN" => LogLevel::Warn,
+        "INFO" => LogLevel::Info,
+        "DEBUG" => LogLevel::Debug,
+        "TRACE" => LogLevel::Trace,
+        _ => return (LogLevel::Warn, line),
+    };
+    (level, rest.trim_start().to_string())
 }

@@ -79,7 +79,8 @@ use std::time::Duration;
 use eventor_agent::util::error_chain;
 use eventor_agent::MaxConcurrent;
 use eventor_protocol::{
-    Accept, Dispatch, Hello, LogRecord, OutputBatch, ProtocolError, StoreAccess, TaskKey, ToAgent,
+    Accept, Dispatch, Hello, LogRecord, OutputBatch, ProtocolError, StoreAccess, StoreTls, TaskKey,
+    ToAgent,
 };
 use eventor_ssh::{ExitStatus, Session, SshError};
 use tokio::sync::mpsc;
@@ -159,9 +160,30 @@ pub struct LinkConfig {
     /// The store the agent records each task's end in, password included, sent in the
     /// handshake (`Debug` masks the password); `None`: the agent has its own or none.
     pub store: Option<StoreAccess>,
+    /// The TLS `store` is reached with, sent with it to an agent of protocol 1.4 or later
+    /// (`Debug` masks the key).
+    pub store_tls: Option<StoreTls>,
     /// Sent to an agent of protocol 1.3 or later right after the handshake: how long it
     /// keeps its tasks running once it lost the prime. `None`: not sent (to their end).
     pub lease: Option<Duration>,
+    /// Refuse an agent of another version than this prime's (`deploy: auto`, which puts
+    /// the prime's own agent there: another version is not the file it checked). A
+    /// re-adopted agent is taken whatever its version: it runs the attempts it answers for.
+    pub same_version: bool,
+    /// The host's `env:` as the agent command's shell reads it from stdin before the
+    /// protocol starts ([`HostSpec::env_lines`](super::HostSpec::env_lines)); never on a
+    /// command line.
+    pub env_lines: EnvLines,
+}
+
+/// A host's `env:` as written to its agent's stdin; `Debug` says only how long it is.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EnvLines(pub String);
+
+impl std::fmt::Debug for EnvLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvLines({} bytes)", self.0.len())
+    }
 }
 
 impl LinkConfig {
@@ -178,7 +200,10 @@ impl LinkConfig {
             settings: LinkSettings::default(),
             max_concurrent_tasks: MaxConcurrent::UNLIMITED,
             store: None,
+            store_tls: None,
             lease: None,
+            same_version: false,
+            env_lines: EnvLines::default(),
         }
     }
 
@@ -205,15 +230,23 @@ pub enum HostEvent {
     Finished {
         host: String,
         key: TaskKey,
-        status: eventor_protocol::Outcome,
-        exit_code: Option<i32>,
-        result: Option<String>,
-        error: Option<String>,
+        end: eventor_protocol::TaskEnd,
     },
     /// A line of a task's output, or of the agent's own logging (its stderr included).
     Log { host: String, record: LogRecord },
     /// Lines of a task's output, read together on the host.
     Output { host: String, batch: OutputBatch },
+    /// A task's command on the host fires `event` in `sequence` in its run; answer `id`
+    /// with [`HostLink::answer_trigger`].
+    Trigger {
+        host: String,
+        id: u64,
+        event: String,
+        sequence: String,
+    },
+    /// A task's command on the host asks its run's status; answer `id` with
+    /// [`HostLink::answer_status`].
+    StatusAsk { host: String, id: u64 },
     /// The link is gone (see the module docs for the reasons); its last event.
     Lost { host: String, reason: String },
     /// The agent reported a problem outside a task's own run (`key`: the task it
@@ -234,6 +267,8 @@ impl HostEvent {
             | HostEvent::Finished { host, .. }
             | HostEvent::Log { host, .. }
             | HostEvent::Output { host, .. }
+            | HostEvent::Trigger { host, .. }
+            | HostEvent::StatusAsk { host, .. }
             | HostEvent::Lost { host, .. }
             | HostEvent::AgentError { host, .. } => host,
         }
@@ -278,6 +313,12 @@ pub enum LinkError {
     },
     #[error("{host}: starting the agent timed out after {}", show(*after))]
     ExecTimeout { host: String, after: Duration },
+    #[error("{host}: writing the host's env to the agent's shell")]
+    EnvNotSent {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{host}: agent handshake failed{detail}")]
     Handshake {
         host: String,
@@ -301,6 +342,54 @@ pub enum LinkError {
     Lost { host: String, reason: String },
     #[error("{host}: link is shutting down")]
     Closed { host: String },
+}
+
+impl LinkError {
+    /// Whether the host could not be reached for a network reason: the run starts without
+    /// it (it is away, and brought back in the background, as a host lost mid-run).
+    /// Anything else (an unknown host, a refused login, a changed host key, an agent that
+    /// fails its handshake) is a mistake to fix first.
+    pub fn is_network(&self) -> bool {
+        match self {
+            LinkError::Connect { source, .. } | LinkError::Exec { source, .. } => {
+                source.is_network()
+            }
+            LinkError::ExecTimeout { .. }
+            | LinkError::EnvNotSent { .. }
+            | LinkError::Lost { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the set-up is wrong (an unknown host, the ssh config, a key, a host key, a
+    /// refused login): exit 2, the user must fix it.
+    pub fn is_set_up(&self) -> bool {
+        match self {
+            LinkError::Config { .. } | LinkError::UnknownHost { .. } => true,
+            LinkError::SshConfig { .. } => true,
+            LinkError::Connect { source, .. } => source.is_set_up(),
+            _ => false,
+        }
+    }
+
+    /// The host the error is about.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            LinkError::Config { host, .. }
+            | LinkError::UnknownHost { host }
+            | LinkError::SshConfig { host, .. }
+            | LinkError::EnvNotSent { host, .. }
+            | LinkError::Connect { host, .. }
+            | LinkError::Exec { host, .. }
+            | LinkError::ExecTimeout { host, .. }
+            | LinkError::Handshake { host, .. }
+            | LinkError::AgentStore { host, .. }
+            | LinkError::Cancelled { host }
+            | LinkError::Lost { host, .. }
+            | LinkError::Closed { host } => Some(host),
+            LinkError::Deploy(_) | LinkError::Tunnel(_) => None,
+        }
+    }
 }
 
 /// How far a polite end has come. It only moves forward: `shutdown` was called (no more
@@ -405,11 +494,15 @@ pub struct HostLink {
     accept: Accept,
     /// The agent records each task's end in the store before reporting it.
     records_results: bool,
+    /// The attempts a re-adopted agent still answered for when it came back.
+    adopted: Vec<TaskKey>,
     /// The lease the agent was told (zero when it was told none).
     lease: Duration,
     outbox: mpsc::Sender<ToAgent>,
     stop: CancellationToken,
     reader_done: CancellationToken,
+    /// Cancelled once the agent's stderr has been read to its end.
+    stderr_done: CancellationToken,
     tracker: TaskTracker,
     session: Option<Arc<Session>>,
 }
@@ -442,6 +535,12 @@ impl HostLink {
         self.records_results
     }
 
+    /// The task attempts an agent that outlived its prime still answered for when this link
+    /// re-adopted it (their output and ends follow on the link); empty for a new agent.
+    pub fn adopted(&self) -> &[TaskKey] {
+        &self.adopted
+    }
+
     /// How long the agent keeps running its tasks after losing the prime: the lease it
     /// was sent, or zero for an agent too old to be told one (its tasks run to their end,
     /// which nothing on the prime's side can wait out).
@@ -458,6 +557,29 @@ impl HostLink {
     /// gives up on a stalled channel after `lost_after`).
     pub async fn dispatch(&self, dispatch: Dispatch) -> Result<(), LinkError> {
         self.send(ToAgent::Dispatch(dispatch)).await
+    }
+
+    /// Answers the agent's trigger request `id`: taken (`None`), or why not.
+    pub async fn answer_trigger(&self, id: u64, refused: Option<String>) -> Result<(), LinkError> {
+        self.send(ToAgent::TriggerAnswer { id, refused }).await
+    }
+
+    /// Answers the agent's status request `id`: the run's status, or why there is none.
+    pub async fn answer_status(
+        &self,
+        id: u64,
+        status: Result<String, String>,
+    ) -> Result<(), LinkError> {
+        let (status, refused) = match status {
+            Ok(json) => (Some(json), None),
+            Err(why) => (None, Some(why)),
+        };
+        self.send(ToAgent::StatusAnswer {
+            id,
+            status,
+            refused,
+        })
+        .await
     }
 
     /// Asks the agent to stop a task; its `Finished { status: Cancelled }` is the answer.
@@ -510,6 +632,12 @@ impl HostLink {
         }
     }
 
+    /// Waits up to `within` for the agent's stderr to end (its last lines, its summary, come
+    /// after its output ended).
+    pub async fn last_lines(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, self.stderr_done.cancelled()).await;
+    }
+
     /// Waits up to `grace` for the agent to close its end (after [`shutdown`](Self::shutdown),
     /// or a loss), then stops the link's tasks, closes the SSH session and says how the
     /// link ended. Events still queued on the way to the engine are delivered first only
@@ -519,6 +647,12 @@ impl HostLink {
             .await
             .is_ok();
         let end = self.end(finished, grace).await;
+        // The agent's last stderr lines (its summary) come after its output ended, once its
+        // store is closed: read them to the end (within the grace, since a loaded machine can
+        // take more than a second) before the link's tasks are stopped.
+        if matches!(end, LinkEnd::Clean { .. }) {
+            self.last_lines(grace).await;
+        }
         self.stop.cancel();
         self.tracker.wait().await;
         if let Some(session) = self.session.take().and_then(|s| Arc::try_unwrap(s).ok()) {

@@ -82,8 +82,29 @@ impl HostLink {
                 });
             }
         }
-        tracing::debug!(host = %host, agent = %hello.agent_version, on = %hello.host, "agent ready");
-        let greeting = (hello, welcome.accept, records || granted);
+        let adopted = if hello
+            .capabilities
+            .iter()
+            .any(|c| c == eventor_protocol::ADOPTED)
+        {
+            let read = tokio::select! {
+                r = adopted_tasks(&mut channel, &config) => r,
+                _ = shutdown.cancelled() => return Err(cancelled()),
+            };
+            match read {
+                Ok(tasks) => tasks,
+                Err(source) => return Err(handshake_error(&config, source, channel, early).await),
+            }
+        } else {
+            Vec::new()
+        };
+        tracing::debug!(host = %host, agent = %hello.agent_version, on = %hello.host, adopted = adopted.len(), "agent ready");
+        let greeting = Greeting {
+            hello,
+            accept: welcome.accept,
+            records_results: records || granted,
+            adopted,
+        };
         Ok(Self::spawn(
             session, config, channel, early, greeting, events, &shutdown,
         ))
@@ -95,7 +116,7 @@ impl HostLink {
         config: LinkConfig,
         channel: Channel,
         early: Early,
-        (hello, accept, records_results): (Hello, Accept, bool),
+        greeting: Greeting,
         events: mpsc::Sender<HostEvent>,
         shutdown: &CancellationToken,
     ) -> HostLink {
@@ -113,6 +134,12 @@ impl HostLink {
             lost_after: config.settings.lost_after,
         };
         let (outbox, queue) = mpsc::channel(config.settings.outbox);
+        let Greeting {
+            hello,
+            accept,
+            records_results,
+            adopted,
+        } = greeting;
         let lease = config.lease.filter(|_| hello.protocol.has_leases());
         if let Some(lease) = lease {
             // The first frame after the handshake, before any dispatch can be queued.
@@ -136,8 +163,9 @@ impl HostLink {
         ));
         let done = reader_done.clone();
         let read_ctx = ctx.clone();
+        let stderr_read = stderr_done.clone();
         tracker.spawn(async move {
-            read_loop(reader, &read_ctx, &stderr_done).await;
+            read_loop(reader, &read_ctx, &stderr_read).await;
             done.cancel();
         });
         tracker.spawn(write_loop(
@@ -152,13 +180,44 @@ impl HostLink {
             hello,
             accept,
             records_results,
+            adopted,
             lease: lease.unwrap_or_default(),
             outbox,
             stop: ctx.stop,
             reader_done,
+            stderr_done,
             tracker,
             session,
         }
+    }
+}
+
+/// What the agent said in its start: its hello, our welcome, whether it records ends, and
+/// (re-adopted) the attempts it still answers for.
+struct Greeting {
+    hello: Hello,
+    accept: Accept,
+    records_results: bool,
+    adopted: Vec<eventor_protocol::TaskKey>,
+}
+
+/// A re-adopted agent's first message after the store's answer: the attempts it started
+/// whose ends no coordinator has read yet.
+async fn adopted_tasks(
+    channel: &mut Channel,
+    config: &LinkConfig,
+) -> Result<Vec<eventor_protocol::TaskKey>, ProtocolError> {
+    let read = channel.reader.read_frame::<ToCoordinator>();
+    let after = config.settings.handshake_timeout;
+    let waiting_for = "the re-adopted agent's tasks";
+    match tokio::time::timeout(after, read).await {
+        Err(_) => Err(ProtocolError::Timeout { waiting_for, after }),
+        Ok(Err(error)) => Err(error),
+        Ok(Ok(Some(ToCoordinator::Adopted { tasks }))) => Ok(tasks),
+        Ok(Ok(_)) => Err(ProtocolError::Closed {
+            peer: eventor_protocol::Role::Agent,
+            expected: "its adopted tasks",
+        }),
     }
 }
 
@@ -166,7 +225,7 @@ impl HostLink {
 async fn open_channel(session: &Session, config: &LinkConfig) -> Result<Channel, LinkError> {
     let host = config.host_name.clone();
     let exec = session.exec(&config.agent_command);
-    let channel = match tokio::time::timeout(config.settings.handshake_timeout, exec).await {
+    let mut channel = match tokio::time::timeout(config.settings.handshake_timeout, exec).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(source)) => {
             let source = Box::new(source);
@@ -177,6 +236,13 @@ async fn open_channel(session: &Session, config: &LinkConfig) -> Result<Channel,
             return Err(LinkError::ExecTimeout { host, after });
         }
     };
+    // The host's env first, for the shell that starts the agent; then the protocol.
+    if !config.env_lines.0.is_empty() {
+        use tokio::io::AsyncWriteExt;
+        if let Err(e) = channel.stdin.write_all(config.env_lines.0.as_bytes()).await {
+            return Err(LinkError::EnvNotSent { host, source: e });
+        }
+    }
     Ok(Channel {
         reader: FrameReader::new(Box::new(channel.stdout)),
         writer: FrameWriter::new(Box::new(channel.stdin)),
@@ -204,9 +270,11 @@ async fn handshake(
     early: &mut Early,
 ) -> Result<(Hello, Welcome), ProtocolError> {
     let decide = |hello: &Hello| {
+        check_version(hello, config)?;
         Ok(Welcome {
-            accept: accept_for(hello, config),
+            accept: accept_for(config),
             store: config.store.clone(),
+            tls: config.store_tls.clone(),
         })
     };
     let exchange = accept(
@@ -228,11 +296,31 @@ async fn handshake(
     }
 }
 
-fn accept_for(hello: &Hello, config: &LinkConfig) -> Accept {
-    if hello.agent_version != env!("CARGO_PKG_VERSION") {
-        tracing::warn!(host = %config.host_name, agent = %hello.agent_version,
-            coordinator = env!("CARGO_PKG_VERSION"), "agent is of another build");
+/// An agent of another version is refused when the config asks for this prime's own
+/// ([`LinkConfig::same_version`]) and it is not a re-adopted one; else it is only noted.
+pub(super) fn check_version(hello: &Hello, config: &LinkConfig) -> Result<(), String> {
+    let ours = env!("CARGO_PKG_VERSION");
+    if hello.agent_version == ours {
+        return Ok(());
     }
+    let adopted = hello
+        .capabilities
+        .iter()
+        .any(|c| c == eventor_protocol::ADOPTED);
+    if config.same_version && !adopted {
+        return Err(format!(
+            "the agent is version {}, this prime {ours}: deploy: auto runs the prime's own \
+             (install eventor-agent {ours} next to the prime, or set deploy: never to use \
+             this one)",
+            hello.agent_version
+        ));
+    }
+    tracing::warn!(host = %config.host_name, agent = %hello.agent_version,
+        coordinator = ours, adopted, "agent is of another build");
+    Ok(())
+}
+
+fn accept_for(config: &LinkConfig) -> Accept {
     Accept {
         run_id: config.run_id.clone(),
         host: config.host_name.clone(),
@@ -272,7 +360,10 @@ async fn store_ready(channel: &mut Channel, config: &LinkConfig) -> Result<(), S
         }
         Some(other) => Err(StoreWait::Agent(LinkError::AgentStore {
             host,
-            message: format!("the agent answered the store with {other:?}"),
+            message: format!(
+                "the agent answered the store with an unexpected {} message",
+                frame_name(&other)
+            ),
         })),
         None => Err(StoreWait::Protocol(ProtocolError::Closed {
             peer: eventor_protocol::Role::Agent,
@@ -318,5 +409,22 @@ async fn handshake_error(
         detail,
         exit_code,
         source,
+    }
+}
+
+/// A frame's kind, for a message about one that came out of turn (never its `Debug`).
+fn frame_name(frame: &ToCoordinator) -> &'static str {
+    match frame {
+        ToCoordinator::TaskStarted { .. } => "TaskStarted",
+        ToCoordinator::TaskFinished { .. } => "TaskFinished",
+        ToCoordinator::Log(_) => "Log",
+        ToCoordinator::Heartbeat(_) => "Heartbeat",
+        ToCoordinator::Error { .. } => "Error",
+        ToCoordinator::StoreReady => "StoreReady",
+        ToCoordinator::Output(_) => "Output",
+        ToCoordinator::TaskRan { .. } => "TaskRan",
+        ToCoordinator::Adopted { .. } => "Adopted",
+        ToCoordinator::Trigger { .. } => "Trigger",
+        ToCoordinator::StatusAsk { .. } => "StatusAsk",
     }
 }

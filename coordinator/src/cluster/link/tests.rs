@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use eventor_protocol::{
-    hello, Dispatch, FrameReader, FrameWriter, Heartbeat, Hello, LogLevel, LogRecord, Outcome,
-    Stream, TaskKey, ToAgent, ToCoordinator, Work,
+    hello, Dispatch, EndStatus, FrameReader, FrameWriter, Heartbeat, Hello, LogLevel, LogRecord,
+    Stream, TaskEnd, TaskKey, ToAgent, ToCoordinator, Work,
 };
 use eventor_store::now_micros;
 use tokio::io::{AsyncWriteExt, DuplexStream};
@@ -162,10 +162,10 @@ async fn events_flow_both_ways() {
     agent
         .send(ToCoordinator::TaskFinished {
             key: key("s1"),
-            status: Outcome::Success,
-            exit_code: Some(0),
-            result: None,
-            error: None,
+            end: TaskEnd {
+                result: None,
+                ..TaskEnd::exited(0)
+            },
         })
         .await;
     let message = "no such step".to_string();
@@ -197,8 +197,11 @@ async fn events_flow_both_ways() {
     assert!(matches!(
         next_event(&mut events).await,
         HostEvent::Finished {
-            status: Outcome::Success,
-            exit_code: Some(0),
+            end: TaskEnd {
+                status: EndStatus::Success,
+                exit_code: Some(0),
+                ..
+            },
             ..
         }
     ));
@@ -338,10 +341,10 @@ async fn shutdown_ends_cleanly_after_the_agents_last_reports() {
     agent
         .send(ToCoordinator::TaskFinished {
             key: key("s1"),
-            status: Outcome::Cancelled,
-            exit_code: None,
-            result: None,
-            error: None,
+            end: TaskEnd {
+                error: None,
+                ..TaskEnd::cancelled("")
+            },
         })
         .await;
     agent.writer.shutdown().await.unwrap();
@@ -349,7 +352,10 @@ async fn shutdown_ends_cleanly_after_the_agents_last_reports() {
     assert!(matches!(
         next_event(&mut events).await,
         HostEvent::Finished {
-            status: Outcome::Cancelled,
+            end: TaskEnd {
+                status: EndStatus::Cancelled,
+                ..
+            },
             ..
         }
     ));
@@ -506,6 +512,47 @@ async fn a_banner_on_stdout_fails_the_handshake_with_the_agents_stderr() {
     assert!(cause.starts_with("not an eventor frame"), "{cause}");
 }
 
+/// The handshake's outcome with an agent saying `hello`.
+async fn start_with(config: LinkConfig, me: Hello) -> Result<HostLink, LinkError> {
+    let (channel, mut agent) = pipes();
+    let (tx, _rx) = mpsc::channel(4);
+    let link = HostLink::start_on(channel, None, config, tx, CancellationToken::new());
+    let greet = hello(
+        &mut agent.reader,
+        &mut agent.writer,
+        &me,
+        Duration::from_secs(2),
+    );
+    let (link, _) = tokio::join!(link, greet);
+    link
+}
+
+#[tokio::test]
+async fn an_agent_of_another_version_is_refused_when_the_primes_own_is_due() {
+    let other = || Hello::new("0.0.1-other", "box-7", vec!["command".into()]);
+    let strict = LinkConfig {
+        same_version: true,
+        ..config()
+    };
+    let Err(err) = start_with(strict.clone(), other()).await else {
+        panic!("an agent of another version was taken under deploy: auto");
+    };
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(
+        cause.contains("the agent is version 0.0.1-other, this prime"),
+        "{cause}"
+    );
+    assert!(start_with(config(), other()).await.is_ok(), "deploy: never");
+    let mine = Hello::new(env!("CARGO_PKG_VERSION"), "box-7", vec!["command".into()]);
+    assert!(start_with(strict.clone(), mine).await.is_ok());
+    let survivor = Hello::new(
+        "0.0.1-other",
+        "box-7",
+        vec![eventor_protocol::ADOPTED.into()],
+    );
+    assert_eq!(start::check_version(&survivor, &strict), Ok(()));
+}
+
 #[tokio::test]
 async fn shutdown_token_cancels_a_handshake_in_progress() {
     let (channel, _agent) = pipes();
@@ -556,4 +603,24 @@ fn a_polite_end_only_moves_forward() {
     assert!(phase.reached(Phase::Closing));
     assert!(phase.reached(Phase::ShutdownSent));
     assert!(!phase.reached(Phase::EndedClean));
+}
+
+/// An agent's line is taken with its own level and without it; a line of another shape
+/// (a panic) is a warning as it stands.
+#[test]
+fn an_agents_line_gives_its_level_and_keeps_its_words() {
+    use super::loops::agent_line;
+    assert_eq!(
+        agent_line("  INFO accepted by the coordinator run_id=W".into()),
+        (
+            LogLevel::Info,
+            "accepted by the coordinator run_id=W".into()
+        )
+    );
+    assert_eq!(
+        agent_line("ERROR cannot record".into()),
+        (LogLevel::Error, "cannot record".into())
+    );
+    let panic = "thread 'main' panicked at src/main.rs:1:1".to_string();
+    assert_eq!(agent_line(panic.clone()), (LogLevel::Warn, panic));
 }

@@ -30,6 +30,13 @@
 //! it, or sends it to wait (its local units back) until [`Input::PoolsFreed`]. Its grant goes
 //! back in the batch of its end ([`Change::GrantReleased`]).
 //!
+//! # Stop on exception
+//! An unhandled failure of a step with `stop_on_exception` stops the flow: nothing more
+//! starts, and no task is created any more either (as in the original). Events still fire and
+//! are recorded, so a recovery, which replays the run's triggers, creates those tasks then,
+//! as new ones: a task stored `ready` in a stopped run would instead be taken for one that
+//! was waiting, and a `ready: skip` policy would skip a step that never ran.
+//!
 //! # Retries
 //! A failed attempt of a step with retries left goes back to `ready` as attempt + 1 (a
 //! fenced `TaskRetry`), its units given back, and starts again once its retry row is due (at
@@ -48,7 +55,7 @@ use std::sync::Arc;
 use eventor_store::{Change, Micros, TaskStatus};
 
 use super::program::{AssocId, EventId, Program, StepId};
-pub use eventor_agent::Outcome;
+pub use eventor_agent::TaskEnd;
 
 mod delays;
 mod limits;
@@ -72,8 +79,13 @@ pub enum Input {
     RecordedTrigger { event: EventId, sequence: Arc<str> },
     /// A started task reported its process id.
     TaskPid { task: TaskId, pid: i64 },
-    /// A task ended.
-    TaskFinished { task: TaskId, outcome: Outcome },
+    /// A task ended; `recorded`: its end is already in the store (an agent or the
+    /// cluster wrote it), so the core acts on it without writing it.
+    TaskFinished {
+        task: TaskId,
+        end: TaskEnd,
+        recorded: bool,
+    },
     /// The clock reached a timer the core armed; fire every delay now due.
     TimerDue,
     /// The run was stopped from outside: start nothing new (running tasks end as they are
@@ -93,6 +105,11 @@ pub enum Effect {
     /// Ask the store for the task's shared-pool units ([`Core::shared_units`]), then answer
     /// with [`Input::Granted`].
     Acquire(TaskId),
+    /// The task found a run-local pool short, the first time it waits: the driver logs it.
+    Waits {
+        task: TaskId,
+        pool: Arc<str>,
+    },
 }
 
 /// A task as the core knows it.
@@ -104,6 +121,8 @@ pub struct Task {
     pub attempt: i32,
     /// Retries used in this recovery (each failed attempt that was retried).
     pub retries: u32,
+    /// It has waited for a pool's units before (said once).
+    pub waited: bool,
     /// Index of its still-uncommitted `TaskCreated` change, so a start in the same turn can
     /// rewrite the row instead of adding a transition (`u32`: a turn holds at most
     /// [`TURN_CHANGES`] changes plus one task's own).
@@ -116,6 +135,21 @@ pub struct CoreOptions {
     /// Each task's latest outcome in the recoveries this run recovers from (empty on a
     /// fresh run).
     pub previous: HashMap<(StepId, Arc<str>), PreviousTask>,
+    /// Tasks a recovery runs again whatever their previous outcome (`--rerun`): a step in
+    /// one sequence, or in every one (`None`).
+    pub rerun: Reruns,
+}
+
+/// The tasks `--rerun` names: a step in one sequence, or in every one (`None`).
+pub type Reruns = HashSet<(StepId, Option<Arc<str>>)>;
+
+impl CoreOptions {
+    /// Whether the task of `step` in `sequence` is to run again whatever it did before.
+    pub fn reruns(&self, step: StepId, sequence: &Arc<str>) -> bool {
+        !self.rerun.is_empty()
+            && (self.rerun.contains(&(step, None))
+                || self.rerun.contains(&(step, Some(sequence.clone()))))
+    }
 }
 
 /// How a task ended the last time it was recorded, before this recovery.
@@ -204,6 +238,9 @@ pub struct Core {
     /// does not arm one twice.
     armed: HashSet<(AssocId, Arc<str>)>,
     stopped: bool,
+    /// A stop-on-exception failure stopped the flow: from then on no task is created (the
+    /// triggers are still recorded, so a recovery acts on them and runs those steps as new).
+    stopped_by_failure: bool,
     interrupted: Option<Arc<str>>,
     failed: Vec<Failed>,
     work: VecDeque<Work>,
@@ -263,6 +300,7 @@ impl Core {
             retry_timers: BTreeSet::new(),
             armed: HashSet::new(),
             stopped: false,
+            stopped_by_failure: false,
             interrupted: None,
             failed: Vec::new(),
             work: VecDeque::new(),
@@ -294,7 +332,11 @@ impl Core {
                 self.work.push_back(Work::FireRecorded(event, sequence))
             }
             Input::TaskPid { task, pid } => self.record_pid(task, pid),
-            Input::TaskFinished { task, outcome } => self.finish(task, outcome),
+            Input::TaskFinished {
+                task,
+                end,
+                recorded,
+            } => self.finish(task, end, recorded),
             Input::TimerDue => self.fire_due_delays(),
             Input::Interrupted { reason } => {
                 self.stopped = true;

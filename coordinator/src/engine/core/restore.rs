@@ -57,6 +57,7 @@ impl Core {
             status: stored.status,
             attempt: stored.attempt,
             retries: 0,
+            waited: false,
             pending_create: None,
         });
         match stored.status {
@@ -115,7 +116,11 @@ impl Core {
                 )
             })
         });
-        self.set_status(task, status, None, note);
+        let outcome = super::tasks::Outcome {
+            error: note,
+            ..Default::default()
+        };
+        self.set_status(task, status, outcome);
         self.fire_status_triggers(task, status);
     }
 }

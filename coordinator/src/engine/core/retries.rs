@@ -1,13 +1,14 @@
-//! Retries: a failed attempt with retries left goes back to `ready` and starts again when its
-//! retry is due.
+//! Retries: a failed attempt with retries left, whose failure's class the step's `retry_on`
+//! covers, goes back to `ready` and starts again when its retry is due.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use eventor_protocol::FailureClass;
 use eventor_store::{Change, Micros, TaskStatus};
 
 use super::{Core, StoredRetry, TaskId};
-use crate::engine::program::StepId;
+use crate::engine::program::{RetryOn, StepId};
 
 impl Core {
     /// Notes the retries a restored task used; a ready task whose last retry is not due yet
@@ -46,11 +47,23 @@ impl Core {
         }
     }
 
-    /// Whether a task that just failed gets another attempt: its step has retries left and
-    /// the run still starts tasks.
-    pub(super) fn may_retry(&self, task: TaskId) -> bool {
+    /// Whether a task that just failed with `class` gets another attempt: its step has
+    /// retries left, spends them on that class, and the run still starts tasks.
+    pub(super) fn may_retry(&self, task: TaskId, class: Option<&FailureClass>) -> bool {
         let t = self.task(task);
-        !self.stopped && t.retries < self.program.step(t.step).retry.retries
+        let retry = &self.program.step(t.step).retry;
+        !self.stopped
+            && t.retries < retry.retries
+            && class.is_none_or(|class| retry.on.covers(class))
+    }
+
+    /// The step's `retry_on` when it alone keeps a task that just failed with `class` from
+    /// another attempt (retries were left, the run goes on), for the log to say so.
+    pub fn refused_by_retry_on(&self, task: TaskId, class: &FailureClass) -> Option<&RetryOn> {
+        let t = self.task(task);
+        let retry = &self.program.step(t.step).retry;
+        let left = !self.stopped && t.retries < retry.retries;
+        (left && !retry.on.covers(class)).then_some(&retry.on)
     }
 
     /// Puts a failed task back to `ready` as its next attempt, and schedules its retry: a

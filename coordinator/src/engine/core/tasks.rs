@@ -4,8 +4,17 @@ use std::sync::Arc;
 
 use eventor_store::{Change, TaskStatus};
 
-use super::{Core, Effect, Failed, Outcome, Task, TaskId};
+use super::{Core, Effect, Failed, Task, TaskEnd, TaskId};
 use crate::engine::program::StepId;
+
+/// What a status change records besides the status: a result, an error and the class of
+/// a failure (its text, `exit:3`), each none for a change that is no end.
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub class: Option<Arc<str>>,
+}
 
 impl Core {
     pub(super) fn index_task(&mut self, step: StepId, sequence: &Arc<str>, id: TaskId) {
@@ -17,10 +26,10 @@ impl Core {
     }
 
     /// Creates the task of `step` in `sequence` unless it exists (one task per step and
-    /// sequence in a recovery). In a recovery, the step's policy may carry the previous
-    /// outcome over instead of queueing the task.
+    /// sequence in a recovery) or a failure stopped the flow. In a recovery, the step's
+    /// policy may carry the previous outcome over instead of queueing the task.
     pub(super) fn create_task(&mut self, step: StepId, sequence: Arc<str>) {
-        if self.find_task(step, &sequence).is_some() {
+        if self.stopped_by_failure || self.find_task(step, &sequence).is_some() {
             return;
         }
         let previous = self
@@ -28,7 +37,10 @@ impl Core {
             .previous
             .get(&(step, sequence.clone()))
             .cloned();
-        let carried = previous.as_ref().and_then(|p| self.carried_over(step, p));
+        let carried = previous
+            .as_ref()
+            .filter(|_| !self.options.reruns(step, &sequence))
+            .and_then(|p| self.carried_over(step, p));
         let attempt = match (&previous, carried) {
             (Some(p), Some(_)) => p.attempt, // not run again: keeps its attempt number
             (Some(p), None) => p.attempt + 1,
@@ -50,6 +62,7 @@ impl Core {
             status: TaskStatus::Ready,
             attempt,
             retries: 0,
+            waited: false,
             pending_create: Some((self.changes.len() - 1) as u32),
         });
         self.uncommitted.push(id);
@@ -77,6 +90,7 @@ impl Core {
                 continue;
             }
             if !self.try_take_resources(step) {
+                self.say_waiting(task, step);
                 self.resource_wait.push_back(task);
                 continue;
             }
@@ -88,6 +102,22 @@ impl Core {
         }
     }
 
+    /// The first time `task` waits for a pool, an effect names the pool it found short.
+    fn say_waiting(&mut self, task: TaskId, step: StepId) {
+        let record = &mut self.tasks[task.0 as usize];
+        if std::mem::replace(&mut record.waited, true) {
+            return;
+        }
+        let program = &self.program;
+        let short = program.step(step).acquires.iter().find(|&&(pool, n)| {
+            !program.pools[pool.0 as usize].shared && self.free[pool.0 as usize] < n
+        });
+        if let Some(&(pool, _)) = short {
+            let pool = program.pools[pool.0 as usize].name.clone();
+            self.effects.push(Effect::Waits { task, pool });
+        }
+    }
+
     /// Moves a task from ready to active. Recovery and resources hook in here.
     pub(super) fn start(&mut self, task: TaskId) {
         self.occupy(task);
@@ -96,23 +126,22 @@ impl Core {
 
     /// Records the (occupying) task active and has the driver start it.
     pub(super) fn launch(&mut self, task: TaskId) {
-        self.set_status(task, TaskStatus::Active, None, None);
+        self.set_status(task, TaskStatus::Active, Outcome::default());
         self.effects.push(Effect::Start(task));
         self.fire_status_triggers(task, TaskStatus::Active);
     }
 
     /// Records a status change: rewrites an uncommitted create, or adds a fenced transition.
-    pub(super) fn set_status(
-        &mut self,
-        task: TaskId,
-        to: TaskStatus,
-        result: Option<String>,
-        error: Option<String>,
-    ) {
+    pub(super) fn set_status(&mut self, task: TaskId, to: TaskStatus, outcome: Outcome) {
+        let Outcome {
+            result,
+            error,
+            class,
+        } = outcome;
         let now = self.now;
         let record = &mut self.tasks[task.0 as usize];
         let from = std::mem::replace(&mut record.status, to);
-        if let (Some(index), None, None) = (record.pending_create, &result, &error) {
+        if let (Some(index), None, None, None) = (record.pending_create, &result, &error, &class) {
             if let Change::TaskCreated { status, .. } = &mut self.changes[index as usize] {
                 *status = to;
                 return;
@@ -126,6 +155,7 @@ impl Core {
             to,
             result,
             error,
+            failure_class: class,
             at: now,
         });
     }
@@ -145,7 +175,7 @@ impl Core {
         });
     }
 
-    pub(super) fn finish(&mut self, task: TaskId, outcome: Outcome) {
+    pub(super) fn finish(&mut self, task: TaskId, end: TaskEnd, recorded: bool) {
         let Some(record) = self.tasks.get(task.0 as usize) else {
             return;
         };
@@ -153,16 +183,22 @@ impl Core {
             return; // a stale report (e.g. after a cancel); the store is already right
         }
         let step = record.step;
-        let status = if outcome.success {
+        let status = if end.succeeded() {
             TaskStatus::Success
         } else {
             TaskStatus::Failure
         };
-        let error = outcome.error.clone();
-        if outcome.recorded {
+        let error = end.error.clone();
+        let class = end.failure_class();
+        if recorded {
             self.tasks[task.0 as usize].status = status;
         } else {
-            self.set_status(task, status, outcome.result, outcome.error);
+            let outcome = Outcome {
+                result: end.result,
+                error: end.error,
+                class: class.as_ref().map(|c| c.to_string().into()),
+            };
+            self.set_status(task, status, outcome);
         }
         self.vacate(task);
         self.release_held(step);
@@ -171,7 +207,7 @@ impl Core {
             self.changes.push(self.grant_released(task));
             self.wake_pool_waiters();
         }
-        if status == TaskStatus::Failure && self.may_retry(task) {
+        if status == TaskStatus::Failure && self.may_retry(task, class.as_ref()) {
             return self.retry(task);
         }
         self.fire_status_triggers(task, status);
@@ -188,6 +224,7 @@ impl Core {
         self.failed.push(Failed { task, error });
         if def.stop_on_exception {
             self.stopped = true;
+            self.stopped_by_failure = true;
         }
     }
 }

@@ -22,7 +22,13 @@ function renderSummary(page) {
   const times = el("div", `started ${s.started}${s.ended ? "  ended " + s.ended : ""}  (${s.duration.toFixed(1)}s)`);
   const counts = el("div", undefined, "counts");
   for (const [status, n] of Object.entries(s.counts)) counts.appendChild(el("span", `${status} ${n}`, `count-${status}`));
-  box.replaceChildren(title, times, counts);
+  const params = el("div", undefined, "params");
+  const pairs = Object.entries(s.params || {});
+  if (pairs.length) params.appendChild(el("span", "params: " + pairs.map(([k, v]) => `${k}=${v}`).join("  ")));
+  // Only the names: the values from the prime are never stored.
+  const fromPrime = s.env_from_prime || [];
+  if (fromPrime.length) params.appendChild(el("span", "  env from the prime: " + fromPrime.join(", ")));
+  box.replaceChildren(title, times, counts, params);
   document.title = `eventor ${s.flow} ${s.run_id}`;
 }
 
@@ -51,7 +57,8 @@ function renderLanes(page) {
       const bar = el("div", undefined, `bar ${t[2]}`);
       bar.style.left = `${((t[4] - start) / span) * 100}%`;
       bar.style.width = `${Math.max(((stop - t[4]) / span) * 100, 0.2)}%`;
-      bar.title = `${t[0]}[${t[1]}] ${t[2]} attempt ${t[6]} ${((stop - t[4]) / 1e6).toFixed(2)}s`;
+      const failure = t[8] ? ` (${t[8]})` : "";
+      bar.title = `${t[0]}[${t[1]}] ${t[2]}${failure} attempt ${t[6]} ${((stop - t[4]) / 1e6).toFixed(2)}s`;
       track.appendChild(bar);
     }
     lane.append(el("div", `${host} (${tasks.length})`, "lane-name"), track);
@@ -64,7 +71,7 @@ function renderFailed(page) {
   const list = document.getElementById("failed");
   const failed = page.timeline.filter((t) => t[2] === "failure");
   list.replaceChildren(...failed.map((t) =>
-    el("li", `${t[0]}[${t[1]}] on ${t[3] || "prime"} (attempt ${t[6]}): ${(t[7] || "").split("\n")[0]}`)));
+    el("li", `${t[0]}[${t[1]}] on ${t[3] || "prime"} (attempt ${t[6]}${t[8] ? `, ${t[8]}` : ""}): ${(t[7] || "").split("\n")[0]}`)));
   if (!failed.length) list.appendChild(el("li", "none"));
 }
 

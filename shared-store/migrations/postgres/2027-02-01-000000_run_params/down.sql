@@ -1,0 +1,2 @@
+ALTER TABLE runs DROP COLUMN env_from_prime;
+ALTER TABLE runs DROP COLUMN params;
