@@ -108,8 +108,9 @@ pub struct Executor {
     stop: CancellationToken,
     kill_now: CancellationToken,
     kill_grace: Duration,
-    /// Carries out the interrupt's cuts; ends with the executor.
-    cuts: tokio::task::JoinHandle<()>,
+    /// Carries out the interrupt's cuts; ends at [`Executor::shutdown`], which waits for its
+    /// end: it holds the cluster, which the run takes back whole only after.
+    cuts: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Why this host was last cut off: the error of the commands the cut stopped.
     cut_why: Arc<Mutex<Option<Arc<str>>>>,
     /// The run's parameters and the hosts' variables from the prime.
@@ -149,7 +150,7 @@ impl Executor {
             stop,
             kill_now: interrupt.hurry_token().clone(),
             kill_grace: config.kill_grace,
-            cuts,
+            cuts: Mutex::new(Some(cuts)),
             cut_why,
             run_env,
         }
@@ -279,7 +280,13 @@ impl Executor {
 
     /// Stops every running task (commands get SIGTERM, then SIGKILL) and waits for them.
     pub async fn shutdown(&self) {
-        self.cuts.abort();
+        let cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(cuts) = cuts {
+            // An aborted task's future is dropped only when the runtime gets to it: wait for
+            // that, so its hold on the cluster is gone when this returns.
+            cuts.abort();
+            let _ = cuts.await;
+        }
         self.command_cancel().cancel();
         self.tracker.close();
         self.tracker.wait().await;
