@@ -531,7 +531,8 @@ impl<P> ClusterCore<P> {
 
     fn finished(&mut self, key: &TaskKey, end: TaskEnd) {
         // Counted before the task's room is freed: a host it quarantines gets no task there.
-        let host = self.in_flight.get(key).map(|f| f.host.clone());
+        let in_flight = self.in_flight.get(key).map(|f| f.host.clone());
+        let host = in_flight.or_else(|| self.limbo.get(key).map(|l| l.host.clone()));
         if let (Some(host), Some(FailureClass::Start)) = (host, end.failure_class()) {
             let error = end.error.as_deref().unwrap_or("could not start");
             self.host_failed(&host, &format!("a task could not start: {error}"));
@@ -541,6 +542,16 @@ impl<P> ClusterCore<P> {
                 task: flight.task,
                 end,
                 recorded: flight.recorded,
+            });
+        } else if let Some(limbo) = self.limbo.remove(key) {
+            // The end of an attempt in limbo, from the agent that ran it: a re-adopted
+            // agent's held ends are read as soon as its link starts, which may be before
+            // its host is up here. The attempt is over, so it leaves limbo with its end
+            // (dropped, its task would wait for an end that already came).
+            self.out.push(Action::End {
+                task: limbo.task,
+                end,
+                recorded: limbo.recorded,
             });
         }
     }
