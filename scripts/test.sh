@@ -20,6 +20,8 @@ install_missing() {
   command -v psql >/dev/null || packages+=(postgresql-client-15)
   # The web page's test drives it in a headless browser.
   command -v chromium >/dev/null || packages+=(chromium)
+  # The portable agent (static, for musl) links the agent's C parts with musl-gcc.
+  command -v musl-gcc >/dev/null || packages+=(musl-tools)
   if ((${#packages[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -37,6 +39,10 @@ source "$state/env"
 set +a
 # Tests that need the test bed fail (rather than skip) when it is missing.
 export EVENTOR_REQUIRE_TESTBED=1 EVENTOR_REQUIRE_PG=1
+
+# The portable agent (a debug build: quick), installed by a prime in its deploy test.
+scripts/build-agent.sh target/portable-agent dev
+export EVENTOR_PORTABLE_AGENT_DIR="$PWD/target/portable-agent"
 
 # One build of every crate, then every test: unit, golden, property, store suite on SQLite
 # and Postgres, protocol, SSH and end-to-end.

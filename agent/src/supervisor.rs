@@ -105,10 +105,9 @@ fn set_supervisor(program: OnceLock<PathBuf>) {
 }
 
 /// The whole of the dedicated supervisor program, `eventor-supervise`: supervises the
-/// command its arguments name, or answers the probe for its version of the arguments;
+/// command its arguments (after the program's name) name, or answers the probe for its version of the arguments;
 /// returns the exit status to end with, or does not return (dying by the command's signal).
-pub fn dedicated_main() -> i32 {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+pub fn dedicated_main(args: Vec<OsString>) -> i32 {
     if let [probe] = args.as_slice() {
         if probe == PROBE {
             println!("{ARGS_VERSION}");
@@ -118,19 +117,33 @@ pub fn dedicated_main() -> i32 {
     run_as_supervisor(&args)
 }
 
-/// The supervisor program for a program that did not name one: the dedicated one next to
-/// its executable, else the program itself.
+/// The supervisor program for a program that did not name one: its companion (the file
+/// named as the executable plus [`COMPANION_SUFFIX`], which a prime installs beside a host's
+/// agent), else the dedicated one next to its executable, else the program itself.
 fn pick_program() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| dedicated_supervisor(exe.parent()?))
+    let Ok(exe) = std::env::current_exe() else {
+        return PathBuf::from("/proc/self/exe");
+    };
+    let mut companion = exe.clone().into_os_string();
+    companion.push(COMPANION_SUFFIX);
+    speaks_our_args(PathBuf::from(companion))
+        .or_else(|| dedicated_supervisor(exe.parent()?))
         .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
 }
+
+/// What a program's own supervisor file adds to its path: the prime installs
+/// `eventor-supervise` at `AGENT.supervise` beside each host's agent `AGENT`, one per agent
+/// version, so agents of different versions on one host never replace each other's.
+pub const COMPANION_SUFFIX: &str = ".supervise";
 
 /// The dedicated supervisor in `dir`, if there is one that speaks this version's arguments
 /// (one left from another version would fail every command).
 pub fn dedicated_supervisor(dir: &std::path::Path) -> Option<PathBuf> {
-    let program = dir.join(ARG0);
+    speaks_our_args(dir.join(ARG0))
+}
+
+/// `program`, if it is a supervisor program that speaks this version's arguments.
+fn speaks_our_args(program: PathBuf) -> Option<PathBuf> {
     let answer = std::process::Command::new(&program)
         .arg(PROBE)
         .stdin(Stdio::null())

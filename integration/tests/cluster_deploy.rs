@@ -29,15 +29,25 @@ fn hosts_file(dir: &Path, bed: &HashMap<String, String>, fields: [&str; 2]) -> P
 
 /// Runs a step on each host; returns the output and how long the run took.
 fn run_two(dir: &Path, hosts: &Path) -> (Output, f64) {
+    run_two_with(&coord_binary(), dir, hosts)
+}
+
+/// [`run_two`] by the prime at `coord` (which installs the agent next to it).
+fn run_two_with(coord: &Path, dir: &Path, hosts: &Path) -> (Output, f64) {
+    // `a` records the program its shell runs under: the supervisor of its command.
     let flow = write(
         dir,
         "two.yaml",
-        "name: two\nevents: {go: {}}\n\
-         steps:\n  a: {run: 'echo a ran', host: node1}\n  b: {run: 'echo b ran', host: node2}\n\
-         assocs: [{event: go, targets: [a, b]}]\n",
+        &format!(
+            "name: two\nevents: {{go: {{}}}}\n\
+             steps:\n  a: {{run: 'readlink /proc/$PPID/exe > {}/supervised_by; echo a ran', host: node1}}\n\
+             \x20 b: {{run: 'echo b ran', host: node2}}\n\
+             assocs: [{{event: go, targets: [a, b]}}]\n",
+            dir.display()
+        ),
     );
     let started = Instant::now();
-    let out = Command::new(coord_binary())
+    let out = Command::new(coord)
         .args([
             "run",
             "--hosts",
@@ -99,9 +109,26 @@ fn the_prime_installs_its_agent_once_and_replaces_a_corrupted_one() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        let stamped = ["eventor-agent", "eventor-agent.verified"];
-        assert_eq!(left, stamped, "the agent and its stamp, no temporary file");
+        let stamped = [
+            "eventor-agent",
+            "eventor-agent.supervise",
+            "eventor-agent.supervise.verified",
+            "eventor-agent.verified",
+        ];
+        assert_eq!(
+            left, stamped,
+            "the agent and its supervisor, with their stamps, no temporary file"
+        );
+        let companion = path.with_file_name("eventor-agent.supervise");
+        let local_companion = local.with_file_name("eventor-supervise");
+        assert!(same_bytes(&companion, &local_companion), "{}", companion.display());
     }
+    let supervised_by = std::fs::read_to_string(dir.path().join("supervised_by")).unwrap();
+    assert_eq!(
+        supervised_by.trim(),
+        paths[0].with_file_name("eventor-agent.supervise").to_str().unwrap(),
+        "node1's command ran under the supervisor installed beside its agent"
+    );
     let size = std::fs::metadata(&local).unwrap().len();
     eprintln!("MEASURE first run (installs {size} bytes on 2 hosts at once): {took:.2}s");
     for line in stderr.lines().filter(|l| l.contains("agent installed")) {
@@ -226,6 +253,71 @@ fn a_host_with_an_older_glibc_is_refused_before_the_upload() {
         "{stderr}"
     );
     assert!(!target.exists(), "nothing was uploaded");
+}
+
+/// The portable agent (`scripts/build-agent.sh`: static, for musl) asks nothing of a host's
+/// C library: it has no program interpreter (no loader, no libc to find), and a prime that
+/// has it next to itself installs it on a host whose `getconf` says glibc 2.17, with its
+/// supervisor, and the host's step runs under them.
+#[test]
+fn a_portable_agent_is_installed_and_runs_on_a_host_with_an_older_glibc() {
+    let Some(bed) = testbed() else { return };
+    let Some(portable) = crate::portable_agent_dir() else {
+        return;
+    };
+    let _link = crate::TESTBED_LINK.read();
+    let _pg = crate::postgres_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let prime = dir.path().join("prime");
+    std::fs::create_dir_all(&prime).unwrap();
+    let coord = prime.join("eventor-coord");
+    std::fs::copy(coord_binary(), &coord).unwrap();
+    for bin in ["eventor-agent", "eventor-supervise"] {
+        std::fs::copy(portable.join(bin), prime.join(bin)).unwrap();
+    }
+    let agent = prime.join("eventor-agent");
+    assert!(!has_interpreter(&agent), "{} is static", agent.display());
+
+    let fake = dir.path().join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let getconf = write(&fake, "getconf", "#!/bin/sh\necho 'glibc 2.17'\n");
+    std::fs::set_permissions(&getconf, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = dir.path().join("old/eventor-agent");
+    let node1 = format!(
+        "agent: {}, env: {{PATH: '{}:/usr/local/bin:/usr/bin:/bin'}}",
+        target.display(),
+        fake.display()
+    );
+    let node2 = format!("agent: {}", dir.path().join("node2/eventor-agent").display());
+    let hosts = hosts_file(dir.path(), &bed, [&node1, &node2]);
+    let (out, _) = run_two_with(&coord, dir.path(), &hosts);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(same_bytes(&target, &agent), "node1 got the portable agent");
+    let supervised_by = std::fs::read_to_string(dir.path().join("supervised_by")).unwrap();
+    assert_eq!(
+        supervised_by.trim(),
+        target.with_file_name("eventor-agent.supervise").to_str().unwrap(),
+        "{stderr}"
+    );
+    let size = std::fs::metadata(&agent).unwrap().len();
+    eprintln!("MEASURE portable agent (this build's profile): {size} bytes");
+}
+
+/// Whether the ELF file at `path` names a program interpreter (a `PT_INTERP` header: the
+/// dynamic loader, and with it the C library it must find); a static binary has none.
+fn has_interpreter(path: &Path) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..5], b"\x7fELF\x02", "a 64-bit ELF file");
+    let word = |at: usize, n: usize| {
+        let mut v = 0u64;
+        for (i, b) in bytes[at..at + n].iter().enumerate() {
+            v |= (*b as u64) << (8 * i);
+        }
+        v as usize
+    };
+    let (phoff, phentsize, phnum) = (word(0x20, 8), word(0x36, 2), word(0x38, 2));
+    (0..phnum).any(|i| word(phoff + i * phentsize, 4) == 3)
 }
 
 /// An agent's directory that became group-writable after its agent was installed and

@@ -171,6 +171,20 @@ pub fn agent_binary() -> PathBuf {
     binary
 }
 
+/// The directory of the portable agent the test command builds (`scripts/build-agent.sh DIR
+/// dev`, named by `EVENTOR_PORTABLE_AGENT_DIR`); `None` (a skip, or a failure under the test
+/// command) without it.
+pub fn portable_agent_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("EVENTOR_PORTABLE_AGENT_DIR").map(PathBuf::from);
+    match dir.filter(|d| d.join("eventor-agent").exists()) {
+        Some(dir) => Some(dir),
+        None => {
+            skip_unless_required("no portable agent (EVENTOR_PORTABLE_AGENT_DIR)");
+            None
+        }
+    }
+}
+
 /// Says a test was skipped for `why`; under the test command (`EVENTOR_REQUIRE_TESTBED=1`)
 /// a missing piece of the test bed is a failure instead.
 pub fn skip_unless_required(why: &str) {

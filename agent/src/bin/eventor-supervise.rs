@@ -4,14 +4,18 @@
 
 // The C `main` directly: a supervisor needs none of the set-up Rust's own start does
 // (reading /proc/self/maps for the main thread's guard page, an alternate signal stack).
-// The arguments still come through `std::env::args_os`, which glibc hands to the
-// standard library before `main`.
+// The arguments are read from `argv` here: only glibc hands them to the standard library
+// before `main`, and the portable agent's supervisor is built for musl.
 #![no_main]
 
+use std::ffi::{c_char, c_int, CStr, OsString};
+use std::os::unix::ffi::OsStringExt;
+
 #[no_mangle]
-pub extern "C" fn main(
-    _argc: std::ffi::c_int,
-    _argv: *const *const std::ffi::c_char,
-) -> std::ffi::c_int {
-    eventor_agent::supervisor::dedicated_main()
+pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    let count = usize::try_from(argc).unwrap_or(0);
+    // SAFETY: the C runtime passes `argc` valid NUL-terminated strings in `argv`.
+    let args = (1..count).map(|i| unsafe { CStr::from_ptr(*argv.add(i)) });
+    let args = args.map(|arg| OsString::from_vec(arg.to_bytes().to_vec()));
+    eventor_agent::supervisor::dedicated_main(args.collect())
 }

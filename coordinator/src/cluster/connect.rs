@@ -142,6 +142,10 @@ async fn deploy_plan(hosts: &[&HostSpec], settings: &ClusterSettings) -> DeployP
         .install
         .clone()
         .or_else(super::hosts::local_agent_binary);
+    let companion = match &path {
+        Some(path) if auto => local_companion(path).await,
+        _ => None,
+    };
     let local = match path {
         Some(path) if auto => tokio::task::spawn_blocking(move || LocalAgent::of(&path))
             .await
@@ -153,8 +157,20 @@ async fn deploy_plan(hosts: &[&HostSpec], settings: &ClusterSettings) -> DeployP
     };
     DeployPlan {
         local,
+        companion,
         probe_timeout: settings.link.handshake_timeout,
     }
+}
+
+/// The dedicated supervisor next to the binary to install, hashed, when there is one that
+/// speaks this version's arguments (installed beside each host's agent).
+async fn local_companion(binary: &std::path::Path) -> Option<Arc<LocalAgent>> {
+    let dir = binary.parent()?.to_path_buf();
+    let hashed = tokio::task::spawn_blocking(move || {
+        let program = eventor_agent::supervisor::dedicated_supervisor(&dir)?;
+        LocalAgent::of(&program).ok()
+    });
+    hashed.await.ok().flatten().map(Arc::new)
 }
 
 /// Forwards the store to a `store_via: ssh` host, makes sure of its agent, then starts its

@@ -50,6 +50,7 @@ use eventor_ssh::{ExitStatus, Session, SshError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::hosts::{shell_quote, Deploy, HostSpec, ENV_IN};
+use eventor_agent::util::error_chain;
 pub use super::local_agent::LocalAgent;
 
 /// The fixed part of an upload's bound; a second per MiB is added.
@@ -164,6 +165,9 @@ pub enum DeployError {
 pub struct DeployPlan {
     /// The binary to install (`deploy: auto`), or why there is none.
     pub local: Result<Arc<LocalAgent>, String>,
+    /// The supervisor installed beside it ([`companion_path`]), when the prime has one:
+    /// `eventor-supervise` next to the binary to install.
+    pub companion: Option<Arc<LocalAgent>>,
     /// Bound on the probe.
     pub probe_timeout: Duration,
 }
@@ -218,6 +222,7 @@ pub async fn ensure(
         (Deploy::Auto, Ok(local), _) => local,
     };
     if probe.sha256.as_deref() == Some(local.sha256.as_str()) {
+        ensure_companion(session, host, plan).await;
         tracing::debug!(host = %host.name, path = %host.agent, took = ?started.elapsed(),
             "agent up to date");
         return Ok(Deployed::Present);
@@ -232,6 +237,7 @@ pub async fn ensure(
     }
     check_libc(host, &probe, local)?;
     upload(session, host, local).await?;
+    ensure_companion(session, host, plan).await;
     let took = started.elapsed();
     // Whole milliseconds: a log line, not a benchmark.
     let shown = humantime::format_duration(Duration::from_millis(took.as_millis() as u64));
@@ -241,6 +247,37 @@ pub async fn ensure(
         bytes: local.size,
         took,
     })
+}
+
+/// Where a host keeps the supervisor of its agent at `agent`: beside it, named after it, so
+/// each agent version has its own (the agent looks there first; see
+/// `eventor_agent::supervisor`).
+pub fn companion_path(agent: &str) -> String {
+    format!("{agent}{}", eventor_agent::supervisor::COMPANION_SUFFIX)
+}
+
+/// Installs the agent's supervisor beside it when the prime has one and the host's differs.
+/// Best effort: without it the agent supervises its commands by starting itself again
+/// (about 0.7 ms more a command), so a failure here is a warning, not a lost host.
+async fn ensure_companion(session: &Session, host: &HostSpec, plan: &DeployPlan) {
+    let Some(companion) = &plan.companion else {
+        return;
+    };
+    let spec = HostSpec {
+        agent: companion_path(&host.agent),
+        agent_args: Vec::new(),
+        ..host.clone()
+    };
+    let wanted = Some(companion.sha256.as_str());
+    let installed = match probe(session, &spec, wanted, plan.probe_timeout).await {
+        Ok(found) if found.sha256.as_deref() == wanted => Ok(()),
+        Ok(_) => upload(session, &spec, companion).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = installed {
+        tracing::warn!(host = %host.name, error = %error_chain(&e),
+            "the agent's supervisor was not installed: the agent supervises its commands itself");
+    }
 }
 
 /// The exit code of [`checked_start`]'s check when the stamp does not match.
@@ -255,13 +292,20 @@ pub fn checked_start(host: &HostSpec, plan: &DeployPlan, agent_command: &str) ->
     let (Deploy::Auto, Ok(local)) = (&host.deploy, &plan.local) else {
         return None;
     };
+    // `verified PATH HASH`: the file is the one a probe hashed, in a safe place. The
+    // companion is checked too, so a host that lacks it goes through the full path.
     let check = format!(
         r#"{FILE_ID}
 {GUARD}
-guard_agent "$1" >/dev/null && S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]"#
+verified() {{ guard_agent "$1" >/dev/null && S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]; }}
+verified "$1" "$2" && {{ [ -z "$3" ] || verified "$3" "$4"; }}"#
     );
+    let (companion, companion_hash) = match &plan.companion {
+        Some(c) => (super::hosts::quote_path(&companion_path(&host.agent)), c.sha256.clone()),
+        None => ("''".to_string(), "''".to_string()),
+    };
     Some(format!(
-        "sh -c {} eventor-check {} {} || exit {NOT_VERIFIED}; {agent_command}",
+        "sh -c {} eventor-check {} {} {companion} {companion_hash} || exit {NOT_VERIFIED}; {agent_command}",
         shell_quote(&check),
         super::hosts::quote_path(&host.agent),
         local.sha256,
