@@ -48,8 +48,11 @@ rounds="${1:-50}"
 state="${EVENTOR_TESTBED_DIR:-/tmp/eventor-testbed}"
 # shellcheck disable=SC1091
 source "$state/env"
-coord="$PWD/target/debug/eventor-coord"
-agent="$PWD/target/debug/eventor-agent"
+# EVENTOR_BIN: a directory holding eventor-coord and eventor-agent (a copy, say, so a
+# rebuild during a long fault run does not change them under it); default: this tree's.
+bin="${EVENTOR_BIN:-$PWD/target/debug}"
+coord="$bin/eventor-coord"
+agent="$bin/eventor-agent"
 [[ -x $coord && -x $agent ]] || { echo "faults: build the debug binaries first" >&2; exit 2; }
 
 ALL=(coordinator agent stop-agent link postgres stop-prime recovery-kill prime-link)
