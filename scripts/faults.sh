@@ -6,7 +6,7 @@
 # (scripts/testbed.sh up) and the debug binaries of this tree
 # (cargo build -p eventor --bin eventor-coord -p eventor-agent).
 #
-# Usage: [FAULTS_KINDS=all|"kind ..."] scripts/faults.sh [ROUNDS]   (default 50; CI runs 3)
+# Usage: [FAULTS_KINDS=all|"kind ..."] [EVENTOR_BIN=DIR] scripts/faults.sh [ROUNDS]   (default 50; CI runs 3)
 #   FAULTS_KINDS unset or `all`: every kind; or a list of kinds.
 #   FAULT=kind: every round that one kind (kept from before FAULTS_KINDS).
 #
