@@ -12,7 +12,7 @@ use crate::cluster_run::{hosts_file_with, schema};
 use crate::{coord, testbed, text, write};
 
 /// The cool-down the hosts file sets: long enough for the checks made during it.
-const COOLDOWN: Duration = Duration::from_secs(10);
+const COOLDOWN: Duration = Duration::from_secs(15);
 
 /// Each command of the flow appends `TIME STEP ADDRESS` to `ran.txt`.
 fn flow(dir: &Path) -> std::path::PathBuf {
@@ -175,6 +175,11 @@ async fn a_host_cut_off_three_times_is_quarantined_shown_spared_and_used_after()
     let status_text = text(&coord(dir, &status_args).stdout);
     let status = coord(dir, &[&status_args[..], &["--json"]].concat());
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    // The run's page, in a browser: node2's health with the end of its quarantine.
+    let served = crate::web::serve(dir, &url, &dir.join("logs"));
+    let page_url = format!("http://{}/run/Q/0", served.addr);
+    let page = crate::web::dump_dom(&dir.join("chromium"), &page_url);
+    drop(served);
     let during = eventor_store::now_micros();
     assert!(
         during < until,
@@ -201,6 +206,12 @@ async fn a_host_cut_off_three_times_is_quarantined_shown_spared_and_used_after()
         .unwrap_or_default();
     assert_eq!(node2["state"], "quarantined", "{status}");
     assert!(node2["until"].is_string(), "{status}");
+    let shown_until = format!("node2: quarantined until {}", node2["until"].as_str().unwrap());
+    assert!(
+        page.contains("class=\"health-quarantined\"") && page.contains(&shown_until),
+        "the page shows node2's quarantine: {page}"
+    );
+    assert!(page.contains("node1: up"), "{page}");
 
     // After it: the waiting task runs on node2 (not before the end), and so does a new one.
     let up = |h: &HostHealthRecord| h.state == HostState::Up;

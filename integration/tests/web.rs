@@ -14,9 +14,9 @@ use crate::report::{cluster_flow, cluster_hosts, finish, pg_url, slow_flow, wait
 use crate::{coord, coord_binary, spawn_coord, testbed, text, write};
 
 /// A running `serve`, stopped when dropped.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Drop for Served {
@@ -35,7 +35,7 @@ fn free_port() -> u16 {
 }
 
 /// `eventor-coord serve --store STORE --logdir DIR` on a free port, once it answers.
-fn serve(dir: &Path, store: &str, logdir: &Path) -> Served {
+pub(crate) fn serve(dir: &Path, store: &str, logdir: &Path) -> Served {
     serve_with(dir, store, logdir, &[])
 }
 
@@ -139,7 +139,7 @@ fn browse(profile: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// The DOM of `url` after its scripts ran.
-fn dump_dom(profile: &Path, url: &str) -> String {
+pub(crate) fn dump_dom(profile: &Path, url: &str) -> String {
     let out = browse(profile, &["--dump-dom", url]);
     assert!(out.status.success(), "chromium failed on {url}");
     text(&out.stdout)

@@ -178,6 +178,8 @@ pub struct RunPageJson<'a> {
     pub timeline: Vec<TimelineRow<'a>>,
     pub timeline_cut: usize,
     pub now: i64,
+    /// Each host's health (cluster runs), as `status --json` has it.
+    pub hosts: Vec<HostJson<'a>>,
 }
 
 /// How many tasks the page's time line shows at most (the newest).

@@ -8,7 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::App;
 use crate::report::graph::{states_of, FlowGraph};
-use crate::report::json::{timeline, RunJson, RunPageJson};
+use crate::report::json::{timeline, HostJson, RunJson, RunPageJson};
 use crate::report::svg::to_svg;
 use crate::report::{list_runs, run_report, RunReport, RunSelector};
 
@@ -91,6 +91,7 @@ fn page_json(graph: &FlowGraph, report: &RunReport) -> String {
         timeline: rows,
         timeline_cut: cut,
         now: eventor_store::now_micros(),
+        hosts: report.hosts.iter().map(HostJson::of).collect(),
     };
     serde_json::to_string(&page).unwrap_or_default()
 }

@@ -67,6 +67,21 @@ function renderLanes(page) {
   if (page.timeline_cut) box.appendChild(el("div", `(the ${page.timeline_cut} oldest tasks are not shown)`));
 }
 
+// Each host's health: up, away (why) or quarantined (until when, why), with its last
+// host failures, as `eventor-coord hosts` says it.
+function renderHealth(page) {
+  const list = document.getElementById("health");
+  const hosts = page.hosts || [];
+  list.replaceChildren(...hosts.map((h) => {
+    let text = `${h.host}: ${h.state}`;
+    if (h.until) text += ` until ${h.until}`;
+    if (h.reason) text += `: ${h.reason}`;
+    if (h.failures.length) text += ` [last failures: ${h.failures.map((f) => `${f.at} ${f.reason}`).join("; ")}]`;
+    return el("li", text, `health-${h.state}`);
+  }));
+  if (!hosts.length) list.appendChild(el("li", "no hosts"));
+}
+
 function renderFailed(page) {
   const list = document.getElementById("failed");
   const failed = page.timeline.filter((t) => t[2] === "failure");
@@ -83,6 +98,7 @@ function render(page) {
   renderSummary(page);
   document.getElementById("graph").innerHTML = page.graph_svg;
   renderLanes(page);
+  renderHealth(page);
   renderFailed(page);
 }
 
