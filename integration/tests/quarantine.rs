@@ -175,6 +175,9 @@ async fn a_host_cut_off_three_times_is_quarantined_shown_spared_and_used_after()
     let status_text = text(&coord(dir, &status_args).stdout);
     let status = coord(dir, &[&status_args[..], &["--json"]].concat());
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    // `check` before another run says so too (a host, not a reason to call it unready).
+    let checked = coord(dir, &["check", flow, "--hosts", &hosts]);
+    let checked = text(&checked.stdout);
     // The run's page, in a browser: node2's health with the end of its quarantine.
     let served = crate::web::serve(dir, &url, &dir.join("logs"));
     let page_url = format!("http://{}/run/Q/0", served.addr);
@@ -212,6 +215,8 @@ async fn a_host_cut_off_three_times_is_quarantined_shown_spared_and_used_after()
         "the page shows node2's quarantine: {page}"
     );
     assert!(page.contains("node1: up"), "{page}");
+    let by_run = format!("{shown_until} by running run Q of flow");
+    assert!(checked.contains(&by_run), "check shows the quarantine: {checked}");
 
     // After it: the waiting task runs on node2 (not before the end), and so does a new one.
     let up = |h: &HostHealthRecord| h.state == HostState::Up;

@@ -9,7 +9,10 @@ use clap::Args;
 use eventor::cluster::check::{self, render, CheckOptions, CheckReport, FlowSummary};
 use eventor::cluster::{load_hosts, HostsFile, LinkSettings};
 use eventor::flow::{eventor_from_flow, load_flow, FlowTriggers};
+use eventor::report::list_runs;
+use eventor::report::time::timestamp_micros;
 use eventor::{ClusterOptions, EventorConfig, EventorOptions};
+use eventor_store::{HostState, RunKey, RunStatus, Store, StoreLocation};
 
 use super::{bad, init_logging, ConfigArgs, Failure, StoreSources};
 
@@ -72,13 +75,81 @@ pub(crate) fn check(args: CheckArgs, level: Option<&str>) -> Result<ExitCode, Fa
             hosts: resolved,
             store: None,
         };
-        print(&output, &header, &report);
+        print(&output, &header, &report, &[]);
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
     let report = runtime.block_on(check::probe_hosts(&ssh, resolved, &options));
-    print(&output, &header, &report);
+    let reached = report.store.as_ref().is_some_and(|s| s.error.is_none());
+    let quarantines = match reached {
+        true => runtime.block_on(quarantined_now(&options.store, &summary.hosts)),
+        false => Vec::new(),
+    };
+    print(&output, &header, &report, &quarantines);
     Ok(ExitCode::from(if report.ready() { 0 } else { 1 }))
+}
+
+/// A host of the check that a running run keeps quarantined now. Not a reason to call the
+/// host unready (a new run starts with its own health), but what the operator should know.
+#[derive(serde::Serialize)]
+struct Quarantined {
+    host: String,
+    run_id: String,
+    flow: String,
+    until: String,
+    reason: Option<String>,
+}
+
+/// The hosts among `hosts` that a running run in the store has quarantined until later than
+/// now. Read as `status` reads the store (an SQLite file that is not there is not created;
+/// a Postgres schema is only checked); a store that cannot say leaves the list empty.
+async fn quarantined_now(store: &StoreLocation, hosts: &[String]) -> Vec<Quarantined> {
+    if let StoreLocation::Sqlite(path) = store {
+        if !path.exists() {
+            return Vec::new();
+        }
+    }
+    let Ok(store) = Store::open_prepared(store).await else {
+        return Vec::new();
+    };
+    let runs = list_runs(&store, None).await.unwrap_or_default();
+    let now = eventor_store::now_micros();
+    let mut found = Vec::new();
+    for run in runs.iter().filter(|r| r.outcome == RunStatus::Running.as_str()) {
+        let key = RunKey {
+            run_id: run.run_id.as_str().into(),
+            recovery: run.recovery,
+        };
+        for health in store.host_health(key).await.unwrap_or_default() {
+            let until = health.until.filter(|until| *until > now);
+            let (Some(until), true) = (until, health.state == HostState::Quarantined) else {
+                continue;
+            };
+            if hosts.contains(&health.host) {
+                found.push(Quarantined {
+                    host: health.host,
+                    run_id: run.run_id.clone(),
+                    flow: run.flow.clone(),
+                    until: timestamp_micros(until),
+                    reason: health.reason,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The quarantines as text: a line each, after the hosts' findings.
+fn quarantines_text(quarantines: &[Quarantined]) -> String {
+    let mut out = String::new();
+    for q in quarantines {
+        let reason = q.reason.as_deref().unwrap_or("no reason stored");
+        out.push_str(&format!(
+            "{}: quarantined until {} by running run {} of flow {}: {reason}\n",
+            q.host, q.until, q.run_id, q.flow
+        ));
+    }
+    out
 }
 
 /// Validates the flow as `run` would build it (pinned hosts against the hosts file
@@ -111,14 +182,20 @@ fn check_options(
     Ok(CheckOptions::new(eventor.store_location()))
 }
 
-fn print(output: &Output, header: &str, report: &CheckReport) {
+fn print(output: &Output, header: &str, report: &CheckReport, quarantines: &[Quarantined]) {
     match output {
         Output::Text => {
-            super::print_out(&format!("{header}\n{}", render::text(report)));
+            let text = render::text(report) + &quarantines_text(quarantines);
+            super::print_out(&format!("{header}\n{text}"));
         }
         Output::Json => {
             super::say(format_args!("{header}"));
-            super::print_out(&format!("{}\n", render::json(report)));
+            let mut json = render::json(report);
+            if let Some(document) = json.as_object_mut() {
+                let listed = serde_json::to_value(quarantines).unwrap_or_default();
+                document.insert("quarantined".into(), listed);
+            }
+            super::print_out(&format!("{json}\n"));
         }
     }
 }
