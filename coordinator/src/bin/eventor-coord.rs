@@ -187,7 +187,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
     /// With --mode restart and a --run-id the store already holds: drop that run's stored
-    /// history first (without it, such a restart is refused).
+    /// history first (without it, such a restart is refused); the run's central log starts
+    /// anew.
     #[arg(long)]
     replace: bool,
     /// With --mode recover: recover from this recovery number instead of the latest.
