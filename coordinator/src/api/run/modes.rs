@@ -154,14 +154,9 @@ impl Opening<'_> {
         Ok(())
     }
 
-    /// The run's central log, when the options name a folder for it.
+    /// The run's central log (and console echo), as its options ask.
     async fn open_log(&self, run_id: &str) -> Result<Option<CentralLog>, EventorError> {
-        let options = &self.flow.options;
-        let Some(dir) = &options.logdir else {
-            return Ok(None);
-        };
-        let log = CentralLog::open(dir, &options.name, run_id).await;
-        log.map(Some).map_err(EventorError::Log)
+        super::attach::open_log(&self.flow.options, run_id).await
     }
 
     /// Continue: the same recovery carries on from its stored triggers, tasks and delays.
