@@ -235,6 +235,51 @@ ev_warm() { ev --hosts "$1" "$2" >/dev/null 2>&1 || true; }
 # ev_local FLOW: a run on this host in a fresh SQLite store.
 ev_local() { ev "$1" --store "$(fresh_sqlite)"; }
 
+# flood_lines FILE: 100 MB of 100-byte lines, 1,000,000 of them, each starting with its
+# number, so a log or an echo can be checked to hold them all, in order.
+flood_lines() {
+  awk 'BEGIN { pad = sprintf("%089d", 0); for (i = 0; i < 1000000; i++) printf "%09d %s\n", i, pad }' >"$1"
+}
+
+# flood_flow FILE LINES STEP_KEYS: one step `out` printing the file LINES.
+flood_flow() {
+  cat >"$1" <<FLOW
+name: flood
+events: {go: {}}
+steps:
+  out: {run: "cat $2" $3}
+assocs: [{event: go, targets: [out]}]
+trigger: [{event: go}]
+FLOW
+}
+
+# flood_check FILE: "N lines, in order" for the step out's stdout records in FILE (a
+# central log, or a console echo: the same line format).
+flood_check() {
+  awk '$3 == "out[1]" && $4 == "stdout" { if ($5 + 0 != n) bad++; n++ }
+    END { printf "%d lines, %s", n, (bad ? "NOT in order" : "in order") }' "$1"
+}
+
+# echo_pair R ARGS...: "echoed_s quiet_s": `eventor-coord run ARGS` with its console (stderr,
+# at the default level: task output echoed) to a file, and the same with --quiet; the best of
+# R each, the two alternating. Each run writes its central log to a fresh logdir.
+# flood_check of the last echo (the console file) goes to $work/echo-seen.
+echo_pair() {
+  local r=$1 i t e="" q=""
+  shift
+  for ((i = 0; i < r; i++)); do
+    rm -rf "$work/echo-logs"
+    t=$(seconds env -u RUST_LOG "$coord" run "$@" --logdir "$work/echo-logs")
+    flood_check "$work/last.log" >"$work/echo-seen"
+    [[ -z $e ]] && e=$t || e=$(awk -v a="$e" -v b="$t" 'BEGIN { print (b < a) ? b : a }')
+    rm -rf "$work/echo-logs"
+    t=$(seconds env -u RUST_LOG "$coord" run -q "$@" --logdir "$work/echo-logs")
+    [[ -z $q ]] && q=$t || q=$(awk -v a="$q" -v b="$t" 'BEGIN { print (b < a) ? b : a }')
+  done
+  rm -rf "$work/echo-logs"
+  echo "$e $q"
+}
+
 bench_setup() { # N_HOSTS: tools, binaries, test bed, work dir; cleanup at exit
   trap cleanup EXIT
   apt_need parallel parallel
@@ -248,7 +293,7 @@ bench_setup() { # N_HOSTS: tools, binaries, test bed, work dir; cleanup at exit
 # ---------------------------------------------------------------- two hosts
 
 main_pair() {
-  local n=${1:-1000} ready spread local_ flood kept ordered ssh_cat par
+  local n=${1:-1000} ready spread local_ flood kept echoed quiet echo_seen t ssh_cat par
   bench_setup 2
   pg_schema "bench_cluster_$$"
   hosts_file hosts.yaml "$store_url" node1 node2
@@ -257,24 +302,20 @@ main_pair() {
   ready_flow ready.yaml node1 node2
   # Log forwarding: 100 MB of 100-byte lines printed on node1, into the prime's central log;
   # each line starts with its number, so the log can be checked to hold them all, in order.
-  awk 'BEGIN { pad = sprintf("%089d", 0); for (i = 0; i < 1000000; i++) printf "%09d %s\n", i, pad }' >lines.txt
-  cat >flood.yaml <<FLOW
-name: flood
-events: {go: {}}
-steps:
-  out: {run: "cat $work/lines.txt", host: node1}
-assocs: [{event: go, targets: [out]}]
-trigger: [{event: go}]
-FLOW
+  flood_lines lines.txt
+  flood_flow flood.yaml "$work/lines.txt" ", host: node1"
 
   ev_warm hosts.yaml ready.yaml
   ready=$(seconds ev --hosts hosts.yaml ready.yaml)
   spread=$(seconds ev --hosts hosts.yaml spread.yaml)
   local_=$(seconds ev_local local.yaml)
   flood=$(seconds ev --hosts hosts.yaml flood.yaml --logdir "$work/logs")
-  kept=$(grep -c ' out\[1\] stdout ' "$work"/logs/flood/*.log || true)
-  ordered=$(awk '$3 == "out[1]" && $4 == "stdout" { if ($5 + 0 != next_) bad++; next_++ }
-    END { print (bad ? "NOT in order" : "in order") }' "$work"/logs/flood/*.log)
+  kept=$(flood_check "$work"/logs/flood/*.log)
+  # The same run with the prime's console (echoing every line) to a file, against --quiet.
+  # (Assigned first: a failure inside a here-string's $(...) would not stop the script.)
+  t=$(echo_pair "${BENCH_REPEAT:-3}" --hosts hosts.yaml flood.yaml)
+  read -r echoed quiet <<<"$t"
+  echo_seen=$(cat "$work/echo-seen")
   ssh_cat=$(seconds sh -c "ssh -F '$EVENTOR_SSH_CONFIG' node1 cat '$work/lines.txt' >/dev/null")
   ssh_mux_warm node1 node2
   par=$(seconds parallel_ssh "$n" node1 node2)
@@ -288,12 +329,15 @@ FLOW
   echo
   echo "| log forwarding | lines | wall | MB/s |"
   echo "|---|---:|---:|---:|"
-  echo "| 100 MB of output on node1 into the central log (whole run; $kept of 1000000 lines, $ordered) | 1000000 | $(fmt_s "$flood") | $(ratio 100 "$flood") |"
+  echo "| 100 MB of output on node1 into the central log (whole run; $kept of 1000000) | 1000000 | $(fmt_s "$flood") | $(ratio 100 "$flood") |"
+  echo "| the same, console echoed to a file (best of ${BENCH_REPEAT:-3}; echo: $echo_seen) | 1000000 | $(fmt_s "$echoed") | $(ratio 100 "$echoed") |"
+  echo "| the same, --quiet (best of ${BENCH_REPEAT:-3}) | 1000000 | $(fmt_s "$quiet") | $(ratio 100 "$quiet") |"
   echo "| ssh node1 cat the same file > /dev/null | - | $(fmt_s "$ssh_cat") | $(ratio 100 "$ssh_cat") |"
   echo
   echo "eventor vs parallel: $(ratio "$par" "$spread")x faster;" \
     "cluster vs local: $(ratio "$spread" "$local_")x;" \
-    "log forwarding at $(ratio "$ssh_cat" "$flood")x the throughput of ssh cat"
+    "log forwarding at $(ratio "$ssh_cat" "$flood")x the throughput of ssh cat;" \
+    "console echo to a file: $(ratio "$echoed" "$quiet")x the --quiet run"
 }
 
 # ---------------------------------------------------------------- scaling

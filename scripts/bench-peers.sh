@@ -9,7 +9,11 @@
 #   - a chain of 1,000 `true` steps, each started by the previous one's success: eventor and a
 #     shell loop.
 #
+#   - `--echo` alone, on this host, no test bed: a step printing 100 MB (1,000,000 numbered
+#     lines), eventor-coord's console (which echoes every line) to a file against --quiet.
+#
 # Usage: scripts/bench-peers.sh [N]   (N jobs per case, default 1000; needs root)
+#        scripts/bench-peers.sh --echo  (BENCH_REPEAT: best of R alternating pairs, default 5)
 #   BENCH_REPEAT=R  best of R runs for each case but GNU parallel over ssh (default 3)
 #   EVENTOR_BIN=DIR use DIR's eventor-coord and eventor-agent instead of a release build
 # Installs GNU parallel and GNU time (apt) and hyperqueue (pip) when missing. Reuses a test bed
@@ -164,4 +168,27 @@ main_peers() {
   echo "Best of $repeat runs per case (GNU parallel over ssh: 1 run); $(nproc) cores; $(date -u +%FT%TZ)."
 }
 
-main_peers "$@"
+# main_echo: the console echo case alone (no test bed).
+main_echo() {
+  local r=${BENCH_REPEAT:-5} echoed quiet echo_seen t
+  trap cleanup EXIT
+  binaries
+  work=$(mktemp -d)
+  cd "$work"
+  flood_lines lines.txt
+  flood_flow flood.yaml "$work/lines.txt" ""
+  t=$(echo_pair "$r" --store "$(fresh_sqlite)" flood.yaml)
+  read -r echoed quiet <<<"$t"
+  echo_seen=$(cat "$work/echo-seen")
+  echo "| case | wall, console to a file | wall, --quiet | echoed ÷ quiet |"
+  echo "|---|---:|---:|---:|"
+  echo "| a step printing 100 MB (1,000,000 lines) on this host | $(fmt_s "$echoed") | $(fmt_s "$quiet") | $(ratio "$echoed" "$quiet")× |"
+  echo
+  echo "Best of $r alternating pairs; the echo held $echo_seen; $(nproc) cores; $(date -u +%FT%TZ)."
+}
+
+if [[ ${1:-} == --echo ]]; then
+  main_echo
+else
+  main_peers "$@"
+fi

@@ -37,6 +37,7 @@ pub use crate::cluster::{agent_mode, ClusterOptions};
 pub use crate::engine::interrupt::Interrupt;
 pub use crate::engine::program::{RecoverAction, RecoveryPolicy};
 pub use crate::expr::Expr;
+pub use crate::log::{ConsoleEcho, ConsoleOutput};
 pub use crate::yaml::did_you_mean;
 pub use eventor_agent::supervisor::{supervise_commands, supervise_commands_with};
 pub use eventor_agent::trigger_socket::status as trigger_socket_status;

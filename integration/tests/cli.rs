@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use eventor::log::LogLine;
 use eventor_store::{RunStatus, Store, StoreLocation, TaskStatus};
 
 use crate::{coord, example_flows, text, write};
@@ -47,28 +48,102 @@ async fn linear_example_runs_and_records_every_transition() {
     assert_eq!(events, ["start", "s1_done", "s2_done"]);
 }
 
+/// A task's output line is echoed on stderr as the central log writes it
+/// (`TIME HOST STEP[SEQ] STREAM TEXT`): the very line of the log file, before the outcome.
 #[test]
-fn command_output_is_logged_with_step_and_sequence() {
+fn command_output_is_echoed_as_the_central_log_writes_it() {
     let dir = tmp();
     let flow = example_flows().join("linear.yaml");
-    let out = coord(dir.path(), &["run", flow.to_str().unwrap()]);
+    let out = coord(
+        dir.path(),
+        &["run", flow.to_str().unwrap(), "--run-id", "e1"],
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let stderr = text(&out.stderr);
-    let line = stderr
+    let (at, line) = stderr
         .lines()
-        .find(|l| l.contains("two from s2"))
+        .enumerate()
+        .find(|(_, l)| l.contains("two from s2"))
         .unwrap_or_else(|| panic!("no output line of s2 in:\n{stderr}"));
+    match LogLine::parse(line) {
+        LogLine::Record {
+            host,
+            task,
+            stream,
+            text,
+            ..
+        } => assert_eq!(
+            (host, task, stream, text),
+            ("prime", "s2[1]", "stdout", "two from s2")
+        ),
+        other => panic!("not a log line: {other:?}"),
+    }
+    let log = std::fs::read_to_string(dir.path().join("logs/linear/e1.log")).unwrap();
     assert!(
-        line.contains("step=s2") && line.contains("sequence=1"),
-        "{line}"
+        log.lines().any(|l| l == line),
+        "{line:?} not in the log:\n{log}"
     );
+    let finished = stderr
+        .lines()
+        .position(|l| l.contains("Processing finished with: success"))
+        .unwrap_or_else(|| panic!("no outcome in:\n{stderr}"));
     assert!(
-        line.contains("stream=\"stdout\"") || line.contains("stream=stdout"),
-        "{line}"
+        at < finished,
+        "the echo comes before the outcome:\n{stderr}"
     );
+}
+
+/// A flood of output (200,000 lines) is echoed whole and in order, as many lines as the
+/// log holds; `--quiet` and `--log-level warn` echo none of it.
+#[test]
+fn a_flood_of_output_is_echoed_whole_and_in_order() {
+    let dir = tmp();
+    let flow = write(
+        dir.path(),
+        "flood.yaml",
+        "name: flood\nevents: {go: {}}\nsteps: {flood: {run: 'seq 1 200000'}}\n\
+         assocs: [{event: go, targets: [flood]}]\ntrigger: [{event: go}]\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let out = coord(dir.path(), &["run", flow, "--run-id", "f1"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let echoed = |stderr: &str| -> Vec<u64> {
+        let lines = stderr.lines().map(LogLine::parse);
+        let numbers = lines.filter_map(|l| match l {
+            LogLine::Record {
+                host: "prime",
+                task: "flood[1]",
+                stream: "stdout",
+                text,
+                ..
+            } => Some(text.parse().unwrap_or_else(|_| panic!("{text:?}"))),
+            _ => None,
+        });
+        numbers.collect()
+    };
+    let numbers = echoed(&text(&out.stderr));
     assert!(
-        stderr.contains("Processing finished with: success"),
-        "{stderr}"
+        numbers.iter().copied().eq(1..=200_000),
+        "{} lines",
+        numbers.len()
     );
+    for quiet in [&["--quiet"][..], &["--log-level", "warn"]] {
+        let run = [&["run", flow, "--run-id", "f2", "--replace"][..], quiet].concat();
+        // (RUST_LOG would override --quiet's and --log-level's console level.)
+        let out = std::process::Command::new(crate::coord_binary())
+            .args(&run)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+        assert_eq!(echoed(&text(&out.stderr)), [0u64; 0], "{quiet:?}");
+        let log = std::fs::read_to_string(dir.path().join("logs/flood/f2.log")).unwrap();
+        assert_eq!(
+            log.lines().filter(|l| l.contains(" flood[1] ")).count(),
+            200_000
+        );
+    }
 }
 
 #[tokio::test]

@@ -277,6 +277,74 @@ async fn central_log_takes_many_concurrent_writers_in_the_documented_format() {
     }
 }
 
+/// What the forwarder hands the log from hosts (output batches, a task's records) is echoed
+/// on the console, with a direct echo, as the very lines written to the file, in order; the
+/// agent's own records and the markers are not. Without a folder, the echo alone.
+#[tokio::test]
+async fn hosts_output_is_echoed_on_the_console_as_the_file_has_it() {
+    let batch = |host: &str, step: &str, lines: std::ops::Range<u32>| {
+        let text: Vec<String> = lines.map(|i| format!("{host} {step} line {i}")).collect();
+        let record = record(host, Some(step), 1, String::new());
+        let batch = eventor_protocol::OutputBatch {
+            task: record.task.unwrap(),
+            stream: Stream::Stdout,
+            time: now_micros(),
+            text: text.join("\n"),
+        };
+        (Arc::<str>::from(host), batch)
+    };
+    for with_file in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = with_file.then(|| dir.path().join("logs"));
+        let console = Shared::default();
+        let into = console.clone();
+        let echo = eventor::ConsoleEcho::new(move || into.clone());
+        let config = eventor::log::CentralLogConfig::default();
+        let opened = CentralLog::open_to(logdir.as_deref(), "nightly", "r2", config, Some(&echo));
+        let log = opened.await.unwrap().unwrap();
+        let sink = log.sink();
+        assert!(sink.echoes());
+        for round in 0..50 {
+            let (host, out) = batch("node1", "s1", round * 100..round * 100 + 100);
+            assert!(sink.output(host, out).await);
+            let (host, out) = batch("node2", "s2", round * 3..round * 3 + 3);
+            assert!(sink.output(host, out).await);
+            let said = record("node2", Some("s2"), 1, format!("closure says {round}"));
+            assert!(sink.task_record(said).await);
+            assert!(
+                sink.record(record("node1", None, 0, "agent says hi".into()))
+                    .await
+            );
+        }
+        drop(sink);
+        let file = log.file().map(Path::to_path_buf);
+        log.close("success").await.unwrap();
+        let echoed = console.text();
+        assert_eq!(echoed.lines().count(), 50 * (100 + 3 + 1), "{echoed}");
+        match file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).unwrap();
+                let shown: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.starts_with("-- ") && !l.contains(" agent says hi"))
+                    .collect();
+                assert_eq!(echoed.lines().collect::<Vec<_>>(), shown);
+            }
+            None => assert!(!dir.path().join("logs").exists(), "no file"),
+        }
+        let node1: Vec<&str> = echoed
+            .lines()
+            .filter(|l| l.contains(" node1 s1[1] "))
+            .collect();
+        let expected: Vec<String> = (0..5000).map(|i| format!("node1 s1 line {i}")).collect();
+        let texts: Vec<&str> = node1
+            .iter()
+            .map(|l| l.splitn(5, ' ').nth(4).unwrap())
+            .collect();
+        assert_eq!(texts, expected, "node1's lines whole and in order");
+    }
+}
+
 #[tokio::test]
 async fn logs_filters_by_host_and_step() {
     let dir = tempfile::tempdir().unwrap();

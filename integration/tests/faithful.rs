@@ -142,6 +142,40 @@ async fn restart_under_a_stored_run_id_is_refused_unless_replaced() {
         1,
         "the replaced run's log went with its history: {log}"
     );
+    assert!(
+        dir.path().join("logs/chain/nightly.graph.json").is_file(),
+        "the new run keeps the graph saved for it"
+    );
+}
+
+/// `--replace` starts the run's central log anew even when the store no longer holds the
+/// run (a store made afresh, or pruned): the log holds the new run alone, and its graph.
+#[test]
+fn a_replaced_runs_log_starts_anew_though_the_store_forgot_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = chain(dir.path(), "{}");
+    let run = ["run", flow.as_str(), "--run-id", "nightly", "--replace"];
+    let first = coord(dir.path(), &run);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    std::fs::remove_file(dir.path().join("chain.run.db")).unwrap();
+    let again = coord(dir.path(), &run);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert_eq!(
+        ran(dir.path()).lines().count(),
+        6,
+        "both runs ran every step"
+    );
+    let log = std::fs::read_to_string(dir.path().join("logs/chain/nightly.log")).unwrap();
+    let markers: Vec<&str> = log.lines().filter(|l| l.starts_with("-- ")).collect();
+    assert_eq!(
+        markers.len(),
+        2,
+        "one start and one end, of the new run alone:\n{log}"
+    );
+    assert!(
+        dir.path().join("logs/chain/nightly.graph.json").is_file(),
+        "the new run's graph"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use eventor_store::{RunMode, StoreLocation};
 use super::config::EventorConfig;
 use crate::cluster::ClusterOptions;
 use crate::engine::interrupt::Interrupt;
+use crate::log::ConsoleOutput;
 
 /// How a run is set up. Build with struct update syntax:
 /// `EventorOptions { name: "nightly".into(), ..Default::default() }`.
@@ -32,6 +33,10 @@ pub struct EventorOptions {
     /// Where the run's central log goes (`<logdir>/<flow>/<run_id>.log`, read with
     /// `eventor-coord logs`); `None`: no central log, output only in the console log.
     pub logdir: Option<PathBuf>,
+    /// How tasks' output lines reach the console: `eventor::output` tracing events (the
+    /// default), or written directly in the central log's format, batched
+    /// ([`ConsoleOutput::Direct`], what `eventor-coord run` does: about 2 µs a line cheaper).
+    pub console_output: ConsoleOutput,
     /// Stops the run from outside (the CLI fires it on SIGINT, SIGTERM and SIGHUP): nothing
     /// new starts, running commands are stopped, the outcome is `Interrupted`.
     pub interrupt: Option<Interrupt>,
@@ -69,6 +74,7 @@ impl Default for EventorOptions {
             config: EventorConfig::default(),
             kill_grace: Duration::from_secs(5),
             logdir: None,
+            console_output: ConsoleOutput::Events,
             cluster: None,
             interrupt: None,
             closure_threads: 64,

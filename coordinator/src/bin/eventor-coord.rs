@@ -187,7 +187,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
     /// With --mode restart and a --run-id the store already holds: drop that run's stored
-    /// history first (without it, such a restart is refused).
+    /// history first (without it, such a restart is refused); the run's central log starts
+    /// anew.
     #[arg(long)]
     replace: bool,
     /// With --mode recover: recover from this recovery number instead of the latest.
@@ -341,6 +342,7 @@ fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
         run_id: args.run_id.clone(),
         recovery: args.recovery,
         logdir: Some(logdir_of(args.logdir.clone(), &config)),
+        console_output: console_output(),
         run_mode: mode,
         replace_history: args.replace,
         config: config.clone(),
@@ -664,6 +666,19 @@ fn say(line: std::fmt::Arguments<'_>) {
 
 fn describe(location: &StoreLocation) -> String {
     location.to_string()
+}
+
+/// How `run` shows its tasks' output lines: when the console log would show
+/// `eventor::output` at INFO (not with `--quiet`, a level above info, `console: false`, or
+/// RUST_LOG turning it off), written directly in the central log's format, batched, through
+/// the writer the console log uses (above the progress bar); else not at all.
+fn console_output() -> eventor::log::ConsoleOutput {
+    use eventor::log::{ConsoleEcho, ConsoleOutput};
+    if tracing::enabled!(target: "eventor::output", tracing::Level::INFO) {
+        ConsoleOutput::Direct(ConsoleEcho::new(progress::stderr_writer))
+    } else {
+        ConsoleOutput::Events
+    }
 }
 
 /// Console logging: `--log-level`, else the config's LOGGING level; with `console: false`,

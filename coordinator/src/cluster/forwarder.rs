@@ -263,7 +263,10 @@ impl Forwarder {
     }
 
     async fn log(&self, host: &str, record: eventor_protocol::LogRecord) {
+        let echoed = self.central.as_ref().is_some_and(|c| c.sink.echoes());
         match &record.task {
+            // The log's writer echoes it, with the task's output.
+            Some(_) if echoed => {}
             Some(task) => tracing::info!(
                 target: "eventor::output",
                 host = %host,
@@ -276,7 +279,10 @@ impl Forwarder {
         }
         if let Some(central) = &self.central {
             // Waiting here holds the link's reader back, and so the agent: backpressure.
-            central.sink.record(record).await;
+            match record.task {
+                Some(_) => central.sink.task_record(record).await,
+                None => central.sink.record(record).await,
+            };
         }
     }
 
@@ -306,7 +312,7 @@ impl Forwarder {
 
     /// Lines of a task's output: to the console (when it shows output) and the central log.
     async fn output(&self, host: String, batch: eventor_protocol::OutputBatch) {
-        crate::log::trace_output(&host, &batch);
+        crate::log::console_output(self.central.as_ref(), &host, &batch);
         if let Some(central) = &self.central {
             // Waiting here holds the link's reader back, and so the agent: backpressure.
             central.sink.output(Arc::from(host), batch).await;

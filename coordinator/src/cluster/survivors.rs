@@ -128,7 +128,7 @@ impl Following {
     ) -> Option<String> {
         match event {
             HostEvent::Output { host, batch } => {
-                crate::log::trace_output(&host, &batch);
+                crate::log::console_output(central, &host, &batch);
                 if let Some(central) = central {
                     central.sink.output(Arc::from(host), batch).await;
                 }

@@ -379,7 +379,7 @@ fn log_output(ctx: TaskContext, central: Option<CentralOutput>) -> OutputSink {
     Arc::new(move |stream: OutputStream, lines: LineBatch| {
         let batch = output_batch(&ctx, stream, lines);
         let host = central.as_ref().map_or("", |c| &c.host);
-        crate::log::trace_output(host, &batch);
+        crate::log::console_output(central.as_ref(), host, &batch);
         let sink = central.as_ref().map(|c| (c.sink.clone(), c.host.clone()));
         Box::pin(async move {
             if let Some((sink, host)) = sink {

@@ -40,7 +40,16 @@
 //! (a batch of lines, written with its fields formatted once) wait for room (backpressure:
 //! a slow disk slows the producers); batches also wait for a byte budget, so memory stays
 //! bounded whatever their size, and nothing is dropped.
+//!
+//! # The console
+//!
+//! A run shows its tasks' output lines on a console as [`ConsoleOutput`] says: by default
+//! as `eventor::output` tracing events ([`trace_output`]), or with
+//! [`ConsoleOutput::Direct`] as the very lines the writer formats for the file, gathered
+//! into 64 KiB chunks that a thread of their own writes to the [`ConsoleEcho`]'s writer: no
+//! event per line. `eventor-coord run` echoes directly.
 
+mod console;
 mod format;
 mod reader;
 mod task_log;
@@ -48,6 +57,7 @@ mod writer;
 
 use std::path::PathBuf;
 
+pub use console::{ConsoleEcho, ConsoleOutput};
 pub use format::{format_batch, format_record, log_path, LogLine};
 pub use reader::{log_names, print_log, print_log_until, LogFilter, LogNames, PrintSummary};
 pub use task_log::task_log;
@@ -68,6 +78,18 @@ pub fn trace_output(host: &str, batch: &eventor_protocol::OutputBatch) {
     for line in batch.lines() {
         tracing::info!(target: "eventor::output", host = %host, step = %step,
             sequence = %sequence, stream = format::stream_name(batch.stream), "{line}");
+    }
+}
+
+/// A batch's lines to the console the run's way: nothing when its log echoes them itself
+/// (the writer does, as it writes them), else as events ([`trace_output`]).
+pub(crate) fn console_output(
+    central: Option<&CentralOutput>,
+    host: &str,
+    batch: &eventor_protocol::OutputBatch,
+) {
+    if !central.is_some_and(|c| c.sink.echoes()) {
+        trace_output(host, batch);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Writing the central log: one bounded channel, one writer task, buffered and flushed
-//! whenever the channel runs dry.
+//! whenever the channel runs dry; the same formatted lines echoed on a console when asked
+//! ([`super::console`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::console::{Console, ConsoleEcho};
 use super::format::{
     format_batch, format_record, log_path, now_text, END_MARKER, FILE_BUFFER, START_MARKER,
 };
@@ -40,7 +42,8 @@ impl Default for CentralLogConfig {
 }
 
 enum Entry {
-    Record(LogRecord),
+    /// A record, echoed on the console (when the log echoes) if `echo`.
+    Record { record: LogRecord, echo: bool },
     /// Lines from one host, holding their share of the byte budget until written.
     Output {
         host: Arc<str>,
@@ -58,6 +61,7 @@ enum Entry {
 pub struct LogSink {
     tx: mpsc::Sender<Entry>,
     budget: Arc<Semaphore>,
+    echoes: bool,
 }
 
 impl std::fmt::Debug for LogSink {
@@ -69,17 +73,36 @@ impl std::fmt::Debug for LogSink {
 impl LogSink {
     /// Queues `record`, waiting while the channel is full. `false` once the log is closed.
     pub async fn record(&self, record: LogRecord) -> bool {
-        self.tx.send(Entry::Record(record)).await.is_ok()
+        let echo = false;
+        self.tx.send(Entry::Record { record, echo }).await.is_ok()
+    }
+
+    /// [`record`](Self::record) of a task's record that the console shows as it shows the
+    /// task's output (a host's closure step's logging): echoed when the log echoes.
+    pub async fn task_record(&self, record: LogRecord) -> bool {
+        let echo = true;
+        self.tx.send(Entry::Record { record, echo }).await.is_ok()
+    }
+
+    /// Whether this log echoes task output on the console itself
+    /// ([`ConsoleOutput::Direct`](super::ConsoleOutput::Direct)): producers then send no
+    /// `eventor::output` events.
+    pub fn echoes(&self) -> bool {
+        self.echoes
     }
 
     /// Queues `record` from a thread that is not the runtime's (a closure step's), waiting
     /// while the channel is full; on a runtime thread, where it must not block, only when
     /// there is room. `false` when it was not queued.
     pub fn record_blocking(&self, record: LogRecord) -> bool {
+        let entry = Entry::Record {
+            record,
+            echo: false,
+        };
         if tokio::runtime::Handle::try_current().is_ok() {
-            return self.tx.try_send(Entry::Record(record)).is_ok();
+            return self.tx.try_send(entry).is_ok();
         }
-        self.tx.blocking_send(Entry::Record(record)).is_ok()
+        self.tx.blocking_send(entry).is_ok()
     }
 
     /// Queues the lines of `batch` from `host`, waiting for room and for their bytes'
@@ -98,10 +121,11 @@ impl LogSink {
     }
 }
 
-/// The run's central log file and its writer task.
+/// The run's central log file and its writer task (or only a direct console echo:
+/// [`CentralLog::open_to`] without a folder).
 #[derive(Debug)]
 pub struct CentralLog {
-    path: PathBuf,
+    path: Option<PathBuf>,
     sink: LogSink,
     writer: JoinHandle<Result<u64, CentralLogError>>,
 }
@@ -133,28 +157,75 @@ impl CentralLog {
     ) -> Result<CentralLog, CentralLogError> {
         let path = log_path(logdir, flow, run_id);
         let file = create(&path).await?;
+        Ok(Self::start(Some((path, file)), run_id, config, None))
+    }
+
+    /// The run's log as a run's options ask for it: the file
+    /// `<logdir>/<flow>/<run_id>.log` when `logdir` is given, and the direct console echo
+    /// of task output when `echo` is (formatted once for both); `None` when neither.
+    pub async fn open_to(
+        logdir: Option<&Path>,
+        flow: &str,
+        run_id: &str,
+        config: CentralLogConfig,
+        echo: Option<&ConsoleEcho>,
+    ) -> Result<Option<CentralLog>, CentralLogError> {
+        let file = match logdir {
+            Some(logdir) => {
+                let path = log_path(logdir, flow, run_id);
+                let file = create(&path).await?;
+                Some((path, file))
+            }
+            None if echo.is_none() => return Ok(None),
+            None => None,
+        };
+        Ok(Some(Self::start(file, run_id, config, echo)))
+    }
+
+    /// Starts the writer (and the console's thread).
+    fn start(
+        file: Option<(PathBuf, tokio::fs::File)>,
+        run_id: &str,
+        config: CentralLogConfig,
+        echo: Option<&ConsoleEcho>,
+    ) -> CentralLog {
+        let (path, out) = match file {
+            Some((path, file)) => (
+                Some(path),
+                Some(BufWriter::with_capacity(FILE_BUFFER, file)),
+            ),
+            None => (None, None),
+        };
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let writer = Writer {
-            out: BufWriter::with_capacity(FILE_BUFFER, file),
-            path: path.clone(),
+            out,
+            console: echo.map(Console::start),
+            path: path.clone().unwrap_or_default(),
             run_id: run_id.to_string(),
             flush_every: config.flush_every,
             line: String::with_capacity(256),
             written: 0,
         };
         let writer = tokio::spawn(writer.run(rx));
-        Ok(CentralLog {
+        CentralLog {
             path,
             sink: LogSink {
                 tx,
                 budget: Arc::new(Semaphore::new(BUDGET_UNITS as usize)),
+                echoes: echo.is_some(),
             },
             writer,
-        })
+        }
     }
 
+    /// The file; an empty path for a log that only echoes on the console.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The file; `None` for a log that only echoes on the console.
+    pub fn file(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// A handle for producers.
@@ -172,7 +243,7 @@ impl CentralLog {
     /// other sink must be gone.
     pub async fn release(self) -> Result<LogTotals, CentralLogError> {
         let gone = CentralLogError::WriterGone {
-            path: self.path.clone(),
+            path: self.path.clone().unwrap_or_default(),
         };
         drop(self.sink);
         let written = self.writer.await.map_err(|_| gone)??;
@@ -190,7 +261,7 @@ impl CentralLog {
         };
         let sent = self.sink.tx.send(close).await.is_ok();
         let gone = || CentralLogError::WriterGone {
-            path: self.path.clone(),
+            path: self.path.clone().unwrap_or_default(),
         };
         if sent {
             let _ = answered.await;
@@ -216,9 +287,11 @@ async fn create(path: &Path) -> Result<tokio::fs::File, CentralLogError> {
         .map_err(err)
 }
 
-/// The one task that owns the file.
+/// The one task that owns the file (if any) and feeds the console echo (if any).
 struct Writer {
-    out: BufWriter<tokio::fs::File>,
+    out: Option<BufWriter<tokio::fs::File>>,
+    console: Option<Console>,
+    /// The file's (empty without one).
     path: PathBuf,
     run_id: String,
     flush_every: Duration,
@@ -229,16 +302,18 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Entry>) -> Result<u64, CentralLogError> {
-        let start = format!("{START_MARKER}{} at {}\n", self.run_id, now_text());
-        self.write(start.as_bytes()).await?;
-        self.flush().await?;
+        if self.out.is_some() {
+            let start = format!("{START_MARKER}{} at {}\n", self.run_id, now_text());
+            self.write(start.as_bytes()).await?;
+            self.flush().await?;
+        }
         let mut last_flush = Instant::now();
         while let Some(first) = rx.recv().await {
             let mut next = Some(first);
             let mut handled = 0;
             while let Some(entry) = next.take() {
                 match entry {
-                    Entry::Record(record) => self.record(&record).await?,
+                    Entry::Record { record, echo } => self.record(&record, echo).await?,
                     Entry::Output { host, batch, .. } => self.output(&host, &batch).await?,
                     Entry::Close { outcome, done } => return self.close(&outcome, done).await,
                 }
@@ -257,14 +332,20 @@ impl Writer {
         }
         // Every sink and the log itself were dropped without a close.
         self.flush().await?;
+        if let Some(console) = self.console.take() {
+            console.finish().await;
+        }
         Ok(self.written)
     }
 
-    async fn record(&mut self, record: &LogRecord) -> Result<(), CentralLogError> {
+    async fn record(&mut self, record: &LogRecord, echo: bool) -> Result<(), CentralLogError> {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         format_record(&mut line, record);
         let result = self.write(line.as_bytes()).await;
+        if let Some(console) = self.console.as_mut().filter(|_| echo) {
+            console.push(line.as_bytes()).await;
+        }
         self.line = line;
         self.written += 1;
         result
@@ -275,6 +356,9 @@ impl Writer {
         text.clear();
         let lines = format_batch(&mut text, host, batch);
         let result = self.write(text.as_bytes()).await;
+        if let Some(console) = &mut self.console {
+            console.push(text.as_bytes()).await;
+        }
         self.line = text;
         self.written += lines;
         result
@@ -285,29 +369,42 @@ impl Writer {
         outcome: &str,
         done: oneshot::Sender<()>,
     ) -> Result<u64, CentralLogError> {
-        let outcome = outcome.replace(['\n', '\r'], " ");
-        let end = format!("{END_MARKER}{}: {outcome}\n", self.run_id);
-        self.write(end.as_bytes()).await?;
-        self.out.flush().await.map_err(|e| self.write_error(e))?;
-        self.out
-            .get_ref()
-            .sync_data()
-            .await
-            .map_err(|e| self.write_error(e))?;
+        if let Some(console) = self.console.take() {
+            console.finish().await;
+        }
+        if self.out.is_some() {
+            let outcome = outcome.replace(['\n', '\r'], " ");
+            let end = format!("{END_MARKER}{}: {outcome}\n", self.run_id);
+            self.write(end.as_bytes()).await?;
+        }
+        if let Some(out) = &mut self.out {
+            let flushed = out.flush().await;
+            let synced = match flushed {
+                Ok(()) => out.get_ref().sync_data().await,
+                Err(e) => Err(e),
+            };
+            synced.map_err(|e| self.write_error(e))?;
+        }
         let _ = done.send(());
         Ok(self.written)
     }
 
-    /// Flushes the buffer.
+    /// Flushes the buffer, and hands the console what was gathered for it.
     async fn flush(&mut self) -> Result<(), CentralLogError> {
-        self.out.flush().await.map_err(|e| self.write_error(e))
+        if let Some(console) = &mut self.console {
+            console.send().await;
+        }
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        out.flush().await.map_err(|e| self.write_error(e))
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), CentralLogError> {
-        self.out
-            .write_all(bytes)
-            .await
-            .map_err(|e| self.write_error(e))
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        out.write_all(bytes).await.map_err(|e| self.write_error(e))
     }
 
     fn write_error(&self, source: std::io::Error) -> CentralLogError {

@@ -12,7 +12,7 @@ use crate::api::options::EventorOptions;
 use crate::cluster::{ClusterSettings, Remote, RunCluster};
 use crate::engine::events::ExecEvent;
 use crate::engine::executor::StepRuntime;
-use crate::log::{CentralLog, CentralOutput};
+use crate::log::{CentralLog, CentralLogConfig, CentralOutput, ConsoleOutput};
 
 /// Executor events queued ahead of the driver.
 pub(super) const EXEC_EVENTS: usize = 4096;
@@ -25,16 +25,13 @@ pub(super) struct Attached {
 }
 
 impl Run {
-    /// The run's central log, when the options name a folder for it.
+    /// The run's central log, when the options name a folder for it or echo task output
+    /// directly on the console.
     pub(super) async fn open_log(
         &self,
         options: &EventorOptions,
     ) -> Result<Option<CentralLog>, EventorError> {
-        let Some(dir) = &options.logdir else {
-            return Ok(None);
-        };
-        let log = CentralLog::open(dir, &options.name, &self.state.run.run_id).await;
-        log.map(Some).map_err(EventorError::Log)
+        open_log(options, &self.state.run.run_id).await
     }
 
     /// Connects to the hosts the flow's steps are pinned to (none: `None`), all at once.
@@ -97,6 +94,20 @@ pub(super) fn remote_closures(steps: &[StepRuntime]) -> bool {
     steps.iter().any(|s| {
         !s.hosts().is_empty() && matches!(s.action, StepAction::Sync(_) | StepAction::Async(_))
     })
+}
+
+/// The run's central log (and console echo) as `options` ask: see [`CentralLog::open_to`].
+pub(super) async fn open_log(
+    options: &EventorOptions,
+    run_id: &str,
+) -> Result<Option<CentralLog>, EventorError> {
+    let echo = match &options.console_output {
+        ConsoleOutput::Direct(echo) => Some(echo),
+        ConsoleOutput::Events => None,
+    };
+    let (dir, config) = (options.logdir.as_deref(), CentralLogConfig::default());
+    let log = CentralLog::open_to(dir, &options.name, run_id, config, echo).await;
+    log.map_err(EventorError::Log)
 }
 
 /// The central log as this host's output goes into it.

@@ -78,9 +78,11 @@ impl Run {
                 (tx, rx, None)
             }
         };
+        let has_file = central.is_some_and(|log| log.file().is_some());
         let central = central.map(central_output);
-        let _task_logs = central
-            .clone()
+        // Only into a file: a log that only echoes on the console takes no closure's records.
+        let _task_logs = (central.clone())
+            .filter(|_| has_file)
             .map(|c| TaskLogs::open(&self.state.run.run_id, c));
         let pinned = remote.clone().map(|r| r as Arc<dyn PinnedTasks>);
         let run_env = self.state.run_env.clone();

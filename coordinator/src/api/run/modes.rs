@@ -154,14 +154,9 @@ impl Opening<'_> {
         Ok(())
     }
 
-    /// The run's central log, when the options name a folder for it.
+    /// The run's central log (and console echo), as its options ask.
     async fn open_log(&self, run_id: &str) -> Result<Option<CentralLog>, EventorError> {
-        let options = &self.flow.options;
-        let Some(dir) = &options.logdir else {
-            return Ok(None);
-        };
-        let log = CentralLog::open(dir, &options.name, run_id).await;
-        log.map(Some).map_err(EventorError::Log)
+        super::attach::open_log(&self.flow.options, run_id).await
     }
 
     /// Continue: the same recovery carries on from its stored triggers, tasks and delays.
@@ -241,44 +236,51 @@ impl Opening<'_> {
     }
 
     /// A new run under an id the store already holds: an input error naming the choices,
-    /// or, with `replace_history`, that id's history dropped first (we hold its lock).
+    /// or, with `replace_history`, that id's history dropped first (we hold its lock). With
+    /// `replace_history` the run's central log starts anew, whether the store held the id
+    /// or not (its history pruned, or kept in another store).
     async fn clear_history(&self, run_id: &str) -> Result<(), EventorError> {
         let store = self.store;
         let err = store_error(store.describe());
-        if store.run_history(run_id).await.map_err(&err)?.is_empty() {
-            return Ok(());
+        let replace = self.flow.options.replace_history;
+        if !store.run_history(run_id).await.map_err(&err)?.is_empty() {
+            if !replace {
+                return Err(EventorError::RunExists {
+                    run_id: run_id.to_string(),
+                    store: store.describe(),
+                });
+            }
+            let dropped = store.delete_run(run_id).await.map_err(&err)?;
+            tracing::info!(
+                run_id,
+                recoveries = dropped,
+                "replaced the run's stored history"
+            );
         }
-        if !self.flow.options.replace_history {
-            return Err(EventorError::RunExists {
-                run_id: run_id.to_string(),
-                store: store.describe(),
-            });
+        if replace {
+            self.start_log_anew(run_id);
         }
-        let dropped = store.delete_run(run_id).await.map_err(&err)?;
-        self.drop_old_log(run_id);
-        tracing::info!(
-            run_id,
-            recoveries = dropped,
-            "replaced the run's stored history"
-        );
         Ok(())
     }
 
-    /// The replaced run's central log and graph go with its history: the new run's log
-    /// starts anew rather than after the old one's lines.
-    fn drop_old_log(&self, run_id: &str) {
+    /// The replaced run's central log is emptied: the new run's lines start it rather than
+    /// follow the old ones (a follower of the old log sees it shrink, as a replaced log).
+    /// Its graph stays: `eventor-coord` wrote the new run's before the run opened.
+    fn start_log_anew(&self, run_id: &str) {
         let options = &self.flow.options;
         let Some(dir) = &options.logdir else {
             return;
         };
-        let log = crate::log::log_path(dir, &options.name, run_id);
-        for path in [log.with_extension("graph.json"), log] {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot remove the replaced run's log");
-                }
-                _ => {}
+        let path = crate::log::log_path(dir, &options.name, run_id);
+        let emptied = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path);
+        match emptied {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot empty the replaced run's log");
             }
+            _ => {}
         }
     }
 

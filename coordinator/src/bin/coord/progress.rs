@@ -37,6 +37,17 @@ impl Write for BarAwareStderr {
         }
     }
 
+    /// The whole of `buf` under stderr's lock: a console log line and a chunk of echoed
+    /// task output (written from another thread) never cut into each other, even when
+    /// stderr is a pipe that takes a chunk in parts.
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let bar = BAR.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().lock().write_all(buf)),
+            None => std::io::stderr().lock().write_all(buf),
+        }
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
