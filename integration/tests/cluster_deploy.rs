@@ -121,12 +121,19 @@ fn the_prime_installs_its_agent_once_and_replaces_a_corrupted_one() {
         );
         let companion = path.with_file_name("eventor-agent.supervise");
         let local_companion = local.with_file_name("eventor-supervise");
-        assert!(same_bytes(&companion, &local_companion), "{}", companion.display());
+        assert!(
+            same_bytes(&companion, &local_companion),
+            "{}",
+            companion.display()
+        );
     }
     let supervised_by = std::fs::read_to_string(dir.path().join("supervised_by")).unwrap();
     assert_eq!(
         supervised_by.trim(),
-        paths[0].with_file_name("eventor-agent.supervise").to_str().unwrap(),
+        paths[0]
+            .with_file_name("eventor-agent.supervise")
+            .to_str()
+            .unwrap(),
         "node1's command ran under the supervisor installed beside its agent"
     );
     let size = std::fs::metadata(&local).unwrap().len();
@@ -288,7 +295,10 @@ fn a_portable_agent_is_installed_and_runs_on_a_host_with_an_older_glibc() {
         target.display(),
         fake.display()
     );
-    let node2 = format!("agent: {}", dir.path().join("node2/eventor-agent").display());
+    let node2 = format!(
+        "agent: {}",
+        dir.path().join("node2/eventor-agent").display()
+    );
     let hosts = hosts_file(dir.path(), &bed, [&node1, &node2]);
     let (out, _) = run_two_with(&coord, dir.path(), &hosts);
     let stderr = text(&out.stderr);
@@ -297,7 +307,10 @@ fn a_portable_agent_is_installed_and_runs_on_a_host_with_an_older_glibc() {
     let supervised_by = std::fs::read_to_string(dir.path().join("supervised_by")).unwrap();
     assert_eq!(
         supervised_by.trim(),
-        target.with_file_name("eventor-agent.supervise").to_str().unwrap(),
+        target
+            .with_file_name("eventor-agent.supervise")
+            .to_str()
+            .unwrap(),
         "{stderr}"
     );
     let size = std::fs::metadata(&agent).unwrap().len();

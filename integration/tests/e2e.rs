@@ -21,6 +21,7 @@ mod divergences;
 mod examples;
 mod faithful;
 mod interrupts;
+mod many_hosts;
 mod once;
 mod one_store;
 mod own_run;

@@ -209,14 +209,20 @@ async fn a_host_cut_off_three_times_is_quarantined_shown_spared_and_used_after()
         .unwrap_or_default();
     assert_eq!(node2["state"], "quarantined", "{status}");
     assert!(node2["until"].is_string(), "{status}");
-    let shown_until = format!("node2: quarantined until {}", node2["until"].as_str().unwrap());
+    let shown_until = format!(
+        "node2: quarantined until {}",
+        node2["until"].as_str().unwrap()
+    );
     assert!(
         page.contains("class=\"health-quarantined\"") && page.contains(&shown_until),
         "the page shows node2's quarantine: {page}"
     );
     assert!(page.contains("node1: up"), "{page}");
     let by_run = format!("{shown_until} by running run Q of flow");
-    assert!(checked.contains(&by_run), "check shows the quarantine: {checked}");
+    assert!(
+        checked.contains(&by_run),
+        "check shows the quarantine: {checked}"
+    );
 
     // After it: the waiting task runs on node2 (not before the end), and so does a new one.
     let up = |h: &HostHealthRecord| h.state == HostState::Up;
