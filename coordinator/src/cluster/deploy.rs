@@ -292,13 +292,14 @@ pub fn checked_start(host: &HostSpec, plan: &DeployPlan, agent_command: &str) ->
     let (Deploy::Auto, Ok(local)) = (&host.deploy, &plan.local) else {
         return None;
     };
-    // `verified PATH HASH`: the file is the one a probe hashed, in a safe place. The
-    // companion is checked too, so a host that lacks it goes through the full path.
+    // `stamped PATH HASH`: the file is the one a probe hashed. The companion is checked
+    // too (it shares the agent's guarded directory: only the file itself is guarded), so a
+    // host that lacks it goes through the full path.
     let check = format!(
         r#"{FILE_ID}
 {GUARD}
-verified() {{ guard_agent "$1" >/dev/null && S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]; }}
-verified "$1" "$2" && {{ [ -z "$3" ] || verified "$3" "$4"; }}"#
+stamped() {{ S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]; }}
+guard_agent "$1" >/dev/null && stamped "$1" "$2" && {{ [ -z "$3" ] || {{ guard "$3" file >/dev/null && stamped "$3" "$4"; }}; }}"#
     );
     let (companion, companion_hash) = match &plan.companion {
         Some(c) => (super::hosts::quote_path(&companion_path(&host.agent)), c.sha256.clone()),
