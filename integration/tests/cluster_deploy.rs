@@ -27,6 +27,22 @@ fn hosts_file(dir: &Path, bed: &HashMap<String, String>, fields: [&str; 2]) -> P
     write(dir, "hosts.yaml", &yaml)
 }
 
+/// A host whose `PROGRAM` (on the PATH its `env:` sets) prints `says`: the agent's path in
+/// `dir/SUB` and node1's hosts-file fields.
+fn shadowed(dir: &Path, program: &str, says: &str, sub: &str) -> (PathBuf, String) {
+    let fake = dir.join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let script = write(&fake, program, &format!("#!/bin/sh\necho '{says}'\n"));
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = dir.join(sub).join("eventor-agent");
+    let node1 = format!(
+        "agent: {}, env: {{PATH: '{}:/usr/local/bin:/usr/bin:/bin'}}",
+        target.display(),
+        fake.display()
+    );
+    (target, node1)
+}
+
 /// Runs a step on each host; returns the output and how long the run took.
 fn run_two(dir: &Path, hosts: &Path) -> (Output, f64) {
     run_two_with(&coord_binary(), dir, hosts)
@@ -208,16 +224,7 @@ fn a_host_of_another_architecture_is_refused() {
     let _link = crate::TESTBED_LINK.read();
     let _pg = crate::postgres_shared();
     let dir = tempfile::tempdir().unwrap();
-    let fake = dir.path().join("fakebin");
-    std::fs::create_dir_all(&fake).unwrap();
-    let uname = write(&fake, "uname", "#!/bin/sh\necho 'Linux aarch64'\n");
-    std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let target = dir.path().join("arm/eventor-agent");
-    let node1 = format!(
-        "agent: {}, env: {{PATH: '{}:/usr/local/bin:/usr/bin:/bin'}}",
-        target.display(),
-        fake.display()
-    );
+    let (target, node1) = shadowed(dir.path(), "uname", "Linux aarch64", "arm");
     let node2 = format!("agent: {}", agent_binary().display());
     let hosts = hosts_file(dir.path(), &bed, [&node1, &node2]);
     let (out, _) = run_two(dir.path(), &hosts);
@@ -240,16 +247,7 @@ fn a_host_with_an_older_glibc_is_refused_before_the_upload() {
     let _link = crate::TESTBED_LINK.read();
     let _pg = crate::postgres_shared();
     let dir = tempfile::tempdir().unwrap();
-    let fake = dir.path().join("fakebin");
-    std::fs::create_dir_all(&fake).unwrap();
-    let getconf = write(&fake, "getconf", "#!/bin/sh\necho 'glibc 2.17'\n");
-    std::fs::set_permissions(&getconf, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let target = dir.path().join("old/eventor-agent");
-    let node1 = format!(
-        "agent: {}, env: {{PATH: '{}:/usr/local/bin:/usr/bin:/bin'}}",
-        target.display(),
-        fake.display()
-    );
+    let (target, node1) = shadowed(dir.path(), "getconf", "glibc 2.17", "old");
     let node2 = format!("agent: {}", agent_binary().display());
     let hosts = hosts_file(dir.path(), &bed, [&node1, &node2]);
     let (out, _) = run_two(dir.path(), &hosts);
@@ -285,16 +283,7 @@ fn a_portable_agent_is_installed_and_runs_on_a_host_with_an_older_glibc() {
     let agent = prime.join("eventor-agent");
     assert!(!has_interpreter(&agent), "{} is static", agent.display());
 
-    let fake = dir.path().join("fakebin");
-    std::fs::create_dir_all(&fake).unwrap();
-    let getconf = write(&fake, "getconf", "#!/bin/sh\necho 'glibc 2.17'\n");
-    std::fs::set_permissions(&getconf, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let target = dir.path().join("old/eventor-agent");
-    let node1 = format!(
-        "agent: {}, env: {{PATH: '{}:/usr/local/bin:/usr/bin:/bin'}}",
-        target.display(),
-        fake.display()
-    );
+    let (target, node1) = shadowed(dir.path(), "getconf", "glibc 2.17", "old");
     let node2 = format!(
         "agent: {}",
         dir.path().join("node2/eventor-agent").display()

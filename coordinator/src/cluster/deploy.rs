@@ -50,8 +50,8 @@ use eventor_ssh::{ExitStatus, Session, SshError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::hosts::{shell_quote, Deploy, HostSpec, ENV_IN};
-use eventor_agent::util::error_chain;
 pub use super::local_agent::LocalAgent;
+use eventor_agent::util::error_chain;
 
 /// The fixed part of an upload's bound; a second per MiB is added.
 const UPLOAD_BASE: Duration = Duration::from_secs(60);
@@ -302,7 +302,10 @@ stamped() {{ S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" 
 guard_agent "$1" >/dev/null && stamped "$1" "$2" && {{ [ -z "$3" ] || {{ guard "$3" file >/dev/null && stamped "$3" "$4"; }}; }}"#
     );
     let (companion, companion_hash) = match &plan.companion {
-        Some(c) => (super::hosts::quote_path(&companion_path(&host.agent)), c.sha256.clone()),
+        Some(c) => (
+            super::hosts::quote_path(&companion_path(&host.agent)),
+            c.sha256.clone(),
+        ),
         None => ("''".to_string(), "''".to_string()),
     };
     Some(format!(

@@ -115,7 +115,10 @@ async fn quarantined_now(store: &StoreLocation, hosts: &[String]) -> Vec<Quarant
     let runs = list_runs(&store, None).await.unwrap_or_default();
     let now = eventor_store::now_micros();
     let mut found = Vec::new();
-    for run in runs.iter().filter(|r| r.outcome == RunStatus::Running.as_str()) {
+    for run in runs
+        .iter()
+        .filter(|r| r.outcome == RunStatus::Running.as_str())
+    {
         let key = RunKey {
             run_id: run.run_id.as_str().into(),
             recovery: run.recovery,
