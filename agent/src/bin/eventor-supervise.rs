@@ -11,8 +11,10 @@
 use std::ffi::{c_char, c_int, CStr, OsString};
 use std::os::unix::ffi::OsStringExt;
 
+/// # Safety
+/// Called by the C runtime only, with `argc` valid NUL-terminated strings in `argv`.
 #[no_mangle]
-pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let count = usize::try_from(argc).unwrap_or(0);
     // SAFETY: the C runtime passes `argc` valid NUL-terminated strings in `argv`.
     let args = (1..count).map(|i| unsafe { CStr::from_ptr(*argv.add(i)) });

@@ -163,7 +163,7 @@ impl Session {
         let bye = russh::Disconnect::ByApplication;
         let _ = self.handle.disconnect(bye, "", "en").await;
         // The last host behind a jump host says goodbye to it.
-        if let Some(jump) = self.jump.and_then(|jump| Arc::into_inner(jump)) {
+        if let Some(jump) = self.jump.and_then(Arc::into_inner) {
             Box::pin(jump.close()).await;
         }
     }
