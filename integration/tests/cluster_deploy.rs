@@ -258,6 +258,19 @@ fn a_host_with_an_older_glibc_is_refused_before_the_upload() {
         "{stderr}"
     );
     assert!(!target.exists(), "nothing was uploaded");
+    // `check` says it before any run: the host's C library and what the agent needs.
+    let flow = dir.path().join("two.yaml");
+    let args = [
+        "check",
+        flow.to_str().unwrap(),
+        "--hosts",
+        hosts.to_str().unwrap(),
+    ];
+    let checked = crate::coord(dir.path(), &args);
+    let said = text(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(1), "{said}");
+    let refusal = "the host has glibc 2.17, and the prime's agent needs glibc 2.";
+    assert!(said.contains(refusal), "{said}");
 }
 
 /// The portable agent (`scripts/build-agent.sh`: static, for musl) asks nothing of a host's

@@ -462,6 +462,15 @@ fn glibc_needed(path: &Path) -> std::io::Result<Option<(u32, u32)>> {
     Ok(newest)
 }
 
+/// The glibc the binary at `path` needs (`glibc 2.34`) when the host's, `theirs` as
+/// `getconf GNU_LIBC_VERSION` prints it, is older; `None` when it is not, or either is
+/// unknown (a static binary needs none).
+pub fn glibc_too_old(theirs: &str, path: &Path) -> Option<String> {
+    let theirs = glibc_version(theirs)?;
+    let needed = glibc_needed(path).ok()??;
+    (theirs < needed).then(|| format!("glibc {}.{}", needed.0, needed.1))
+}
+
 /// Refuses a host whose glibc is older than the agent needs, before any upload; a host that
 /// says nothing of its C library is tried (the agent's start says what is wrong, if it is).
 fn check_libc(host: &HostSpec, probe: &Probe, local: &LocalAgent) -> Result<(), DeployError> {

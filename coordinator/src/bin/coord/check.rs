@@ -75,7 +75,7 @@ pub(crate) fn check(args: CheckArgs, level: Option<&str>) -> Result<ExitCode, Fa
             hosts: resolved,
             store: None,
         };
-        print(&output, &header, &report, &[]);
+        print(&output, &header, &report, None);
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Run(e.into()))?;
@@ -85,7 +85,7 @@ pub(crate) fn check(args: CheckArgs, level: Option<&str>) -> Result<ExitCode, Fa
         true => runtime.block_on(quarantined_now(&options.store, &summary.hosts)),
         false => Vec::new(),
     };
-    print(&output, &header, &report, &quarantines);
+    print(&output, &header, &report, Some(&quarantines));
     Ok(ExitCode::from(if report.ready() { 0 } else { 1 }))
 }
 
@@ -185,16 +185,17 @@ fn check_options(
     Ok(CheckOptions::new(eventor.store_location()))
 }
 
-fn print(output: &Output, header: &str, report: &CheckReport, quarantines: &[Quarantined]) {
+/// The findings; `quarantines` when the store was read (not with `--resolve-only`).
+fn print(output: &Output, header: &str, report: &CheckReport, quarantines: Option<&[Quarantined]>) {
     match output {
         Output::Text => {
-            let text = render::text(report) + &quarantines_text(quarantines);
+            let text = render::text(report) + &quarantines_text(quarantines.unwrap_or_default());
             super::print_out(&format!("{header}\n{text}"));
         }
         Output::Json => {
             super::say(format_args!("{header}"));
             let mut json = render::json(report);
-            if let Some(document) = json.as_object_mut() {
+            if let (Some(document), Some(quarantines)) = (json.as_object_mut(), quarantines) {
                 let listed = serde_json::to_value(quarantines).unwrap_or_default();
                 document.insert("quarantined".into(), listed);
             }

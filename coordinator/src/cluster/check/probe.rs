@@ -85,6 +85,9 @@ pub struct AgentFound {
     pub version: String,
     /// `uname -sm`, e.g. `Linux x86_64`.
     pub os: String,
+    /// The host's C library as `getconf GNU_LIBC_VERSION` says it (`glibc 2.36`), or
+    /// `unknown` (not glibc, or no answer).
+    pub libc: String,
 }
 
 /// Whether one side (a host, or the prime) reaches the store.
@@ -271,9 +274,10 @@ async fn run_unbounded(session: &Session, command: &str, input: &str) -> Result<
 async fn agent(session: &Session, spec: &HostSpec, limit: Duration) -> Result<AgentFound, String> {
     let version_command = spec.agent_command(&["--version".to_string()]);
     let env = spec.env_lines();
+    let platform = platform_command(spec);
     let (version, os) = tokio::join!(
         run_with(session, &version_command, &env, limit),
-        run(session, "uname -sm", limit),
+        run_with(session, &platform, &env, limit),
     );
     // The command carries the host's env, which may hold secrets: name it by the agent.
     let shown = format!("{} --version", spec.agent);
@@ -282,9 +286,32 @@ async fn agent(session: &Session, spec: &HostSpec, limit: Duration) -> Result<Ag
         format!("agent {}: {e}", spec.agent)
     })?;
     let path = spec.agent.clone();
+    let (os, libc) = match os {
+        Ok(ran) if ran.code == Some(0) => {
+            let mut lines = ran.stdout.lines();
+            let os = lines.next().unwrap_or_default().trim().to_string();
+            (os, lines.next().unwrap_or("unknown").trim().to_string())
+        }
+        Ok(ran) => (
+            format!("unknown (uname -sm: {})", describe(&ran)),
+            "unknown".into(),
+        ),
+        Err(e) => (format!("unknown ({e})"), "unknown".into()),
+    };
     let version = match version.code {
         Some(0) => version.stdout,
-        Some(NOT_FOUND) => return Err(format!("agent {path} not found ({})", version.stderr)),
+        Some(NOT_FOUND) => {
+            // A run would install it: say now if the host's C library would refuse it.
+            let refused = glibc_too_old(&libc)
+                .map(|needed| {
+                    format!("; the host has {libc}, and the prime's agent needs {needed}")
+                })
+                .unwrap_or_default();
+            return Err(format!(
+                "agent {path} not found ({}){refused}",
+                version.stderr
+            ));
+        }
         Some(NOT_EXECUTABLE) => {
             return Err(format!(
                 "agent {path} is not executable ({})",
@@ -298,13 +325,35 @@ async fn agent(session: &Session, spec: &HostSpec, limit: Duration) -> Result<Ag
             ))
         }
     };
-    let os = match os {
-        Ok(ran) if ran.code == Some(0) => ran.stdout,
-        Ok(ran) => format!("unknown (uname -sm: {})", describe(&ran)),
-        Err(e) => format!("unknown ({e})"),
-    };
-    Ok(AgentFound { path, version, os })
+    Ok(AgentFound {
+        path,
+        version,
+        os,
+        libc,
+    })
 }
+
+/// What the prime's agent to install needs when the host's `libc` (`glibc 2.x`) is older.
+pub(super) fn glibc_too_old(libc: &str) -> Option<String> {
+    let binary = crate::cluster::hosts::local_agent_binary()?;
+    crate::cluster::deploy::glibc_too_old(libc, &binary)
+}
+
+/// [`PLATFORM_COMMAND`] under the host's `env:` (read from stdin, as the agent's start and
+/// the deploy's probe read it), so a `PATH` there counts as it will for the agent.
+fn platform_command(spec: &HostSpec) -> String {
+    use crate::cluster::hosts::{shell_quote, ENV_IN};
+    match spec.env.is_empty() {
+        true => PLATFORM_COMMAND.to_string(),
+        false => format!(
+            "sh -c {}",
+            shell_quote(&format!("{ENV_IN}\n{PLATFORM_COMMAND}"))
+        ),
+    }
+}
+
+/// The platform and the C library, as the deploy's probe reads them.
+const PLATFORM_COMMAND: &str = "uname -sm; getconf GNU_LIBC_VERSION 2>/dev/null || echo unknown";
 
 fn describe(ran: &Ran) -> String {
     let code = match ran.code {

@@ -116,7 +116,13 @@ fn probe_text(out: &mut String, p: &HostProbe) {
     }
     if let Some(agent) = &p.agent {
         let line = match agent {
-            Ok(a) => format!("{} ({}, {})", a.path, a.version, a.os),
+            Ok(a) => format!(
+                "{} ({}, {}, {})",
+                a.path,
+                a.version,
+                a.os,
+                libc_text(&a.libc)
+            ),
             Err(e) => format!("FAILED: {e}"),
         };
         let _ = writeln!(out, "  agent: {line}");
@@ -236,9 +242,21 @@ fn probe_json(p: &HostProbe, agent_path: &str) -> serde_json::Map<String, Value>
     }
 }
 
+/// The host's C library, and what the prime's agent needs when that is newer: the
+/// warning a run's install would turn into a refusal.
+fn libc_text(libc: &str) -> String {
+    match super::probe::glibc_too_old(libc) {
+        Some(needed) => format!(
+            "{libc}; WARNING: the prime's agent needs {needed} (scripts/build-agent.sh builds a portable one)"
+        ),
+        None => libc.to_string(),
+    }
+}
+
 fn agent_json(agent: &Result<AgentFound, String>, path: &str) -> Value {
     match agent {
-        Ok(a) => json!({"ok": true, "path": a.path, "version": a.version, "os": a.os}),
+        Ok(a) => json!({"ok": true, "path": a.path, "version": a.version, "os": a.os,
+            "libc": a.libc, "libc_too_old_for": super::probe::glibc_too_old(&a.libc)}),
         Err(e) => json!({"ok": false, "path": path, "error": e}),
     }
 }
