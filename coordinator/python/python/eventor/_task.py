@@ -7,11 +7,13 @@ parent waits in ``os.read`` and ``os.waitpid``, which release the GIL meanwhile.
 """
 
 import inspect
+import io
 import json
 import os
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -74,6 +76,7 @@ def in_child(func, args, kwargs, task, write_end):
     code = 0
     try:
         _eventor.die_with_parent()
+        fresh_std_streams()
         child_triggers, child_logs = [], []
         if task is not None:
             os.environ.update(task_environ(task))
@@ -87,6 +90,29 @@ def in_child(func, args, kwargs, task, write_end):
     finally:
         flush_std_streams()
         os._exit(code)
+
+
+def fresh_std_streams():
+    """In a forked child: stdout and stderr as new objects over the same descriptors. A
+    thread of the parent may have been writing to one at the fork (its buffer's lock held,
+    the GIL let go for the write), and that lock stays taken in the child for good."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        try:
+            if old is None or old.fileno() != fd:
+                continue  # replaced by the program (a capture, say): left as it is
+            raw = io.FileIO(fd, "w", closefd=False)
+            new = io.TextIOWrapper(io.BufferedWriter(raw), encoding=old.encoding,
+                                   errors=old.errors, line_buffering=old.line_buffering)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            continue
+        setattr(sys, name, new)
+
+
+# Steps forking at once flush and fork one at a time: between one thread's flush and its fork
+# another could start flushing (the interpreter lets go of the GIL between instructions), and
+# its child would inherit that buffer's lock taken.
+FORK_LOCK = threading.Lock()
 
 
 def flush_std_streams():
@@ -140,8 +166,8 @@ def forked(func, args, kwargs, task, timeout=None):
     read_end, write_end = os.pipe()
     # What the program wrote but Python has not yet passed on would be written again by
     # each child as it leaves.
-    flush_std_streams()
-    with warnings.catch_warnings():
+    with FORK_LOCK, warnings.catch_warnings():
+        flush_std_streams()
         # Python 3.12 warns of fork in a threaded process; only this thread runs in the
         # child, and it leaves with os._exit.
         warnings.simplefilter("ignore", DeprecationWarning)
