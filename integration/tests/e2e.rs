@@ -136,7 +136,28 @@ impl Drop for LinkCut {
         let _ = Command::new("ip")
             .args(["link", "set", &self.0, "up"])
             .status();
+        // The next test may connect at once: wait (10 s at most) until the host's sshd
+        // answers again over the link.
+        let Some(addr) = veth_address(&self.0) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let sshd = std::net::SocketAddr::new(addr, 22);
+        let step = std::time::Duration::from_millis(200);
+        while std::net::TcpStream::connect_timeout(&sshd, step).is_err()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(step);
+        }
     }
+}
+
+/// The address of the test host whose link is `veth` (`EVENTOR_NODEn_VETH` and
+/// `EVENTOR_NODEn_ADDR` of the bed's environment).
+fn veth_address(veth: &str) -> Option<std::net::IpAddr> {
+    let (name, _) = std::env::vars().find(|(k, v)| k.ends_with("_VETH") && v == veth)?;
+    let addr = std::env::var(format!("{}_ADDR", name.strip_suffix("_VETH")?)).ok()?;
+    addr.parse().ok()
 }
 
 /// The `eventor-coord` binary of this build (target/<profile>/eventor-coord).

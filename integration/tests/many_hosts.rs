@@ -138,3 +138,47 @@ fn fifteen_hosts_behind_one_jump_host_log_in_to_it_once() {
         "one login per host behind it"
     );
 }
+
+/// A jump host that cannot be reached makes the hosts behind it away, not the run failed at
+/// its start: a host reached directly runs its step, those behind the jump host fail naming
+/// it (exit 1, not 2).
+#[test]
+fn hosts_behind_a_jump_host_that_is_down_are_away_and_the_others_run() {
+    let Some(bed) = testbed() else { return };
+    let _link = crate::TESTBED_LINK.write();
+    let _pg = crate::postgres_shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let quick = |text: String| text.replace("ConnectTimeout 10", "ConnectTimeout 2");
+    let mut config = quick(block(&bed, "node1", &bed["EVENTOR_NODE1_ADDR"], None));
+    config += &block(&bed, "d01", &bed["EVENTOR_NODE2_ADDR"], None);
+    for alias in ["j01", "j02"] {
+        config += &block(&bed, alias, &bed["EVENTOR_NODE2_ADDR"], Some("node1"));
+    }
+    write(dir, "ssh_config", &config);
+    let aliases: Vec<String> = ["d01", "j01", "j02"].map(String::from).into();
+    let (hosts, flow) = cluster(dir, &bed, &aliases, "");
+    let flow_text = std::fs::read_to_string(&flow).unwrap();
+    let flow_text = flow_text.replace("events:", "config: {stop_on_exception: false}\nevents:");
+    std::fs::write(&flow, flow_text).unwrap();
+    let _cut = crate::LinkCut::new(&bed["EVENTOR_NODE1_VETH"]);
+    let out = coord(dir, &["run", "--hosts", &hosts, &flow]);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the run went on and failed: {stderr}"
+    );
+    assert_eq!(
+        ran(dir),
+        ["d01"],
+        "the host reached directly ran its step: {stderr}"
+    );
+    for alias in ["j01", "j02"] {
+        let away = stderr
+            .lines()
+            .any(|l| l.contains("host down at the start") && l.contains(alias));
+        assert!(away, "{alias} is away: {stderr}");
+    }
+    assert!(stderr.contains("node1"), "the jump host is named: {stderr}");
+}
