@@ -152,6 +152,20 @@ impl Drop for LinkCut {
     }
 }
 
+/// Logins the sshd of the bed's host `node` has accepted so far (its log, which the bed's
+/// sshd writes with `-E`), from the bed's variables `bed`.
+pub fn sshd_logins(bed: &HashMap<String, String>, node: &str) -> usize {
+    let state = Path::new(&bed["EVENTOR_SSH_CONFIG"])
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let log = std::fs::read_to_string(state.join(format!("nodes/{node}/sshd.log")));
+    let log = log.unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("Accepted publickey"))
+        .count()
+}
+
 /// The address of the test host whose link is `veth` (`EVENTOR_NODEn_VETH` and
 /// `EVENTOR_NODEn_ADDR` of the bed's environment).
 fn veth_address(veth: &str) -> Option<std::net::IpAddr> {

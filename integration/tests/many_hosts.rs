@@ -51,19 +51,6 @@ fn cluster(
     (hosts.display().to_string(), flow.display().to_string())
 }
 
-/// Logins `node`'s sshd accepted so far (its log, written by the bed's sshd with -E).
-fn logins(bed: &HashMap<String, String>, node: &str) -> usize {
-    let state = Path::new(&bed["EVENTOR_SSH_CONFIG"])
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let log =
-        std::fs::read_to_string(state.join(format!("nodes/{node}/sshd.log"))).unwrap_or_default();
-    log.lines()
-        .filter(|l| l.contains("Accepted publickey"))
-        .count()
-}
-
 /// The hosts whose steps ran, sorted.
 fn ran(dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("ran")).unwrap_or_default();
@@ -93,7 +80,7 @@ fn fifty_hosts_log_in_ten_at_a_time_each_once_and_all_run_their_steps() {
     }
     write(dir, "ssh_config", &config);
     let (hosts, flow) = cluster(dir, &bed, &aliases, "max_startups: 10\n");
-    let before = logins(&bed, "node1") + logins(&bed, "node2");
+    let before = crate::sshd_logins(&bed, "node1") + crate::sshd_logins(&bed, "node2");
     let started = std::time::Instant::now();
     let out = coord(dir, &["run", "--hosts", &hosts, &flow]);
     let took = started.elapsed().as_secs_f64();
@@ -101,7 +88,7 @@ fn fifty_hosts_log_in_ten_at_a_time_each_once_and_all_run_their_steps() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(ran(dir), aliases, "each host ran its step: {stderr}");
     assert!(!stderr.contains("away"), "no host was away: {stderr}");
-    let made = logins(&bed, "node1") + logins(&bed, "node2") - before;
+    let made = crate::sshd_logins(&bed, "node1") + crate::sshd_logins(&bed, "node2") - before;
     assert_eq!(made, 50, "one login per host, none made again: {stderr}");
     eprintln!("MEASURE 50 hosts, max_startups 10: the whole run {took:.2}s");
 }
@@ -122,18 +109,21 @@ fn fifteen_hosts_behind_one_jump_host_log_in_to_it_once() {
     }
     write(dir, "ssh_config", &config);
     let (hosts, flow) = cluster(dir, &bed, &aliases, "");
-    let (node1_before, node2_before) = (logins(&bed, "node1"), logins(&bed, "node2"));
+    let (node1_before, node2_before) = (
+        crate::sshd_logins(&bed, "node1"),
+        crate::sshd_logins(&bed, "node2"),
+    );
     let out = coord(dir, &["run", "--hosts", &hosts, &flow]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(ran(dir), aliases, "each host ran its step: {stderr}");
     assert_eq!(
-        logins(&bed, "node1") - node1_before,
+        crate::sshd_logins(&bed, "node1") - node1_before,
         1,
         "one login to the jump host: {stderr}"
     );
     assert_eq!(
-        logins(&bed, "node2") - node2_before,
+        crate::sshd_logins(&bed, "node2") - node2_before,
         15,
         "one login per host behind it"
     );

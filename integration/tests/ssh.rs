@@ -512,14 +512,7 @@ async fn connect_time_concurrent_vs_sequential() {
 
 /// Lines of node1's sshd log that record a login.
 fn node1_logins(bed: &Bed) -> usize {
-    let state = std::path::Path::new(&bed.var("EVENTOR_SSH_CONFIG"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let log = std::fs::read_to_string(state.join("nodes/node1/sshd.log")).unwrap_or_default();
-    log.lines()
-        .filter(|l| l.contains("Accepted publickey"))
-        .count()
+    crate::sshd_logins(&bed.vars, "node1")
 }
 
 #[tokio::test]
