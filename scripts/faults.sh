@@ -103,7 +103,7 @@ for other in "$rec/$EVENTOR_STEP_NAME.$EVENTOR_STEP_SEQUENCE".*.start; do
   [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ] &&
     echo "alive $what $ns $(date +%s.%N) $(basename "${other%.start}")" >"$rec/$id.alive.$pid"
 done
-# The store keeps a command's process group (its supervisor leads it), not the shell's pid.
+# The store keeps a command's process group (the command, started by the keeper, leads it).
 pgid=$(sed 's/.*) //' /proc/$$/stat | cut -d' ' -f3)
 echo "start $what $ns $(date +%s.%N) $pgid" >"$rec/$id.start"
 trap 'echo "stop $what $ns $(date +%s.%N)" >"$rec/$id.stop"; exit 143' TERM INT HUP

@@ -1,5 +1,5 @@
-//! Running one shell command as a task: under a supervisor (see `supervisor.rs`) when the
-//! program has one, in a process group of its own, with the task's environment, output in
+//! Running one shell command as a task: under the program's keeper (see `supervisor.rs`)
+//! when it has a supervisor, in a process group of its own, with the task's environment, output in
 //! batches of lines to a sink, and a timeout or cancel that stops the whole group (SIGTERM,
 //! a grace period, then SIGKILL). Shared by the local executor and the agent.
 
@@ -85,29 +85,33 @@ where
     F: FnOnce(i64) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let Started {
-        mut child,
-        supervised,
-    } = match spawn(spec) {
-        Ok(started) => started,
+    let mut running = match spawn(spec).await {
+        Ok(running) => running,
         Err(e) => {
             let error = format!("{}`{}`: {e}", eventor_protocol::CANNOT_START, spec.command);
             return TaskEnd::failure(error);
         }
     };
-    let pid = child.id().map(i64::from).unwrap_or(-1);
+    let pid = running.pid();
     started(pid).await;
     // Output is read while the command runs: a pipe holds only 64 KiB, and a command
     // blocked on a full pipe never exits.
     let tail = Arc::new(std::sync::Mutex::new(StderrTail::default()));
-    let readers = forward_output(&mut child, output, tail.clone());
+    let readers = match running.output() {
+        Ok((out, err)) => forward_output(out, err, output, tail.clone()),
+        Err(e) => {
+            stop_running(&mut running, pid, Stop::at_once()).await;
+            let error = format!("cannot read the output of `{}`: {e}", spec.command);
+            return TaskEnd::failure(error);
+        }
+    };
     tokio::pin!(readers);
     let deadline = sleep_or_forever(spec.timeout);
     tokio::pin!(deadline);
     let mut drained = false;
     let interrupted = loop {
         tokio::select! {
-            status = child.wait() => break Ok(status),
+            status = running.wait() => break Ok(status),
             _ = &mut readers, if !drained => drained = true,
             _ = &mut deadline => break Err(StoppedBy::TimedOut(spec.timeout.unwrap_or_default())),
             _ = cancel.cancelled() => break Err(StoppedBy::Cancelled),
@@ -120,9 +124,8 @@ where
             let stop = Stop {
                 grace: spec.kill_grace,
                 kill_now: spec.kill_now.as_ref(),
-                supervised,
             };
-            stop_group(&mut child, pid, stop).await;
+            stop_running(&mut running, pid, stop).await;
             match why {
                 StoppedBy::TimedOut(after) => TaskEnd::timed_out(format!(
                     "timed out after {}",
@@ -140,23 +143,66 @@ where
     tail.explain(end)
 }
 
-/// A started command: the process the runner waits for (the command, or its supervisor)
-/// and whether it is a supervisor.
-struct Started {
-    child: tokio::process::Child,
-    supervised: bool,
+/// A started command: under this program's keeper, or run directly by a program without a
+/// supervisor.
+enum Running {
+    Kept(crate::supervisor::Kept),
+    Direct(tokio::process::Child),
 }
 
-/// Starts the command under a supervisor when this program has one, else directly.
-fn spawn(spec: &CommandSpec) -> std::io::Result<Started> {
+/// One of a command's output streams.
+type Stream = Box<dyn AsyncRead + Unpin + Send>;
+
+impl Running {
+    /// The pid that leads the command's group.
+    fn pid(&self) -> i64 {
+        match self {
+            Running::Kept(kept) => i64::from(kept.pid),
+            Running::Direct(child) => child.id().map(i64::from).unwrap_or(-1),
+        }
+    }
+
+    /// Its stdout and stderr, taken once.
+    fn output(&mut self) -> std::io::Result<(Option<Stream>, Option<Stream>)> {
+        use tokio::net::unix::pipe::Receiver;
+        match self {
+            Running::Kept(kept) => {
+                let out = std::mem::replace(&mut kept.stdout, std::io::pipe()?.0);
+                let err = std::mem::replace(&mut kept.stderr, std::io::pipe()?.0);
+                let out: Stream = Box::new(Receiver::from_owned_fd(out.into())?);
+                let err: Stream = Box::new(Receiver::from_owned_fd(err.into())?);
+                Ok((Some(out), Some(err)))
+            }
+            Running::Direct(child) => {
+                let out = child.stdout.take().map(|s| Box::new(s) as Stream);
+                let err = child.stderr.take().map(|s| Box::new(s) as Stream);
+                Ok((out, err))
+            }
+        }
+    }
+
+    /// Its end: the command's own status, once nothing it left running is left (under the
+    /// keeper) or once it exited (directly).
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        match self {
+            Running::Kept(kept) => (&mut kept.ended)
+                .await
+                .map(std::process::ExitStatus::from_raw)
+                .map_err(|_| std::io::Error::other("the command keeper is gone")),
+            Running::Direct(child) => child.wait().await,
+        }
+    }
+}
+
+/// Starts the command under this program's keeper when it has a supervisor, else directly.
+async fn spawn(spec: &CommandSpec) -> std::io::Result<Running> {
     let path = spec.env.iter().rev().find(|(k, _)| k == "PATH");
     let command = crate::shell::remembered(&spec.command, path.map(|(_, v)| v.into()));
-    if let Some(supervisor) = crate::supervisor::supervised(&command, spec.kill_grace) {
-        let child = configure(supervisor?.into(), spec).spawn()?;
-        return Ok(Started {
-            child,
-            supervised: true,
-        });
+    let kept =
+        crate::supervisor::start_kept(&command, &spec.env, spec.cwd.as_deref(), spec.kill_grace);
+    if let Some(kept) = kept.await {
+        return Ok(Running::Kept(kept?));
     }
     let child = crate::shell::start_either(&command, |cmd| {
         let mut cmd = configure(cmd.into(), spec);
@@ -173,14 +219,10 @@ fn spawn(spec: &CommandSpec) -> std::io::Result<Started> {
         }
         cmd.stdin(Stdio::null()).spawn()
     })?;
-    Ok(Started {
-        child,
-        supervised: false,
-    })
+    Ok(Running::Direct(child))
 }
 
-/// The environment, directory, output pipes and process group, for a command or its
-/// supervisor (whose command inherits them).
+/// The environment, directory, output pipes and process group of a command run directly.
 fn configure(mut cmd: Command, spec: &CommandSpec) -> Command {
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
@@ -193,15 +235,13 @@ fn configure(mut cmd: Command, spec: &CommandSpec) -> Command {
 }
 
 fn forward_output(
-    child: &mut tokio::process::Child,
+    out: Option<Stream>,
+    err: Option<Stream>,
     output: OutputSink,
     tail: Arc<std::sync::Mutex<StderrTail>>,
 ) -> impl std::future::Future<Output = ()> {
-    let out = child
-        .stdout
-        .take()
-        .map(|s| read_lines(s, output.clone(), OutputStream::Stdout));
-    let err = child.stderr.take().map(|s| read_stderr(s, output, tail));
+    let out = out.map(|s| read_lines(s, output.clone(), OutputStream::Stdout));
+    let err = err.map(|s| read_stderr(s, output, tail));
     async move {
         let out = async {
             if let Some(f) = out {
@@ -293,17 +333,60 @@ struct Stop<'a> {
     /// How long the group gets between SIGTERM and SIGKILL.
     grace: Duration,
     kill_now: Option<&'a CancellationToken>,
-    /// Whether the process is a supervisor, which sends SIGKILL itself (to the group and
-    /// to what left it) and must not get one first.
-    supervised: bool,
 }
 
-/// How long a supervisor gets past the grace to kill its tree before it is killed itself.
-const SUPERVISOR_LATE: Duration = Duration::from_secs(5);
+impl Stop<'_> {
+    /// No grace at all.
+    fn at_once() -> Stop<'static> {
+        Stop {
+            grace: Duration::ZERO,
+            kill_now: None,
+        }
+    }
+}
 
-/// SIGTERM to the command's process group, then SIGKILL if it outlives the grace period.
+/// How long a keeper gets past the grace to end a command's tree before the runner kills
+/// the command's group itself.
+const KEEPER_LATE: Duration = Duration::from_secs(5);
+
+async fn stop_running(running: &mut Running, pid: i64, stop: Stop<'_>) {
+    match running {
+        Running::Kept(kept) => stop_kept(kept, stop).await,
+        Running::Direct(child) => stop_group(child, pid, stop).await,
+    }
+}
+
+/// The keeper stops the command's group and what it started (SIGTERM, the grace, SIGKILL);
+/// asked to hurry, it kills at once.
+async fn stop_kept(kept: &mut crate::supervisor::Kept, stop: Stop<'_>) {
+    kept.stop();
+    let hurry = async {
+        match stop.kill_now {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let ended = tokio::select! {
+        waited = tokio::time::timeout(stop.grace + KEEPER_LATE, &mut kept.ended) => waited.is_ok(),
+        _ = hurry => false,
+    };
+    if ended {
+        return;
+    }
+    kept.kill_now();
+    if tokio::time::timeout(KEEPER_LATE, &mut kept.ended)
+        .await
+        .is_err()
+    {
+        // The keeper does not answer: the group, at least, goes.
+        let group = nix::unistd::Pid::from_raw(kept.pid);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// SIGTERM to a directly run command's group, then SIGKILL if it outlives the grace period.
 async fn stop_group(child: &mut tokio::process::Child, pid: i64, stop: Stop<'_>) {
-    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
     if pid <= 0 {
         return;
@@ -320,26 +403,11 @@ async fn stop_group(child: &mut tokio::process::Child, pid: i64, stop: Stop<'_>)
         waited = tokio::time::timeout(stop.grace, child.wait()) => waited.is_ok(),
         _ = hurry => false,
     };
-    if exited {
-        // A supervisor exits only once its whole tree has; a group whose leader exited
-        // may still hold members.
-        if !stop.supervised {
-            let _ = killpg(group, Signal::SIGKILL);
-        }
-        return;
+    if !exited {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
     }
-    if stop.supervised {
-        let _ = kill(group, crate::supervisor::KILL_NOW);
-        if tokio::time::timeout(SUPERVISOR_LATE, child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    let _ = killpg(group, Signal::SIGKILL);
-    let _ = child.wait().await;
-    // Children of the group that ignored SIGTERM must not outlive the task either.
+    // A group whose leader exited may still hold members, some that ignored SIGTERM.
     let _ = killpg(group, Signal::SIGKILL);
 }
 

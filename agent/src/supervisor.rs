@@ -1,112 +1,94 @@
-//! A supervisor per command, so that nothing a command starts outlives its runner: a small
-//! process (this very program, re-executed) between the runner and the command. It makes
-//! itself the child subreaper of the command's tree (whatever leaves the command's process
-//! group, `setsid` included, stays its descendant), and it notices the runner's death through
-//! a lifeline pipe (end of file once the runner is gone, however it died and whichever of its
-//! threads started the command). When the runner dies, when it is told to stop, or when the
-//! command exits leaving something behind, it sends SIGTERM to the group and to every
-//! descendant, waits the grace period, then SIGKILL; it exits only once no descendant is
-//! left, with the command's own status (its code, or death by the same signal).
+//! Commands under a keeper, so that nothing a command starts outlives what it should: one
+//! small process per runner (this very program re-executed, or the dedicated
+//! `eventor-supervise`), started at the first command, that starts every command as its
+//! own child and is the child subreaper of their trees (whatever leaves a command's process
+//! group, `setsid` included, stays its descendant). It notices the runner's death through
+//! the socket pair they talk over (end of file once the runner is gone, however it died and
+//! whichever of its threads started the command). When the runner dies, when it asks for a
+//! stop, or when a command exits leaving something behind, the keeper sends SIGTERM to the
+//! command's group and what it started, waits the grace period, then SIGKILL; a command's
+//! end reaches the runner only once nothing of it is left, with the command's own status.
+//! See `supervisor/keeper.rs` for the keeper's side and `supervisor/wire.rs` for the
+//! messages.
 //!
-//! A program runs its commands under supervisors once it called [`supervise_commands`] first
+//! One keeper for all of a runner's commands, not one supervisor per command: a command
+//! then costs one fork of a small process and its own exec, as under a shell, where a
+//! supervisor per command cost a second exec (0.3 to 0.8 ms a command).
+//!
+//! A program runs its commands under a keeper once it called [`supervise_commands`] first
 //! in `main` (`eventor-coord`, `eventor-agent`, and programs through `eventor::agent_mode`),
 //! or named a supervisor program with [`supervise_commands_with`]; any other program runs
 //! them directly, as the group's leader with a parent-death signal (see `command.rs`).
 //!
-//! The supervisor program is the small dedicated `eventor-supervise` (no runtime, about
-//! 600 KB of code) when one that speaks this version's arguments lies next to the running
-//! executable, else the program itself: starting a large program again (its mapping, its
-//! tens of thousands of relocations) costs a command about 1.2 ms, the small one 0.5 ms.
+//! The keeper's program is the small dedicated `eventor-supervise` when one that speaks
+//! this version's arguments lies next to the running executable (or is its companion),
+//! else the program itself.
 
+mod keeper;
 mod tree;
+mod wire;
 
-use tree::Reach;
-
+use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{PipeReader, PipeWriter};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::io::PipeReader;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, killpg, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{getpid, Pid};
+use tokio::sync::oneshot;
 
-/// How a supervisor is told from a program's ordinary runs: its `argv[0]`, then this
-/// version of the arguments that follow (the grace period in milliseconds, the command).
-/// `ARG0` is also the dedicated supervisor's file name.
+use wire::{FromKeeper, Received, StartCommand, ToKeeper};
+
+/// How a supervisor program is told from a program's ordinary runs: its `argv[0]`, then
+/// this version of the arguments (only the version: the keeper takes its orders over stdin,
+/// the socket pair). `ARG0` is also the dedicated supervisor's file name.
 const ARG0: &str = "eventor-supervise";
-const ARGS_VERSION: &str = "1";
+const ARGS_VERSION: &str = "2";
 
 /// The one argument that asks a supervisor program which version of the arguments it
 /// speaks (it prints `ARGS_VERSION` and exits).
 const PROBE: &str = "--args-version";
 
-/// The signal that tells a supervisor to skip the grace and kill everything at once.
-pub(crate) const KILL_NOW: Signal = Signal::SIGUSR1;
-
-/// While killing, how often the tree is looked at again for what was forked meanwhile.
-const RESCAN: Duration = Duration::from_millis(50);
-
-/// The exit status of a supervisor that could not start its command (a shell's "not found").
-const CANNOT_START: i32 = 127;
-
-/// This program's supervisor, once set: the program to run (picked at the first command
-/// when not given) and the read end of the lifeline (the write end is held here, never
-/// written, until the process ends).
+/// This program's supervisor program, once set (picked at the first command when not given).
 struct Supervisor {
     program: OnceLock<PathBuf>,
-    lifeline: PipeReader,
-    _held: PipeWriter,
 }
 
 static SUPERVISOR: OnceLock<Supervisor> = OnceLock::new();
 
 /// Call first in `main` of a program that runs commands, before it parses its arguments or
-/// starts any thread. In a process started as a command's supervisor it supervises that
-/// command and exits with its status; otherwise it returns, and this program's commands run
-/// under supervisors: the dedicated `eventor-supervise` next to this program's executable
-/// if it speaks this version's arguments, else this program re-executed (through
-/// `/proc/self/exe`).
+/// starts any thread. In a process started as a keeper it keeps its runner's commands and
+/// exits; otherwise it returns, and this program's commands run under a keeper: the
+/// dedicated `eventor-supervise` next to this program's executable if it speaks this
+/// version's arguments, else this program re-executed (through `/proc/self/exe`).
 pub fn supervise_commands() {
     let mut args = std::env::args_os();
     if args.next().is_some_and(|arg0| arg0 == ARG0) {
         let rest: Vec<OsString> = args.collect();
         std::process::exit(run_as_supervisor(&rest));
     }
-    set_supervisor(OnceLock::new());
+    let _ = SUPERVISOR.set(Supervisor {
+        program: OnceLock::new(),
+    });
 }
 
-/// Runs this program's commands under supervisors started from `program`: an
+/// Runs this program's commands under a keeper started from `program`: an
 /// `eventor-supervise` or `eventor-agent` binary, or any program that calls
 /// [`supervise_commands`] first. For a program that cannot call that first itself. The
 /// first setting stays.
 pub fn supervise_commands_with(program: PathBuf) {
-    set_supervisor(OnceLock::from(program));
+    let _ = SUPERVISOR.set(Supervisor {
+        program: OnceLock::from(program),
+    });
 }
 
-fn set_supervisor(program: OnceLock<PathBuf>) {
-    match std::io::pipe() {
-        Ok((lifeline, held)) => {
-            let _ = SUPERVISOR.set(Supervisor {
-                program,
-                lifeline,
-                _held: held,
-            });
-        }
-        Err(e) => eprintln!("eventor: commands run without supervisors: no pipe: {e}"),
-    }
-}
-
-/// The whole of the dedicated supervisor program, `eventor-supervise`: supervises the
-/// command its arguments (after the program's name) name, or answers the probe for its version of the arguments;
-/// returns the exit status to end with, or does not return (dying by the command's signal).
+/// The whole of the dedicated supervisor program, `eventor-supervise`: keeps the commands
+/// of the runner that started it, or answers the probe for its version of the arguments;
+/// returns the exit status to end with.
 pub fn dedicated_main(args: Vec<OsString>) -> i32 {
     if let [probe] = args.as_slice() {
         if probe == PROBE {
@@ -115,6 +97,17 @@ pub fn dedicated_main(args: Vec<OsString>) -> i32 {
         }
     }
     run_as_supervisor(&args)
+}
+
+/// The keeper's whole life, its orders coming over stdin (the socket pair).
+fn run_as_supervisor(args: &[OsString]) -> i32 {
+    if !matches!(args, [version] if version == ARGS_VERSION) {
+        eprintln!("eventor: {ARG0}: unexpected arguments {args:?}");
+        return 127;
+    }
+    // SAFETY: fd 0 is the socket pair's end the runner gave this process, owned by nothing
+    // else here.
+    keeper::keep(unsafe { OwnedFd::from_raw_fd(0) })
 }
 
 /// The supervisor program for a program that did not name one: its companion (the file
@@ -155,227 +148,227 @@ fn speaks_our_args(program: PathBuf) -> Option<PathBuf> {
     speaks.then_some(program)
 }
 
-/// The process to start for `command` when this program has a supervisor: the supervisor
-/// with the command in its arguments and the lifeline as its stdin. The caller adds the
-/// environment, the directory, the output pipes and the process group, which the command
-/// inherits.
-pub(crate) fn supervised(
+/// A command started by the keeper: its pid (which leads its group), its output, and its
+/// wait status once it and everything it left running are gone.
+pub(crate) struct Kept {
+    pub pid: i32,
+    pub stdout: PipeReader,
+    pub stderr: PipeReader,
+    /// Closed without a status if the keeper died.
+    pub ended: oneshot::Receiver<i32>,
+    id: u64,
+    link: Arc<KeeperLink>,
+}
+
+impl Kept {
+    /// SIGTERM to the command's group and what it started; SIGKILL after the grace.
+    pub fn stop(&self) {
+        self.link.order(&ToKeeper::Stop { id: self.id });
+    }
+
+    /// SIGKILL to all of it at once.
+    pub fn kill_now(&self) {
+        self.link.order(&ToKeeper::KillNow { id: self.id });
+    }
+}
+
+/// Starts `command` through this program's keeper (starting the keeper first when there is
+/// none yet, or it died), when this program has a supervisor; `env` is added to this
+/// process's environment, `cwd` replaces its directory.
+pub(crate) async fn start_kept(
     command: &str,
+    env: &[(String, String)],
+    cwd: Option<&std::path::Path>,
     grace: Duration,
-) -> Option<std::io::Result<std::process::Command>> {
+) -> Option<std::io::Result<Kept>> {
     let supervisor = SUPERVISOR.get()?;
-    let program = supervisor.program.get_or_init(pick_program);
-    Some(supervisor.lifeline.try_clone().map(|lifeline| {
-        let mut cmd = std::process::Command::new(program);
-        cmd.arg0(ARG0)
-            .arg(ARGS_VERSION)
-            .arg(grace.as_millis().to_string())
-            .arg(command)
-            .stdin(Stdio::from(lifeline));
-        cmd
-    }))
-}
-
-/// The supervisor's whole life: returns the exit status to end with, or does not return
-/// (dying by the signal that killed the command).
-fn run_as_supervisor(args: &[OsString]) -> i32 {
-    let (grace, command) = match parse_args(args) {
-        Some(parsed) => parsed,
-        None => {
-            eprintln!("eventor: {ARG0}: unexpected arguments {args:?}");
-            return CANNOT_START;
+    Some(
+        async {
+            let link = KeeperLink::current(supervisor)?;
+            link.start(command, env, cwd, grace).await
         }
-    };
-    let watch = match Watch::start(&command, grace) {
-        Ok(watch) => watch,
-        Err(e) => {
-            eprintln!("eventor: cannot start `{command}`: {e}");
-            return CANNOT_START;
-        }
-    };
-    match watch.run() {
-        WaitStatus::Exited(_, code) => code,
-        WaitStatus::Signaled(_, signal, _) => die_by(signal),
-        _ => CANNOT_START,
-    }
+        .await,
+    )
 }
 
-fn parse_args(args: &[OsString]) -> Option<(Duration, String)> {
-    match args {
-        [version, grace, command] if version == ARGS_VERSION => {
-            let millis: u64 = grace.to_str()?.parse().ok()?;
-            Some((Duration::from_millis(millis), command.to_str()?.to_string()))
-        }
-        _ => None,
-    }
+/// What the runner waits to hear of one command.
+struct Waiting {
+    started: Option<oneshot::Sender<std::io::Result<i32>>>,
+    ended: Option<oneshot::Sender<i32>>,
+    /// Once started: the pid that leads its group.
+    pid: Option<i32>,
 }
 
-/// Ends this process by `signal`, as the command ended, without a core file of its own.
-fn die_by(signal: Signal) -> i32 {
-    use nix::sys::resource::{setrlimit, Resource};
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler};
-    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: restoring the default disposition installs no handler.
-    let _ = unsafe { sigaction(signal, &default) };
-    let _ = kill(getpid(), signal);
-    let mut only = SigSet::empty();
-    only.add(signal);
-    let _ = only.thread_unblock();
-    // Only a signal whose default is not to end a process gets here.
-    128 + signal as i32
+/// The runner's end of its keeper: the socket, the commands waiting on news, and a thread
+/// reading the news (a thread, not a task: a runner may run one tokio runtime after another).
+struct KeeperLink {
+    socket: OwnedFd,
+    waiting: Mutex<HashMap<u64, Waiting>>,
+    next_id: AtomicU64,
+    gone: AtomicBool,
+    /// The process that started it: a forked child starts a keeper of its own.
+    owner: u32,
 }
 
-/// The signals a supervisor takes through its signalfd: its children's ends, a stop (the
-/// group's SIGTERM, or SIGINT, SIGHUP) and the order to kill at once.
-fn watched_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for signal in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        KILL_NOW,
-    ] {
-        set.add(signal);
-    }
-    set
-}
+static KEEPER: Mutex<Option<Arc<KeeperLink>>> = Mutex::new(None);
 
-/// A supervisor's state: its command, the command's end once reaped, and how far a stop got.
-struct Watch {
-    signals: SignalFd,
-    /// Gone (None) once the runner is: the read end of the lifeline.
-    lifeline: Option<OwnedFd>,
-    command: Pid,
-    ended: Option<WaitStatus>,
-    grace: Duration,
-    /// When SIGKILL follows the SIGTERM already sent, once stopping.
-    kill_at: Option<Instant>,
-}
-
-impl Watch {
-    /// Becomes the subreaper, takes its signals, and starts the command in this process's
-    /// group with a null stdin and this process's output.
-    fn start(command: &str, grace: Duration) -> std::io::Result<Watch> {
-        let signals_set = watched_signals();
-        signals_set.thread_block()?;
-        let signals =
-            SignalFd::with_flags(&signals_set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
-        nix::sys::prctl::set_child_subreaper(true)?;
-        // SAFETY: fd 0 is the lifeline the runner gave this process, owned by nothing else.
-        let lifeline = unsafe { OwnedFd::from_raw_fd(0) };
-        let child = crate::shell::start_either(command, |mut cmd| {
-            cmd.stdin(Stdio::null());
-            // The command gets none of this process's blocked signals, and a supervisor
-            // killed with SIGKILL takes its command along (not what that started).
-            // SAFETY: sigprocmask and prctl are async-signal-safe and touch no memory of
-            // the parent; they run in the child between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    SigSet::empty().thread_set_mask()?;
-                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                    Ok(())
-                });
+impl KeeperLink {
+    /// This process's keeper, started when there is none yet or it is gone.
+    fn current(supervisor: &Supervisor) -> std::io::Result<Arc<KeeperLink>> {
+        let mut keeper = KEEPER.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = keeper.as_ref() {
+            if !link.gone.load(Ordering::SeqCst) && link.owner == std::process::id() {
+                return Ok(link.clone());
             }
-            cmd.spawn()
-        })?;
-        Ok(Watch {
-            signals,
-            lifeline: Some(lifeline),
-            command: Pid::from_raw(child.id() as i32),
-            ended: None,
-            grace,
-            kill_at: None,
+        }
+        let program = supervisor.program.get_or_init(pick_program);
+        let link = KeeperLink::start_keeper(program)?;
+        *keeper = Some(link.clone());
+        Ok(link)
+    }
+
+    fn start_keeper(program: &PathBuf) -> std::io::Result<Arc<KeeperLink>> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        // Its own group, so that a terminal's Ctrl-C reaches the runner only, which then
+        // stops its commands as it sees fit.
+        let mut keeper = std::process::Command::new(program)
+            .arg0(ARG0)
+            .arg(ARGS_VERSION)
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let reader = ours.try_clone()?;
+        let link = Arc::new(KeeperLink {
+            socket: ours,
+            waiting: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            gone: AtomicBool::new(false),
+            owner: std::process::id(),
+        });
+        let news = link.clone();
+        std::thread::Builder::new()
+            .name("eventor-keeper".into())
+            .spawn(move || {
+                news.read_news(reader);
+                let _ = keeper.wait();
+            })?;
+        Ok(link)
+    }
+
+    async fn start(
+        self: Arc<Self>,
+        command: &str,
+        env: &[(String, String)],
+        cwd: Option<&std::path::Path>,
+        grace: Duration,
+    ) -> std::io::Result<Kept> {
+        let (stdout, out_end) = std::io::pipe()?;
+        let (stderr, err_end) = std::io::pipe()?;
+        let cwd = match cwd {
+            Some(cwd) => cwd.to_path_buf(),
+            None => std::env::current_dir()?,
+        };
+        let mut vars: HashMap<OsString, OsString> = std::env::vars_os().collect();
+        vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let start = StartCommand {
+            id,
+            command: command.to_string(),
+            env: wire::env_bytes(vars.into_iter()),
+            cwd: cwd.into_os_string().into_encoded_bytes(),
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        };
+        let (started_tx, started) = oneshot::channel();
+        let (ended_tx, ended) = oneshot::channel();
+        self.lock_waiting().insert(
+            id,
+            Waiting {
+                started: Some(started_tx),
+                ended: Some(ended_tx),
+                pid: None,
+            },
+        );
+        let fds = [out_end.as_raw_fd(), err_end.as_raw_fd()];
+        if let Err(e) = wire::send(self.socket.as_fd(), &ToKeeper::Start(Box::new(start)), &fds) {
+            self.lock_waiting().remove(&id);
+            return Err(e);
+        }
+        // The keeper has its own copies now: the pipes end when the command's tree closes them.
+        drop((out_end, err_end));
+        let pid = started.await.map_err(|_| keeper_gone())??;
+        Ok(Kept {
+            pid,
+            stdout,
+            stderr,
+            ended,
+            id,
+            link: self,
         })
     }
 
-    /// Supervises until no descendant is left; returns the command's end.
-    fn run(mut self) -> WaitStatus {
+    fn order(&self, order: &ToKeeper) {
+        // A keeper gone has taken its commands along (they die with it).
+        let _ = wire::send(self.socket.as_fd(), order, &[]);
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands each piece of news to the command waiting for it, until the keeper is gone;
+    /// then the groups of the commands it still kept are killed (a keeper that died without
+    /// stopping them, killed with SIGKILL, left them running) and every command still
+    /// waiting learns it (its channels close).
+    fn read_news(&self, socket: OwnedFd) {
+        let mut buf = vec![0; wire::MAX_MESSAGE];
         loop {
-            if !self.reap() {
-                // Every descendant is gone, the command included (it was a child).
-                return self.ended.unwrap_or(WaitStatus::StillAlive);
+            match wire::receive::<FromKeeper>(socket.as_fd(), &mut buf, wire::Wait::Yes) {
+                Ok(Received::Message(news, _)) => self.deliver(news),
+                Ok(Received::Nothing) => {}
+                Ok(Received::End) | Err(_) => break,
             }
-            if self.ended.is_some() {
-                // What the command left running goes with it.
-                self.stop(Reach::All);
+        }
+        self.gone.store(true, Ordering::SeqCst);
+        for (_, waiting) in self.lock_waiting().drain() {
+            if let Some(pid) = waiting.pid {
+                let group = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
             }
-            let killing = self.kill_at.is_some_and(|at| Instant::now() >= at);
-            if killing {
-                tree::signal_descendants(Signal::SIGKILL, Reach::All);
-            }
-            self.wait_for_news(killing);
         }
     }
 
-    /// Reaps every child that ended, noting the command's end; false once there is no
-    /// child left (a subreaper's children are, in the end, all its descendants).
-    fn reap(&mut self) -> bool {
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => return true,
-                Ok(status) => {
-                    if status.pid() == Some(self.command) {
-                        self.ended = Some(status);
+    fn deliver(&self, news: FromKeeper) {
+        let mut waiting = self.lock_waiting();
+        match news {
+            FromKeeper::Started { id, pid } => {
+                if let Some(waiting) = waiting.get_mut(&id) {
+                    waiting.pid = Some(pid);
+                    if let Some(started) = waiting.started.take() {
+                        let _ = started.send(Ok(pid));
                     }
                 }
-                Err(Errno::EINTR) => {}
-                Err(Errno::ECHILD) => return false,
-                Err(_) => return true,
             }
-        }
-    }
-
-    /// SIGTERM to the group and every descendant (or, when the group had a stop signal
-    /// already, to those that left it), once; SIGKILL follows after the grace.
-    fn stop(&mut self, reach: Reach) {
-        if self.kill_at.is_some() {
-            return;
-        }
-        self.kill_at = Some(Instant::now() + self.grace);
-        if reach == Reach::All {
-            // This process has SIGTERM blocked: it only reads its own back as a stop.
-            let _ = killpg(getpid(), Signal::SIGTERM);
-        }
-        tree::signal_descendants(Signal::SIGTERM, reach);
-    }
-
-    /// Waits for a signal, the lifeline's end, or the next deadline, and acts on them.
-    fn wait_for_news(&mut self, killing: bool) {
-        let timeout = match self.kill_at {
-            _ if killing => Some(RESCAN),
-            Some(at) => Some(at.saturating_duration_since(Instant::now())),
-            None => None,
-        };
-        let timeout = timeout.map_or(PollTimeout::NONE, |t| {
-            PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX)
-        });
-        let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-        if let Some(lifeline) = &self.lifeline {
-            fds.push(PollFd::new(lifeline.as_fd(), PollFlags::POLLIN));
-        }
-        let _ = poll(&mut fds, timeout);
-        let runner_gone = fds
-            .get(1)
-            .and_then(PollFd::revents)
-            .is_some_and(|r| !r.is_empty());
-        drop(fds);
-        if runner_gone {
-            self.lifeline = None;
-            self.stop(Reach::All);
-        }
-        while let Ok(Some(info)) = self.signals.read_signal() {
-            match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGCHLD) => {}
-                Ok(signal) if signal == KILL_NOW => {
-                    self.stop(Reach::All);
-                    self.kill_at = Some(Instant::now());
+            FromKeeper::CannotStart { id, error } => {
+                if let Some(started) = waiting.remove(&id).and_then(|w| w.started) {
+                    let _ = started.send(Err(std::io::Error::other(error)));
                 }
-                // A stop is SIGTERM (SIGINT, SIGHUP) to the whole group, this process
-                // included; the group's members have it already.
-                _ => self.stop(Reach::LeftTheGroup),
+            }
+            FromKeeper::Ended { id, status } => {
+                if let Some(ended) = waiting.remove(&id).and_then(|w| w.ended) {
+                    let _ = ended.send(status);
+                }
             }
         }
     }
+}
+
+fn keeper_gone() -> std::io::Error {
+    std::io::Error::other("the command keeper is gone")
 }

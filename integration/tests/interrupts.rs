@@ -253,9 +253,10 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
     let dir = tempfile::tempdir().unwrap();
     let marker = &unique(45);
     let out = dir.path().display();
-    // A command's supervisor stops its whole tree when the prime dies; killed with the
-    // prime it stops nothing: the shell dies with it (parent-death signal), the sleep the
-    // shell started in the group does not, until the recovery stops that group.
+    // The prime's command keeper stops every command's whole tree when the prime dies, and
+    // the prime kills the groups a keeper that died left; killed with the prime (frozen
+    // first, so it cannot act on the prime's end) it stops nothing: the command's group
+    // runs on until the recovery stops it.
     let flow = write(
         dir.path(),
         "sleeper.yaml",
@@ -277,7 +278,7 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
     // The recovery finds the group by the pid the task stored: wait until it is stored
     // (a command killed before that is beyond this mechanism; its shell still dies).
     let store = sqlite(dir.path()).await;
-    let supervisor = loop {
+    let command = loop {
         let run = store.latest_run("sleeper").await.unwrap();
         let tasks = match run {
             Some(run) => store.tasks(run.key).await.unwrap(),
@@ -289,14 +290,17 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
         assert!(Instant::now() < deadline, "the pid was never stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).unwrap();
+    // The stored pid is the shell's, which leads the group; its parent is the keeper.
+    let keeper = Pid::from_raw(parent_of(command as i32));
+    kill(keeper, Signal::SIGSTOP).unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    kill(keeper, Signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         running(marker),
-        1,
-        "the group's sleep outlives its shell and prime"
+        2,
+        "the command's shell and its sleep (both name the marker) outlive keeper and prime"
     );
     write(dir.path(), "again", "");
     let recover = coord(dir.path(), &["run", flow, "--mode", "recover"]);
@@ -364,4 +368,11 @@ fn a_silent_primes_run_is_freed_within_dead_after() {
     assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
     assert!(freed < Duration::from_secs(10), "freed after {freed:?}");
     eprintln!("run freed {freed:?} after its prime went silent (dead_after=3s)");
+}
+
+/// The parent of `pid`, from its /proc/PID/stat line.
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name.split(' ').nth(1).unwrap().parse().unwrap()
 }

@@ -1,27 +1,48 @@
-//! A supervisor's descendants, found in /proc by parent links: what it signals on a stop.
-//! (It is the subreaper, so whatever a descendant's death orphans stays in its tree.)
+//! The keeper's view of processes, from /proc: descendants by parent links (what a stop
+//! signals; the keeper is the subreaper, so whatever a death orphans stays in its tree),
+//! its own children, and the command number in an orphan's environment.
 
 use std::collections::HashMap;
 
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{getpgrp, getpid, Pid};
+use nix::unistd::{getpid, Pid};
 
-/// Which descendants a signal goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Reach {
-    All,
-    /// Those out of this process's group (the group had the signal already).
-    LeftTheGroup,
+/// Sends `signal` to all this process's descendants, parents before children.
+pub(super) fn signal_descendants(signal: Signal) {
+    for process in descendants_of(getpid().as_raw(), &processes()) {
+        let _ = kill(Pid::from_raw(process.pid), signal);
+    }
 }
 
-/// Sends `signal` to this process's descendants `reach` names, parents before children.
-pub(super) fn signal_descendants(signal: Signal, reach: Reach) {
-    let group = getpgrp().as_raw();
-    for process in descendants_of(getpid().as_raw(), &processes()) {
-        if reach == Reach::All || process.group != group {
+/// Sends `signal` to each of `roots` and all their descendants, parents before children.
+pub(super) fn signal_trees(roots: &[i32], signal: Signal) {
+    let processes = processes();
+    for root in roots {
+        let _ = kill(Pid::from_raw(*root), signal);
+        for process in descendants_of(*root, &processes) {
             let _ = kill(Pid::from_raw(process.pid), signal);
         }
     }
+}
+
+/// This process's children, from its one thread's `children` file.
+pub(super) fn own_children() -> Vec<i32> {
+    let me = getpid();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
+/// The number `pid`'s environment gives `var`, if it has one.
+pub(super) fn number_in_environment(pid: i32, var: &str) -> Option<u64> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{var}=");
+    environ
+        .split(|b| *b == 0)
+        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+        .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok())
 }
 
 /// One process as its /proc/PID/stat line tells it.
@@ -29,7 +50,6 @@ pub(super) fn signal_descendants(signal: Signal, reach: Reach) {
 struct Process {
     pid: i32,
     parent: i32,
-    group: i32,
 }
 
 /// Every process (those that end meanwhile are simply missing).
@@ -55,8 +75,7 @@ fn process_of(stat: &str) -> Option<Process> {
     // The command name is in parentheses and may hold spaces: count fields after it.
     let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ').skip(1);
     let parent = fields.next()?.parse().ok()?;
-    let group = fields.next()?.parse().ok()?;
-    Some(Process { pid, parent, group })
+    Some(Process { pid, parent })
 }
 
 /// `root`'s descendants, parents before their children.
@@ -89,7 +108,6 @@ mod tests {
             Some(Process {
                 pid: 4242,
                 parent: 17,
-                group: 4240
             })
         );
         assert_eq!(process_of("garbage"), None);
@@ -100,11 +118,7 @@ mod tests {
         let links = [(2, 1), (3, 1), (4, 2), (5, 4), (10, 9)];
         let processes: Vec<Process> = links
             .into_iter()
-            .map(|(pid, parent)| Process {
-                pid,
-                parent,
-                group: 1,
-            })
+            .map(|(pid, parent)| Process { pid, parent })
             .collect();
         let mut found: Vec<i32> = descendants_of(2, &processes)
             .iter()

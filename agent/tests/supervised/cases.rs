@@ -160,3 +160,63 @@ async fn a_cancelled_command_takes_what_it_started_out_of_its_group_along() {
     assert_eq!(outcome.error.as_deref(), Some("cancelled"));
     assert!(both_gone(dir.path()), "a sleep outlived the stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_commands_started_at_once_all_come_back_with_their_own_ends() {
+    supervised();
+    // More news than the pair's queue holds at once: none of it may be dropped.
+    let runs: Vec<_> = (0..500)
+        .map(|i| {
+            tokio::spawn(
+                async move { run(&format!("exit {}", i % 7), CancellationToken::new()).await },
+            )
+        })
+        .collect();
+    let all = async {
+        let mut ends = Vec::new();
+        for run in runs {
+            ends.push(run.await.unwrap().0);
+        }
+        ends
+    };
+    let ends = tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .expect("a command's end never came back");
+    for (i, end) in ends.iter().enumerate() {
+        assert_eq!(
+            end.result.as_deref(),
+            Some((i % 7).to_string().as_str()),
+            "{end:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_command_starts_with_no_signal_blocked_or_ignored() {
+    supervised();
+    let lines = Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = lines.clone();
+    let output: OutputSink = Arc::new(move |_, batch| {
+        for line in batch.lines() {
+            seen.lock().unwrap().push_str(line);
+        }
+        Box::pin(async {})
+    });
+    let end = run_command(
+        &spec("grep -E '^Sig(Blk|Ign)' /proc/self/status"),
+        CancellationToken::new(),
+        |_| async {},
+        output,
+    )
+    .await;
+    assert!(end.succeeded(), "{end:?}");
+    let lines = lines.lock().unwrap().clone();
+    // Signals 1 to 31 (the C library keeps 32 and 33 for itself).
+    let standard = |field: &str| {
+        let at = lines.find(field).expect(field) + field.len();
+        let mask = u64::from_str_radix(lines[at..].trim_start().get(..16).unwrap(), 16).unwrap();
+        mask & 0x7fff_ffff
+    };
+    assert_eq!(standard("SigBlk:"), 0, "{lines}");
+    assert_eq!(standard("SigIgn:"), 0, "{lines}");
+}
