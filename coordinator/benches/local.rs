@@ -26,11 +26,17 @@ const CASES: &[&str] = &[
     "fanout:1000000",
     "commands1:1000",
     "commands2:1000",
+    // The cost of a command step must stay flat as the run grows: 20,000 within 1.2x of ten
+    // times 2,000.
+    "commands2:2000",
+    "commands2:20000",
     "recover:10000",
+    // The floor under every chain step: one bare SQLite commit in the store's own mode.
+    "commit:10000",
 ];
 
 fn main() {
-    // Commands run under supervisors, as in `eventor-coord`.
+    // Commands run under a keeper, as in `eventor-coord`.
     eventor::supervise_commands();
     if let Ok(case) = std::env::var("EVENTOR_BENCH_CASE") {
         run_case(&case);
@@ -76,6 +82,21 @@ fn main() {
             println!("| ratio: engine / shell at width {width} | | {ratio:.2}x | | |");
         }
     }
+    // (a's wall / an) over (b's wall / bn).
+    let ratio = |a: &str, an: u32, b: &str, bn: u32| match (walls.get(a), walls.get(b)) {
+        (Some(Some(a)), Some(Some(b))) => {
+            format!("{:.2}x", (*a / an).as_secs_f64() / (*b / bn).as_secs_f64())
+        }
+        _ => "-".to_string(),
+    };
+    println!(
+        "| ratio: a chain step / a bare commit | | {} | | |",
+        ratio("chain:10000", 10_000, "commit:10000", 10_000)
+    );
+    println!(
+        "| ratio: 20,000 commands / 10 x 2,000 | | {} | | |",
+        ratio("commands2:20000", 10, "commands2:2000", 1)
+    );
 }
 
 /// A case's wall time, read back from its table row (the child process prints it).
@@ -100,6 +121,10 @@ fn run_case(case: &str) {
         "fanout" => ("fan-out of no-op closures", fan_out(&dir, n)),
         "commands1" => ("`true` commands, max_concurrent 1", commands(&dir, n, 1)),
         "commands2" => ("`true` commands, max_concurrent 2", commands(&dir, n, 2)),
+        "commit" => (
+            "bare SQLite commits of a one-row transaction (WAL, synchronous=NORMAL)",
+            bare_commits(&dir, n),
+        ),
         "recover" => (
             "recover a chain failed at 90%: until that step starts",
             recover(&dir, n),
@@ -262,6 +287,50 @@ fn timed_run(mut ev: Eventor) -> Duration {
     let wall = started.elapsed();
     assert!(outcome.is_success(), "bench flow failed: {outcome}");
     wall
+}
+
+/// `n` one-row transactions committed one after another on a bare SQLite connection in the
+/// store's mode: what a chain step's commit cannot go below.
+fn bare_commits(dir: &tempfile::TempDir, n: usize) -> Duration {
+    use libsqlite3_sys as ffi;
+    use std::ffi::CString;
+    let path =
+        CString::new(dir.path().join("bare.db").to_str().expect("utf-8 path")).expect("path");
+    let mut db = std::ptr::null_mut();
+    // SAFETY: plain use of the SQLite C API on one connection owned here; every statement
+    // is NUL-terminated and the connection is closed before returning.
+    unsafe {
+        assert_eq!(ffi::sqlite3_open(path.as_ptr(), &mut db), ffi::SQLITE_OK);
+        let exec = |sql: &str| {
+            let sql = CString::new(sql).expect("sql");
+            let rc = ffi::sqlite3_exec(
+                db,
+                sql.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            assert_eq!(rc, ffi::SQLITE_OK, "{sql:?}");
+        };
+        exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+        exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)");
+        let insert = CString::new("INSERT INTO t (v) VALUES (?1)").expect("sql");
+        let mut stmt = std::ptr::null_mut();
+        let rc = ffi::sqlite3_prepare_v2(db, insert.as_ptr(), -1, &mut stmt, std::ptr::null_mut());
+        assert_eq!(rc, ffi::SQLITE_OK);
+        let started = Instant::now();
+        for i in 0..n {
+            exec("BEGIN");
+            ffi::sqlite3_bind_int64(stmt, 1, i as i64);
+            assert_eq!(ffi::sqlite3_step(stmt), ffi::SQLITE_DONE);
+            ffi::sqlite3_reset(stmt);
+            exec("COMMIT");
+        }
+        let wall = started.elapsed();
+        ffi::sqlite3_finalize(stmt);
+        ffi::sqlite3_close(db);
+        wall
+    }
 }
 
 /// `width` shell loops side by side, running `/bin/true` `n` times in all: the baseline at
