@@ -167,11 +167,13 @@ impl Running {
         use tokio::net::unix::pipe::Receiver;
         match self {
             Running::Kept(kept) => {
-                let out = std::mem::replace(&mut kept.stdout, std::io::pipe()?.0);
-                let err = std::mem::replace(&mut kept.stderr, std::io::pipe()?.0);
-                let out: Stream = Box::new(Receiver::from_owned_fd(out.into())?);
-                let err: Stream = Box::new(Receiver::from_owned_fd(err.into())?);
-                Ok((Some(out), Some(err)))
+                let stream = |pipe: Option<std::io::PipeReader>| -> std::io::Result<_> {
+                    let receiver = pipe
+                        .map(|p| Receiver::from_owned_fd(p.into()))
+                        .transpose()?;
+                    Ok(receiver.map(|r| Box::new(r) as Stream))
+                };
+                Ok((stream(kept.stdout.take())?, stream(kept.stderr.take())?))
             }
             Running::Direct(child) => {
                 let out = child.stdout.take().map(|s| Box::new(s) as Stream);

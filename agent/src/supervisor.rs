@@ -152,8 +152,9 @@ fn speaks_our_args(program: PathBuf) -> Option<PathBuf> {
 /// wait status once it and everything it left running are gone.
 pub(crate) struct Kept {
     pub pid: i32,
-    pub stdout: PipeReader,
-    pub stderr: PipeReader,
+    /// Taken once, by whoever reads the output.
+    pub stdout: Option<PipeReader>,
+    pub stderr: Option<PipeReader>,
     /// Closed without a status if the keeper died.
     pub ended: oneshot::Receiver<i32>,
     id: u64,
@@ -305,8 +306,8 @@ impl KeeperLink {
         let pid = started.await.map_err(|_| keeper_gone())??;
         Ok(Kept {
             pid,
-            stdout,
-            stderr,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
             ended,
             id,
             link: self,
