@@ -292,15 +292,9 @@ pub fn checked_start(host: &HostSpec, plan: &DeployPlan, agent_command: &str) ->
     let (Deploy::Auto, Ok(local)) = (&host.deploy, &plan.local) else {
         return None;
     };
-    // `stamped PATH HASH`: the file is the one a probe hashed. The companion is checked
-    // too (it shares the agent's guarded directory: only the file itself is guarded), so a
-    // host that lacks it goes through the full path.
-    let check = format!(
-        r#"{FILE_ID}
-{GUARD}
-stamped() {{ S=$(file_id "$1") && read -r V < "$1.verified" && [ "$V" = "$2 $S" ]; }}
-guard_agent "$1" >/dev/null && stamped "$1" "$2" && {{ [ -z "$3" ] || {{ guard "$3" file >/dev/null && stamped "$3" "$4"; }}; }}"#
-    );
+    // The companion is checked too (it shares the agent's guarded directory: only the file
+    // itself is guarded), so a host that lacks it goes through the full path.
+    let check = STAMPED;
     let (companion, companion_hash) = match &plan.companion {
         Some(c) => (
             super::hosts::quote_path(&companion_path(&host.agent)),
@@ -358,6 +352,32 @@ guard_agent() {
   guard "$1" file || return 1
   r=$(readlink -f "$1") && guard "$(dirname "$r")" directory
 }"#;
+
+/// The check before a start without a probe: `$1` the agent, `$2` its hash, `$3` the
+/// companion or empty, `$4` its hash. It succeeds only when the agent's directory, the
+/// agent, the directory of what a symlinked agent names and the companion pass [`GUARD`]'s
+/// rules, and the agent and the companion are the files their stamps name (what a probe
+/// hashed). Two programs run, `id` and one `stat` for every path (`readlink` too for a
+/// symlinked agent): each program a host starts costs about a millisecond, and the guard's
+/// functions start a dozen. It says nothing: a failure takes the full path, whose probe
+/// says what is wrong.
+const STAMPED: &str = r#"me=$(id -u) || exit 1
+case $1 in */*) d=${1%/*}; d=${d:-/};; *) d=.;; esac
+r=
+if [ -L "$1" ]; then r=$(readlink -f "$1") || exit 1; r=${r%/*}; r=${r:-/}; fi
+out=$(stat -L -c '%u %a %d %i %s %y|%z' "$d" "$1" ${r:+"$r"} ${3:+"$3"} 2>/dev/null) || exit 1
+n=0
+while IFS= read -r line; do
+  n=$((n + 1)); u=${line%% *}; rest=${line#* }; m=${rest%% *}; id=${rest#* }
+  if [ "$u" != "$me" ] && [ "$u" != 0 ]; then exit 1; fi
+  if [ $((0$m & 022)) -ne 0 ]; then exit 1; fi
+  if [ $n = 2 ]; then agent=$id; fi
+  last=$id
+done <<EOF
+$out
+EOF
+read -r V < "$1.verified" && [ "$V" = "$2 $agent" ] || exit 1
+[ -z "$3" ] || { read -r V < "$3.verified" && [ "$V" = "$4 $last" ]; }"#;
 
 /// `stamp PATH HASH ID` writes `PATH.verified`, by rename so a reader never sees half of
 /// it. Best effort: a host that cannot write it only hashes again next time.
@@ -747,6 +767,69 @@ mod tests {
         std::fs::write(&fake, script).unwrap();
         chmod(&fake, 0o755);
         bin
+    }
+
+    #[test]
+    fn a_start_without_a_probe_needs_both_stamps_and_the_guards_rules() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("bin");
+        std::fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o755);
+        let agent = dir.join("eventor-agent");
+        let companion = dir.join("eventor-agent.supervise");
+        for file in [&agent, &companion] {
+            std::fs::write(file, b"abc").unwrap();
+            chmod(file, 0o755);
+        }
+        let abc = sha256(b"abc");
+        // Stamped by the probe, as after an install.
+        for file in [&agent, &companion] {
+            assert_eq!(probe_here(file, &abc, None), abc);
+        }
+        let (a, c) = (agent.to_str().unwrap(), companion.to_str().unwrap());
+        let starts = |args: &[&str]| run_here(STAMPED, args, None, b"").status.success();
+        assert!(starts(&[a, &abc, c, &abc]));
+        assert!(starts(&[a, &abc, "", ""]), "no companion wanted");
+        assert!(
+            !starts(&[a, &sha256(b"x"), c, &abc]),
+            "another agent wanted"
+        );
+        assert!(
+            !starts(&[a, &abc, c, &sha256(b"x")]),
+            "another companion wanted"
+        );
+        assert!(!starts(&[
+            a,
+            &abc,
+            dir.join("none").to_str().unwrap(),
+            &abc
+        ]));
+        chmod(&companion, 0o775);
+        assert!(!starts(&[a, &abc, c, &abc]), "a group-writable companion");
+        chmod(&companion, 0o755);
+        // The chmod moved its ctime: stamped again, as a probe would.
+        assert_eq!(probe_here(&companion, &abc, None), abc);
+        assert!(starts(&[a, &abc, c, &abc]));
+        chmod(&dir, 0o775);
+        assert!(!starts(&[a, &abc, c, &abc]), "a group-writable directory");
+        chmod(&dir, 0o755);
+        // Through a symlink: the directory of the file it names is guarded too.
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        chmod(&elsewhere, 0o755);
+        std::fs::rename(&agent, elsewhere.join("eventor-agent")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("eventor-agent"), &agent).unwrap();
+        assert_eq!(probe_here(&agent, &abc, None), abc);
+        assert!(starts(&[a, &abc, c, &abc]), "a symlinked agent");
+        chmod(&elsewhere, 0o777);
+        assert!(
+            !starts(&[a, &abc, c, &abc]),
+            "the named file's directory is writable"
+        );
+        // A rewrite in place moves the ctime: the stamp no longer names the file.
+        chmod(&elsewhere, 0o755);
+        std::fs::write(elsewhere.join("eventor-agent"), b"abc").unwrap();
+        assert!(!starts(&[a, &abc, c, &abc]), "rewritten since its stamp");
     }
 
     #[test]
