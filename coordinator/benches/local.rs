@@ -238,7 +238,9 @@ fn fan_out(dir: &tempfile::TempDir, n: usize) -> Duration {
 fn pg_fan_out(n: usize) -> Duration {
     let url = std::env::var("EVENTOR_PG_URL").expect("EVENTOR_PG_URL");
     let schema = format!("bench_{}", std::process::id());
-    let location = StoreLocation::parse(&format!("{url}?schema={schema}")).expect("pg url");
+    // The URL may carry parameters of its own (`?sslmode=disable`).
+    let joint = if url.contains('?') { '&' } else { '?' };
+    let location = StoreLocation::parse(&format!("{url}{joint}schema={schema}")).expect("pg url");
     let options = EventorOptions {
         name: "pgfanout".to_string(),
         store: Some(location),
