@@ -7,8 +7,8 @@
 //!   ([`TaskContext`], [`current_task`]) and how it ended ([`TaskEnd`]);
 //! - [`command`]: one command as a task: its own process group, output read line by line,
 //!   timeouts and cancels (SIGTERM, a grace period, SIGKILL);
-//! - [`supervisor`]: a supervisor per command, so nothing a command starts outlives it or
-//!   its runner;
+//! - [`supervisor`]: one keeper per runner that starts its commands, so nothing a command
+//!   starts outlives it or its runner;
 //! - [`closure_pool`]: a bounded pool of threads for blocking closures;
 //! - [`runtime`]: the agent side of the protocol: handshake, dispatch, durable ends, output;
 //! - [`stdio`]: the channel to the prime (stdin and stdout, pipes driven by the event loop);
