@@ -782,13 +782,6 @@ fn kill_group(pid: u32) {
         .status();
 }
 
-/// The parent of a process.
-fn parent_of(pid: u32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("PPid:")).unwrap();
-    line["PPid:".len()..].trim().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_killed_agent_is_lost_with_its_signal() {
     let _link = crate::TESTBED_LINK.read();
@@ -806,7 +799,7 @@ async fn a_killed_agent_is_lost_with_its_signal() {
     };
     // Namespaces share the pid space with us: kill exactly this agent, nothing else. The
     // task's parent is the agent's command keeper, whose parent is the agent.
-    let agent = parent_of(parent_of(pid));
+    let agent = crate::parent_of(crate::parent_of(pid));
     let comm = std::fs::read_to_string(format!("/proc/{agent}/comm")).unwrap();
     assert_eq!(comm.trim(), "eventor-agent");
     let t = Instant::now();

@@ -324,3 +324,10 @@ pub fn text(bytes: &[u8]) -> String {
 pub fn example_flows() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/flows")
 }
+
+/// The parent of a process (tests that find a task's keeper or agent by its pid).
+pub(crate) fn parent_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("PPid:")).unwrap();
+    line["PPid:".len()..].trim().parse().unwrap()
+}

@@ -290,12 +290,18 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
         assert!(Instant::now() < deadline, "the pid was never stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // The stored pid is the shell's, which leads the group; its parent is the keeper.
-    let keeper = Pid::from_raw(parent_of(command as i32));
-    kill(keeper, Signal::SIGSTOP).unwrap();
+    // The stored pid is the shell's, which leads the group; its parent is the keeper. Both
+    // are frozen first, so that neither acts on the other's end; the keeper dies first (a
+    // stopped keeper whose prime died would get SIGHUP and SIGCONT, its group orphaned).
+    let keeper = Pid::from_raw(crate::parent_of(command as u32) as i32);
+    let prime = Pid::from_raw(child.id() as i32);
+    for frozen in [keeper, prime] {
+        kill(frozen, Signal::SIGSTOP).unwrap();
+        wait_until_stopped(frozen);
+    }
+    kill(keeper, Signal::SIGKILL).unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    kill(keeper, Signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         running(marker),
@@ -370,9 +376,16 @@ fn a_silent_primes_run_is_freed_within_dead_after() {
     eprintln!("run freed {freed:?} after its prime went silent (dead_after=3s)");
 }
 
-/// The parent of `pid`, from its /proc/PID/stat line.
-fn parent_of(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    after_name.split(' ').nth(1).unwrap().parse().unwrap()
+/// Waits until `pid` shows as stopped (state `T`) in /proc.
+fn wait_until_stopped(pid: Pid) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rfind(')').and_then(|at| stat.get(at + 2..at + 3));
+        if state == Some("T") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -294,7 +294,7 @@ pub fn checked_start(host: &HostSpec, plan: &DeployPlan, agent_command: &str) ->
     };
     // The companion is checked too (it shares the agent's guarded directory: only the file
     // itself is guarded), so a host that lacks it goes through the full path.
-    let check = STAMPED;
+    let check = format!("{GUARD}\n{STAMPED}");
     let (companion, companion_hash) = match &plan.companion {
         Some(c) => (
             super::hosts::quote_path(&companion_path(&host.agent)),
@@ -337,14 +337,17 @@ fn script_command(script: &str, args: &[String]) -> String {
 const FILE_ID: &str = r#"file_id() { stat -L -c '%d %i %s %y|%z' "$1" 2>/dev/null; }"#;
 
 /// `guard PATH WHAT` prints `unsafe: WHY` and fails when PATH is not owned by the login
-/// user (or root) or may be written by group or others; `guard_agent PATH` guards the
+/// user (or root) or may be written by group or others (the rule itself,
+/// `unsafe_owner_or_mode PATH WHAT UID MODE`, is [`STAMPED`]'s too); `guard_agent PATH` guards the
 /// agent's directory and, when the file is there, the file and the directory of what it
 /// names through a symlink.
-const GUARD: &str = r#"guard() {
+const GUARD: &str = r#"unsafe_owner_or_mode() {
+  if [ "$3" != "$me" ] && [ "$3" != 0 ]; then echo "unsafe: the $2 $1 is owned by uid $3, not by the login user (uid $me) or root"; return 1; fi
+  if [ $((0$4 & 022)) -ne 0 ]; then echo "unsafe: the $2 $1 may be written by group or others (mode $4)"; return 1; fi
+}
+guard() {
   o=$(stat -L -c '%u %a' "$1" 2>/dev/null) || { echo "unsafe: cannot stat the $2 $1"; return 1; }
-  u=${o% *}; m=${o#* }; me=$(id -u)
-  if [ "$u" != "$me" ] && [ "$u" != 0 ]; then echo "unsafe: the $2 $1 is owned by uid $u, not by the login user (uid $me) or root"; return 1; fi
-  if [ $((0$m & 022)) -ne 0 ]; then echo "unsafe: the $2 $1 may be written by group or others (mode $m)"; return 1; fi
+  me=$(id -u); unsafe_owner_or_mode "$1" "$2" "${o% *}" "${o#* }"
 }
 guard_agent() {
   guard "$(dirname "$1")" directory || return 1
@@ -357,7 +360,7 @@ guard_agent() {
 /// companion or empty, `$4` its hash. It succeeds only when the agent's directory, the
 /// agent, the directory of what a symlinked agent names and the companion pass [`GUARD`]'s
 /// rules, and the agent and the companion are the files their stamps name (what a probe
-/// hashed). Two programs run, `id` and one `stat` for every path (`readlink` too for a
+/// hashed), by [`GUARD`]'s rule. Two programs run, `id` and one `stat` for every path (`readlink` too for a
 /// symlinked agent): each program a host starts costs about a millisecond, and the guard's
 /// functions start a dozen. It says nothing: a failure takes the full path, whose probe
 /// says what is wrong.
@@ -369,8 +372,7 @@ out=$(stat -L -c '%u %a %d %i %s %y|%z' "$d" "$1" ${r:+"$r"} ${3:+"$3"} 2>/dev/n
 n=0
 while IFS= read -r line; do
   n=$((n + 1)); u=${line%% *}; rest=${line#* }; m=${rest%% *}; id=${rest#* }
-  if [ "$u" != "$me" ] && [ "$u" != 0 ]; then exit 1; fi
-  if [ $((0$m & 022)) -ne 0 ]; then exit 1; fi
+  unsafe_owner_or_mode path "$n" "$u" "$m" >/dev/null || exit 1
   if [ $n = 2 ]; then agent=$id; fi
   last=$id
 done <<EOF
@@ -787,7 +789,8 @@ mod tests {
             assert_eq!(probe_here(file, &abc, None), abc);
         }
         let (a, c) = (agent.to_str().unwrap(), companion.to_str().unwrap());
-        let starts = |args: &[&str]| run_here(STAMPED, args, None, b"").status.success();
+        let script = format!("{GUARD}\n{STAMPED}");
+        let starts = |args: &[&str]| run_here(&script, args, None, b"").status.success();
         assert!(starts(&[a, &abc, c, &abc]));
         assert!(starts(&[a, &abc, "", ""]), "no companion wanted");
         assert!(
