@@ -7,24 +7,10 @@ use std::time::{Duration, Instant};
 use eventor_agent::command::{run_command, CommandSpec, OutputSink};
 use tokio_util::sync::CancellationToken;
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
-            Some(state != 'Z')
-        })
-        .unwrap_or(false)
-}
+#[path = "supervised/procs.rs"]
+mod procs;
 
-fn parent_of(pid: i32) -> i32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let ppid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .unwrap();
-    ppid.trim().parse().unwrap()
-}
+use procs::{alive, parent_of};
 
 #[tokio::test]
 async fn a_keeper_killed_with_sigkill_fails_its_commands_and_its_runner_kills_their_groups() {

@@ -9,6 +9,8 @@ const PROGRAM: &str = env!("CARGO_BIN_EXE_eventor-supervise");
 
 #[path = "supervised/cases.rs"]
 mod cases;
+#[path = "supervised/procs.rs"]
+mod procs;
 
 #[test]
 fn the_dedicated_supervisor_of_this_build_is_found_in_its_directory() {

@@ -6,3 +6,5 @@ const PROGRAM: &str = env!("CARGO_BIN_EXE_eventor-agent");
 
 #[path = "supervised/cases.rs"]
 mod cases;
+#[path = "supervised/procs.rs"]
+mod procs;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use eventor_agent::command::{run_command, CommandSpec, OutputSink};
 use eventor_agent::TaskEnd;
+
+use super::procs::alive;
 use tokio_util::sync::CancellationToken;
 
 fn supervised() {
@@ -101,17 +103,6 @@ fn pid_in(path: &Path) -> i32 {
         .trim()
         .parse()
         .unwrap()
-}
-
-/// Whether `pid` still runs (a zombie has ended).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
-            Some(state != 'Z')
-        })
-        .unwrap_or(false)
 }
 
 fn both_gone(dir: &Path) -> bool {
