@@ -7,6 +7,7 @@
 //! Clones of [`SqliteStore`] share the thread; when the last one drops, the channel closes, the
 //! thread closes the connection and exits, and the drop waits for that so the file is released.
 
+mod checkpoint;
 mod fenced;
 mod write;
 
@@ -86,6 +87,9 @@ pub struct SqliteStore {
 
 /// The owner thread's handle. Dropped with the last store handle.
 struct Owner {
+    /// Dropped first: its connection closes before the owner's, whose close then
+    /// checkpoints what is left.
+    checkpointer: Option<checkpoint::Checkpointer>,
     /// Dropped before the thread is joined, so the thread's handle is the last one and the
     /// connection is closed by the time the join returns.
     conn: Option<Shared>,
@@ -97,6 +101,7 @@ impl Drop for Owner {
     fn drop(&mut self) {
         // Closing the channel ends the thread's loop; joining makes sure the connection is
         // closed (and the WAL checkpointed) before the last handle is gone.
+        self.checkpointer.take();
         self.jobs.take();
         self.conn.take();
         if let Some(thread) = self.thread.take() {
@@ -114,6 +119,7 @@ impl SqliteStore {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let thread_path = path.to_path_buf();
+        let checkpointer = checkpoint::Checkpointer::new(path, options.synchronous);
         let thread = thread::Builder::new()
             .name("eventor-store".into())
             .spawn(move || match connect(&thread_path, &options) {
@@ -128,6 +134,7 @@ impl SqliteStore {
             })
             .map_err(|e| open_error(path, e))?;
         let mut owner = Owner {
+            checkpointer: Some(checkpointer),
             conn: None,
             jobs: Some(jobs),
             thread: Some(thread),
@@ -189,10 +196,14 @@ impl SqliteStore {
 
     /// One write, as the [`Store`](crate::Store) hands it to every backend.
     pub(crate) async fn write(&self, write: Write) -> Result<(), StoreError> {
-        if let Some(done) = self.write_here(&write) {
-            return done;
+        let done = match self.write_here(&write) {
+            Some(done) => done,
+            None => self.call(move |conn| write::write(conn, &write)).await,
+        };
+        if let Some(checkpointer) = &self.owner.checkpointer {
+            checkpointer.wrote();
         }
-        self.call(move |conn| write::write(conn, &write)).await
+        done
     }
 
     /// Writes a small `write` on this thread when the connection is free at once (`None`:
@@ -393,8 +404,9 @@ fn configure(conn: &mut SqliteConnection, options: &SqliteOptions) -> QueryResul
         tracing::warn!(mode = %mode.journal_mode, "sqlite store is not in WAL mode");
     }
     conn.batch_execute(&format!(
-        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
-        options.synchronous.pragma_value()
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = {};",
+        options.synchronous.pragma_value(),
+        checkpoint::FALLBACK_PAGES,
     ))
 }
 

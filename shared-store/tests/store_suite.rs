@@ -1558,6 +1558,37 @@ mod sqlite_only {
         assert!(matches!(err, Some(StoreError::Open { .. })), "{err:?}");
     }
 
+    /// 600 one-trigger commits are far fewer WAL pages than the writer's own automatic
+    /// checkpoint waits for, so only the store's checkpoint thread can copy them into the
+    /// database file while the store is open: the file grows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_checkpointed_in_the_background_while_the_store_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.db");
+        let store = Store::open(&StoreLocation::Sqlite(path.clone()))
+            .await
+            .unwrap();
+        let run = started(&store, "R").await;
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let before = size();
+        for i in 0..600 {
+            let event = format!("e{i}");
+            store
+                .commit(batch(&run, vec![trigger(&event, "1", i)]))
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while size() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {before} bytes: nothing was checkpointed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(store.triggers(run).await.unwrap().len(), 600);
+    }
+
     #[tokio::test]
     async fn open_does_not_create_directories() {
         let dir = tempfile::tempdir().unwrap();
