@@ -33,6 +33,8 @@ const CASES: &[&str] = &[
     "recover:10000",
     // The floor under every chain step: one bare SQLite commit in the store's own mode.
     "commit:10000",
+    // A chain step's own three statements on a bare connection to the store's schema.
+    "stepsql:10000",
 ];
 
 fn main() {
@@ -94,6 +96,14 @@ fn main() {
         ratio("chain:10000", 10_000, "commit:10000", 10_000)
     );
     println!(
+        "| ratio: a chain step's SQL alone / a bare commit | | {} | | |",
+        ratio("stepsql:10000", 10_000, "commit:10000", 10_000)
+    );
+    println!(
+        "| ratio: a chain step / its SQL alone | | {} | | |",
+        ratio("chain:10000", 10_000, "stepsql:10000", 10_000)
+    );
+    println!(
         "| ratio: 20,000 commands / 10 x 2,000 | | {} | | |",
         ratio("commands2:20000", 10, "commands2:2000", 1)
     );
@@ -124,6 +134,10 @@ fn run_case(case: &str) {
         "commit" => (
             "bare SQLite commits of a one-row transaction (WAL, synchronous=NORMAL)",
             bare_commits(&dir, n),
+        ),
+        "stepsql" => (
+            "bare SQLite commits of a chain step's three statements, store's schema",
+            bare_step_commits(&dir, n),
         ),
         "recover" => (
             "recover a chain failed at 90%: until that step starts",
@@ -294,13 +308,54 @@ fn timed_run(mut ev: Eventor) -> Duration {
 /// `n` one-row transactions committed one after another on a bare SQLite connection in the
 /// store's mode: what a chain step's commit cannot go below.
 fn bare_commits(dir: &tempfile::TempDir, n: usize) -> Duration {
+    let path = dir.path().join("bare.db");
+    let table = "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)";
+    bare_transactions(&path, table, &["INSERT INTO t (v) VALUES (?1)"], n)
+}
+
+/// `n` transactions of a chain step's own three statements (its end, the next step's trigger,
+/// the next task), on a bare connection to a file with the store's schema: what the step's
+/// commit costs in SQLite alone, before any engine work.
+fn bare_step_commits(dir: &tempfile::TempDir, n: usize) -> Duration {
+    let path = dir.path().join("steps.db");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let location = eventor_store::StoreLocation::Sqlite(path.clone());
+    drop(
+        runtime
+            .block_on(eventor_store::Store::open(&location))
+            .expect("store"),
+    );
+    let run = "INSERT INTO runs (run_id, recovery, name, mode, status, host, program, started_at) \
+               VALUES ('20261207T125842-ccb3', 0, 'n', 'restart', 'running', 'h', '{}', 0)";
+    let step = [
+        // ?1: this step's number, ?2: the next one's; a run id of the form the engine makes.
+        "UPDATE tasks SET status = 'success', result = 'null', error = NULL, \
+         failure_class = NULL, updated_at = ?2 WHERE run_id = '20261207T125842-ccb3' \
+         AND recovery = 0 AND step = 's' || ?1 AND sequence = '1' AND status = 'active' AND attempt = 1",
+        "INSERT INTO triggers (run_id, recovery, event, sequence, created_at) \
+         VALUES ('20261207T125842-ccb3', 0, 'e' || ?2, '1', ?2)",
+        "INSERT INTO tasks (run_id, recovery, step, sequence, status, attempt, host, created_at, \
+         updated_at) VALUES ('20261207T125842-ccb3', 0, 's' || ?2, '1', 'active', 1, \
+         NULL, ?2, ?2)",
+    ];
+    bare_transactions(&path, run, &step, n)
+}
+
+/// Runs `setup`, then `n` transactions of `statements` (each bound with `?1` = i and, when it
+/// has one, `?2` = i + 1), on one bare SQLite connection in the store's mode (WAL,
+/// synchronous=NORMAL, foreign keys on, SQLite's own automatic checkpoint).
+fn bare_transactions(
+    path: &std::path::Path,
+    setup: &str,
+    statements: &[&str],
+    n: usize,
+) -> Duration {
     use libsqlite3_sys as ffi;
     use std::ffi::CString;
-    let path =
-        CString::new(dir.path().join("bare.db").to_str().expect("utf-8 path")).expect("path");
+    let path = CString::new(path.to_str().expect("utf-8 path")).expect("path");
     let mut db = std::ptr::null_mut();
     // SAFETY: plain use of the SQLite C API on one connection owned here; every statement
-    // is NUL-terminated and the connection is closed before returning.
+    // is NUL-terminated, prepared on it and finalized before it is closed.
     unsafe {
         assert_eq!(ffi::sqlite3_open(path.as_ptr(), &mut db), ffi::SQLITE_OK);
         let exec = |sql: &str| {
@@ -314,22 +369,36 @@ fn bare_commits(dir: &tempfile::TempDir, n: usize) -> Duration {
             );
             assert_eq!(rc, ffi::SQLITE_OK, "{sql:?}");
         };
-        exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
-        exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)");
-        let insert = CString::new("INSERT INTO t (v) VALUES (?1)").expect("sql");
-        let mut stmt = std::ptr::null_mut();
-        let rc = ffi::sqlite3_prepare_v2(db, insert.as_ptr(), -1, &mut stmt, std::ptr::null_mut());
-        assert_eq!(rc, ffi::SQLITE_OK);
+        exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
+        exec(setup);
+        let prepared: Vec<_> = statements
+            .iter()
+            .map(|sql| {
+                let sql = CString::new(*sql).expect("sql");
+                let mut stmt = std::ptr::null_mut();
+                let rc =
+                    ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut stmt, std::ptr::null_mut());
+                assert_eq!(rc, ffi::SQLITE_OK, "{sql:?}");
+                stmt
+            })
+            .collect();
         let started = Instant::now();
         for i in 0..n {
             exec("BEGIN");
-            ffi::sqlite3_bind_int64(stmt, 1, i as i64);
-            assert_eq!(ffi::sqlite3_step(stmt), ffi::SQLITE_DONE);
-            ffi::sqlite3_reset(stmt);
+            for &stmt in &prepared {
+                ffi::sqlite3_bind_int64(stmt, 1, i as i64);
+                if ffi::sqlite3_bind_parameter_count(stmt) > 1 {
+                    ffi::sqlite3_bind_int64(stmt, 2, i as i64 + 1);
+                }
+                assert_eq!(ffi::sqlite3_step(stmt), ffi::SQLITE_DONE);
+                ffi::sqlite3_reset(stmt);
+            }
             exec("COMMIT");
         }
         let wall = started.elapsed();
-        ffi::sqlite3_finalize(stmt);
+        prepared.into_iter().for_each(|stmt| {
+            ffi::sqlite3_finalize(stmt);
+        });
         ffi::sqlite3_close(db);
         wall
     }
