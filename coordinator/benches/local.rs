@@ -84,29 +84,46 @@ fn main() {
             println!("| ratio: engine / shell at width {width} | | {ratio:.2}x | | |");
         }
     }
-    // (a's wall / an) over (b's wall / bn).
-    let ratio = |a: &str, an: u32, b: &str, bn: u32| match (walls.get(a), walls.get(b)) {
-        (Some(Some(a)), Some(Some(b))) => {
-            format!("{:.2}x", (*a / an).as_secs_f64() / (*b / bn).as_secs_f64())
-        }
-        _ => "-".to_string(),
-    };
-    println!(
-        "| ratio: a chain step / a bare commit | | {} | | |",
-        ratio("chain:10000", 10_000, "commit:10000", 10_000)
-    );
-    println!(
-        "| ratio: a chain step's SQL alone / a bare commit | | {} | | |",
-        ratio("stepsql:10000", 10_000, "commit:10000", 10_000)
-    );
-    println!(
-        "| ratio: a chain step / its SQL alone | | {} | | |",
-        ratio("chain:10000", 10_000, "stepsql:10000", 10_000)
-    );
-    println!(
-        "| ratio: 20,000 commands / 10 x 2,000 | | {} | | |",
-        ratio("commands2:20000", 10, "commands2:2000", 1)
-    );
+    // Each row: (a's wall / an) over (b's wall / bn).
+    let ratios = [
+        (
+            "a chain step / a bare commit",
+            "chain:10000",
+            10_000,
+            "commit:10000",
+            10_000,
+        ),
+        (
+            "a chain step's SQL alone / a bare commit",
+            "stepsql:10000",
+            10_000,
+            "commit:10000",
+            10_000,
+        ),
+        (
+            "a chain step / its SQL alone",
+            "chain:10000",
+            10_000,
+            "stepsql:10000",
+            10_000,
+        ),
+        (
+            "20,000 commands / 10 x 2,000",
+            "commands2:20000",
+            10,
+            "commands2:2000",
+            1,
+        ),
+    ];
+    for (label, a, an, b, bn) in ratios {
+        let ratio = match (walls.get(a), walls.get(b)) {
+            (Some(Some(a)), Some(Some(b))) => {
+                format!("{:.2}x", (*a / an).as_secs_f64() / (*b / bn).as_secs_f64())
+            }
+            _ => "-".to_string(),
+        };
+        println!("| ratio: {label} | | {ratio} | | |");
+    }
 }
 
 /// A case's wall time, read back from its table row (the child process prints it).
