@@ -29,16 +29,17 @@ mod tree;
 mod wire;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::PipeReader;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::sync::oneshot;
 
 use wire::{FromKeeper, Received, StartCommand, ToKeeper};
@@ -47,7 +48,7 @@ use wire::{FromKeeper, Received, StartCommand, ToKeeper};
 /// this version of the arguments (only the version: the keeper takes its orders over stdin,
 /// the socket pair). `ARG0` is also the dedicated supervisor's file name.
 const ARG0: &str = "eventor-supervise";
-const ARGS_VERSION: &str = "2";
+const ARGS_VERSION: &str = "3";
 
 /// The one argument that asks a supervisor program which version of the arguments it
 /// speaks (it prints `ARGS_VERSION` and exits).
@@ -200,8 +201,12 @@ struct Waiting {
     pid: Option<i32>,
 }
 
-/// The runner's end of its keeper: the socket, the commands waiting on news, and a thread
-/// reading the news (a thread, not a task: a runner may run one tokio runtime after another).
+/// The runner's end of its keeper: the socket, the commands waiting on news, and who reads
+/// the news. A thread reads it whenever no runtime does: a runner may run one tokio runtime
+/// after another, and the keeper's end must be noticed between them too. While a runtime
+/// runs commands, a task of that runtime reads it instead and the thread waits: a piece of
+/// news then wakes the task that waits for it directly, not a thread that wakes a worker
+/// that runs it (two wake-ups less a command, which at a command a millisecond counted).
 struct KeeperLink {
     socket: OwnedFd,
     waiting: Mutex<HashMap<u64, Waiting>>,
@@ -209,6 +214,10 @@ struct KeeperLink {
     gone: AtomicBool,
     /// The process that started it: a forked child starts a keeper of its own.
     owner: u32,
+    /// Whether a runtime's task reads the news now; the thread waits on `reader_left`
+    /// meanwhile.
+    runtime_reads: Mutex<bool>,
+    reader_left: Condvar,
 }
 
 static KEEPER: Mutex<Option<Arc<KeeperLink>>> = Mutex::new(None);
@@ -252,6 +261,8 @@ impl KeeperLink {
             next_id: AtomicU64::new(1),
             gone: AtomicBool::new(false),
             owner: std::process::id(),
+            runtime_reads: Mutex::new(false),
+            reader_left: Condvar::new(),
         });
         let news = link.clone();
         std::thread::Builder::new()
@@ -261,6 +272,42 @@ impl KeeperLink {
                 let _ = keeper.wait();
             })?;
         Ok(link)
+    }
+
+    /// Has a task of the current runtime read the news, unless one (of any runtime) does
+    /// already or this is no multi-threaded runtime. (If it cannot, the thread goes on
+    /// reading.) Only a multi-threaded runtime runs its tasks by itself: a single-threaded
+    /// one left alive but idle would leave every other runtime's commands without news.
+    fn read_in_runtime(self: &Arc<Self>) {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let Ok(runtime) = Handle::try_current() else {
+            return;
+        };
+        if runtime.runtime_flavor() != RuntimeFlavor::MultiThread {
+            return;
+        }
+        {
+            let mut reads = self.lock_reads();
+            if *reads {
+                return;
+            }
+            *reads = true;
+        }
+        // From here the reader's drop hands the news back to the thread, whatever happens
+        // (a runtime shutting down drops the task unpolled).
+        let reader = RuntimeReader { link: self.clone() };
+        let Ok(socket) = self.socket.try_clone() else {
+            return;
+        };
+        // SAFETY: the descriptor is the `OwnedFd` the `AsyncFd` owns: open, and the same
+        // one, for as long as the `AsyncFd` lives.
+        if let Ok(socket) = unsafe { tokio::io::unix::AsyncFd::register(socket) } {
+            runtime.spawn(async move { reader.read(socket).await });
+        }
+    }
+
+    fn lock_reads(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.runtime_reads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn start(
@@ -276,16 +323,15 @@ impl KeeperLink {
             Some(cwd) => cwd.to_path_buf(),
             None => std::env::current_dir()?,
         };
-        let mut vars: HashMap<OsString, OsString> = std::env::vars_os().collect();
-        vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let start = StartCommand {
             id,
             command: command.to_string(),
-            env: wire::env_bytes(vars.into_iter()),
+            env: environment(env),
             cwd: cwd.into_os_string().into_encoded_bytes(),
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         };
+        self.read_in_runtime();
         let (started_tx, started) = oneshot::channel();
         let (ended_tx, ended) = oneshot::channel();
         self.lock_waiting().insert(
@@ -330,12 +376,43 @@ impl KeeperLink {
     fn read_news(&self, socket: OwnedFd) {
         let mut buf = vec![0; wire::MAX_MESSAGE];
         loop {
-            match wire::receive::<FromKeeper>(socket.as_fd(), &mut buf, wire::Wait::Yes) {
-                Ok(Received::Message(news, _)) => self.deliver(news),
-                Ok(Received::Nothing) => {}
-                Ok(Received::End) | Err(_) => break,
+            self.wait_while_runtime_reads();
+            let mut ready = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut ready, PollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+                Ok(_) if *self.lock_reads() => continue,
+                Ok(_) => {}
+            }
+            if !self.take_news(socket.as_fd(), &mut buf) {
+                break;
             }
         }
+        self.lost();
+    }
+
+    /// Delivers every piece of news waiting on `socket` (another reader may have taken it
+    /// first); false once the keeper is gone.
+    fn take_news(&self, socket: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
+        loop {
+            match wire::receive::<FromKeeper>(socket, buf) {
+                Ok(Received::Message(news, _)) => self.deliver(news),
+                Ok(Received::Nothing) => return true,
+                Ok(Received::End) | Err(_) => return false,
+            }
+        }
+    }
+
+    fn wait_while_runtime_reads(&self) {
+        let reads = self.lock_reads();
+        let _unused = self
+            .reader_left
+            .wait_while(reads, |reads| *reads)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+
+    /// The keeper is gone: what it kept is killed, whoever waits learns it.
+    fn lost(&self) {
         self.gone.store(true, Ordering::SeqCst);
         for (_, waiting) in self.lock_waiting().drain() {
             if let Some(pid) = waiting.pid {
@@ -367,6 +444,51 @@ impl KeeperLink {
                 }
             }
         }
+    }
+}
+
+/// This process's environment with `env` over it, as a start carries it: of a name given
+/// more than once, the last value wins.
+fn environment(env: &[(String, String)]) -> Vec<u8> {
+    let own: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let given = |name: &OsStr| env.iter().any(|(n, _)| OsStr::new(n) == name);
+    let kept = own.iter().filter(|(name, _)| !given(name));
+    let last = env
+        .iter()
+        .enumerate()
+        .filter(|(i, (name, _))| !env[i + 1..].iter().any(|(later, _)| later == name))
+        .map(|(_, (name, value))| (OsStr::new(name), OsStr::new(value)));
+    wire::env_block(
+        kept.map(|(name, value)| (name.as_os_str(), value.as_os_str()))
+            .chain(last),
+    )
+}
+
+/// A runtime's task reading the keeper's news; when it ends (the keeper gone, or its
+/// runtime shut down and the task dropped), the thread reads again.
+struct RuntimeReader {
+    link: Arc<KeeperLink>,
+}
+
+impl RuntimeReader {
+    async fn read(&self, socket: tokio::io::unix::AsyncFd<OwnedFd>) {
+        let mut buf = vec![0; wire::MAX_MESSAGE];
+        loop {
+            let Ok(mut ready) = socket.readable().await else {
+                return;
+            };
+            ready.clear_ready();
+            if !self.link.take_news(socket.get_ref().as_fd(), &mut buf) {
+                return self.link.lost();
+            }
+        }
+    }
+}
+
+impl Drop for RuntimeReader {
+    fn drop(&mut self) {
+        *self.link.lock_reads() = false;
+        self.link.reader_left.notify_all();
     }
 }
 

@@ -95,6 +95,36 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-text panic".to_string())
 }
 
+/// Runs `fut`, answering a panic in it as the panic's text instead of letting it unwind
+/// further: what running it as a task of its own and joining that gives, without a second
+/// task to spawn and wake for every step.
+pub fn catch_panic<F: Future>(fut: F) -> CatchPanic<F> {
+    CatchPanic { fut: Box::pin(fut) }
+}
+
+/// The future of [`catch_panic`].
+pub struct CatchPanic<F> {
+    fut: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = self.fut.as_mut();
+        // Unwind safety: a future that panicked is dropped without being polled again.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(polled) => polled.map(Ok),
+            Err(payload) => {
+                std::task::Poll::Ready(Err(format!("step panicked: {}", panic_message(&*payload))))
+            }
+        }
+    }
+}
+
 /// Why a spawned task's future did not return: its panic, or its cancellation.
 pub fn join_error_text(error: tokio::task::JoinError) -> String {
     match error.try_into_panic() {

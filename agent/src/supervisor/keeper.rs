@@ -16,7 +16,7 @@
 //! An orphan that dropped its environment has no number: it is stopped with everything
 //! else when the runner goes, not when its command ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -64,6 +64,8 @@ struct Keeper {
     /// When everything gets SIGKILL, once the runner is gone.
     kill_all_at: Option<Instant>,
     buf: Vec<u8>,
+    /// News encoded for the runner, oldest first, not sent yet (its queue was full).
+    outbox: VecDeque<Vec<u8>>,
 }
 
 /// The keeper's whole life, on the pair end `socket`: returns the exit status.
@@ -88,6 +90,7 @@ impl Keeper {
             orphans: HashMap::new(),
             kill_all_at: None,
             buf: vec![0; wire::MAX_MESSAGE],
+            outbox: VecDeque::new(),
         })
     }
 
@@ -252,11 +255,34 @@ impl Keeper {
         tree::signal_descendants(Signal::SIGTERM);
     }
 
+    /// Queues `message` for the runner and sends what its queue has room for. The keeper
+    /// never waits on its runner: a runner whose threads all wait to hand it starts would
+    /// otherwise never read the news the keeper waits to hand it. News is never dropped
+    /// while the runner lives; a runner gone shows as the pair's end next time round.
     fn tell(&mut self, message: &FromKeeper) {
-        if let Some(socket) = &self.socket {
-            // Waits while the runner's queue is full: news is never dropped. A runner gone
-            // meanwhile shows as the pair's end next time round.
-            let _ = wire::send(socket.as_fd(), message, &[]);
+        if self.socket.is_none() {
+            return;
+        }
+        match wire::encode(message) {
+            Ok(bytes) => self.outbox.push_back(bytes),
+            Err(e) => eprintln!("eventor: the command keeper dropped news it cannot encode: {e}"),
+        }
+        self.send_news();
+    }
+
+    /// Sends queued news until the runner's queue is full.
+    fn send_news(&mut self) {
+        let Some(socket) = &self.socket else {
+            return self.outbox.clear();
+        };
+        while let Some(bytes) = self.outbox.front() {
+            match wire::send_now(socket.as_fd(), bytes) {
+                Ok(true) => {
+                    self.outbox.pop_front();
+                }
+                Ok(false) => return,
+                Err(_) => return self.outbox.clear(),
+            }
         }
     }
 
@@ -269,14 +295,21 @@ impl Keeper {
         let socket_ready = {
             let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
             if let Some(socket) = &self.socket {
-                fds.push(PollFd::new(socket.as_fd(), PollFlags::POLLIN));
+                let room = match self.outbox.is_empty() {
+                    true => PollFlags::empty(),
+                    false => PollFlags::POLLOUT,
+                };
+                fds.push(PollFd::new(socket.as_fd(), PollFlags::POLLIN | room));
             }
             let _ = poll(&mut fds, timeout);
             fds.get(1)
                 .and_then(PollFd::revents)
-                .is_some_and(|r| !r.is_empty())
+                .unwrap_or(PollFlags::empty())
         };
-        if socket_ready {
+        if socket_ready.contains(PollFlags::POLLOUT) {
+            self.send_news();
+        }
+        if socket_ready.intersects(!PollFlags::POLLOUT) {
             self.read_requests();
         }
         let mut caught = [0u8; 64];
@@ -306,7 +339,7 @@ impl Keeper {
     fn read_requests(&mut self) {
         loop {
             let Some(socket) = &self.socket else { return };
-            match wire::receive::<ToKeeper>(socket.as_fd(), &mut self.buf, wire::Wait::No) {
+            match wire::receive::<ToKeeper>(socket.as_fd(), &mut self.buf) {
                 Ok(Received::Message(request, fds)) => self.act(request, fds),
                 Ok(Received::Nothing) => return,
                 Ok(Received::End) | Err(_) => return self.stop_all(),

@@ -3,11 +3,11 @@
 //! start as `SCM_RIGHTS`. The pair is also the keeper's lifeline: its end of file means the
 //! runner is gone, however it died.
 
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 use serde::{Deserialize, Serialize};
@@ -32,30 +32,79 @@ pub(super) enum ToKeeper {
 pub(super) struct StartCommand {
     pub id: u64,
     pub command: String,
-    /// Names and values as bytes: an environment need not be UTF-8.
-    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The whole environment as one block of `NAME=VALUE` entries, each ended by a NUL (an
+    /// environment need not be UTF-8). One block, sent as bytes: as a list of byte vectors
+    /// it was encoded and decoded a byte at a time, a tenth of the keeper's time a command.
+    #[serde(with = "bytes")]
+    pub env: Vec<u8>,
+    #[serde(with = "bytes")]
     pub cwd: Vec<u8>,
     pub grace_ms: u64,
 }
 
 impl StartCommand {
-    pub fn env(&self) -> impl Iterator<Item = (OsString, OsString)> + '_ {
-        self.env
-            .iter()
-            .map(|(k, v)| (OsString::from_vec(k.clone()), OsString::from_vec(v.clone())))
+    /// The environment's names and values.
+    pub fn env(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> + '_ {
+        self.env.split(|b| *b == 0).filter_map(|entry| {
+            // A name has no `=`, a value may: the entry splits at its first one.
+            let at = entry.iter().position(|b| *b == b'=')?;
+            let (name, value) = (&entry[..at], &entry[at + 1..]);
+            Some((OsStr::from_bytes(name), OsStr::from_bytes(value)))
+        })
     }
 
-    pub fn cwd(&self) -> PathBuf {
-        PathBuf::from(OsString::from_vec(self.cwd.clone()))
+    pub fn cwd(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.cwd))
     }
 }
 
-/// The environment as a start carries it.
-pub(super) fn env_bytes(
-    vars: impl Iterator<Item = (OsString, OsString)>,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    vars.map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .collect()
+/// The environment as a start carries it: `vars` in one block, a NUL after each entry. A
+/// name that is empty or holds `=` or a NUL, or a value that holds a NUL, cannot be passed
+/// to a program and is left out.
+pub(super) fn env_block<'a>(vars: impl Iterator<Item = (&'a OsStr, &'a OsStr)>) -> Vec<u8> {
+    let mut block = Vec::with_capacity(4096);
+    for (name, value) in vars {
+        let (name, value) = (name.as_bytes(), value.as_bytes());
+        if name.is_empty() || name.contains(&b'=') || name.contains(&0) || value.contains(&0) {
+            continue;
+        }
+        block.extend_from_slice(name);
+        block.push(b'=');
+        block.extend_from_slice(value);
+        block.push(0);
+    }
+    block
+}
+
+/// A byte vector through serde as bytes, not as a sequence of numbers.
+mod bytes {
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(Bytes)
+    }
+
+    struct Bytes;
+
+    impl de::Visitor<'_> for Bytes {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+    }
 }
 
 /// What a keeper tells its runner.
@@ -80,28 +129,53 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_MESSAGE>()
 }
 
-/// Sends `message` with `fds` attached.
+/// Sends `message` with `fds` attached, waiting while the other side's queue is full.
 pub(super) fn send<T: Serialize>(
     socket: BorrowedFd<'_>,
     message: &T,
     fds: &[RawFd],
 ) -> std::io::Result<()> {
-    let bytes = bincode::serde::encode_to_vec(message, config())
-        .map_err(|e| std::io::Error::other(format!("cannot encode: {e}")))?;
+    let sent = send_bytes(socket, &encode(message)?, fds, MsgFlags::MSG_NOSIGNAL)?;
+    debug_assert!(sent, "a waiting send always sends");
+    Ok(())
+}
+
+/// Sends an encoded message if the other side's queue has room for it now: false if not.
+pub(super) fn send_now(socket: BorrowedFd<'_>, bytes: &[u8]) -> std::io::Result<bool> {
+    send_bytes(
+        socket,
+        bytes,
+        &[],
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+    )
+}
+
+pub(super) fn encode<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(message, config())
+        .map_err(|e| std::io::Error::other(format!("cannot encode: {e}")))
+}
+
+fn send_bytes(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[RawFd],
+    flags: MsgFlags,
+) -> std::io::Result<bool> {
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     loop {
         let sent = sendmsg::<UnixAddr>(
             socket.as_raw_fd(),
-            &[IoSlice::new(&bytes)],
+            &[IoSlice::new(bytes)],
             cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
+            flags,
             None,
         );
         match sent {
             Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(false),
             Err(e) => return Err(e.into()),
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(true),
         }
     }
 }
@@ -111,29 +185,19 @@ pub(super) enum Received<T> {
     Message(T, Vec<OwnedFd>),
     /// The other side is gone.
     End,
-    /// Nothing waiting (when not told to wait).
+    /// Nothing waiting.
     Nothing,
 }
 
-/// Whether a receive waits for a message. (Sends always wait: a message is never dropped.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Wait {
-    Yes,
-    No,
-}
-
-/// Receives one message and the descriptors that came with it (close-on-exec), into `buf`
-/// (at least [`MAX_MESSAGE`] long). A message that does not decode is an error; the peer is
-/// ours, so it means a bug, not an attack, but it never panics.
+/// Receives one message waiting on `socket`, if there is one, and the descriptors that came
+/// with it (close-on-exec), into `buf` (at least [`MAX_MESSAGE`] long); never waits (sends
+/// always do: a message is never dropped). A message that does not decode is an error; the
+/// peer is ours, so it means a bug, not an attack, but it never panics.
 pub(super) fn receive<T: for<'de> Deserialize<'de>>(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
-    wait: Wait,
 ) -> std::io::Result<Received<T>> {
-    let flags = match wait {
-        Wait::Yes => MsgFlags::MSG_CMSG_CLOEXEC,
-        Wait::No => MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    };
+    let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
     let mut space = nix::cmsg_space!([RawFd; 2]);
     let (len, fds) = loop {
         let mut iov = [IoSliceMut::new(buf)];

@@ -153,15 +153,14 @@ async fn a_cancelled_command_takes_what_it_started_out_of_its_group_along() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_hundred_commands_started_at_once_all_come_back_with_their_own_ends() {
+async fn a_thousand_commands_started_at_once_all_come_back_with_their_own_ends() {
     supervised();
-    // More news than the pair's queue holds at once: none of it may be dropped.
-    let runs: Vec<_> = (0..500)
-        .map(|i| {
-            tokio::spawn(
-                async move { run(&format!("exit {}", i % 7), CancellationToken::new()).await },
-            )
-        })
+    // More news than the pair's queue holds at once, both ways: none of it may be dropped,
+    // and neither side may wait on the other for good (the runner's threads all handing
+    // starts to a keeper that waits to hand them news).
+    let command = |i: usize| ["true", "false"][i % 2];
+    let runs: Vec<_> = (0..1000)
+        .map(|i| tokio::spawn(async move { run(command(i), CancellationToken::new()).await }))
         .collect();
     let all = async {
         let mut ends = Vec::new();
@@ -174,11 +173,7 @@ async fn five_hundred_commands_started_at_once_all_come_back_with_their_own_ends
         .await
         .expect("a command's end never came back");
     for (i, end) in ends.iter().enumerate() {
-        assert_eq!(
-            end.result.as_deref(),
-            Some((i % 7).to_string().as_str()),
-            "{end:?}"
-        );
+        assert_eq!(end.result.as_deref(), Some(["0", "1"][i % 2]), "{end:?}");
     }
 }
 
@@ -210,4 +205,45 @@ async fn a_command_starts_with_no_signal_blocked_or_ignored() {
     };
     assert_eq!(standard("SigBlk:"), 0, "{lines}");
     assert_eq!(standard("SigIgn:"), 0, "{lines}");
+}
+
+#[test]
+fn commands_of_one_runtime_after_another_all_come_back_with_their_ends() {
+    supervised();
+    let multi = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let end_in = |runtime: &tokio::runtime::Runtime, code: i32| {
+        let command = format!("exit {code}");
+        let ran = runtime.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                run(&command, CancellationToken::new()),
+            )
+            .await
+        });
+        let (end, _) = ran.unwrap_or_else(|_| panic!("`{command}`: its end never came back"));
+        assert_eq!(
+            end.result.as_deref(),
+            Some(code.to_string().as_str()),
+            "{end:?}"
+        );
+    };
+    // A task of the first runtime reads the keeper's news while it lives...
+    let first = multi();
+    end_in(&first, 4);
+    // ... and an idle one still reads it for another runtime's commands.
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    end_in(&single, 5);
+    // Once it is gone, the news still comes to the next runtime's commands.
+    drop(first);
+    end_in(&multi(), 6);
+    end_in(&single, 7);
 }

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use eventor_agent::closure_pool::{ClosurePool, Job};
 use eventor_agent::command::{run_command, CommandSpec, LineBatch, OutputSink, OutputStream};
-use eventor_agent::task::{end_of, join_error_text, with_async_task, StepAction, StepResult};
+use eventor_agent::task::{catch_panic, end_of, with_async_task, StepAction, StepResult};
 use eventor_agent::TaskContext;
 use eventor_protocol::{FailureClass, OutputBatch, Stream, TaskKey, Work};
 
@@ -254,9 +254,9 @@ impl Executor {
         });
     }
 
-    /// Runs a task's future in a task of its own and always reports its end: if the runner
-    /// panics (say, a log write to a closed stderr), the task fails instead of the run
-    /// waiting forever for an end that never comes.
+    /// Runs a task's future and always reports its end: if the runner panics (say, a log
+    /// write to a closed stderr), the task fails instead of the run waiting forever for an
+    /// end that never comes.
     fn spawn_guarded(
         &self,
         task: TaskId,
@@ -264,9 +264,7 @@ impl Executor {
     ) {
         let events = self.events.clone();
         self.tracker.spawn(async move {
-            let end = tokio::spawn(runner)
-                .await
-                .unwrap_or_else(|e| TaskEnd::failure(join_error_text(e)));
+            let end = catch_panic(runner).await.unwrap_or_else(TaskEnd::failure);
             let _ = events.send(ExecEvent::finished(task, end)).await;
         });
     }
