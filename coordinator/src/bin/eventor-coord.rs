@@ -366,7 +366,7 @@ fn run(args: RunArgs, level: Option<&str>) -> Result<ExitCode, Failure> {
     let location = eventor.store_location();
     let watched = progress::Watched::of(&flow, location, eventor.run_id(), args.quiet);
     let shown = progress::Progress::start(&runtime, watched);
-    let outcome = runtime.block_on(eventor.run_async(args.max_loops));
+    let outcome = eventor.run_on(&runtime, args.max_loops);
     shown.finish(&runtime);
     match (fresh, eventor.has_opened()) {
         (false, true) => report_command::save_graph(&flow, &logdir, eventor.run_id()),
