@@ -218,6 +218,8 @@ struct KeeperLink {
     /// meanwhile.
     runtime_reads: Mutex<bool>,
     reader_left: Condvar,
+    /// Held while news is taken and delivered.
+    reading: Mutex<()>,
 }
 
 static KEEPER: Mutex<Option<Arc<KeeperLink>>> = Mutex::new(None);
@@ -263,6 +265,7 @@ impl KeeperLink {
             owner: std::process::id(),
             runtime_reads: Mutex::new(false),
             reader_left: Condvar::new(),
+            reading: Mutex::new(()),
         });
         let news = link.clone();
         std::thread::Builder::new()
@@ -300,8 +303,12 @@ impl KeeperLink {
             return;
         };
         // SAFETY: the descriptor is the `OwnedFd` the `AsyncFd` owns: open, and the same
-        // one, for as long as the `AsyncFd` lives.
-        if let Ok(socket) = unsafe { tokio::io::unix::AsyncFd::register(socket) } {
+        // one, for as long as the `AsyncFd` lives. Readable only: a write-ready event at
+        // each order the keeper takes would wake the runtime for nothing.
+        let readable = tokio::io::Interest::READABLE;
+        if let Ok(socket) =
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, readable) }
+        {
             runtime.spawn(async move { reader.read(socket).await });
         }
     }
@@ -377,6 +384,11 @@ impl KeeperLink {
         let mut buf = vec![0; wire::MAX_MESSAGE];
         loop {
             self.wait_while_runtime_reads();
+            if self.gone.load(Ordering::SeqCst) {
+                // The runtime's reader found the keeper gone: this copy of the pair must
+                // close too, for the keeper to see its end.
+                break;
+            }
             let mut ready = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
             match poll(&mut ready, PollTimeout::NONE) {
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -392,8 +404,11 @@ impl KeeperLink {
     }
 
     /// Delivers every piece of news waiting on `socket` (another reader may have taken it
-    /// first); false once the keeper is gone.
+    /// first); false once the keeper is gone. One reader at a time takes and delivers, so
+    /// news is delivered in the keeper's order even while the thread hands over to a
+    /// runtime's task (a command's end never overtakes its start).
     fn take_news(&self, socket: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
+        let _one_reader = self.reading.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             match wire::receive::<FromKeeper>(socket, buf) {
                 Ok(Received::Message(news, _)) => self.deliver(news),

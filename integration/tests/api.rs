@@ -328,3 +328,35 @@ fn an_event_and_a_step_may_share_a_name_and_a_target_naming_both_says_which() {
     assert_eq!(step.run(-1).unwrap(), RunOutcome::Success);
     assert!(dir.path().join("ran").exists(), "the step ran");
 }
+
+#[test]
+fn a_run_on_a_runtime_asked_for_from_inside_it_is_refused_before_its_steps_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = ran.clone();
+    let mut ev = Eventor::new(options(&dir, "inside")).unwrap();
+    ev.add_event("go", None).unwrap();
+    ev.add_step(Step::new("count").func(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, String>(())
+    }))
+    .unwrap();
+    ev.add_assoc("go", ["count"], None).unwrap();
+    ev.trigger_event("go", "1").unwrap();
+    {
+        let _inside = runtime.enter();
+        let refused = ev.run_on(&runtime, -1);
+        assert!(
+            matches!(refused, Err(EventorError::InsideRuntime)),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "the refused run started its step"
+    );
+    assert_eq!(ev.run_on(&runtime, -1).unwrap(), RunOutcome::Success);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}

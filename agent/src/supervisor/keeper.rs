@@ -281,7 +281,12 @@ impl Keeper {
                     self.outbox.pop_front();
                 }
                 Ok(false) => return,
-                Err(_) => return self.outbox.clear(),
+                // The runner is gone: its end shows next time round.
+                Err(e) if runner_gone(&e) => return self.outbox.clear(),
+                // Anything else costs this piece of news only, as a failed send always did.
+                Err(_) => {
+                    self.outbox.pop_front();
+                }
             }
         }
     }
@@ -418,6 +423,14 @@ fn spawn(start: &StartCommand, fds: &[OwnedFd]) -> std::io::Result<i32> {
         cmd.spawn()
     })?;
     Ok(command.id() as i32)
+}
+
+/// Whether a send failed because the runner's end is closed.
+fn runner_gone(error: &std::io::Error) -> bool {
+    let gone = [Errno::EPIPE, Errno::ECONNRESET].map(|e| e as i32);
+    error
+        .raw_os_error()
+        .is_some_and(|code| gone.contains(&code))
 }
 
 /// A wait status as the C `wait` gives it, for the runner to read back.

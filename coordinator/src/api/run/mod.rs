@@ -21,12 +21,18 @@ use super::state::{Eventor, Run};
 use crate::engine::driver::Loops;
 use crate::engine::program::EventId;
 
+/// Refuses a blocking run on a runtime's thread, where waiting for it would panic.
+fn outside_runtime() -> Result<(), EventorError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Err(EventorError::InsideRuntime),
+        Err(_) => Ok(()),
+    }
+}
+
 impl Eventor {
     /// Runs the flow on a runtime of its own; see [`Eventor::run_async`] for `max_loops`.
     pub fn run(&mut self, max_loops: i64) -> Result<RunOutcome, EventorError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(EventorError::InsideRuntime);
-        }
+        outside_runtime()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -45,6 +51,9 @@ impl Eventor {
         runtime: &tokio::runtime::Runtime,
         max_loops: i64,
     ) -> Result<RunOutcome, EventorError> {
+        // Checked before anything starts: inside a runtime, waiting would panic with the
+        // run already under way.
+        outside_runtime()?;
         let mut eventor = std::mem::replace(self, Eventor::taken());
         let driven = runtime.spawn(async move {
             let outcome = eventor.run_async(max_loops).await;
