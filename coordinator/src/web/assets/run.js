@@ -135,8 +135,12 @@ function followLog() {
     while (log.childElementCount > 2000) log.firstChild.remove();
     if (atBottom) log.scrollTop = log.scrollHeight;
   });
+  // Closed only after a response opened once the run was over has delivered: lines written
+  // just before the end (after the last look of an earlier response) come with it.
   const source = logSource;
-  source.onerror = () => { if (over) source.close(); };
+  let openedOver = false;
+  source.onopen = () => { openedOver = over; };
+  source.onerror = () => { if (openedOver) source.close(); };
 }
 
 const status = new EventSource(`${base}/events`);
