@@ -319,6 +319,77 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
     assert!(text(&recover.stderr).contains("stopping a command an earlier coordinator left"));
 }
 
+/// A prime that dies while it holds a started command's pid for its next batch (paused at
+/// that moment by a crash point, then killed with its keeper, as above) leaves the task
+/// `active` with no pid: the recovery finds the command's group by the task's own variables
+/// and stops it before the rerun starts. The rerun's command records whether the first
+/// attempt's shell was still running when it began (a zombie has an empty command line).
+#[tokio::test]
+async fn recover_stops_a_command_whose_pid_was_never_stored_before_rerunning() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = &unique(46);
+    let out = dir.path().display();
+    let flow = write(
+        dir.path(),
+        "sleeper.yaml",
+        &format!(
+            "name: sleeper\nevents: {{go: {{}}}}\nsteps:\n  \
+             nap: {{run: 'if test -e {out}/again; then grep -q . /proc/$(cat {out}/old.pid)/cmdline \
+                   && echo old-alive >> {out}/ran.txt; echo rerun >> {out}/ran.txt; exit 0; fi; \
+                   echo $$ > {out}/pid.tmp; mv {out}/pid.tmp {out}/old.pid; sleep {marker} & wait'}}\n\
+             assocs: [{{event: go, targets: [nap]}}]\ntrigger: [{{event: go}}]\n"
+        ),
+    );
+    let flow = flow.to_str().unwrap();
+    let mut child = crate::coord_command(dir.path(), &["run", flow, "--run-id", "p"])
+        .env("FAILPOINTS", "pid-held=pause")
+        .spawn()
+        .unwrap();
+    wait_for(&dir.path().join("old.pid"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(marker) < 2 {
+        assert!(Instant::now() < deadline, "the sleep never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let store = sqlite(dir.path()).await;
+    let run = store.latest_run("sleeper").await.unwrap().unwrap();
+    let tasks = store.tasks(run.key).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!((tasks[0].status, tasks[0].pid), (TaskStatus::Active, None));
+    let shell: u32 = std::fs::read_to_string(dir.path().join("old.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let keeper = Pid::from_raw(crate::parent_of(shell) as i32);
+    let prime = Pid::from_raw(child.id() as i32);
+    for frozen in [keeper, prime] {
+        kill(frozen, Signal::SIGSTOP).unwrap();
+        wait_until_stopped(frozen);
+    }
+    kill(keeper, Signal::SIGKILL).unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(running(marker), 2, "the command outlives keeper and prime");
+    write(dir.path(), "again", "");
+    let recover = coord(
+        dir.path(),
+        &["run", flow, "--run-id", "p", "--mode", "recover"],
+    );
+    assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
+    assert_eq!(
+        running(marker),
+        0,
+        "the recovery stopped the first attempt's group"
+    );
+    let ran = std::fs::read_to_string(dir.path().join("ran.txt")).unwrap();
+    assert_eq!(
+        ran, "rerun\n",
+        "the rerun began after the first attempt was gone"
+    );
+    assert!(text(&recover.stderr).contains("stopping a command an earlier coordinator left"));
+}
+
 /// A prime whose machine goes silent (node1's namespace, its link cut) frees its run on
 /// Postgres within the store URL's `dead_after`: the server ends its sessions, `runs` shows
 /// the run abandoned, and a recovery from elsewhere takes it over instead of being refused

@@ -8,7 +8,9 @@
 //! recorded its pid, and its environment (`/proc/PID/environ`) holds the task's own
 //! variables, run id, step, sequence, recovery and attempt
 //! ([`TaskContext::identity_vars`]). So a reused pid or group id, whether from before or
-//! from another run's command started since, is never hit.
+//! from another run's command started since, is never hit. A task whose pid was not stored
+//! yet (the driver holds a pid a few milliseconds for the next batch) has every group
+//! stopped that one of its processes is in, found by those variables alone.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,23 +37,49 @@ pub(super) async fn stop_orphans(
         .iter()
         .filter(|t| t.status == TaskStatus::Active && t.host.is_none())
     {
-        let Some(pid) = task
-            .pid
-            .filter(|&p| p > 0)
-            .and_then(|p| i32::try_from(p).ok())
-        else {
-            continue;
-        };
         let mark = task_mark(run, env_prefix, task);
-        if !group_alive_as(pid, task.updated_at, &mark) {
-            continue;
+        let groups = match task.pid {
+            Some(pid) => i32::try_from(pid)
+                .ok()
+                .filter(|&pid| pid > 0 && group_alive_as(pid, task.updated_at, &mark))
+                .into_iter()
+                .collect(),
+            None => groups_holding(&mark),
+        };
+        for group in &groups {
+            tracing::warn!(step = %task.step, sequence = %task.sequence, pid = group,
+                "stopping a command an earlier coordinator left running");
+            stop_group(*group, grace).await;
         }
-        tracing::warn!(step = %task.step, sequence = %task.sequence, pid,
-            "stopping a command an earlier coordinator left running");
-        stop_group(pid, grace).await;
-        stopped += 1;
+        stopped += usize::from(!groups.is_empty());
     }
     stopped
+}
+
+/// The process groups of every process here whose environment holds `mark`, each once.
+fn groups_holding(mark: &[(String, String)]) -> Vec<i32> {
+    let mut groups: Vec<i32> = processes()
+        .filter(|dir| std::fs::read(dir.join("environ")).is_ok_and(|env| environ_holds(&env, mark)))
+        .filter_map(|dir| {
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            Some(group_and_start(&stat, UNIX_EPOCH)?.0)
+        })
+        // Never the group this coordinator is in (a recovery started by one of its commands).
+        .filter(|&group| group > 1 && group != nix::unistd::getpgrp().as_raw())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// Each process's directory under /proc.
+fn processes() -> impl Iterator<Item = std::path::PathBuf> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .map(|e| e.path())
 }
 
 /// The variables `task`'s command was started with that name it alone.
@@ -80,22 +108,15 @@ fn group_alive_as(pgid: i32, at: Micros, mark: &[(String, String)]) -> bool {
     let Some(boot) = boot_time() else {
         return false;
     };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .any(|e| {
-            let dir = e.path();
-            let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
-                return false;
-            };
-            let in_time = group_and_start(&stat, boot)
-                .is_some_and(|(group, started)| group == pgid && started >= since);
-            // Read only for the group's members; another user's is unreadable: not ours.
-            in_time && std::fs::read(dir.join("environ")).is_ok_and(|env| environ_holds(&env, mark))
-        })
+    processes().any(|dir| {
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            return false;
+        };
+        let in_time = group_and_start(&stat, boot)
+            .is_some_and(|(group, started)| group == pgid && started >= since);
+        // Read only for the group's members; another user's is unreadable: not ours.
+        in_time && std::fs::read(dir.join("environ")).is_ok_and(|env| environ_holds(&env, mark))
+    })
 }
 
 /// Whether `environ` (NUL-separated `NAME=VALUE`s) holds every variable of `mark` with
@@ -113,8 +134,7 @@ fn environ_holds(environ: &[u8], mark: &[(String, String)]) -> bool {
 
 /// A process's group and start time from its /proc/PID/stat line.
 fn group_and_start(stat: &str, boot: SystemTime) -> Option<(i32, SystemTime)> {
-    // The command name is in parentheses and may hold spaces: count fields after it.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let fields = stat_fields(stat)?;
     let group: i32 = fields.get(2)?.parse().ok()?;
     let ticks: u64 = fields.get(19)?.parse().ok()?;
     Some((
@@ -134,14 +154,45 @@ fn boot_time() -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(btime))
 }
 
+/// How long a group killed with SIGKILL may take to be gone (its members reaped).
+const KILLED_GONE_WITHIN: Duration = Duration::from_secs(2);
+
+/// SIGTERM, the grace period, SIGKILL; returns once the group is gone (or the kill's wait
+/// ran out), so what reruns next never starts beside it.
 async fn stop_group(pid: i32, grace: Duration) {
     let group = Pid::from_raw(pid);
     let _ = killpg(group, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + grace;
-    while killpg(group, None).is_ok() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_gone(group, grace).await;
     let _ = killpg(group, Signal::SIGKILL);
+    wait_gone(group, KILLED_GONE_WITHIN).await;
+}
+
+/// Waits until no process of `group` runs (a zombie waiting for its parent has ended),
+/// at most `limit`.
+async fn wait_gone(group: Pid, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while group_runs(group.as_raw()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process of `group` is here that has not ended.
+fn group_runs(group: i32) -> bool {
+    processes().any(|dir| {
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            return false;
+        };
+        let Some(fields) = stat_fields(&stat) else {
+            return false;
+        };
+        fields[0] != "Z" && fields.get(2).and_then(|g| g.parse().ok()) == Some(group)
+    })
+}
+
+/// The fields of a /proc/PID/stat line after the command name (state first).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    // The command name is in parentheses and may hold spaces: count fields after it.
+    Some(stat.get(stat.rfind(')')? + 2..)?.split(' ').collect())
 }
 
 #[cfg(test)]
@@ -215,6 +266,26 @@ mod tests {
         let grace = Duration::from_millis(100);
         assert_eq!(stop_orphans(&key, "EV_", &[task], grace).await, 1);
         assert_eq!(own.wait().unwrap().signal(), Some(Signal::SIGTERM as i32));
+    }
+
+    /// A task whose pid was never stored (its coordinator died while holding it) has the
+    /// group of its own command stopped, found by its variables; the same step's command of
+    /// another attempt is left running.
+    #[tokio::test]
+    async fn a_task_without_a_stored_pid_has_its_own_group_found_and_stopped() {
+        let key = run("r1");
+        let mut unstored = active_task(0);
+        unstored.pid = None;
+        let mut own = sleeper(&task_mark(&key, "EV_", &unstored));
+        let mut other_attempt = task_mark(&key, "EV_", &unstored);
+        other_attempt[4].1 = "1".into();
+        let mut stranger = sleeper(&other_attempt);
+        let grace = Duration::from_millis(100);
+        assert_eq!(stop_orphans(&key, "EV_", &[unstored], grace).await, 1);
+        assert_eq!(own.wait().unwrap().signal(), Some(Signal::SIGTERM as i32));
+        assert!(stranger.try_wait().unwrap().is_none(), "still running");
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
     }
 
     #[test]

@@ -4,13 +4,19 @@
 //! wait for the next executor event or timer. Events that arrived while the batch was being
 //! committed are all handled before the next commit, so under load many transitions share one
 //! transaction (group commit) while a lone chain still moves one step per commit, at once.
+//!
+//! A command's pid is the one change that does not get a commit of its own: it waits in
+//! [`HeldPids`] for the next batch (usually the command's own end, or a neighbour's), or at
+//! most [`PID_HELD_AT_MOST`]. Nothing the engine does next depends on it; only a recovery
+//! after this coordinator died reads it, and one that finds an active task without a pid
+//! finds its process group by the task's own variables instead (`api/orphans.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventor_store::{
-    now_micros, Batch, GrantRequest, Micros, RunKey, Store, StoreError, Subscription,
+    now_micros, Batch, Change, GrantRequest, Micros, RunKey, Store, StoreError, Subscription,
 };
 use tokio::sync::mpsc;
 
@@ -31,6 +37,49 @@ const MAX_EVENTS_PER_TURN: usize = 8192;
 /// with its context (~150 bytes): a fan-out of a million closures would otherwise queue
 /// them all at once. Plenty to keep every pool thread busy between two turns.
 const CLOSURES_AHEAD: usize = 1024;
+
+/// How long a started command's pid may wait for a batch to ride along with. A command
+/// that ends sooner commits it with its end; one that runs on has it stored by then.
+const PID_HELD_AT_MOST: Duration = Duration::from_millis(5);
+
+/// Started commands' pids not committed yet, oldest first, and when the first came.
+#[derive(Default)]
+struct HeldPids {
+    changes: Vec<Change>,
+    since: Option<tokio::time::Instant>,
+}
+
+impl HeldPids {
+    /// Keeps `changes` for the next batch when they are pids alone; else answers them, with
+    /// every pid held before them (a task's pid must be applied before its end, which the
+    /// fenced update of a pid requires still `active`).
+    fn merge(&mut self, changes: Vec<Change>) -> Option<Vec<Change>> {
+        if changes.iter().all(|c| matches!(c, Change::TaskPid { .. })) {
+            self.since.get_or_insert_with(tokio::time::Instant::now);
+            self.changes.extend(changes);
+            fail::fail_point!("pid-held", |_| std::process::abort());
+            return None;
+        }
+        Some(match self.take() {
+            Some(mut held) => {
+                held.extend(changes);
+                held
+            }
+            None => changes,
+        })
+    }
+
+    /// Every held pid, if any.
+    fn take(&mut self) -> Option<Vec<Change>> {
+        self.since = None;
+        (!self.changes.is_empty()).then(|| std::mem::take(&mut self.changes))
+    }
+
+    /// When the held pids must be committed, if any are held.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.since.map(|since| since + PID_HELD_AT_MOST)
+    }
+}
 
 /// Closure tasks committed as started (they are `active` in the store) that wait for room
 /// in the closure pool; started in order as earlier closures return.
@@ -141,6 +190,7 @@ pub async fn drive(
     let mut loops_done = 1u32;
     let mut last_look = false;
     let mut backlog = Backlog::default();
+    let mut pids = HeldPids::default();
     loop {
         // A task's triggers were sent before its end was, so taking them here, after its end,
         // means none is missed when deciding whether the run is over.
@@ -150,7 +200,7 @@ pub async fn drive(
         // The pool's room is known after its closures' ends were taken; the backlog never
         // waits without closures in the pool, whose ends wake the driver again.
         backlog.refill(core, &cx);
-        flush(core, &cx, &mut backlog).await?;
+        flush(core, &cx, &mut backlog, &mut pids).await?;
         if !core.is_quiescent() {
             last_look = false;
         }
@@ -163,7 +213,7 @@ pub async fn drive(
                     cx.state.rescan(core).await?;
                     continue;
                 }
-                Quiet::Done => return Ok(()),
+                Quiet::Done => return commit_held(&mut pids, &cx).await,
                 Quiet::NextLoop => {
                     core.handle(Input::TimerDue, now_micros());
                     loops_done += 1;
@@ -172,8 +222,9 @@ pub async fn drive(
                 Quiet::Wait => {}
             }
         }
-        match wait_for_input(core, &mut cx).await {
+        match wait_for_input(core, &mut cx, pids.due()).await {
             Woke::Handled => {}
+            Woke::PidsDue => commit_held(&mut pids, &cx).await?,
             Woke::ToRescan => cx.state.rescan(core).await?,
             Woke::Interrupted => cx.executor.interrupt(),
         }
@@ -222,19 +273,15 @@ async fn flush(
     core: &mut Core,
     cx: &DriverContext<'_>,
     backlog: &mut Backlog,
+    pids: &mut HeldPids,
 ) -> Result<(), StoreError> {
     loop {
         let (changes, effects) = core.take_output();
         if changes.is_empty() && effects.is_empty() && !core.has_more_work() {
             return Ok(());
         }
-        if !changes.is_empty() {
-            let batch = Batch {
-                run: cx.state.run.clone(),
-                changes,
-            };
-            cx.state.store.commit(batch).await?;
-            fail::fail_point!("after-commit", |_| std::process::abort());
+        if let Some(changes) = pids.merge(changes).filter(|c| !c.is_empty()) {
+            commit(cx, changes).await?;
         }
         for effect in effects {
             match effect {
@@ -248,6 +295,25 @@ async fn flush(
             }
         }
         core.resume(now_micros());
+    }
+}
+
+/// Commits `changes` as one batch of the run.
+async fn commit(cx: &DriverContext<'_>, changes: Vec<Change>) -> Result<(), StoreError> {
+    let batch = Batch {
+        run: cx.state.run.clone(),
+        changes,
+    };
+    cx.state.store.commit(batch).await?;
+    fail::fail_point!("after-commit", |_| std::process::abort());
+    Ok(())
+}
+
+/// Commits the pids held, if any.
+async fn commit_held(pids: &mut HeldPids, cx: &DriverContext<'_>) -> Result<(), StoreError> {
+    match pids.take() {
+        Some(changes) => commit(cx, changes).await,
+        None => Ok(()),
     }
 }
 
@@ -293,14 +359,21 @@ enum Woke {
     Handled,
     /// Another program may have written triggers: look in the store.
     ToRescan,
+    /// The pids held have waited long enough for a batch: commit them.
+    PidsDue,
     /// The run was just stopped from outside: stop what runs.
     Interrupted,
 }
 
 /// Waits for an executor event (then takes every other one already queued), a task's
 /// trigger, the next delay's due time, freed shared units or an interrupt, and hands it to
-/// the core; a wake-up from the store's triggers is returned for the caller to re-scan.
-async fn wait_for_input(core: &mut Core, cx: &mut DriverContext<'_>) -> Woke {
+/// the core; a wake-up from the store's triggers, or the held pids coming due, is returned
+/// for the caller to act on.
+async fn wait_for_input(
+    core: &mut Core,
+    cx: &mut DriverContext<'_>,
+    pids_due: Option<tokio::time::Instant>,
+) -> Woke {
     // Closures running on the pool: their ends are worth a moment's look.
     let closures_running = cx.executor.closures_pending() > 0;
     let events = &mut *cx.events;
@@ -337,6 +410,7 @@ async fn wait_for_input(core: &mut Core, cx: &mut DriverContext<'_>) -> Woke {
             return Woke::Handled;
         }
         _ = external.wake() => return Woke::ToRescan,
+        _ = sleep_until(pids_due) => return Woke::PidsDue,
         _ = pools.wait(), if pool_waiting => {
             core.handle(Input::PoolsFreed, now_micros());
             return Woke::Handled;
