@@ -11,9 +11,13 @@
 #
 #   - `--echo` alone, on this host, no test bed: a step printing 100 MB (1,000,000 numbered
 #     lines), eventor-coord's console (which echoes every line) to a file against --quiet.
+#   - `--syscalls` alone, on this host, no test bed: system calls per task (`strace -f -c`,
+#     every process of the run, the commands' own included) of 1,000 `true` steps with no
+#     limit, with max_concurrent 2, and as a chain, beside a shell loop and a shell chain.
 #
 # Usage: scripts/bench-peers.sh [N]   (N jobs per case, default 1000; needs root)
 #        scripts/bench-peers.sh --echo  (BENCH_REPEAT: best of R alternating pairs, default 5)
+#        scripts/bench-peers.sh --syscalls [N]  (installs strace when missing)
 #   BENCH_REPEAT=R  best of R runs for each case but GNU parallel over ssh (default 3)
 #   EVENTOR_BIN=DIR use DIR's eventor-coord and eventor-agent instead of a release build
 # Installs GNU parallel and GNU time (apt) and hyperqueue (pip) when missing. Reuses a test bed
@@ -187,8 +191,57 @@ main_echo() {
   echo "Best of $r alternating pairs; the echo held $echo_seen; $(nproc) cores; $(date -u +%FT%TZ)."
 }
 
+# calls_of FILE N: a row's cells from `strace -c` summary FILE, per task of N: every call,
+# then the ones the commands' starts and the store's commits are made of.
+calls_of() {
+  awk -v n="$2" '
+    $NF == "total" { total = $4 }
+    $NF ~ /^(futex|fcntl|execve|pidfd_open|pwrite64|clone3|clone|vfork|rt_sigaction)$/ {
+      # A line with an error count has 6 fields, without one 5: calls is always the 4th.
+      calls[$NF] = $4; if (NF == 6) errors[$NF] = $5
+    }
+    function per(name) { return sprintf("%.1f", calls[name] / n) }
+    END {
+      spawn = (calls["clone3"] + calls["clone"] + calls["vfork"]) / n
+      printf "| %.1f | %s | %s | %s (%.1f failed) | %s | %s | %.1f | %s |\n", total / n,
+        per("futex"), per("fcntl"), per("execve"), errors["execve"] / n, per("pidfd_open"),
+        per("pwrite64"), spawn, per("rt_sigaction")
+    }' "$1"
+}
+
+# main_syscalls [N]: system calls per task of eventor's local cases and the shell's.
+main_syscalls() {
+  local n=${1:-1000} what
+  trap cleanup EXIT
+  apt_need strace strace
+  binaries
+  work=$(mktemp -d)
+  cd "$work"
+  spread_flow default.yaml "$n" "" ""
+  spread_flow limited.yaml "$n" "max_concurrent: 2" ""
+  chain_flow chain.yaml "$n"
+  echo "| $n tasks | all calls | futex | fcntl | execve | pidfd_open | pwrite64 | process starts | rt_sigaction |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for what in "eventor, no limit:ev_local default.yaml" \
+    "eventor, max_concurrent 2:ev_local limited.yaml" \
+    "eventor, a chain:ev_local chain.yaml" \
+    "shell loop:shell_loops $n 1" "shell chain:shell_chain $n"; do
+    # shellcheck disable=SC2086 # the command's words
+    strace -f -c -o "$work/calls.txt" bash -c "$(declare -f ev ev_local fresh_sqlite shell_loops shell_chain); \
+      coord=$coord work=$work; ${what#*:}" >/dev/null
+    printf '| %s ' "${what%%:*}"
+    calls_of "$work/calls.txt" "$n"
+  done
+  echo
+  echo "Per task: every process of the run counted (strace -f -c), the commands' own calls and the" \
+    "bash running the case included; $(nproc) cores; $(date -u +%FT%TZ)."
+}
+
 if [[ ${1:-} == --echo ]]; then
   main_echo
+elif [[ ${1:-} == --syscalls ]]; then
+  shift
+  main_syscalls "$@"
 else
   main_peers "$@"
 fi

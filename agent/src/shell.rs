@@ -59,7 +59,7 @@ fn search(path: &OsString, name: &str) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
@@ -84,7 +84,7 @@ pub(crate) fn start_either<T>(
 
 /// Splits a command that needs no shell (no quotes, globs, redirections, variables) into
 /// words, so it runs without the cost of starting `/bin/sh` first.
-fn simple_argv(command: &str) -> Option<Vec<&str>> {
+pub(crate) fn simple_argv(command: &str) -> Option<Vec<&str>> {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./,:+@%".contains(c);
     let words: Vec<&str> = command.split_ascii_whitespace().collect();
     let simple = !words.is_empty()

@@ -25,6 +25,7 @@
 //! else the program itself.
 
 mod keeper;
+mod spawn;
 mod tree;
 mod wire;
 

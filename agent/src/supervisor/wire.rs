@@ -43,16 +43,6 @@ pub(super) struct StartCommand {
 }
 
 impl StartCommand {
-    /// The environment's names and values.
-    pub fn env(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> + '_ {
-        self.env.split(|b| *b == 0).filter_map(|entry| {
-            // A name has no `=`, a value may: the entry splits at its first one.
-            let at = entry.iter().position(|b| *b == b'=')?;
-            let (name, value) = (&entry[..at], &entry[at + 1..]);
-            Some((OsStr::from_bytes(name), OsStr::from_bytes(value)))
-        })
-    }
-
     pub fn cwd(&self) -> &Path {
         Path::new(OsStr::from_bytes(&self.cwd))
     }

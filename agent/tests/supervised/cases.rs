@@ -213,6 +213,60 @@ async fn a_command_starts_with_no_signal_blocked_or_ignored() {
     assert_eq!(standard(&lines, "SigIgn:"), inherited, "{lines}");
 }
 
+/// A command starts in its own directory, with its environment over the runner's, its
+/// program found on its own `PATH`, and its number in `EVENTOR_COMMAND` whatever the runner
+/// passed under that name; one whose program is nowhere still runs, through the shell.
+#[tokio::test]
+async fn a_command_gets_its_directory_environment_and_its_own_path() {
+    supervised();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let tool = bin.join("tool");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\necho \"$(pwd) $GREETING $EVENTOR_COMMAND\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = lines.clone();
+    let output: OutputSink = Arc::new(move |_, batch| {
+        for line in batch.lines() {
+            seen.lock().unwrap().push_str(line);
+        }
+        Box::pin(async {})
+    });
+    let mut spec = spec("tool");
+    spec.cwd = Some(dir.path().to_path_buf());
+    spec.env = [
+        ("PATH", bin.to_str().unwrap()),
+        ("GREETING", "hi"),
+        ("EVENTOR_COMMAND", "forged"),
+    ]
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .to_vec();
+    let end = run_command(&spec, CancellationToken::new(), |_| async {}, output).await;
+    assert!(end.succeeded(), "{end:?}");
+    let line = lines.lock().unwrap().clone();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let here = dir.path().canonicalize().unwrap();
+    assert_eq!(words[..2], [here.to_str().unwrap(), "hi"], "{line}");
+    assert!(
+        words[2].parse::<u64>().is_ok(),
+        "its number, not the runner's: {line}"
+    );
+    let (missing, _) = run("echo-nowhere-to-be-found a b", CancellationToken::new()).await;
+    assert_eq!(missing.result.as_deref(), Some("127"), "{missing:?}");
+    assert!(
+        missing
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not found")),
+        "{missing:?}"
+    );
+}
+
 /// SIGPIPE's number on Linux.
 const SIGPIPE: u64 = 13;
 
