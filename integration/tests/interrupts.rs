@@ -248,6 +248,30 @@ async fn sigint_stops_a_cluster_runs_remote_commands() {
     );
 }
 
+/// Waits until at least `count` processes name `marker`.
+fn wait_running(marker: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(marker) < count {
+        assert!(Instant::now() < deadline, "the sleep never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills the prime `child` and the keeper of its `command` with SIGKILL, both frozen first
+/// so that neither acts on the other's end; the keeper dies first (a stopped keeper whose
+/// prime died would get SIGHUP and SIGCONT, its group orphaned).
+fn kill_keeper_then_prime(command: u32, child: &mut std::process::Child) {
+    let keeper = Pid::from_raw(crate::parent_of(command) as i32);
+    let prime = Pid::from_raw(child.id() as i32);
+    for frozen in [keeper, prime] {
+        kill(frozen, Signal::SIGSTOP).unwrap();
+        wait_until_stopped(frozen);
+    }
+    kill(keeper, Signal::SIGKILL).unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 #[tokio::test]
 async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,13 +294,10 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
     let flow = flow.to_str().unwrap();
     let mut child = spawn_coord(dir.path(), &["run", flow, "--run-id", "k"]);
     wait_for(&dir.path().join("started"));
+    wait_running(marker, 1);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while running(marker) == 0 {
-        assert!(Instant::now() < deadline, "the sleep never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // The recovery finds the group by the pid the task stored: wait until it is stored
-    // (a command killed before that is beyond this mechanism; its shell still dies).
+    // (the next test kills a prime before that).
     let store = sqlite(dir.path()).await;
     let command = loop {
         let run = store.latest_run("sleeper").await.unwrap();
@@ -290,18 +311,8 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
         assert!(Instant::now() < deadline, "the pid was never stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // The stored pid is the shell's, which leads the group; its parent is the keeper. Both
-    // are frozen first, so that neither acts on the other's end; the keeper dies first (a
-    // stopped keeper whose prime died would get SIGHUP and SIGCONT, its group orphaned).
-    let keeper = Pid::from_raw(crate::parent_of(command as u32) as i32);
-    let prime = Pid::from_raw(child.id() as i32);
-    for frozen in [keeper, prime] {
-        kill(frozen, Signal::SIGSTOP).unwrap();
-        wait_until_stopped(frozen);
-    }
-    kill(keeper, Signal::SIGKILL).unwrap();
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    // The stored pid is the shell's, which leads the group; its parent is the keeper.
+    kill_keeper_then_prime(command as u32, &mut child);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         running(marker),
@@ -327,7 +338,7 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
 #[tokio::test]
 async fn recover_stops_a_command_whose_pid_was_never_stored_before_rerunning() {
     let dir = tempfile::tempdir().unwrap();
-    let marker = &unique(46);
+    let marker = &unique(51);
     let out = dir.path().display();
     let flow = write(
         dir.path(),
@@ -346,11 +357,7 @@ async fn recover_stops_a_command_whose_pid_was_never_stored_before_rerunning() {
         .spawn()
         .unwrap();
     wait_for(&dir.path().join("old.pid"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while running(marker) < 2 {
-        assert!(Instant::now() < deadline, "the sleep never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_running(marker, 2);
     let store = sqlite(dir.path()).await;
     let run = store.latest_run("sleeper").await.unwrap().unwrap();
     let tasks = store.tasks(run.key).await.unwrap();
@@ -361,15 +368,7 @@ async fn recover_stops_a_command_whose_pid_was_never_stored_before_rerunning() {
         .trim()
         .parse()
         .unwrap();
-    let keeper = Pid::from_raw(crate::parent_of(shell) as i32);
-    let prime = Pid::from_raw(child.id() as i32);
-    for frozen in [keeper, prime] {
-        kill(frozen, Signal::SIGSTOP).unwrap();
-        wait_until_stopped(frozen);
-    }
-    kill(keeper, Signal::SIGKILL).unwrap();
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_keeper_then_prime(shell, &mut child);
     assert_eq!(running(marker), 2, "the command outlives keeper and prime");
     write(dir.path(), "again", "");
     let recover = coord(

@@ -28,6 +28,19 @@ fn spec(command: &str) -> CommandSpec {
     }
 }
 
+/// An output sink that collects every line, and what it collected.
+fn collected() -> (OutputSink, Arc<std::sync::Mutex<String>>) {
+    let lines = Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = lines.clone();
+    let output: OutputSink = Arc::new(move |_, batch| {
+        for line in batch.lines() {
+            seen.lock().unwrap().push_str(line);
+        }
+        Box::pin(async {})
+    });
+    (output, lines)
+}
+
 fn no_output() -> OutputSink {
     Arc::new(|_, _| Box::pin(async {}))
 }
@@ -180,14 +193,7 @@ async fn a_thousand_commands_started_at_once_all_come_back_with_their_own_ends()
 #[tokio::test]
 async fn a_command_starts_with_no_signal_blocked_or_ignored() {
     supervised();
-    let lines = Arc::new(std::sync::Mutex::new(String::new()));
-    let seen = lines.clone();
-    let output: OutputSink = Arc::new(move |_, batch| {
-        for line in batch.lines() {
-            seen.lock().unwrap().push_str(line);
-        }
-        Box::pin(async {})
-    });
+    let (output, lines) = collected();
     let end = run_command(
         &spec("grep -E '^Sig(Blk|Ign)' /proc/self/status"),
         CancellationToken::new(),
@@ -229,14 +235,7 @@ async fn a_command_gets_its_directory_environment_and_its_own_path() {
     )
     .unwrap();
     std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let lines = Arc::new(std::sync::Mutex::new(String::new()));
-    let seen = lines.clone();
-    let output: OutputSink = Arc::new(move |_, batch| {
-        for line in batch.lines() {
-            seen.lock().unwrap().push_str(line);
-        }
-        Box::pin(async {})
-    });
+    let (output, lines) = collected();
     let mut spec = spec("tool");
     spec.cwd = Some(dir.path().to_path_buf());
     spec.env = [
