@@ -28,7 +28,7 @@ use nix::sys::signal::{killpg, sigaction, SaFlags, SigAction, SigHandler, SigSet
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::spawn::{Prepared, Spawner};
+use super::spawn::{Prepared, Spawner, CAUGHT};
 use super::tree;
 use super::wire::{self, FromKeeper, Received, StartCommand, ToKeeper};
 
@@ -490,12 +490,7 @@ fn catch_signals() -> std::io::Result<std::io::PipeReader> {
         SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
         SigSet::empty(),
     );
-    for signal in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
+    for signal in CAUGHT {
         // SAFETY: the handler only calls async-signal-safe functions.
         unsafe { sigaction(signal, &action) }?;
     }

@@ -23,16 +23,23 @@ use std::path::Path;
 
 use nix::libc;
 use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
 
-/// The signals the keeper catches, set back to their defaults in each command's child, with
-/// SIGPIPE (which Rust ignores in the keeper).
-pub(super) const CAUGHT: [c_int; 5] = [
-    libc::SIGCHLD,
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGPIPE,
+/// The signals the keeper catches (its children's ends and a stop).
+pub(super) const CAUGHT: [Signal; 4] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
 ];
+
+/// Set back to their defaults in each command's child: the caught ones, and SIGPIPE (which
+/// Rust ignores in the keeper).
+const RESET: [Signal; 5] = [CAUGHT[0], CAUGHT[1], CAUGHT[2], CAUGHT[3], Signal::SIGPIPE];
+
+/// Where a bare program name is looked for when the environment has no `PATH`, as the C
+/// library's `execvp` does.
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
 /// The child's stack: it makes a handful of system calls and execs.
 const STACK_SIZE: usize = 64 * 1024;
@@ -56,6 +63,8 @@ pub(super) struct Prepared {
     cwd: Option<CString>,
     out: RawFd,
     err: RawFd,
+    /// Copies of the output pipes made above the standard descriptors, when one was not.
+    _lifted: Vec<OwnedFd>,
 }
 
 /// What the child reads (through the memory it shares with the keeper) and where it leaves
@@ -100,6 +109,9 @@ impl Prepared {
         );
         let cwd = cwd.as_os_str().as_bytes();
         let cwd = (!cwd.is_empty()).then(|| c_string(cwd)).transpose()?;
+        let mut lifted = Vec::new();
+        let out = lift(out, &mut lifted)?;
+        let err = lift(err, &mut lifted)?;
         Ok(Prepared {
             program,
             _words: words,
@@ -107,8 +119,9 @@ impl Prepared {
             _env: env,
             envp,
             cwd,
-            out: out.as_raw_fd(),
-            err: err.as_raw_fd(),
+            out,
+            err,
+            _lifted: lifted,
         })
     }
 }
@@ -172,8 +185,8 @@ unsafe fn child(args: &mut ChildArgs) -> isize {
     let p = args.prepared;
     let mut default: libc::sigaction = std::mem::zeroed();
     default.sa_sigaction = libc::SIG_DFL;
-    for signal in CAUGHT {
-        libc::sigaction(signal, &default, std::ptr::null_mut());
+    for signal in RESET {
+        libc::sigaction(signal as c_int, &default, std::ptr::null_mut());
     }
     let ok = libc::setpgid(0, 0) == 0
         && place(args.stdin, 0)
@@ -190,6 +203,20 @@ unsafe fn child(args: &mut ChildArgs) -> isize {
     }
     args.errno = *libc::__errno_location();
     libc::_exit(127)
+}
+
+/// `fd`, or a copy of it above the standard descriptors (kept in `lifted`) when it is one
+/// of them, so that placing one stream cannot close the descriptor of another.
+fn lift(fd: &OwnedFd, lifted: &mut Vec<OwnedFd>) -> io::Result<RawFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd.as_raw_fd());
+    }
+    let copy = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: F_DUPFD_CLOEXEC answered a new descriptor that nothing else owns.
+    let copy = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+    let raw = copy.as_raw_fd();
+    lifted.push(copy);
+    Ok(raw)
 }
 
 /// Makes `fd` the child's descriptor `to`, open across the exec.
@@ -242,16 +269,13 @@ fn path_of(env: &[u8]) -> Option<&OsStr> {
         .map(OsStr::from_bytes)
 }
 
-/// Where `name` is on `path` (else the keeper's own PATH), a relative directory taken from
-/// the command's `cwd`, as an exec's own search in the command's directory would.
+/// Where `name` is on `path` (else [`DEFAULT_PATH`]), as the exec will find it after its
+/// change to the command's `cwd`: a relative directory is looked in from there.
 fn search(name: &OsStr, path: Option<&OsStr>, cwd: &Path) -> Option<std::path::PathBuf> {
-    let path = path
-        .map(OsStr::to_os_string)
-        .or_else(|| std::env::var_os("PATH"))
-        .unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| cwd.join(dir).join(name))
-        .find(|candidate| crate::shell::is_executable(candidate))
+    let path = path.unwrap_or(OsStr::new(DEFAULT_PATH));
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| crate::shell::is_executable(&cwd.join(candidate)))
 }
 
 fn not_found() -> io::Error {

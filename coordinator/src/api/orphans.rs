@@ -32,40 +32,59 @@ pub(super) async fn stop_orphans(
     tasks: &[TaskRecord],
     grace: Duration,
 ) -> usize {
+    // Never the group this coordinator is in (a recovery started by one of its commands).
+    let own = nix::unistd::getpgrp().as_raw();
+    // Every process's group and environment, read once and only for a task without a pid.
+    let mut here: Option<Vec<Seen>> = None;
     let mut stopped = 0;
     for task in tasks
         .iter()
         .filter(|t| t.status == TaskStatus::Active && t.host.is_none())
     {
         let mark = task_mark(run, env_prefix, task);
-        let groups = match task.pid {
+        let groups: Vec<i32> = match task.pid {
             Some(pid) => i32::try_from(pid)
                 .ok()
-                .filter(|&pid| pid > 0 && group_alive_as(pid, task.updated_at, &mark))
+                .filter(|&pid| group_alive_as(pid, task.updated_at, &mark))
                 .into_iter()
                 .collect(),
-            None => groups_holding(&mark),
+            None => groups_holding(here.get_or_insert_with(seen_here), &mark),
         };
-        for group in &groups {
+        let groups: Vec<i32> = groups.into_iter().filter(|&g| g > 1 && g != own).collect();
+        for &group in &groups {
             tracing::warn!(step = %task.step, sequence = %task.sequence, pid = group,
                 "stopping a command an earlier coordinator left running");
-            stop_group(*group, grace).await;
+            stop_group(group, grace, &mark).await;
         }
         stopped += usize::from(!groups.is_empty());
     }
     stopped
 }
 
-/// The process groups of every process here whose environment holds `mark`, each once.
-fn groups_holding(mark: &[(String, String)]) -> Vec<i32> {
-    let mut groups: Vec<i32> = processes()
-        .filter(|dir| std::fs::read(dir.join("environ")).is_ok_and(|env| environ_holds(&env, mark)))
+/// A process as a task's pid-less stop looks for it: its group and environment.
+struct Seen {
+    group: i32,
+    environ: Vec<u8>,
+}
+
+/// Every process here whose environment this user may read.
+fn seen_here() -> Vec<Seen> {
+    processes()
         .filter_map(|dir| {
+            let environ = std::fs::read(dir.join("environ")).ok()?;
             let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            Some(group_and_start(&stat, UNIX_EPOCH)?.0)
+            let group = group_and_start(&stat, UNIX_EPOCH)?.0;
+            Some(Seen { group, environ })
         })
-        // Never the group this coordinator is in (a recovery started by one of its commands).
-        .filter(|&group| group > 1 && group != nix::unistd::getpgrp().as_raw())
+        .collect()
+}
+
+/// The process groups of the processes whose environment holds `mark`, each once.
+fn groups_holding(here: &[Seen], mark: &[(String, String)]) -> Vec<i32> {
+    let mut groups: Vec<i32> = here
+        .iter()
+        .filter(|seen| environ_holds(&seen.environ, mark))
+        .map(|seen| seen.group)
         .collect();
     groups.sort_unstable();
     groups.dedup();
@@ -157,14 +176,32 @@ fn boot_time() -> Option<SystemTime> {
 /// How long a group killed with SIGKILL may take to be gone (its members reaped).
 const KILLED_GONE_WITHIN: Duration = Duration::from_secs(2);
 
-/// SIGTERM, the grace period, SIGKILL; returns once the group is gone (or the kill's wait
-/// ran out), so what reruns next never starts beside it.
-async fn stop_group(pid: i32, grace: Duration) {
+/// SIGTERM, the grace period, SIGKILL when still running; returns once the group is gone
+/// (or the kill's wait ran out), so what reruns next never starts beside it. A group found
+/// no longer holding a process with the task's `mark` (gone, its id taken by another since
+/// it was found) is left alone.
+async fn stop_group(pid: i32, grace: Duration, mark: &[(String, String)]) {
+    if !group_holds(pid, mark) {
+        return;
+    }
     let group = Pid::from_raw(pid);
     let _ = killpg(group, Signal::SIGTERM);
     wait_gone(group, grace).await;
-    let _ = killpg(group, Signal::SIGKILL);
-    wait_gone(group, KILLED_GONE_WITHIN).await;
+    if group_runs(pid) {
+        let _ = killpg(group, Signal::SIGKILL);
+        wait_gone(group, KILLED_GONE_WITHIN).await;
+    }
+}
+
+/// Whether a process of `group` holds `mark` in its environment.
+fn group_holds(group: i32, mark: &[(String, String)]) -> bool {
+    processes().any(|dir| {
+        let in_group = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|stat| group_and_start(&stat, UNIX_EPOCH))
+            .is_some_and(|(g, _)| g == group);
+        in_group && std::fs::read(dir.join("environ")).is_ok_and(|env| environ_holds(&env, mark))
+    })
 }
 
 /// Waits until no process of `group` runs (a zombie waiting for its parent has ended),

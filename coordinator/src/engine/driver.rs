@@ -50,10 +50,14 @@ struct HeldPids {
 }
 
 impl HeldPids {
-    /// Keeps `changes` for the next batch when they are pids alone; else answers them, with
+    /// Keeps `changes` for the next batch when they are pids alone (none: nothing to commit);
+    /// else answers them, with
     /// every pid held before them (a task's pid must be applied before its end, which the
     /// fenced update of a pid requires still `active`).
     fn merge(&mut self, changes: Vec<Change>) -> Option<Vec<Change>> {
+        if changes.is_empty() {
+            return None;
+        }
         if changes.iter().all(|c| matches!(c, Change::TaskPid { .. })) {
             self.since.get_or_insert_with(tokio::time::Instant::now);
             self.changes.extend(changes);
@@ -280,7 +284,7 @@ async fn flush(
         if changes.is_empty() && effects.is_empty() && !core.has_more_work() {
             return Ok(());
         }
-        if let Some(changes) = pids.merge(changes).filter(|c| !c.is_empty()) {
+        if let Some(changes) = pids.merge(changes) {
             commit(cx, changes).await?;
         }
         for effect in effects {
