@@ -248,6 +248,18 @@ async fn sigint_stops_a_cluster_runs_remote_commands() {
     );
 }
 
+/// A flow `sleeper` whose one step `nap` runs `command` (in single quotes in the YAML).
+fn nap_flow(dir: &Path, command: &str) -> String {
+    let flow = format!(
+        "name: sleeper\nevents: {{go: {{}}}}\nsteps:\n  nap: {{run: '{command}'}}\n\
+         assocs: [{{event: go, targets: [nap]}}]\ntrigger: [{{event: go}}]\n"
+    );
+    write(dir, "sleeper.yaml", &flow)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Waits until at least `count` processes name `marker`.
 fn wait_running(marker: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -281,17 +293,10 @@ async fn recover_stops_what_a_killed_prime_left_running_before_rerunning() {
     // the prime kills the groups a keeper that died left; killed with the prime (frozen
     // first, so it cannot act on the prime's end) it stops nothing: the command's group
     // runs on until the recovery stops it.
-    let flow = write(
+    let flow = &nap_flow(
         dir.path(),
-        "sleeper.yaml",
-        &format!(
-            "name: sleeper\nevents: {{go: {{}}}}\nsteps:\n  \
-             nap: {{run: 'touch {out}/started; test -e {out}/again && exit 0; \
-                   sleep {marker} & wait'}}\n\
-             assocs: [{{event: go, targets: [nap]}}]\ntrigger: [{{event: go}}]\n"
-        ),
+        &format!("touch {out}/started; test -e {out}/again && exit 0; sleep {marker} & wait"),
     );
-    let flow = flow.to_str().unwrap();
     let mut child = spawn_coord(dir.path(), &["run", flow, "--run-id", "k"]);
     wait_for(&dir.path().join("started"));
     wait_running(marker, 1);
@@ -340,18 +345,14 @@ async fn recover_stops_a_command_whose_pid_was_never_stored_before_rerunning() {
     let dir = tempfile::tempdir().unwrap();
     let marker = &unique(51);
     let out = dir.path().display();
-    let flow = write(
+    let flow = &nap_flow(
         dir.path(),
-        "sleeper.yaml",
         &format!(
-            "name: sleeper\nevents: {{go: {{}}}}\nsteps:\n  \
-             nap: {{run: 'if test -e {out}/again; then grep -q . /proc/$(cat {out}/old.pid)/cmdline \
-                   && echo old-alive >> {out}/ran.txt; echo rerun >> {out}/ran.txt; exit 0; fi; \
-                   echo $$ > {out}/pid.tmp; mv {out}/pid.tmp {out}/old.pid; sleep {marker} & wait'}}\n\
-             assocs: [{{event: go, targets: [nap]}}]\ntrigger: [{{event: go}}]\n"
+            "if test -e {out}/again; then grep -q . /proc/$(cat {out}/old.pid)/cmdline \
+             && echo old-alive >> {out}/ran.txt; echo rerun >> {out}/ran.txt; exit 0; fi; \
+             echo $$ > {out}/pid.tmp; mv {out}/pid.tmp {out}/old.pid; sleep {marker} & wait"
         ),
     );
-    let flow = flow.to_str().unwrap();
     let mut child = crate::coord_command(dir.path(), &["run", flow, "--run-id", "p"])
         .env("FAILPOINTS", "pid-held=pause")
         .spawn()

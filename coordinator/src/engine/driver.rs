@@ -51,9 +51,8 @@ struct HeldPids {
 
 impl HeldPids {
     /// Keeps `changes` for the next batch when they are pids alone (none: nothing to commit);
-    /// else answers them, with
-    /// every pid held before them (a task's pid must be applied before its end, which the
-    /// fenced update of a pid requires still `active`).
+    /// else answers them, with every pid held before them (a task's pid must be applied
+    /// before its end, which the fenced update of a pid requires still `active`).
     fn merge(&mut self, changes: Vec<Change>) -> Option<Vec<Change>> {
         if changes.is_empty() {
             return None;
