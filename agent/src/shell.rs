@@ -5,7 +5,7 @@
 //! each start execs it at once instead of trying every PATH directory in turn.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -36,7 +36,8 @@ pub(crate) fn remembered(command: &str, path: Option<OsString>) -> std::borrow::
     let program = match known {
         Some(program) => program,
         None => {
-            let Some(program) = search(&key.0, name) else {
+            // Every directory of this PATH is absolute: the one it is looked in from is moot.
+            let Some(program) = search(&key.0, OsStr::new(name), Path::new("/")) else {
                 return command.into();
             };
             if let Ok(mut f) = found.lock() {
@@ -52,14 +53,15 @@ pub(crate) fn remembered(command: &str, path: Option<OsString>) -> std::borrow::
     format!("{program}{rest}").into()
 }
 
-/// The first executable file called `name` in the directories of `path`.
-fn search(path: &OsString, name: &str) -> Option<PathBuf> {
+/// The first executable file called `name` in the directories of `path`, as an exec in
+/// `cwd` finds it: a relative directory is looked in from there (and answered relative).
+pub(crate) fn search(path: &OsStr, name: &OsStr, cwd: &Path) -> Option<PathBuf> {
     std::env::split_paths(path)
         .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
+        .find(|candidate| is_executable(&cwd.join(candidate)))
 }
 
-pub(crate) fn is_executable(path: &Path) -> bool {
+fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 

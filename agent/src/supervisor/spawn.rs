@@ -77,8 +77,8 @@ struct ChildArgs<'a> {
 }
 
 impl Prepared {
-    /// `argv` run as its own program (found on the `PATH` of `env` when it is a bare name,
-    /// else not found), with `env` (a block of `NAME=VALUE` entries, each ended by a NUL;
+    /// `argv` run as its own program (found on the `PATH` of `env`, else on [`DEFAULT_PATH`],
+    /// when it is a bare name; else not found), with `env` (a block of `NAME=VALUE` entries, each ended by a NUL;
     /// entries that are not one are left out) and `extra` over it, in `cwd` (empty: the
     /// keeper's), its output to `out` and `err`.
     pub(super) fn new(
@@ -94,7 +94,8 @@ impl Prepared {
         let program = match name.as_bytes().contains(&b'/') {
             true => c_string(name.as_bytes())?,
             false => {
-                let found = search(name, path_of(&env), cwd).ok_or_else(not_found)?;
+                let path = path_of(&env).unwrap_or(OsStr::new(DEFAULT_PATH));
+                let found = crate::shell::search(path, name, cwd).ok_or_else(not_found)?;
                 c_string(found.as_os_str().as_bytes())?
             }
         };
@@ -267,15 +268,6 @@ fn path_of(env: &[u8]) -> Option<&OsStr> {
     env.split(|b| *b == 0)
         .find_map(|entry| entry.strip_prefix(b"PATH="))
         .map(OsStr::from_bytes)
-}
-
-/// Where `name` is on `path` (else [`DEFAULT_PATH`]), as the exec will find it after its
-/// change to the command's `cwd`: a relative directory is looked in from there.
-fn search(name: &OsStr, path: Option<&OsStr>, cwd: &Path) -> Option<std::path::PathBuf> {
-    let path = path.unwrap_or(OsStr::new(DEFAULT_PATH));
-    std::env::split_paths(path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| crate::shell::is_executable(&cwd.join(candidate)))
 }
 
 fn not_found() -> io::Error {

@@ -180,8 +180,9 @@ pub(super) enum Received<T> {
 }
 
 /// Receives one message waiting on `socket`, if there is one, and the descriptors that came
-/// with it (close-on-exec), into `buf` (at least [`MAX_MESSAGE`] long); never waits (sends
-/// always do: a message is never dropped). A message that does not decode is an error; the
+/// with it (close-on-exec), into `buf` (at least [`MAX_MESSAGE`] long); never waits. (A
+/// runner's send waits for room, the keeper queues what finds none: a message is never
+/// dropped.) A message that does not decode is an error; the
 /// peer is ours, so it means a bug, not an attack, but it never panics.
 pub(super) fn receive<T: for<'de> Deserialize<'de>>(
     socket: BorrowedFd<'_>,

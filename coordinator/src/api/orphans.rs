@@ -42,23 +42,42 @@ pub(super) async fn stop_orphans(
         .filter(|t| t.status == TaskStatus::Active && t.host.is_none())
     {
         let mark = task_mark(run, env_prefix, task);
-        let groups: Vec<i32> = match task.pid {
-            Some(pid) => i32::try_from(pid)
-                .ok()
-                .filter(|&pid| group_alive_as(pid, task.updated_at, &mark))
-                .into_iter()
-                .collect(),
-            None => groups_holding(here.get_or_insert_with(seen_here), &mark),
+        // The stored pid leads the command's group; without one, its groups are found by
+        // its variables, and any process of them is the task's, however old.
+        let (groups, since) = match task.pid {
+            Some(pid) => (
+                i32::try_from(pid).into_iter().collect(),
+                Some(recorded_since(task.updated_at)),
+            ),
+            None => (
+                groups_holding(here.get_or_insert_with(seen_here), &mark),
+                None,
+            ),
         };
-        let groups: Vec<i32> = groups.into_iter().filter(|&g| g > 1 && g != own).collect();
-        for &group in &groups {
+        let mut any = false;
+        for group in groups.into_iter().filter(|&g| g > 1 && g != own) {
+            // Checked just before its signal: a group gone, or its id taken by another
+            // since it was found, is left alone.
+            if !group_holds(group, &mark, since) {
+                continue;
+            }
             tracing::warn!(step = %task.step, sequence = %task.sequence, pid = group,
                 "stopping a command an earlier coordinator left running");
-            stop_group(group, grace, &mark).await;
+            stop_group(group, grace).await;
+            any = true;
         }
-        stopped += usize::from(!groups.is_empty());
+        stopped += usize::from(any);
     }
     stopped
+}
+
+/// The earliest start a process of a task that recorded its pid at `at` may have: that
+/// moment less a margin for the commit.
+fn recorded_since(at: Micros) -> SystemTime {
+    let recorded = UNIX_EPOCH + Duration::from_micros(at.max(0) as u64);
+    recorded
+        .checked_sub(SAME_PROCESS_WITHIN)
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// A process as a task's pid-less stop looks for it: its group and environment.
@@ -117,13 +136,9 @@ fn task_mark(run: &RunKey, env_prefix: &str, task: &TaskRecord) -> [(String, Str
     context.identity_vars()
 }
 
-/// Whether a process of group `pgid` runs that is the task's: started after its task
-/// recorded the pid (`at`, less a margin for the commit) and holding its `mark`.
-fn group_alive_as(pgid: i32, at: Micros, mark: &[(String, String)]) -> bool {
-    let recorded = UNIX_EPOCH + Duration::from_micros(at.max(0) as u64);
-    let since = recorded
-        .checked_sub(SAME_PROCESS_WITHIN)
-        .unwrap_or(UNIX_EPOCH);
+/// Whether a process of group `pgid` runs that is the task's: holding its `mark`, and
+/// started no earlier than `since` when given.
+fn group_holds(pgid: i32, mark: &[(String, String)], since: Option<SystemTime>) -> bool {
     let Some(boot) = boot_time() else {
         return false;
     };
@@ -131,8 +146,9 @@ fn group_alive_as(pgid: i32, at: Micros, mark: &[(String, String)]) -> bool {
         let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
             return false;
         };
-        let in_time = group_and_start(&stat, boot)
-            .is_some_and(|(group, started)| group == pgid && started >= since);
+        let in_time = group_and_start(&stat, boot).is_some_and(|(group, started)| {
+            group == pgid && since.is_none_or(|since| started >= since)
+        });
         // Read only for the group's members; another user's is unreadable: not ours.
         in_time && std::fs::read(dir.join("environ")).is_ok_and(|env| environ_holds(&env, mark))
     })
@@ -177,13 +193,8 @@ fn boot_time() -> Option<SystemTime> {
 const KILLED_GONE_WITHIN: Duration = Duration::from_secs(2);
 
 /// SIGTERM, the grace period, SIGKILL when still running; returns once the group is gone
-/// (or the kill's wait ran out), so what reruns next never starts beside it. A group found
-/// no longer holding a process with the task's `mark` (gone, its id taken by another since
-/// it was found) is left alone.
-async fn stop_group(pid: i32, grace: Duration, mark: &[(String, String)]) {
-    if !group_holds(pid, mark) {
-        return;
-    }
+/// (or the kill's wait ran out), so what reruns next never starts beside it.
+async fn stop_group(pid: i32, grace: Duration) {
     let group = Pid::from_raw(pid);
     let _ = killpg(group, Signal::SIGTERM);
     wait_gone(group, grace).await;
@@ -191,17 +202,6 @@ async fn stop_group(pid: i32, grace: Duration, mark: &[(String, String)]) {
         let _ = killpg(group, Signal::SIGKILL);
         wait_gone(group, KILLED_GONE_WITHIN).await;
     }
-}
-
-/// Whether a process of `group` holds `mark` in its environment.
-fn group_holds(group: i32, mark: &[(String, String)]) -> bool {
-    processes().any(|dir| {
-        let in_group = std::fs::read_to_string(dir.join("stat"))
-            .ok()
-            .and_then(|stat| group_and_start(&stat, UNIX_EPOCH))
-            .is_some_and(|(g, _)| g == group);
-        in_group && std::fs::read(dir.join("environ")).is_ok_and(|env| environ_holds(&env, mark))
-    })
 }
 
 /// Waits until no process of `group` runs (a zombie waiting for its parent has ended),
