@@ -5,10 +5,11 @@
 //! once. Here a queued closure is one small job in a channel, a worker runs it and sends its
 //! end straight to the driver, and at most `threads` threads ever exist (started on demand).
 
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -123,34 +124,67 @@ impl<K: Send + 'static, E: Send + 'static> ClosurePool<K, E> {
 
 /// A worker: takes jobs until the pool is dropped.
 fn work<K, E>(shared: &Shared<K, E>) {
-    loop {
-        shared.idle.fetch_add(1, Ordering::AcqRel);
-        let job = match shared.queue.lock() {
-            Ok(queue) => next_job(&queue),
-            Err(_) => break, // a worker panicked while holding the lock: stop cleanly
-        };
+    shared.idle.fetch_add(1, Ordering::AcqRel);
+    while let Ok(job) = next_job(&shared.queue) {
         shared.idle.fetch_sub(1, Ordering::AcqRel);
-        let Ok(job) = job else { break };
         let end = run(&job);
         shared.pending.fetch_sub(1, Ordering::AcqRel);
+        // Idle before its end goes out: the next job, which that end often causes, then
+        // finds this worker about to look instead of starting another thread. Two workers
+        // for a chain's one job at a time would hand the queue back and forth, a thread
+        // wake-up per step.
+        shared.idle.fetch_add(1, Ordering::AcqRel);
         let Job { task, token, .. } = job;
         let _ = shared.events.blocking_send((shared.finished)(task, end));
         drop(token);
     }
+    shared.idle.fetch_sub(1, Ordering::AcqRel);
     shared.threads.fetch_sub(1, Ordering::AcqRel);
 }
 
-/// The next job: looked for during [`LINGER`], then waited for.
-fn next_job<K>(queue: &std_mpsc::Receiver<Job<K>>) -> Result<Job<K>, std_mpsc::RecvError> {
-    let deadline = Instant::now() + LINGER;
-    loop {
-        match queue.try_recv() {
-            Ok(job) => return Ok(job),
-            Err(std_mpsc::TryRecvError::Disconnected) => return Err(std_mpsc::RecvError),
-            Err(std_mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
-                std::thread::yield_now()
+/// The next job: looked for during [`LINGER`], then waited for (an error: the pool is gone,
+/// or a worker panicked holding the queue).
+fn next_job<K>(queue: &Mutex<std_mpsc::Receiver<Job<K>>>) -> Result<Job<K>, std_mpsc::RecvError> {
+    // Looking takes the queue only for a moment, and never waits for it: a worker that
+    // waited while another looked would sleep on the lock and be woken by its release.
+    let found = linger(LINGER, || match queue.try_lock() {
+        Ok(queue) => match queue.try_recv() {
+            Ok(job) => ControlFlow::Break(Ok(job)),
+            Err(std_mpsc::TryRecvError::Disconnected) => {
+                ControlFlow::Break(Err(std_mpsc::RecvError))
             }
-            Err(std_mpsc::TryRecvError::Empty) => return queue.recv(),
+            Err(std_mpsc::TryRecvError::Empty) => ControlFlow::Continue(()),
+        },
+        Err(TryLockError::Poisoned(_)) => ControlFlow::Break(Err(std_mpsc::RecvError)),
+        Err(TryLockError::WouldBlock) => ControlFlow::Continue(()),
+    });
+    match found {
+        Some(found) => found,
+        None => queue.lock().map_err(|_| std_mpsc::RecvError)?.recv(),
+    }
+}
+
+/// How long [`linger`] looks without leaving the CPU.
+const SPIN: Duration = Duration::from_micros(0);
+
+/// Calls `look` until it breaks or `window` has passed (`None`). For the first [`SPIN`] it
+/// looks again at once (a spin-loop hint between looks): what it waits for is usually a few
+/// microseconds away on another core, and giving up the CPU would cost more. After that it
+/// yields between looks, so it takes no CPU another thread wants.
+pub fn linger<R>(window: Duration, mut look: impl FnMut() -> ControlFlow<R>) -> Option<R> {
+    let started = Instant::now();
+    loop {
+        if let ControlFlow::Break(found) = look() {
+            return Some(found);
+        }
+        let waited = started.elapsed();
+        if waited >= window {
+            return None;
+        }
+        if waited < SPIN {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
         }
     }
 }

@@ -349,11 +349,11 @@ fn bare_step_commits(dir: &tempfile::TempDir, n: usize) -> Duration {
         "UPDATE tasks SET status = 'success', result = 'null', error = NULL, \
          failure_class = NULL, updated_at = ?2 WHERE run_id = '20261207T125842-ccb3' \
          AND recovery = 0 AND step = 's' || ?1 AND sequence = '1' AND status = 'active' AND attempt = 1",
-        "INSERT INTO triggers (run_id, recovery, event, sequence, created_at) \
-         VALUES ('20261207T125842-ccb3', 0, 'e' || ?2, '1', ?2)",
-        "INSERT INTO tasks (run_id, recovery, step, sequence, status, attempt, host, created_at, \
-         updated_at) VALUES ('20261207T125842-ccb3', 0, 's' || ?2, '1', 'active', 1, \
-         NULL, ?2, ?2)",
+        "INSERT INTO triggers (id, run_id, recovery, event, sequence, created_at) \
+         VALUES (?2 * 2, '20261207T125842-ccb3', 0, 'e' || ?2, '1', ?2)",
+        "INSERT INTO tasks (id, run_id, recovery, step, sequence, status, attempt, host, \
+         created_at, updated_at) VALUES (?2 * 2 + 1, '20261207T125842-ccb3', 0, 's' || ?2, '1', \
+         'active', 1, NULL, ?2, ?2)",
     ];
     bare_transactions(&path, run, &step, n)
 }

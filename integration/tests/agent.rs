@@ -18,7 +18,7 @@ use eventor_protocol::{
     LogRecord, ProtocolError, ProtocolVersion, Stream, TaskKey, ToAgent, ToCoordinator, Work,
 };
 use eventor_store::{
-    Batch, Change, NewRun, RunKey, RunMode, Store, StoreLocation, TaskRecord, TaskStatus,
+    Batch, Change, NewRun, RunKey, RunMode, Store, StoreLocation, TaskRecord, TaskStatus, Writer,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -304,7 +304,11 @@ async fn store_with_active_tasks(path: &Path, steps: &[&str]) -> Store {
         })
         .collect();
     store
-        .commit(Batch { run, changes })
+        .commit(Batch {
+            run,
+            changes,
+            writer: Writer::Coordinator,
+        })
         .await
         .expect("tasks created");
     store

@@ -820,6 +820,7 @@ mod tests {
                 sequence: Arc::from("1"),
                 at: 1,
             }],
+            writer: Writer::Coordinator,
         };
         // The same write twice, as a retry after a lost COMMIT would send it.
         let job = Arc::new((store.write_cx(&run), Write::Commit(batch.clone())));

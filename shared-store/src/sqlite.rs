@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod fenced;
+mod ids;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -66,10 +67,22 @@ impl Default for SqliteOptions {
 }
 
 /// Work for the owner thread. It replies through a oneshot it captured.
-type Job = Box<dyn FnOnce(&mut SqliteConnection) + Send>;
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
 
 /// The one connection, shared by the owner thread and the callers of small writes.
-type Shared = Arc<Mutex<SqliteConnection>>;
+type Shared = Arc<Mutex<Conn>>;
+
+/// The connection and what it keeps for the rows it numbers.
+struct Conn {
+    db: SqliteConnection,
+    ids: ids::RowIds,
+}
+
+impl Conn {
+    fn write(&mut self, write: &Write) -> Result<(), StoreError> {
+        write::write(&mut self.db, &mut self.ids, write)
+    }
+}
 
 /// Most changes a batch may have to be written on the caller's thread. A small commit takes
 /// tens of microseconds; handing it to the owner thread and back costs two thread wake-ups,
@@ -123,8 +136,11 @@ impl SqliteStore {
         let thread = thread::Builder::new()
             .name("eventor-store".into())
             .spawn(move || match connect(&thread_path, &options) {
-                Ok(conn) => {
-                    let conn = Arc::new(Mutex::new(conn));
+                Ok(db) => {
+                    let conn = Arc::new(Mutex::new(Conn {
+                        db,
+                        ids: ids::RowIds::default(),
+                    }));
                     let _ = ready_tx.send(Ok(conn.clone()));
                     serve(&conn, queue);
                 }
@@ -156,7 +172,8 @@ impl SqliteStore {
     }
 
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        self.call(move |conn| write::commit(conn, &batch)).await
+        self.call_conn(move |conn| conn.write(&Write::Commit(batch)))
+            .await
     }
 
     pub async fn set_run_status(
@@ -198,7 +215,7 @@ impl SqliteStore {
     pub(crate) async fn write(&self, write: Write) -> Result<(), StoreError> {
         let done = match self.write_here(&write) {
             Some(done) => done,
-            None => self.call(move |conn| write::write(conn, &write)).await,
+            None => self.call_conn(move |conn| conn.write(&write)).await,
         };
         if let Some(checkpointer) = &self.owner.checkpointer {
             checkpointer.wrote();
@@ -222,7 +239,7 @@ impl SqliteStore {
             return None;
         }
         let mut conn = self.owner.try_conn()?;
-        Some(write::write(&mut conn, write))
+        Some(conn.write(write))
     }
 
     pub async fn latest_run(&self, name: String) -> Result<Option<RunRecord>, StoreError> {
@@ -312,11 +329,20 @@ impl SqliteStore {
             .await
     }
 
-    /// Runs `work` on the owner thread and waits for its answer.
+    /// Runs `work` on the owner thread's connection and waits for its answer.
     async fn call<R, F>(&self, work: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.call_conn(move |conn| work(&mut conn.db)).await
+    }
+
+    /// Runs `work` on the owner thread and waits for its answer.
+    async fn call_conn<R, F>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -330,7 +356,7 @@ impl SqliteStore {
 
 impl Owner {
     /// The connection, if no one is using it right now.
-    fn try_conn(&self) -> Option<MutexGuard<'_, SqliteConnection>> {
+    fn try_conn(&self) -> Option<MutexGuard<'_, Conn>> {
         match self.conn.as_ref()?.try_lock() {
             Ok(conn) => Some(conn),
             Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
@@ -340,7 +366,7 @@ impl Owner {
 }
 
 /// The owner thread's loop: runs jobs until every sender is gone.
-fn serve(conn: &Mutex<SqliteConnection>, queue: mpsc::Receiver<Job>) {
+fn serve(conn: &Mutex<Conn>, queue: mpsc::Receiver<Job>) {
     while let Ok(job) = queue.recv() {
         // A job that panicked poisoned nothing the connection relies on: diesel rolls back
         // an open transaction when its closure unwinds.

@@ -401,6 +401,20 @@ pub struct GrantRequest {
 pub struct Batch {
     pub run: RunKey,
     pub changes: Vec<Change>,
+    pub writer: Writer,
+}
+
+/// Who commits a batch. On SQLite it decides how new rows get their ids (`sqlite/ids.rs`);
+/// Postgres numbers rows itself and ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// The coordinator holding the run's lock, through its one store handle: it writes
+    /// nearly every row of the run, so it numbers them from a counter it keeps.
+    Coordinator,
+    /// Anyone else (`trigger`, `serve`, an agent whose prime is gone): it numbers its rows
+    /// above every row the run has, so the run's watcher, which reads rows above the last
+    /// one it saw, cannot miss them.
+    Other,
 }
 
 /// Why a store operation failed. Messages are lowercase; causes are in `source`.

@@ -88,6 +88,7 @@ fn turn(run: &RunKey, i: usize) -> Batch {
     Batch {
         run: run.clone(),
         changes,
+        writer: Writer::Coordinator,
     }
 }
 
@@ -151,6 +152,7 @@ async fn a_run_goes_on_through_a_server_restart() {
         .commit(Batch {
             run: run.clone(),
             changes: vec![first],
+            writer: Writer::Coordinator,
         })
         .await
         .unwrap();

@@ -111,6 +111,7 @@ macro_rules! suite {
                     runs_listed_newest_first_with_task_counts,
                     set_run_status_stamps_end,
                     two_opens_see_each_others_commits,
+                    a_trigger_from_another_writer_is_above_every_row_the_run_has,
                     clones_share_and_commit_concurrently,
                     reopen_keeps_rows,
                     run_lock_refuses_a_second_holder,
@@ -137,7 +138,8 @@ store_suite!(
     [
         a_store_of_the_previous_schema_keeps_its_retries,
         a_run_of_a_schema_before_params_reads_with_none_and_takes_them,
-        a_task_of_the_previous_schema_gets_a_failure_class_after_the_migration
+        a_task_of_the_previous_schema_gets_a_failure_class_after_the_migration,
+        rows_of_the_previous_schema_keep_their_order_and_new_ones_follow
     ]
 );
 store_suite!(
@@ -146,7 +148,8 @@ store_suite!(
     [
         a_store_of_the_previous_schema_keeps_its_retries,
         a_run_of_a_schema_before_params_reads_with_none_and_takes_them,
-        a_task_of_the_previous_schema_gets_a_failure_class_after_the_migration
+        a_task_of_the_previous_schema_gets_a_failure_class_after_the_migration,
+        rows_of_the_previous_schema_keep_their_order_and_new_ones_follow
     ]
 );
 
@@ -179,6 +182,8 @@ fn previous_rows() -> String {
              VALUES ('R', 0, 'flow', 'restart', 'running', 'h', '{{}}', 1);\n\
          INSERT INTO tasks (run_id, recovery, step, sequence, status, attempt, created_at, \
              updated_at) VALUES ('R', 0, 'flaky', 's', 'ready', 2, 1, 2);\n\
+         INSERT INTO triggers (run_id, recovery, event, sequence, created_at) \
+             VALUES ('R', 0, 'go', 's', 1);\n\
          INSERT INTO delays (run_id, recovery, assoc, sequence, due_at, fired, created_at) \
              VALUES ('R', 0, -2, 's{mark}1', 3, TRUE, 1), \
                     ('R', 0, -1, 's{mark}1', 5, FALSE, 2), \
@@ -278,6 +283,7 @@ fn batch(run: &RunKey, changes: Vec<Change>) -> Batch {
     Batch {
         run: run.clone(),
         changes,
+        writer: Writer::Coordinator,
     }
 }
 
@@ -1003,6 +1009,37 @@ async fn a_task_of_the_previous_schema_gets_a_failure_class_after_the_migration(
     );
 }
 
+/// A task and a trigger stored before tasks and triggers were keyed by their names (SQLite's
+/// row tables) keep their ids; rows written after the migration are numbered after them.
+async fn rows_of_the_previous_schema_keep_their_order_and_new_ones_follow(fx: Fixture) {
+    let store = &fx.store;
+    let run = key("R", 0);
+    let before = store.triggers(run.clone()).await.unwrap();
+    assert_eq!(before.len(), 1);
+    assert_eq!(
+        (before[0].event.as_str(), before[0].sequence.as_str()),
+        ("go", "s")
+    );
+    let old_task = store.tasks(run.clone()).await.unwrap()[0].id;
+    let new_task = Change::TaskCreated {
+        step: "later".into(),
+        sequence: "s".into(),
+        status: TaskStatus::Ready,
+        attempt: 1,
+        host: None,
+        at: 9,
+    };
+    let changes = vec![trigger("next", "s", 9), new_task];
+    store.commit(batch(&run, changes)).await.unwrap();
+    let triggers = store.triggers(run.clone()).await.unwrap();
+    let events: Vec<_> = triggers.iter().map(|t| t.event.as_str()).collect();
+    assert_eq!(events, ["go", "next"]);
+    assert!(triggers[1].id > triggers[0].id.max(old_task));
+    let tasks = store.tasks(run.clone()).await.unwrap();
+    let steps: Vec<_> = tasks.iter().map(|t| t.step.as_str()).collect();
+    assert_eq!(steps, ["flaky", "later"]);
+}
+
 async fn rows_need_their_run(fx: Fixture) {
     let store = &fx.store;
     let ghost = key("ghost", 0);
@@ -1398,6 +1435,66 @@ async fn empty_batch_is_a_no_op(fx: Fixture) {
 }
 
 /// Begins `run` of `name` at `started_at` with one trigger, one task and one delay.
+/// The run's coordinator numbers its rows in commit order from a counter of its own; a
+/// trigger written meanwhile through another handle (`trigger`, `serve`) gets an id above
+/// every row the run has, so a watcher that saw up to the coordinator's last row still finds
+/// it; and a stale counter never numbers the coordinator's own rows backwards.
+async fn a_trigger_from_another_writer_is_above_every_row_the_run_has(fx: Fixture) {
+    let coordinator = &fx.store;
+    let other = fx.open_again().await;
+    let run = started(coordinator, "R").await;
+    let outside = |event| Batch {
+        run: run.clone(),
+        changes: vec![trigger(event, "1", 2)],
+        writer: Writer::Other,
+    };
+    // The other handle has written to the run before: what it knew then is stale later.
+    other.commit(outside("x")).await.unwrap();
+    let own = |changes| Batch {
+        run: run.clone(),
+        changes,
+        writer: Writer::Coordinator,
+    };
+    let task = |step: &str| Change::TaskCreated {
+        step: step.into(),
+        sequence: "1".into(),
+        status: TaskStatus::Active,
+        attempt: 1,
+        host: None,
+        at: 1,
+    };
+    coordinator
+        .commit(own(vec![trigger("a", "1", 1), task("s1")]))
+        .await
+        .unwrap();
+    let seen = coordinator.triggers(run.clone()).await.unwrap();
+    let watched = seen.iter().map(|t| t.id).max().unwrap();
+
+    other.commit(outside("b")).await.unwrap();
+    coordinator
+        .commit(own(vec![trigger("c", "1", 3), task("s2")]))
+        .await
+        .unwrap();
+
+    let newer = coordinator
+        .triggers_after(run.clone(), watched)
+        .await
+        .unwrap();
+    let events: Vec<_> = newer.iter().map(|t| t.event.as_str()).collect();
+    assert!(events.contains(&"b"), "the watcher misses b: {newer:?}");
+    let all = coordinator.triggers(run.clone()).await.unwrap();
+    let id_of = |event: &str| all.iter().find(|t| t.event == event).unwrap().id;
+    let tasks = coordinator.tasks(run.clone()).await.unwrap();
+    let largest_task = tasks.iter().map(|t| t.id).max().unwrap();
+    assert!(id_of("b") > id_of("a") && id_of("b") > watched);
+    assert!(id_of("c") > id_of("a"), "{all:?}");
+    assert_eq!(
+        statuses(&tasks),
+        [("s1", TaskStatus::Active), ("s2", TaskStatus::Active)]
+    );
+    assert!(tasks[0].id < largest_task, "{tasks:?}");
+}
+
 /// A cancel request from another handle wakes the run's subscriber and is read back once,
 /// in order; a request to a run that is not there is refused; deleting the run takes its
 /// requests along.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use eventor_protocol::{EndStatus, TaskEnd, TaskKey};
-use eventor_store::{Batch, Change, RunKey, Store, StoreError, TaskStatus};
+use eventor_store::{Batch, Change, RunKey, Store, StoreError, TaskStatus, Writer};
 
 use crate::util::error_chain;
 
@@ -95,7 +95,15 @@ async fn commit_group(store: &Store, group: Vec<Request>) {
     let run = group[0].batch.run.clone();
     if group.len() > 1 && group.iter().all(|r| r.batch.run == run) {
         let changes = group.iter().flat_map(|r| r.batch.changes.clone()).collect();
-        if store.commit(Batch { run, changes }).await.is_ok() {
+        if store
+            .commit(Batch {
+                run,
+                changes,
+                writer: Writer::Other,
+            })
+            .await
+            .is_ok()
+        {
             for request in group {
                 let _ = request.reply.send(Recorded::Written);
             }
@@ -123,6 +131,8 @@ fn batch(key: &TaskKey, end: &TaskEnd, host: &Arc<str>) -> Batch {
             recovery: key.recovery,
         },
         changes: end_changes(host, key, end).into(),
+        // The agent writes as its prime would have, but through a store handle of its own.
+        writer: Writer::Other,
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use eventor_store::{now_micros, Batch, Change, RunRecord, Store, StoreError};
+use eventor_store::{now_micros, Batch, Change, RunRecord, Store, StoreError, Writer};
 
 /// One event asked for, and whether it was new.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub async fn record_triggers(
     let batch = Batch {
         run: run.key.clone(),
         changes,
+        // Not the run's coordinator: its watcher must find these rows.
+        writer: Writer::Other,
     };
     store.commit(batch).await?;
     Ok(report)

@@ -310,7 +310,8 @@ mod tests {
     /// another attempt is left running.
     #[tokio::test]
     async fn a_task_without_a_stored_pid_has_its_own_group_found_and_stopped() {
-        let key = run("r1");
+        // A run of its own: the test beside it starts a command with r1's same task marks.
+        let key = run("r3");
         let mut unstored = active_task(0);
         unstored.pid = None;
         let mut own = sleeper(&task_mark(&key, "EV_", &unstored));

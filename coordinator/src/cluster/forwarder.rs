@@ -18,6 +18,7 @@ use eventor_agent::{end_changes, TaskEnd, TriggerError};
 use eventor_protocol::{Dispatch, EndStatus, TaskKey, Work};
 use eventor_store::{
     Batch, HostHealthRecord, HostState, Micros, RunKey, Store, StoreError, TaskRecord, TaskStatus,
+    Writer,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -475,6 +476,7 @@ impl Forwarder {
         let batch = Batch {
             run: self.run.clone(),
             changes: end_changes(host, key, &failed).into(),
+            writer: Writer::Coordinator,
         };
         // A test holds the prime here while a cut-off agent records its end first.
         fail::fail_point!("lost-before-record");

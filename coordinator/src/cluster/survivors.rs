@@ -18,7 +18,7 @@ use std::time::Duration;
 use eventor_agent::end_changes;
 use eventor_agent::util::error_chain;
 use eventor_protocol::{TaskEnd, TaskKey};
-use eventor_store::{Batch, RunKey, Store, StoreError};
+use eventor_store::{Batch, RunKey, Store, StoreError, Writer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -189,6 +189,8 @@ async fn record_end(store: &Store, run_id: &str, host: &str, key: &TaskKey, end:
             recovery: key.recovery,
         },
         changes: end_changes(host, key, end).into(),
+        // An earlier recovery's row, written by the one that adopted its agent.
+        writer: Writer::Other,
     };
     match store.commit(batch).await {
         Ok(()) | Err(StoreError::Fenced { .. }) => {}

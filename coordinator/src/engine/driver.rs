@@ -12,11 +12,13 @@
 //! finds its process group by the task's own variables instead (`api/orphans.rs`).
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventor_store::{
     now_micros, Batch, Change, GrantRequest, Micros, RunKey, Store, StoreError, Subscription,
+    Writer,
 };
 use tokio::sync::mpsc;
 
@@ -306,6 +308,7 @@ async fn commit(cx: &DriverContext<'_>, changes: Vec<Change>) -> Result<(), Stor
     let batch = Batch {
         run: cx.state.run.clone(),
         changes,
+        writer: Writer::Coordinator,
     };
     cx.state.store.commit(batch).await?;
     fail::fail_point!("after-commit", |_| std::process::abort());
@@ -433,16 +436,12 @@ const LINGER: Duration = Duration::from_micros(200);
 
 /// An executor event that arrives within [`LINGER`], if any.
 fn linger(events: &mut mpsc::Receiver<ExecEvent>) -> Option<ExecEvent> {
-    let deadline = std::time::Instant::now() + LINGER;
-    loop {
-        match events.try_recv() {
-            Ok(event) => return Some(event),
-            Err(mpsc::error::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
-                std::thread::yield_now()
-            }
-            Err(_) => return None,
-        }
-    }
+    eventor_agent::closure_pool::linger(LINGER, || match events.try_recv() {
+        Ok(event) => ControlFlow::Break(Some(event)),
+        Err(mpsc::error::TryRecvError::Empty) => ControlFlow::Continue(()),
+        Err(mpsc::error::TryRecvError::Disconnected) => ControlFlow::Break(None),
+    })
+    .flatten()
 }
 
 /// Hands `first` and every event already queued behind it (up to a turn's worth) to the core.

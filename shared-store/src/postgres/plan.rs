@@ -317,6 +317,7 @@ mod tests {
                 recovery: 0,
             },
             changes,
+            writer: Writer::Coordinator,
         }
     }
 

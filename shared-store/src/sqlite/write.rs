@@ -9,17 +9,22 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use super::fenced::{FireDelay, SetHost, SetPid, TakeRetry, TaskFence, Transition};
+use super::ids::RowIds;
 use crate::change::*;
 use crate::query;
 use crate::rows::run_label;
 use crate::schema::{delays, retries, tasks, triggers};
 use crate::types::*;
 
-/// Applies `write` in one transaction.
-pub(super) fn write(conn: &mut SqliteConnection, write: &Write) -> Result<(), StoreError> {
+/// Applies `write` in one transaction; `ids` numbers the rows it adds.
+pub(super) fn write(
+    conn: &mut SqliteConnection,
+    ids: &mut RowIds,
+    write: &Write,
+) -> Result<(), StoreError> {
     match write {
         Write::BeginRun(run) => begin_run(conn, run),
-        Write::Commit(batch) => commit(conn, batch),
+        Write::Commit(batch) => commit(conn, ids, batch),
         Write::RunStatus(run, status, at) => set_run_status(conn, run, *status, *at),
         Write::Request(request) => insert_request(conn, request),
         Write::RunCause(run, cause) => {
@@ -105,18 +110,36 @@ pub(super) fn delete_run(conn: &mut SqliteConnection, run_id: &str) -> Result<u6
 }
 
 /// Applies every change of `batch` in one `BEGIN IMMEDIATE` transaction; the first error
-/// rolls the whole batch back.
-pub(super) fn commit(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), StoreError> {
+/// rolls the whole batch back. New rows are numbered in the batch's order.
+fn commit(conn: &mut SqliteConnection, ids: &mut RowIds, batch: &Batch) -> Result<(), StoreError> {
     conn.immediate_transaction(|conn| {
+        let new_rows = batch.changes.iter().filter(|c| adds_row(c)).count();
+        let mut next = match new_rows {
+            0 => 0,
+            n => ids.take(conn, &batch.run, batch.writer, n)?,
+        };
         let mut ops = batch.changes.iter().enumerate();
-        ops.try_for_each(|(index, change)| apply(conn, &batch.run, Op::of(index, change)))
+        ops.try_for_each(|(index, change)| {
+            apply(conn, &batch.run, &mut next, Op::of(index, change))
+        })
     })
 }
 
-fn apply(conn: &mut SqliteConnection, run: &RunKey, op: Op) -> Result<(), StoreError> {
+/// A change that inserts a numbered row (a trigger or a task).
+fn adds_row(change: &Change) -> bool {
+    matches!(change, Change::Trigger { .. } | Change::TaskCreated { .. })
+}
+
+/// Applies one part of a change; `next` is the id the next new row takes.
+fn apply(
+    conn: &mut SqliteConnection,
+    run: &RunKey,
+    next: &mut i64,
+    op: Op,
+) -> Result<(), StoreError> {
     match op {
-        Op::Trigger(trigger) => insert_trigger(conn, run, &trigger),
-        Op::CreateTask(task) => insert_task(conn, run, &task),
+        Op::Trigger(trigger) => insert_trigger(conn, run, take(next), &trigger),
+        Op::CreateTask(task) => insert_task(conn, run, take(next), &task),
         Op::EditTask(edit) => edit_task(conn, TaskFence { run, edit: &edit }),
         Op::ArmDelay(delay) => arm_delay(conn, run, &delay),
         Op::FireDelay(delay) => fire_delay(conn, run, &delay),
@@ -181,13 +204,21 @@ pub(super) fn release_run_grants(
     Ok(query::release_run_grants(run_id).execute(conn)?)
 }
 
+/// Hands out `next` and moves it on.
+fn take(next: &mut i64) -> i64 {
+    *next += 1;
+    *next - 1
+}
+
 fn insert_trigger(
     conn: &mut SqliteConnection,
     run: &RunKey,
+    id: i64,
     trigger: &NewTrigger,
 ) -> Result<(), StoreError> {
     diesel::insert_into(triggers::table)
         .values((
+            triggers::id.eq(id),
             triggers::run_id.eq(&*run.run_id),
             triggers::recovery.eq(run.recovery),
             triggers::event.eq(trigger.event),
@@ -204,10 +235,12 @@ fn insert_trigger(
 fn insert_task(
     conn: &mut SqliteConnection,
     run: &RunKey,
+    id: i64,
     task: &NewTask,
 ) -> Result<(), StoreError> {
     diesel::insert_into(tasks::table)
         .values((
+            tasks::id.eq(id),
             tasks::run_id.eq(&*run.run_id),
             tasks::recovery.eq(run.recovery),
             tasks::step.eq(task.step),
