@@ -132,7 +132,8 @@ fn work<K, E>(shared: &Shared<K, E>) {
         // Idle before its end goes out: the next job, which that end often causes, then
         // finds this worker about to look instead of starting another thread. Two workers
         // for a chain's one job at a time would hand the queue back and forth, a thread
-        // wake-up per step.
+        // wake-up per step. Should the events be full, a job submitted meanwhile waits for
+        // this worker until the driver, which submits and drains, has read some.
         shared.idle.fetch_add(1, Ordering::AcqRel);
         let Job { task, token, .. } = job;
         let _ = shared.events.blocking_send((shared.finished)(task, end));
@@ -165,7 +166,7 @@ fn next_job<K>(queue: &Mutex<std_mpsc::Receiver<Job<K>>>) -> Result<Job<K>, std_
 }
 
 /// How long [`linger`] looks without leaving the CPU.
-const SPIN: Duration = Duration::from_micros(0);
+const SPIN: Duration = Duration::from_micros(50);
 
 /// Calls `look` until it breaks or `window` has passed (`None`). For the first [`SPIN`] it
 /// looks again at once (a spin-loop hint between looks): what it waits for is usually a few

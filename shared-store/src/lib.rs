@@ -235,7 +235,8 @@ impl Store {
         }
     }
 
-    /// Every trigger row of one run recovery, ordered by id (firing order).
+    /// Every trigger row of one run recovery, ordered by id: firing order (on SQLite, a
+    /// trigger another program wrote may come after the coordinator's written meanwhile).
     pub async fn triggers(&self, run: RunKey) -> Result<Vec<TriggerRecord>, StoreError> {
         self.triggers_after(run, 0).await
     }

@@ -19,7 +19,9 @@
 //!   own rows (its core fired them), so the watcher misses nothing; only a replay may take
 //!   such a trigger a little later than it came, among rows written at the same time.
 //!
-//! Ids of a transaction that rolls back are not given back: a gap orders nothing wrongly.
+//! The coordinator's ids are even and the others' odd, so even a counter that fell behind
+//! never repeats an id: a run's rows have one order, ties included. Ids of a transaction
+//! that rolls back are not given back: a gap orders nothing wrongly.
 
 use std::collections::HashMap;
 
@@ -29,6 +31,9 @@ use diesel::prelude::*;
 use crate::schema::{tasks, triggers};
 use crate::types::{RunKey, Writer};
 
+/// The distance between two ids of one writer (see the parity above).
+pub(crate) const STRIDE: i64 = 2;
+
 /// The next id of each run this connection has written as its coordinator.
 #[derive(Default)]
 pub(crate) struct RowIds {
@@ -36,8 +41,8 @@ pub(crate) struct RowIds {
 }
 
 impl RowIds {
-    /// The first of `count` consecutive ids for new rows of `run`, written by `writer`.
-    /// Called inside the write transaction.
+    /// The first of `count` ids, [`STRIDE`] apart, for new rows of `run` written by
+    /// `writer`. Called inside the write transaction.
     pub fn take(
         &mut self,
         conn: &mut SqliteConnection,
@@ -45,18 +50,31 @@ impl RowIds {
         writer: Writer,
         count: usize,
     ) -> QueryResult<i64> {
-        let kept = match writer {
-            Writer::Coordinator => self.next.get(run).copied(),
-            Writer::Other => None,
-        };
-        let first = match kept {
-            Some(next) => next,
+        let kept = self.next.get(run).copied();
+        let first = match (writer, kept) {
+            (Writer::Coordinator, Some(next)) => next,
             // A counter kept from an earlier write still only grows.
-            None => (largest_id(conn, run)? + 1).max(self.next.get(run).copied().unwrap_or(1)),
+            (Writer::Coordinator, None) => even_above(largest_id(conn, run)?),
+            (Writer::Other, _) => even_above(largest_id(conn, run)?) + 1,
         };
-        self.next.insert(run.clone(), first + count as i64);
+        let after = first + STRIDE * count as i64;
+        // Only runs this connection coordinates are kept (a `serve` triggers many runs).
+        match (writer, kept) {
+            (Writer::Coordinator, _) => {
+                self.next.insert(run.clone(), after);
+            }
+            (Writer::Other, Some(next)) => {
+                self.next.insert(run.clone(), next.max(after + 1));
+            }
+            (Writer::Other, None) => {}
+        }
         Ok(first)
     }
+}
+
+/// The smallest even number above `id`.
+fn even_above(id: i64) -> i64 {
+    (id / 2 + 1) * 2
 }
 
 /// The largest task or trigger id `run` has (0 for none).
@@ -72,4 +90,78 @@ fn largest_id(conn: &mut SqliteConnection, run: &RunKey) -> QueryResult<i64> {
         .select(max(tasks::id))
         .first(conn)?;
     Ok(trigger.unwrap_or(0).max(task.unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+
+    use super::even_above;
+
+    #[derive(QueryableByName)]
+    struct Order {
+        #[diesel(sql_type = Text)]
+        names: String,
+    }
+
+    /// Each run's trigger and task names, in id order.
+    fn orders(conn: &mut SqliteConnection) -> Vec<String> {
+        let sql = "SELECT group_concat(event) AS names FROM \
+                   (SELECT * FROM triggers ORDER BY run_id, id) GROUP BY run_id \
+                   UNION ALL SELECT group_concat(step) AS names FROM \
+                   (SELECT * FROM tasks ORDER BY run_id, id) GROUP BY run_id";
+        let rows: Vec<Order> = diesel::sql_query(sql).load(conn).unwrap();
+        rows.into_iter().map(|r| r.names).collect()
+    }
+
+    /// Ids count per run after the migration, so two runs share ids; going back to row
+    /// tables numbers the rows anew and keeps each run's order, and so does coming back.
+    #[test]
+    fn the_migration_down_and_up_keeps_each_runs_order() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        let up =
+            include_str!("../../migrations/sqlite/2027-07-01-000000_keyed_tasks_triggers/up.sql");
+        let down =
+            include_str!("../../migrations/sqlite/2027-07-01-000000_keyed_tasks_triggers/down.sql");
+        conn.batch_execute(include_str!(
+            "../../migrations/sqlite/2025-01-01-000000_create_store/up.sql"
+        ))
+        .unwrap();
+        conn.batch_execute(
+            "PRAGMA foreign_keys = ON; ALTER TABLE tasks ADD COLUMN failure_class TEXT;",
+        )
+        .unwrap();
+        conn.batch_execute(up).unwrap();
+        for run in ["A", "B"] {
+            conn.batch_execute(&format!(
+                "INSERT INTO runs (run_id, recovery, name, mode, status, host, program, \
+                 started_at) VALUES ('{run}', 0, 'n', 'restart', 'running', 'h', '{{}}', 0);"
+            ))
+            .unwrap();
+            for (i, name) in ["z", "a", "m"].into_iter().enumerate() {
+                let id = 2 * (i as i64 + 1);
+                conn.batch_execute(&format!(
+                    "INSERT INTO triggers (id, run_id, recovery, event, sequence, created_at) \
+                     VALUES ({id}, '{run}', 0, '{name}', '1', 0); \
+                     INSERT INTO tasks (id, run_id, recovery, step, sequence, status, attempt, \
+                     created_at, updated_at) VALUES ({}, '{run}', 0, '{name}', '1', 'ready', 1, 0, 0);",
+                    id + 1
+                ))
+                .unwrap();
+            }
+        }
+        let kept = ["z,a,m"; 4];
+        conn.batch_execute(down).unwrap();
+        assert_eq!(orders(&mut conn), kept);
+        conn.batch_execute(up).unwrap();
+        assert_eq!(orders(&mut conn), kept);
+    }
+
+    #[test]
+    fn even_above_is_the_next_even_number() {
+        let got: Vec<_> = [0, 1, 2, 3, 10, 11].into_iter().map(even_above).collect();
+        assert_eq!(got, [2, 2, 4, 4, 12, 12]);
+    }
 }

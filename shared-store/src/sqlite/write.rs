@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use super::fenced::{FireDelay, SetHost, SetPid, TakeRetry, TaskFence, Transition};
-use super::ids::RowIds;
+use super::ids::{RowIds, STRIDE};
 use crate::change::*;
 use crate::query;
 use crate::rows::run_label;
@@ -204,10 +204,10 @@ pub(super) fn release_run_grants(
     Ok(query::release_run_grants(run_id).execute(conn)?)
 }
 
-/// Hands out `next` and moves it on.
+/// Hands out `next` and moves it on to the writer's next id.
 fn take(next: &mut i64) -> i64 {
-    *next += 1;
-    *next - 1
+    *next += STRIDE;
+    *next - STRIDE
 }
 
 fn insert_trigger(

@@ -1,4 +1,5 @@
--- Back to row tables with a unique index; ids are kept (SQLite's row ids again).
+-- Back to row tables with a unique index. Ids count per run since the migration, so they
+-- cannot stay row ids (unique in the table): rows are numbered anew, each run's in its order.
 
 CREATE TABLE rowid_triggers (
     id INTEGER PRIMARY KEY,
@@ -11,8 +12,9 @@ CREATE TABLE rowid_triggers (
     FOREIGN KEY (run_id, recovery) REFERENCES runs (run_id, recovery)
 );
 
-INSERT INTO rowid_triggers (id, run_id, recovery, event, sequence, created_at)
-    SELECT id, run_id, recovery, event, sequence, created_at FROM triggers;
+INSERT INTO rowid_triggers (run_id, recovery, event, sequence, created_at)
+    SELECT run_id, recovery, event, sequence, created_at FROM triggers
+    ORDER BY run_id, recovery, id;
 DROP TABLE triggers;
 ALTER TABLE rowid_triggers RENAME TO triggers;
 
@@ -35,9 +37,10 @@ CREATE TABLE rowid_tasks (
     FOREIGN KEY (run_id, recovery) REFERENCES runs (run_id, recovery)
 );
 
-INSERT INTO rowid_tasks (id, run_id, recovery, step, sequence, status, attempt, host, pid,
+INSERT INTO rowid_tasks (run_id, recovery, step, sequence, status, attempt, host, pid,
         result, error, created_at, updated_at, failure_class)
-    SELECT id, run_id, recovery, step, sequence, status, attempt, host, pid, result, error,
-        created_at, updated_at, failure_class FROM tasks;
+    SELECT run_id, recovery, step, sequence, status, attempt, host, pid, result, error,
+        created_at, updated_at, failure_class FROM tasks
+    ORDER BY run_id, recovery, id;
 DROP TABLE tasks;
 ALTER TABLE rowid_tasks RENAME TO tasks;
