@@ -171,11 +171,6 @@ impl SqliteStore {
         self.call(move |conn| write::begin_run(conn, &run)).await
     }
 
-    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        self.call_conn(move |conn| conn.write(&Write::Commit(batch)))
-            .await
-    }
-
     pub async fn set_run_status(
         &self,
         run: RunKey,

@@ -50,25 +50,27 @@ impl RowIds {
         writer: Writer,
         count: usize,
     ) -> QueryResult<i64> {
-        let kept = self.next.get(run).copied();
-        let first = match (writer, kept) {
-            (Writer::Coordinator, Some(next)) => next,
-            // A counter kept from an earlier write still only grows.
-            (Writer::Coordinator, None) => even_above(largest_id(conn, run)?),
-            (Writer::Other, _) => even_above(largest_id(conn, run)?) + 1,
-        };
-        let after = first + STRIDE * count as i64;
-        // Only runs this connection coordinates are kept (a `serve` triggers many runs).
-        match (writer, kept) {
-            (Writer::Coordinator, _) => {
-                self.next.insert(run.clone(), after);
+        let span = STRIDE * count as i64;
+        match (writer, self.next.get_mut(run)) {
+            (Writer::Coordinator, Some(next)) => {
+                *next += span;
+                Ok(*next - span)
             }
-            (Writer::Other, Some(next)) => {
-                self.next.insert(run.clone(), next.max(after + 1));
+            (Writer::Coordinator, None) => {
+                let first = even_above(largest_id(conn, run)?);
+                self.next.insert(run.clone(), first + span);
+                Ok(first)
             }
-            (Writer::Other, None) => {}
+            // Only runs this connection coordinates get a counter (`serve` triggers many
+            // runs); one it does is moved past what was just written.
+            (Writer::Other, kept) => {
+                let first = even_above(largest_id(conn, run)?) + 1;
+                if let Some(next) = kept {
+                    *next = (*next).max(first + span + 1);
+                }
+                Ok(first)
+            }
         }
-        Ok(first)
     }
 }
 
