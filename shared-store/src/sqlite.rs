@@ -10,6 +10,7 @@
 mod checkpoint;
 mod fenced;
 mod ids;
+mod wal_writes;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -393,14 +394,22 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<SqliteConnection, Sto
     Ok(conn)
 }
 
-/// The name SQLite is given. The connection is opened with URI support, so a relative path
-/// that happens to start with `file:` is prefixed to stay a plain file name.
+/// The name SQLite is given: a URI that opens the file through [`wal_writes`], or, should
+/// that VFS not register, the plain path (a relative one that happens to start with `file:`
+/// prefixed to stay a file name, since the connection takes URIs).
 fn database_url(path: &Path) -> Option<String> {
     let text = path.to_str()?;
-    if text.starts_with("file:") || text.starts_with("sqlite:") {
-        return Some(format!("./{text}"));
+    if let Err(code) = wal_writes::register() {
+        tracing::warn!(
+            code,
+            "the WAL-writing VFS did not register; using SQLite's own"
+        );
+        if text.starts_with("file:") || text.starts_with("sqlite:") {
+            return Some(format!("./{text}"));
+        }
+        return Some(text.to_owned());
     }
-    Some(text.to_owned())
+    Some(wal_writes::uri(text))
 }
 
 #[derive(QueryableByName)]
@@ -415,11 +424,20 @@ struct JournalMode {
     journal_mode: String,
 }
 
+/// The page size of a new store. A chain step's commit writes about three pages to the WAL
+/// (its task's leaf, its trigger's leaf, and now and then a rebalanced neighbour), and every
+/// byte of them is checksummed and copied into the page cache; at 2 KiB instead of SQLite's
+/// 4 KiB a step costs about 4 µs less. Wide runs pay a little for it: a fan-out's batches
+/// write more, smaller frames (about 9% more per task).
+const PAGE_SIZE: u32 = 2048;
+
 /// Sets the pragmas every connection needs. The busy timeout comes first so that switching to
 /// WAL waits for another process's lock instead of failing.
 fn configure(conn: &mut SqliteConnection, options: &SqliteOptions) -> QueryResult<()> {
     let busy_ms = options.busy_timeout.as_millis().min(i32::MAX as u128);
     conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
+    // Only a new, empty file takes it; an existing store keeps the page size it was made with.
+    conn.batch_execute(&format!("PRAGMA page_size = {PAGE_SIZE};"))?;
     let mode = wal_mode(conn, options.busy_timeout)?;
     if !mode.journal_mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(mode = %mode.journal_mode, "sqlite store is not in WAL mode");
