@@ -153,7 +153,7 @@ fn run_case(case: &str) {
             bare_commits(&dir, n),
         ),
         "stepsql" => (
-            "bare SQLite commits of a chain step's three statements, store's schema",
+            "bare SQLite commits of a chain step's three statements, store's schema and page size, SQLite's own VFS",
             bare_step_commits(&dir, n),
         ),
         "recover" => (
@@ -331,8 +331,9 @@ fn bare_commits(dir: &tempfile::TempDir, n: usize) -> Duration {
 }
 
 /// `n` transactions of a chain step's own three statements (its end, the next step's trigger,
-/// the next task), on a bare connection to a file with the store's schema: what the step's
-/// commit costs in SQLite alone, before any engine work.
+/// the next task), on a bare connection to a file with the store's schema and page size: what
+/// the step's commit costs in SQLite alone, before any engine work. The connection writes
+/// through SQLite's own VFS, not the store's, which gathers a commit's WAL writes into one.
 fn bare_step_commits(dir: &tempfile::TempDir, n: usize) -> Duration {
     let path = dir.path().join("steps.db");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
