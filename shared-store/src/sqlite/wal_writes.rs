@@ -85,8 +85,8 @@ pub(super) fn register() -> Result<(), c_int> {
 #[repr(C)]
 struct Shim {
     base: ffi::sqlite3_file,
-    /// On a database: its WAL's shim while the WAL is open. On a WAL: its database's shim.
-    peer: *mut Shim,
+    /// On a database: its WAL file while the WAL is open. On a WAL: its database file.
+    peer: *mut ffi::sqlite3_file,
     /// WAL only: appends not yet written, starting at file offset `at`.
     pending: Vec<u8>,
     at: i64,
@@ -99,6 +99,11 @@ struct Shim {
     failed: c_int,
 }
 
+// The wrapped VFS's file starts right after the shim, at SQLite's 8-byte alignment.
+const _: () = assert!(size_of::<Shim>() % 8 == 0);
+
+/// The shim part of one of this VFS's files. The wrapped file after it is reached through
+/// [`inner`], from the same raw pointer, never through this reference.
 unsafe fn shim<'a>(file: *mut ffi::sqlite3_file) -> &'a mut Shim {
     &mut *file.cast::<Shim>()
 }
@@ -160,14 +165,13 @@ unsafe extern "C" fn open(
 unsafe fn link_to_database(wal: *mut ffi::sqlite3_file, name: ffi::sqlite3_filename) {
     let database = ffi::sqlite3_database_file_object(name);
     if !database.is_null() && ptr::eq((*database).pMethods, &MAIN) {
-        shim(database).peer = shim(wal);
-        shim(wal).peer = shim(database);
+        shim(database).peer = wal;
+        shim(wal).peer = database;
     }
 }
 
-/// Writes the buffer, if any, and returns the write's code.
-unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
-    let shim = shim(file);
+/// Writes the buffer of `shim`, the shim of `file`, if any, and returns the write's code.
+unsafe fn flush(shim: &mut Shim, file: *mut ffi::sqlite3_file) -> c_int {
     if shim.pending.is_empty() {
         return ffi::SQLITE_OK;
     }
@@ -188,27 +192,21 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
     code
 }
 
-/// Flushes the WAL of a database before one of its shared-memory calls.
-unsafe fn flush_wal_of(database: *mut ffi::sqlite3_file) -> c_int {
+/// Flushes, or returns an error left by an earlier flush that could not report it.
+unsafe fn settle(shim: &mut Shim, file: *mut ffi::sqlite3_file) -> c_int {
+    match flush(shim, file) {
+        ffi::SQLITE_OK => std::mem::replace(&mut shim.failed, ffi::SQLITE_OK),
+        code => code,
+    }
+}
+
+/// Settles the WAL of a database before one of its shared-memory calls.
+unsafe fn settle_wal_of(database: *mut ffi::sqlite3_file) -> c_int {
     let wal = shim(database).peer;
     if wal.is_null() {
         return ffi::SQLITE_OK;
     }
-    let wal = wal.cast::<ffi::sqlite3_file>();
-    let code = flush(wal);
-    if code != ffi::SQLITE_OK {
-        return code;
-    }
-    std::mem::replace(&mut shim(wal).failed, ffi::SQLITE_OK)
-}
-
-/// Flushes this file's own buffer, or returns an error left by an earlier flush.
-unsafe fn settle(file: *mut ffi::sqlite3_file) -> c_int {
-    let code = flush(file);
-    if code != ffi::SQLITE_OK {
-        return code;
-    }
-    std::mem::replace(&mut shim(file).failed, ffi::SQLITE_OK)
+    settle(shim(wal), wal)
 }
 
 unsafe extern "C" fn wal_write(
@@ -223,26 +221,22 @@ unsafe extern "C" fn wal_write(
     s.commit_header_last = bytes.len() == FRAME_HEADER && commit_mark(bytes);
     let continues = !s.pending.is_empty() && offset == s.at + s.pending.len() as i64;
     if !(continues && s.pending.len() + bytes.len() <= CAPACITY) {
-        let code = settle(file);
+        let code = settle(s, file);
         if code != ffi::SQLITE_OK {
             return code;
         }
         if s.sealed || bytes.len() > CAPACITY {
             s.sealed |= completes_commit;
             WAL_WRITES.with(|n| n.set(n.get() + 1));
-            return methods(file).xWrite.expect("every VFS writes")(
-                inner(file),
-                data,
-                amount,
-                offset,
-            );
+            let write = methods(file).xWrite.expect("every VFS writes");
+            return write(inner(file), data, amount, offset);
         }
         s.at = offset;
     }
     s.pending.extend_from_slice(bytes);
     if completes_commit {
         s.sealed = true;
-        return flush(file);
+        return flush(s, file);
     }
     ffi::SQLITE_OK
 }
@@ -253,10 +247,10 @@ fn commit_mark(header: &[u8]) -> bool {
 }
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
-    let code = flush(file);
-    let peer = shim(file).peer;
-    if !peer.is_null() {
-        (*peer).peer = ptr::null_mut();
+    let s = shim(file);
+    let code = flush(s, file);
+    if !s.peer.is_null() {
+        shim(s.peer).peer = ptr::null_mut();
     }
     let close = methods(file).xClose.expect("every VFS closes");
     let closed = close(inner(file));
@@ -273,7 +267,7 @@ unsafe extern "C" fn read(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    match settle(file) {
+    match settle(shim(file), file) {
         ffi::SQLITE_OK => {
             methods(file).xRead.expect("every VFS reads")(inner(file), data, amount, offset)
         }
@@ -291,21 +285,21 @@ unsafe extern "C" fn main_write(
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    match settle(file) {
+    match settle(shim(file), file) {
         ffi::SQLITE_OK => methods(file).xTruncate.expect("every VFS truncates")(inner(file), size),
         code => code,
     }
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    match settle(file) {
+    match settle(shim(file), file) {
         ffi::SQLITE_OK => methods(file).xSync.expect("every VFS syncs")(inner(file), flags),
         code => code,
     }
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    match settle(file) {
+    match settle(shim(file), file) {
         ffi::SQLITE_OK => methods(file).xFileSize.expect("every VFS sizes")(inner(file), size),
         code => code,
     }
@@ -330,7 +324,7 @@ unsafe extern "C" fn file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    match settle(file) {
+    match settle(shim(file), file) {
         ffi::SQLITE_OK => methods(file)
             .xFileControl
             .expect("every VFS has file controls")(inner(file), op, arg),
@@ -358,7 +352,7 @@ unsafe extern "C" fn shm_map(
     let Some(map) = methods(file).xShmMap else {
         return ffi::SQLITE_IOERR;
     };
-    match flush_wal_of(file) {
+    match settle_wal_of(file) {
         ffi::SQLITE_OK => map(inner(file), region, size, extend, out.cast()),
         code => code,
     }
@@ -373,24 +367,34 @@ unsafe extern "C" fn shm_lock(
     let Some(lock) = methods(file).xShmLock else {
         return ffi::SQLITE_IOERR;
     };
-    let code = flush_wal_of(file);
     let wal = shim(file).peer;
     if !wal.is_null() {
-        // A lock begins or ends a transaction: the next frames are buffered again.
-        (*wal).sealed = false;
+        let w = shim(wal);
+        // A lock begins or ends a transaction: its frames are gathered again.
+        w.sealed = false;
+        w.commit_header_last = false;
+        if flags & ffi::SQLITE_SHM_UNLOCK != 0 {
+            // An unlock must happen whatever the flush answers: SQLite does not look at the
+            // answer, and a lock it believes let go would stay held. What is still buffered
+            // here belongs to a transaction rolled back, which no one will read.
+            let _ = flush(w, wal);
+        } else {
+            let code = settle(w, wal);
+            if code != ffi::SQLITE_OK {
+                return code;
+            }
+        }
     }
-    match code {
-        ffi::SQLITE_OK => lock(inner(file), offset, n, flags),
-        code => code,
-    }
+    lock(inner(file), offset, n, flags)
 }
 
 unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
     let wal = shim(file).peer;
     if !wal.is_null() {
-        let code = flush(wal.cast());
+        let w = shim(wal);
+        let code = flush(w, wal);
         if code != ffi::SQLITE_OK {
-            (*wal).failed = code;
+            w.failed = code;
         }
     }
     if let Some(barrier) = methods(file).xShmBarrier {
@@ -399,12 +403,14 @@ unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
 }
 
 unsafe extern "C" fn shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
-    let Some(unmap) = methods(file).xShmUnmap else {
-        return ffi::SQLITE_OK;
-    };
-    match flush_wal_of(file) {
-        ffi::SQLITE_OK => unmap(inner(file), delete),
-        code => code,
+    let wal = shim(file).peer;
+    if !wal.is_null() {
+        // As for an unlock: the shared memory is let go whatever the flush answers.
+        let _ = flush(shim(wal), wal);
+    }
+    match methods(file).xShmUnmap {
+        Some(unmap) => unmap(inner(file), delete),
+        None => ffi::SQLITE_OK,
     }
 }
 
@@ -490,6 +496,7 @@ pub(super) fn uri(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
+    use std::path::PathBuf;
 
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
@@ -521,6 +528,22 @@ mod tests {
         conn
     }
 
+    /// A new file `name` in `dir` with a table `t`, and a connection to it through the VFS
+    /// on which `pragmas` ran first.
+    fn new_table(
+        dir: &tempfile::TempDir,
+        name: &str,
+        pragmas: &str,
+    ) -> (PathBuf, SqliteConnection) {
+        let path = dir.path().join(name);
+        let mut conn = open(&path, true);
+        conn.batch_execute(&format!(
+            "{pragmas} CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"
+        ))
+        .unwrap();
+        (path, conn)
+    }
+
     fn rows(conn: &mut SqliteConnection) -> i64 {
         diesel::sql_query("SELECT count(*) AS n FROM t")
             .get_result::<Count>(conn)
@@ -539,11 +562,7 @@ mod tests {
     #[test]
     fn each_commit_reaches_the_wal_in_one_write_and_is_read_at_once_by_another_connection() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("one.db");
-        let mut writer = open(&path, true);
-        writer
-            .batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
-            .unwrap();
+        let (path, mut writer) = new_table(&dir, "one.db", "");
         let mut reader = open(&path, false);
         for committed in 1..=200 {
             let before = WAL_WRITES.get();
@@ -557,15 +576,9 @@ mod tests {
     #[test]
     fn a_transaction_larger_than_the_buffer_and_a_rolled_back_one_leave_the_database_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big.db");
-        let mut writer = open(&path, true);
         // A small cache makes SQLite spill the big transactions' pages into the WAL before
         // their commit, as frames without a commit mark.
-        writer
-            .batch_execute(
-                "PRAGMA cache_size = 10; CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)",
-            )
-            .unwrap();
+        let (path, mut writer) = new_table(&dir, "big.db", "PRAGMA cache_size = 10;");
         let mut other = open(&path, false);
         insert(&mut writer, 2_000).unwrap();
         assert_eq!(rows(&mut other), 2_000);
@@ -602,10 +615,7 @@ mod tests {
     #[test]
     fn a_path_with_uri_characters_opens_the_file_of_that_name() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("odd ?name#with%25 signs.db");
-        let mut conn = open(&path, true);
-        conn.batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
-            .unwrap();
+        let (path, mut conn) = new_table(&dir, "odd ?name#with%25 signs.db", "");
         insert(&mut conn, 1).unwrap();
         drop(conn);
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -617,13 +627,28 @@ mod tests {
     }
 
     #[test]
+    fn failed_writes_during_a_rollback_leave_the_store_writable_for_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut writer) = new_table(&dir, "stuck.db", "PRAGMA cache_size = 10;");
+        insert(&mut writer, 2_000).unwrap();
+        // Rewriting rows in place spills frames; the rollback's flush of what is left fails.
+        writer
+            .batch_execute("BEGIN IMMEDIATE; UPDATE t SET v = randomblob(300);")
+            .unwrap();
+        FAIL_FLUSHES.set(true);
+        let _ = writer.batch_execute("ROLLBACK");
+        FAIL_FLUSHES.set(false);
+        let mut other = open(&path, false);
+        other.batch_execute("PRAGMA busy_timeout = 100;").unwrap();
+        insert(&mut other, 1).unwrap();
+        insert(&mut writer, 1).unwrap();
+        assert_eq!(rows(&mut other), 2_002);
+    }
+
+    #[test]
     fn a_failed_wal_write_fails_its_commit_and_publishes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("full.db");
-        let mut writer = open(&path, true);
-        writer
-            .batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
-            .unwrap();
+        let (path, mut writer) = new_table(&dir, "full.db", "");
         insert(&mut writer, 3).unwrap();
         let mut reader = open(&path, false);
         FAIL_FLUSHES.set(true);
