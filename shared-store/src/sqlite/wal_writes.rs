@@ -100,7 +100,7 @@ struct Shim {
 }
 
 // The wrapped VFS's file starts right after the shim, at SQLite's 8-byte alignment.
-const _: () = assert!(size_of::<Shim>() % 8 == 0);
+const _: () = assert!(size_of::<Shim>().is_multiple_of(8));
 
 /// The shim part of one of this VFS's files. The wrapped file after it is reached through
 /// [`inner`], from the same raw pointer, never through this reference.
