@@ -428,7 +428,7 @@ struct JournalMode {
 /// (its task's leaf, its trigger's leaf, and now and then a rebalanced neighbour), and every
 /// byte of them is checksummed and copied into the page cache; at 2 KiB instead of SQLite's
 /// 4 KiB a step costs about 4 µs less. Wide runs pay a little for it: a fan-out's batches
-/// write more, smaller frames (about 9% more per task).
+/// write more, smaller frames (7–9% more per task).
 const PAGE_SIZE: u32 = 2048;
 
 /// Sets the pragmas every connection needs. The busy timeout comes first so that switching to
